@@ -1,0 +1,151 @@
+//! Types shared by the kernel programs (`guard-ebpf`) and the daemon.
+//!
+//! Every struct is `#[repr(C)]` with explicit padding and a compile-time size
+//! check, so both sides agree on the layout byte for byte.
+#![no_std]
+
+/// Length of `task_struct::comm`, the key used to recognise programs in the kernel.
+pub const COMM_LEN: usize = 16;
+pub type Comm = [u8; COMM_LEN];
+
+/// Capacity of the session map (threads in all agent sessions together).
+pub const MAX_SESSION_TASKS: u32 = 65_536;
+/// Capacity of the program-name map.
+pub const MAX_PROGRAMS: u32 = 4_096;
+/// Capacity of the map of processes stopped by the exec gate.
+pub const MAX_HELD: u32 = 8_192;
+/// Size of the event ring buffer in bytes.
+pub const EVENTS_BYTES: u32 = 256 * 1024;
+
+/// `PROGRAMS` flag: an exec of this program inside a session is stopped and reported.
+pub const PROGRAM_WATCHED: u32 = 1 << 0;
+/// `PROGRAMS` flag: an exec of this program outside a session starts a session.
+pub const PROGRAM_AGENT: u32 = 1 << 1;
+/// `PROGRAMS` flag: an exec outside a session is reported; the daemon decides
+/// from the command line whether it runs an agent package.
+pub const PROGRAM_INTERPRETER: u32 = 1 << 2;
+
+/// `SessionEntry::flags`: the session was started by `guardctl run`.
+pub const SESSION_LAUNCHED: u32 = 1 << 0;
+/// `SessionEntry::flags`: the session was started by the kernel on an agent exec.
+pub const SESSION_DETECTED: u32 = 1 << 1;
+
+/// Value of the `SESSIONS` map, keyed by thread id; children inherit it on fork.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionEntry {
+    /// Pid of the session root.
+    pub session_id: u32,
+    pub flags: u32,
+}
+
+/// Value of the `HELD` map, keyed by pid: one entry per process the exec gate
+/// stopped, until the daemon has decided. Lets the daemon find stops whose
+/// ring-buffer event was lost.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldEntry {
+    pub ktime_ns: u64,
+    pub session_id: u32,
+    pub uid: u32,
+}
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A watched program was exec'd in a session and its process is stopped.
+    ExecHeld = 1,
+    /// As `ExecHeld`, but `bpf_send_signal` failed: the process is not stopped.
+    ExecStopFailed = 2,
+    /// An agent program was exec'd outside any session; it is now a session root.
+    SessionDetected = 3,
+    /// An interpreter was exec'd outside any session; it may run an agent package.
+    InterpreterExec = 4,
+    /// A process the exec gate stopped has exited before a decision.
+    HeldExit = 5,
+    /// A forked child could not be added to its parent's session (map full).
+    SessionOverflow = 6,
+}
+
+impl EventKind {
+    pub fn from_u32(value: u32) -> Option<Self> {
+        Some(match value {
+            1 => Self::ExecHeld,
+            2 => Self::ExecStopFailed,
+            3 => Self::SessionDetected,
+            4 => Self::InterpreterExec,
+            5 => Self::HeldExit,
+            6 => Self::SessionOverflow,
+            _ => return None,
+        })
+    }
+}
+
+/// One record on the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub ktime_ns: u64,
+    /// An `EventKind` as u32 (an enum field could carry an invalid value across the boundary).
+    pub kind: u32,
+    pub pid: u32,
+    pub session_id: u32,
+    pub uid: u32,
+    pub comm: Comm,
+}
+
+/// Tracepoint field offsets, read from tracefs `format` files at load time and
+/// written into the programs' read-only data (they differ between kernels).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TracepointOffsets {
+    /// `sched/sched_process_fork`: `child_pid`.
+    pub fork_child_pid: u32,
+    /// `sched/sched_process_exec`: `old_pid`.
+    pub exec_old_pid: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<SessionEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<HeldEntry>() == 16);
+const _: () = assert!(core::mem::size_of::<Event>() == 40);
+const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 8);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain old data: repr(C), no padding, every bit pattern valid.
+    unsafe impl aya::Pod for super::SessionEntry {}
+    unsafe impl aya::Pod for super::HeldEntry {}
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::TracepointOffsets {}
+}
+
+/// Key of the `PROGRAMS` map for a program name: the kernel's `comm`, which
+/// is the basename of the executed file (for a script too) cut to 15 bytes.
+pub fn comm_key(name: &[u8]) -> Comm {
+    let mut key = [0u8; COMM_LEN];
+    let len = name.len().min(COMM_LEN - 1);
+    key[..len].copy_from_slice(&name[..len]);
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_key_truncates_like_the_kernel() {
+        assert_eq!(&comm_key(b"terraform")[..10], b"terraform\0");
+        let long = comm_key(b"a-very-long-program-name");
+        assert_eq!(&long[..15], b"a-very-long-pro");
+        assert_eq!(long[15], 0);
+    }
+
+    #[test]
+    fn event_kind_round_trips() {
+        for kind in 1..=6 {
+            assert_eq!(EventKind::from_u32(kind).unwrap() as u32, kind);
+        }
+        assert_eq!(EventKind::from_u32(0), None);
+        assert_eq!(EventKind::from_u32(7), None);
+    }
+}

@@ -1,0 +1,107 @@
+//! The audit log: one JSON object per line, appended, for every event that
+//! matters (session start, hold, approval, refusal, denial, timeout, release).
+use std::{
+    fs::{File, OpenOptions},
+    io::Write as _,
+    path::Path,
+    sync::Mutex,
+    time::SystemTime,
+};
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditEvent {
+    SessionStart,
+    Hold,
+    Allow,
+    Audit,
+    Approve,
+    Deny,
+    Refuse,
+    Timeout,
+    Release,
+    Exit,
+    Error,
+}
+
+/// One record. Untrusted text (argv, paths) is escaped before it gets here.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditRecord {
+    pub event: Option<AuditEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ancestry: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Microseconds from the kernel's stop to the daemon's decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision_us: Option<u64>,
+}
+
+impl AuditRecord {
+    pub fn new(event: AuditEvent) -> Self {
+        Self {
+            event: Some(event),
+            ..Self::default()
+        }
+    }
+}
+
+pub struct AuditLog {
+    file: Mutex<File>,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    #[serde(flatten)]
+    record: &'a AuditRecord,
+}
+
+impl AuditLog {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self { file: Mutex::new(file) })
+    }
+
+    /// Appends one record. A failed write is reported on the daemon's log; it
+    /// never changes a decision.
+    pub fn write(&self, record: &AuditRecord) {
+        let line = Line {
+            time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            record,
+        };
+        let mut text = serde_json::to_string(&line).expect("audit records serialize");
+        text.push('\n');
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(err) = file.write_all(text.as_bytes()) {
+            tracing::error!("audit log write failed: {err}; record: {}", text.trim_end());
+        }
+    }
+}

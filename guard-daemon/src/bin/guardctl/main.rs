@@ -1,0 +1,65 @@
+//! guardctl: start guarded sessions and decide held requests.
+mod decide;
+mod explain;
+mod pending;
+mod run;
+mod status;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use guard_daemon::{
+    client,
+    protocol::{Request, Response, DEFAULT_SOCKET, SOCKET_ENV},
+};
+
+#[derive(Parser)]
+#[command(version, about = "Control agent-guard: run guarded sessions, approve or deny held commands")]
+struct Cli {
+    /// guardd's control socket.
+    #[arg(long, global = true, env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Run(run::Args),
+    Pending(pending::Args),
+    Approve(decide::ApproveArgs),
+    Deny(decide::DenyArgs),
+    Status(status::Args),
+    Explain(explain::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(&cli.socket, args),
+        Command::Pending(args) => pending::run(&cli.socket, args),
+        Command::Approve(args) => decide::approve(&cli.socket, args),
+        Command::Deny(args) => decide::deny(&cli.socket, args),
+        Command::Status(args) => status::run(&cli.socket, args),
+        Command::Explain(args) => explain::run(&cli.socket, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("guardctl: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Sends a request; an error response becomes an error.
+fn call(socket: &std::path::Path, request: Request) -> anyhow::Result<Response> {
+    match client::call(socket, request)? {
+        Response::Error { message } => anyhow::bail!("{message}"),
+        response => Ok(response),
+    }
+}
+
+fn unexpected(response: Response) -> anyhow::Error {
+    anyhow::anyhow!("unexpected response from guardd: {response:?}")
+}

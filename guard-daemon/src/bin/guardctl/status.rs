@@ -1,0 +1,41 @@
+use std::{path::Path, process::ExitCode};
+
+use guard_daemon::protocol::{Request, Response};
+
+/// Show what guardd enforces and with which kernel mechanisms.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    let response = super::call(socket, Request::Status)?;
+    let Response::Status(status) = response else {
+        return Err(super::unexpected(response));
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("guardd {} (pid {})", status.version, status.pid);
+    println!(
+        "policy: {} ({} rules, {} watched programs)",
+        status.policy.source, status.policy.rules, status.policy.watched_programs
+    );
+    println!("sessions: {}   pending: {}", status.sessions.len(), status.pending);
+    println!("mechanisms:");
+    for (capability, mechanism) in &status.mechanisms {
+        println!("  {capability:<24} {mechanism}");
+    }
+    println!("programs:");
+    for program in &status.programs {
+        println!("  {:<16} id {:<6} {}", program.name, program.id, program.tracepoint);
+    }
+    let s = &status.stats;
+    println!(
+        "exec gate: {} stops ({} allowed, {} held, {} denied); stop-to-decision p50 {} us, p99 {} us, max {} us",
+        s.stops, s.allowed, s.held, s.denied, s.decision_us_p50, s.decision_us_p99, s.decision_us_max
+    );
+    Ok(ExitCode::SUCCESS)
+}

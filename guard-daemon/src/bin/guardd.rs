@@ -1,0 +1,41 @@
+//! guardd: the agent-guard daemon (runs in the foreground).
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use guard_daemon::{daemon, policy::Policy, protocol::DEFAULT_SOCKET};
+
+#[derive(Parser)]
+#[command(version, about = "Holds destructive commands run by AI agents until a human approves them")]
+struct Args {
+    /// Policy file (TOML); without it the embedded default policy is used.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Control socket path.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Audit log (JSON lines, appended).
+    #[arg(long, value_name = "FILE", default_value = "/var/log/agent-guard/audit.jsonl")]
+    audit_log: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let policy = match &args.config {
+        Some(path) => Policy::load(path).context("loading the policy")?,
+        None => Policy::embedded_default(),
+    };
+    daemon::run(daemon::Options {
+        policy,
+        socket: args.socket,
+        audit_log: args.audit_log,
+    })
+    .await
+}

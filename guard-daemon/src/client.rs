@@ -1,0 +1,38 @@
+//! The blocking client guardctl uses to talk to guardd.
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use crate::protocol::{encode_line, Request, RequestEnvelope, Response, PROTOCOL_VERSION};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach guardd at {path}: {source}")]
+    Connect { path: PathBuf, source: std::io::Error },
+    #[error("talking to guardd: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("guardd sent an unreadable response: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("guardd closed the connection without a response")]
+    Closed,
+}
+
+pub fn call(socket: &Path, request: Request) -> Result<Response, ClientError> {
+    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.to_path_buf(),
+        source,
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(&encode_line(&RequestEnvelope {
+        version: PROTOCOL_VERSION,
+        request,
+    }))?;
+    let mut line = String::new();
+    if BufReader::new(&stream).read_line(&mut line)? == 0 {
+        return Err(ClientError::Closed);
+    }
+    Ok(serde_json::from_str(&line)?)
+}

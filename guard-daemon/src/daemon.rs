@@ -1,0 +1,98 @@
+//! guardd's main loop: load, then read kernel events, run the periodic tick
+//! and serve the control socket until SIGTERM or SIGINT.
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use guard_common::Event;
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+
+use crate::{
+    audit::AuditLog,
+    guard::Guard,
+    kernel::{Kernel, ProgramSets},
+    policy::Policy,
+    server,
+};
+
+const TICK: Duration = Duration::from_millis(250);
+
+pub struct Options {
+    pub policy: Policy,
+    pub socket: PathBuf,
+    pub audit_log: PathBuf,
+}
+
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let Options { policy, socket, audit_log } = options;
+    let audit = AuditLog::open(&audit_log).with_context(|| format!("opening audit log {}", audit_log.display()))?;
+    let watched = policy.watched_programs();
+    let (kernel, events) = Kernel::load(&ProgramSets {
+        watched: &watched,
+        agents: &policy.agents.programs,
+        interpreters: &policy.agents.interpreters,
+    })
+    .context("loading the eBPF programs")?;
+    tracing::info!(
+        policy = policy.source,
+        rules = policy.rules.len(),
+        watched = watched.len(),
+        "programs attached"
+    );
+    let listener = server::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    let _socket_file = server::SocketFile(socket.clone());
+    let id_prefix = format!("{:04x}", (crate::guard::monotonic_ns() / 1000) as u16);
+    let guard = Arc::new(Mutex::new(Guard::new(policy, kernel, audit, id_prefix)));
+    guard.lock().unwrap().scan_running_agents();
+
+    let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut interrupt = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    tracing::info!(socket = %socket.display(), "guardd ready");
+    let result = tokio::select! {
+        result = read_events(events, guard.clone()) => result,
+        _ = tick(guard.clone()) => Ok(()),
+        _ = server::serve(listener, guard.clone()) => Ok(()),
+        _ = terminate.recv() => Ok(()),
+        _ = interrupt.recv() => Ok(()),
+    };
+    tracing::info!("stopping: denying what is still held");
+    guard.lock().unwrap_or_else(|e| e.into_inner()).shutdown();
+    result
+}
+
+async fn read_events(events: RingBuf<MapData>, guard: Arc<Mutex<Guard>>) -> anyhow::Result<()> {
+    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged
+    // for as long as the AsyncFd owns the ring buffer.
+    let mut events = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+        .map_err(|err| anyhow::anyhow!("polling the ring buffer: {err}"))?;
+    let mut batch: Vec<Event> = Vec::new();
+    loop {
+        let mut ready = events.readable_mut().await?;
+        let ring = ready.get_inner_mut();
+        while let Some(item) = ring.next() {
+            if item.len() >= std::mem::size_of::<Event>() {
+                // SAFETY: the kernel wrote an `Event`; read it unaligned.
+                batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+            }
+        }
+        ready.clear_ready();
+        if !batch.is_empty() {
+            let mut guard = guard.lock().unwrap_or_else(|e| e.into_inner());
+            for event in batch.drain(..) {
+                guard.on_event(&event);
+            }
+        }
+    }
+}
+
+async fn tick(guard: Arc<Mutex<Guard>>) {
+    let mut interval = tokio::time::interval(TICK);
+    loop {
+        interval.tick().await;
+        guard.lock().unwrap_or_else(|e| e.into_inner()).tick();
+    }
+}

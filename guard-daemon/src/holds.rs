@@ -1,0 +1,141 @@
+//! The registry of held requests: one per stopped process waiting for a human.
+use std::{
+    collections::BTreeMap,
+    os::fd::OwnedFd,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    escape::{display_argv, escape_bytes},
+    process::ProcessHandle,
+    protocol::{HoldState, HoldView},
+};
+
+#[derive(Debug)]
+pub struct Hold {
+    pub id: String,
+    pub process: ProcessHandle,
+    pub session: u32,
+    pub agent: Option<String>,
+    pub uid: u32,
+    pub program: String,
+    pub argv: Vec<Vec<u8>>,
+    pub cwd: String,
+    pub exe: String,
+    pub rule: String,
+    pub created: Instant,
+    pub deadline: Instant,
+    /// The process's stderr, when it is a pipe or terminal, for the notices.
+    pub stderr: Option<OwnedFd>,
+}
+
+impl Hold {
+    pub fn command(&self) -> String {
+        display_argv(&self.argv)
+    }
+
+    pub fn view(&self, now: Instant) -> HoldView {
+        HoldView {
+            id: self.id.clone(),
+            pid: self.process.pid,
+            session: self.session,
+            agent: self.agent.clone(),
+            uid: self.uid,
+            program: self.program.clone(),
+            argv: self.argv.iter().map(|arg| escape_bytes(arg)).collect(),
+            cwd: self.cwd.clone(),
+            exe: self.exe.clone(),
+            rule: self.rule.clone(),
+            state: HoldState::Held,
+            held_secs: now.saturating_duration_since(self.created).as_secs(),
+            expires_in_secs: self.deadline.saturating_duration_since(now).as_secs(),
+        }
+    }
+}
+
+pub struct HoldRegistry {
+    holds: BTreeMap<String, Hold>,
+    prefix: String,
+    next: u64,
+}
+
+impl HoldRegistry {
+    /// `prefix` keeps ids from different daemon runs apart.
+    pub fn new(prefix: String) -> Self {
+        Self {
+            holds: BTreeMap::new(),
+            prefix,
+            next: 1,
+        }
+    }
+
+    pub fn next_id(&mut self) -> String {
+        let id = format!("{}-{}", self.prefix, self.next);
+        self.next += 1;
+        id
+    }
+
+    pub fn insert(&mut self, hold: Hold) {
+        self.holds.insert(hold.id.clone(), hold);
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Hold> {
+        self.holds.get(id)
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<Hold> {
+        self.holds.remove(id)
+    }
+
+    pub fn holds_process(&self, pid: u32, start_time: u64) -> bool {
+        self.holds
+            .values()
+            .any(|hold| hold.process.pid == pid && hold.process.start_time == start_time)
+    }
+
+    pub fn has_pid(&self, pid: u32) -> bool {
+        self.holds.values().any(|hold| hold.process.pid == pid)
+    }
+
+    pub fn id_of_pid(&self, pid: u32) -> Option<String> {
+        self.holds.values().find(|h| h.process.pid == pid).map(|h| h.id.clone())
+    }
+
+    /// Ids whose deadline has passed.
+    pub fn expired(&self, now: Instant) -> Vec<String> {
+        self.holds
+            .values()
+            .filter(|hold| hold.deadline <= now)
+            .map(|hold| hold.id.clone())
+            .collect()
+    }
+
+    /// Ids whose process is gone.
+    pub fn exited(&self) -> Vec<String> {
+        self.holds
+            .values()
+            .filter(|hold| !hold.process.is_alive())
+            .map(|hold| hold.id.clone())
+            .collect()
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.holds.keys().cloned().collect()
+    }
+
+    pub fn views(&self, now: Instant) -> Vec<HoldView> {
+        self.holds.values().map(|hold| hold.view(now)).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.holds.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.holds.is_empty()
+    }
+}
+
+pub fn format_duration(duration: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
+}

@@ -1,0 +1,214 @@
+//! Loading and driving the kernel side: the three tracepoint programs, their
+//! maps, and the offsets they need from this kernel's tracefs.
+use std::{fs, path::Path};
+
+use aya::{
+    maps::{HashMap, MapData, RingBuf},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use guard_common::{
+    comm_key, Comm, HeldEntry, SessionEntry, TracepointOffsets, PROGRAM_AGENT, PROGRAM_INTERPRETER,
+    PROGRAM_WATCHED,
+};
+
+use crate::protocol::ProgramView;
+
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf"));
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// (program, tracepoint category, tracepoint name)
+const PROGRAMS: [(&str, &str, &str); 3] = [
+    ("sessions_fork", "sched", "sched_process_fork"),
+    ("sessions_exit", "sched", "sched_process_exit"),
+    ("exec_gate", "sched", "sched_process_exec"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("tracefs: {0}")]
+    Tracefs(String),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+}
+
+/// Which programs the kernel should react to.
+pub struct ProgramSets<'a> {
+    pub watched: &'a [&'a str],
+    pub agents: &'a [String],
+    pub interpreters: &'a [String],
+}
+
+pub struct Kernel {
+    /// Keeps the programs loaded and attached for as long as the daemon runs.
+    _ebpf: Ebpf,
+    sessions: HashMap<MapData, u32, SessionEntry>,
+    held: HashMap<MapData, u32, HeldEntry>,
+    programs: HashMap<MapData, Comm, u32>,
+    loaded: Vec<ProgramView>,
+}
+
+impl Kernel {
+    /// Loads and attaches everything. The returned ring buffer carries the events.
+    pub fn load(sets: &ProgramSets<'_>) -> Result<(Self, RingBuf<MapData>), KernelError> {
+        ensure_tracefs()?;
+        let offsets = TracepointOffsets {
+            fork_child_pid: field_offset("sched", "sched_process_fork", "child_pid")?,
+            exec_old_pid: field_offset("sched", "sched_process_exec", "old_pid")?,
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("TP_OFFSETS", &offsets, true)
+            .load(EBPF_OBJECT)?;
+        let map = |ebpf: &mut Ebpf, name: &'static str| {
+            ebpf.take_map(name).ok_or(KernelError::Map {
+                name,
+                source: aya::maps::MapError::InvalidName { name: name.into() },
+            })
+        };
+        let map_err = |name: &'static str| move |source| KernelError::Map { name, source };
+        let sessions = HashMap::try_from(map(&mut ebpf, "SESSIONS")?).map_err(map_err("SESSIONS"))?;
+        let held = HashMap::try_from(map(&mut ebpf, "HELD")?).map_err(map_err("HELD"))?;
+        let programs = HashMap::try_from(map(&mut ebpf, "PROGRAMS")?).map_err(map_err("PROGRAMS"))?;
+        let events = RingBuf::try_from(map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
+        let mut kernel = Self {
+            _ebpf: ebpf,
+            sessions,
+            held,
+            programs,
+            loaded: Vec::new(),
+        };
+        // Fill the program map before anything is attached.
+        kernel.set_programs(sets)?;
+        for (name, category, tracepoint) in PROGRAMS {
+            let program_err = |source| KernelError::Program { name, source };
+            let program: &mut TracePoint = kernel
+                ._ebpf
+                .program_mut(name)
+                .ok_or_else(|| KernelError::Tracefs(format!("program {name} missing from object")))?
+                .try_into()
+                .map_err(program_err)?;
+            program.load().map_err(program_err)?;
+            program.attach(category, tracepoint).map_err(program_err)?;
+            let id = program.info().map(|info| info.id()).unwrap_or(0);
+            kernel.loaded.push(ProgramView {
+                name: name.to_string(),
+                id,
+                tracepoint: format!("{category}/{tracepoint}"),
+            });
+        }
+        Ok((kernel, events))
+    }
+
+    fn set_programs(&mut self, sets: &ProgramSets<'_>) -> Result<(), KernelError> {
+        let mut flags: std::collections::HashMap<Comm, u32> = std::collections::HashMap::new();
+        for name in sets.watched {
+            *flags.entry(comm_key(name.as_bytes())).or_default() |= PROGRAM_WATCHED;
+        }
+        for name in sets.agents {
+            *flags.entry(comm_key(name.as_bytes())).or_default() |= PROGRAM_AGENT;
+        }
+        for name in sets.interpreters {
+            *flags.entry(comm_key(name.as_bytes())).or_default() |= PROGRAM_INTERPRETER;
+        }
+        for (key, value) in flags {
+            self.programs
+                .insert(key, value, 0)
+                .map_err(|source| KernelError::Map { name: "PROGRAMS", source })?;
+        }
+        Ok(())
+    }
+
+    pub fn loaded_programs(&self) -> &[ProgramView] {
+        &self.loaded
+    }
+
+    /// The session a thread belongs to, from the kernel's own map.
+    pub fn session_of(&self, tid: u32) -> Option<SessionEntry> {
+        self.sessions.get(&tid, 0).ok()
+    }
+
+    pub fn add_to_session(&mut self, tid: u32, entry: SessionEntry) -> Result<(), KernelError> {
+        self.sessions
+            .insert(tid, entry, 0)
+            .map_err(|source| KernelError::Map { name: "SESSIONS", source })
+    }
+
+    /// Every stopped-and-undecided process the kernel has recorded.
+    pub fn held(&self) -> Vec<(u32, HeldEntry)> {
+        self.held.iter().filter_map(Result::ok).collect()
+    }
+
+    pub fn forget_held(&mut self, pid: u32) {
+        let _ = self.held.remove(&pid);
+    }
+}
+
+fn ensure_tracefs() -> Result<(), KernelError> {
+    if Path::new(TRACEFS).join("events").exists() {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("tracefs"),
+        TRACEFS,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|err| KernelError::Tracefs(format!("mounting tracefs at {TRACEFS}: {err}")))
+}
+
+fn field_offset(category: &str, event: &str, field: &str) -> Result<u32, KernelError> {
+    let path = format!("{TRACEFS}/events/{category}/{event}/format");
+    let format = fs::read_to_string(&path).map_err(|err| KernelError::Tracefs(format!("{path}: {err}")))?;
+    parse_field_offset(&format, field)
+        .ok_or_else(|| KernelError::Tracefs(format!("{path}: no field {field}")))
+}
+
+/// Finds `offset:N` on the line declaring `field` in a tracefs format file.
+fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let declaration = line.trim().strip_prefix("field:")?.split(';').next()?;
+        let name = declaration.rsplit([' ', '*']).next()?;
+        let name = name.split('[').next()?;
+        if name != field {
+            return None;
+        }
+        let offset = line.split(';').find_map(|part| part.trim().strip_prefix("offset:"))?;
+        offset.trim().parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_read_from_both_fork_layouts() {
+        // 6.18: comm fields are __data_loc.
+        let new = "\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;\n\
+                   \tfield:pid_t parent_pid;\toffset:12;\tsize:4;\tsigned:1;\n\
+                   \tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;\n\
+                   \tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;\n";
+        assert_eq!(parse_field_offset(new, "child_pid"), Some(20));
+        assert_eq!(parse_field_offset(new, "parent_pid"), Some(12));
+        // 6.1: comm fields are inline char[16].
+        let old = "\tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\
+                   \tfield:pid_t parent_pid;\toffset:24;\tsize:4;\tsigned:1;\n\
+                   \tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:0;\n\
+                   \tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;\n";
+        assert_eq!(parse_field_offset(old, "child_pid"), Some(44));
+        assert_eq!(parse_field_offset(old, "child_comm"), Some(28));
+        assert_eq!(parse_field_offset(old, "missing"), None);
+    }
+}

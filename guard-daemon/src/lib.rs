@@ -1,0 +1,18 @@
+//! agent-guard: holds destructive commands run by AI coding agents until a
+//! human approves them. Reading order, kernel to audit log:
+//! `kernel` (programs, maps) -> `daemon` (event loop) -> `guard` (sessions,
+//! policy, holds, approvals) -> `policy` -> `holds` -> `server`/`protocol`
+//! (control socket) -> `audit`.
+pub mod audit;
+pub mod client;
+pub mod daemon;
+pub mod escape;
+pub mod guard;
+pub mod holds;
+pub mod kernel;
+pub mod notice;
+pub mod policy;
+pub mod process;
+pub mod procfs;
+pub mod protocol;
+pub mod server;

@@ -1,0 +1,58 @@
+//! A handle on one process that cannot be confused with a later process that
+//! reuses its pid: signals go through a pidfd opened while the process was
+//! known to be the stopped one, and its start time is kept for checks.
+use std::os::fd::{AsFd as _, OwnedFd};
+
+use rustix::process::{pidfd_getfd, pidfd_open, pidfd_send_signal, Pid, PidfdFlags, PidfdGetfdFlags, Signal};
+
+use crate::procfs;
+
+#[derive(Debug)]
+pub struct ProcessHandle {
+    pub pid: u32,
+    pub start_time: u64,
+    pidfd: OwnedFd,
+}
+
+impl ProcessHandle {
+    /// Opens a handle; fails when the process is gone.
+    pub fn open(pid: u32) -> std::io::Result<Self> {
+        let raw = Pid::from_raw(pid as i32)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "pid 0"))?;
+        let pidfd = pidfd_open(raw, PidfdFlags::empty())?;
+        // Read the start time after opening the pidfd: if the pid was reused in
+        // between, this is the new process's and the pidfd refers to it too.
+        let start_time = procfs::stat(pid)?.start_time;
+        Ok(Self { pid, start_time, pidfd })
+    }
+
+    /// Lets a stopped process run on.
+    pub fn resume(&self) -> std::io::Result<()> {
+        self.signal(Signal::CONT)
+    }
+
+    /// Ends the process. A process killed while stopped at its first
+    /// instruction never ran any of its own code.
+    pub fn kill(&self) -> std::io::Result<()> {
+        self.signal(Signal::KILL)
+    }
+
+    fn signal(&self, signal: Signal) -> std::io::Result<()> {
+        match pidfd_send_signal(self.pidfd.as_fd(), signal) {
+            // ESRCH: already gone, which is what a kill wants and moot for a resume.
+            Err(rustix::io::Errno::SRCH) => Ok(()),
+            other => other.map_err(Into::into),
+        }
+    }
+
+    /// Whether the process still runs (or is stopped) as the same process.
+    pub fn is_alive(&self) -> bool {
+        matches!(procfs::stat(self.pid), Ok(stat) if stat.start_time == self.start_time && stat.state != 'Z' && stat.state != 'X')
+    }
+
+    /// A duplicate of one of the process's file descriptors (the same open file,
+    /// without reopening its path).
+    pub fn dup_fd(&self, fd: i32) -> std::io::Result<OwnedFd> {
+        Ok(pidfd_getfd(self.pidfd.as_fd(), fd, PidfdGetfdFlags::empty())?)
+    }
+}

@@ -1,0 +1,177 @@
+//! The control-socket protocol shared by guardd and guardctl: one JSON object
+//! per line in each direction, request then response.
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Explanation;
+
+/// Bumped on any incompatible change; a request with another version is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest accepted request line; longer ones are refused without being buffered whole.
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+pub const DEFAULT_SOCKET: &str = "/run/agent-guard/guardd.sock";
+pub const SOCKET_ENV: &str = "AGENT_GUARD_SOCKET";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    pub version: u32,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Makes the calling process (by SO_PEERCRED) the root of a new session.
+    StartSession { argv: Vec<String> },
+    Pending,
+    Approve { id: String },
+    Deny { id: String, reason: Option<String> },
+    Status,
+    Explain {
+        argv: Vec<String>,
+        cwd: Option<String>,
+        #[serde(default)]
+        env: Vec<(String, String)>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    SessionStarted { session_id: u32 },
+    Pending { holds: Vec<HoldView> },
+    Decided { id: String, state: HoldState },
+    Status(Box<StatusView>),
+    Explain(Explanation),
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldState {
+    Held,
+    Approved,
+    Denied,
+    TimedOut,
+    Exited,
+}
+
+/// A pending request as `guardctl pending --json` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldView {
+    pub id: String,
+    pub pid: u32,
+    pub session: u32,
+    pub agent: Option<String>,
+    pub uid: u32,
+    pub program: String,
+    pub argv: Vec<String>,
+    pub cwd: String,
+    pub exe: String,
+    pub rule: String,
+    pub state: HoldState,
+    pub held_secs: u64,
+    pub expires_in_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub version: String,
+    pub pid: u32,
+    pub policy: PolicySummary,
+    pub sessions: Vec<SessionView>,
+    pub pending: usize,
+    /// Capability -> the mechanism that provides it on this kernel ("none: ..." when absent).
+    pub mechanisms: Vec<(String, String)>,
+    pub programs: Vec<ProgramView>,
+    pub stats: GateStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicySummary {
+    pub source: String,
+    pub rules: usize,
+    pub watched_programs: usize,
+    pub agents: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionView {
+    pub id: u32,
+    pub agent: Option<String>,
+    pub origin: String,
+    pub uid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgramView {
+    pub name: String,
+    pub id: u32,
+    pub tracepoint: String,
+}
+
+/// Exec-gate counters and the latency from the kernel's stop to the daemon's decision.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GateStats {
+    pub stops: u64,
+    pub allowed: u64,
+    pub held: u64,
+    pub denied: u64,
+    pub recovered_from_map: u64,
+    pub decision_us_p50: u64,
+    pub decision_us_p99: u64,
+    pub decision_us_max: u64,
+}
+
+/// Parses one request line; every failure is a message for the peer, never a panic.
+pub fn decode_request(line: &[u8]) -> Result<Request, String> {
+    if line.len() > MAX_REQUEST_BYTES {
+        return Err(format!("request longer than {MAX_REQUEST_BYTES} bytes"));
+    }
+    let envelope: RequestEnvelope =
+        serde_json::from_slice(line).map_err(|err| format!("malformed request: {err}"))?;
+    if envelope.version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {} not supported (guardd speaks {PROTOCOL_VERSION})",
+            envelope.version
+        ));
+    }
+    Ok(envelope.request)
+}
+
+pub fn encode_line<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut line = serde_json::to_vec(value).expect("protocol types always serialize");
+    line.push(b'\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips() {
+        let request = Request::Deny {
+            id: "a-1".into(),
+            reason: Some("no".into()),
+        };
+        let line = encode_line(&RequestEnvelope {
+            version: PROTOCOL_VERSION,
+            request: request.clone(),
+        });
+        assert_eq!(decode_request(line.trim_ascii_end()).unwrap(), request);
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_a_reason() {
+        assert!(decode_request(b"{").unwrap_err().contains("malformed"));
+        assert!(decode_request(br#"{"version":1,"type":"nope"}"#)
+            .unwrap_err()
+            .contains("malformed"));
+        assert!(decode_request(br#"{"version":9,"type":"status"}"#)
+            .unwrap_err()
+            .contains("version 9"));
+        let huge = vec![b' '; MAX_REQUEST_BYTES + 1];
+        assert!(decode_request(&huge).unwrap_err().contains("longer"));
+    }
+}

@@ -1,0 +1,114 @@
+//! The control socket: one JSON request per line, one JSON response per line.
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+};
+
+use crate::{
+    guard::{Guard, Peer},
+    protocol::{decode_request, encode_line, Request, Response, MAX_REQUEST_BYTES},
+};
+
+/// A connection that sends nothing for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use by a running guardd", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    // Anyone may connect (to start a session, list, explain); each request is
+    // authorised on its own from SO_PEERCRED.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+pub async fn serve(listener: UnixListener, guard: Arc<Mutex<Guard>>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(handle_connection(stream, guard.clone()));
+            }
+            Err(err) => {
+                tracing::warn!("accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle_connection(stream: UnixStream, guard: Arc<Mutex<Guard>>) {
+    let peer = match stream.peer_cred() {
+        Ok(cred) => Peer {
+            pid: cred.pid().and_then(|pid| u32::try_from(pid).ok()),
+            uid: cred.uid(),
+        },
+        Err(err) => {
+            tracing::warn!("no peer credentials: {err}");
+            return;
+        }
+    };
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let limit = MAX_REQUEST_BYTES as u64 + 1;
+        let read = tokio::time::timeout(IDLE_TIMEOUT, (&mut reader).take(limit).read_until(b'\n', &mut line)).await;
+        let (response, close) = match read {
+            Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return,
+            Ok(Ok(_)) if line.len() > MAX_REQUEST_BYTES => {
+                (error(format!("request longer than {MAX_REQUEST_BYTES} bytes")), true)
+            }
+            Ok(Ok(_)) if !line.ends_with(b"\n") => (error("truncated request (no newline)".into()), true),
+            Ok(Ok(_)) => match decode_request(line.trim_ascii_end()) {
+                Ok(request) => (dispatch(&guard, peer, request), false),
+                Err(message) => (error(message), false),
+            },
+        };
+        if write.write_all(&encode_line(&response)).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+fn dispatch(guard: &Mutex<Guard>, peer: Peer, request: Request) -> Response {
+    let mut guard = guard.lock().unwrap_or_else(|e| e.into_inner());
+    match request {
+        Request::StartSession { argv } => guard.start_session(peer, argv),
+        Request::Pending => guard.pending(),
+        Request::Approve { id } => guard.approve(peer, &id),
+        Request::Deny { id, reason } => guard.deny(peer, &id, reason),
+        Request::Status => guard.status(),
+        Request::Explain { argv, .. } => guard.explain(&argv),
+    }
+}
+
+fn error(message: String) -> Response {
+    Response::Error { message }
+}
+
+/// Removes the socket file when the daemon stops.
+pub struct SocketFile(pub PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

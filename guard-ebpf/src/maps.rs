@@ -1,0 +1,66 @@
+//! Maps and load-time constants shared by the programs.
+use aya_ebpf::{
+    helpers::{bpf_get_current_uid_gid, bpf_ktime_get_ns},
+    macros::map,
+    maps::{HashMap, RingBuf},
+};
+use guard_common::{
+    Comm, Event, EventKind, HeldEntry, SessionEntry, TracepointOffsets, EVENTS_BYTES, MAX_HELD,
+    MAX_PROGRAMS, MAX_SESSION_TASKS,
+};
+
+/// Thread id -> session, for every thread in an agent session.
+#[map]
+pub static SESSIONS: HashMap<u32, SessionEntry> = HashMap::with_max_entries(MAX_SESSION_TASKS, 0);
+
+/// Program name (`comm`) -> `PROGRAM_*` flags, derived from the policy by the daemon.
+#[map]
+pub static PROGRAMS: HashMap<Comm, u32> = HashMap::with_max_entries(MAX_PROGRAMS, 0);
+
+/// Pid -> stop record, for every process the exec gate stopped and the daemon has not decided.
+#[map]
+pub static HELD: HashMap<u32, HeldEntry> = HashMap::with_max_entries(MAX_HELD, 0);
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Filled in by the daemon at load time from tracefs `format` files.
+#[unsafe(no_mangle)]
+static TP_OFFSETS: TracepointOffsets = TracepointOffsets {
+    fork_child_pid: 0,
+    exec_old_pid: 0,
+};
+
+#[inline(always)]
+pub fn offsets() -> TracepointOffsets {
+    // Volatile: the value is patched after compilation, so it must not be constant-folded.
+    unsafe { core::ptr::read_volatile(&TP_OFFSETS) }
+}
+
+#[inline(always)]
+pub fn current_uid() -> u32 {
+    bpf_get_current_uid_gid() as u32
+}
+
+/// Sends one event to the daemon. Returns false when the ring buffer is full.
+#[inline(always)]
+pub fn emit(kind: EventKind, pid: u32, session_id: u32, comm: Comm) -> bool {
+    let event = Event {
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        kind: kind as u32,
+        pid,
+        session_id,
+        uid: current_uid(),
+        comm,
+    };
+    EVENTS.output::<Event>(&event, 0).is_ok()
+}
+
+#[inline(always)]
+pub fn held_entry(session_id: u32) -> HeldEntry {
+    HeldEntry {
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        session_id,
+        uid: current_uid(),
+    }
+}
