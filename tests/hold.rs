@@ -1,0 +1,302 @@
+//! The exec hold end to end: real programs, real processes, real socket.
+//! Run as root by `cargo xtask test`.
+mod common;
+
+use std::{os::unix::process::ExitStatusExt as _, process::Command};
+
+use common::*;
+
+const POLICY: &str = r#"
+version = 1
+[[rule]]
+id = "tf-destroy"
+programs = ["terraform"]
+args_any = ["destroy"]
+action = "hold"
+
+[[rule]]
+id = "tf-nuke"
+programs = ["terraform"]
+args_all = ["destroy", "--nuke"]
+action = "deny"
+message = "nuking is never allowed"
+"#;
+
+/// `guardctl run -- ARGS` with the stubs first on PATH.
+fn session(guard: &Guard, stubs: &Stubs, args: &[&str]) -> Proc {
+    let mut command = guard.ctl_command(&["run", "--"]);
+    command.args(args).env("PATH", stubs.path_env()).current_dir(stubs.dir.path());
+    Proc::spawn(command)
+}
+
+#[test]
+fn held_until_approved_from_outside_the_session() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(POLICY);
+    let run = session(&guard, &stubs, &["terraform", "destroy", "-auto-approve"]);
+
+    let hold = guard.wait_hold("destroy");
+    assert_eq!(hold["rule"], "tf-destroy");
+    assert_eq!(hold["state"], "held");
+    assert_eq!(hold["program"], "terraform", "a shell-script stub is judged as itself");
+    let pid = hold["pid"].as_u64().unwrap();
+    wait_stopped(pid);
+    assert_eq!(stubs.marker_text(), "", "the held command must not have run");
+
+    let id = hold["id"].as_str().unwrap();
+    let out = guard.ctl(&["approve", id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, _, stderr) = run.wait();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(stubs.marker_text(), "destroy -auto-approve\n");
+    assert!(stderr.contains(&format!("request {id}")) && stderr.contains("held"), "{stderr}");
+    assert!(guard.pending().is_empty());
+
+    let held = guard.audit_events("hold");
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0]["request_id"], id);
+    assert_eq!(held[0]["rule"], "tf-destroy");
+    assert!(held[0]["ancestry"].as_array().unwrap().len() >= 2);
+    let approved = guard.audit_events("approve");
+    assert!(approved[0]["approver"].as_str().unwrap().contains("uid 0"));
+    assert_eq!(guard.audit_events("release").len(), 1);
+    assert_eq!(guard.audit_events("session_start").len(), 1);
+    eprintln!("hold latency (stop -> decision): {} us", held[0]["decision_us"]);
+    guard.stop();
+}
+
+#[test]
+fn deny_kills_the_command_before_it_ever_runs() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(POLICY);
+    let run = session(&guard, &stubs, &["terraform", "destroy"]);
+    let hold = guard.wait_hold("destroy");
+    let id = hold["id"].as_str().unwrap();
+    wait_stopped(hold["pid"].as_u64().unwrap());
+
+    let out = guard.ctl(&["deny", id, "--reason", "not today"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, _, stderr) = run.wait();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert_eq!(stubs.marker_text(), "", "a denied command never runs");
+    assert!(stderr.contains(&format!("request {id}")), "{stderr}");
+    assert!(stderr.contains("denied") && stderr.contains("not today"), "{stderr}");
+    let denied = guard.audit_events("deny");
+    assert_eq!(denied[0]["reason"], "not today");
+
+    // A deny rule kills at once, with the rule's message to the agent.
+    let run = session(&guard, &stubs, &["terraform", "destroy", "--nuke"]);
+    let (status, _, stderr) = run.wait();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(stderr.contains("nuking is never allowed"), "{stderr}");
+    assert_eq!(stubs.marker_text(), "");
+    assert!(guard.pending().is_empty());
+    guard.stop();
+}
+
+#[test]
+fn approval_from_inside_a_session_is_refused() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(POLICY);
+    let run = session(&guard, &stubs, &["terraform", "destroy"]);
+    let hold = guard.wait_hold("destroy");
+    let id = hold["id"].as_str().unwrap().to_string();
+    let pid = hold["pid"].as_u64().unwrap();
+
+    let ctl = guardctl_bin();
+    let socket = guard.socket.to_str().unwrap().to_string();
+    let attempts = [
+        // guardctl itself is the session root.
+        vec![ctl.to_str().unwrap(), "--socket", &socket, "approve", &id],
+        // A descendant of the session root.
+        vec!["sh", "-c", "\"$0\" --socket \"$1\" approve \"$2\"", ctl.to_str().unwrap(), &socket, &id],
+    ];
+    for attempt in attempts {
+        let (status, _, stderr) = session(&guard, &stubs, &attempt).wait();
+        assert!(!status.success(), "approval from inside a session must fail");
+        assert!(stderr.contains("self-approval"), "{stderr}");
+    }
+    assert_eq!(guard.pending().len(), 1, "the hold remains");
+    wait_stopped(pid);
+    assert_eq!(stubs.marker_text(), "");
+    let refusals = guard.audit_events("refuse");
+    assert_eq!(refusals.len(), 2);
+    assert!(refusals[0]["reason"].as_str().unwrap().contains("self-approval attempt"));
+
+    assert!(guard.ctl(&["deny", &id]).status.success());
+    let (status, _, _) = run.wait();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    guard.stop();
+}
+
+#[test]
+fn no_hold_outside_sessions_or_for_unwatched_commands() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(POLICY);
+    // The same command outside any session.
+    let mut outside = Command::new(stubs.bin().join("terraform"));
+    outside.arg("destroy").arg("outside");
+    let (status, _, _) = Proc::spawn(outside).wait();
+    assert!(status.success());
+    // Unwatched programs, and a watched program the policy allows, in a session.
+    let (status, out, _) = session(&guard, &stubs, &["sh", "-c", "echo hi; ls / >/dev/null; terraform plan"]).wait();
+    assert!(status.success());
+    assert_eq!(out, "hi\n");
+    assert_eq!(stubs.marker_text(), "destroy outside\nplan\n");
+    assert!(guard.audit_events("hold").is_empty());
+    let stats = &guard.status()["stats"];
+    assert_eq!(stats["stops"], 1, "only the watched `terraform plan` stopped: {stats}");
+    assert_eq!(stats["allowed"], 1);
+    guard.stop();
+}
+
+#[test]
+fn wrappers_do_not_dodge_the_hold() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(POLICY);
+    let wrappers: [(&str, &[&str]); 9] = [
+        ("w-sh", &["sh", "-c", "terraform destroy w-sh"]),
+        ("w-bash", &["bash", "-c", "terraform destroy w-bash; true"]),
+        ("w-env", &["env", "terraform", "destroy", "w-env"]),
+        ("w-nohup", &["nohup", "terraform", "destroy", "w-nohup"]),
+        ("w-setsid", &["setsid", "--wait", "terraform", "destroy", "w-setsid"]),
+        ("w-xargs", &["sh", "-c", "echo destroy w-xargs | xargs terraform"]),
+        ("w-subshell", &["sh", "-c", "(terraform destroy w-subshell &); sleep 30"]),
+        ("w-doublefork", &["sh", "-c", "sh -c 'terraform destroy w-doublefork &' &"]),
+        ("w-script", &["sh", "-c", "printf '#!/bin/sh\\nterraform destroy w-script\\n' > s; chmod +x s; ./s"]),
+    ];
+    let runs: Vec<Proc> = wrappers.iter().map(|(_, args)| session(&guard, &stubs, args)).collect();
+    for (tag, _) in &wrappers {
+        let hold = guard.wait_hold(tag);
+        wait_stopped(hold["pid"].as_u64().unwrap());
+    }
+    assert_eq!(stubs.marker_text(), "", "no wrapper let the command run");
+    for hold in guard.pending() {
+        assert!(guard.ctl(&["deny", hold["id"].as_str().unwrap()]).status.success());
+    }
+    assert!(guard.pending().is_empty());
+    drop(runs);
+    assert_eq!(stubs.marker_text(), "");
+    guard.stop();
+}
+
+#[test]
+fn agents_are_detected_without_a_launcher() {
+    require_root();
+    let stubs = Stubs::new();
+    // Started before guardd: found by the /proc scan.
+    let early_dir = stubs.dir.path().join("early");
+    std::fs::create_dir(&early_dir).unwrap();
+    let early = write_script(&early_dir, "claude", "sleep 2\nterraform destroy by-early-agent\necho early-done");
+    let mut early = Command::new(early);
+    early.env("PATH", stubs.path_env());
+    let early = Proc::spawn(early);
+    let policy = format!(
+        "{POLICY}\n[agents]\nprograms = [\"claude\"]\ninterpreters = [\"python3\"]\npackages = [\"{}/agent-pkg/\"]\n",
+        stubs.dir.path().display()
+    );
+    let guard = Guard::start(&policy);
+    // Started after guardd: detected by the kernel at exec.
+    let mut late = Command::new(stubs.script("claude", "terraform destroy by-late-agent"));
+    late.env("PATH", stubs.path_env());
+    let late = Proc::spawn(late);
+    // An agent package run by an interpreter.
+    let pkg = stubs.dir.path().join("agent-pkg");
+    std::fs::create_dir(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("cli.py"),
+        "import subprocess, time\ntime.sleep(0.3)\nsubprocess.run(['terraform', 'destroy', 'by-python-agent'])\n",
+    )
+    .unwrap();
+    let mut python = Command::new("/usr/bin/python3");
+    python.arg(pkg.join("cli.py")).env("PATH", stubs.path_env());
+    let python = Proc::spawn(python);
+
+    for (tag, proc) in [("by-late-agent", &late), ("by-python-agent", &python)] {
+        let hold = guard.wait_hold(tag);
+        assert_eq!(hold["session"].as_u64().unwrap(), proc.pid() as u64, "{hold}");
+    }
+    let hold = guard.wait_hold("by-early-agent");
+    assert_eq!(hold["session"].as_u64().unwrap(), early.pid() as u64);
+    assert_eq!(hold["agent"], "claude");
+    assert_eq!(stubs.marker_text(), "");
+    let origins: Vec<String> = guard.status()["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["origin"].as_str().unwrap().to_string())
+        .collect();
+    for origin in ["scan", "detected", "interpreter"] {
+        assert!(origins.iter().any(|o| o == origin), "{origins:?}");
+    }
+    for hold in guard.pending() {
+        assert!(guard.ctl(&["approve", hold["id"].as_str().unwrap()]).status.success());
+    }
+    let (status, out, _) = early.wait();
+    assert!(status.success());
+    assert_eq!(out, "early-done\n");
+    assert!(late.wait().0.success());
+    assert!(python.wait().0.success());
+    let marker = stubs.marker_text();
+    for tag in ["by-early-agent", "by-late-agent", "by-python-agent"] {
+        assert!(marker.contains(tag), "{marker}");
+    }
+    guard.stop();
+}
+
+#[test]
+fn guardctl_run_refuses_without_guardd() {
+    require_root();
+    let stubs = Stubs::new();
+    let mut command = Command::new(guardctl_bin());
+    command
+        .args(["--socket", "/nonexistent/guardd.sock", "run", "--", "terraform", "destroy"])
+        .env("PATH", stubs.path_env());
+    let (status, _, stderr) = Proc::spawn(command).wait();
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("refusing to start"), "{stderr}");
+    assert_eq!(stubs.marker_text(), "");
+}
+
+#[test]
+fn stopping_guardd_denies_what_is_held() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(POLICY);
+    let run = session(&guard, &stubs, &["terraform", "destroy"]);
+    let hold = guard.wait_hold("destroy");
+    wait_stopped(hold["pid"].as_u64().unwrap());
+    guard.stop();
+    let (status, _, stderr) = run.wait();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "fail closed: never released by a shutdown");
+    assert!(stderr.contains("agent-guard is stopping"), "{stderr}");
+    assert_eq!(stubs.marker_text(), "");
+}
+
+#[test]
+fn malformed_requests_are_refused_and_the_daemon_lives_on() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    require_root();
+    let guard = Guard::start(POLICY);
+    for line in [&b"not json\n"[..], b"{\"version\":1,\"type\":\"approve\"}\n", b"{\"version\":7,\"type\":\"status\"}\n", b"\xff\xfe\n"] {
+        let mut stream = std::os::unix::net::UnixStream::connect(&guard.socket).unwrap();
+        stream.write_all(line).unwrap();
+        let mut response = String::new();
+        BufReader::new(&stream).read_line(&mut response).unwrap();
+        let response: serde_json::Value = serde_json::from_str(&response).unwrap();
+        assert_eq!(response["type"], "error", "{response}");
+    }
+    // An oversized request is refused without the daemon buffering it whole.
+    let mut stream = std::os::unix::net::UnixStream::connect(&guard.socket).unwrap();
+    let _ = stream.write_all(&vec![b'x'; 300 * 1024]);
+    let mut response = String::new();
+    BufReader::new(&stream).read_line(&mut response).unwrap();
+    assert!(response.contains("longer than"), "{response}");
+    assert!(guard.ctl(&["status"]).status.success());
+    guard.stop();
+}

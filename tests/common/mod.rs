@@ -1,0 +1,303 @@
+//! Test harness: a guardd of the test's own (own socket, audit log and
+//! policy), stub programs in a temp dir, and processes the test started.
+//! Everything is torn down in Drop, and teardown checks that the daemon's
+//! programs are gone and no process of the test is left stopped.
+#![allow(dead_code)]
+
+use std::{
+    fs,
+    io::Read as _,
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const WAIT: Duration = Duration::from_secs(15);
+
+fn binary(var: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(var) {
+        return path.into();
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release").join(name);
+    assert!(path.exists(), "{} missing: run `cargo xtask test` (or set {var})", path.display());
+    path
+}
+
+pub fn guardd_bin() -> PathBuf {
+    binary("GUARDD_BIN", "guardd")
+}
+
+pub fn guardctl_bin() -> PathBuf {
+    binary("GUARDCTL_BIN", "guardctl")
+}
+
+/// Marker-writing stubs: the first thing each does is append its argv to
+/// `marker`, so the test can tell whether it ran at all.
+pub struct Stubs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Stubs {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("agent-guard-test-").tempdir().unwrap();
+        fs::create_dir(dir.path().join("bin")).unwrap();
+        let stubs = Self { dir };
+        stubs.script("terraform", &format!("echo \"$*\" >> {}\nexit 0", stubs.marker().display()));
+        stubs
+    }
+
+    pub fn bin(&self) -> PathBuf {
+        self.dir.path().join("bin")
+    }
+
+    pub fn marker(&self) -> PathBuf {
+        self.dir.path().join("marker")
+    }
+
+    pub fn marker_text(&self) -> String {
+        fs::read_to_string(self.marker()).unwrap_or_default()
+    }
+
+    /// Writes an executable `#!/bin/sh` script into the stub bin dir.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        write_script(&self.bin(), name, body)
+    }
+
+    pub fn path_env(&self) -> String {
+        format!("{}:{}", self.bin().display(), std::env::var("PATH").unwrap_or_default())
+    }
+}
+
+pub fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+pub struct Guard {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub audit_log: PathBuf,
+    program_ids: Vec<u32>,
+}
+
+impl Guard {
+    /// Starts guardd with `policy` and waits until it answers on its socket.
+    pub fn start(policy: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("agent-guard-daemon-").tempdir().unwrap();
+        let config = dir.path().join("policy.toml");
+        fs::write(&config, policy).unwrap();
+        let socket = dir.path().join("guardd.sock");
+        let audit_log = dir.path().join("audit.jsonl");
+        let log = fs::File::create(dir.path().join("guardd.log")).unwrap();
+        let child = Command::new(guardd_bin())
+            .arg("--config")
+            .arg(&config)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--audit-log")
+            .arg(&audit_log)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start guardd");
+        let mut guard = Self {
+            child: Some(child),
+            dir,
+            socket,
+            audit_log,
+            program_ids: Vec::new(),
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = guard.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("guardd exited with {status}: {}", guard.log());
+            }
+            let out = guard.ctl(&["status", "--json"]);
+            if out.status.success() {
+                let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+                guard.program_ids = status["programs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["id"].as_u64().unwrap() as u32)
+                    .collect();
+                assert_eq!(guard.program_ids.len(), 3, "{status}");
+                return guard;
+            }
+            assert!(Instant::now() < deadline, "guardd did not come up: {}", guard.log());
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("guardd.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// A guardctl command aimed at this daemon.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(guardctl_bin());
+        command.arg("--socket").arg(&self.socket).args(args);
+        command
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_command(args).output().unwrap()
+    }
+
+    pub fn pending(&self) -> Vec<Value> {
+        let out = self.ctl(&["pending", "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+    }
+
+    /// Waits for a pending request whose argv contains `word`.
+    pub fn wait_hold(&self, word: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(hold) = self.pending().into_iter().find(|h| argv_has(h, word)) {
+                return hold;
+            }
+            assert!(Instant::now() < deadline, "no hold with {word:?}; guardd log:\n{}", self.log());
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn status(&self) -> Value {
+        let out = self.ctl(&["status", "--json"]);
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn audit(&self) -> Vec<Value> {
+        fs::read_to_string(&self.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("audit lines are JSON"))
+            .collect()
+    }
+
+    pub fn audit_events(&self, event: &str) -> Vec<Value> {
+        self.audit().into_iter().filter(|r| r["event"] == event).collect()
+    }
+
+    /// Stops guardd with SIGTERM and checks it left nothing loaded.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + WAIT;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("guardd did not stop on SIGTERM");
+            }
+            sleep(Duration::from_millis(20));
+        }
+        let still_loaded: Vec<u32> = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .map(|info| info.id())
+            .filter(|id| self.program_ids.contains(id))
+            .collect();
+        if !std::thread::panicking() {
+            assert!(still_loaded.is_empty(), "programs left loaded: {still_loaded:?}");
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+pub fn argv_has(hold: &Value, word: &str) -> bool {
+    hold["argv"].as_array().is_some_and(|argv| argv.iter().any(|a| a == word))
+}
+
+/// A process tree the test started, in its own process group so that it can
+/// be ended as a whole (by the pgid the test created, never by name).
+pub struct Proc {
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn spawn(mut command: Command) -> Self {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        Self {
+            child: Some(command.spawn().expect("spawn")),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn wait(mut self) -> (ExitStatus, String, String) {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + WAIT;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                kill_group(child.id());
+                let _ = child.wait();
+                panic!("process {} did not finish", child.id());
+            }
+            sleep(Duration::from_millis(10));
+        }
+        let status = child.wait().unwrap();
+        let (mut out, mut err) = (String::new(), String::new());
+        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        (status, out, err)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_group(child.id());
+            let _ = child.wait();
+        }
+    }
+}
+
+fn kill_group(pgid: u32) {
+    unsafe { libc::kill(-(pgid as i32), libc::SIGKILL) };
+}
+
+/// The process state letter from /proc/PID/stat ('T' = stopped).
+pub fn state(pid: u64) -> char {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')').next().and_then(|rest| rest.trim().chars().next()).unwrap_or('?')
+}
+
+/// Waits until a process has stopped (the kernel's stop lands on return to user mode).
+pub fn wait_stopped(pid: u64) {
+    let deadline = Instant::now() + WAIT;
+    while state(pid) != 'T' {
+        assert!(Instant::now() < deadline, "pid {pid} is {:?}, not stopped", state(pid));
+        sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn require_root() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "these tests load eBPF programs and must run as root");
+}
