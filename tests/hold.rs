@@ -25,7 +25,10 @@ message = "nuking is never allowed"
 /// `guardctl run -- ARGS` with the stubs first on PATH.
 fn session(guard: &Guard, stubs: &Stubs, args: &[&str]) -> Proc {
     let mut command = guard.ctl_command(&["run", "--"]);
-    command.args(args).env("PATH", stubs.path_env()).current_dir(stubs.dir.path());
+    command
+        .args(args)
+        .env("PATH", stubs.path_env())
+        .current_dir(stubs.dir.path());
     Proc::spawn(command)
 }
 
@@ -39,18 +42,32 @@ fn held_until_approved_from_outside_the_session() {
     let hold = guard.wait_hold("destroy");
     assert_eq!(hold["rule"], "tf-destroy");
     assert_eq!(hold["state"], "held");
-    assert_eq!(hold["program"], "terraform", "a shell-script stub is judged as itself");
+    assert_eq!(
+        hold["program"], "terraform",
+        "a shell-script stub is judged as itself"
+    );
     let pid = hold["pid"].as_u64().unwrap();
     wait_stopped(pid);
-    assert_eq!(stubs.marker_text(), "", "the held command must not have run");
+    assert_eq!(
+        stubs.marker_text(),
+        "",
+        "the held command must not have run"
+    );
 
     let id = hold["id"].as_str().unwrap();
     let out = guard.ctl(&["approve", id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (status, _, stderr) = run.wait();
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_eq!(stubs.marker_text(), "destroy -auto-approve\n");
-    assert!(stderr.contains(&format!("request {id}")) && stderr.contains("held"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("request {id}")) && stderr.contains("held"),
+        "{stderr}"
+    );
     assert!(guard.pending().is_empty());
 
     let held = guard.audit_events("hold");
@@ -62,7 +79,10 @@ fn held_until_approved_from_outside_the_session() {
     assert!(approved[0]["approver"].as_str().unwrap().contains("uid 0"));
     assert_eq!(guard.audit_events("release").len(), 1);
     assert_eq!(guard.audit_events("session_start").len(), 1);
-    eprintln!("hold latency (stop -> decision): {} us", held[0]["decision_us"]);
+    eprintln!(
+        "hold latency (stop -> decision): {} us",
+        held[0]["decision_us"]
+    );
     guard.stop();
 }
 
@@ -77,12 +97,19 @@ fn deny_kills_the_command_before_it_ever_runs() {
     wait_stopped(hold["pid"].as_u64().unwrap());
 
     let out = guard.ctl(&["deny", id, "--reason", "not today"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (status, _, stderr) = run.wait();
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     assert_eq!(stubs.marker_text(), "", "a denied command never runs");
     assert!(stderr.contains(&format!("request {id}")), "{stderr}");
-    assert!(stderr.contains("denied") && stderr.contains("not today"), "{stderr}");
+    assert!(
+        stderr.contains("denied") && stderr.contains("not today"),
+        "{stderr}"
+    );
     let denied = guard.audit_events("deny");
     assert_eq!(denied[0]["reason"], "not today");
 
@@ -112,11 +139,21 @@ fn approval_from_inside_a_session_is_refused() {
         // guardctl itself is the session root.
         vec![ctl.to_str().unwrap(), "--socket", &socket, "approve", &id],
         // A descendant of the session root.
-        vec!["sh", "-c", "\"$0\" --socket \"$1\" approve \"$2\"", ctl.to_str().unwrap(), &socket, &id],
+        vec![
+            "sh",
+            "-c",
+            "\"$0\" --socket \"$1\" approve \"$2\"",
+            ctl.to_str().unwrap(),
+            &socket,
+            &id,
+        ],
     ];
     for attempt in attempts {
         let (status, _, stderr) = session(&guard, &stubs, &attempt).wait();
-        assert!(!status.success(), "approval from inside a session must fail");
+        assert!(
+            !status.success(),
+            "approval from inside a session must fail"
+        );
         assert!(stderr.contains("self-approval"), "{stderr}");
     }
     assert_eq!(guard.pending().len(), 1, "the hold remains");
@@ -124,7 +161,10 @@ fn approval_from_inside_a_session_is_refused() {
     assert_eq!(stubs.marker_text(), "");
     let refusals = guard.audit_events("refuse");
     assert_eq!(refusals.len(), 2);
-    assert!(refusals[0]["reason"].as_str().unwrap().contains("self-approval attempt"));
+    assert!(refusals[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("self-approval attempt"));
 
     assert!(guard.ctl(&["deny", &id]).status.success());
     let (status, _, _) = run.wait();
@@ -143,13 +183,21 @@ fn no_hold_outside_sessions_or_for_unwatched_commands() {
     let (status, _, _) = Proc::spawn(outside).wait();
     assert!(status.success());
     // Unwatched programs, and a watched program the policy allows, in a session.
-    let (status, out, _) = session(&guard, &stubs, &["sh", "-c", "echo hi; ls / >/dev/null; terraform plan"]).wait();
+    let (status, out, _) = session(
+        &guard,
+        &stubs,
+        &["sh", "-c", "echo hi; ls / >/dev/null; terraform plan"],
+    )
+    .wait();
     assert!(status.success());
     assert_eq!(out, "hi\n");
     assert_eq!(stubs.marker_text(), "destroy outside\nplan\n");
     assert!(guard.audit_events("hold").is_empty());
     let stats = &guard.status()["stats"];
-    assert_eq!(stats["stops"], 1, "only the watched `terraform plan` stopped: {stats}");
+    assert_eq!(
+        stats["stops"], 1,
+        "only the watched `terraform plan` stopped: {stats}"
+    );
     assert_eq!(stats["allowed"], 1);
     guard.stop();
 }
@@ -164,20 +212,45 @@ fn wrappers_do_not_dodge_the_hold() {
         ("w-bash", &["bash", "-c", "terraform destroy w-bash; true"]),
         ("w-env", &["env", "terraform", "destroy", "w-env"]),
         ("w-nohup", &["nohup", "terraform", "destroy", "w-nohup"]),
-        ("w-setsid", &["setsid", "--wait", "terraform", "destroy", "w-setsid"]),
-        ("w-xargs", &["sh", "-c", "echo destroy w-xargs | xargs terraform"]),
-        ("w-subshell", &["sh", "-c", "(terraform destroy w-subshell &); sleep 30"]),
-        ("w-doublefork", &["sh", "-c", "sh -c 'terraform destroy w-doublefork &' &"]),
-        ("w-script", &["sh", "-c", "printf '#!/bin/sh\\nterraform destroy w-script\\n' > s; chmod +x s; ./s"]),
+        (
+            "w-setsid",
+            &["setsid", "--wait", "terraform", "destroy", "w-setsid"],
+        ),
+        (
+            "w-xargs",
+            &["sh", "-c", "echo destroy w-xargs | xargs terraform"],
+        ),
+        (
+            "w-subshell",
+            &["sh", "-c", "(terraform destroy w-subshell &); sleep 30"],
+        ),
+        (
+            "w-doublefork",
+            &["sh", "-c", "sh -c 'terraform destroy w-doublefork &' &"],
+        ),
+        (
+            "w-script",
+            &[
+                "sh",
+                "-c",
+                "printf '#!/bin/sh\\nterraform destroy w-script\\n' > s; chmod +x s; ./s",
+            ],
+        ),
     ];
-    let runs: Vec<Proc> = wrappers.iter().map(|(_, args)| session(&guard, &stubs, args)).collect();
+    let runs: Vec<Proc> = wrappers
+        .iter()
+        .map(|(_, args)| session(&guard, &stubs, args))
+        .collect();
     for (tag, _) in &wrappers {
         let hold = guard.wait_hold(tag);
         wait_stopped(hold["pid"].as_u64().unwrap());
     }
     assert_eq!(stubs.marker_text(), "", "no wrapper let the command run");
     for hold in guard.pending() {
-        assert!(guard.ctl(&["deny", hold["id"].as_str().unwrap()]).status.success());
+        assert!(guard
+            .ctl(&["deny", hold["id"].as_str().unwrap()])
+            .status
+            .success());
     }
     assert!(guard.pending().is_empty());
     drop(runs);
@@ -192,7 +265,11 @@ fn agents_are_detected_without_a_launcher() {
     // Started before guardd: found by the /proc scan.
     let early_dir = stubs.dir.path().join("early");
     std::fs::create_dir(&early_dir).unwrap();
-    let early = write_script(&early_dir, "claude", "sleep 2\nterraform destroy by-early-agent\necho early-done");
+    let early = write_script(
+        &early_dir,
+        "claude",
+        "sleep 2\nterraform destroy by-early-agent\necho early-done",
+    );
     let mut early = Command::new(early);
     early.env("PATH", stubs.path_env());
     let early = Proc::spawn(early);
@@ -219,7 +296,11 @@ fn agents_are_detected_without_a_launcher() {
 
     for (tag, proc) in [("by-late-agent", &late), ("by-python-agent", &python)] {
         let hold = guard.wait_hold(tag);
-        assert_eq!(hold["session"].as_u64().unwrap(), proc.pid() as u64, "{hold}");
+        assert_eq!(
+            hold["session"].as_u64().unwrap(),
+            proc.pid() as u64,
+            "{hold}"
+        );
     }
     let hold = guard.wait_hold("by-early-agent");
     assert_eq!(hold["session"].as_u64().unwrap(), early.pid() as u64);
@@ -235,7 +316,10 @@ fn agents_are_detected_without_a_launcher() {
         assert!(origins.iter().any(|o| o == origin), "{origins:?}");
     }
     for hold in guard.pending() {
-        assert!(guard.ctl(&["approve", hold["id"].as_str().unwrap()]).status.success());
+        assert!(guard
+            .ctl(&["approve", hold["id"].as_str().unwrap()])
+            .status
+            .success());
     }
     let (status, out, _) = early.wait();
     assert!(status.success());
@@ -255,7 +339,14 @@ fn guardctl_run_refuses_without_guardd() {
     let stubs = Stubs::new();
     let mut command = Command::new(guardctl_bin());
     command
-        .args(["--socket", "/nonexistent/guardd.sock", "run", "--", "terraform", "destroy"])
+        .args([
+            "--socket",
+            "/nonexistent/guardd.sock",
+            "run",
+            "--",
+            "terraform",
+            "destroy",
+        ])
         .env("PATH", stubs.path_env());
     let (status, _, stderr) = Proc::spawn(command).wait();
     assert_eq!(status.code(), Some(2));
@@ -273,7 +364,11 @@ fn stopping_guardd_denies_what_is_held() {
     wait_stopped(hold["pid"].as_u64().unwrap());
     guard.stop();
     let (status, _, stderr) = run.wait();
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "fail closed: never released by a shutdown");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "fail closed: never released by a shutdown"
+    );
     assert!(stderr.contains("agent-guard is stopping"), "{stderr}");
     assert_eq!(stubs.marker_text(), "");
 }
@@ -283,7 +378,12 @@ fn malformed_requests_are_refused_and_the_daemon_lives_on() {
     use std::io::{BufRead as _, BufReader, Write as _};
     require_root();
     let guard = Guard::start(POLICY);
-    for line in [&b"not json\n"[..], b"{\"version\":1,\"type\":\"approve\"}\n", b"{\"version\":7,\"type\":\"status\"}\n", b"\xff\xfe\n"] {
+    for line in [
+        &b"not json\n"[..],
+        b"{\"version\":1,\"type\":\"approve\"}\n",
+        b"{\"version\":7,\"type\":\"status\"}\n",
+        b"\xff\xfe\n",
+    ] {
         let mut stream = std::os::unix::net::UnixStream::connect(&guard.socket).unwrap();
         stream.write_all(line).unwrap();
         let mut response = String::new();

@@ -11,7 +11,10 @@ use crate::protocol::{encode_line, Request, RequestEnvelope, Response, PROTOCOL_
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach guardd at {path}: {source}")]
-    Connect { path: PathBuf, source: std::io::Error },
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("talking to guardd: {0}")]
     Io(#[from] std::io::Error),
     #[error("guardd sent an unreadable response: {0}")]

@@ -28,8 +28,13 @@ pub struct Options {
 }
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
-    let Options { policy, socket, audit_log } = options;
-    let audit = AuditLog::open(&audit_log).with_context(|| format!("opening audit log {}", audit_log.display()))?;
+    let Options {
+        policy,
+        socket,
+        audit_log,
+    } = options;
+    let audit = AuditLog::open(&audit_log)
+        .with_context(|| format!("opening audit log {}", audit_log.display()))?;
     let watched = policy.watched_programs();
     let (kernel, events) = Kernel::load(&ProgramSets {
         watched: &watched,
@@ -43,7 +48,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         watched = watched.len(),
         "programs attached"
     );
-    let listener = server::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    let listener =
+        server::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     let _socket_file = server::SocketFile(socket.clone());
     let id_prefix = format!("{:04x}", (crate::guard::monotonic_ns() / 1000) as u16);
     let guard = Arc::new(Mutex::new(Guard::new(policy, kernel, audit, id_prefix)));
@@ -67,8 +73,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 async fn read_events(events: RingBuf<MapData>, guard: Arc<Mutex<Guard>>) -> anyhow::Result<()> {
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged
     // for as long as the AsyncFd owns the ring buffer.
-    let mut events = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
-        .map_err(|err| anyhow::anyhow!("polling the ring buffer: {err}"))?;
+    let mut events =
+        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+            .map_err(|err| anyhow::anyhow!("polling the ring buffer: {err}"))?;
     let mut batch: Vec<Event> = Vec::new();
     loop {
         let mut ready = events.readable_mut().await?;

@@ -25,7 +25,13 @@ use crate::{
 const RECOVERY_GRACE: Duration = Duration::from_secs(1);
 const LATENCY_SAMPLES: usize = 4096;
 /// Environment variables that say where a command acts; recorded with holds.
-const CONTEXT_ENV: &[&str] = &["AWS_PROFILE", "AWS_REGION", "KUBECONFIG", "CLOUDSDK_CORE_PROJECT", "TF_WORKSPACE"];
+const CONTEXT_ENV: &[&str] = &[
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "KUBECONFIG",
+    "CLOUDSDK_CORE_PROJECT",
+    "TF_WORKSPACE",
+];
 
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -87,7 +93,13 @@ impl Guard {
                 stop_failed: event.kind == EventKind::ExecStopFailed as u32,
             }),
             Some(EventKind::SessionDetected) => {
-                self.register_session(event.session_id, Some(comm.clone()), "detected", event.uid, Vec::new());
+                self.register_session(
+                    event.session_id,
+                    Some(comm.clone()),
+                    "detected",
+                    event.uid,
+                    Vec::new(),
+                );
             }
             Some(EventKind::InterpreterExec) => self.on_interpreter(event.pid),
             Some(EventKind::HeldExit) => {
@@ -96,11 +108,16 @@ impl Guard {
                 }
             }
             Some(EventKind::SessionOverflow) => {
-                tracing::error!(pid = event.pid, session = event.session_id, "session map full: a process may run outside its session");
+                tracing::error!(
+                    pid = event.pid,
+                    session = event.session_id,
+                    "session map full: a process may run outside its session"
+                );
                 let mut record = AuditRecord::new(AuditEvent::Error);
                 record.pid = Some(event.pid);
                 record.session = Some(event.session_id);
-                record.reason = Some("session map full: a child could not be added to its session".into());
+                record.reason =
+                    Some("session map full: a child could not be added to its session".into());
                 self.audit.write(&record);
             }
             None => tracing::warn!(kind = event.kind, "unknown kernel event"),
@@ -124,20 +141,33 @@ impl Guard {
             Ok(argv) if !argv.is_empty() => argv,
             _ => {
                 // A stopped process whose command we cannot read is not run blind.
-                self.fail_closed(&process, stop.session, "could not read the command line of a stopped process");
+                self.fail_closed(
+                    &process,
+                    stop.session,
+                    "could not read the command line of a stopped process",
+                );
                 return;
             }
         };
         let exe = procfs::link(stop.pid, "exe");
         let (program, judged) = procfs::judged_command(stop.comm, &exe, &argv);
-        let words: Vec<String> = judged.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let words: Vec<String> = judged
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
         let explanation = self.policy.evaluate(&program, &words);
-        let decision_us = stop.stopped_at_ns.map(|at| monotonic_ns().saturating_sub(at) / 1000);
+        let decision_us = stop
+            .stopped_at_ns
+            .map(|at| monotonic_ns().saturating_sub(at) / 1000);
         if let Some(us) = decision_us {
             self.record_latency(us);
         }
         if stop.stop_failed && explanation.action != Action::Allow {
-            self.fail_closed(&process, stop.session, "bpf_send_signal failed: the process was not stopped");
+            self.fail_closed(
+                &process,
+                stop.session,
+                "bpf_send_signal failed: the process was not stopped",
+            );
             return;
         }
         let mut record = self.record_for(&process, stop.session, &judged, &exe);
@@ -156,7 +186,10 @@ impl Guard {
             }
             Action::Deny => {
                 self.stats.denied += 1;
-                let message = explanation.message.clone().unwrap_or_else(|| "the policy forbids it".into());
+                let message = explanation
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "the policy forbids it".into());
                 if let Some(stderr) = notice::stderr_of(&process) {
                     notice::write(
                         &stderr,
@@ -175,7 +208,15 @@ impl Guard {
                 record.reason = Some(message);
                 self.audit.write(&record);
             }
-            Action::Hold => self.raise_hold(process, stop.session, program, judged, exe, &explanation, record),
+            Action::Hold => self.raise_hold(
+                process,
+                stop.session,
+                program,
+                judged,
+                exe,
+                &explanation,
+                record,
+            ),
         }
     }
 
@@ -223,7 +264,13 @@ impl Guard {
                 ),
             );
         }
-        tracing::info!(id, pid = hold.process.pid, rule = hold.rule, command = hold.command(), "held");
+        tracing::info!(
+            id,
+            pid = hold.process.pid,
+            rule = hold.rule,
+            command = hold.command(),
+            "held"
+        );
         record.event = Some(AuditEvent::Hold);
         record.request_id = Some(id);
         record.decision = Some("hold".into());
@@ -245,8 +292,13 @@ impl Guard {
     }
 
     fn on_interpreter(&mut self, pid: u32) {
-        let Ok(argv) = procfs::cmdline(pid) else { return };
-        let words: Vec<String> = argv.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let Ok(argv) = procfs::cmdline(pid) else {
+            return;
+        };
+        let words: Vec<String> = argv
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
         if let Some(package) = self.policy.runs_agent_package(&words) {
             self.adopt_tree(pid, package, "interpreter");
         }
@@ -271,7 +323,14 @@ impl Guard {
         self.register_session(root, Some(agent), origin, uid, argv);
     }
 
-    fn register_session(&mut self, id: u32, agent: Option<String>, origin: &'static str, uid: u32, argv: Vec<Vec<u8>>) {
+    fn register_session(
+        &mut self,
+        id: u32,
+        agent: Option<String>,
+        origin: &'static str,
+        uid: u32,
+        argv: Vec<Vec<u8>>,
+    ) {
         tracing::info!(session = id, agent, origin, "session started");
         let mut record = AuditRecord::new(AuditEvent::SessionStart);
         record.session = Some(id);
@@ -282,7 +341,15 @@ impl Guard {
         record.ancestry = ancestry(id);
         record.reason = Some(origin.into());
         self.audit.write(&record);
-        self.sessions.insert(id, Session { id, agent, origin, uid });
+        self.sessions.insert(
+            id,
+            Session {
+                id,
+                agent,
+                origin,
+                uid,
+            },
+        );
     }
 
     /// Finds agents that were already running when guardd started.
@@ -292,12 +359,17 @@ impl Guard {
             if pid == me || self.kernel.session_of(pid).is_some() {
                 continue;
             }
-            let Ok(stat) = procfs::stat(pid) else { continue };
+            let Ok(stat) = procfs::stat(pid) else {
+                continue;
+            };
             let agent = if self.policy.agents.programs.contains(&stat.comm) {
                 Some(stat.comm.clone())
             } else if self.policy.agents.interpreters.contains(&stat.comm) {
                 let argv = procfs::cmdline(pid).unwrap_or_default();
-                let words: Vec<String> = argv.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+                let words: Vec<String> = argv
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
                 self.policy.runs_agent_package(&words)
             } else {
                 None
@@ -350,7 +422,9 @@ impl Guard {
         };
         if let Some(existing) = self.kernel.session_of(pid) {
             // A launcher inside a session stays in that session.
-            return Response::SessionStarted { session_id: existing.session_id };
+            return Response::SessionStarted {
+                session_id: existing.session_id,
+            };
         }
         let entry = SessionEntry {
             session_id: pid,
@@ -383,14 +457,23 @@ impl Guard {
             return error(&format!("request {id}: the process has already exited"));
         }
         if let Some(stderr) = &hold.stderr {
-            notice::write(stderr, &format!("agent-guard: request {id} approved by {approver}; running.\n"));
+            notice::write(
+                stderr,
+                &format!("agent-guard: request {id} approved by {approver}; running.\n"),
+            );
         }
         if let Err(err) = hold.process.resume() {
             tracing::error!(id, "resume failed: {err}");
         }
         self.kernel.forget_held(hold.process.pid);
         tracing::info!(id, approver, "approved");
-        self.audit_end(&hold, AuditEvent::Approve, "allow", Some(approver.clone()), None);
+        self.audit_end(
+            &hold,
+            AuditEvent::Approve,
+            "allow",
+            Some(approver.clone()),
+            None,
+        );
         let mut release = self.hold_record(&hold, AuditEvent::Release);
         release.approver = Some(approver);
         self.audit.write(&release);
@@ -406,8 +489,14 @@ impl Guard {
             Err(response) => return response,
         };
         let hold = self.holds.remove(id).expect("authorize checked the id");
-        let because = reason.as_deref().map(|r| format!(": {}", escape_bytes(r.as_bytes()))).unwrap_or_default();
-        self.kill_hold(&hold, &format!("request {id} denied by {approver}{because}"));
+        let because = reason
+            .as_deref()
+            .map(|r| format!(": {}", escape_bytes(r.as_bytes())))
+            .unwrap_or_default();
+        self.kill_hold(
+            &hold,
+            &format!("request {id} denied by {approver}{because}"),
+        );
         tracing::info!(id, approver, "denied");
         self.audit_end(&hold, AuditEvent::Deny, "deny", Some(approver), reason);
         Response::Decided {
@@ -445,7 +534,9 @@ impl Guard {
     /// The first process from `pid` upwards that the kernel counts in a session.
     fn session_ancestor(&self, pid: u32) -> Option<(u32, u32)> {
         procfs::ancestry(pid).into_iter().find_map(|(ancestor, _)| {
-            self.kernel.session_of(ancestor).map(|entry| (ancestor, entry.session_id))
+            self.kernel
+                .session_of(ancestor)
+                .map(|entry| (ancestor, entry.session_id))
         })
     }
 
@@ -461,7 +552,12 @@ impl Guard {
         let mut stats = self.stats.clone();
         let mut sorted: Vec<u64> = self.latencies_us.iter().copied().collect();
         sorted.sort_unstable();
-        let pick = |q: f64| sorted.get(((sorted.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
+        let pick = |q: f64| {
+            sorted
+                .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(0)
+        };
         stats.decision_us_p50 = pick(0.5);
         stats.decision_us_p99 = pick(0.99);
         stats.decision_us_max = sorted.last().copied().unwrap_or(0);
@@ -494,25 +590,53 @@ impl Guard {
     // ---- endings ------------------------------------------------------------
 
     fn end_timed_out(&mut self, id: &str) {
-        let Some(hold) = self.holds.remove(id) else { return };
+        let Some(hold) = self.holds.remove(id) else {
+            return;
+        };
         let waited = format_duration(hold.deadline - hold.created);
-        self.kill_hold(&hold, &format!("request {id} timed out after {waited} without approval and was denied"));
+        self.kill_hold(
+            &hold,
+            &format!("request {id} timed out after {waited} without approval and was denied"),
+        );
         tracing::info!(id, "timed out");
-        self.audit_end(&hold, AuditEvent::Timeout, "deny", None, Some(format!("no decision within {waited}")));
+        self.audit_end(
+            &hold,
+            AuditEvent::Timeout,
+            "deny",
+            None,
+            Some(format!("no decision within {waited}")),
+        );
     }
 
     fn end_exited(&mut self, id: &str) {
-        let Some(hold) = self.holds.remove(id) else { return };
+        let Some(hold) = self.holds.remove(id) else {
+            return;
+        };
         self.kernel.forget_held(hold.process.pid);
-        self.audit_end(&hold, AuditEvent::Exit, "exited", None, Some("the held process ended before a decision".into()));
+        self.audit_end(
+            &hold,
+            AuditEvent::Exit,
+            "exited",
+            None,
+            Some("the held process ended before a decision".into()),
+        );
     }
 
     /// On shutdown nothing held may run: every pending request is denied.
     pub fn shutdown(&mut self) {
         for id in self.holds.ids() {
             if let Some(hold) = self.holds.remove(&id) {
-                self.kill_hold(&hold, &format!("request {id} denied: agent-guard is stopping"));
-                self.audit_end(&hold, AuditEvent::Deny, "deny", None, Some("guardd shutdown".into()));
+                self.kill_hold(
+                    &hold,
+                    &format!("request {id} denied: agent-guard is stopping"),
+                );
+                self.audit_end(
+                    &hold,
+                    AuditEvent::Deny,
+                    "deny",
+                    None,
+                    Some("guardd shutdown".into()),
+                );
             }
         }
         for (pid, _) in self.kernel.held() {
@@ -524,7 +648,10 @@ impl Guard {
 
     fn kill_hold(&mut self, hold: &Hold, what: &str) {
         if let Some(stderr) = &hold.stderr {
-            notice::write(stderr, &format!("agent-guard: {what}. `{}` did not run.\n", hold.command()));
+            notice::write(
+                stderr,
+                &format!("agent-guard: {what}. `{}` did not run.\n", hold.command()),
+            );
         }
         if let Err(err) = hold.process.kill() {
             tracing::error!(id = hold.id, "kill failed: {err}");
@@ -541,7 +668,13 @@ impl Guard {
         self.latencies_us.push_back(us);
     }
 
-    fn record_for(&self, process: &ProcessHandle, session: u32, argv: &[Vec<u8>], exe: &str) -> AuditRecord {
+    fn record_for(
+        &self,
+        process: &ProcessHandle,
+        session: u32,
+        argv: &[Vec<u8>],
+        exe: &str,
+    ) -> AuditRecord {
         let mut record = AuditRecord::new(AuditEvent::Hold);
         record.pid = Some(process.pid);
         record.session = Some(session);
@@ -553,7 +686,10 @@ impl Guard {
         record.ancestry = ancestry(process.pid);
         let env = procfs::environ(process.pid, CONTEXT_ENV);
         if !env.is_empty() {
-            let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={}", escape_bytes(v.as_bytes()))).collect();
+            let env: Vec<String> = env
+                .iter()
+                .map(|(k, v)| format!("{k}={}", escape_bytes(v.as_bytes())))
+                .collect();
             record.reason = Some(format!("context: {}", env.join(" ")));
         }
         record
@@ -573,7 +709,14 @@ impl Guard {
         record
     }
 
-    fn audit_end(&self, hold: &Hold, event: AuditEvent, decision: &str, approver: Option<String>, reason: Option<String>) {
+    fn audit_end(
+        &self,
+        hold: &Hold,
+        event: AuditEvent,
+        decision: &str,
+        approver: Option<String>,
+        reason: Option<String>,
+    ) {
         let mut record = self.hold_record(hold, event);
         record.decision = Some(decision.into());
         record.approver = approver;
@@ -596,7 +739,10 @@ fn mechanisms() -> Vec<(String, String)> {
 }
 
 fn identity(peer: Peer) -> String {
-    let name = nix::unistd::User::from_uid(peer.uid.into()).ok().flatten().map(|u| u.name);
+    let name = nix::unistd::User::from_uid(peer.uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name);
     match (name, peer.pid) {
         (Some(name), Some(pid)) => format!("{name} (uid {}, pid {pid})", peer.uid),
         (None, Some(pid)) => format!("uid {} (pid {pid})", peer.uid),

@@ -98,7 +98,10 @@ impl HoldRegistry {
     }
 
     pub fn id_of_pid(&self, pid: u32) -> Option<String> {
-        self.holds.values().find(|h| h.process.pid == pid).map(|h| h.id.clone())
+        self.holds
+            .values()
+            .find(|h| h.process.pid == pid)
+            .map(|h| h.id.clone())
     }
 
     /// Ids whose deadline has passed.

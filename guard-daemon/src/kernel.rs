@@ -77,9 +77,11 @@ impl Kernel {
             })
         };
         let map_err = |name: &'static str| move |source| KernelError::Map { name, source };
-        let sessions = HashMap::try_from(map(&mut ebpf, "SESSIONS")?).map_err(map_err("SESSIONS"))?;
+        let sessions =
+            HashMap::try_from(map(&mut ebpf, "SESSIONS")?).map_err(map_err("SESSIONS"))?;
         let held = HashMap::try_from(map(&mut ebpf, "HELD")?).map_err(map_err("HELD"))?;
-        let programs = HashMap::try_from(map(&mut ebpf, "PROGRAMS")?).map_err(map_err("PROGRAMS"))?;
+        let programs =
+            HashMap::try_from(map(&mut ebpf, "PROGRAMS")?).map_err(map_err("PROGRAMS"))?;
         let events = RingBuf::try_from(map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
         let mut kernel = Self {
             _ebpf: ebpf,
@@ -124,7 +126,10 @@ impl Kernel {
         for (key, value) in flags {
             self.programs
                 .insert(key, value, 0)
-                .map_err(|source| KernelError::Map { name: "PROGRAMS", source })?;
+                .map_err(|source| KernelError::Map {
+                    name: "PROGRAMS",
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -141,7 +146,10 @@ impl Kernel {
     pub fn add_to_session(&mut self, tid: u32, entry: SessionEntry) -> Result<(), KernelError> {
         self.sessions
             .insert(tid, entry, 0)
-            .map_err(|source| KernelError::Map { name: "SESSIONS", source })
+            .map_err(|source| KernelError::Map {
+                name: "SESSIONS",
+                source,
+            })
     }
 
     /// Every stopped-and-undecided process the kernel has recorded.
@@ -170,7 +178,8 @@ fn ensure_tracefs() -> Result<(), KernelError> {
 
 fn field_offset(category: &str, event: &str, field: &str) -> Result<u32, KernelError> {
     let path = format!("{TRACEFS}/events/{category}/{event}/format");
-    let format = fs::read_to_string(&path).map_err(|err| KernelError::Tracefs(format!("{path}: {err}")))?;
+    let format =
+        fs::read_to_string(&path).map_err(|err| KernelError::Tracefs(format!("{path}: {err}")))?;
     parse_field_offset(&format, field)
         .ok_or_else(|| KernelError::Tracefs(format!("{path}: no field {field}")))
 }
@@ -184,7 +193,9 @@ fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
         if name != field {
             return None;
         }
-        let offset = line.split(';').find_map(|part| part.trim().strip_prefix("offset:"))?;
+        let offset = line
+            .split(';')
+            .find_map(|part| part.trim().strip_prefix("offset:"))?;
         offset.trim().parse().ok()
     })
 }

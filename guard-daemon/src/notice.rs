@@ -26,7 +26,9 @@ pub fn stderr_of(process: &ProcessHandle) -> Option<OwnedFd> {
 }
 
 pub fn write(stderr: &OwnedFd, text: &str) {
-    let Ok(flags) = fcntl_getfl(stderr) else { return };
+    let Ok(flags) = fcntl_getfl(stderr) else {
+        return;
+    };
     let _ = fcntl_setfl(stderr, flags | OFlags::NONBLOCK);
     if let Ok(clone) = stderr.try_clone() {
         let _ = File::from(clone).write_all(text.as_bytes());

@@ -3,7 +3,9 @@
 //! known to be the stopped one, and its start time is kept for checks.
 use std::os::fd::{AsFd as _, OwnedFd};
 
-use rustix::process::{pidfd_getfd, pidfd_open, pidfd_send_signal, Pid, PidfdFlags, PidfdGetfdFlags, Signal};
+use rustix::process::{
+    pidfd_getfd, pidfd_open, pidfd_send_signal, Pid, PidfdFlags, PidfdGetfdFlags, Signal,
+};
 
 use crate::procfs;
 
@@ -23,7 +25,11 @@ impl ProcessHandle {
         // Read the start time after opening the pidfd: if the pid was reused in
         // between, this is the new process's and the pidfd refers to it too.
         let start_time = procfs::stat(pid)?.start_time;
-        Ok(Self { pid, start_time, pidfd })
+        Ok(Self {
+            pid,
+            start_time,
+            pidfd,
+        })
     }
 
     /// Lets a stopped process run on.
@@ -53,6 +59,10 @@ impl ProcessHandle {
     /// A duplicate of one of the process's file descriptors (the same open file,
     /// without reopening its path).
     pub fn dup_fd(&self, fd: i32) -> std::io::Result<OwnedFd> {
-        Ok(pidfd_getfd(self.pidfd.as_fd(), fd, PidfdGetfdFlags::empty())?)
+        Ok(pidfd_getfd(
+            self.pidfd.as_fd(),
+            fd,
+            PidfdGetfdFlags::empty(),
+        )?)
     }
 }

@@ -149,7 +149,9 @@ pub fn environ(pid: u32, names: &[&str]) -> Vec<(String, String)> {
         .filter_map(|entry| {
             let entry = String::from_utf8_lossy(entry);
             let (key, value) = entry.split_once('=')?;
-            names.contains(&key).then(|| (key.to_string(), value.to_string()))
+            names
+                .contains(&key)
+                .then(|| (key.to_string(), value.to_string()))
         })
         .collect()
 }
@@ -192,7 +194,10 @@ mod tests {
     #[test]
     fn binaries_keep_their_argv() {
         let argv = args(&["rm", "-rf", "x"]);
-        assert_eq!(judged_command("rm", "/usr/bin/rm", &argv), ("rm".into(), argv.clone()));
+        assert_eq!(
+            judged_command("rm", "/usr/bin/rm", &argv),
+            ("rm".into(), argv.clone())
+        );
         // exec -a: argv[0] lies, the exe does not.
         let argv = args(&["innocent", "-rf", "x"]);
         assert_eq!(judged_command("rm", "/usr/bin/rm", &argv).0, "rm");

@@ -22,10 +22,17 @@ pub struct RequestEnvelope {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
     /// Makes the calling process (by SO_PEERCRED) the root of a new session.
-    StartSession { argv: Vec<String> },
+    StartSession {
+        argv: Vec<String>,
+    },
     Pending,
-    Approve { id: String },
-    Deny { id: String, reason: Option<String> },
+    Approve {
+        id: String,
+    },
+    Deny {
+        id: String,
+        reason: Option<String>,
+    },
     Status,
     Explain {
         argv: Vec<String>,

@@ -70,13 +70,20 @@ async fn handle_connection(stream: UnixStream, guard: Arc<Mutex<Guard>>) {
     loop {
         line.clear();
         let limit = MAX_REQUEST_BYTES as u64 + 1;
-        let read = tokio::time::timeout(IDLE_TIMEOUT, (&mut reader).take(limit).read_until(b'\n', &mut line)).await;
+        let read = tokio::time::timeout(
+            IDLE_TIMEOUT,
+            (&mut reader).take(limit).read_until(b'\n', &mut line),
+        )
+        .await;
         let (response, close) = match read {
             Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return,
-            Ok(Ok(_)) if line.len() > MAX_REQUEST_BYTES => {
-                (error(format!("request longer than {MAX_REQUEST_BYTES} bytes")), true)
+            Ok(Ok(_)) if line.len() > MAX_REQUEST_BYTES => (
+                error(format!("request longer than {MAX_REQUEST_BYTES} bytes")),
+                true,
+            ),
+            Ok(Ok(_)) if !line.ends_with(b"\n") => {
+                (error("truncated request (no newline)".into()), true)
             }
-            Ok(Ok(_)) if !line.ends_with(b"\n") => (error("truncated request (no newline)".into()), true),
             Ok(Ok(_)) => match decode_request(line.trim_ascii_end()) {
                 Ok(request) => (dispatch(&guard, peer, request), false),
                 Err(message) => (error(message), false),

@@ -8,8 +8,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use guard_common::{
-    EventKind, SessionEntry, PROGRAM_AGENT, PROGRAM_INTERPRETER, PROGRAM_WATCHED,
-    SESSION_DETECTED,
+    EventKind, SessionEntry, PROGRAM_AGENT, PROGRAM_INTERPRETER, PROGRAM_WATCHED, SESSION_DETECTED,
 };
 
 use crate::maps::{emit, held_entry, offsets, HELD, PROGRAMS, SESSIONS};

@@ -39,7 +39,12 @@ pub fn sessions_exit(_ctx: TracePointContext) -> u32 {
     let _ = SESSIONS.remove(tid);
     // A stopped process can still be killed; tell the daemon its hold is moot.
     if HELD.remove(tid).is_ok() {
-        emit(EventKind::HeldExit, tid, session_id, bpf_get_current_comm().unwrap_or_default());
+        emit(
+            EventKind::HeldExit,
+            tid,
+            session_id,
+            bpf_get_current_comm().unwrap_or_default(),
+        );
     }
     0
 }

@@ -22,8 +22,14 @@ fn binary(var: &str, name: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(var) {
         return path.into();
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release").join(name);
-    assert!(path.exists(), "{} missing: run `cargo xtask test` (or set {var})", path.display());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/release")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo xtask test` (or set {var})",
+        path.display()
+    );
     path
 }
 
@@ -43,10 +49,16 @@ pub struct Stubs {
 
 impl Stubs {
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("agent-guard-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("agent-guard-test-")
+            .tempdir()
+            .unwrap();
         fs::create_dir(dir.path().join("bin")).unwrap();
         let stubs = Self { dir };
-        stubs.script("terraform", &format!("echo \"$*\" >> {}\nexit 0", stubs.marker().display()));
+        stubs.script(
+            "terraform",
+            &format!("echo \"$*\" >> {}\nexit 0", stubs.marker().display()),
+        );
         stubs
     }
 
@@ -68,7 +80,11 @@ impl Stubs {
     }
 
     pub fn path_env(&self) -> String {
-        format!("{}:{}", self.bin().display(), std::env::var("PATH").unwrap_or_default())
+        format!(
+            "{}:{}",
+            self.bin().display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
     }
 }
 
@@ -90,7 +106,10 @@ pub struct Guard {
 impl Guard {
     /// Starts guardd with `policy` and waits until it answers on its socket.
     pub fn start(policy: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix("agent-guard-daemon-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("agent-guard-daemon-")
+            .tempdir()
+            .unwrap();
         let config = dir.path().join("policy.toml");
         fs::write(&config, policy).unwrap();
         let socket = dir.path().join("guardd.sock");
@@ -131,7 +150,11 @@ impl Guard {
                 assert_eq!(guard.program_ids.len(), 3, "{status}");
                 return guard;
             }
-            assert!(Instant::now() < deadline, "guardd did not come up: {}", guard.log());
+            assert!(
+                Instant::now() < deadline,
+                "guardd did not come up: {}",
+                guard.log()
+            );
             sleep(Duration::from_millis(50));
         }
     }
@@ -157,8 +180,16 @@ impl Guard {
 
     pub fn pending(&self) -> Vec<Value> {
         let out = self.ctl(&["pending", "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     /// Waits for a pending request whose argv contains `word`.
@@ -168,7 +199,11 @@ impl Guard {
             if let Some(hold) = self.pending().into_iter().find(|h| argv_has(h, word)) {
                 return hold;
             }
-            assert!(Instant::now() < deadline, "no hold with {word:?}; guardd log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no hold with {word:?}; guardd log:\n{}",
+                self.log()
+            );
             sleep(Duration::from_millis(20));
         }
     }
@@ -188,7 +223,10 @@ impl Guard {
     }
 
     pub fn audit_events(&self, event: &str) -> Vec<Value> {
-        self.audit().into_iter().filter(|r| r["event"] == event).collect()
+        self.audit()
+            .into_iter()
+            .filter(|r| r["event"] == event)
+            .collect()
     }
 
     /// Stops guardd with SIGTERM and checks it left nothing loaded.
@@ -197,7 +235,9 @@ impl Guard {
     }
 
     fn shutdown(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + WAIT;
         while child.try_wait().unwrap().is_none() {
@@ -214,7 +254,10 @@ impl Guard {
             .filter(|id| self.program_ids.contains(id))
             .collect();
         if !std::thread::panicking() {
-            assert!(still_loaded.is_empty(), "programs left loaded: {still_loaded:?}");
+            assert!(
+                still_loaded.is_empty(),
+                "programs left loaded: {still_loaded:?}"
+            );
         }
     }
 }
@@ -226,7 +269,9 @@ impl Drop for Guard {
 }
 
 pub fn argv_has(hold: &Value, word: &str) -> bool {
-    hold["argv"].as_array().is_some_and(|argv| argv.iter().any(|a| a == word))
+    hold["argv"]
+        .as_array()
+        .is_some_and(|argv| argv.iter().any(|a| a == word))
 }
 
 /// A process tree the test started, in its own process group so that it can
@@ -264,8 +309,18 @@ impl Proc {
         }
         let status = child.wait().unwrap();
         let (mut out, mut err) = (String::new(), String::new());
-        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         (status, out, err)
     }
 }
@@ -286,18 +341,29 @@ fn kill_group(pgid: u32) {
 /// The process state letter from /proc/PID/stat ('T' = stopped).
 pub fn state(pid: u64) -> char {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit(')').next().and_then(|rest| rest.trim().chars().next()).unwrap_or('?')
+    stat.rsplit(')')
+        .next()
+        .and_then(|rest| rest.trim().chars().next())
+        .unwrap_or('?')
 }
 
 /// Waits until a process has stopped (the kernel's stop lands on return to user mode).
 pub fn wait_stopped(pid: u64) {
     let deadline = Instant::now() + WAIT;
     while state(pid) != 'T' {
-        assert!(Instant::now() < deadline, "pid {pid} is {:?}, not stopped", state(pid));
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} is {:?}, not stopped",
+            state(pid)
+        );
         sleep(Duration::from_millis(5));
     }
 }
 
 pub fn require_root() {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "these tests load eBPF programs and must run as root");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests load eBPF programs and must run as root"
+    );
 }

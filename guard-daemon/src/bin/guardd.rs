@@ -6,7 +6,10 @@ use clap::Parser;
 use guard_daemon::{daemon, policy::Policy, protocol::DEFAULT_SOCKET};
 
 #[derive(Parser)]
-#[command(version, about = "Holds destructive commands run by AI agents until a human approves them")]
+#[command(
+    version,
+    about = "Holds destructive commands run by AI agents until a human approves them"
+)]
 struct Args {
     /// Policy file (TOML); without it the embedded default policy is used.
     #[arg(long, value_name = "FILE")]
@@ -15,7 +18,11 @@ struct Args {
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
     /// Audit log (JSON lines, appended).
-    #[arg(long, value_name = "FILE", default_value = "/var/log/agent-guard/audit.jsonl")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/var/log/agent-guard/audit.jsonl"
+    )]
     audit_log: PathBuf,
 }
 

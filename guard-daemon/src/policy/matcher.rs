@@ -29,7 +29,9 @@ impl ArgPattern {
                 Ok(match (chars.next(), chars.next(), chars.next()) {
                     (Some('-'), Some(c), None) if c != '-' => Alternative::Short(c),
                     _ if alt.contains('*') => Alternative::Glob(alt.to_string()),
-                    _ if alt.starts_with("--") && alt.len() > 2 => Alternative::Long(alt.to_string()),
+                    _ if alt.starts_with("--") && alt.len() > 2 => {
+                        Alternative::Long(alt.to_string())
+                    }
                     _ => Alternative::Word(alt.to_string()),
                 })
             })
@@ -53,7 +55,10 @@ impl Alternative {
                     && arg[1..].contains(*c)
             }
             Self::Long(name) => {
-                arg == name || arg.strip_prefix(name.as_str()).is_some_and(|rest| rest.starts_with('='))
+                arg == name
+                    || arg
+                        .strip_prefix(name.as_str())
+                        .is_some_and(|rest| rest.starts_with('='))
             }
             Self::Glob(glob) => glob_matches(glob, arg),
             Self::Word(word) => arg == word,

@@ -162,7 +162,10 @@ impl Policy {
             let compile = |patterns: &[String]| -> Result<Vec<ArgPattern>, PolicyError> {
                 patterns
                     .iter()
-                    .map(|p| ArgPattern::parse(p).map_err(|e| invalid(format!("rule {:?}: {e}", rule.id))))
+                    .map(|p| {
+                        ArgPattern::parse(p)
+                            .map_err(|e| invalid(format!("rule {:?}: {e}", rule.id)))
+                    })
                     .collect()
             };
             rules.push(Rule {
@@ -202,7 +205,10 @@ impl Policy {
     /// the matching rules (deny > hold > audit); no match is allow.
     pub fn evaluate<S: AsRef<str>>(&self, program: &str, argv: &[S]) -> Explanation {
         let args: Vec<&str> = argv.iter().skip(1).map(AsRef::as_ref).collect();
-        let matching = self.rules.iter().filter(|rule| rule.matches(program, &args));
+        let matching = self
+            .rules
+            .iter()
+            .filter(|rule| rule.matches(program, &args));
         let mut matched = Vec::new();
         let mut decisive: Option<&Rule> = None;
         for rule in matching {
@@ -253,9 +259,15 @@ impl Policy {
 impl Rule {
     fn matches(&self, program: &str, args: &[&str]) -> bool {
         self.programs.iter().any(|p| p == program)
-            && self.args_all.iter().all(|pattern| args.iter().any(|a| pattern.matches(a)))
+            && self
+                .args_all
+                .iter()
+                .all(|pattern| args.iter().any(|a| pattern.matches(a)))
             && (self.args_any.is_empty()
-                || self.args_any.iter().any(|pattern| args.iter().any(|a| pattern.matches(a))))
+                || self
+                    .args_any
+                    .iter()
+                    .any(|pattern| args.iter().any(|a| pattern.matches(a))))
     }
 }
 

@@ -44,7 +44,10 @@ fn decide(policy: &Policy, argv: &[&str]) -> (Action, Option<String>) {
 #[test]
 fn precedence_allow_carves_out_then_most_severe_wins() {
     let p = test_policy();
-    assert_eq!(decide(&p, &["terraform", "destroy"]), (Action::Hold, Some("tf-destroy".into())));
+    assert_eq!(
+        decide(&p, &["terraform", "destroy"]),
+        (Action::Hold, Some("tf-destroy".into()))
+    );
     assert_eq!(
         decide(&p, &["terraform", "destroy", "-target=scratch"]),
         (Action::Allow, Some("tf-destroy-scratch".into()))
@@ -53,7 +56,10 @@ fn precedence_allow_carves_out_then_most_severe_wins() {
         decide(&p, &["terraform", "--nuke", "destroy"]),
         (Action::Deny, Some("tf-nuke".into()))
     );
-    assert_eq!(decide(&p, &["terraform", "apply"]), (Action::Audit, Some("tf-log".into())));
+    assert_eq!(
+        decide(&p, &["terraform", "apply"]),
+        (Action::Audit, Some("tf-log".into()))
+    );
     assert_eq!(decide(&p, &["terraform", "plan"]), (Action::Allow, None));
     assert_eq!(decide(&p, &["tofu", "destroy"]), (Action::Allow, None));
 }
@@ -61,7 +67,10 @@ fn precedence_allow_carves_out_then_most_severe_wins() {
 #[test]
 fn timeouts_come_from_rule_or_defaults() {
     let p = test_policy();
-    assert_eq!(p.rule("tf-destroy").unwrap().timeout, Duration::from_secs(90));
+    assert_eq!(
+        p.rule("tf-destroy").unwrap().timeout,
+        Duration::from_secs(90)
+    );
     assert_eq!(p.rule("tf-log").unwrap().timeout, Duration::from_secs(5));
 }
 
@@ -157,9 +166,14 @@ fn default_policy_holds_the_classics() {
 fn agent_packages_are_recognised_in_interpreter_argv() {
     let p = Policy::embedded_default();
     assert!(p
-        .runs_agent_package(&["node", "/usr/lib/node_modules/@anthropic-ai/claude-code/cli.js"])
+        .runs_agent_package(&[
+            "node",
+            "/usr/lib/node_modules/@anthropic-ai/claude-code/cli.js"
+        ])
         .is_some());
-    assert!(p.runs_agent_package(&["python3", "-m", "aider.main"]).is_some());
+    assert!(p
+        .runs_agent_package(&["python3", "-m", "aider.main"])
+        .is_some());
     assert!(p.runs_agent_package(&["node", "server.js"]).is_none());
     // argv[0] is the interpreter itself, never a package marker.
     assert!(p.runs_agent_package(&["/opt/aider/bin/python3"]).is_none());

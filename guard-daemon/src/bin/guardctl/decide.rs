@@ -22,13 +22,22 @@ pub fn approve(socket: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn deny(socket: &Path, args: DenyArgs) -> anyhow::Result<ExitCode> {
-    report(super::call(socket, Request::Deny { id: args.id, reason: args.reason })?)
+    report(super::call(
+        socket,
+        Request::Deny {
+            id: args.id,
+            reason: args.reason,
+        },
+    )?)
 }
 
 fn report(response: Response) -> anyhow::Result<ExitCode> {
     let Response::Decided { id, state } = response else {
         return Err(super::unexpected(response));
     };
-    println!("{id}: {}", serde_json::to_value(state)?.as_str().unwrap_or("decided"));
+    println!(
+        "{id}: {}",
+        serde_json::to_value(state)?.as_str().unwrap_or("decided")
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -14,7 +14,12 @@ pub struct Args {
     /// Environment variable for the judgement (repeatable).
     #[arg(long, value_name = "K=V")]
     env: Vec<String>,
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGV")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGV"
+    )]
     argv: Vec<String>,
 }
 
@@ -28,7 +33,14 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("--env {pair:?} is not K=V"))
         })
         .collect::<anyhow::Result<_>>()?;
-    let response = super::call(socket, Request::Explain { argv: args.argv, cwd: args.cwd, env })?;
+    let response = super::call(
+        socket,
+        Request::Explain {
+            argv: args.argv,
+            cwd: args.cwd,
+            env,
+        },
+    )?;
     let Response::Explain(explanation) = response else {
         return Err(super::unexpected(response));
     };
@@ -40,7 +52,11 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "{} (rule {}; matched: {})",
             action.as_str().unwrap_or("?"),
             explanation.rule.as_deref().unwrap_or("none"),
-            if explanation.matched.is_empty() { "nothing".to_string() } else { explanation.matched.join(", ") }
+            if explanation.matched.is_empty() {
+                "nothing".to_string()
+            } else {
+                explanation.matched.join(", ")
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -14,7 +14,10 @@ use guard_daemon::{
 };
 
 #[derive(Parser)]
-#[command(version, about = "Control agent-guard: run guarded sessions, approve or deny held commands")]
+#[command(
+    version,
+    about = "Control agent-guard: run guarded sessions, approve or deny held commands"
+)]
 struct Cli {
     /// guardd's control socket.
     #[arg(long, global = true, env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]

@@ -23,14 +23,21 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
         "policy: {} ({} rules, {} watched programs)",
         status.policy.source, status.policy.rules, status.policy.watched_programs
     );
-    println!("sessions: {}   pending: {}", status.sessions.len(), status.pending);
+    println!(
+        "sessions: {}   pending: {}",
+        status.sessions.len(),
+        status.pending
+    );
     println!("mechanisms:");
     for (capability, mechanism) in &status.mechanisms {
         println!("  {capability:<24} {mechanism}");
     }
     println!("programs:");
     for program in &status.programs {
-        println!("  {:<16} id {:<6} {}", program.name, program.id, program.tracepoint);
+        println!(
+            "  {:<16} id {:<6} {}",
+            program.name, program.id, program.tracepoint
+        );
     }
     let s = &status.stats;
     println!(

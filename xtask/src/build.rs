@@ -1,0 +1,11 @@
+use crate::{cmd, setup};
+
+pub fn run() -> anyhow::Result<()> {
+    setup::run()?;
+    release_build()
+}
+
+/// Leaves target/release/guardd (with the eBPF object embedded) and guardctl.
+pub fn release_build() -> anyhow::Result<()> {
+    cmd::run(cmd::cargo().args(["build", "--release", "-p", "guard-daemon", "--bins"]))
+}

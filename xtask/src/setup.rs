@@ -1,0 +1,159 @@
+//! Installs what a fresh machine lacks. Every step checks first, so running
+//! it again does nothing.
+use std::{fs, path::PathBuf, process::Command};
+
+use anyhow::{bail, Context as _};
+
+use crate::cmd::{self, output};
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Commands the integration tests run, and the Debian packages that provide them.
+const TEST_COMMANDS: &[(&str, &str)] = &[
+    ("sh", "dash"),
+    ("bash", "bash"),
+    ("setsid", "util-linux"),
+    ("nohup", "coreutils"),
+    ("xargs", "findutils"),
+    ("python3", "python3"),
+];
+
+pub fn run() -> anyhow::Result<()> {
+    rust_toolchains()?;
+    bpf_linker()?;
+    apt_packages()?;
+    eprintln!("xtask: setup complete");
+    Ok(())
+}
+
+fn rust_toolchains() -> anyhow::Result<()> {
+    let toolchains =
+        output(Command::new("rustup").args(["toolchain", "list"])).context("rustup is required")?;
+    if !toolchains.lines().any(|line| line.starts_with("nightly")) {
+        cmd::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let nightly = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .unwrap_or_default();
+    if !nightly.lines().any(|c| c.starts_with("rust-src")) {
+        cmd::run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    let stable = output(Command::new("rustup").args(["component", "list", "--installed"]))
+        .unwrap_or_default();
+    for component in ["clippy", "rustfmt"] {
+        if !stable.lines().any(|c| c.starts_with(component)) {
+            cmd::run(Command::new("rustup").args(["component", "add", component]))?;
+        }
+    }
+    Ok(())
+}
+
+/// bpf-linker must link the LLVM that the nightly rustc ships (DESIGN.md 5):
+/// a plain `cargo install bpf-linker` wants a system LLVM that is not here.
+fn bpf_linker() -> anyhow::Result<()> {
+    // aya-build runs the linker through `rustup run nightly`, which puts the
+    // nightly's libLLVM on the library path; check it the same way.
+    let installed =
+        output(Command::new("rustup").args(["run", "nightly", "bpf-linker", "--version"]));
+    if installed.is_some_and(|v| v.trim() == format!("bpf-linker {BPF_LINKER_VERSION}")) {
+        return Ok(());
+    }
+    let verbose = output(Command::new("rustc").args(["+nightly", "-vV"]))
+        .context("rustc +nightly -vV failed")?;
+    let major = llvm_major(&verbose).context("no LLVM version in `rustc +nightly -vV`")?;
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .context("nightly sysroot")?;
+    let lib_dir = PathBuf::from(sysroot.trim()).join("lib");
+    let prefix = format!("libLLVM.so.{major}");
+    let library = fs::read_dir(&lib_dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with(&prefix))
+        })
+        .with_context(|| format!("no {prefix}* in {}", lib_dir.display()))?;
+    let llvm_prefix = home()?.join(format!(".cache/agent-guard/llvm-{major}"));
+    fs::create_dir_all(llvm_prefix.join("lib"))?;
+    let link = llvm_prefix.join("lib/libLLVM.so");
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(&library, &link)?;
+    cmd::run(
+        cmd::cargo()
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--force",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{major}"),
+            ])
+            .env("LLVM_PREFIX", &llvm_prefix),
+    )
+}
+
+fn llvm_major(rustc_verbose: &str) -> Option<u32> {
+    let version = rustc_verbose
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version: "))?;
+    version.split('.').next()?.trim().parse().ok()
+}
+
+fn home() -> anyhow::Result<PathBuf> {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .context("HOME is not set")
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = TEST_COMMANDS
+        .iter()
+        .filter(|(command, _)| {
+            output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_none()
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !cmd::is_root() {
+        bail!("missing Debian packages {missing:?}: install them or run as root");
+    }
+    cmd::run(Command::new("apt-get").arg("update"))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn llvm_major_is_read_from_rustc() {
+        let text = "rustc 1.97.0-nightly\nhost: x86_64-unknown-linux-gnu\nLLVM version: 22.1.4\n";
+        assert_eq!(super::llvm_major(text), Some(22));
+        assert_eq!(super::llvm_major("rustc 1.0"), None);
+    }
+}
