@@ -400,3 +400,141 @@ fn malformed_requests_are_refused_and_the_daemon_lives_on() {
     assert!(guard.ctl(&["status"]).status.success());
     guard.stop();
 }
+
+#[test]
+fn a_hold_times_out_to_deny() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard =
+        Guard::start(&POLICY.replace("action = \"hold\"", "action = \"hold\"\ntimeout = \"1s\""));
+    let run = session(&guard, &stubs, &["terraform", "destroy"]);
+    let hold = guard.wait_hold("destroy");
+    let (status, _, stderr) = run.wait();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(stderr.contains("timed out"), "{stderr}");
+    assert_eq!(stubs.marker_text(), "");
+    let timeouts = guard.audit_events("timeout");
+    assert_eq!(timeouts.len(), 1);
+    assert_eq!(timeouts[0]["request_id"], hold["id"]);
+    assert_eq!(timeouts[0]["decision"], "deny");
+    guard.stop();
+}
+
+#[test]
+fn a_held_process_killed_by_others_ends_its_request() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(POLICY);
+    let run = session(&guard, &stubs, &["terraform", "destroy"]);
+    let hold = guard.wait_hold("destroy");
+    let pid = hold["pid"].as_u64().unwrap();
+    wait_stopped(pid);
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let (status, _, _) = run.wait();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    let deadline = std::time::Instant::now() + WAIT;
+    while !guard.pending().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request outlived its process"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(guard.audit_events("exit")[0]["request_id"], hold["id"]);
+    // Approving it now is refused: nothing can be released by accident.
+    let out = guard.ctl(&["approve", hold["id"].as_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no pending request"));
+    guard.stop();
+}
+
+#[test]
+fn control_characters_in_argv_are_escaped_everywhere() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(POLICY);
+    let evil = "\x1b[2J\x1b]0;pwned\x07\nfake-line";
+    let run = session(&guard, &stubs, &["terraform", "destroy", evil]);
+    let hold = guard.wait_hold("destroy");
+    let shown = hold["argv"][2].as_str().unwrap();
+    assert_eq!(shown, "\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\nfake-line");
+    let human = guard.ctl(&["pending"]);
+    assert!(
+        !human.stdout.iter().any(|b| *b == 0x1b || *b == 0x07),
+        "raw control bytes on the terminal"
+    );
+    let audit = std::fs::read(&guard.audit_log).unwrap();
+    assert!(!audit.iter().any(|b| *b == 0x1b || *b == 0x07));
+    assert!(guard
+        .ctl(&["deny", hold["id"].as_str().unwrap()])
+        .status
+        .success());
+    let (_, _, stderr) = run.wait();
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+    guard.stop();
+}
+
+#[test]
+fn explain_and_status_describe_the_loaded_policy() {
+    require_root();
+    let guard = Guard::start(POLICY);
+    let explain = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["explain", "--json", "--"];
+        all.extend_from_slice(args);
+        let out = guard.ctl(&all);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let held = explain(&["terraform", "destroy"]);
+    assert_eq!(
+        (held["action"].as_str(), held["rule"].as_str()),
+        (Some("hold"), Some("tf-destroy"))
+    );
+    let denied = explain(&["/usr/local/bin/terraform", "destroy", "--nuke"]);
+    assert_eq!(
+        (denied["action"].as_str(), denied["rule"].as_str()),
+        (Some("deny"), Some("tf-nuke"))
+    );
+    let allowed = explain(&["terraform", "plan"]);
+    assert_eq!(allowed["action"], "allow");
+    assert!(allowed["rule"].is_null());
+
+    let status = guard.status();
+    assert_eq!(status["policy"]["rules"], 2);
+    let mechanisms = status["mechanisms"].as_array().unwrap();
+    assert!(mechanisms.iter().any(|m| m[0] == "exec_hold"));
+    assert!(mechanisms
+        .iter()
+        .any(|m| m[0] == "syscall_holds" && m[1].as_str().unwrap().starts_with("none")));
+    let human = guard.ctl(&["status"]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("exec_gate"));
+    guard.stop();
+}
+
+/// Counts every stop and reports the latency figures (printed, not asserted:
+/// timing belongs to `cargo xtask bench`).
+#[test]
+fn every_watched_exec_is_counted_with_its_latency() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(POLICY);
+    let (status, _, _) = session(
+        &guard,
+        &stubs,
+        &["sh", "-c", "for i in $(seq 200); do terraform plan; done"],
+    )
+    .wait();
+    assert!(status.success());
+    assert_eq!(stubs.marker_text().lines().count(), 200);
+    let stats = guard.status()["stats"].clone();
+    assert_eq!(stats["stops"], 200);
+    assert_eq!(stats["allowed"], 200);
+    assert_eq!(stats["event_latency"]["samples"], 200);
+    assert_eq!(stats["decision_latency"]["samples"], 200);
+    eprintln!("exec gate over 200 allowed execs: {stats}");
+    guard.stop();
+}

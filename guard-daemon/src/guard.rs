@@ -2,7 +2,7 @@
 //! hold registry -> approvals -> release or kill -> audit log. All methods are
 //! synchronous and short; callers hold the one lock around `Guard`.
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::BTreeMap,
     time::{Duration, Instant},
 };
 
@@ -17,13 +17,13 @@ use crate::{
     policy::{Action, Explanation, Policy},
     process::ProcessHandle,
     procfs,
-    protocol::{GateStats, HoldState, PolicySummary, Response, SessionView, StatusView},
+    protocol::{HoldState, PolicySummary, Response, SessionView, StatusView},
+    stats::Stats,
 };
 
 /// A process stopped by the kernel is raised from the HELD map when its ring
 /// buffer event has not arrived after this long.
 const RECOVERY_GRACE: Duration = Duration::from_secs(1);
-const LATENCY_SAMPLES: usize = 4096;
 /// Environment variables that say where a command acts; recorded with holds.
 const CONTEXT_ENV: &[&str] = &[
     "AWS_PROFILE",
@@ -54,8 +54,7 @@ pub struct Guard {
     sessions: BTreeMap<u32, Session>,
     holds: HoldRegistry,
     audit: AuditLog,
-    stats: GateStats,
-    latencies_us: VecDeque<u64>,
+    stats: Stats,
 }
 
 /// What the kernel said about one stopped process.
@@ -75,8 +74,7 @@ impl Guard {
             sessions: BTreeMap::new(),
             holds: HoldRegistry::new(id_prefix),
             audit,
-            stats: GateStats::default(),
-            latencies_us: VecDeque::with_capacity(LATENCY_SAMPLES),
+            stats: Stats::default(),
         }
     }
 
@@ -125,7 +123,12 @@ impl Guard {
     }
 
     fn on_stop(&mut self, stop: Stop<'_>) {
-        self.stats.stops += 1;
+        self.stats.counts.stops += 1;
+        if let Some(at) = stop.stopped_at_ns {
+            self.stats
+                .event_us
+                .push(monotonic_ns().saturating_sub(at) / 1000);
+        }
         let process = match ProcessHandle::open(stop.pid) {
             Ok(process) => process,
             Err(_) => {
@@ -160,7 +163,7 @@ impl Guard {
             .stopped_at_ns
             .map(|at| monotonic_ns().saturating_sub(at) / 1000);
         if let Some(us) = decision_us {
-            self.record_latency(us);
+            self.stats.decision_us.push(us);
         }
         if stop.stop_failed && explanation.action != Action::Allow {
             self.fail_closed(
@@ -177,7 +180,7 @@ impl Guard {
             Action::Allow | Action::Audit => {
                 let _ = process.resume();
                 self.kernel.forget_held(stop.pid);
-                self.stats.allowed += 1;
+                self.stats.counts.allowed += 1;
                 if explanation.action == Action::Audit {
                     record.event = Some(AuditEvent::Audit);
                     record.decision = Some("allow".into());
@@ -185,7 +188,7 @@ impl Guard {
                 }
             }
             Action::Deny => {
-                self.stats.denied += 1;
+                self.stats.counts.denied += 1;
                 let message = explanation
                     .message
                     .clone()
@@ -231,7 +234,7 @@ impl Guard {
         explanation: &Explanation,
         mut record: AuditRecord,
     ) {
-        self.stats.held += 1;
+        self.stats.counts.held += 1;
         let now = Instant::now();
         let timeout = Duration::from_secs(explanation.timeout_secs);
         let id = self.holds.next_id();
@@ -403,7 +406,7 @@ impl Guard {
                 continue;
             };
             tracing::warn!(pid, "raising a stop whose event was lost");
-            self.stats.recovered_from_map += 1;
+            self.stats.counts.recovered_from_map += 1;
             self.on_stop(Stop {
                 pid,
                 session: entry.session_id,
@@ -549,18 +552,6 @@ impl Guard {
     }
 
     pub fn status(&self) -> Response {
-        let mut stats = self.stats.clone();
-        let mut sorted: Vec<u64> = self.latencies_us.iter().copied().collect();
-        sorted.sort_unstable();
-        let pick = |q: f64| {
-            sorted
-                .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
-                .copied()
-                .unwrap_or(0)
-        };
-        stats.decision_us_p50 = pick(0.5);
-        stats.decision_us_p99 = pick(0.99);
-        stats.decision_us_max = sorted.last().copied().unwrap_or(0);
         Response::Status(Box::new(StatusView {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
@@ -583,7 +574,7 @@ impl Guard {
             pending: self.holds.len(),
             mechanisms: mechanisms(),
             programs: self.kernel.loaded_programs().to_vec(),
-            stats,
+            stats: self.stats.view(),
         }))
     }
 
@@ -660,13 +651,6 @@ impl Guard {
     }
 
     // ---- records ------------------------------------------------------------
-
-    fn record_latency(&mut self, us: u64) {
-        if self.latencies_us.len() == LATENCY_SAMPLES {
-            self.latencies_us.pop_front();
-        }
-        self.latencies_us.push_back(us);
-    }
 
     fn record_for(
         &self,

@@ -102,11 +102,12 @@ impl Kernel {
                 .map_err(program_err)?;
             program.load().map_err(program_err)?;
             program.attach(category, tracepoint).map_err(program_err)?;
-            let id = program.info().map(|info| info.id()).unwrap_or(0);
+            let info = program.info().map_err(program_err)?;
             kernel.loaded.push(ProgramView {
                 name: name.to_string(),
-                id,
+                id: info.id(),
                 tracepoint: format!("{category}/{tracepoint}"),
+                map_ids: info.map_ids().ok().flatten().unwrap_or_default(),
             });
         }
         Ok((kernel, events))

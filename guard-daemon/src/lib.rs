@@ -16,3 +16,4 @@ pub mod process;
 pub mod procfs;
 pub mod protocol;
 pub mod server;
+pub mod stats;

@@ -115,9 +115,11 @@ pub struct ProgramView {
     pub name: String,
     pub id: u32,
     pub tracepoint: String,
+    /// Kernel ids of the maps the program uses.
+    pub map_ids: Vec<u32>,
 }
 
-/// Exec-gate counters and the latency from the kernel's stop to the daemon's decision.
+/// Exec-gate counters and latencies measured from the kernel's stop.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GateStats {
     pub stops: u64,
@@ -125,9 +127,18 @@ pub struct GateStats {
     pub held: u64,
     pub denied: u64,
     pub recovered_from_map: u64,
-    pub decision_us_p50: u64,
-    pub decision_us_p99: u64,
-    pub decision_us_max: u64,
+    /// Stop -> the daemon handles the ring-buffer event.
+    pub event_latency: Latency,
+    /// Stop -> decision (resumed, killed, or hold raised).
+    pub decision_latency: Latency,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub samples: usize,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
 }
 
 /// Parses one request line; every failure is a message for the peer, never a panic.

@@ -101,6 +101,7 @@ pub struct Guard {
     pub socket: PathBuf,
     pub audit_log: PathBuf,
     program_ids: Vec<u32>,
+    map_ids: Vec<u32>,
 }
 
 impl Guard {
@@ -132,6 +133,7 @@ impl Guard {
             socket,
             audit_log,
             program_ids: Vec::new(),
+            map_ids: Vec::new(),
         };
         let deadline = Instant::now() + WAIT;
         loop {
@@ -141,13 +143,18 @@ impl Guard {
             let out = guard.ctl(&["status", "--json"]);
             if out.status.success() {
                 let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-                guard.program_ids = status["programs"]
-                    .as_array()
-                    .unwrap()
+                let programs = status["programs"].as_array().unwrap();
+                guard.program_ids = programs
                     .iter()
                     .map(|p| p["id"].as_u64().unwrap() as u32)
                     .collect();
+                guard.map_ids = programs
+                    .iter()
+                    .flat_map(|p| p["map_ids"].as_array().unwrap())
+                    .map(|id| id.as_u64().unwrap() as u32)
+                    .collect();
                 assert_eq!(guard.program_ids.len(), 3, "{status}");
+                assert!(!guard.map_ids.is_empty(), "{status}");
                 return guard;
             }
             assert!(
@@ -253,11 +260,25 @@ impl Guard {
             .map(|info| info.id())
             .filter(|id| self.program_ids.contains(id))
             .collect();
+        // Map memory is freed after an RCU grace period: allow it a moment.
+        let mut maps_left = Vec::new();
+        for _ in 0..100 {
+            maps_left = aya::maps::loaded_maps()
+                .filter_map(Result::ok)
+                .map(|info| info.id())
+                .filter(|id| self.map_ids.contains(id))
+                .collect();
+            if maps_left.is_empty() {
+                break;
+            }
+            sleep(Duration::from_millis(20));
+        }
         if !std::thread::panicking() {
             assert!(
                 still_loaded.is_empty(),
                 "programs left loaded: {still_loaded:?}"
             );
+            assert!(maps_left.is_empty(), "maps left loaded: {maps_left:?}");
         }
     }
 }

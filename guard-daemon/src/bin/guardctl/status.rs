@@ -41,8 +41,17 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
     }
     let s = &status.stats;
     println!(
-        "exec gate: {} stops ({} allowed, {} held, {} denied); stop-to-decision p50 {} us, p99 {} us, max {} us",
-        s.stops, s.allowed, s.held, s.denied, s.decision_us_p50, s.decision_us_p99, s.decision_us_max
+        "exec gate: {} stops ({} allowed, {} held, {} denied, {} recovered from the kernel map)",
+        s.stops, s.allowed, s.held, s.denied, s.recovered_from_map
     );
+    for (what, l) in [
+        ("stop -> event", &s.event_latency),
+        ("stop -> decision", &s.decision_latency),
+    ] {
+        println!(
+            "  {what:<17} p50 {} us  p99 {} us  max {} us  ({} samples)",
+            l.p50_us, l.p99_us, l.max_us, l.samples
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
