@@ -17,14 +17,11 @@ pub fn stderr_of(process: &ProcessHandle) -> Option<OwnedFd> {
     let kind = FileType::from_raw_mode(fstat(&fd).ok()?.st_mode);
     let usable = kind == FileType::Fifo
         || (kind == FileType::CharacterDevice && rustix::termios::isatty(&fd));
-    if !usable {
-        return None;
-    }
-    // Never block the daemon on a full pipe. The flag is shared with the
-    // process's own descriptor, so put it back after writing.
-    Some(fd)
+    usable.then_some(fd)
 }
 
+/// Writes without ever blocking the daemon on a full pipe. O_NONBLOCK is
+/// shared with the process's own descriptor, so it is put back afterwards.
 pub fn write(stderr: &OwnedFd, text: &str) {
     let Ok(flags) = fcntl_getfl(stderr) else {
         return;
