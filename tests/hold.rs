@@ -120,6 +120,21 @@ fn deny_kills_the_command_before_it_ever_runs() {
     assert!(stderr.contains("nuking is never allowed"), "{stderr}");
     assert_eq!(stubs.marker_text(), "");
     assert!(guard.pending().is_empty());
+
+    // No notice is written into a regular file: it may be the command's artefact.
+    let run = session(
+        &guard,
+        &stubs,
+        &["sh", "-c", "terraform destroy to-file 2>err.txt"],
+    );
+    let hold = guard.wait_hold("to-file");
+    assert!(guard
+        .ctl(&["deny", hold["id"].as_str().unwrap()])
+        .status
+        .success());
+    run.wait();
+    let file = std::fs::read_to_string(stubs.dir.path().join("err.txt")).unwrap();
+    assert!(!file.contains("agent-guard"), "{file}");
     guard.stop();
 }
 

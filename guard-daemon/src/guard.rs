@@ -249,6 +249,7 @@ impl Guard {
             exe,
             argv,
             rule: explanation.rule.clone().unwrap_or_default(),
+            ancestry: record.ancestry.clone(),
             created: now,
             deadline: now + timeout,
             stderr,
@@ -690,6 +691,7 @@ impl Guard {
         record.exe = Some(hold.exe.clone());
         record.argv = hold.argv.iter().map(|a| escape_bytes(a)).collect();
         record.rule = Some(hold.rule.clone());
+        record.ancestry = hold.ancestry.clone();
         record
     }
 

@@ -23,6 +23,8 @@ pub struct Hold {
     pub cwd: String,
     pub exe: String,
     pub rule: String,
+    /// `pid:comm` from the held process up, captured when it was stopped.
+    pub ancestry: Vec<String>,
     pub created: Instant,
     pub deadline: Instant,
     /// The process's stderr, when it is a pipe or terminal, for the notices.

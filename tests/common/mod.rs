@@ -273,7 +273,18 @@ impl Guard {
             }
             sleep(Duration::from_millis(20));
         }
+        // Nothing this guard ever held may be left stopped.
+        let stopped: Vec<u64> = self
+            .audit_events("hold")
+            .iter()
+            .filter_map(|record| record["pid"].as_u64())
+            .filter(|pid| state(*pid) == 'T')
+            .collect();
         if !std::thread::panicking() {
+            assert!(
+                stopped.is_empty(),
+                "held processes left stopped: {stopped:?}"
+            );
             assert!(
                 still_loaded.is_empty(),
                 "programs left loaded: {still_loaded:?}"
