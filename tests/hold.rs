@@ -8,6 +8,7 @@ use common::*;
 
 const POLICY: &str = r#"
 version = 1
+base = "none"
 [[rule]]
 id = "tf-destroy"
 programs = ["terraform"]

@@ -14,7 +14,7 @@ use crate::{
     holds::{format_duration, Hold, HoldRegistry},
     kernel::Kernel,
     notice,
-    policy::{Action, Explanation, Policy},
+    policy::{Action, CommandContext, Explanation, Policy},
     process::ProcessHandle,
     procfs,
     protocol::{HoldState, PolicySummary, Response, SessionView, StatusView},
@@ -158,7 +158,21 @@ impl Guard {
             .iter()
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        let explanation = self.policy.evaluate(&program, &words);
+        let mut env_names = self.policy.env_names();
+        env_names.extend_from_slice(CONTEXT_ENV);
+        let command = CommandContext {
+            program: program.clone(),
+            exe: Some(exe.clone()),
+            argv: words,
+            cwd: Some(procfs::link(stop.pid, "cwd")),
+            env: procfs::environ(stop.pid, &env_names),
+            uid: procfs::uid(stop.pid).ok(),
+            agent: self
+                .sessions
+                .get(&stop.session)
+                .and_then(|s| s.agent.clone()),
+        };
+        let explanation = self.policy.judge(&command);
         let decision_us = stop
             .stopped_at_ns
             .map(|at| monotonic_ns().saturating_sub(at) / 1000);
@@ -544,12 +558,19 @@ impl Guard {
         })
     }
 
-    pub fn explain(&self, argv: &[String]) -> Response {
-        let Some(first) = argv.first() else {
+    pub fn explain(
+        &self,
+        argv: &[String],
+        cwd: Option<String>,
+        env: Vec<(String, String)>,
+    ) -> Response {
+        if argv.is_empty() {
             return error("explain needs a command");
-        };
-        let program = first.rsplit('/').next().unwrap_or(first);
-        Response::Explain(self.policy.evaluate(program, argv))
+        }
+        let mut command = CommandContext::from_argv(argv);
+        command.cwd = cwd;
+        command.env = env;
+        Response::Explain(self.policy.judge(&command))
     }
 
     pub fn status(&self) -> Response {

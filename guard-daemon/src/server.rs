@@ -103,7 +103,7 @@ fn dispatch(guard: &Mutex<Guard>, peer: Peer, request: Request) -> Response {
         Request::Approve { id } => guard.approve(peer, &id),
         Request::Deny { id, reason } => guard.deny(peer, &id, reason),
         Request::Status => guard.status(),
-        Request::Explain { argv, .. } => guard.explain(&argv),
+        Request::Explain { argv, cwd, env } => guard.explain(&argv, cwd, env),
     }
 }
 

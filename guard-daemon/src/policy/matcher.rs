@@ -2,6 +2,7 @@
 //!
 //! A pattern is one or more alternatives separated by `|`. An alternative is:
 //! - `-x` (one letter): the option `-x`, also inside a short cluster (`-rf` has `-r`);
+//!   `-1` (a digit) is the word `-1`;
 //! - `--name`: the long option, also as `--name=value`;
 //! - a word with `*` wildcards (`delete-*`), matched against the whole argument;
 //! - any other word, matched exactly.
@@ -27,7 +28,7 @@ impl ArgPattern {
                 }
                 let mut chars = alt.chars();
                 Ok(match (chars.next(), chars.next(), chars.next()) {
-                    (Some('-'), Some(c), None) if c != '-' => Alternative::Short(c),
+                    (Some('-'), Some(c), None) if c.is_ascii_alphabetic() => Alternative::Short(c),
                     _ if alt.contains('*') => Alternative::Glob(alt.to_string()),
                     _ if alt.starts_with("--") && alt.len() > 2 => {
                         Alternative::Long(alt.to_string())
@@ -117,5 +118,7 @@ mod tests {
         assert!(m("destroy", "destroy"));
         assert!(!m("destroy", "destroyer"));
         assert!(ArgPattern::parse("a||b").is_err());
+        assert!(m("-1", "-1"));
+        assert!(!m("-1", "-15"));
     }
 }

@@ -1,21 +1,40 @@
 //! Policy: which processes start agent sessions, and what happens when a
-//! program in a session is exec'd. Pure code: no I/O beyond reading the file,
-//! no kernel, so it is tested without root.
+//! program in a session is exec'd. Pure code: no kernel, no I/O beyond
+//! reading policy files, so it is tested without root.
 //!
-//! First version: a rule matches the program name and words of argv. The
-//! full engine (subcommand specs, paths, SQL, environment) is issue #3.
+//! A policy is built from layers: the embedded default pack (unless the main
+//! file says `base = "none"`), the main file, then `policy.d/*.toml` beside it
+//! in file-name order. Later layers extend agent lists, override defaults and
+//! specs, and replace (or, with `disabled = true`, remove) rules by id.
+mod file;
 mod matcher;
+mod paths;
+mod rule;
+mod spec;
+mod sql;
 
-use std::{path::Path, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{Hash as _, Hasher as _},
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 
+pub use file::OnTimeout;
+use file::{Base, PolicyFile, RuleFile};
 pub use matcher::ArgPattern;
+pub use rule::{basename, CommandContext, Rule};
+use spec::Spec;
 
 /// The policy compiled into guardd, used when no `--config` is given.
 pub const DEFAULT_POLICY: &str = include_str!("default.toml");
 pub const SCHEMA_VERSION: u32 = 1;
 const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(600);
+/// Where examples are judged: they must not depend on the machine.
+const EXAMPLE_CWD: &str = "/home/dev/project";
+const EXAMPLE_HOME: &str = "/home/dev";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -37,81 +56,27 @@ pub enum Action {
     Deny,
 }
 
-/// The file format (see docs/policy.md).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyFile {
-    version: u32,
-    #[serde(default)]
-    agents: Agents,
-    #[serde(default)]
-    defaults: Defaults,
-    #[serde(default, rename = "rule")]
-    rules: Vec<RuleFile>,
-}
-
 /// How agents are recognised when they start without `guardctl run`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Agents {
-    /// Program names whose exec starts a session.
     pub programs: Vec<String>,
-    /// Interpreters that may run an agent package (node, python3, ...).
     pub interpreters: Vec<String>,
-    /// Substrings of an interpreter's argv that mark an agent package.
     pub packages: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct Defaults {
-    #[serde(with = "humantime_serde")]
-    hold_timeout: Duration,
-}
-
-impl Default for Defaults {
-    fn default() -> Self {
-        Self {
-            hold_timeout: DEFAULT_HOLD_TIMEOUT,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleFile {
-    id: String,
-    #[serde(default)]
-    description: String,
-    programs: Vec<String>,
-    #[serde(default)]
-    args_all: Vec<String>,
-    #[serde(default)]
-    args_any: Vec<String>,
-    action: Action,
-    #[serde(default, with = "humantime_serde")]
-    timeout: Option<Duration>,
-    #[serde(default)]
-    message: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Rule {
-    pub id: String,
-    pub description: String,
-    pub programs: Vec<String>,
-    args_all: Vec<ArgPattern>,
-    args_any: Vec<ArgPattern>,
-    pub action: Action,
-    pub timeout: Duration,
-    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// The files it was built from, in order.
     pub source: String,
+    /// Pack label and a digest of every layer's text.
+    pub version: String,
     pub agents: Agents,
     pub rules: Vec<Rule>,
+    specs: HashMap<String, Spec>,
+    /// Program name -> indices of the rules naming it.
+    by_program: HashMap<String, Vec<usize>>,
+    /// Rules with path-glob programs: checked for every command.
+    path_rules: Vec<usize>,
 }
 
 /// What the policy says about one command.
@@ -121,69 +86,192 @@ pub struct Explanation {
     /// The deciding rule, or None when no rule matched (allow).
     pub rule: Option<String>,
     pub program: String,
+    /// Every rule that matched.
     pub matched: Vec<String>,
+    /// Why the deciding rule matched: the words, flags, paths... it saw.
+    pub why: Vec<String>,
     pub message: Option<String>,
     pub timeout_secs: u64,
+    pub approvals: u32,
+    pub approvers: Vec<String>,
+    pub on_timeout: OnTimeout,
+}
+
+/// One layer of policy text and where it came from.
+struct Layer {
+    origin: String,
+    text: String,
 }
 
 impl Policy {
     pub fn embedded_default() -> Self {
-        Self::parse(DEFAULT_POLICY, "embedded default policy").expect("the default policy is valid")
+        Self::from_layers(vec![default_layer()]).expect("the embedded default policy is valid")
     }
 
-    pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&text, &path.display().to_string())
-    }
-
+    /// Parses one policy text on top of the default pack (unless it says `base = "none"`).
     pub fn parse(text: &str, origin: &str) -> Result<Self, PolicyError> {
-        let invalid = |message: String| PolicyError::Invalid {
-            origin: origin.to_string(),
-            message,
+        let layer = Layer {
+            origin: origin.into(),
+            text: text.into(),
         };
-        let file: PolicyFile = toml::from_str(text).map_err(|err| invalid(err.to_string()))?;
-        if file.version != SCHEMA_VERSION {
-            return Err(invalid(format!(
-                "schema version {} is not supported (expected {SCHEMA_VERSION})",
-                file.version
-            )));
+        let mut layers = Vec::new();
+        if parse_file(&layer)?.base != Some(Base::None) {
+            layers.push(default_layer());
         }
-        let mut rules = Vec::with_capacity(file.rules.len());
-        for rule in file.rules {
-            if rules.iter().any(|r: &Rule| r.id == rule.id) {
-                return Err(invalid(format!("rule id {:?} is used twice", rule.id)));
-            }
-            if rule.programs.is_empty() {
-                return Err(invalid(format!("rule {:?} names no programs", rule.id)));
-            }
-            let compile = |patterns: &[String]| -> Result<Vec<ArgPattern>, PolicyError> {
-                patterns
-                    .iter()
-                    .map(|p| {
-                        ArgPattern::parse(p)
-                            .map_err(|e| invalid(format!("rule {:?}: {e}", rule.id)))
-                    })
-                    .collect()
-            };
-            rules.push(Rule {
-                args_all: compile(&rule.args_all)?,
-                args_any: compile(&rule.args_any)?,
-                id: rule.id,
-                description: rule.description,
-                programs: rule.programs,
-                action: rule.action,
-                timeout: rule.timeout.unwrap_or(file.defaults.hold_timeout),
-                message: rule.message,
+        layers.push(layer);
+        Self::from_layers(layers)
+    }
+
+    /// Loads `path` and the `policy.d/*.toml` files beside it.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let mut files = vec![path.to_path_buf()];
+        files.extend(dropin_files(path)?);
+        let mut layers = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).map_err(|source| PolicyError::Read {
+                path: file.display().to_string(),
+                source,
+            })?;
+            layers.push(Layer {
+                origin: file.display().to_string(),
+                text,
             });
         }
-        Ok(Self {
-            source: origin.to_string(),
-            agents: file.agents,
+        if parse_file(&layers[0])?.base != Some(Base::None) {
+            layers.insert(0, default_layer());
+        }
+        Self::from_layers(layers)
+    }
+
+    /// The files `load(path)` reads, for change detection.
+    pub fn files(path: &Path) -> Vec<PathBuf> {
+        let mut files = vec![path.to_path_buf()];
+        files.extend(dropin_files(path).unwrap_or_default());
+        files
+    }
+
+    fn from_layers(layers: Vec<Layer>) -> Result<Self, PolicyError> {
+        let mut agents = Agents::default();
+        let mut hold_timeout = DEFAULT_HOLD_TIMEOUT;
+        let mut spec_files = BTreeMap::new();
+        let mut rule_files: Vec<(String, RuleFile)> = Vec::new();
+        let mut pack = None;
+        let mut digest = std::collections::hash_map::DefaultHasher::new();
+        for layer in &layers {
+            layer.text.hash(&mut digest);
+            let file = parse_file(layer)?;
+            pack = file.pack_version.or(pack);
+            extend_unique(&mut agents.programs, file.agents.programs);
+            extend_unique(&mut agents.interpreters, file.agents.interpreters);
+            extend_unique(&mut agents.packages, file.agents.packages);
+            hold_timeout = file.defaults.hold_timeout.unwrap_or(hold_timeout);
+            spec_files.extend(file.spec);
+            for rule in file.rules {
+                rule_files.retain(|(_, r)| r.id != rule.id);
+                if !rule.disabled {
+                    rule_files.push((layer.origin.clone(), rule));
+                }
+            }
+        }
+        let invalid = |origin: &str, message: String| PolicyError::Invalid {
+            origin: origin.into(),
+            message,
+        };
+        let mut specs = HashMap::new();
+        for (name, file) in &spec_files {
+            let names = if file.names.is_empty() {
+                vec![name.clone()]
+            } else {
+                file.names.clone()
+            };
+            let spec = Spec::compile(file);
+            for program in names {
+                specs.insert(program, spec.clone());
+            }
+        }
+        let mut rules = Vec::with_capacity(rule_files.len());
+        for (origin, file) in &rule_files {
+            rules.push(Rule::compile(file, hold_timeout).map_err(|m| invalid(origin, m))?);
+        }
+        let mut by_program: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut path_rules = Vec::new();
+        for (at, rule) in rules.iter().enumerate() {
+            for name in rule.program_names() {
+                by_program.entry(name.to_string()).or_default().push(at);
+            }
+            if rule.has_path_programs() {
+                path_rules.push(at);
+            }
+        }
+        let policy = Self {
+            source: layers
+                .iter()
+                .map(|l| l.origin.as_str())
+                .collect::<Vec<_>>()
+                .join(" + "),
+            version: format!(
+                "{}+{:016x}",
+                pack.unwrap_or_else(|| "custom".into()),
+                digest.finish()
+            ),
+            agents,
             rules,
-        })
+            specs,
+            by_program,
+            path_rules,
+        };
+        for (origin, file) in &rule_files {
+            policy
+                .check_examples(file)
+                .map_err(|m| invalid(origin, m))?;
+        }
+        Ok(policy)
+    }
+
+    /// Each rule's examples must (not) match the rule itself.
+    fn check_examples(&self, file: &RuleFile) -> Result<(), String> {
+        let rule = self.rule(&file.id).expect("compiled above");
+        let cases = file
+            .examples
+            .matching
+            .iter()
+            .map(|e| (e, true))
+            .chain(file.examples.no_match.iter().map(|e| (e, false)));
+        for (example, expected) in cases {
+            let words = example
+                .words()
+                .map_err(|m| format!("rule {:?}: {m}", file.id))?;
+            if words.is_empty() {
+                return Err(format!("rule {:?}: empty example", file.id));
+            }
+            let mut command = CommandContext::from_argv(&words);
+            command.cwd = Some(EXAMPLE_CWD.into());
+            command.env = vec![("HOME".into(), EXAMPLE_HOME.into())];
+            let spec = self.spec_for(&command.program);
+            let matched = rule
+                .matches(&command, spec, &spec.parse(&command.argv[1..]))
+                .is_some();
+            if matched != expected {
+                let should = if expected {
+                    "should match but does not"
+                } else {
+                    "should not match but does"
+                };
+                return Err(format!(
+                    "rule {:?}: example `{}` {should}",
+                    file.id,
+                    example.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn spec_for(&self, program: &str) -> &Spec {
+        static EMPTY: std::sync::OnceLock<Spec> = std::sync::OnceLock::new();
+        self.specs
+            .get(program)
+            .unwrap_or_else(|| EMPTY.get_or_init(Spec::default))
     }
 
     /// Program names whose exec in a session must stop for a decision: those
@@ -193,51 +281,96 @@ impl Policy {
             .rules
             .iter()
             .filter(|rule| rule.action != Action::Allow)
-            .flat_map(|rule| rule.programs.iter().map(String::as_str))
+            .flat_map(Rule::program_names)
             .collect();
         names.sort_unstable();
         names.dedup();
         names
     }
 
-    /// Judges `argv` run as `program` (a basename). Precedence: a matching
-    /// `allow` rule wins (a narrow carve-out); otherwise the most severe of
-    /// the matching rules (deny > hold > audit); no match is allow.
-    pub fn evaluate<S: AsRef<str>>(&self, program: &str, argv: &[S]) -> Explanation {
-        let args: Vec<&str> = argv.iter().skip(1).map(AsRef::as_ref).collect();
-        let matching = self
+    /// Environment variables any rule reads (guardd collects them from the process).
+    pub fn env_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
             .rules
             .iter()
-            .filter(|rule| rule.matches(program, &args));
+            .flat_map(Rule::env_names)
+            .chain(["HOME"])
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Judges a command. Precedence: a matching `allow` rule wins (a narrow
+    /// carve-out); otherwise the most severe matching rule (deny > hold >
+    /// audit); no match is allow.
+    pub fn judge(&self, command: &CommandContext) -> Explanation {
+        let spec = self.spec_for(&command.program);
+        let parsed = spec.parse(command.argv.get(1..).unwrap_or_default());
+        let exe_name = command.exe.as_deref().map(basename);
+        let mut candidates: Vec<usize> = self
+            .by_program
+            .get(&command.program)
+            .into_iter()
+            .chain(
+                exe_name
+                    .filter(|n| *n != command.program)
+                    .and_then(|n| self.by_program.get(n)),
+            )
+            .flatten()
+            .chain(&self.path_rules)
+            .copied()
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
         let mut matched = Vec::new();
-        let mut decisive: Option<&Rule> = None;
-        for rule in matching {
-            matched.push(rule.id.clone());
-            decisive = match decisive {
-                Some(d) if d.action == Action::Allow => Some(d),
-                _ if rule.action == Action::Allow => Some(rule),
-                Some(d) if d.action >= rule.action => Some(d),
-                _ => Some(rule),
+        let mut decisive: Option<(&Rule, Vec<String>)> = None;
+        for rule in candidates.into_iter().map(|at| &self.rules[at]) {
+            let Some(why) = rule.matches(command, spec, &parsed) else {
+                continue;
             };
+            matched.push(rule.id.clone());
+            let replace = match &decisive {
+                None => true,
+                Some((current, _)) if current.action == Action::Allow => false,
+                Some(_) if rule.action == Action::Allow => true,
+                Some((current, _)) => rule.action > current.action,
+            };
+            if replace {
+                decisive = Some((rule, why));
+            }
         }
         match decisive {
-            Some(rule) => Explanation {
+            Some((rule, why)) => Explanation {
                 action: rule.action,
                 rule: Some(rule.id.clone()),
-                program: program.to_string(),
+                program: command.program.clone(),
                 matched,
+                why,
                 message: rule.message.clone(),
                 timeout_secs: rule.timeout.as_secs(),
+                approvals: rule.approvals,
+                approvers: rule.approvers.clone(),
+                on_timeout: rule.on_timeout,
             },
             None => Explanation {
                 action: Action::Allow,
                 rule: None,
-                program: program.to_string(),
+                program: command.program.clone(),
                 matched,
+                why: Vec::new(),
                 message: None,
                 timeout_secs: 0,
+                approvals: 0,
+                approvers: Vec::new(),
+                on_timeout: OnTimeout::Deny,
             },
         }
+    }
+
+    /// Judges a bare argv (program = basename of argv[0]).
+    pub fn evaluate<S: AsRef<str>>(&self, argv: &[S]) -> Explanation {
+        self.judge(&CommandContext::from_argv(argv))
     }
 
     pub fn rule(&self, id: &str) -> Option<&Rule> {
@@ -246,9 +379,9 @@ impl Policy {
 
     /// Whether an interpreter command line runs one of the agent packages.
     pub fn runs_agent_package<S: AsRef<str>>(&self, argv: &[S]) -> Option<String> {
-        let packages = &self.agents.packages;
         argv.iter().skip(1).find_map(|arg| {
-            packages
+            self.agents
+                .packages
                 .iter()
                 .find(|package| arg.as_ref().contains(package.as_str()))
                 .cloned()
@@ -256,18 +389,61 @@ impl Policy {
     }
 }
 
-impl Rule {
-    fn matches(&self, program: &str, args: &[&str]) -> bool {
-        self.programs.iter().any(|p| p == program)
-            && self
-                .args_all
-                .iter()
-                .all(|pattern| args.iter().any(|a| pattern.matches(a)))
-            && (self.args_any.is_empty()
-                || self
-                    .args_any
-                    .iter()
-                    .any(|pattern| args.iter().any(|a| pattern.matches(a))))
+fn default_layer() -> Layer {
+    Layer {
+        origin: "embedded default policy".into(),
+        text: DEFAULT_POLICY.into(),
+    }
+}
+
+fn parse_file(layer: &Layer) -> Result<PolicyFile, PolicyError> {
+    let invalid = |message: String| PolicyError::Invalid {
+        origin: layer.origin.clone(),
+        message,
+    };
+    let file: PolicyFile = toml::from_str(&layer.text)
+        .map_err(|err| invalid(err.to_string().trim_end().to_string()))?;
+    if file.version != SCHEMA_VERSION {
+        return Err(invalid(format!(
+            "schema version {} is not supported (expected {SCHEMA_VERSION})",
+            file.version
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for rule in &file.rules {
+        if !seen.insert(&rule.id) {
+            return Err(invalid(format!("rule id {:?} is used twice", rule.id)));
+        }
+    }
+    Ok(file)
+}
+
+/// `policy.d/*.toml` in the directory of `main`, in file-name order.
+fn dropin_files(main: &Path) -> Result<Vec<PathBuf>, PolicyError> {
+    let dir = main.parent().unwrap_or(Path::new(".")).join("policy.d");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(PolicyError::Read {
+                path: dir.display().to_string(),
+                source,
+            })
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn extend_unique(list: &mut Vec<String>, more: Vec<String>) {
+    for item in more {
+        if !list.contains(&item) {
+            list.push(item);
+        }
     }
 }
 

@@ -2,32 +2,41 @@ use super::*;
 
 const TEST_POLICY: &str = r#"
 version = 1
+base = "none"
 [defaults]
 hold_timeout = "90s"
+
+[spec.terraform]
+single_dash_long = true
+value_options = ["-chdir", "-target"]
 
 [[rule]]
 id = "tf-destroy"
 programs = ["terraform"]
-args_any = ["destroy"]
+subcommand = ["destroy"]
 action = "hold"
+examples.match = ["terraform destroy", "terraform -chdir=x destroy"]
+examples.no_match = ["terraform plan -destroy"]
 
 [[rule]]
 id = "tf-destroy-scratch"
 programs = ["terraform"]
-args_all = ["destroy", "-target=scratch"]
+subcommand = ["destroy"]
+options = { target = "scratch*" }
 action = "allow"
 
 [[rule]]
 id = "tf-nuke"
 programs = ["terraform"]
-args_all = ["destroy", "--nuke"]
+subcommand = ["destroy"]
+flags = ["-nuke"]
 action = "deny"
 message = "never"
 
 [[rule]]
 id = "tf-log"
 programs = ["terraform"]
-args_any = ["apply"]
+subcommand = ["apply"]
 action = "audit"
 timeout = "5s"
 "#;
@@ -37,7 +46,7 @@ fn test_policy() -> Policy {
 }
 
 fn decide(policy: &Policy, argv: &[&str]) -> (Action, Option<String>) {
-    let explanation = policy.evaluate(argv[0], argv);
+    let explanation = policy.evaluate(argv);
     (explanation.action, explanation.rule)
 }
 
@@ -49,19 +58,35 @@ fn precedence_allow_carves_out_then_most_severe_wins() {
         (Action::Hold, Some("tf-destroy".into()))
     );
     assert_eq!(
-        decide(&p, &["terraform", "destroy", "-target=scratch"]),
+        decide(&p, &["terraform", "destroy", "-target=scratch-1"]),
+        (Action::Allow, Some("tf-destroy-scratch".into()))
+    );
+    // The allow carve-out wins even over a deny that also matches.
+    assert_eq!(
+        decide(&p, &["terraform", "destroy", "-nuke", "-target", "scratch"]),
         (Action::Allow, Some("tf-destroy-scratch".into()))
     );
     assert_eq!(
-        decide(&p, &["terraform", "--nuke", "destroy"]),
+        decide(&p, &["terraform", "-nuke", "destroy"]),
         (Action::Deny, Some("tf-nuke".into()))
     );
     assert_eq!(
-        decide(&p, &["terraform", "apply"]),
+        decide(&p, &["/usr/bin/terraform", "apply"]),
         (Action::Audit, Some("tf-log".into()))
     );
     assert_eq!(decide(&p, &["terraform", "plan"]), (Action::Allow, None));
     assert_eq!(decide(&p, &["tofu", "destroy"]), (Action::Allow, None));
+}
+
+#[test]
+fn explanations_say_why() {
+    let explanation = test_policy().evaluate(&["terraform", "-chdir=infra", "destroy", "-nuke"]);
+    assert_eq!(explanation.matched, vec!["tf-destroy", "tf-nuke"]);
+    assert_eq!(
+        explanation.why,
+        vec!["program terraform", "subcommand destroy", "flag nuke"]
+    );
+    assert_eq!(explanation.message.as_deref(), Some("never"));
 }
 
 #[test]
@@ -79,6 +104,7 @@ fn watched_programs_exclude_allow_only_programs() {
     let p = Policy::parse(
         r#"
 version = 1
+base = "none"
 [[rule]]
 id = "a"
 programs = ["ls"]
@@ -100,64 +126,221 @@ action = "audit"
 
 #[test]
 fn invalid_policies_are_refused_with_the_reason() {
+    let rule = "[[rule]]\nid='x'\nprograms=['a']";
     let cases = [
-        ("version = 2", "schema version 2"),
-        ("version = 1\n[[rule]]\nid='x'\nprograms=[]\naction='hold'", "names no programs"),
+        ("version = 2".to_string(), "schema version 2"),
         (
-            "version = 1\n[[rule]]\nid='x'\nprograms=['a']\naction='hold'\n[[rule]]\nid='x'\nprograms=['a']\naction='hold'",
+            "version = 1\n[[rule]]\nid='x'\nprograms=[]\naction='hold'".into(),
+            "names no programs",
+        ),
+        (
+            format!("version = 1\n{rule}\naction='hold'\n{rule}\naction='hold'"),
             "used twice",
         ),
-        ("version = 1\n[[rule]]\nid='x'\nprograms=['a']\naction='explode'", "unknown variant"),
-        ("version = 1\nbogus = 3", "unknown field"),
-        ("version = 1\n[[rule]]\nid='x'\nprograms=['a']\nargs_any=['a||b']\naction='hold'", "empty alternative"),
+        (
+            format!("version = 1\n{rule}\naction='explode'"),
+            "unknown variant",
+        ),
+        ("version = 1\nbogus = 3".into(), "unknown field"),
+        (
+            format!("version = 1\n{rule}\nargs_any=['a||b']\naction='hold'"),
+            "empty alternative",
+        ),
+        (
+            format!("version = 1\n{rule}\nsql=['drop_everything']\naction='hold'"),
+            "unknown sql kind",
+        ),
+        (
+            format!("version = 1\n{rule}\npaths=['/a[']\naction='hold'"),
+            "bad path glob",
+        ),
+        (
+            format!("version = 1\n{rule}\naction='hold'\napprovals=0"),
+            "at least 1",
+        ),
+        (format!("version = 1\n{rule}"), "has no action"),
+        (
+            format!("version = 1\n{rule}\naction='hold'\nexamples.match=['b x']"),
+            "example `b x` should match",
+        ),
+        (
+            format!("version = 1\n{rule}\naction='hold'\nexamples.no_match=['a x']"),
+            "example `a x` should not match",
+        ),
+        ("version = 1\nrule = 'x'".into(), "line 3, column 8"),
     ];
     for (text, expected) in cases {
-        let err = Policy::parse(text, "bad.toml").unwrap_err().to_string();
+        let err = Policy::parse(&format!("base = 'none'\n{text}"), "bad.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(expected), "{text:?}: {err}");
         assert!(err.contains("bad.toml"), "{err}");
     }
 }
 
 #[test]
-fn default_policy_holds_the_classics() {
-    let p = Policy::embedded_default();
-    let held = [
-        &["terraform", "destroy"][..],
-        &["terraform", "apply", "-destroy"],
-        &["tofu", "-chdir=infra", "destroy", "-auto-approve"],
-        &["rm", "-rf", "/srv/data"],
-        &["rm", "-fr", "/srv/data"],
-        &["rm", "-r", "-f", "x"],
-        &["rm", "-Rf", "x"],
-        &["rm", "--recursive", "--force", "x"],
-        &["git", "push", "--force", "origin", "main"],
-        &["git", "push", "origin", "+main"],
-        &["git", "push", "--force-with-lease=main", "origin"],
-        &["kubectl", "--context", "prod", "delete", "ns", "payments"],
-        &["aws", "ec2", "terminate-instances", "--instance-ids", "i-1"],
-        &["aws", "s3", "rm", "s3://b", "--recursive"],
-        &["psql", "-c", "DROP DATABASE prod;"],
-        &["redis-cli", "FLUSHALL"],
-    ];
-    for argv in held {
-        assert_eq!(decide(&p, argv).0, Action::Hold, "{argv:?}");
-    }
-    let allowed = [
-        &["terraform", "plan"][..],
-        &["rm", "-r", "build"],
-        &["rm", "file"],
-        &["git", "push", "origin", "main"],
-        &["kubectl", "get", "pods"],
-        &["aws", "s3", "ls"],
-        &["psql", "-c", "SELECT 1"],
-    ];
-    for argv in allowed {
-        assert_eq!(decide(&p, argv).0, Action::Allow, "{argv:?}");
-    }
+fn user_files_extend_and_override_the_default_pack() {
+    let default = Policy::embedded_default();
+    let layered = Policy::parse(
+        r#"
+version = 1
+[agents]
+programs = ["my-agent"]
+[[rule]]
+id = "terraform-destroy"
+disabled = true
+[[rule]]
+id = "deploy-prod"
+programs = ["deploy"]
+args_any = ["prod"]
+action = "hold"
+"#,
+        "user.toml",
+    )
+    .unwrap();
+    assert_eq!(layered.rules.len(), default.rules.len());
+    assert!(layered.rule("terraform-destroy").is_none());
+    assert_eq!(decide(&layered, &["deploy", "prod"]).0, Action::Hold);
+    assert_eq!(decide(&layered, &["terraform", "destroy"]).0, Action::Allow);
     assert_eq!(
-        decide(&p, &["systemctl", "stop", "agent-guard.service"]).0,
-        Action::Deny
+        decide(&layered, &["rm", "-rf", "/"]).0,
+        Action::Hold,
+        "the rest of the pack stays"
     );
+    assert!(layered.agents.programs.contains(&"claude".to_string()));
+    assert!(layered.agents.programs.contains(&"my-agent".to_string()));
+    assert!(layered
+        .source
+        .starts_with("embedded default policy + user.toml"));
+    assert_ne!(layered.version, default.version);
+    assert!(default.version.starts_with("default-"));
+}
+
+#[test]
+fn dropins_are_merged_in_file_name_order() {
+    let dir = tempfile_dir();
+    let main = dir.join("policy.toml");
+    std::fs::write(
+        &main,
+        "version = 1\nbase = 'none'\n[[rule]]\nid='r'\nprograms=['x']\naction='audit'\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("policy.d")).unwrap();
+    std::fs::write(
+        dir.join("policy.d/20-b.toml"),
+        "version = 1\n[[rule]]\nid='r'\nprograms=['x']\naction='deny'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("policy.d/10-a.toml"),
+        "version = 1\n[[rule]]\nid='r'\nprograms=['x']\naction='hold'\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("policy.d/notes.txt"), "not policy").unwrap();
+    let policy = Policy::load(&main).unwrap();
+    assert_eq!(
+        decide(&policy, &["x"]).0,
+        Action::Deny,
+        "20-b is applied after 10-a"
+    );
+    assert_eq!(Policy::files(&main).len(), 3);
+    std::fs::write(
+        dir.join("policy.d/30-broken.toml"),
+        "version = 1\n[[rule]]\nid=",
+    )
+    .unwrap();
+    let err = Policy::load(&main).unwrap_err().to_string();
+    assert!(
+        err.contains("30-broken.toml") && err.contains("line 3"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("agent-guard-policy-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn conditions_on_env_cwd_uid_and_agent() {
+    let p = Policy::parse(
+        r#"
+version = 1
+base = "none"
+[[rule]]
+id = "prod-profile"
+programs = ["aws"]
+env = { AWS_PROFILE = "prod*" }
+action = "hold"
+[[rule]]
+id = "in-infra"
+programs = ["make"]
+cwd = ["~/infra/**"]
+action = "hold"
+[[rule]]
+id = "root-only"
+programs = ["apt"]
+uid = [0]
+action = "hold"
+[[rule]]
+id = "codex-git"
+programs = ["git"]
+agents = ["codex"]
+action = "audit"
+"#,
+        "t",
+    )
+    .unwrap();
+    let mut command = CommandContext::from_argv(&["aws", "s3", "ls"]);
+    assert_eq!(p.judge(&command).action, Action::Allow);
+    command.env = vec![("AWS_PROFILE".into(), "prod-admin".into())];
+    assert_eq!(p.judge(&command).action, Action::Hold);
+    assert!(p.env_names().contains(&"AWS_PROFILE"));
+
+    let mut make = CommandContext::from_argv(&["make", "deploy"]);
+    make.env = vec![("HOME".into(), "/home/dev".into())];
+    make.cwd = Some("/home/dev/infra/prod".into());
+    assert_eq!(p.judge(&make).action, Action::Hold);
+    make.cwd = Some("/home/dev/web".into());
+    assert_eq!(p.judge(&make).action, Action::Allow);
+
+    let mut apt = CommandContext::from_argv(&["apt", "remove", "x"]);
+    apt.uid = Some(1000);
+    assert_eq!(p.judge(&apt).action, Action::Allow);
+    apt.uid = Some(0);
+    assert_eq!(p.judge(&apt).action, Action::Hold);
+
+    let mut git = CommandContext::from_argv(&["git", "status"]);
+    git.agent = Some("claude".into());
+    assert_eq!(p.judge(&git).action, Action::Allow);
+    git.agent = Some("codex".into());
+    assert_eq!(p.judge(&git).action, Action::Audit);
+}
+
+#[test]
+fn symlinked_programs_are_judged_by_the_real_binary_too() {
+    let p = Policy::embedded_default();
+    let mut command = CommandContext::from_argv(&["/tmp/del", "-rf", "/"]);
+    assert_eq!(p.judge(&command).action, Action::Allow);
+    command.exe = Some("/usr/bin/rm".into());
+    assert_eq!(p.judge(&command).action, Action::Hold);
+}
+
+#[test]
+fn default_pack_is_large_and_every_rule_has_examples() {
+    let p = Policy::embedded_default();
+    assert!(p.rules.len() >= 60, "{} rules", p.rules.len());
+    let file: PolicyFile = toml::from_str(DEFAULT_POLICY).unwrap();
+    for rule in &file.rules {
+        assert!(
+            !rule.examples.matching.is_empty(),
+            "rule {} has no examples",
+            rule.id
+        );
+    }
     assert!(p.watched_programs().contains(&"terraform"));
     assert!(p.agents.programs.iter().any(|a| a == "claude"));
 }

@@ -1,0 +1,355 @@
+//! A compiled rule and how it matches one command.
+use std::{path::Path, time::Duration};
+
+use super::{
+    file::{OnTimeout, RuleFile},
+    matcher::ArgPattern,
+    paths::{resolve, PathContext, PathGlob},
+    spec::{ParsedArgs, Spec},
+    sql, Action,
+};
+
+/// Everything known about one command when it is judged.
+#[derive(Debug, Clone, Default)]
+pub struct CommandContext {
+    /// The program's name (basename; for a `#!` script, the script's).
+    pub program: String,
+    /// The resolved executable path, when known (from /proc/PID/exe).
+    pub exe: Option<String>,
+    /// The full argv, argv[0] first.
+    pub argv: Vec<String>,
+    pub cwd: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub uid: Option<u32>,
+    /// The agent that owns the session, when known.
+    pub agent: Option<String>,
+}
+
+impl CommandContext {
+    /// A context for `argv` alone, its program the basename of argv[0].
+    pub fn from_argv<S: AsRef<str>>(argv: &[S]) -> Self {
+        let argv: Vec<String> = argv.iter().map(|a| a.as_ref().to_string()).collect();
+        let program = argv
+            .first()
+            .map(|a| basename(a).to_string())
+            .unwrap_or_default();
+        Self {
+            program,
+            argv,
+            ..Self::default()
+        }
+    }
+
+    pub fn env_var(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn basename(path: &str) -> &str {
+    path.rsplit('/')
+        .find(|part| !part.is_empty())
+        .unwrap_or(path)
+}
+
+#[derive(Debug, Clone)]
+enum ProgramMatcher {
+    Name(String),
+    Path(PathGlob),
+}
+
+/// One element of a subcommand pattern.
+#[derive(Debug, Clone)]
+enum WordMatcher {
+    Word(ArgPattern),
+    /// `**`: any number of words.
+    AnyRun,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    pub description: String,
+    programs: Vec<ProgramMatcher>,
+    subcommand: Vec<WordMatcher>,
+    /// Each entry: alternative option names (as written; canonicalised per program).
+    flags: Vec<Vec<String>>,
+    flags_any: Vec<Vec<String>>,
+    not_flags: Vec<Vec<String>>,
+    options: Vec<(String, ArgPattern)>,
+    args_all: Vec<ArgPattern>,
+    args_any: Vec<ArgPattern>,
+    paths: Vec<PathGlob>,
+    paths_except: Vec<PathGlob>,
+    sql: Vec<String>,
+    env: Vec<(String, ArgPattern)>,
+    cwd: Vec<PathGlob>,
+    uid: Vec<u32>,
+    agents: Vec<String>,
+    pub action: Action,
+    pub approvals: u32,
+    pub approvers: Vec<String>,
+    pub timeout: Duration,
+    pub on_timeout: OnTimeout,
+    pub message: Option<String>,
+}
+
+impl Rule {
+    pub fn compile(file: &RuleFile, default_timeout: Duration) -> Result<Self, String> {
+        let id = &file.id;
+        let fail = |what: String| format!("rule {id:?}: {what}");
+        if id.is_empty() {
+            return Err("a rule has an empty id".into());
+        }
+        if file.programs.is_empty() {
+            return Err(fail("names no programs".into()));
+        }
+        let action = file.action.ok_or_else(|| fail("has no action".into()))?;
+        let pattern = |p: &String| ArgPattern::parse(p).map_err(&fail);
+        let glob = |p: &String| PathGlob::parse(p).map_err(&fail);
+        let alternatives = |list: &[String]| -> Vec<Vec<String>> {
+            list.iter()
+                .map(|f| f.split('|').map(str::to_string).collect())
+                .collect()
+        };
+        for kind in &file.sql {
+            if !sql::KINDS.contains(&kind.as_str()) {
+                return Err(fail(format!(
+                    "unknown sql kind {kind:?} (known: {})",
+                    sql::KINDS.join(", ")
+                )));
+            }
+        }
+        if file.approvals == Some(0) {
+            return Err(fail("approvals must be at least 1".into()));
+        }
+        Ok(Self {
+            id: id.clone(),
+            description: file.description.clone(),
+            programs: file
+                .programs
+                .iter()
+                .map(|p| {
+                    Ok(if p.contains('/') {
+                        ProgramMatcher::Path(glob(p)?)
+                    } else {
+                        ProgramMatcher::Name(p.clone())
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+            subcommand: file
+                .subcommand
+                .iter()
+                .map(|w| {
+                    Ok(if w == "**" {
+                        WordMatcher::AnyRun
+                    } else {
+                        WordMatcher::Word(pattern(w)?)
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+            flags: alternatives(&file.flags),
+            flags_any: alternatives(&file.flags_any),
+            not_flags: alternatives(&file.not_flags),
+            options: file
+                .options
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), pattern(v)?)))
+                .collect::<Result<_, String>>()?,
+            args_all: file
+                .args_all
+                .iter()
+                .map(pattern)
+                .collect::<Result<_, _>>()?,
+            args_any: file
+                .args_any
+                .iter()
+                .map(pattern)
+                .collect::<Result<_, _>>()?,
+            paths: file.paths.iter().map(glob).collect::<Result<_, _>>()?,
+            paths_except: file
+                .paths_except
+                .iter()
+                .map(glob)
+                .collect::<Result<_, _>>()?,
+            sql: file.sql.clone(),
+            env: file
+                .env
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), pattern(v)?)))
+                .collect::<Result<_, String>>()?,
+            cwd: file.cwd.iter().map(glob).collect::<Result<_, _>>()?,
+            uid: file.uid.clone(),
+            agents: file.agents.clone(),
+            action,
+            approvals: file.approvals.unwrap_or(1),
+            approvers: file.approvers.clone(),
+            timeout: file.timeout.unwrap_or(default_timeout),
+            on_timeout: file.on_timeout.unwrap_or(OnTimeout::Deny),
+            message: file.message.clone(),
+        })
+    }
+
+    /// Program names this rule can apply to (for the kernel's watch list and the index).
+    pub fn program_names(&self) -> impl Iterator<Item = &str> {
+        self.programs.iter().filter_map(|p| match p {
+            ProgramMatcher::Name(name) => Some(name.as_str()),
+            ProgramMatcher::Path(_) => None,
+        })
+    }
+
+    /// Path-glob program entries: their basenames are unknown up front.
+    pub fn has_path_programs(&self) -> bool {
+        self.programs
+            .iter()
+            .any(|p| matches!(p, ProgramMatcher::Path(_)))
+    }
+
+    /// Why the rule matches `command`, or None.
+    pub fn matches(
+        &self,
+        command: &CommandContext,
+        spec: &Spec,
+        parsed: &ParsedArgs,
+    ) -> Option<Vec<String>> {
+        let mut why = Vec::new();
+        let cwd = Path::new(command.cwd.as_deref().unwrap_or("/"));
+        let home = command.env_var("HOME").map(Path::new);
+        let paths = PathContext { cwd, home };
+
+        let program = self.programs.iter().find_map(|p| match p {
+            ProgramMatcher::Name(name) => (*name == command.program
+                || command
+                    .exe
+                    .as_deref()
+                    .is_some_and(|exe| basename(exe) == name))
+            .then(|| name.clone()),
+            ProgramMatcher::Path(glob) => command
+                .exe
+                .iter()
+                .chain(command.argv.first())
+                .find(|p| p.starts_with('/') && glob.matches(Path::new(p), &paths))
+                .map(|p| p.clone()),
+        })?;
+        why.push(format!("program {program}"));
+
+        if !self.subcommand.is_empty() {
+            if !prefix_matches(&self.subcommand, &parsed.words) {
+                return None;
+            }
+            why.push(format!(
+                "subcommand {}",
+                parsed
+                    .words
+                    .iter()
+                    .take(self.subcommand.len())
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+        }
+        let has_flag = |alternatives: &Vec<String>| -> Option<String> {
+            alternatives
+                .iter()
+                .map(|f| spec.canonical(f))
+                .find(|f| parsed.flags.contains(f))
+        };
+        for alternatives in &self.flags {
+            why.push(format!("flag {}", has_flag(alternatives)?));
+        }
+        if !self.flags_any.is_empty() {
+            why.push(format!(
+                "flag {}",
+                self.flags_any.iter().find_map(has_flag)?
+            ));
+        }
+        if self
+            .not_flags
+            .iter()
+            .any(|alternatives| has_flag(alternatives).is_some())
+        {
+            return None;
+        }
+        for (name, value) in &self.options {
+            let name = spec.canonical(name);
+            let found = parsed
+                .options
+                .iter()
+                .find(|(n, v)| *n == name && value.matches(v))?;
+            why.push(format!("option {}={}", found.0, found.1));
+        }
+        let args = &command.argv[command.argv.len().min(1)..];
+        for pattern in &self.args_all {
+            why.push(format!(
+                "argument {}",
+                args.iter().find(|a| pattern.matches(a))?
+            ));
+        }
+        if !self.args_any.is_empty() {
+            let found = args
+                .iter()
+                .find(|a| self.args_any.iter().any(|p| p.matches(a)))?;
+            why.push(format!("argument {found}"));
+        }
+        if !self.paths.is_empty() || !self.paths_except.is_empty() {
+            let skip = self.subcommand.len().min(parsed.words.len());
+            let hit = parsed.words[skip..].iter().find_map(|word| {
+                let path = resolve(word, &paths);
+                let wanted =
+                    self.paths.is_empty() || self.paths.iter().any(|g| g.matches(&path, &paths));
+                let excepted = self.paths_except.iter().any(|g| g.matches(&path, &paths));
+                (wanted && !excepted).then(|| path.display().to_string())
+            })?;
+            why.push(format!("path {hit}"));
+        }
+        if !self.sql.is_empty() {
+            let found = parsed
+                .sql
+                .iter()
+                .flat_map(|text| sql::classify(text))
+                .find(|kind| self.sql.iter().any(|k| k == kind))?;
+            why.push(format!("sql {found}"));
+        }
+        for (name, pattern) in &self.env {
+            let value = command.env_var(name).filter(|v| pattern.matches(v))?;
+            why.push(format!("env {name}={value}"));
+        }
+        if !self.cwd.is_empty() {
+            if !self.cwd.iter().any(|g| g.matches(cwd, &paths)) {
+                return None;
+            }
+            why.push(format!("cwd {}", cwd.display()));
+        }
+        if !self.uid.is_empty() {
+            let uid = command.uid.filter(|uid| self.uid.contains(uid))?;
+            why.push(format!("uid {uid}"));
+        }
+        if !self.agents.is_empty() {
+            let agent = command
+                .agent
+                .as_deref()
+                .filter(|a| self.agents.iter().any(|x| x == a))?;
+            why.push(format!("agent {agent}"));
+        }
+        Some(why)
+    }
+
+    /// Environment variable names the rule reads.
+    pub fn env_names(&self) -> impl Iterator<Item = &str> {
+        self.env.iter().map(|(name, _)| name.as_str())
+    }
+}
+
+fn prefix_matches(pattern: &[WordMatcher], words: &[String]) -> bool {
+    match pattern.split_first() {
+        None => true,
+        Some((WordMatcher::AnyRun, rest)) => {
+            (0..=words.len()).any(|skip| prefix_matches(rest, &words[skip..]))
+        }
+        Some((WordMatcher::Word(p), rest)) => {
+            words.first().is_some_and(|w| p.matches(w)) && prefix_matches(rest, &words[1..])
+        }
+    }
+}
