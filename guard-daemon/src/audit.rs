@@ -23,6 +23,7 @@ pub enum AuditEvent {
     Timeout,
     Release,
     Exit,
+    PolicyReload,
     Error,
 }
 

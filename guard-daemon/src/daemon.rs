@@ -23,6 +23,8 @@ const TICK: Duration = Duration::from_millis(250);
 
 pub struct Options {
     pub policy: Policy,
+    /// The policy file, when one was given: reloaded on SIGHUP and on change.
+    pub config: Option<PathBuf>,
     pub socket: PathBuf,
     pub audit_log: PathBuf,
 }
@@ -30,37 +32,42 @@ pub struct Options {
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let Options {
         policy,
+        config,
         socket,
         audit_log,
     } = options;
     let audit = AuditLog::open(&audit_log)
         .with_context(|| format!("opening audit log {}", audit_log.display()))?;
-    let watched = policy.watched_programs();
-    let (kernel, events) = Kernel::load(&ProgramSets {
-        watched: &watched,
-        agents: &policy.agents.programs,
-        interpreters: &policy.agents.interpreters,
-    })
-    .context("loading the eBPF programs")?;
+    let (kernel, events) =
+        Kernel::load(&ProgramSets::of(&policy)).context("loading the eBPF programs")?;
     tracing::info!(
         policy = policy.source,
+        version = policy.version,
         rules = policy.rules.len(),
-        watched = watched.len(),
+        watched = policy.watched_programs().len(),
         "programs attached"
     );
     let listener =
         server::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     let _socket_file = server::SocketFile(socket.clone());
     let id_prefix = format!("{:04x}", (crate::guard::monotonic_ns() / 1000) as u16);
-    let guard = Arc::new(Mutex::new(Guard::new(policy, kernel, audit, id_prefix)));
+    let guard = Arc::new(Mutex::new(Guard::new(
+        policy,
+        config.clone(),
+        kernel,
+        audit,
+        id_prefix,
+    )));
     guard.lock().unwrap().scan_running_agents();
 
     let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let hangup = tokio::signal::unix::signal(SignalKind::hangup())?;
     tracing::info!(socket = %socket.display(), "guardd ready");
     let result = tokio::select! {
         result = read_events(events, guard.clone()) => result,
         _ = tick(guard.clone()) => Ok(()),
+        _ = watch_policy(config, hangup, guard.clone()) => Ok(()),
         _ = server::serve(listener, guard.clone()) => Ok(()),
         _ = terminate.recv() => Ok(()),
         _ = interrupt.recv() => Ok(()),
@@ -102,4 +109,44 @@ async fn tick(guard: Arc<Mutex<Guard>>) {
         interval.tick().await;
         guard.lock().unwrap_or_else(|e| e.into_inner()).tick();
     }
+}
+
+/// Reloads the policy on SIGHUP and when its files change (checked every second).
+async fn watch_policy(
+    config: Option<PathBuf>,
+    mut hangup: tokio::signal::unix::Signal,
+    guard: Arc<Mutex<Guard>>,
+) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    let mut seen = config.as_deref().map(fingerprint);
+    loop {
+        let reason = tokio::select! {
+            _ = hangup.recv() => "SIGHUP",
+            _ = interval.tick() => {
+                let now = config.as_deref().map(fingerprint);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "file change"
+            }
+        };
+        guard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reload(reason);
+    }
+}
+
+/// Names, sizes and modification times of the policy files.
+fn fingerprint(config: &std::path::Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    Policy::files(config)
+        .into_iter()
+        .map(|path| {
+            let meta = std::fs::metadata(&path).ok();
+            let size = meta.as_ref().map_or(0, |m| m.len());
+            let modified = meta.and_then(|m| m.modified().ok());
+            (path, size, modified)
+        })
+        .collect()
 }

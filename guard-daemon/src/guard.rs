@@ -12,7 +12,7 @@ use crate::{
     audit::{AuditEvent, AuditLog, AuditRecord},
     escape::{display_argv, escape_bytes},
     holds::{format_duration, Hold, HoldRegistry},
-    kernel::Kernel,
+    kernel::{Kernel, ProgramSets},
     notice,
     policy::{Action, CommandContext, Explanation, Policy},
     process::ProcessHandle,
@@ -50,6 +50,8 @@ pub struct Peer {
 
 pub struct Guard {
     policy: Policy,
+    config: Option<std::path::PathBuf>,
+    last_reload_error: Option<String>,
     kernel: Kernel,
     sessions: BTreeMap<u32, Session>,
     holds: HoldRegistry,
@@ -67,9 +69,17 @@ struct Stop<'a> {
 }
 
 impl Guard {
-    pub fn new(policy: Policy, kernel: Kernel, audit: AuditLog, id_prefix: String) -> Self {
+    pub fn new(
+        policy: Policy,
+        config: Option<std::path::PathBuf>,
+        kernel: Kernel,
+        audit: AuditLog,
+        id_prefix: String,
+    ) -> Self {
         Self {
             policy,
+            config,
+            last_reload_error: None,
             kernel,
             sessions: BTreeMap::new(),
             holds: HoldRegistry::new(id_prefix),
@@ -432,6 +442,45 @@ impl Guard {
         }
     }
 
+    /// Loads the policy files again. A policy that fails to load is refused
+    /// and the one in force stays; holds already raised keep their rule.
+    pub fn reload(&mut self, reason: &str) {
+        let Some(config) = self.config.clone() else {
+            tracing::info!("{reason}: running on the embedded default policy, nothing to reload");
+            return;
+        };
+        let mut record = AuditRecord::new(AuditEvent::PolicyReload);
+        record.reason = Some(reason.to_string());
+        match Policy::load(&config) {
+            Ok(policy) => match self.kernel.set_programs(&ProgramSets::of(&policy)) {
+                Ok(()) => {
+                    tracing::info!(
+                        version = policy.version,
+                        rules = policy.rules.len(),
+                        "{reason}: policy reloaded"
+                    );
+                    record.decision = Some(format!("loaded {}", policy.version));
+                    self.policy = policy;
+                    self.last_reload_error = None;
+                }
+                Err(err) => {
+                    // Put the old program set back: the kernel must match the policy in force.
+                    let _ = self.kernel.set_programs(&ProgramSets::of(&self.policy));
+                    self.last_reload_error = Some(format!("kernel program map: {err}"));
+                }
+            },
+            Err(err) => {
+                tracing::error!("{reason}: new policy refused, the old one stays in force: {err}");
+                self.last_reload_error = Some(err.to_string());
+            }
+        }
+        if let Some(err) = &self.last_reload_error {
+            record.decision = Some("refused".into());
+            record.reason = Some(format!("{reason}: {err}"));
+        }
+        self.audit.write(&record);
+    }
+
     // ---- control requests ---------------------------------------------------
 
     pub fn start_session(&mut self, peer: Peer, argv: Vec<String>) -> Response {
@@ -579,6 +628,8 @@ impl Guard {
             pid: std::process::id(),
             policy: PolicySummary {
                 source: self.policy.source.clone(),
+                version: self.policy.version.clone(),
+                last_reload_error: self.last_reload_error.clone(),
                 rules: self.policy.rules.len(),
                 watched_programs: self.policy.watched_programs().len(),
                 agents: self.policy.agents.programs.clone(),

@@ -44,10 +44,24 @@ pub enum KernelError {
 }
 
 /// Which programs the kernel should react to.
-pub struct ProgramSets<'a> {
-    pub watched: &'a [&'a str],
-    pub agents: &'a [String],
-    pub interpreters: &'a [String],
+pub struct ProgramSets {
+    pub watched: Vec<String>,
+    pub agents: Vec<String>,
+    pub interpreters: Vec<String>,
+}
+
+impl ProgramSets {
+    pub fn of(policy: &crate::policy::Policy) -> Self {
+        Self {
+            watched: policy
+                .watched_programs()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            agents: policy.agents.programs.clone(),
+            interpreters: policy.agents.interpreters.clone(),
+        }
+    }
 }
 
 pub struct Kernel {
@@ -61,7 +75,7 @@ pub struct Kernel {
 
 impl Kernel {
     /// Loads and attaches everything. The returned ring buffer carries the events.
-    pub fn load(sets: &ProgramSets<'_>) -> Result<(Self, RingBuf<MapData>), KernelError> {
+    pub fn load(sets: &ProgramSets) -> Result<(Self, RingBuf<MapData>), KernelError> {
         ensure_tracefs()?;
         let offsets = TracepointOffsets {
             fork_child_pid: field_offset("sched", "sched_process_fork", "child_pid")?,
@@ -113,16 +127,26 @@ impl Kernel {
         Ok((kernel, events))
     }
 
-    fn set_programs(&mut self, sets: &ProgramSets<'_>) -> Result<(), KernelError> {
+    /// Makes the program map exactly `sets` (entries no longer wanted are removed).
+    pub fn set_programs(&mut self, sets: &ProgramSets) -> Result<(), KernelError> {
         let mut flags: std::collections::HashMap<Comm, u32> = std::collections::HashMap::new();
-        for name in sets.watched {
+        for name in &sets.watched {
             *flags.entry(comm_key(name.as_bytes())).or_default() |= PROGRAM_WATCHED;
         }
-        for name in sets.agents {
+        for name in &sets.agents {
             *flags.entry(comm_key(name.as_bytes())).or_default() |= PROGRAM_AGENT;
         }
-        for name in sets.interpreters {
+        for name in &sets.interpreters {
             *flags.entry(comm_key(name.as_bytes())).or_default() |= PROGRAM_INTERPRETER;
+        }
+        let stale: Vec<Comm> = self
+            .programs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| !flags.contains_key(key))
+            .collect();
+        for key in stale {
+            let _ = self.programs.remove(&key);
         }
         for (key, value) in flags {
             self.programs

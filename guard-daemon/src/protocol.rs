@@ -97,6 +97,9 @@ pub struct StatusView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicySummary {
     pub source: String,
+    pub version: String,
+    /// Why the last reload was refused (the policy before it stays in force).
+    pub last_reload_error: Option<String>,
     pub rules: usize,
     pub watched_programs: usize,
     pub agents: Vec<String>,

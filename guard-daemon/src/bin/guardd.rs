@@ -11,7 +11,8 @@ use guard_daemon::{daemon, policy::Policy, protocol::DEFAULT_SOCKET};
     about = "Holds destructive commands run by AI agents until a human approves them"
 )]
 struct Args {
-    /// Policy file (TOML); without it the embedded default policy is used.
+    /// Policy file (TOML), with `policy.d/*.toml` beside it; without it the
+    /// embedded default policy is used. Reloaded on SIGHUP and on change.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Control socket path.
@@ -41,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
     };
     daemon::run(daemon::Options {
         policy,
+        config: args.config,
         socket: args.socket,
         audit_log: args.audit_log,
     })

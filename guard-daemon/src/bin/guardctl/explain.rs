@@ -1,17 +1,24 @@
 use std::{path::Path, process::ExitCode};
 
 use anyhow::Context as _;
-use guard_daemon::protocol::{Request, Response};
+use guard_daemon::{
+    client::{self, ClientError},
+    policy::{CommandContext, Explanation, Policy},
+    protocol::{Request, Response},
+};
 
-/// Show what the loaded policy would do with a command.
+/// Show what the policy would do with a command, and why.
 #[derive(clap::Args)]
 pub struct Args {
     #[arg(long)]
     json: bool,
-    /// Working directory to judge the command in.
+    /// Judge with this policy file (and policy.d/ beside it) instead of asking guardd.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<std::path::PathBuf>,
+    /// Working directory to judge the command in (default: the current one).
     #[arg(long)]
     cwd: Option<String>,
-    /// Environment variable for the judgement (repeatable).
+    /// Environment variable for the judgement (repeatable; HOME defaults to yours).
     #[arg(long, value_name = "K=V")]
     env: Vec<String>,
     #[arg(
@@ -24,7 +31,7 @@ pub struct Args {
 }
 
 pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
-    let env = args
+    let mut env: Vec<(String, String)> = args
         .env
         .iter()
         .map(|pair| {
@@ -33,31 +40,64 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("--env {pair:?} is not K=V"))
         })
         .collect::<anyhow::Result<_>>()?;
-    let response = super::call(
-        socket,
-        Request::Explain {
-            argv: args.argv,
-            cwd: args.cwd,
-            env,
-        },
-    )?;
-    let Response::Explain(explanation) = response else {
-        return Err(super::unexpected(response));
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&explanation)?);
-    } else {
-        let action = serde_json::to_value(explanation.action)?;
-        println!(
-            "{} (rule {}; matched: {})",
-            action.as_str().unwrap_or("?"),
-            explanation.rule.as_deref().unwrap_or("none"),
-            if explanation.matched.is_empty() {
-                "nothing".to_string()
-            } else {
-                explanation.matched.join(", ")
-            }
-        );
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        if let Some(home) = std::env::var_os("HOME") {
+            env.push(("HOME".into(), home.to_string_lossy().into_owned()));
+        }
     }
+    let cwd = match args.cwd {
+        Some(cwd) => cwd,
+        None => std::env::current_dir()?.to_string_lossy().into_owned(),
+    };
+    let local = |policy: &Policy| {
+        let mut command = CommandContext::from_argv(&args.argv);
+        command.cwd = Some(cwd.clone());
+        command.env = env.clone();
+        policy.judge(&command)
+    };
+    let explanation = match &args.policy {
+        Some(file) => local(&Policy::load(file)?),
+        None => {
+            let request = Request::Explain {
+                argv: args.argv.clone(),
+                cwd: Some(cwd.clone()),
+                env: env.clone(),
+            };
+            match client::call(socket, request) {
+                Ok(Response::Explain(explanation)) => explanation,
+                Ok(Response::Error { message }) => anyhow::bail!("{message}"),
+                Ok(other) => return Err(super::unexpected(other)),
+                Err(ClientError::Connect { path, .. }) => {
+                    eprintln!("guardctl: guardd not reachable at {}; judging with the embedded default policy", path.display());
+                    local(&Policy::embedded_default())
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    };
+    print(&explanation, args.json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn print(explanation: &Explanation, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(explanation)?);
+        return Ok(());
+    }
+    let action = serde_json::to_value(explanation.action)?;
+    println!(
+        "{} (rule {})",
+        action.as_str().unwrap_or("?"),
+        explanation.rule.as_deref().unwrap_or("none")
+    );
+    if !explanation.why.is_empty() {
+        println!("  why: {}", explanation.why.join("; "));
+    }
+    if explanation.matched.len() > 1 {
+        println!("  matched: {}", explanation.matched.join(", "));
+    }
+    if let Some(message) = &explanation.message {
+        println!("  message: {message}");
+    }
+    Ok(())
 }

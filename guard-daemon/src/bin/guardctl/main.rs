@@ -2,6 +2,7 @@
 mod decide;
 mod explain;
 mod pending;
+mod policy;
 mod run;
 mod status;
 
@@ -34,6 +35,8 @@ enum Command {
     Deny(decide::DenyArgs),
     Status(status::Args),
     Explain(explain::Args),
+    #[command(subcommand)]
+    Policy(policy::Command),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Deny(args) => decide::deny(&cli.socket, args),
         Command::Status(args) => status::run(&cli.socket, args),
         Command::Explain(args) => explain::run(&cli.socket, args),
+        Command::Policy(command) => policy::run(command),
     };
     match result {
         Ok(code) => code,

@@ -20,9 +20,15 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
     }
     println!("guardd {} (pid {})", status.version, status.pid);
     println!(
-        "policy: {} ({} rules, {} watched programs)",
-        status.policy.source, status.policy.rules, status.policy.watched_programs
+        "policy: {} ({} rules, {} watched programs)\n  version {}",
+        status.policy.source,
+        status.policy.rules,
+        status.policy.watched_programs,
+        status.policy.version
     );
+    if let Some(err) = &status.policy.last_reload_error {
+        println!("  last reload refused (the policy above stays in force): {err}");
+    }
     println!(
         "sessions: {}   pending: {}",
         status.sessions.len(),
