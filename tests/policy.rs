@@ -1,0 +1,201 @@
+//! Policy handling in a running guardd: reload, refusal of a broken policy,
+//! and guardctl's policy tools.
+mod common;
+
+use std::{fs, process::Command, thread::sleep, time::Duration};
+
+use common::*;
+
+const FIRST: &str = r#"
+version = 1
+base = "none"
+[[rule]]
+id = "tf-destroy"
+programs = ["terraform"]
+subcommand = ["destroy"]
+action = "hold"
+"#;
+
+fn explain(guard: &Guard, argv: &[&str]) -> serde_json::Value {
+    let mut args = vec!["explain", "--json", "--"];
+    args.extend_from_slice(argv);
+    let out = guard.ctl(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..250 {
+        if done() {
+            return;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn policy_reloads_on_change_and_sighup_and_a_broken_one_is_refused() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(FIRST);
+    let config = guard.dir.path().join("policy.toml");
+    let first_version = guard.status()["policy"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(explain(&guard, &["terraform", "destroy"])["action"], "hold");
+    assert_eq!(
+        explain(&guard, &["helm", "uninstall", "x"])["action"],
+        "allow"
+    );
+
+    // A drop-in file is picked up on change, and its program is watched in the kernel at once.
+    fs::create_dir(guard.dir.path().join("policy.d")).unwrap();
+    fs::write(
+        guard.dir.path().join("policy.d/10-helm.toml"),
+        "version = 1\n[[rule]]\nid = 'helm'\nprograms = ['helm']\nsubcommand = ['uninstall']\naction = 'hold'\n",
+    )
+    .unwrap();
+    wait_for("the drop-in to load", || {
+        explain(&guard, &["helm", "uninstall", "x"])["action"] == "hold"
+    });
+    stubs.script(
+        "helm",
+        &format!("echo helm \"$*\" >> {}", stubs.marker().display()),
+    );
+    let mut command = guard.ctl_command(&["run", "--", "helm", "uninstall", "api"]);
+    command.env("PATH", stubs.path_env());
+    let run = Proc::spawn(command);
+    let hold = guard.wait_hold("uninstall");
+    assert_eq!(hold["rule"], "helm");
+    assert!(guard
+        .ctl(&["deny", hold["id"].as_str().unwrap()])
+        .status
+        .success());
+    drop(run);
+
+    // A broken policy is refused: the old one stays in force and status says why.
+    fs::write(&config, "version = 1\n[[rule]]\nid = 'oops'\n").unwrap();
+    wait_for("the refusal", || {
+        !guard.status()["policy"]["last_reload_error"].is_null()
+    });
+    let status = guard.status();
+    let error = status["policy"]["last_reload_error"].as_str().unwrap();
+    assert!(error.contains("policy.toml"), "{error}");
+    assert_eq!(explain(&guard, &["terraform", "destroy"])["action"], "hold");
+    assert_eq!(
+        explain(&guard, &["helm", "uninstall", "x"])["action"],
+        "hold"
+    );
+
+    // Fixed and reloaded by SIGHUP: the new rules apply, the error is gone.
+    fs::write(&config, FIRST.replace("\"hold\"", "\"deny\"")).unwrap();
+    unsafe { libc::kill(guard.pid() as i32, libc::SIGHUP) };
+    wait_for("the fixed policy", || {
+        explain(&guard, &["terraform", "destroy"])["action"] == "deny"
+    });
+    let status = guard.status();
+    assert!(status["policy"]["last_reload_error"].is_null());
+    assert_ne!(status["policy"]["version"], first_version.as_str());
+    let reloads = guard.audit_events("policy_reload");
+    assert!(reloads.iter().any(|r| r["decision"] == "refused"));
+    assert!(reloads.iter().any(|r| r["reason"] == "SIGHUP"));
+    guard.stop();
+}
+
+#[test]
+fn explain_without_a_daemon_and_with_a_policy_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let explain = |args: &[&str]| {
+        let out = Command::new(guardctl_bin())
+            .args(["--socket", "/nonexistent/guardd.sock", "explain", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (held, stderr) = explain(&[
+        "--cwd",
+        "/home/dev/project",
+        "--env",
+        "HOME=/home/dev",
+        "--",
+        "rm",
+        "-fr",
+        "~",
+    ]);
+    assert_eq!(held["action"], "hold");
+    assert_eq!(held["rule"], "rm-recursive");
+    assert!(stderr.contains("embedded default policy"), "{stderr}");
+    let (allowed, _) = explain(&[
+        "--cwd",
+        "/home/dev/project",
+        "--",
+        "rm",
+        "-rf",
+        "node_modules",
+    ]);
+    assert_eq!(allowed["action"], "allow");
+    assert!(allowed["rule"].is_null());
+
+    let file = dir.path().join("p.toml");
+    fs::write(
+        &file,
+        "version = 1\nbase = 'none'\n[[rule]]\nid = 'ls'\nprograms = ['ls']\naction = 'deny'\n",
+    )
+    .unwrap();
+    let (denied, _) = explain(&["--policy", file.to_str().unwrap(), "--", "ls", "-la"]);
+    assert_eq!(
+        (denied["action"].as_str(), denied["rule"].as_str()),
+        (Some("deny"), Some("ls"))
+    );
+}
+
+#[test]
+fn policy_check_names_the_file_line_and_failing_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    fs::write(&good, "version = 1\n[[rule]]\nid = 'x'\nprograms = ['x']\naction = 'hold'\nexamples.match = ['x y']\n").unwrap();
+    let syntax = dir.path().join("syntax.toml");
+    fs::write(&syntax, "version = 1\n[[rule]]\nid = \n").unwrap();
+    let example = dir.path().join("example.toml");
+    fs::write(&example, "version = 1\n[[rule]]\nid = 'x'\nprograms = ['x']\naction = 'hold'\nexamples.no_match = ['x y']\n").unwrap();
+    let check = |file: &std::path::Path| {
+        Command::new(guardctl_bin())
+            .args(["policy", "check"])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+
+    let out = check(&good);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("good.toml: ok"));
+    let out = check(&syntax);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("syntax.toml") && stderr.contains("line 3"),
+        "{stderr}"
+    );
+    let out = check(&example);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("example `x y` should not match"),
+        "{stderr}"
+    );
+}
