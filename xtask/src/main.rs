@@ -1,4 +1,5 @@
-//! Project tasks: `cargo xtask <setup|build|run|test>`.
+//! Project tasks: `cargo xtask <setup|build|run|test|bench>`.
+mod bench;
 mod build;
 mod cmd;
 mod run;
@@ -27,6 +28,11 @@ enum Task {
     },
     /// Setup, fmt, clippy, unit tests and the root integration tests.
     Test,
+    /// Benchmarks (policy evaluation against the default pack).
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Task::Build => build::run(),
         Task::Run { args } => run::run(&args),
         Task::Test => test::run(),
+        Task::Bench { args } => bench::run(&args),
     }
 }

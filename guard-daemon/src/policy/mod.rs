@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use file::OnTimeout;
 use file::{Base, PolicyFile, RuleFile};
 pub use matcher::ArgPattern;
+use rule::Judged;
 pub use rule::{basename, CommandContext, Rule};
 use spec::Spec;
 
@@ -248,9 +249,7 @@ impl Policy {
             command.cwd = Some(EXAMPLE_CWD.into());
             command.env = vec![("HOME".into(), EXAMPLE_HOME.into())];
             let spec = self.spec_for(&command.program);
-            let matched = rule
-                .matches(&command, spec, &spec.parse(&command.argv[1..]))
-                .is_some();
+            let matched = rule.matches(&Judged::new(&command, spec)).is_some();
             if matched != expected {
                 let should = if expected {
                     "should match but does not"
@@ -305,8 +304,7 @@ impl Policy {
     /// carve-out); otherwise the most severe matching rule (deny > hold >
     /// audit); no match is allow.
     pub fn judge(&self, command: &CommandContext) -> Explanation {
-        let spec = self.spec_for(&command.program);
-        let parsed = spec.parse(command.argv.get(1..).unwrap_or_default());
+        let judged = Judged::new(command, self.spec_for(&command.program));
         let exe_name = command.exe.as_deref().map(basename);
         let mut candidates: Vec<usize> = self
             .by_program
@@ -326,7 +324,7 @@ impl Policy {
         let mut matched = Vec::new();
         let mut decisive: Option<(&Rule, Vec<String>)> = None;
         for rule in candidates.into_iter().map(|at| &self.rules[at]) {
-            let Some(why) = rule.matches(command, spec, &parsed) else {
+            let Some(why) = rule.matches(&judged) else {
                 continue;
             };
             matched.push(rule.id.clone());

@@ -3,92 +3,127 @@
 //! matched against globs where `~` is HOME and `{cwd}` the working directory.
 use std::path::{Component, Path, PathBuf};
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
-/// Where a command runs, for resolving its paths.
-#[derive(Debug, Clone, Copy)]
-pub struct PathContext<'a> {
-    pub cwd: &'a Path,
-    pub home: Option<&'a Path>,
-}
-
-/// A path glob from a rule. `~/...` and `{cwd}/...` are matched relative
-/// to HOME and the working directory, so the glob is compiled once.
+/// Where a command runs, for resolving its paths (both normalised).
 #[derive(Debug, Clone)]
-pub struct PathGlob {
-    anchor: Anchor,
-    /// None: the anchor directory itself (`~`, `{cwd}`).
-    rest: Option<GlobMatcher>,
+pub struct PathContext {
+    pub cwd: PathBuf,
+    pub home: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Anchor {
-    Root,
-    Home,
-    Cwd,
-}
-
-impl PathGlob {
-    pub fn parse(pattern: &str) -> Result<Self, String> {
-        let (anchor, rest) = if let Some(rest) = pattern.strip_prefix("{cwd}") {
-            (Anchor::Cwd, rest)
-        } else if let Some(rest) = pattern
-            .strip_prefix('~')
-            .filter(|r| r.is_empty() || r.starts_with('/'))
-        {
-            (Anchor::Home, rest)
-        } else if pattern.starts_with('/') || pattern.starts_with("**") {
-            (Anchor::Root, pattern)
-        } else {
-            return Err(format!(
-                "path glob {pattern:?} must start with /, **, ~ or {{cwd}}"
-            ));
-        };
-        if rest.contains("{cwd}") {
-            return Err(format!(
-                "path glob {pattern:?}: {{cwd}} may only start a glob"
-            ));
+impl PathContext {
+    pub fn new(cwd: &Path, home: Option<&Path>) -> Self {
+        Self {
+            cwd: normalise(cwd),
+            home: home.map(normalise),
         }
-        let rest = match anchor {
-            Anchor::Root => Some(compile(rest)?),
-            _ => match rest.trim_start_matches('/') {
-                "" => None,
-                relative => Some(compile(relative)?),
-            },
-        };
-        Ok(Self { anchor, rest })
     }
+}
 
-    pub fn matches(&self, path: &Path, context: &PathContext<'_>) -> bool {
-        let base = match self.anchor {
-            Anchor::Root => return self.rest.as_ref().is_some_and(|glob| glob.is_match(path)),
-            Anchor::Home => match context.home {
-                Some(home) => normalise(home),
-                None => return false,
-            },
-            Anchor::Cwd => normalise(context.cwd),
+/// A rule's path globs, compiled into one set per anchor. `~/...` and
+/// `{cwd}/...` are matched relative to HOME and the working directory, so
+/// nothing is compiled per command.
+#[derive(Debug, Clone, Default)]
+pub struct PathSet {
+    root: Option<GlobSet>,
+    home: Option<GlobSet>,
+    cwd: Option<GlobSet>,
+    /// `~` and `{cwd}` themselves.
+    home_itself: bool,
+    cwd_itself: bool,
+    len: usize,
+}
+
+impl PathSet {
+    pub fn parse(patterns: &[String]) -> Result<Self, String> {
+        let (mut root, mut home, mut cwd) = (
+            GlobSetBuilder::new(),
+            GlobSetBuilder::new(),
+            GlobSetBuilder::new(),
+        );
+        let (mut has_root, mut has_home, mut has_cwd) = (false, false, false);
+        let mut set = Self {
+            len: patterns.len(),
+            ..Self::default()
         };
-        match (path.strip_prefix(&base), &self.rest) {
-            (Ok(relative), None) => relative.as_os_str().is_empty(),
-            (Ok(relative), Some(glob)) => {
-                !relative.as_os_str().is_empty() && glob.is_match(relative)
+        for pattern in patterns {
+            if let Some(rest) = pattern.strip_prefix("{cwd}") {
+                match rest.trim_start_matches('/') {
+                    "" => set.cwd_itself = true,
+                    relative => {
+                        cwd.add(glob(pattern, relative)?);
+                        has_cwd = true;
+                    }
+                }
+            } else if let Some(rest) = pattern
+                .strip_prefix('~')
+                .filter(|r| r.is_empty() || r.starts_with('/'))
+            {
+                match rest.trim_start_matches('/') {
+                    "" => set.home_itself = true,
+                    relative => {
+                        home.add(glob(pattern, relative)?);
+                        has_home = true;
+                    }
+                }
+            } else if pattern.starts_with('/') || pattern.starts_with("**") {
+                root.add(glob(pattern, pattern)?);
+                has_root = true;
+            } else {
+                return Err(format!(
+                    "path glob {pattern:?} must start with /, **, ~ or {{cwd}}"
+                ));
             }
-            (Err(_), _) => false,
+            if pattern.get(1..).is_some_and(|rest| rest.contains("{cwd}")) {
+                return Err(format!(
+                    "path glob {pattern:?}: {{cwd}} may only start a glob"
+                ));
+            }
         }
+        let build = |builder: GlobSetBuilder, used: bool| -> Result<Option<GlobSet>, String> {
+            used.then(|| builder.build().map_err(|e| e.to_string()))
+                .transpose()
+        };
+        set.root = build(root, has_root)?;
+        set.home = build(home, has_home)?;
+        set.cwd = build(cwd, has_cwd)?;
+        Ok(set)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn matches(&self, path: &Path, context: &PathContext) -> bool {
+        if self.root.as_ref().is_some_and(|set| set.is_match(path)) {
+            return true;
+        }
+        let under = |base: Option<&PathBuf>, itself: bool, set: &Option<GlobSet>| {
+            let Some(relative) = base.and_then(|base| path.strip_prefix(base).ok()) else {
+                return false;
+            };
+            if relative.as_os_str().is_empty() {
+                itself
+            } else {
+                set.as_ref().is_some_and(|set| set.is_match(relative))
+            }
+        };
+        under(context.home.as_ref(), self.home_itself, &self.home)
+            || under(Some(&context.cwd), self.cwd_itself, &self.cwd)
     }
 }
 
-fn compile(pattern: &str) -> Result<GlobMatcher, String> {
-    GlobBuilder::new(pattern)
+fn glob(pattern: &str, text: &str) -> Result<Glob, String> {
+    GlobBuilder::new(text)
         .literal_separator(true)
         .build()
-        .map(|glob| glob.compile_matcher())
         .map_err(|err| format!("bad path glob {pattern:?}: {err}"))
 }
 
 /// The absolute, normalised path an argument names.
-pub fn resolve(arg: &str, context: &PathContext<'_>) -> PathBuf {
-    let path = match (arg.strip_prefix('~'), context.home) {
+pub fn resolve(arg: &str, context: &PathContext) -> PathBuf {
+    let path = match (arg.strip_prefix('~'), &context.home) {
         (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
             home.join(rest.trim_start_matches('/'))
         }
@@ -121,11 +156,8 @@ fn normalise(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn ctx() -> PathContext<'static> {
-        PathContext {
-            cwd: Path::new("/home/dev/project"),
-            home: Some(Path::new("/home/dev")),
-        }
+    fn ctx() -> PathContext {
+        PathContext::new(Path::new("/home/dev/project"), Some(Path::new("/home/dev")))
     }
 
     #[test]
@@ -148,22 +180,44 @@ mod tests {
     fn globs_expand_home_and_cwd() {
         let c = ctx();
         let m = |glob: &str, arg: &str| {
-            PathGlob::parse(glob)
+            PathSet::parse(&[glob.to_string()])
                 .unwrap()
                 .matches(&resolve(arg, &c), &c)
         };
         assert!(m("~", "~/"));
         assert!(m("~", "../"));
+        assert!(!m("~", "~/x"));
         assert!(m("~/.ssh/**", "~/.ssh/id_ed25519"));
         assert!(m("{cwd}/**", "src/main.rs"));
         assert!(!m("{cwd}/**", "../other"));
+        assert!(!m("{cwd}/**", "."));
+        assert!(m("{cwd}", "."));
+        assert!(m("{cwd}/**/node_modules", "node_modules"));
+        assert!(m("{cwd}/**/node_modules", "web/node_modules/"));
         assert!(m("**/node_modules", "web/node_modules/"));
         assert!(!m("**/node_modules", "node_modules_backup"));
         assert!(m("/", "../../.."));
         assert!(m("/etc/**", "/etc/passwd"));
         assert!(!m("/etc/*", "/etc/ssl/certs"));
-        assert!(PathGlob::parse("/a[").is_err());
-        assert!(PathGlob::parse("relative/*").is_err());
-        assert!(PathGlob::parse("/x/{cwd}").is_err());
+        assert!(PathSet::parse(&["/a[".to_string()]).is_err());
+        assert!(PathSet::parse(&["relative/*".to_string()]).is_err());
+        assert!(PathSet::parse(&["/x/{cwd}".to_string()]).is_err());
+    }
+
+    #[test]
+    fn a_set_matches_any_of_its_globs() {
+        let c = ctx();
+        let set =
+            PathSet::parse(&["/tmp/**".into(), "~/.ssh".into(), "{cwd}/**/target".into()]).unwrap();
+        for (arg, expected) in [
+            ("/tmp/x", true),
+            ("~/.ssh", true),
+            ("crates/a/target", true),
+            ("src", false),
+            ("/etc", false),
+        ] {
+            assert_eq!(set.matches(&resolve(arg, &c), &c), expected, "{arg}");
+        }
+        assert!(PathSet::default().is_empty());
     }
 }

@@ -1,10 +1,14 @@
 //! A compiled rule and how it matches one command.
-use std::{path::Path, time::Duration};
+use std::{
+    cell::OnceCell,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use super::{
     file::{OnTimeout, RuleFile},
     matcher::ArgPattern,
-    paths::{resolve, PathContext, PathGlob},
+    paths::{resolve, PathContext, PathSet},
     spec::{ParsedArgs, Spec},
     sql, Action,
 };
@@ -57,7 +61,7 @@ pub fn basename(path: &str) -> &str {
 #[derive(Debug, Clone)]
 enum ProgramMatcher {
     Name(String),
-    Path(PathGlob),
+    Path(PathSet),
 }
 
 /// One element of a subcommand pattern.
@@ -81,11 +85,11 @@ pub struct Rule {
     options: Vec<(String, ArgPattern)>,
     args_all: Vec<ArgPattern>,
     args_any: Vec<ArgPattern>,
-    paths: Vec<PathGlob>,
-    paths_except: Vec<PathGlob>,
+    paths: PathSet,
+    paths_except: PathSet,
     sql: Vec<String>,
     env: Vec<(String, ArgPattern)>,
-    cwd: Vec<PathGlob>,
+    cwd: PathSet,
     uid: Vec<u32>,
     agents: Vec<String>,
     pub action: Action,
@@ -108,7 +112,7 @@ impl Rule {
         }
         let action = file.action.ok_or_else(|| fail("has no action".into()))?;
         let pattern = |p: &String| ArgPattern::parse(p).map_err(&fail);
-        let glob = |p: &String| PathGlob::parse(p).map_err(&fail);
+        let globs = |p: &[String]| PathSet::parse(p).map_err(&fail);
         let alternatives = |list: &[String]| -> Vec<Vec<String>> {
             list.iter()
                 .map(|f| f.split('|').map(str::to_string).collect())
@@ -133,7 +137,7 @@ impl Rule {
                 .iter()
                 .map(|p| {
                     Ok(if p.contains('/') {
-                        ProgramMatcher::Path(glob(p)?)
+                        ProgramMatcher::Path(globs(std::slice::from_ref(p))?)
                     } else {
                         ProgramMatcher::Name(p.clone())
                     })
@@ -168,19 +172,15 @@ impl Rule {
                 .iter()
                 .map(pattern)
                 .collect::<Result<_, _>>()?,
-            paths: file.paths.iter().map(glob).collect::<Result<_, _>>()?,
-            paths_except: file
-                .paths_except
-                .iter()
-                .map(glob)
-                .collect::<Result<_, _>>()?,
+            paths: globs(&file.paths)?,
+            paths_except: globs(&file.paths_except)?,
             sql: file.sql.clone(),
             env: file
                 .env
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), pattern(v)?)))
                 .collect::<Result<_, String>>()?,
-            cwd: file.cwd.iter().map(glob).collect::<Result<_, _>>()?,
+            cwd: globs(&file.cwd)?,
             uid: file.uid.clone(),
             agents: file.agents.clone(),
             action,
@@ -208,16 +208,15 @@ impl Rule {
     }
 
     /// Why the rule matches `command`, or None.
-    pub fn matches(
-        &self,
-        command: &CommandContext,
-        spec: &Spec,
-        parsed: &ParsedArgs,
-    ) -> Option<Vec<String>> {
+    pub fn matches(&self, judged: &Judged<'_>) -> Option<Vec<String>> {
+        let Judged {
+            command,
+            spec,
+            parsed,
+            paths,
+            ..
+        } = judged;
         let mut why = Vec::new();
-        let cwd = Path::new(command.cwd.as_deref().unwrap_or("/"));
-        let home = command.env_var("HOME").map(Path::new);
-        let paths = PathContext { cwd, home };
 
         let program = self.programs.iter().find_map(|p| match p {
             ProgramMatcher::Name(name) => (*name == command.program
@@ -230,7 +229,7 @@ impl Rule {
                 .exe
                 .iter()
                 .chain(command.argv.first())
-                .find(|p| p.starts_with('/') && glob.matches(Path::new(p), &paths))
+                .find(|p| p.starts_with('/') && glob.matches(Path::new(p), paths))
                 .map(|p| p.clone()),
         })?;
         why.push(format!("program {program}"));
@@ -294,15 +293,13 @@ impl Rule {
             why.push(format!("argument {found}"));
         }
         if !self.paths.is_empty() || !self.paths_except.is_empty() {
-            let skip = self.subcommand.len().min(parsed.words.len());
-            let hit = parsed.words[skip..].iter().find_map(|word| {
-                let path = resolve(word, &paths);
-                let wanted =
-                    self.paths.is_empty() || self.paths.iter().any(|g| g.matches(&path, &paths));
-                let excepted = self.paths_except.iter().any(|g| g.matches(&path, &paths));
-                (wanted && !excepted).then(|| path.display().to_string())
+            let resolved = judged.resolved_words();
+            let skip = self.subcommand.len().min(resolved.len());
+            let hit = resolved[skip..].iter().find(|path| {
+                (self.paths.is_empty() || self.paths.matches(path, paths))
+                    && !self.paths_except.matches(path, paths)
             })?;
-            why.push(format!("path {hit}"));
+            why.push(format!("path {}", hit.display()));
         }
         if !self.sql.is_empty() {
             let found = parsed
@@ -317,10 +314,10 @@ impl Rule {
             why.push(format!("env {name}={value}"));
         }
         if !self.cwd.is_empty() {
-            if !self.cwd.iter().any(|g| g.matches(cwd, &paths)) {
+            if !self.cwd.matches(&paths.cwd, paths) {
                 return None;
             }
-            why.push(format!("cwd {}", cwd.display()));
+            why.push(format!("cwd {}", paths.cwd.display()));
         }
         if !self.uid.is_empty() {
             let uid = command.uid.filter(|uid| self.uid.contains(uid))?;
@@ -339,6 +336,41 @@ impl Rule {
     /// Environment variable names the rule reads.
     pub fn env_names(&self) -> impl Iterator<Item = &str> {
         self.env.iter().map(|(name, _)| name.as_str())
+    }
+}
+
+/// A command prepared for judging: parsed once, shared by every rule.
+pub struct Judged<'a> {
+    pub command: &'a CommandContext,
+    pub spec: &'a Spec,
+    pub parsed: ParsedArgs,
+    pub paths: PathContext,
+    resolved: OnceCell<Vec<PathBuf>>,
+}
+
+impl<'a> Judged<'a> {
+    pub fn new(command: &'a CommandContext, spec: &'a Spec) -> Self {
+        Self {
+            parsed: spec.parse(command.argv.get(1..).unwrap_or_default()),
+            paths: PathContext::new(
+                Path::new(command.cwd.as_deref().unwrap_or("/")),
+                command.env_var("HOME").map(Path::new),
+            ),
+            command,
+            spec,
+            resolved: OnceCell::new(),
+        }
+    }
+
+    /// The non-option words as absolute paths, resolved on first use.
+    fn resolved_words(&self) -> &[PathBuf] {
+        self.resolved.get_or_init(|| {
+            self.parsed
+                .words
+                .iter()
+                .map(|w| resolve(w, &self.paths))
+                .collect()
+        })
     }
 }
 
