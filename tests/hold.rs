@@ -554,3 +554,58 @@ fn every_watched_exec_is_counted_with_its_latency() {
     eprintln!("exec gate over 200 allowed execs: {stats}");
     guard.stop();
 }
+
+#[test]
+fn two_approvals_need_two_distinct_people() {
+    use std::os::unix::fs::PermissionsExt as _;
+    require_root();
+    let stubs = Stubs::new();
+    // The session runs as nobody, so root and nobody are two distinct approvers.
+    std::fs::set_permissions(stubs.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(stubs.marker(), "").unwrap();
+    std::fs::set_permissions(stubs.marker(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let guard =
+        Guard::start(&POLICY.replace("action = \"hold\"", "action = \"hold\"\napprovals = 2"));
+    std::fs::set_permissions(guard.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(guardctl_bin())
+            .arg("--socket")
+            .arg(&guard.socket)
+            .args(args)
+            .env("PATH", stubs.path_env())
+            .current_dir(stubs.dir.path());
+        command
+    };
+    let run = Proc::spawn(as_nobody(&["run", "--", "terraform", "destroy"]));
+    let hold = guard.wait_hold("destroy");
+    let id = hold["id"].as_str().unwrap();
+    assert_eq!(hold["approvals_needed"], 2);
+
+    let first = guard.ctl(&["approve", id]);
+    assert!(first.status.success());
+    assert!(String::from_utf8_lossy(&first.stdout).contains("more approvals are needed"));
+    let again = guard.ctl(&["approve", id]);
+    assert!(!again.status.success(), "the same identity counts once");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("counts once"));
+    let pending = guard.pending();
+    assert_eq!(pending[0]["approved_by"], serde_json::json!([0]));
+    wait_stopped(hold["pid"].as_u64().unwrap());
+    assert_eq!(stubs.marker_text(), "");
+
+    let second = as_nobody(&["approve", id]).output().unwrap();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let (status, _, _) = run.wait();
+    assert!(status.success());
+    assert_eq!(stubs.marker_text(), "destroy\n");
+    let approvals = guard.audit_events("approve");
+    assert_eq!(approvals.len(), 2);
+    assert_eq!(approvals[0]["reason"], "approval 1 of 2");
+    guard.stop();
+}

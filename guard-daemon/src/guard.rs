@@ -14,7 +14,7 @@ use crate::{
     holds::{format_duration, Hold, HoldRegistry},
     kernel::{Kernel, ProgramSets},
     notice,
-    policy::{Action, CommandContext, Explanation, Policy},
+    policy::{Action, CommandContext, Explanation, OnTimeout, Policy},
     process::ProcessHandle,
     procfs,
     protocol::{HoldState, PolicySummary, Response, SessionView, StatusView},
@@ -273,6 +273,9 @@ impl Guard {
             exe,
             argv,
             rule: explanation.rule.clone().unwrap_or_default(),
+            approvals_needed: explanation.approvals.max(1),
+            approved_by: Vec::new(),
+            on_timeout: explanation.on_timeout,
             ancestry: record.ancestry.clone(),
             created: now,
             deadline: now + timeout,
@@ -518,7 +521,44 @@ impl Guard {
             Ok(approver) => approver,
             Err(response) => return response,
         };
-        let hold = self.holds.remove(id).expect("authorize checked the id");
+        let hold = self.holds.get_mut(id).expect("authorize checked the id");
+        if hold.approved_by.contains(&peer.uid) {
+            let why = format!("uid {} has already approved; it counts once", peer.uid);
+            let mut record =
+                self.hold_record(self.holds.get(id).expect("present"), AuditEvent::Refuse);
+            record.approver = Some(approver);
+            record.decision = Some("refused approve".into());
+            record.reason = Some(why.clone());
+            self.audit.write(&record);
+            return error(&format!("refused: {why}"));
+        }
+        hold.approved_by.push(peer.uid);
+        if (hold.approved_by.len() as u32) < hold.approvals_needed {
+            let progress = format!(
+                "approval {} of {}",
+                hold.approved_by.len(),
+                hold.approvals_needed
+            );
+            if let Some(stderr) = &hold.stderr {
+                notice::write(
+                    stderr,
+                    &format!("agent-guard: request {id}: {progress}, by {approver}; still held.\n"),
+                );
+            }
+            let hold = self.holds.get(id).expect("present");
+            self.audit_end(
+                hold,
+                AuditEvent::Approve,
+                "hold",
+                Some(approver),
+                Some(progress),
+            );
+            return Response::Decided {
+                id: id.to_string(),
+                state: HoldState::Held,
+            };
+        }
+        let hold = self.holds.remove(id).expect("present");
         if !hold.process.is_alive() {
             self.audit_end(&hold, AuditEvent::Exit, "exited", Some(approver), None);
             return error(&format!("request {id}: the process has already exited"));
@@ -619,7 +659,7 @@ impl Guard {
         let mut command = CommandContext::from_argv(argv);
         command.cwd = cwd;
         command.env = env;
-        Response::Explain(self.policy.judge(&command))
+        Response::Explain(Box::new(self.policy.judge(&command)))
     }
 
     pub fn status(&self) -> Response {
@@ -658,6 +698,25 @@ impl Guard {
             return;
         };
         let waited = format_duration(hold.deadline - hold.created);
+        if hold.on_timeout == OnTimeout::Allow {
+            // The rule's author chose this; it is audited like an approval.
+            if let Some(stderr) = &hold.stderr {
+                notice::write(
+                    stderr,
+                    &format!("agent-guard: request {id} timed out; its rule lets it run.\n"),
+                );
+            }
+            let _ = hold.process.resume();
+            self.kernel.forget_held(hold.process.pid);
+            self.audit_end(
+                &hold,
+                AuditEvent::Timeout,
+                "allow",
+                None,
+                Some(format!("no decision within {waited}; on_timeout = allow")),
+            );
+            return;
+        }
         self.kill_hold(
             &hold,
             &format!("request {id} timed out after {waited} without approval and was denied"),

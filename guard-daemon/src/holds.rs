@@ -23,6 +23,11 @@ pub struct Hold {
     pub cwd: String,
     pub exe: String,
     pub rule: String,
+    /// Distinct approvers (by uid) the rule needs.
+    pub approvals_needed: u32,
+    /// Uids that have approved so far.
+    pub approved_by: Vec<u32>,
+    pub on_timeout: crate::policy::OnTimeout,
     /// `pid:comm` from the held process up, captured when it was stopped.
     pub ancestry: Vec<String>,
     pub created: Instant,
@@ -49,6 +54,8 @@ impl Hold {
             exe: self.exe.clone(),
             rule: self.rule.clone(),
             state: HoldState::Held,
+            approvals_needed: self.approvals_needed,
+            approved_by: self.approved_by.clone(),
             held_secs: now.saturating_duration_since(self.created).as_secs(),
             expires_in_secs: self.deadline.saturating_duration_since(now).as_secs(),
         }
@@ -83,6 +90,10 @@ impl HoldRegistry {
 
     pub fn get(&self, id: &str) -> Option<&Hold> {
         self.holds.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Hold> {
+        self.holds.get_mut(id)
     }
 
     pub fn remove(&mut self, id: &str) -> Option<Hold> {

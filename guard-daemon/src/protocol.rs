@@ -49,7 +49,7 @@ pub enum Response {
     Pending { holds: Vec<HoldView> },
     Decided { id: String, state: HoldState },
     Status(Box<StatusView>),
-    Explain(Explanation),
+    Explain(Box<Explanation>),
     Error { message: String },
 }
 
@@ -77,6 +77,9 @@ pub struct HoldView {
     pub exe: String,
     pub rule: String,
     pub state: HoldState,
+    pub approvals_needed: u32,
+    /// Uids that have approved so far.
+    pub approved_by: Vec<u32>,
     pub held_secs: u64,
     pub expires_in_secs: u64,
 }

@@ -230,7 +230,7 @@ impl Rule {
                 .iter()
                 .chain(command.argv.first())
                 .find(|p| p.starts_with('/') && glob.matches(Path::new(p), paths))
-                .map(|p| p.clone()),
+                .cloned(),
         })?;
         why.push(format!("program {program}"));
 

@@ -35,9 +35,10 @@ fn report(response: Response) -> anyhow::Result<ExitCode> {
     let Response::Decided { id, state } = response else {
         return Err(super::unexpected(response));
     };
-    println!(
-        "{id}: {}",
-        serde_json::to_value(state)?.as_str().unwrap_or("decided")
-    );
+    let state = serde_json::to_value(state)?;
+    match state.as_str() {
+        Some("held") => println!("{id}: approval recorded; more approvals are needed"),
+        other => println!("{id}: {}", other.unwrap_or("decided")),
+    }
     Ok(ExitCode::SUCCESS)
 }

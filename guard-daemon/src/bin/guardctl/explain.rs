@@ -64,7 +64,7 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 env: env.clone(),
             };
             match client::call(socket, request) {
-                Ok(Response::Explain(explanation)) => explanation,
+                Ok(Response::Explain(explanation)) => *explanation,
                 Ok(Response::Error { message }) => anyhow::bail!("{message}"),
                 Ok(other) => return Err(super::unexpected(other)),
                 Err(ClientError::Connect { path, .. }) => {
