@@ -609,3 +609,45 @@ fn two_approvals_need_two_distinct_people() {
     assert_eq!(approvals[0]["reason"], "approval 1 of 2");
     guard.stop();
 }
+
+#[test]
+fn a_symlink_to_a_watched_binary_is_held() {
+    require_root();
+    let stubs = Stubs::new();
+    // A real binary named `terraform` (a copy of touch), run through a symlink `tf`.
+    let binary = stubs.bin().join("terraform");
+    std::fs::copy("/usr/bin/touch", &binary).unwrap();
+    std::os::unix::fs::symlink(&binary, stubs.bin().join("tf")).unwrap();
+    let guard = Guard::start(&POLICY.replace("args_any = [\"destroy\"]", ""));
+    let status = guard.status();
+    let recognition = status["mechanisms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m[0] == "program_recognition")
+        .unwrap()[1]
+        .clone();
+    assert!(
+        recognition.as_str().unwrap().contains("symlinks"),
+        "{recognition}"
+    );
+
+    let target = stubs.marker();
+    let run = session(&guard, &stubs, &["tf", target.to_str().unwrap()]);
+    let hold = guard.wait_hold(target.to_str().unwrap());
+    assert_eq!(hold["rule"], "tf-destroy");
+    assert!(
+        hold["exe"].as_str().unwrap().ends_with("/bin/terraform"),
+        "{hold}"
+    );
+    wait_stopped(hold["pid"].as_u64().unwrap());
+    assert!(!target.exists(), "the symlinked binary must not have run");
+    assert!(guard
+        .ctl(&["deny", hold["id"].as_str().unwrap()])
+        .status
+        .success());
+    let (status, _, _) = run.wait();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(!target.exists());
+    guard.stop();
+}

@@ -105,6 +105,24 @@ pub struct TracepointOffsets {
     pub exec_old_pid: u32,
 }
 
+/// Offsets into kernel structs, from BTF at load time, for reading the name
+/// of the executed file (`current->mm->exe_file->f_path.dentry->d_name.name`):
+/// a symlink `k -> kubectl` runs with comm `k` but that name is `kubectl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ExeNameOffsets {
+    /// 0: no BTF, the gate matches by comm only.
+    pub enabled: u32,
+    pub task_mm: u32,
+    pub mm_exe_file: u32,
+    /// `file.f_path` + `path.dentry`.
+    pub file_dentry: u32,
+    /// `dentry.d_name` + `qstr.name`.
+    pub dentry_name: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ExeNameOffsets>() == 24);
 const _: () = assert!(core::mem::size_of::<SessionEntry>() == 8);
 const _: () = assert!(core::mem::size_of::<HeldEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 40);
@@ -117,6 +135,7 @@ mod pod {
     unsafe impl aya::Pod for super::HeldEntry {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::TracepointOffsets {}
+    unsafe impl aya::Pod for super::ExeNameOffsets {}
 }
 
 /// Key of the `PROGRAMS` map for a program name: the kernel's `comm`, which

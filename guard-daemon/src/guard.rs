@@ -685,7 +685,7 @@ impl Guard {
                 })
                 .collect(),
             pending: self.holds.len(),
-            mechanisms: mechanisms(),
+            mechanisms: mechanisms(self.kernel.recognises_exe_names()),
             programs: self.kernel.loaded_programs().to_vec(),
             stats: self.stats.view(),
         }))
@@ -842,8 +842,14 @@ impl Guard {
     }
 }
 
-fn mechanisms() -> Vec<(String, String)> {
+fn mechanisms(exe_names: bool) -> Vec<(String, String)> {
+    let program_recognition = if exe_names {
+        "comm and the executed file's name (BTF offsets): symlinks to watched programs are stopped"
+    } else {
+        "none beyond comm: no kernel BTF, a symlink to a watched program under another name is not stopped"
+    };
     [
+        ("program_recognition", program_recognition),
         ("exec_hold", "tracepoint sched/sched_process_exec + SIGSTOP before the first instruction"),
         ("session_tracking", "tracepoints sched/sched_process_fork and sched/sched_process_exit"),
         ("agent_detection", "exec of agent programs (kernel), interpreter argv (daemon), /proc scan at start"),

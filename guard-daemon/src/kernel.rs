@@ -8,11 +8,11 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use guard_common::{
-    comm_key, Comm, HeldEntry, SessionEntry, TracepointOffsets, PROGRAM_AGENT, PROGRAM_INTERPRETER,
-    PROGRAM_WATCHED,
+    comm_key, Comm, ExeNameOffsets, HeldEntry, SessionEntry, TracepointOffsets, PROGRAM_AGENT,
+    PROGRAM_INTERPRETER, PROGRAM_WATCHED,
 };
 
-use crate::protocol::ProgramView;
+use crate::{btf::Btf, protocol::ProgramView};
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf"));
 
@@ -71,6 +71,8 @@ pub struct Kernel {
     held: HashMap<MapData, u32, HeldEntry>,
     programs: HashMap<MapData, Comm, u32>,
     loaded: Vec<ProgramView>,
+    /// Whether the exec gate also recognises programs by their executed file's name.
+    exe_names: bool,
 }
 
 impl Kernel {
@@ -81,8 +83,10 @@ impl Kernel {
             fork_child_pid: field_offset("sched", "sched_process_fork", "child_pid")?,
             exec_old_pid: field_offset("sched", "sched_process_exec", "old_pid")?,
         };
+        let exe_offsets = exe_name_offsets();
         let mut ebpf = EbpfLoader::new()
             .override_global("TP_OFFSETS", &offsets, true)
+            .override_global("EXE_OFFSETS", &exe_offsets, true)
             .load(EBPF_OBJECT)?;
         let map = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or(KernelError::Map {
@@ -103,6 +107,7 @@ impl Kernel {
             held,
             programs,
             loaded: Vec::new(),
+            exe_names: exe_offsets.enabled != 0,
         };
         // Fill the program map before anything is attached.
         kernel.set_programs(sets)?;
@@ -159,6 +164,10 @@ impl Kernel {
         Ok(())
     }
 
+    pub fn recognises_exe_names(&self) -> bool {
+        self.exe_names
+    }
+
     pub fn loaded_programs(&self) -> &[ProgramView] {
         &self.loaded
     }
@@ -185,6 +194,28 @@ impl Kernel {
     pub fn forget_held(&mut self, pid: u32) {
         let _ = self.held.remove(&pid);
     }
+}
+
+/// Offsets for reading the executed file's name, from this kernel's BTF.
+/// Without BTF the gate matches by comm only (and says so in status).
+fn exe_name_offsets() -> ExeNameOffsets {
+    let read = || -> Result<ExeNameOffsets, crate::btf::BtfError> {
+        let btf = Btf::from_sys_fs()?;
+        Ok(ExeNameOffsets {
+            enabled: 1,
+            task_mm: btf.member_offset("task_struct", "mm")?,
+            mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
+            file_dentry: btf.member_offset("file", "f_path")?
+                + btf.member_offset("path", "dentry")?,
+            dentry_name: btf.member_offset("dentry", "d_name")?
+                + btf.member_offset("qstr", "name")?,
+            _pad: 0,
+        })
+    };
+    read().unwrap_or_else(|err| {
+        tracing::warn!("{err}: programs run under another name (symlinks) are not recognised");
+        ExeNameOffsets::default()
+    })
 }
 
 fn ensure_tracefs() -> Result<(), KernelError> {

@@ -4,6 +4,7 @@
 //! policy, holds, approvals) -> `policy` -> `holds` -> `server`/`protocol`
 //! (control socket) -> `audit`.
 pub mod audit;
+pub mod btf;
 pub mod client;
 pub mod daemon;
 pub mod escape;

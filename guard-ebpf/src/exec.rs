@@ -1,17 +1,23 @@
 //! The exec gate. `sched_process_exec` fires after the new image is loaded and
 //! before its first user instruction, with `comm` already set to the basename
 //! of the executed file (the script, not its interpreter, for `#!` scripts).
+//! In a session, a program run under another name (a symlink) is recognised
+//! by the name of the file the kernel actually executed.
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_send_signal},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_send_signal,
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use guard_common::{
-    EventKind, SessionEntry, PROGRAM_AGENT, PROGRAM_INTERPRETER, PROGRAM_WATCHED, SESSION_DETECTED,
+    Comm, EventKind, SessionEntry, COMM_LEN, PROGRAM_AGENT, PROGRAM_INTERPRETER, PROGRAM_WATCHED,
+    SESSION_DETECTED,
 };
 
-use crate::maps::{emit, held_entry, offsets, HELD, PROGRAMS, SESSIONS};
+use crate::maps::{emit, exe_offsets, held_entry, offsets, HELD, PROGRAMS, SESSIONS};
 
 const SIGSTOP: u32 = 19;
 
@@ -30,10 +36,11 @@ pub fn exec_gate(ctx: TracePointContext) -> u32 {
     };
     let flags = match PROGRAMS.get_ptr(comm) {
         Some(flags) => unsafe { *flags },
-        None => return 0,
+        None if session.is_none() => return 0,
+        None => 0,
     };
     match session {
-        Some(session) if flags & PROGRAM_WATCHED != 0 => {
+        Some(session) if flags & PROGRAM_WATCHED != 0 || exe_name_is_watched(&comm) => {
             // Record the stop first: if the event is lost, the daemon still finds it here.
             let _ = HELD.insert(pid, held_entry(session.session_id), 0);
             let stopped = unsafe { bpf_send_signal(SIGSTOP) } == 0;
@@ -62,4 +69,42 @@ pub fn exec_gate(ctx: TracePointContext) -> u32 {
         None => {}
     }
     0
+}
+
+/// Whether the executed file's own name (not the name it was run by, as for a
+/// symlink `k -> kubectl`) is a watched program. Only asked in sessions.
+#[inline(always)]
+fn exe_name_is_watched(comm: &Comm) -> bool {
+    let Some(name) = exe_name() else {
+        return false;
+    };
+    if name == *comm {
+        return false;
+    }
+    PROGRAMS
+        .get_ptr(name)
+        .is_some_and(|flags| unsafe { *flags } & PROGRAM_WATCHED != 0)
+}
+
+/// `current->mm->exe_file->f_path.dentry->d_name.name`, cut like a comm.
+#[inline(always)]
+fn exe_name() -> Option<Comm> {
+    let off = exe_offsets();
+    if off.enabled == 0 {
+        return None;
+    }
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let mm: *const u8 = bpf_probe_read_kernel(task.add(off.task_mm as usize).cast()).ok()?;
+        let file: *const u8 =
+            bpf_probe_read_kernel(mm.add(off.mm_exe_file as usize).cast()).ok()?;
+        let dentry: *const u8 =
+            bpf_probe_read_kernel(file.add(off.file_dentry as usize).cast()).ok()?;
+        let name: *const u8 =
+            bpf_probe_read_kernel(dentry.add(off.dentry_name as usize).cast()).ok()?;
+        let mut key = [0u8; COMM_LEN];
+        // Reads at most 15 bytes and the NUL, like the kernel cuts comm.
+        bpf_probe_read_kernel_str_bytes(name, &mut key).ok()?;
+        Some(key)
+    }
 }

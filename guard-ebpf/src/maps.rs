@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, RingBuf},
 };
 use guard_common::{
-    Comm, Event, EventKind, HeldEntry, SessionEntry, TracepointOffsets, EVENTS_BYTES, MAX_HELD,
-    MAX_PROGRAMS, MAX_SESSION_TASKS,
+    Comm, Event, EventKind, ExeNameOffsets, HeldEntry, SessionEntry, TracepointOffsets,
+    EVENTS_BYTES, MAX_HELD, MAX_PROGRAMS, MAX_SESSION_TASKS,
 };
 
 /// Thread id -> session, for every thread in an agent session.
@@ -30,6 +30,22 @@ static TP_OFFSETS: TracepointOffsets = TracepointOffsets {
     fork_child_pid: 0,
     exec_old_pid: 0,
 };
+
+/// Filled in by the daemon at load time from BTF (all zero without BTF).
+#[unsafe(no_mangle)]
+static EXE_OFFSETS: ExeNameOffsets = ExeNameOffsets {
+    enabled: 0,
+    task_mm: 0,
+    mm_exe_file: 0,
+    file_dentry: 0,
+    dentry_name: 0,
+    _pad: 0,
+};
+
+#[inline(always)]
+pub fn exe_offsets() -> ExeNameOffsets {
+    unsafe { core::ptr::read_volatile(&EXE_OFFSETS) }
+}
 
 #[inline(always)]
 pub fn offsets() -> TracepointOffsets {
