@@ -494,17 +494,7 @@ fn control_characters_in_argv_are_escaped_everywhere() {
 fn explain_and_status_describe_the_loaded_policy() {
     require_root();
     let guard = Guard::start(POLICY);
-    let explain = |args: &[&str]| -> serde_json::Value {
-        let mut all = vec!["explain", "--json", "--"];
-        all.extend_from_slice(args);
-        let out = guard.ctl(&all);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let explain = |argv: &[&str]| guard.explain(argv);
     let held = explain(&["terraform", "destroy"]);
     assert_eq!(
         (held["action"].as_str(), held["rule"].as_str()),
@@ -649,5 +639,56 @@ fn a_symlink_to_a_watched_binary_is_held() {
     let (status, _, _) = run.wait();
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     assert!(!target.exists());
+    guard.stop();
+}
+
+#[test]
+fn sigcont_and_ptrace_from_outside_do_not_release_a_hold() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(POLICY);
+    let run = session(&guard, &stubs, &["terraform", "destroy"]);
+    let hold = guard.wait_hold("destroy");
+    let pid = hold["pid"].as_u64().unwrap();
+    assert!(
+        hold["protection"]
+            .as_str()
+            .unwrap()
+            .starts_with("ptrace-stop"),
+        "{hold}"
+    );
+    wait_stopped(pid);
+    // Wait for ptrace-stop proper ('t'), then try to wake the process as the agent could.
+    let deadline = std::time::Instant::now() + WAIT;
+    while state(pid) != 't' {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not in ptrace-stop: {}",
+            state(pid)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for _ in 0..3 {
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Nobody else can attach to it either.
+    let attach = unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid as i32, 0, 0) };
+    assert_eq!(attach, -1, "a second tracer attached");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(is_stopped(pid), "state {}", state(pid));
+    assert_eq!(
+        stubs.marker_text(),
+        "",
+        "SIGCONT from outside released the hold"
+    );
+
+    assert!(guard
+        .ctl(&["approve", hold["id"].as_str().unwrap()])
+        .status
+        .success());
+    let (status, _, _) = run.wait();
+    assert!(status.success());
+    assert_eq!(stubs.marker_text(), "destroy\n");
     guard.stop();
 }

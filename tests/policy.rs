@@ -16,18 +16,6 @@ subcommand = ["destroy"]
 action = "hold"
 "#;
 
-fn explain(guard: &Guard, argv: &[&str]) -> serde_json::Value {
-    let mut args = vec!["explain", "--json", "--"];
-    args.extend_from_slice(argv);
-    let out = guard.ctl(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..250 {
         if done() {
@@ -48,9 +36,9 @@ fn policy_reloads_on_change_and_sighup_and_a_broken_one_is_refused() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(explain(&guard, &["terraform", "destroy"])["action"], "hold");
+    assert_eq!(guard.explain(&["terraform", "destroy"])["action"], "hold");
     assert_eq!(
-        explain(&guard, &["helm", "uninstall", "x"])["action"],
+        guard.explain(&["helm", "uninstall", "x"])["action"],
         "allow"
     );
 
@@ -62,7 +50,7 @@ fn policy_reloads_on_change_and_sighup_and_a_broken_one_is_refused() {
     )
     .unwrap();
     wait_for("the drop-in to load", || {
-        explain(&guard, &["helm", "uninstall", "x"])["action"] == "hold"
+        guard.explain(&["helm", "uninstall", "x"])["action"] == "hold"
     });
     stubs.script(
         "helm",
@@ -87,17 +75,14 @@ fn policy_reloads_on_change_and_sighup_and_a_broken_one_is_refused() {
     let status = guard.status();
     let error = status["policy"]["last_reload_error"].as_str().unwrap();
     assert!(error.contains("policy.toml"), "{error}");
-    assert_eq!(explain(&guard, &["terraform", "destroy"])["action"], "hold");
-    assert_eq!(
-        explain(&guard, &["helm", "uninstall", "x"])["action"],
-        "hold"
-    );
+    assert_eq!(guard.explain(&["terraform", "destroy"])["action"], "hold");
+    assert_eq!(guard.explain(&["helm", "uninstall", "x"])["action"], "hold");
 
     // Fixed and reloaded by SIGHUP: the new rules apply, the error is gone.
     fs::write(&config, FIRST.replace("\"hold\"", "\"deny\"")).unwrap();
     unsafe { libc::kill(guard.pid() as i32, libc::SIGHUP) };
     wait_for("the fixed policy", || {
-        explain(&guard, &["terraform", "destroy"])["action"] == "deny"
+        guard.explain(&["terraform", "destroy"])["action"] == "deny"
     });
     let status = guard.status();
     assert!(status["policy"]["last_reload_error"].is_null());

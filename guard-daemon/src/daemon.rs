@@ -51,10 +51,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         server::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     let _socket_file = server::SocketFile(socket.clone());
     let id_prefix = format!("{:04x}", (crate::guard::monotonic_ns() / 1000) as u16);
+    let tracer = crate::tracer::Tracer::start().context("starting the tracer thread")?;
     let guard = Arc::new(Mutex::new(Guard::new(
         policy,
         config.clone(),
         kernel,
+        tracer,
         audit,
         id_prefix,
     )));

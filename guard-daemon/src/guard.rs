@@ -19,6 +19,7 @@ use crate::{
     procfs,
     protocol::{HoldState, PolicySummary, Response, SessionView, StatusView},
     stats::Stats,
+    tracer::Tracer,
 };
 
 /// A process stopped by the kernel is raised from the HELD map when its ring
@@ -50,6 +51,7 @@ pub struct Peer {
 
 pub struct Guard {
     policy: Policy,
+    tracer: Tracer,
     config: Option<std::path::PathBuf>,
     last_reload_error: Option<String>,
     kernel: Kernel,
@@ -73,11 +75,13 @@ impl Guard {
         policy: Policy,
         config: Option<std::path::PathBuf>,
         kernel: Kernel,
+        tracer: Tracer,
         audit: AuditLog,
         id_prefix: String,
     ) -> Self {
         Self {
             policy,
+            tracer,
             config,
             last_reload_error: None,
             kernel,
@@ -274,6 +278,8 @@ impl Guard {
             argv,
             rule: explanation.rule.clone().unwrap_or_default(),
             approvals_needed: explanation.approvals.max(1),
+            traced: false,
+            protection: "ptrace-stop: only guardd can release it".into(),
             approved_by: Vec::new(),
             on_timeout: explanation.on_timeout,
             ancestry: record.ancestry.clone(),
@@ -302,6 +308,19 @@ impl Guard {
             command = hold.command(),
             "held"
         );
+        // Only guardd may end the hold: take the process into ptrace-stop.
+        let mut hold = hold;
+        match self.tracer.seize(hold.process.pid) {
+            Ok(()) => hold.traced = true,
+            Err(err) => {
+                let why = format!(
+                    "ptrace unavailable ({err}): held by SIGSTOP only, which others may undo"
+                );
+                tracing::warn!(id, "{why}");
+                hold.protection = why.clone();
+                record.reason = Some(why);
+            }
+        }
         record.event = Some(AuditEvent::Hold);
         record.request_id = Some(id);
         record.decision = Some("hold".into());
@@ -569,10 +588,7 @@ impl Guard {
                 &format!("agent-guard: request {id} approved by {approver}; running.\n"),
             );
         }
-        if let Err(err) = hold.process.resume() {
-            tracing::error!(id, "resume failed: {err}");
-        }
-        self.kernel.forget_held(hold.process.pid);
+        self.release(&hold);
         tracing::info!(id, approver, "approved");
         self.audit_end(
             &hold,
@@ -706,8 +722,7 @@ impl Guard {
                     &format!("agent-guard: request {id} timed out; its rule lets it run.\n"),
                 );
             }
-            let _ = hold.process.resume();
-            self.kernel.forget_held(hold.process.pid);
+            self.release(&hold);
             self.audit_end(
                 &hold,
                 AuditEvent::Timeout,
@@ -776,8 +791,23 @@ impl Guard {
                 &format!("agent-guard: {what}. `{}` did not run.\n", hold.command()),
             );
         }
-        if let Err(err) = hold.process.kill() {
+        if hold.traced {
+            self.tracer.kill(hold.process.pid);
+        } else if let Err(err) = hold.process.kill() {
             tracing::error!(id = hold.id, "kill failed: {err}");
+        }
+        self.kernel.forget_held(hold.process.pid);
+    }
+
+    /// Lets a held process run: out of ptrace-stop, then SIGCONT.
+    fn release(&mut self, hold: &Hold) {
+        if hold.traced {
+            if let Err(err) = self.tracer.detach(hold.process.pid) {
+                tracing::error!(id = hold.id, "ptrace detach failed: {err}");
+            }
+        }
+        if let Err(err) = hold.process.resume() {
+            tracing::error!(id = hold.id, "resume failed: {err}");
         }
         self.kernel.forget_held(hold.process.pid);
     }
@@ -853,7 +883,7 @@ fn mechanisms(exe_names: bool) -> Vec<(String, String)> {
         ("exec_hold", "tracepoint sched/sched_process_exec + SIGSTOP before the first instruction"),
         ("session_tracking", "tracepoints sched/sched_process_fork and sched/sched_process_exit"),
         ("agent_detection", "exec of agent programs (kernel), interpreter argv (daemon), /proc scan at start"),
-        ("hold_release_protection", "none: anyone allowed to signal a held process can SIGCONT it (ptrace-stop and BPF LSM task_kill: issue #4)"),
+        ("hold_release_protection", "ptrace-stop (PTRACE_SEIZE + PTRACE_INTERRUPT): SIGCONT from others does not wake a held process; BPF LSM task_kill: not here"),
         ("syscall_holds", "none: not implemented yet (issue #6)"),
     ]
     .into_iter()

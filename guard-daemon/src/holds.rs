@@ -28,6 +28,10 @@ pub struct Hold {
     /// Uids that have approved so far.
     pub approved_by: Vec<u32>,
     pub on_timeout: crate::policy::OnTimeout,
+    /// Whether guardd's tracer thread holds the process in ptrace-stop.
+    pub traced: bool,
+    /// How the hold is kept, for status and audit.
+    pub protection: String,
     /// `pid:comm` from the held process up, captured when it was stopped.
     pub ancestry: Vec<String>,
     pub created: Instant,
@@ -55,6 +59,7 @@ impl Hold {
             rule: self.rule.clone(),
             state: HoldState::Held,
             approvals_needed: self.approvals_needed,
+            protection: self.protection.clone(),
             approved_by: self.approved_by.clone(),
             held_secs: now.saturating_duration_since(self.created).as_secs(),
             expires_in_secs: self.deadline.saturating_duration_since(now).as_secs(),

@@ -18,3 +18,4 @@ pub mod procfs;
 pub mod protocol;
 pub mod server;
 pub mod stats;
+pub mod tracer;

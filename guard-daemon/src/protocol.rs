@@ -78,6 +78,8 @@ pub struct HoldView {
     pub rule: String,
     pub state: HoldState,
     pub approvals_needed: u32,
+    /// How the hold is kept (ptrace-stop, or SIGSTOP only and why).
+    pub protection: String,
     /// Uids that have approved so far.
     pub approved_by: Vec<u32>,
     pub held_secs: u64,

@@ -215,6 +215,19 @@ impl Guard {
         }
     }
 
+    /// `guardctl explain --json -- ARGV` against this daemon.
+    pub fn explain(&self, argv: &[&str]) -> Value {
+        let mut args = vec!["explain", "--json", "--"];
+        args.extend_from_slice(argv);
+        let out = self.ctl(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     pub fn status(&self) -> Value {
         let out = self.ctl(&["status", "--json"]);
         assert!(out.status.success());
@@ -278,7 +291,7 @@ impl Guard {
             .audit_events("hold")
             .iter()
             .filter_map(|record| record["pid"].as_u64())
-            .filter(|pid| state(*pid) == 'T')
+            .filter(|pid| is_stopped(*pid))
             .collect();
         if !std::thread::panicking() {
             assert!(
@@ -379,10 +392,15 @@ pub fn state(pid: u64) -> char {
         .unwrap_or('?')
 }
 
+/// Whether a process is stopped: by a signal ('T') or in ptrace-stop ('t').
+pub fn is_stopped(pid: u64) -> bool {
+    matches!(state(pid), 'T' | 't')
+}
+
 /// Waits until a process has stopped (the kernel's stop lands on return to user mode).
 pub fn wait_stopped(pid: u64) {
     let deadline = Instant::now() + WAIT;
-    while state(pid) != 'T' {
+    while !is_stopped(pid) {
         assert!(
             Instant::now() < deadline,
             "pid {pid} is {:?}, not stopped",

@@ -1,0 +1,146 @@
+//! Holds that only guardd can release. A process the exec gate stopped can be
+//! resumed by anyone allowed to signal it (the agent runs as the same user).
+//! Taken into ptrace-stop (PTRACE_SEIZE + PTRACE_INTERRUPT), it is not woken
+//! by a SIGCONT from others, and no one else can attach to it.
+//!
+//! ptrace requests must come from the thread that attached, so one thread
+//! owns every traced process; it also reaps their exits, which the real parent
+//! only sees after the tracer has (without that, the agent's shell would wait
+//! forever on a denied command).
+use std::{
+    collections::HashMap,
+    sync::mpsc::{self, Receiver, RecvTimeoutError, Sender},
+    thread,
+    time::Duration,
+};
+
+use nix::{
+    errno::Errno,
+    sys::{
+        ptrace,
+        signal::Signal,
+        wait::{waitpid, WaitPidFlag, WaitStatus},
+    },
+    unistd::Pid,
+};
+
+/// How often the tracer thread looks for exits and signals of its tracees.
+const POLL: Duration = Duration::from_millis(20);
+
+enum Command {
+    Seize(u32, Sender<Result<(), Errno>>),
+    /// Detach (passing on signals others sent meanwhile); the caller then sends SIGCONT.
+    Detach(u32, Sender<Result<(), Errno>>),
+    /// Kill while still traced, then reap, so the process never runs.
+    Kill(u32, Sender<()>),
+}
+
+/// Handle to the tracer thread.
+#[derive(Clone)]
+pub struct Tracer {
+    commands: Sender<Command>,
+}
+
+impl Tracer {
+    pub fn start() -> std::io::Result<Self> {
+        let (commands, receiver) = mpsc::channel();
+        thread::Builder::new()
+            .name("tracer".into())
+            .spawn(move || run(receiver))?;
+        Ok(Self { commands })
+    }
+
+    /// Takes a stopped process into ptrace-stop. Fails when it is already
+    /// traced by someone else, or ptrace is not allowed here.
+    pub fn seize(&self, pid: u32) -> Result<(), Errno> {
+        self.ask(|reply| Command::Seize(pid, reply))
+            .unwrap_or(Err(Errno::ESRCH))
+    }
+
+    /// Lets go of a process; it stays stopped until it gets SIGCONT.
+    pub fn detach(&self, pid: u32) -> Result<(), Errno> {
+        self.ask(|reply| Command::Detach(pid, reply))
+            .unwrap_or(Err(Errno::ESRCH))
+    }
+
+    /// Kills a traced process and reaps the ptrace side of its exit.
+    pub fn kill(&self, pid: u32) {
+        let _ = self.ask(|reply| Command::Kill(pid, reply));
+    }
+
+    fn ask<T>(&self, command: impl FnOnce(Sender<T>) -> Command) -> Option<T> {
+        let (reply, answer) = mpsc::channel();
+        self.commands.send(command(reply)).ok()?;
+        answer.recv().ok()
+    }
+}
+
+fn run(commands: Receiver<Command>) {
+    // Signals others sent to a tracee while it was held, passed on at detach.
+    let mut pending: HashMap<Pid, Option<Signal>> = HashMap::new();
+    loop {
+        match commands.recv_timeout(POLL) {
+            Ok(Command::Seize(pid, reply)) => {
+                let pid = Pid::from_raw(pid as i32);
+                let result = ptrace::seize(pid, ptrace::Options::empty())
+                    .and_then(|()| ptrace::interrupt(pid));
+                if result.is_ok() {
+                    pending.insert(pid, None);
+                }
+                let _ = reply.send(result);
+            }
+            Ok(Command::Detach(pid, reply)) => {
+                let pid = Pid::from_raw(pid as i32);
+                drain(&mut pending);
+                let signal = pending.remove(&pid).flatten();
+                // PTRACE_DETACH needs the tracee in ptrace-stop; it is, until we resume it.
+                let _ = reply.send(ptrace::detach(pid, signal));
+            }
+            Ok(Command::Kill(pid, reply)) => {
+                let raw = Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(raw, Signal::SIGKILL);
+                if pending.remove(&raw).is_some() {
+                    // Reap our side of the exit so the real parent is told.
+                    let _ = waitpid(raw, Some(WaitPidFlag::__WALL));
+                }
+                let _ = reply.send(());
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        drain(&mut pending);
+    }
+}
+
+/// Handles every waiting tracee event without blocking: exits are reaped,
+/// signal-delivery stops are kept (the tracee stays held) and remembered.
+fn drain(pending: &mut HashMap<Pid, Option<Signal>>) {
+    if pending.is_empty() {
+        return;
+    }
+    loop {
+        match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _)) => {
+                pending.remove(&pid);
+            }
+            Ok(WaitStatus::Stopped(pid, signal)) => {
+                // A signal someone sent to the held process: not delivered now
+                // (that would resume it); SIGCONT/SIGSTOP are dropped, others kept.
+                if !matches!(
+                    signal,
+                    Signal::SIGCONT
+                        | Signal::SIGSTOP
+                        | Signal::SIGTSTP
+                        | Signal::SIGTTIN
+                        | Signal::SIGTTOU
+                ) {
+                    if let Some(slot) = pending.get_mut(&pid) {
+                        *slot = Some(signal);
+                    }
+                }
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
