@@ -222,9 +222,7 @@ mod tests {
         push(&[0, (KIND_UNION << 24) | 2, 4, b, 1, 0, c, 1, 0]); // [2] anonymous union
         push(&[outer, (KIND_STRUCT << 24) | 2, 8, a, 1, 0, 0, 2, 32]); // [3] struct outer
         let mut data = Vec::new();
-        for v in [MAGIC as u32 | (1 << 16)] {
-            data.extend_from_slice(&v.to_le_bytes());
-        }
+        data.extend_from_slice(&(MAGIC as u32 | (1 << 16)).to_le_bytes());
         for v in [
             24u32,
             0,
