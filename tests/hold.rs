@@ -25,12 +25,7 @@ message = "nuking is never allowed"
 
 /// `guardctl run -- ARGS` with the stubs first on PATH.
 fn session(guard: &Guard, stubs: &Stubs, args: &[&str]) -> Proc {
-    let mut command = guard.ctl_command(&["run", "--"]);
-    command
-        .args(args)
-        .env("PATH", stubs.path_env())
-        .current_dir(stubs.dir.path());
-    Proc::spawn(command)
+    guard.session(stubs, args)
 }
 
 #[test]

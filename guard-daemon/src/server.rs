@@ -1,5 +1,6 @@
 //! The control socket: one JSON request per line, one JSON response per line.
 use std::{
+    collections::HashMap,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -18,6 +19,10 @@ use crate::{
 
 /// A connection that sends nothing for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Open connections one process may hold; more are refused at once.
+pub const MAX_CONNECTIONS_PER_PROCESS: usize = 32;
+/// Open connections all processes of one uid may hold.
+pub const MAX_CONNECTIONS_PER_UID: usize = 256;
 
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
@@ -40,10 +45,11 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 pub async fn serve(listener: UnixListener, guard: Arc<Mutex<Guard>>) {
+    let limits = Arc::new(Mutex::new(PeerCounts::default()));
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(handle_connection(stream, guard.clone()));
+                tokio::spawn(handle_connection(stream, guard.clone(), limits.clone()));
             }
             Err(err) => {
                 tracing::warn!("accept failed: {err}");
@@ -53,7 +59,11 @@ pub async fn serve(listener: UnixListener, guard: Arc<Mutex<Guard>>) {
     }
 }
 
-async fn handle_connection(stream: UnixStream, guard: Arc<Mutex<Guard>>) {
+async fn handle_connection(
+    mut stream: UnixStream,
+    guard: Arc<Mutex<Guard>>,
+    limits: Arc<Mutex<PeerCounts>>,
+) {
     let peer = match stream.peer_cred() {
         Ok(cred) => Peer {
             pid: cred.pid().and_then(|pid| u32::try_from(pid).ok()),
@@ -63,6 +73,13 @@ async fn handle_connection(stream: UnixStream, guard: Arc<Mutex<Guard>>) {
             tracing::warn!("no peer credentials: {err}");
             return;
         }
+    };
+    let Some(_slot) = PeerSlot::take(&limits, peer) else {
+        let refusal = error(format!(
+            "too many connections from this peer (at most {MAX_CONNECTIONS_PER_PROCESS} per process, {MAX_CONNECTIONS_PER_UID} per uid)"
+        ));
+        let _ = stream.write_all(&encode_line(&refusal)).await;
+        return;
     };
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
@@ -109,6 +126,55 @@ fn dispatch(guard: &Mutex<Guard>, peer: Peer, request: Request) -> Response {
 
 fn error(message: String) -> Response {
     Response::Error { message }
+}
+
+/// Open connections per process and per uid.
+#[derive(Default)]
+struct PeerCounts {
+    by_pid: HashMap<u32, usize>,
+    by_uid: HashMap<u32, usize>,
+}
+
+/// One counted connection; the count drops with it.
+struct PeerSlot {
+    limits: Arc<Mutex<PeerCounts>>,
+    peer: Peer,
+}
+
+impl PeerSlot {
+    fn take(limits: &Arc<Mutex<PeerCounts>>, peer: Peer) -> Option<Self> {
+        let mut counts = limits.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = peer.pid.unwrap_or(0);
+        let by_pid = counts.by_pid.get(&pid).copied().unwrap_or(0);
+        let by_uid = counts.by_uid.get(&peer.uid).copied().unwrap_or(0);
+        if by_pid >= MAX_CONNECTIONS_PER_PROCESS || by_uid >= MAX_CONNECTIONS_PER_UID {
+            return None;
+        }
+        *counts.by_pid.entry(pid).or_default() += 1;
+        *counts.by_uid.entry(peer.uid).or_default() += 1;
+        Some(Self {
+            limits: limits.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut counts = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        let PeerCounts { by_pid, by_uid } = &mut *counts;
+        for (map, key) in [
+            (by_pid, self.peer.pid.unwrap_or(0)),
+            (by_uid, self.peer.uid),
+        ] {
+            if let Some(count) = map.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    map.remove(&key);
+                }
+            }
+        }
+    }
 }
 
 /// Removes the socket file when the daemon stops.

@@ -215,6 +215,16 @@ impl Guard {
         }
     }
 
+    /// `guardctl run -- ARGS` with the stubs first on PATH, in the stubs' dir.
+    pub fn session(&self, stubs: &Stubs, args: &[&str]) -> Proc {
+        let mut command = self.ctl_command(&["run", "--"]);
+        command
+            .args(args)
+            .env("PATH", stubs.path_env())
+            .current_dir(stubs.dir.path());
+        Proc::spawn(command)
+    }
+
     /// `guardctl explain --json -- ARGV` against this daemon.
     pub fn explain(&self, argv: &[&str]) -> Value {
         let mut args = vec!["explain", "--json", "--"];
