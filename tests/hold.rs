@@ -366,22 +366,41 @@ fn guardctl_run_refuses_without_guardd() {
 }
 
 #[test]
-fn stopping_guardd_denies_what_is_held() {
+fn a_stopped_guardd_keeps_holds_and_teardown_denies_them() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(POLICY);
+    let mut guard = Guard::start(POLICY);
     let run = session(&guard, &stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
-    wait_stopped(hold["pid"].as_u64().unwrap());
-    guard.stop();
+    let pid = hold["pid"].as_u64().unwrap();
+    wait_stopped(pid);
+    // SIGTERM is a restart as much as a stop: the hold stays, fail closed.
+    guard.stop_daemon(libc::SIGTERM);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(is_stopped(pid), "state {}", state(pid));
+    assert_eq!(stubs.marker_text(), "");
+    // Teardown (uninstall) denies it: killed, never ran, and told why.
+    let out = guard.teardown();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (status, _, stderr) = run.wait();
     assert_eq!(
         status.signal(),
         Some(libc::SIGKILL),
         "fail closed: never released by a shutdown"
     );
-    assert!(stderr.contains("agent-guard is stopping"), "{stderr}");
+    assert!(stderr.contains("stays held until it is back"), "{stderr}");
+    assert!(stderr.contains("teardown"), "{stderr}");
     assert_eq!(stubs.marker_text(), "");
+    assert!(!guard.pin_dir.exists());
+    assert!(guard
+        .audit_events("deny")
+        .iter()
+        .any(|r| r["reason"] == "guardd --teardown"));
+    guard.stop();
 }
 
 #[test]

@@ -15,6 +15,8 @@ use serde::Serialize;
 pub enum AuditEvent {
     SessionStart,
     Hold,
+    /// A hold from before a restart, taken over by the new guardd.
+    Readopt,
     Allow,
     Audit,
     Approve,

@@ -1,7 +1,7 @@
 //! guardd's main loop: load, then read kernel events, run the periodic tick
 //! and serve the control socket until SIGTERM or SIGINT.
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -14,9 +14,12 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 use crate::{
     audit::AuditLog,
     guard::Guard,
-    kernel::{Kernel, ProgramSets},
+    kernel::{self, Kernel, ProgramSets},
+    notice,
     policy::Policy,
+    process::ProcessHandle,
     server,
+    state::StateStore,
 };
 
 const TICK: Duration = Duration::from_millis(250);
@@ -27,6 +30,8 @@ pub struct Options {
     pub config: Option<PathBuf>,
     pub socket: PathBuf,
     pub audit_log: PathBuf,
+    pub pin_dir: PathBuf,
+    pub state_dir: PathBuf,
 }
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
@@ -35,11 +40,15 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         config,
         socket,
         audit_log,
+        pin_dir,
+        state_dir,
     } = options;
     let audit = AuditLog::open(&audit_log)
         .with_context(|| format!("opening audit log {}", audit_log.display()))?;
     let (kernel, events) =
-        Kernel::load(&ProgramSets::of(&policy)).context("loading the eBPF programs")?;
+        Kernel::load(&ProgramSets::of(&policy), &pin_dir).context("loading the eBPF programs")?;
+    let state = StateStore::open(&state_dir)
+        .with_context(|| format!("opening the state directory {}", state_dir.display()))?;
     tracing::info!(
         policy = policy.source,
         version = policy.version,
@@ -50,7 +59,6 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let listener =
         server::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     let _socket_file = server::SocketFile(socket.clone());
-    let id_prefix = format!("{:04x}", (crate::guard::monotonic_ns() / 1000) as u16);
     let tracer = crate::tracer::Tracer::start().context("starting the tracer thread")?;
     let guard = Arc::new(Mutex::new(Guard::new(
         policy,
@@ -58,7 +66,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         kernel,
         tracer,
         audit,
-        id_prefix,
+        state,
     )));
     guard.lock().unwrap().scan_running_agents();
 
@@ -74,7 +82,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         _ = terminate.recv() => Ok(()),
         _ = interrupt.recv() => Ok(()),
     };
-    tracing::info!("stopping: denying what is still held");
+    tracing::info!(
+        "stopping: held processes stay held until guardd is back (--teardown denies them)"
+    );
     guard.lock().unwrap_or_else(|e| e.into_inner()).shutdown();
     result
 }
@@ -101,6 +111,7 @@ async fn read_events(events: RingBuf<MapData>, guard: Arc<Mutex<Guard>>) -> anyh
             for event in batch.drain(..) {
                 guard.on_event(&event);
             }
+            guard.persist();
         }
     }
 }
@@ -109,7 +120,9 @@ async fn tick(guard: Arc<Mutex<Guard>>) {
     let mut interval = tokio::time::interval(TICK);
     loop {
         interval.tick().await;
-        guard.lock().unwrap_or_else(|e| e.into_inner()).tick();
+        let mut guard = guard.lock().unwrap_or_else(|e| e.into_inner());
+        guard.tick();
+        guard.persist();
     }
 }
 
@@ -151,4 +164,49 @@ fn fingerprint(config: &std::path::Path) -> Vec<(PathBuf, u64, Option<std::time:
             (path, size, modified)
         })
         .collect()
+}
+
+/// `guardd --teardown`: detaches and unpins the programs, denies every
+/// process still held (it never runs), and removes the pins and the state.
+pub fn teardown(pin_dir: &Path, state_dir: &Path, audit_log: &Path) -> anyhow::Result<usize> {
+    let audit = AuditLog::open(audit_log)
+        .with_context(|| format!("opening audit log {}", audit_log.display()))?;
+    // Detach first, so that nothing new is stopped while we deny.
+    let mut held: Vec<(u32, Option<u64>)> = kernel::teardown(pin_dir)
+        .context("removing the pinned programs and maps")?
+        .into_iter()
+        .map(|pid| (pid, None))
+        .collect();
+    let state = StateStore::open(state_dir)?;
+    if let Ok(Some(saved)) = state.load() {
+        held.extend(saved.holds.iter().map(|h| (h.pid, Some(h.start_time))));
+    }
+    held.sort_unstable();
+    held.dedup_by_key(|(pid, _)| *pid);
+    let mut denied = 0;
+    for (pid, start_time) in held {
+        let Ok(process) = ProcessHandle::open(pid) else {
+            continue;
+        };
+        if start_time.is_some_and(|t| t != process.start_time) {
+            continue; // the pid now names another process
+        }
+        if let Some(stderr) = notice::stderr_of(&process) {
+            notice::write(
+                &stderr,
+                "agent-guard: removed (teardown); the held command is denied. It did not run.\n",
+            );
+        }
+        process
+            .kill()
+            .with_context(|| format!("killing held pid {pid}"))?;
+        denied += 1;
+        let mut record = crate::audit::AuditRecord::new(crate::audit::AuditEvent::Deny);
+        record.pid = Some(pid);
+        record.decision = Some("deny".into());
+        record.reason = Some("guardd --teardown".into());
+        audit.write(&record);
+    }
+    state.remove().context("removing the state")?;
+    Ok(denied)
 }

@@ -18,6 +18,7 @@ use crate::{
     process::ProcessHandle,
     procfs,
     protocol::{HoldState, PolicySummary, Response, SessionView, StatusView},
+    state::{SavedSession, SavedState, StateStore},
     stats::Stats,
     tracer::Tracer,
 };
@@ -38,7 +39,7 @@ const CONTEXT_ENV: &[&str] = &[
 pub struct Session {
     pub id: u32,
     pub agent: Option<String>,
-    pub origin: &'static str,
+    pub origin: String,
     pub uid: u32,
 }
 
@@ -59,6 +60,9 @@ pub struct Guard {
     holds: HoldRegistry,
     audit: AuditLog,
     stats: Stats,
+    state: StateStore,
+    /// What the state file holds, to write it only on change.
+    saved: Option<SavedState>,
 }
 
 /// What the kernel said about one stopped process.
@@ -77,18 +81,136 @@ impl Guard {
         kernel: Kernel,
         tracer: Tracer,
         audit: AuditLog,
-        id_prefix: String,
+        state: StateStore,
     ) -> Self {
-        Self {
+        let saved = state.load().unwrap_or_else(|err| {
+            // The stopped processes stay stopped: the kernel's HELD map raises them anew.
+            tracing::error!("state unreadable, starting without it: {err}");
+            let mut record = AuditRecord::new(AuditEvent::Error);
+            record.reason = Some(format!(
+                "state unreadable: {err}; held processes are raised again from the kernel map"
+            ));
+            audit.write(&record);
+            None
+        });
+        let fresh = || crate::state::new_state(format!("{:04x}", (monotonic_ns() / 1000) as u16));
+        let restored = saved.clone().unwrap_or_else(fresh);
+        let mut guard = Self {
             policy,
             tracer,
             config,
             last_reload_error: None,
             kernel,
             sessions: BTreeMap::new(),
-            holds: HoldRegistry::new(id_prefix),
+            holds: HoldRegistry::new(restored.id_prefix.clone(), restored.next_id),
             audit,
             stats: Stats::default(),
+            state,
+            saved,
+        };
+        guard.restore(restored);
+        guard
+    }
+
+    /// Re-adopts the sessions and holds of a previous run. A held process is
+    /// re-adopted only if it is the same process (pid and start time).
+    fn restore(&mut self, saved: SavedState) {
+        for session in saved.sessions {
+            self.sessions.insert(
+                session.id,
+                Session {
+                    id: session.id,
+                    agent: session.agent,
+                    origin: session.origin,
+                    uid: session.uid,
+                },
+            );
+        }
+        let now = Instant::now();
+        let now_unix = unix_now();
+        for entry in saved.holds {
+            let process = match ProcessHandle::open(entry.pid) {
+                Ok(process) if process.start_time == entry.start_time && process.is_alive() => {
+                    process
+                }
+                _ => {
+                    let mut record = AuditRecord::new(AuditEvent::Exit);
+                    record.request_id = Some(entry.id.clone());
+                    record.pid = Some(entry.pid);
+                    record.rule = Some(entry.rule.clone());
+                    record.decision = Some("exited".into());
+                    record.reason = Some("the held process ended while guardd was down".into());
+                    self.audit.write(&record);
+                    continue;
+                }
+            };
+            let comm = procfs::stat(entry.pid).map(|s| s.comm).unwrap_or_default();
+            let exe = procfs::link(entry.pid, "exe");
+            let (program, argv) = procfs::judged_command(
+                &comm,
+                &exe,
+                &procfs::cmdline(entry.pid).unwrap_or_default(),
+            );
+            let hold = Hold {
+                id: entry.id.clone(),
+                session: entry.session,
+                agent: self
+                    .sessions
+                    .get(&entry.session)
+                    .and_then(|s| s.agent.clone()),
+                uid: procfs::uid(entry.pid).unwrap_or(u32::MAX),
+                program,
+                cwd: procfs::link(entry.pid, "cwd"),
+                exe,
+                argv,
+                rule: entry.rule,
+                approvals_needed: entry.approvals_needed,
+                approved_by: entry.approved_by,
+                on_timeout: entry.on_timeout,
+                traced: false,
+                protection: "ptrace-stop: only guardd can release it".into(),
+                ancestry: entry.ancestry,
+                created: now - Duration::from_secs(now_unix.saturating_sub(entry.created_unix)),
+                deadline: now + Duration::from_secs(entry.deadline_unix.saturating_sub(now_unix)),
+                created_unix: entry.created_unix,
+                deadline_unix: entry.deadline_unix,
+                stderr: notice::stderr_of(&process),
+                process,
+            };
+            let mut record = self.hold_record(&hold, AuditEvent::Readopt);
+            record.decision = Some("hold".into());
+            self.protect_and_insert(hold, record);
+        }
+        self.persist();
+    }
+
+    /// Writes the state file when the holds or sessions changed.
+    pub fn persist(&mut self) {
+        let state = SavedState {
+            holds: self.holds.iter().map(Hold::saved).collect(),
+            sessions: self
+                .sessions
+                .values()
+                .map(|s| SavedSession {
+                    id: s.id,
+                    agent: s.agent.clone(),
+                    origin: s.origin.clone(),
+                    uid: s.uid,
+                })
+                .collect(),
+            id_prefix: self.holds.prefix().to_string(),
+            next_id: self.holds.next_number(),
+            ..crate::state::new_state(String::new())
+        };
+        if self.saved.as_ref() == Some(&state) {
+            return;
+        }
+        match self.state.save(&state) {
+            Ok(()) => self.saved = Some(state),
+            Err(err) => {
+                // The holds stand; only a restart would not find them (the kernel map still would).
+                tracing::error!("cannot write the state file: {err}");
+            }
         }
     }
 
@@ -285,6 +407,8 @@ impl Guard {
             ancestry: record.ancestry.clone(),
             created: now,
             deadline: now + timeout,
+            created_unix: unix_now(),
+            deadline_unix: unix_now() + timeout.as_secs(),
             stderr,
             process,
         };
@@ -308,22 +432,26 @@ impl Guard {
             command = hold.command(),
             "held"
         );
-        // Only guardd may end the hold: take the process into ptrace-stop.
-        let mut hold = hold;
+        record.event = Some(AuditEvent::Hold);
+        record.request_id = Some(id);
+        record.decision = Some("hold".into());
+        self.protect_and_insert(hold, record);
+    }
+
+    /// Takes the process into ptrace-stop, so that only guardd can end the
+    /// hold, then records and registers it.
+    fn protect_and_insert(&mut self, mut hold: Hold, mut record: AuditRecord) {
         match self.tracer.seize(hold.process.pid) {
             Ok(()) => hold.traced = true,
             Err(err) => {
                 let why = format!(
                     "ptrace unavailable ({err}): held by SIGSTOP only, which others may undo"
                 );
-                tracing::warn!(id, "{why}");
+                tracing::warn!(id = hold.id, "{why}");
                 hold.protection = why.clone();
                 record.reason = Some(why);
             }
         }
-        record.event = Some(AuditEvent::Hold);
-        record.request_id = Some(id);
-        record.decision = Some("hold".into());
         self.audit.write(&record);
         self.holds.insert(hold);
     }
@@ -396,7 +524,7 @@ impl Guard {
             Session {
                 id,
                 agent,
-                origin,
+                origin: origin.to_string(),
                 uid,
             },
         );
@@ -696,7 +824,7 @@ impl Guard {
                 .map(|s| SessionView {
                     id: s.id,
                     agent: s.agent.clone(),
-                    origin: s.origin.to_string(),
+                    origin: s.origin.clone(),
                     uid: s.uid,
                 })
                 .collect(),
@@ -761,25 +889,17 @@ impl Guard {
     }
 
     /// On shutdown nothing held may run: every pending request is denied.
+    /// Stopping (SIGTERM/SIGINT) keeps every hold: the pinned programs keep
+    /// enforcing, the processes stay stopped, and the next guardd re-adopts
+    /// them from the state file. `guardd --teardown` is what denies them.
     pub fn shutdown(&mut self) {
-        for id in self.holds.ids() {
-            if let Some(hold) = self.holds.remove(&id) {
-                self.kill_hold(
-                    &hold,
-                    &format!("request {id} denied: agent-guard is stopping"),
+        self.persist();
+        for hold in self.holds.iter() {
+            if let Some(stderr) = &hold.stderr {
+                notice::write(
+                    stderr,
+                    &format!("agent-guard: guardd is stopping; request {} stays held until it is back.\n", hold.id),
                 );
-                self.audit_end(
-                    &hold,
-                    AuditEvent::Deny,
-                    "deny",
-                    None,
-                    Some("guardd shutdown".into()),
-                );
-            }
-        }
-        for (pid, _) in self.kernel.held() {
-            if let Ok(process) = ProcessHandle::open(pid) {
-                self.fail_closed(&process, 0, "undecided stop at shutdown");
             }
         }
     }
@@ -919,6 +1039,12 @@ fn error(message: &str) -> Response {
     Response::Error {
         message: message.to_string(),
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.

@@ -9,6 +9,7 @@ use crate::{
     escape::{display_argv, escape_bytes},
     process::ProcessHandle,
     protocol::{HoldState, HoldView},
+    state::SavedHold,
 };
 
 #[derive(Debug)]
@@ -36,11 +37,30 @@ pub struct Hold {
     pub ancestry: Vec<String>,
     pub created: Instant,
     pub deadline: Instant,
+    /// The same two as seconds since the Unix epoch, for the state file.
+    pub created_unix: u64,
+    pub deadline_unix: u64,
     /// The process's stderr, when it is a pipe or terminal, for the notices.
     pub stderr: Option<OwnedFd>,
 }
 
 impl Hold {
+    pub fn saved(&self) -> SavedHold {
+        SavedHold {
+            id: self.id.clone(),
+            pid: self.process.pid,
+            start_time: self.process.start_time,
+            session: self.session,
+            rule: self.rule.clone(),
+            approvals_needed: self.approvals_needed,
+            approved_by: self.approved_by.clone(),
+            on_timeout: self.on_timeout,
+            created_unix: self.created_unix,
+            deadline_unix: self.deadline_unix,
+            ancestry: self.ancestry.clone(),
+        }
+    }
+
     pub fn command(&self) -> String {
         display_argv(&self.argv)
     }
@@ -74,13 +94,26 @@ pub struct HoldRegistry {
 }
 
 impl HoldRegistry {
-    /// `prefix` keeps ids from different daemon runs apart.
-    pub fn new(prefix: String) -> Self {
+    /// `prefix` keeps ids from different daemons apart; `next` continues a
+    /// restarted daemon's numbering.
+    pub fn new(prefix: String, next: u64) -> Self {
         Self {
             holds: BTreeMap::new(),
             prefix,
-            next: 1,
+            next,
         }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn next_number(&self) -> u64 {
+        self.next
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Hold> {
+        self.holds.values()
     }
 
     pub fn next_id(&mut self) -> String {

@@ -1,10 +1,16 @@
 //! Loading and driving the kernel side: the three tracepoint programs, their
 //! maps, and the offsets they need from this kernel's tracefs.
-use std::{fs, path::Path};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     maps::{HashMap, MapData, RingBuf},
-    programs::TracePoint,
+    programs::{
+        links::{FdLink, PinnedLink},
+        TracePoint,
+    },
     Ebpf, EbpfLoader,
 };
 use guard_common::{
@@ -13,6 +19,11 @@ use guard_common::{
 };
 
 use crate::{btf::Btf, protocol::ProgramView};
+
+/// Maps pinned under the pin directory (shared with the pinned programs).
+const MAPS: [&str; 4] = ["SESSIONS", "HELD", "PROGRAMS", "EVENTS"];
+/// bpffs's magic number (statfs f_type).
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf"));
 
@@ -36,6 +47,8 @@ pub enum KernelError {
         name: &'static str,
         source: aya::programs::ProgramError,
     },
+    #[error("pinning: {0}")]
+    Pin(String),
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -77,17 +90,30 @@ pub struct Kernel {
 
 impl Kernel {
     /// Loads and attaches everything. The returned ring buffer carries the events.
-    pub fn load(sets: &ProgramSets) -> Result<(Self, RingBuf<MapData>), KernelError> {
+    /// Loads the programs on the maps pinned under `pin_dir` (created on first
+    /// use, re-used after a restart) and pins their links there, so that
+    /// enforcement goes on while guardd is down or restarting.
+    pub fn load(
+        sets: &ProgramSets,
+        pin_dir: &Path,
+    ) -> Result<(Self, RingBuf<MapData>), KernelError> {
         ensure_tracefs()?;
+        let pins = Pins::prepare(pin_dir)?;
         let offsets = TracepointOffsets {
             fork_child_pid: field_offset("sched", "sched_process_fork", "child_pid")?,
             exec_old_pid: field_offset("sched", "sched_process_exec", "old_pid")?,
         };
         let exe_offsets = exe_name_offsets();
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global("TP_OFFSETS", &offsets, true)
-            .override_global("EXE_OFFSETS", &exe_offsets, true)
-            .load(EBPF_OBJECT)?;
+            .override_global("EXE_OFFSETS", &exe_offsets, true);
+        let map_pins: Vec<(&str, PathBuf)> =
+            MAPS.iter().map(|name| (*name, pins.map(name))).collect();
+        for (name, path) in &map_pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
         let map = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or(KernelError::Map {
                 name,
@@ -120,7 +146,11 @@ impl Kernel {
                 .try_into()
                 .map_err(program_err)?;
             program.load().map_err(program_err)?;
-            program.attach(category, tracepoint).map_err(program_err)?;
+            let link = program.attach(category, tracepoint).map_err(program_err)?;
+            let link = program.take_link(link).map_err(program_err)?;
+            let link = FdLink::try_from(link)
+                .map_err(|source| KernelError::Pin(format!("{name}: {source}")))?;
+            pins.replace_link(name, link)?;
             let info = program.info().map_err(program_err)?;
             kernel.loaded.push(ProgramView {
                 name: name.to_string(),
@@ -216,6 +246,101 @@ fn exe_name_offsets() -> ExeNameOffsets {
         tracing::warn!("{err}: programs run under another name (symlinks) are not recognised");
         ExeNameOffsets::default()
     })
+}
+
+/// The pin directory: `maps/NAME` and `links/NAME`.
+struct Pins {
+    root: PathBuf,
+}
+
+impl Pins {
+    fn prepare(root: &Path) -> Result<Self, KernelError> {
+        let pins = Self {
+            root: root.to_path_buf(),
+        };
+        ensure_bpffs(root)?;
+        for dir in ["maps", "links"] {
+            fs::create_dir_all(root.join(dir))
+                .map_err(|err| KernelError::Pin(format!("{}: {err}", root.join(dir).display())))?;
+        }
+        Ok(pins)
+    }
+
+    fn map(&self, name: &str) -> PathBuf {
+        self.root.join("maps").join(name)
+    }
+
+    fn link(&self, name: &str) -> PathBuf {
+        self.root.join("links").join(name)
+    }
+
+    /// Pins `link` in place of the previous run's: the new program is attached
+    /// before the old one is detached, so nothing runs unguarded in between.
+    fn replace_link(&self, name: &str, link: FdLink) -> Result<(), KernelError> {
+        let path = self.link(name);
+        if path.exists() {
+            match PinnedLink::from_pin(&path) {
+                Ok(old) => drop(old.unpin()),
+                Err(_) => drop(fs::remove_file(&path)),
+            }
+        }
+        link.pin(&path)
+            .map(drop)
+            .map_err(|err| KernelError::Pin(format!("{}: {err}", path.display())))
+    }
+}
+
+/// Ends everything pinned under `pin_dir`: the links (which detaches the
+/// programs) and the maps. Returns the pids the HELD map still lists, so the
+/// caller can deny them.
+pub fn teardown(pin_dir: &Path) -> Result<Vec<u32>, KernelError> {
+    let pins = Pins {
+        root: pin_dir.to_path_buf(),
+    };
+    let mut held = Vec::new();
+    if let Ok(data) = MapData::from_pin(pins.map("HELD")) {
+        if let Ok(map) = HashMap::<_, u32, HeldEntry>::try_from(aya::maps::Map::HashMap(data)) {
+            held = map.keys().filter_map(Result::ok).collect();
+        }
+    }
+    for (name, _, _) in PROGRAMS {
+        if let Ok(link) = PinnedLink::from_pin(pins.link(name)) {
+            drop(link.unpin());
+        }
+    }
+    for name in MAPS {
+        let _ = fs::remove_file(pins.map(name));
+    }
+    for dir in ["maps", "links", ""] {
+        let _ = fs::remove_dir(pin_dir.join(dir));
+    }
+    Ok(held)
+}
+
+/// Mounts bpffs at /sys/fs/bpf when the pin directory is there and it is not mounted.
+fn ensure_bpffs(pin_dir: &Path) -> Result<(), KernelError> {
+    let bpffs = Path::new("/sys/fs/bpf");
+    let is_bpffs = |path: &Path| {
+        nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+    };
+    if pin_dir.starts_with(bpffs) && !is_bpffs(bpffs) {
+        nix::mount::mount(
+            Some("bpf"),
+            bpffs,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|err| KernelError::Pin(format!("mounting bpffs at {}: {err}", bpffs.display())))?;
+    }
+    let probe = pin_dir.ancestors().find(|p| p.exists()).unwrap_or(bpffs);
+    if !is_bpffs(probe) {
+        return Err(KernelError::Pin(format!(
+            "{} is not on a bpf file system",
+            pin_dir.display()
+        )));
+    }
+    Ok(())
 }
 
 fn ensure_tracefs() -> Result<(), KernelError> {

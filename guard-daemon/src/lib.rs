@@ -17,5 +17,6 @@ pub mod process;
 pub mod procfs;
 pub mod protocol;
 pub mod server;
+pub mod state;
 pub mod stats;
 pub mod tracer;

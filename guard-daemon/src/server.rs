@@ -114,14 +114,16 @@ async fn handle_connection(
 
 fn dispatch(guard: &Mutex<Guard>, peer: Peer, request: Request) -> Response {
     let mut guard = guard.lock().unwrap_or_else(|e| e.into_inner());
-    match request {
+    let response = match request {
         Request::StartSession { argv } => guard.start_session(peer, argv),
         Request::Pending => guard.pending(),
         Request::Approve { id } => guard.approve(peer, &id),
         Request::Deny { id, reason } => guard.deny(peer, &id, reason),
         Request::Status => guard.status(),
         Request::Explain { argv, cwd, env } => guard.explain(&argv, cwd, env),
-    }
+    };
+    guard.persist();
+    response
 }
 
 fn error(message: String) -> Response {

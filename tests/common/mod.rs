@@ -100,70 +100,121 @@ pub struct Guard {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub audit_log: PathBuf,
+    pub pin_dir: PathBuf,
     program_ids: Vec<u32>,
     map_ids: Vec<u32>,
 }
 
 impl Guard {
     /// Starts guardd with `policy` and waits until it answers on its socket.
+    /// Its pins go to a bpffs directory of its own, its state to its temp dir.
     pub fn start(policy: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("agent-guard-daemon-")
             .tempdir()
             .unwrap();
-        let config = dir.path().join("policy.toml");
-        fs::write(&config, policy).unwrap();
-        let socket = dir.path().join("guardd.sock");
-        let audit_log = dir.path().join("audit.jsonl");
-        let log = fs::File::create(dir.path().join("guardd.log")).unwrap();
-        let child = Command::new(guardd_bin())
+        fs::write(dir.path().join("policy.toml"), policy).unwrap();
+        let name = dir.path().file_name().unwrap().to_owned();
+        let mut guard = Self {
+            child: None,
+            socket: dir.path().join("guardd.sock"),
+            audit_log: dir.path().join("audit.jsonl"),
+            pin_dir: Path::new("/sys/fs/bpf").join(name),
+            dir,
+            program_ids: Vec::new(),
+            map_ids: Vec::new(),
+        };
+        guard.spawn();
+        guard
+    }
+
+    /// The flags every guardd of this test gets (also `--teardown`).
+    fn daemon_command(&self) -> Command {
+        let mut command = Command::new(guardd_bin());
+        command
             .arg("--config")
-            .arg(&config)
+            .arg(self.dir.path().join("policy.toml"))
             .arg("--socket")
-            .arg(&socket)
+            .arg(&self.socket)
             .arg("--audit-log")
-            .arg(&audit_log)
+            .arg(&self.audit_log)
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"));
+        command
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("guardd.log"))
+            .unwrap();
+        let child = self
+            .daemon_command()
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start guardd");
-        let mut guard = Self {
-            child: Some(child),
-            dir,
-            socket,
-            audit_log,
-            program_ids: Vec::new(),
-            map_ids: Vec::new(),
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(status) = guard.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("guardd exited with {status}: {}", guard.log());
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("guardd exited with {status}: {}", self.log());
             }
-            let out = guard.ctl(&["status", "--json"]);
+            let out = self.ctl(&["status", "--json"]);
             if out.status.success() {
                 let status: Value = serde_json::from_slice(&out.stdout).unwrap();
                 let programs = status["programs"].as_array().unwrap();
-                guard.program_ids = programs
-                    .iter()
-                    .map(|p| p["id"].as_u64().unwrap() as u32)
-                    .collect();
-                guard.map_ids = programs
-                    .iter()
-                    .flat_map(|p| p["map_ids"].as_array().unwrap())
-                    .map(|id| id.as_u64().unwrap() as u32)
-                    .collect();
-                assert_eq!(guard.program_ids.len(), 3, "{status}");
-                assert!(!guard.map_ids.is_empty(), "{status}");
-                return guard;
+                self.program_ids
+                    .extend(programs.iter().map(|p| p["id"].as_u64().unwrap() as u32));
+                self.map_ids.extend(
+                    programs
+                        .iter()
+                        .flat_map(|p| p["map_ids"].as_array().unwrap())
+                        .map(|id| id.as_u64().unwrap() as u32),
+                );
+                assert_eq!(programs.len(), 3, "{status}");
+                assert!(!self.map_ids.is_empty(), "{status}");
+                return;
             }
             assert!(
                 Instant::now() < deadline,
                 "guardd did not come up: {}",
-                guard.log()
+                self.log()
             );
             sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Ends guardd with `signal` (SIGTERM: a clean stop; SIGKILL: a crash),
+    /// leaving its pins and state behind, as a restart would find them.
+    pub fn stop_daemon(&mut self, signal: i32) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + WAIT;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("guardd did not stop on signal {signal}");
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts guardd again on the same pins, state, socket and audit log.
+    pub fn restart(&mut self) {
+        self.stop_daemon(libc::SIGTERM);
+        self.spawn();
+    }
+
+    /// `guardd --teardown` with this guard's directories.
+    pub fn teardown(&self) -> std::process::Output {
+        self.daemon_command().arg("--teardown").output().unwrap()
     }
 
     pub fn log(&self) -> String {
@@ -264,34 +315,31 @@ impl Guard {
         self.shutdown();
     }
 
+    /// Stops guardd, tears down its pins and state, and checks that nothing is
+    /// left: no program, no map, no held process stopped.
     fn shutdown(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        if self.program_ids.is_empty() {
             return;
-        };
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + WAIT;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("guardd did not stop on SIGTERM");
-            }
-            sleep(Duration::from_millis(20));
         }
-        let still_loaded: Vec<u32> = aya::programs::loaded_programs()
-            .filter_map(Result::ok)
-            .map(|info| info.id())
-            .filter(|id| self.program_ids.contains(id))
-            .collect();
-        // Map memory is freed after an RCU grace period: allow it a moment.
-        let mut maps_left = Vec::new();
+        self.stop_daemon(libc::SIGTERM);
+        let teardown = self.teardown();
+        let teardown_ok = teardown.status.success();
+        let teardown_err = String::from_utf8_lossy(&teardown.stderr).into_owned();
+        let pins_left = self.pin_dir.exists();
+        // Programs and maps are freed after an RCU grace period: allow a moment.
+        let (mut programs_left, mut maps_left) = (Vec::new(), Vec::new());
         for _ in 0..100 {
+            programs_left = aya::programs::loaded_programs()
+                .filter_map(Result::ok)
+                .map(|info| info.id())
+                .filter(|id| self.program_ids.contains(id))
+                .collect();
             maps_left = aya::maps::loaded_maps()
                 .filter_map(Result::ok)
                 .map(|info| info.id())
                 .filter(|id| self.map_ids.contains(id))
                 .collect();
-            if maps_left.is_empty() {
+            if programs_left.is_empty() && maps_left.is_empty() {
                 break;
             }
             sleep(Duration::from_millis(20));
@@ -303,14 +351,17 @@ impl Guard {
             .filter_map(|record| record["pid"].as_u64())
             .filter(|pid| is_stopped(*pid))
             .collect();
+        self.program_ids.clear();
         if !std::thread::panicking() {
+            assert!(teardown_ok, "guardd --teardown failed: {teardown_err}");
+            assert!(!pins_left, "pins left in {}", self.pin_dir.display());
             assert!(
                 stopped.is_empty(),
                 "held processes left stopped: {stopped:?}"
             );
             assert!(
-                still_loaded.is_empty(),
-                "programs left loaded: {still_loaded:?}"
+                programs_left.is_empty(),
+                "programs left loaded: {programs_left:?}"
             );
             assert!(maps_left.is_empty(), "maps left loaded: {maps_left:?}");
         }

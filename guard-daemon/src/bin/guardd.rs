@@ -25,6 +25,17 @@ struct Args {
         default_value = "/var/log/agent-guard/audit.jsonl"
     )]
     audit_log: PathBuf,
+    /// Where the programs' links and maps are pinned (on bpffs), so that
+    /// enforcement goes on while guardd is down or restarting.
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/agent-guard")]
+    pin_dir: PathBuf,
+    /// Where held requests are kept across restarts.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/agent-guard")]
+    state_dir: PathBuf,
+    /// Detach and unpin everything, deny what is still held, remove the
+    /// state, and exit (uninstall; tests).
+    #[arg(long)]
+    teardown: bool,
 }
 
 #[tokio::main]
@@ -36,6 +47,11 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if args.teardown {
+        let denied = daemon::teardown(&args.pin_dir, &args.state_dir, &args.audit_log)?;
+        tracing::info!(denied, pin_dir = %args.pin_dir.display(), "torn down");
+        return Ok(());
+    }
     let policy = match &args.config {
         Some(path) => Policy::load(path).context("loading the policy")?,
         None => Policy::embedded_default(),
@@ -45,6 +61,8 @@ async fn main() -> anyhow::Result<()> {
         config: args.config,
         socket: args.socket,
         audit_log: args.audit_log,
+        pin_dir: args.pin_dir,
+        state_dir: args.state_dir,
     })
     .await
 }

@@ -1,0 +1,157 @@
+//! Held requests persisted under `--state-dir`, so that a restarted guardd
+//! (after SIGTERM, SIGKILL or a crash) re-adopts them with the same ids,
+//! approvals and deadlines. Written atomically: a temp file, fsync, rename.
+use std::{
+    fs,
+    io::Write as _,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::OnTimeout;
+
+const FILE: &str = "requests.json";
+const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedHold {
+    pub id: String,
+    pub pid: u32,
+    /// With the pid, names the process: a reused pid is not re-adopted.
+    pub start_time: u64,
+    pub session: u32,
+    pub rule: String,
+    pub approvals_needed: u32,
+    pub approved_by: Vec<u32>,
+    pub on_timeout: OnTimeout,
+    /// Seconds since the Unix epoch.
+    pub created_unix: u64,
+    pub deadline_unix: u64,
+    pub ancestry: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedSession {
+    pub id: u32,
+    pub agent: Option<String>,
+    pub origin: String,
+    pub uid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedState {
+    pub format: u32,
+    pub id_prefix: String,
+    pub next_id: u64,
+    pub holds: Vec<SavedHold>,
+    pub sessions: Vec<SavedSession>,
+}
+
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    /// Creates the directory (mode 0700) if needed.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn load(&self) -> Result<Option<SavedState>, String> {
+        let path = self.dir.join(FILE);
+        let text = match fs::read(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(format!("{}: {err}", path.display())),
+        };
+        let state: SavedState =
+            serde_json::from_slice(&text).map_err(|err| format!("{}: {err}", path.display()))?;
+        if state.format != FORMAT {
+            return Err(format!(
+                "{}: unknown format {}",
+                path.display(),
+                state.format
+            ));
+        }
+        Ok(Some(state))
+    }
+
+    pub fn save(&self, state: &SavedState) -> std::io::Result<()> {
+        let path = self.dir.join(FILE);
+        let temp = self.dir.join(format!(".{FILE}.tmp"));
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)?;
+        file.write_all(&serde_json::to_vec_pretty(state).expect("state serializes"))?;
+        file.sync_all()?;
+        fs::rename(&temp, &path)?;
+        fs::File::open(&self.dir)?.sync_all()
+    }
+
+    /// Removes the state (teardown).
+    pub fn remove(&self) -> std::io::Result<()> {
+        match fs::remove_file(self.dir.join(FILE)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+        let _ = fs::remove_dir(&self.dir);
+        Ok(())
+    }
+}
+
+pub fn new_state(id_prefix: String) -> SavedState {
+    SavedState {
+        format: FORMAT,
+        id_prefix,
+        next_id: 1,
+        holds: Vec::new(),
+        sessions: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_atomically() {
+        let dir =
+            std::env::temp_dir().join(format!("agent-guard-state-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = StateStore::open(&dir).unwrap();
+        assert_eq!(store.load().unwrap(), None);
+        let mut state = new_state("ab12".into());
+        state.next_id = 7;
+        state.holds.push(SavedHold {
+            id: "ab12-6".into(),
+            pid: 42,
+            start_time: 99,
+            session: 40,
+            rule: "r".into(),
+            approvals_needed: 2,
+            approved_by: vec![0],
+            on_timeout: OnTimeout::Deny,
+            created_unix: 1,
+            deadline_unix: 2,
+            ancestry: vec!["42:terraform".into()],
+        });
+        store.save(&state).unwrap();
+        assert_eq!(store.load().unwrap(), Some(state));
+        assert!(!dir.join(".requests.json.tmp").exists());
+        fs::write(dir.join(FILE), "{broken").unwrap();
+        assert!(store.load().unwrap_err().contains("requests.json"));
+        store.remove().unwrap();
+        assert!(!dir.exists());
+    }
+}
