@@ -320,6 +320,8 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<u32>, KernelError> {
 /// Mounts bpffs at /sys/fs/bpf when the pin directory is there and it is not mounted.
 fn ensure_bpffs(pin_dir: &Path) -> Result<(), KernelError> {
     let bpffs = Path::new("/sys/fs/bpf");
+    // f_type's width differs between architectures, hence the cast.
+    #[allow(clippy::unnecessary_cast)]
     let is_bpffs = |path: &Path| {
         nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 as i64 == BPF_FS_MAGIC)
     };
