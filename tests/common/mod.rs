@@ -145,7 +145,7 @@ impl Guard {
         command
     }
 
-    fn spawn(&mut self) {
+    pub fn spawn(&mut self) {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)

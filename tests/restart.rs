@@ -1,0 +1,138 @@
+//! Crash and restart: pinned programs keep enforcing while guardd is down, and
+//! a restarted guardd re-adopts the held processes and their requests.
+mod common;
+
+use std::{os::unix::process::ExitStatusExt as _, thread::sleep, time::Duration};
+
+use common::*;
+
+const POLICY: &str = r#"
+version = 1
+base = "none"
+[[rule]]
+id = "tf-destroy"
+programs = ["terraform"]
+subcommand = ["destroy"]
+action = "hold"
+"#;
+
+#[test]
+fn a_crash_releases_nothing_and_the_restart_readopts_every_hold() {
+    require_root();
+    let stubs = Stubs::new();
+    let mut guard = Guard::start(POLICY);
+    let runs: Vec<Proc> = (0..5)
+        .map(|i| guard.session(&stubs, &["terraform", "destroy", &format!("r{i}")]))
+        .collect();
+    let holds: Vec<_> = (0..5).map(|i| guard.wait_hold(&format!("r{i}"))).collect();
+    for hold in &holds {
+        wait_stopped(hold["pid"].as_u64().unwrap());
+    }
+
+    guard.stop_daemon(libc::SIGKILL);
+    sleep(Duration::from_millis(300));
+    for hold in &holds {
+        assert!(
+            is_stopped(hold["pid"].as_u64().unwrap()),
+            "released by the crash: {hold}"
+        );
+    }
+    assert_eq!(stubs.marker_text(), "");
+
+    guard.restart();
+    let pending = guard.pending();
+    assert_eq!(pending.len(), 5, "{pending:?}");
+    for hold in &holds {
+        let again = pending
+            .iter()
+            .find(|p| p["id"] == hold["id"])
+            .expect("same id after restart");
+        assert_eq!(again["pid"], hold["pid"]);
+        assert!(
+            again["protection"]
+                .as_str()
+                .unwrap()
+                .starts_with("ptrace-stop"),
+            "{again}"
+        );
+    }
+    assert_eq!(guard.audit_events("readopt").len(), 5);
+
+    // Exactly the approved ones run.
+    for hold in &holds[..2] {
+        assert!(guard
+            .ctl(&["approve", hold["id"].as_str().unwrap()])
+            .status
+            .success());
+    }
+    for hold in &holds[2..] {
+        assert!(guard
+            .ctl(&["deny", hold["id"].as_str().unwrap()])
+            .status
+            .success());
+    }
+    let statuses: Vec<_> = runs.into_iter().map(|run| run.wait().0).collect();
+    assert!(statuses[..2].iter().all(|s| s.success()), "{statuses:?}");
+    assert!(
+        statuses[2..]
+            .iter()
+            .all(|s| s.signal() == Some(libc::SIGKILL)),
+        "{statuses:?}"
+    );
+    let mut ran: Vec<&str> = stubs.marker_text().leak().lines().collect();
+    ran.sort_unstable();
+    assert_eq!(ran, ["destroy r0", "destroy r1"]);
+    guard.stop();
+}
+
+#[test]
+fn a_command_run_while_guardd_is_down_is_held_and_raised_on_restart() {
+    require_root();
+    let stubs = Stubs::new();
+    let mut guard = Guard::start(POLICY);
+    let run = guard.session(
+        &stubs,
+        &["sh", "-c", "sleep 1; terraform destroy while-down"],
+    );
+    // Wait until the session exists, then take guardd away before the command runs.
+    sleep(Duration::from_millis(200));
+    guard.stop_daemon(libc::SIGKILL);
+    sleep(Duration::from_millis(1500));
+    assert_eq!(stubs.marker_text(), "", "ran while guardd was down");
+
+    guard.restart();
+    let hold = guard.wait_hold("while-down");
+    assert_eq!(hold["rule"], "tf-destroy");
+    assert!(guard
+        .ctl(&["approve", hold["id"].as_str().unwrap()])
+        .status
+        .success());
+    assert!(run.wait().0.success());
+    assert_eq!(stubs.marker_text(), "destroy while-down\n");
+    guard.stop();
+}
+
+#[test]
+fn two_guards_do_not_interfere() {
+    require_root();
+    let stubs = Stubs::new();
+    let first = Guard::start(POLICY);
+    let second = Guard::start(POLICY);
+    let run = first.session(&stubs, &["terraform", "destroy", "in-first"]);
+    let hold = first.wait_hold("in-first");
+    sleep(Duration::from_millis(200));
+    assert!(
+        second.pending().is_empty(),
+        "the second guard saw the first one's session"
+    );
+    let out = second.ctl(&["approve", hold["id"].as_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(is_stopped(hold["pid"].as_u64().unwrap()));
+    second.stop();
+    assert!(first
+        .ctl(&["approve", hold["id"].as_str().unwrap()])
+        .status
+        .success());
+    assert!(run.wait().0.success());
+    first.stop();
+}
