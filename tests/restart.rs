@@ -136,3 +136,34 @@ fn two_guards_do_not_interfere() {
     assert!(run.wait().0.success());
     first.stop();
 }
+
+#[test]
+fn an_exec_flood_past_the_ring_buffer_strands_no_process() {
+    require_root();
+    let stubs = Stubs::new();
+    // One page of ring buffer holds fewer than a hundred events.
+    let guard = Guard::start_with(POLICY, &["--ring-buffer-bytes", "4096"]);
+    let run = guard.session(
+        &stubs,
+        &[
+            "sh",
+            "-c",
+            "for i in $(seq 300); do terraform plan $i & done; wait",
+        ],
+    );
+    let (status, _, _) = run.wait();
+    assert!(status.success());
+    assert_eq!(
+        stubs.marker_text().lines().count(),
+        300,
+        "every allowed command ran"
+    );
+    let stats = guard.status()["stats"].clone();
+    assert_eq!(stats["stops"], 300, "{stats}");
+    assert!(
+        stats["recovered_from_map"].as_u64().unwrap() > 0,
+        "the flood never overflowed: {stats}"
+    );
+    eprintln!("flood of 300 parallel watched execs: {stats}");
+    guard.stop();
+}

@@ -32,6 +32,8 @@ pub struct Options {
     pub audit_log: PathBuf,
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// Size of the event ring buffer (a power of two, at least a page); tests make it small.
+    pub ring_buffer_bytes: Option<u32>,
 }
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
@@ -42,11 +44,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         audit_log,
         pin_dir,
         state_dir,
+        ring_buffer_bytes,
     } = options;
     let audit = AuditLog::open(&audit_log)
         .with_context(|| format!("opening audit log {}", audit_log.display()))?;
-    let (kernel, events) =
-        Kernel::load(&ProgramSets::of(&policy), &pin_dir).context("loading the eBPF programs")?;
+    let (kernel, events) = Kernel::load(&ProgramSets::of(&policy), &pin_dir, ring_buffer_bytes)
+        .context("loading the eBPF programs")?;
     let state = StateStore::open(&state_dir)
         .with_context(|| format!("opening the state directory {}", state_dir.display()))?;
     tracing::info!(

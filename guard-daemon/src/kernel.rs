@@ -96,6 +96,7 @@ impl Kernel {
     pub fn load(
         sets: &ProgramSets,
         pin_dir: &Path,
+        ring_buffer_bytes: Option<u32>,
     ) -> Result<(Self, RingBuf<MapData>), KernelError> {
         ensure_tracefs()?;
         let pins = Pins::prepare(pin_dir)?;
@@ -112,6 +113,9 @@ impl Kernel {
             MAPS.iter().map(|name| (*name, pins.map(name))).collect();
         for (name, path) in &map_pins {
             loader.map_pin_path(name, path.as_path());
+        }
+        if let Some(bytes) = ring_buffer_bytes {
+            loader.map_max_entries("EVENTS", bytes);
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         let map = |ebpf: &mut Ebpf, name: &'static str| {

@@ -103,12 +103,18 @@ pub struct Guard {
     pub pin_dir: PathBuf,
     program_ids: Vec<u32>,
     map_ids: Vec<u32>,
+    flags: Vec<String>,
 }
 
 impl Guard {
     /// Starts guardd with `policy` and waits until it answers on its socket.
     /// Its pins go to a bpffs directory of its own, its state to its temp dir.
     pub fn start(policy: &str) -> Self {
+        Self::start_with(policy, &[])
+    }
+
+    /// As `start`, with extra guardd flags (kept for restarts).
+    pub fn start_with(policy: &str, flags: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("agent-guard-daemon-")
             .tempdir()
@@ -123,6 +129,7 @@ impl Guard {
             dir,
             program_ids: Vec::new(),
             map_ids: Vec::new(),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         guard.spawn();
         guard
@@ -141,7 +148,8 @@ impl Guard {
             .arg("--pin-dir")
             .arg(&self.pin_dir)
             .arg("--state-dir")
-            .arg(self.dir.path().join("state"));
+            .arg(self.dir.path().join("state"))
+            .args(&self.flags);
         command
     }
 

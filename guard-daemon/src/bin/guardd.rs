@@ -36,6 +36,9 @@ struct Args {
     /// state, and exit (uninstall; tests).
     #[arg(long)]
     teardown: bool,
+    /// Event ring buffer size in bytes (testing the recovery of lost events).
+    #[arg(long, hide = true)]
+    ring_buffer_bytes: Option<u32>,
 }
 
 #[tokio::main]
@@ -63,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         audit_log: args.audit_log,
         pin_dir: args.pin_dir,
         state_dir: args.state_dir,
+        ring_buffer_bytes: args.ring_buffer_bytes,
     })
     .await
 }
