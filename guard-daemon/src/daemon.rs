@@ -29,6 +29,8 @@ pub struct Options {
     /// The policy file, when one was given: reloaded on SIGHUP and on change.
     pub config: Option<PathBuf>,
     pub socket: PathBuf,
+    /// Group that may use the control socket (mode 0660); None: everyone (0666).
+    pub socket_group: Option<String>,
     pub audit_log: PathBuf,
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
@@ -41,6 +43,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         policy,
         config,
         socket,
+        socket_group,
         audit_log,
         pin_dir,
         state_dir,
@@ -59,8 +62,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         watched = policy.watched_programs().len(),
         "programs attached"
     );
-    let listener =
-        server::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    let listener = server::bind(&socket, socket_group.as_deref())
+        .with_context(|| format!("binding {}", socket.display()))?;
     let _socket_file = server::SocketFile(socket.clone());
     let tracer = crate::tracer::Tracer::start().context("starting the tracer thread")?;
     let guard = Arc::new(Mutex::new(Guard::new(
@@ -77,10 +80,15 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let mut interrupt = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let hangup = tokio::signal::unix::signal(SignalKind::hangup())?;
     tracing::info!(socket = %socket.display(), "guardd ready");
+    // systemd (Type=notify): ready once the programs, the state and the socket are.
+    if let Err(err) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("sd_notify READY failed: {err}");
+    }
     let result = tokio::select! {
         result = read_events(events, guard.clone()) => result,
         _ = tick(guard.clone()) => Ok(()),
         _ = watch_policy(config, hangup, guard.clone()) => Ok(()),
+        _ = watchdog(guard.clone()) => Ok(()),
         _ = server::serve(listener, guard.clone()) => Ok(()),
         _ = terminate.recv() => Ok(()),
         _ = interrupt.recv() => Ok(()),
@@ -212,4 +220,20 @@ pub fn teardown(pin_dir: &Path, state_dir: &Path, audit_log: &Path) -> anyhow::R
     }
     state.remove().context("removing the state")?;
     Ok(denied)
+}
+
+/// systemd's watchdog (WatchdogSec=): pinged at half the interval, and only
+/// while the guard's lock can be taken, so a wedged daemon gets restarted.
+async fn watchdog(guard: Arc<Mutex<Guard>>) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return std::future::pending().await;
+    };
+    let mut ticks = tokio::time::interval(interval / 2);
+    loop {
+        ticks.tick().await;
+        drop(guard.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Err(err) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
+            tracing::warn!("sd_notify WATCHDOG failed: {err}");
+        }
+    }
 }

@@ -24,7 +24,10 @@ pub const MAX_CONNECTIONS_PER_PROCESS: usize = 32;
 /// Open connections all processes of one uid may hold.
 pub const MAX_CONNECTIONS_PER_UID: usize = 256;
 
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+/// Binds the control socket. With `group`, only root and that group may
+/// connect (mode 0660); without, anyone may (0666) and each request is
+/// authorised on its own from SO_PEERCRED.
+pub fn bind(path: &Path, group: Option<&str>) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -38,9 +41,17 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
         std::fs::remove_file(path)?;
     }
     let listener = UnixListener::bind(path)?;
-    // Anyone may connect (to start a session, list, explain); each request is
-    // authorised on its own from SO_PEERCRED.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    let mode = match group {
+        Some(name) => {
+            let group = nix::unistd::Group::from_name(name)?.ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, format!("no group {name}"))
+            })?;
+            nix::unistd::chown(path, None, Some(group.gid))?;
+            0o660
+        }
+        None => 0o666,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
 

@@ -15,6 +15,8 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     ("nohup", "coreutils"),
     ("xargs", "findutils"),
     ("python3", "python3"),
+    ("systemd-analyze", "systemd"),
+    ("setpriv", "util-linux"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

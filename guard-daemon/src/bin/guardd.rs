@@ -18,6 +18,10 @@ struct Args {
     /// Control socket path.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// Only root and this group may use the socket (mode 0660); without it
+    /// anyone may connect and each request is authorised on its own.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
     /// Audit log (JSON lines, appended).
     #[arg(
         long,
@@ -63,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
         policy,
         config: args.config,
         socket: args.socket,
+        socket_group: args.socket_group,
         audit_log: args.audit_log,
         pin_dir: args.pin_dir,
         state_dir: args.state_dir,
