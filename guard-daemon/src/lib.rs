@@ -7,6 +7,7 @@ pub mod audit;
 pub mod btf;
 pub mod client;
 pub mod daemon;
+pub mod docs;
 pub mod escape;
 pub mod guard;
 pub mod holds;

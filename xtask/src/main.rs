@@ -1,7 +1,8 @@
-//! Project tasks: `cargo xtask <setup|build|run|test|bench>`.
+//! Project tasks: `cargo xtask <setup|build|run|test|bench|dist>`.
 mod bench;
 mod build;
 mod cmd;
+mod dist;
 mod run;
 mod setup;
 mod test;
@@ -28,6 +29,8 @@ enum Task {
     },
     /// Setup, fmt, clippy, unit tests and the root integration tests.
     Test,
+    /// Release packages: a tarball and a .deb in target/dist.
+    Dist,
     /// Benchmarks (policy evaluation against the default pack).
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -42,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Task::Run { args } => run::run(&args),
         Task::Test => test::run(),
         Task::Bench { args } => bench::run(&args),
+        Task::Dist => dist::run(),
     }
 }

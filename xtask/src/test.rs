@@ -15,6 +15,8 @@ pub fn run() -> anyhow::Result<()> {
     ]))?;
     cmd::run(cmd::cargo().args(["test"]))?;
     build::release_build()?;
+    // Packaging is part of the product: build it and check its contents.
+    crate::dist::package()?;
     if !cmd::is_root() {
         bail!("the integration tests load eBPF programs and run as root: run `cargo xtask test` as root");
     }

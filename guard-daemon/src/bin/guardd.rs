@@ -6,6 +6,7 @@ use clap::Parser;
 use guard_daemon::{daemon, policy::Policy, protocol::DEFAULT_SOCKET};
 
 #[derive(Parser)]
+#[command(name = "guardd")]
 #[command(
     version,
     about = "Holds destructive commands run by AI agents until a human approves them"
@@ -40,6 +41,9 @@ struct Args {
     /// state, and exit (uninstall; tests).
     #[arg(long)]
     teardown: bool,
+    /// Write the guardd.8 man page into DIR and exit (for packaging).
+    #[arg(long, hide = true, value_name = "DIR")]
+    generate_man: Option<PathBuf>,
     /// Event ring buffer size in bytes (testing the recovery of lost events).
     #[arg(long, hide = true)]
     ring_buffer_bytes: Option<u32>,
@@ -54,6 +58,11 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(dir) = &args.generate_man {
+        use clap::CommandFactory as _;
+        guard_daemon::docs::write_man_pages(Args::command(), "8", dir)?;
+        return Ok(());
+    }
     if args.teardown {
         let denied = daemon::teardown(&args.pin_dir, &args.state_dir, &args.audit_log)?;
         tracing::info!(denied, pin_dir = %args.pin_dir.display(), "torn down");

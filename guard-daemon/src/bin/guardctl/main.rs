@@ -16,6 +16,7 @@ use guard_daemon::{
 
 #[derive(Parser)]
 #[command(
+    name = "guardctl",
     version,
     about = "Control agent-guard: run guarded sessions, approve or deny held commands"
 )]
@@ -37,6 +38,16 @@ enum Command {
     Explain(explain::Args),
     #[command(subcommand)]
     Policy(policy::Command),
+    /// Write man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// Directory for guardctl.1 and guardctl-*.1.
+        #[arg(long)]
+        man: std::path::PathBuf,
+        /// Directory for the bash, zsh and fish completions.
+        #[arg(long)]
+        completions: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +60,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status::run(&cli.socket, args),
         Command::Explain(args) => explain::run(&cli.socket, args),
         Command::Policy(command) => policy::run(command),
+        Command::Generate { man, completions } => generate(&man, &completions),
     };
     match result {
         Ok(code) => code,
@@ -57,6 +69,13 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn generate(man: &std::path::Path, completions: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory as _;
+    guard_daemon::docs::write_man_pages(Cli::command(), "1", man)?;
+    guard_daemon::docs::write_completions(Cli::command(), completions)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Sends a request; an error response becomes an error.
