@@ -98,6 +98,11 @@ impl Kernel {
         pin_dir: &Path,
         ring_buffer_bytes: Option<u32>,
     ) -> Result<(Self, RingBuf<MapData>), KernelError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(KernelError::Tracefs(
+                "this guardd was built with AYA_BUILD_SKIP: it has no eBPF programs".into(),
+            ));
+        }
         ensure_tracefs()?;
         let pins = Pins::prepare(pin_dir)?;
         let offsets = TracepointOffsets {

@@ -9,6 +9,7 @@ pub mod client;
 pub mod daemon;
 pub mod docs;
 pub mod escape;
+pub mod fuzzing;
 pub mod guard;
 pub mod holds;
 pub mod kernel;

@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask <setup|build|run|test|bench|dist>`.
+//! Project tasks: `cargo xtask <setup|build|run|test|bench|dist|fuzz>`.
 mod bench;
 mod build;
 mod cmd;
 mod dist;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -31,6 +32,14 @@ enum Task {
     Test,
     /// Release packages: a tarball and a .deb in target/dist.
     Dist,
+    /// Fuzz the control-protocol decoder and the policy parser.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// One target (protocol_decode, policy_parse); default: all.
+        target: Option<String>,
+    },
     /// Benchmarks (policy evaluation against the default pack).
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -46,5 +55,6 @@ fn main() -> anyhow::Result<()> {
         Task::Test => test::run(),
         Task::Bench { args } => bench::run(&args),
         Task::Dist => dist::run(),
+        Task::Fuzz { time, target } => fuzz::run(time, target),
     }
 }
