@@ -530,6 +530,14 @@ fn explain_and_status_describe_the_loaded_policy() {
     assert!(mechanisms
         .iter()
         .any(|m| m[0] == "syscall_holds" && m[1].as_str().unwrap().starts_with("none")));
+    let self_protection = mechanisms
+        .iter()
+        .find(|m| m[0] == "self_protection")
+        .unwrap();
+    assert!(
+        self_protection[1].as_str().unwrap().starts_with("none"),
+        "{self_protection}"
+    );
     let human = guard.ctl(&["status"]);
     assert!(String::from_utf8_lossy(&human.stdout).contains("exec_gate"));
     guard.stop();

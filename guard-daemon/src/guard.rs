@@ -829,7 +829,7 @@ impl Guard {
                 })
                 .collect(),
             pending: self.holds.len(),
-            mechanisms: mechanisms(self.kernel.recognises_exe_names()),
+            mechanisms: mechanisms(self.kernel.recognises_exe_names(), &self.policy),
             programs: self.kernel.loaded_programs().to_vec(),
             stats: self.stats.view(),
         }))
@@ -992,7 +992,28 @@ impl Guard {
     }
 }
 
-fn mechanisms(exe_names: bool) -> Vec<(String, String)> {
+/// Default-pack rules that keep sessions from disabling agent-guard.
+const SELF_PROTECTION_RULES: &[&str] = &[
+    "guard-stop-service",
+    "guard-signal",
+    "guard-files",
+    "guard-bpftool",
+];
+
+fn mechanisms(exe_names: bool, policy: &Policy) -> Vec<(String, String)> {
+    let active: Vec<&str> = SELF_PROTECTION_RULES
+        .iter()
+        .copied()
+        .filter(|id| policy.rule(id).is_some())
+        .collect();
+    let self_protection = if active.is_empty() {
+        "none: the loaded policy has none of the guard-* rules; BPF LSM (task_kill, ptrace, bpf, file_open): not here".to_string()
+    } else {
+        format!(
+            "policy rules {}; BPF LSM (task_kill, ptrace, bpf, file_open): not here",
+            active.join(", ")
+        )
+    };
     let program_recognition = if exe_names {
         "comm and the executed file's name (BTF offsets): symlinks to watched programs are stopped"
     } else {
@@ -1008,6 +1029,7 @@ fn mechanisms(exe_names: bool) -> Vec<(String, String)> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain([("self_protection".to_string(), self_protection)])
     .collect()
 }
 
