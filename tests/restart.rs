@@ -167,3 +167,53 @@ fn an_exec_flood_past_the_ring_buffer_strands_no_process() {
     eprintln!("flood of 300 parallel watched execs: {stats}");
     guard.stop();
 }
+
+/// Spawns `sleep 30` with exactly `pid`, by setting the kernel's last pid
+/// just before the fork (retried: other processes may fork in between).
+fn spawn_with_pid(pid: u32) -> Option<std::process::Child> {
+    for _ in 0..50 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
+        let child = std::process::Command::new("sleep").arg("30").spawn().ok()?;
+        if child.id() == pid {
+            return Some(child);
+        }
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    None
+}
+
+#[test]
+fn a_reused_pid_is_not_readopted_and_cannot_be_approved() {
+    require_root();
+    let stubs = Stubs::new();
+    let mut guard = Guard::start(POLICY);
+    let run = guard.session(&stubs, &["terraform", "destroy", "reused"]);
+    let hold = guard.wait_hold("reused");
+    let pid = hold["pid"].as_u64().unwrap() as u32;
+    wait_stopped(pid as u64);
+    // While guardd is down, the held process dies and another takes its pid.
+    guard.stop_daemon(libc::SIGKILL);
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = run.wait();
+    let Some(mut impostor) = spawn_with_pid(pid) else {
+        panic!("could not get pid {pid} again");
+    };
+    guard.restart();
+    assert!(
+        guard.pending().is_empty(),
+        "a process with a reused pid was re-adopted"
+    );
+    let out = guard.ctl(&["approve", hold["id"].as_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(guard
+        .audit_events("exit")
+        .iter()
+        .any(|r| r["request_id"] == hold["id"]));
+    assert_eq!(state(pid as u64), 'S', "the impostor was touched");
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+    assert_eq!(stubs.marker_text(), "");
+    guard.stop();
+}
