@@ -12,15 +12,7 @@ use std::{
 
 use common::*;
 
-const POLICY: &str = r#"
-version = 1
-base = "none"
-[[rule]]
-id = "tf-destroy"
-programs = ["terraform"]
-subcommand = ["destroy"]
-action = "hold"
-"#;
+const POLICY: &str = HOLD_TERRAFORM_DESTROY;
 
 #[test]
 fn huge_and_numerous_arguments_are_held_and_decided() {

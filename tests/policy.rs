@@ -6,15 +6,7 @@ use std::{fs, process::Command, thread::sleep, time::Duration};
 
 use common::*;
 
-const FIRST: &str = r#"
-version = 1
-base = "none"
-[[rule]]
-id = "tf-destroy"
-programs = ["terraform"]
-subcommand = ["destroy"]
-action = "hold"
-"#;
+const FIRST: &str = HOLD_TERRAFORM_DESTROY;
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..250 {

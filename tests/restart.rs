@@ -6,15 +6,7 @@ use std::{os::unix::process::ExitStatusExt as _, thread::sleep, time::Duration};
 
 use common::*;
 
-const POLICY: &str = r#"
-version = 1
-base = "none"
-[[rule]]
-id = "tf-destroy"
-programs = ["terraform"]
-subcommand = ["destroy"]
-action = "hold"
-"#;
+const POLICY: &str = HOLD_TERRAFORM_DESTROY;
 
 #[test]
 fn a_crash_releases_nothing_and_the_restart_readopts_every_hold() {

@@ -18,6 +18,17 @@ use serde_json::Value;
 
 pub const WAIT: Duration = Duration::from_secs(15);
 
+/// A policy of one rule: hold `terraform destroy` (the stub's subcommand).
+pub const HOLD_TERRAFORM_DESTROY: &str = r#"
+version = 1
+base = "none"
+[[rule]]
+id = "tf-destroy"
+programs = ["terraform"]
+subcommand = ["destroy"]
+action = "hold"
+"#;
+
 fn binary(var: &str, name: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(var) {
         return path.into();
