@@ -1,0 +1,383 @@
+//! Kernel events and periodic work: stops are judged, holds raised, sessions
+//! found, lost events recovered, deadlines kept.
+use super::*;
+
+impl Guard {
+    // ---- kernel events -------------------------------------------------
+
+    pub fn on_event(&mut self, event: &Event) {
+        let comm = comm_str(&event.comm);
+        match EventKind::from_u32(event.kind) {
+            Some(EventKind::ExecHeld | EventKind::ExecStopFailed) => self.on_stop(Stop {
+                pid: event.pid,
+                session: event.session_id,
+                comm: &comm,
+                stopped_at_ns: Some(event.ktime_ns),
+                stop_failed: event.kind == EventKind::ExecStopFailed as u32,
+            }),
+            Some(EventKind::SessionDetected) => {
+                self.register_session(
+                    event.session_id,
+                    Some(comm.clone()),
+                    "detected",
+                    event.uid,
+                    Vec::new(),
+                );
+            }
+            Some(EventKind::InterpreterExec) => self.on_interpreter(event.pid),
+            Some(EventKind::HeldExit) => {
+                if let Some(id) = self.holds.id_of_pid(event.pid) {
+                    self.end_exited(&id);
+                }
+            }
+            Some(EventKind::SessionOverflow) => {
+                tracing::error!(
+                    pid = event.pid,
+                    session = event.session_id,
+                    "session map full: a process may run outside its session"
+                );
+                let mut record = AuditRecord::new(AuditEvent::Error);
+                record.pid = Some(event.pid);
+                record.session = Some(event.session_id);
+                record.reason =
+                    Some("session map full: a child could not be added to its session".into());
+                self.audit.write(&record);
+            }
+            None => tracing::warn!(kind = event.kind, "unknown kernel event"),
+        }
+    }
+
+    pub(super) fn on_stop(&mut self, stop: Stop<'_>) {
+        self.stats.counts.stops += 1;
+        if let Some(at) = stop.stopped_at_ns {
+            self.stats
+                .event_us
+                .push(monotonic_ns().saturating_sub(at) / 1000);
+        }
+        let process = match ProcessHandle::open(stop.pid) {
+            Ok(process) => process,
+            Err(_) => {
+                // Gone before we looked: nothing can run.
+                self.kernel.forget_held(stop.pid);
+                return;
+            }
+        };
+        if self.holds.holds_process(process.pid, process.start_time) {
+            return; // already raised (event and map recovery both saw it)
+        }
+        let argv = match procfs::cmdline(stop.pid) {
+            Ok(argv) if !argv.is_empty() => argv,
+            _ => {
+                // A stopped process whose command we cannot read is not run blind.
+                self.fail_closed(
+                    &process,
+                    stop.session,
+                    "could not read the command line of a stopped process",
+                );
+                return;
+            }
+        };
+        let exe = procfs::link(stop.pid, "exe");
+        let (program, judged) = procfs::judged_command(stop.comm, &exe, &argv);
+        let words: Vec<String> = judged
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let mut env_names = self.policy.env_names();
+        env_names.extend_from_slice(CONTEXT_ENV);
+        let command = CommandContext {
+            program: program.clone(),
+            exe: Some(exe.clone()),
+            argv: words,
+            cwd: Some(procfs::link(stop.pid, "cwd")),
+            env: procfs::environ(stop.pid, &env_names),
+            uid: procfs::uid(stop.pid).ok(),
+            agent: self
+                .sessions
+                .get(&stop.session)
+                .and_then(|s| s.agent.clone()),
+        };
+        let explanation = self.policy.judge(&command);
+        let decision_us = stop
+            .stopped_at_ns
+            .map(|at| monotonic_ns().saturating_sub(at) / 1000);
+        if let Some(us) = decision_us {
+            self.stats.decision_us.push(us);
+        }
+        if stop.stop_failed && explanation.action != Action::Allow {
+            self.fail_closed(
+                &process,
+                stop.session,
+                "bpf_send_signal failed: the process was not stopped",
+            );
+            return;
+        }
+        let mut record = self.record_for(&process, stop.session, &judged, &exe);
+        record.rule = explanation.rule.clone();
+        record.decision_us = decision_us;
+        match explanation.action {
+            Action::Allow | Action::Audit => {
+                let _ = process.resume();
+                self.kernel.forget_held(stop.pid);
+                self.stats.counts.allowed += 1;
+                if explanation.action == Action::Audit {
+                    record.event = Some(AuditEvent::Audit);
+                    record.decision = Some("allow".into());
+                    self.audit.write(&record);
+                }
+            }
+            Action::Deny => {
+                self.stats.counts.denied += 1;
+                let message = explanation
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "the policy forbids it".into());
+                if let Some(stderr) = notice::stderr_of(&process) {
+                    notice::write(
+                        &stderr,
+                        &format!(
+                            "agent-guard: denied `{}` (rule {}): {}. It did not run.\n",
+                            display_argv(&judged),
+                            explanation.rule.as_deref().unwrap_or("-"),
+                            escape_bytes(message.as_bytes())
+                        ),
+                    );
+                }
+                let _ = process.kill();
+                self.kernel.forget_held(stop.pid);
+                record.event = Some(AuditEvent::Deny);
+                record.decision = Some("deny".into());
+                record.reason = Some(message);
+                self.audit.write(&record);
+            }
+            Action::Hold => self.raise_hold(
+                process,
+                stop.session,
+                program,
+                judged,
+                exe,
+                &explanation,
+                record,
+            ),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn raise_hold(
+        &mut self,
+        process: ProcessHandle,
+        session: u32,
+        program: String,
+        argv: Vec<Vec<u8>>,
+        exe: String,
+        explanation: &Explanation,
+        mut record: AuditRecord,
+    ) {
+        self.stats.counts.held += 1;
+        let now = Instant::now();
+        let timeout = Duration::from_secs(explanation.timeout_secs);
+        let id = self.holds.next_id();
+        let stderr = notice::stderr_of(&process);
+        let hold = Hold {
+            id: id.clone(),
+            session,
+            agent: self.sessions.get(&session).and_then(|s| s.agent.clone()),
+            uid: procfs::uid(process.pid).unwrap_or(u32::MAX),
+            program,
+            cwd: procfs::link(process.pid, "cwd"),
+            exe,
+            argv,
+            rule: explanation.rule.clone().unwrap_or_default(),
+            approvals_needed: explanation.approvals.max(1),
+            traced: false,
+            protection: "ptrace-stop: only guardd can release it".into(),
+            approved_by: Vec::new(),
+            on_timeout: explanation.on_timeout,
+            ancestry: record.ancestry.clone(),
+            created: now,
+            deadline: now + timeout,
+            created_unix: unix_now(),
+            deadline_unix: unix_now() + timeout.as_secs(),
+            stderr,
+            process,
+        };
+        if let Some(stderr) = &hold.stderr {
+            notice::write(
+                stderr,
+                &format!(
+                    "agent-guard: held `{}` (request {id}, rule {}). It will not run until a human \
+                     approves it from outside this agent session; without a decision it is denied \
+                     in {}. Do not try to approve or bypass it.\n",
+                    hold.command(),
+                    hold.rule,
+                    format_duration(timeout),
+                ),
+            );
+        }
+        tracing::info!(
+            id,
+            pid = hold.process.pid,
+            rule = hold.rule,
+            command = hold.command(),
+            "held"
+        );
+        record.event = Some(AuditEvent::Hold);
+        record.request_id = Some(id);
+        record.decision = Some("hold".into());
+        self.protect_and_insert(hold, record);
+    }
+
+    /// Takes the process into ptrace-stop, so that only guardd can end the
+    /// hold, then records and registers it.
+    pub(super) fn protect_and_insert(&mut self, mut hold: Hold, mut record: AuditRecord) {
+        match self.tracer.seize(hold.process.pid) {
+            Ok(()) => hold.traced = true,
+            Err(err) => {
+                let why = format!(
+                    "ptrace unavailable ({err}): held by SIGSTOP only, which others may undo"
+                );
+                tracing::warn!(id = hold.id, "{why}");
+                hold.protection = why.clone();
+                record.reason = Some(why);
+            }
+        }
+        self.audit.write(&record);
+        self.holds.insert(hold);
+    }
+
+    /// Kills a stopped process we cannot judge, and says so.
+    pub(super) fn fail_closed(&mut self, process: &ProcessHandle, session: u32, why: &str) {
+        tracing::error!(pid = process.pid, "{why}: killing it");
+        let _ = process.kill();
+        self.kernel.forget_held(process.pid);
+        let mut record = AuditRecord::new(AuditEvent::Error);
+        record.pid = Some(process.pid);
+        record.session = Some(session);
+        record.decision = Some("deny".into());
+        record.reason = Some(format!("{why}; killed (fail closed)"));
+        self.audit.write(&record);
+    }
+
+    pub(super) fn on_interpreter(&mut self, pid: u32) {
+        let Ok(argv) = procfs::cmdline(pid) else {
+            return;
+        };
+        let words: Vec<String> = argv
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if let Some(package) = self.policy.runs_agent_package(&words) {
+            self.adopt_tree(pid, package, "interpreter");
+        }
+    }
+
+    /// Makes `root` and everything already below it one session.
+    pub(super) fn adopt_tree(&mut self, root: u32, agent: String, origin: &'static str) {
+        let entry = SessionEntry {
+            session_id: root,
+            flags: SESSION_DETECTED,
+        };
+        // The root first, so that children forked from now on inherit it.
+        for pid in procfs::process_tree(root) {
+            for tid in procfs::threads(pid) {
+                if let Err(err) = self.kernel.add_to_session(tid, entry) {
+                    tracing::error!(tid, "cannot add to session {root}: {err}");
+                }
+            }
+        }
+        let uid = procfs::uid(root).unwrap_or(u32::MAX);
+        let argv = procfs::cmdline(root).unwrap_or_default();
+        self.register_session(root, Some(agent), origin, uid, argv);
+    }
+
+    pub(super) fn register_session(
+        &mut self,
+        id: u32,
+        agent: Option<String>,
+        origin: &'static str,
+        uid: u32,
+        argv: Vec<Vec<u8>>,
+    ) {
+        tracing::info!(session = id, agent, origin, "session started");
+        let mut record = AuditRecord::new(AuditEvent::SessionStart);
+        record.session = Some(id);
+        record.pid = Some(id);
+        record.agent = agent.clone();
+        record.uid = Some(uid);
+        record.argv = argv.iter().map(|a| escape_bytes(a)).collect();
+        record.ancestry = ancestry(id);
+        record.reason = Some(origin.into());
+        self.audit.write(&record);
+        self.sessions.insert(
+            id,
+            Session {
+                id,
+                agent,
+                origin: origin.to_string(),
+                uid,
+            },
+        );
+    }
+
+    /// Finds agents that were already running when guardd started.
+    pub fn scan_running_agents(&mut self) {
+        let me = std::process::id();
+        for pid in procfs::all_pids() {
+            if pid == me || self.kernel.session_of(pid).is_some() {
+                continue;
+            }
+            let Ok(stat) = procfs::stat(pid) else {
+                continue;
+            };
+            let agent = if self.policy.agents.programs.contains(&stat.comm) {
+                Some(stat.comm.clone())
+            } else if self.policy.agents.interpreters.contains(&stat.comm) {
+                let argv = procfs::cmdline(pid).unwrap_or_default();
+                let words: Vec<String> = argv
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                self.policy.runs_agent_package(&words)
+            } else {
+                None
+            };
+            if let Some(agent) = agent {
+                self.adopt_tree(pid, agent, "scan");
+            }
+        }
+    }
+
+    // ---- periodic work ----------------------------------------------------
+
+    /// Times out expired holds, drops holds whose process died, and raises
+    /// stops the kernel recorded but whose event never arrived.
+    pub fn tick(&mut self) {
+        let now = Instant::now();
+        for id in self.holds.expired(now) {
+            self.end_timed_out(&id);
+        }
+        for id in self.holds.exited() {
+            self.end_exited(&id);
+        }
+        let grace_ns = RECOVERY_GRACE.as_nanos() as u64;
+        let now_ns = monotonic_ns();
+        for (pid, entry) in self.kernel.held() {
+            if self.holds.has_pid(pid) || now_ns.saturating_sub(entry.ktime_ns) < grace_ns {
+                continue;
+            }
+            let Ok(stat) = procfs::stat(pid) else {
+                self.kernel.forget_held(pid);
+                continue;
+            };
+            tracing::warn!(pid, "raising a stop whose event was lost");
+            self.stats.counts.recovered_from_map += 1;
+            self.on_stop(Stop {
+                pid,
+                session: entry.session_id,
+                comm: &stat.comm,
+                stopped_at_ns: None,
+                stop_failed: false,
+            });
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! The daemon's state machine: kernel events -> session table -> policy ->
+//! hold registry -> approvals -> release or kill -> audit log. All methods are
+//! synchronous and short; callers hold the one lock around `Guard`.
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use guard_common::{Event, EventKind, SessionEntry, SESSION_DETECTED, SESSION_LAUNCHED};
+
+use crate::{
+    audit::{AuditEvent, AuditLog, AuditRecord},
+    escape::{display_argv, escape_bytes},
+    holds::{format_duration, Hold, HoldRegistry},
+    kernel::{Kernel, ProgramSets},
+    notice,
+    policy::{Action, CommandContext, Explanation, OnTimeout, Policy},
+    process::ProcessHandle,
+    procfs,
+    protocol::{HoldState, PolicySummary, Response, SessionView, StatusView},
+    state::{SavedSession, SavedState, StateStore},
+    stats::Stats,
+    tracer::Tracer,
+};
+
+/// A process stopped by the kernel is raised from the HELD map when its ring
+/// buffer event has not arrived after this long.
+const RECOVERY_GRACE: Duration = Duration::from_secs(1);
+/// Environment variables that say where a command acts; recorded with holds.
+const CONTEXT_ENV: &[&str] = &[
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "KUBECONFIG",
+    "CLOUDSDK_CORE_PROJECT",
+    "TF_WORKSPACE",
+];
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: u32,
+    pub agent: Option<String>,
+    pub origin: String,
+    pub uid: u32,
+}
+
+/// Who sent a control request, from SO_PEERCRED.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub pid: Option<u32>,
+    pub uid: u32,
+}
+
+pub struct Guard {
+    policy: Policy,
+    tracer: Tracer,
+    config: Option<std::path::PathBuf>,
+    last_reload_error: Option<String>,
+    kernel: Kernel,
+    sessions: BTreeMap<u32, Session>,
+    holds: HoldRegistry,
+    audit: AuditLog,
+    stats: Stats,
+    state: StateStore,
+    /// What the state file holds, to write it only on change.
+    saved: Option<SavedState>,
+}
+
+/// What the kernel said about one stopped process.
+struct Stop<'a> {
+    pid: u32,
+    session: u32,
+    comm: &'a str,
+    stopped_at_ns: Option<u64>,
+    stop_failed: bool,
+}
+
+mod events;
+mod requests;
+
+impl Guard {
+    pub fn new(
+        policy: Policy,
+        config: Option<std::path::PathBuf>,
+        kernel: Kernel,
+        tracer: Tracer,
+        audit: AuditLog,
+        state: StateStore,
+    ) -> Self {
+        let saved = state.load().unwrap_or_else(|err| {
+            // The stopped processes stay stopped: the kernel's HELD map raises them anew.
+            tracing::error!("state unreadable, starting without it: {err}");
+            let mut record = AuditRecord::new(AuditEvent::Error);
+            record.reason = Some(format!(
+                "state unreadable: {err}; held processes are raised again from the kernel map"
+            ));
+            audit.write(&record);
+            None
+        });
+        let fresh = || crate::state::new_state(format!("{:04x}", (monotonic_ns() / 1000) as u16));
+        let restored = saved.clone().unwrap_or_else(fresh);
+        let mut guard = Self {
+            policy,
+            tracer,
+            config,
+            last_reload_error: None,
+            kernel,
+            sessions: BTreeMap::new(),
+            holds: HoldRegistry::new(restored.id_prefix.clone(), restored.next_id),
+            audit,
+            stats: Stats::default(),
+            state,
+            saved,
+        };
+        guard.restore(restored);
+        guard
+    }
+
+    /// Re-adopts the sessions and holds of a previous run. A held process is
+    /// re-adopted only if it is the same process (pid and start time).
+    fn restore(&mut self, saved: SavedState) {
+        for session in saved.sessions {
+            self.sessions.insert(
+                session.id,
+                Session {
+                    id: session.id,
+                    agent: session.agent,
+                    origin: session.origin,
+                    uid: session.uid,
+                },
+            );
+        }
+        let now = Instant::now();
+        let now_unix = unix_now();
+        for entry in saved.holds {
+            let process = match ProcessHandle::open(entry.pid) {
+                Ok(process) if process.start_time == entry.start_time && process.is_alive() => {
+                    process
+                }
+                _ => {
+                    let mut record = AuditRecord::new(AuditEvent::Exit);
+                    record.request_id = Some(entry.id.clone());
+                    record.pid = Some(entry.pid);
+                    record.rule = Some(entry.rule.clone());
+                    record.decision = Some("exited".into());
+                    record.reason = Some("the held process ended while guardd was down".into());
+                    self.audit.write(&record);
+                    continue;
+                }
+            };
+            let comm = procfs::stat(entry.pid).map(|s| s.comm).unwrap_or_default();
+            let exe = procfs::link(entry.pid, "exe");
+            let (program, argv) = procfs::judged_command(
+                &comm,
+                &exe,
+                &procfs::cmdline(entry.pid).unwrap_or_default(),
+            );
+            let hold = Hold {
+                id: entry.id.clone(),
+                session: entry.session,
+                agent: self
+                    .sessions
+                    .get(&entry.session)
+                    .and_then(|s| s.agent.clone()),
+                uid: procfs::uid(entry.pid).unwrap_or(u32::MAX),
+                program,
+                cwd: procfs::link(entry.pid, "cwd"),
+                exe,
+                argv,
+                rule: entry.rule,
+                approvals_needed: entry.approvals_needed,
+                approved_by: entry.approved_by,
+                on_timeout: entry.on_timeout,
+                traced: false,
+                protection: "ptrace-stop: only guardd can release it".into(),
+                ancestry: entry.ancestry,
+                created: now - Duration::from_secs(now_unix.saturating_sub(entry.created_unix)),
+                deadline: now + Duration::from_secs(entry.deadline_unix.saturating_sub(now_unix)),
+                created_unix: entry.created_unix,
+                deadline_unix: entry.deadline_unix,
+                stderr: notice::stderr_of(&process),
+                process,
+            };
+            let mut record = self.hold_record(&hold, AuditEvent::Readopt);
+            record.decision = Some("hold".into());
+            self.protect_and_insert(hold, record);
+        }
+        self.persist();
+    }
+
+    /// Writes the state file when the holds or sessions changed.
+    pub fn persist(&mut self) {
+        let state = SavedState {
+            holds: self.holds.iter().map(Hold::saved).collect(),
+            sessions: self
+                .sessions
+                .values()
+                .map(|s| SavedSession {
+                    id: s.id,
+                    agent: s.agent.clone(),
+                    origin: s.origin.clone(),
+                    uid: s.uid,
+                })
+                .collect(),
+            id_prefix: self.holds.prefix().to_string(),
+            next_id: self.holds.next_number(),
+            ..crate::state::new_state(String::new())
+        };
+        if self.saved.as_ref() == Some(&state) {
+            return;
+        }
+        match self.state.save(&state) {
+            Ok(()) => self.saved = Some(state),
+            Err(err) => {
+                // The holds stand; only a restart would not find them (the kernel map still would).
+                tracing::error!("cannot write the state file: {err}");
+            }
+        }
+    }
+
+    /// Loads the policy files again. A policy that fails to load is refused
+    /// and the one in force stays; holds already raised keep their rule.
+    pub fn reload(&mut self, reason: &str) {
+        let Some(config) = self.config.clone() else {
+            tracing::info!("{reason}: running on the embedded default policy, nothing to reload");
+            return;
+        };
+        let mut record = AuditRecord::new(AuditEvent::PolicyReload);
+        record.reason = Some(reason.to_string());
+        match Policy::load(&config) {
+            Ok(policy) => match self.kernel.set_programs(&ProgramSets::of(&policy)) {
+                Ok(()) => {
+                    tracing::info!(
+                        version = policy.version,
+                        rules = policy.rules.len(),
+                        "{reason}: policy reloaded"
+                    );
+                    record.decision = Some(format!("loaded {}", policy.version));
+                    self.policy = policy;
+                    self.last_reload_error = None;
+                }
+                Err(err) => {
+                    // Put the old program set back: the kernel must match the policy in force.
+                    let _ = self.kernel.set_programs(&ProgramSets::of(&self.policy));
+                    self.last_reload_error = Some(format!("kernel program map: {err}"));
+                }
+            },
+            Err(err) => {
+                tracing::error!("{reason}: new policy refused, the old one stays in force: {err}");
+                self.last_reload_error = Some(err.to_string());
+            }
+        }
+        if let Some(err) = &self.last_reload_error {
+            record.decision = Some("refused".into());
+            record.reason = Some(format!("{reason}: {err}"));
+        }
+        self.audit.write(&record);
+    }
+
+    pub fn status(&self) -> Response {
+        Response::Status(Box::new(StatusView {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            policy: PolicySummary {
+                source: self.policy.source.clone(),
+                version: self.policy.version.clone(),
+                last_reload_error: self.last_reload_error.clone(),
+                rules: self.policy.rules.len(),
+                watched_programs: self.policy.watched_programs().len(),
+                agents: self.policy.agents.programs.clone(),
+            },
+            sessions: self
+                .sessions
+                .values()
+                .map(|s| SessionView {
+                    id: s.id,
+                    agent: s.agent.clone(),
+                    origin: s.origin.clone(),
+                    uid: s.uid,
+                })
+                .collect(),
+            pending: self.holds.len(),
+            mechanisms: mechanisms(self.kernel.recognises_exe_names(), &self.policy),
+            programs: self.kernel.loaded_programs().to_vec(),
+            stats: self.stats.view(),
+        }))
+    }
+
+    // ---- records ------------------------------------------------------------
+
+    fn record_for(
+        &self,
+        process: &ProcessHandle,
+        session: u32,
+        argv: &[Vec<u8>],
+        exe: &str,
+    ) -> AuditRecord {
+        let mut record = AuditRecord::new(AuditEvent::Hold);
+        record.pid = Some(process.pid);
+        record.session = Some(session);
+        record.agent = self.sessions.get(&session).and_then(|s| s.agent.clone());
+        record.uid = procfs::uid(process.pid).ok();
+        record.cwd = Some(procfs::link(process.pid, "cwd"));
+        record.exe = Some(exe.to_string());
+        record.argv = argv.iter().map(|a| escape_bytes(a)).collect();
+        record.ancestry = ancestry(process.pid);
+        let env = procfs::environ(process.pid, CONTEXT_ENV);
+        if !env.is_empty() {
+            let env: Vec<String> = env
+                .iter()
+                .map(|(k, v)| format!("{k}={}", escape_bytes(v.as_bytes())))
+                .collect();
+            record.reason = Some(format!("context: {}", env.join(" ")));
+        }
+        record
+    }
+
+    fn hold_record(&self, hold: &Hold, event: AuditEvent) -> AuditRecord {
+        let mut record = AuditRecord::new(event);
+        record.request_id = Some(hold.id.clone());
+        record.session = Some(hold.session);
+        record.agent = hold.agent.clone();
+        record.pid = Some(hold.process.pid);
+        record.uid = Some(hold.uid);
+        record.cwd = Some(hold.cwd.clone());
+        record.exe = Some(hold.exe.clone());
+        record.argv = hold.argv.iter().map(|a| escape_bytes(a)).collect();
+        record.rule = Some(hold.rule.clone());
+        record.ancestry = hold.ancestry.clone();
+        record
+    }
+
+    fn audit_end(
+        &self,
+        hold: &Hold,
+        event: AuditEvent,
+        decision: &str,
+        approver: Option<String>,
+        reason: Option<String>,
+    ) {
+        let mut record = self.hold_record(hold, event);
+        record.decision = Some(decision.into());
+        record.approver = approver;
+        record.reason = reason;
+        self.audit.write(&record);
+    }
+}
+
+/// Default-pack rules that keep sessions from disabling agent-guard.
+const SELF_PROTECTION_RULES: &[&str] = &[
+    "guard-stop-service",
+    "guard-signal",
+    "guard-files",
+    "guard-bpftool",
+];
+
+fn mechanisms(exe_names: bool, policy: &Policy) -> Vec<(String, String)> {
+    let active: Vec<&str> = SELF_PROTECTION_RULES
+        .iter()
+        .copied()
+        .filter(|id| policy.rule(id).is_some())
+        .collect();
+    let self_protection = if active.is_empty() {
+        "none: the loaded policy has none of the guard-* rules; BPF LSM (task_kill, ptrace, bpf, file_open): not here".to_string()
+    } else {
+        format!(
+            "policy rules {}; BPF LSM (task_kill, ptrace, bpf, file_open): not here",
+            active.join(", ")
+        )
+    };
+    let program_recognition = if exe_names {
+        "comm and the executed file's name (BTF offsets): symlinks to watched programs are stopped"
+    } else {
+        "none beyond comm: no kernel BTF, a symlink to a watched program under another name is not stopped"
+    };
+    [
+        ("program_recognition", program_recognition),
+        ("exec_hold", "tracepoint sched/sched_process_exec + SIGSTOP before the first instruction"),
+        ("session_tracking", "tracepoints sched/sched_process_fork and sched/sched_process_exit"),
+        ("agent_detection", "exec of agent programs (kernel), interpreter argv (daemon), /proc scan at start"),
+        ("hold_release_protection", "ptrace-stop (PTRACE_SEIZE + PTRACE_INTERRUPT): SIGCONT from others does not wake a held process; BPF LSM task_kill: not here"),
+        ("syscall_holds", "none: not implemented yet (issue #6)"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain([("self_protection".to_string(), self_protection)])
+    .collect()
+}
+
+fn identity(peer: Peer) -> String {
+    let name = nix::unistd::User::from_uid(peer.uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    match (name, peer.pid) {
+        (Some(name), Some(pid)) => format!("{name} (uid {}, pid {pid})", peer.uid),
+        (None, Some(pid)) => format!("uid {} (pid {pid})", peer.uid),
+        (_, None) => format!("uid {}", peer.uid),
+    }
+}
+
+fn ancestry(pid: u32) -> Vec<String> {
+    procfs::ancestry(pid)
+        .into_iter()
+        .map(|(pid, comm)| format!("{pid}:{}", escape_bytes(comm.as_bytes())))
+        .collect()
+}
+
+fn comm_str(comm: &[u8]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+fn error(message: &str) -> Response {
+    Response::Error {
+        message: message.to_string(),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
