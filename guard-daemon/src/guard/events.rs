@@ -112,6 +112,13 @@ impl Guard {
             );
             return;
         }
+        if explanation.action == Action::Allow {
+            // The common case: let it run before anything else is done.
+            let _ = process.resume();
+            self.kernel.forget_held(stop.pid);
+            self.stats.counts.allowed += 1;
+            return;
+        }
         let mut record = self.record_for(&process, stop.session, &judged, &exe);
         record.rule = explanation.rule.clone();
         record.decision_us = decision_us;
@@ -120,11 +127,9 @@ impl Guard {
                 let _ = process.resume();
                 self.kernel.forget_held(stop.pid);
                 self.stats.counts.allowed += 1;
-                if explanation.action == Action::Audit {
-                    record.event = Some(AuditEvent::Audit);
-                    record.decision = Some("allow".into());
-                    self.audit.write(&record);
-                }
+                record.event = Some(AuditEvent::Audit);
+                record.decision = Some("allow".into());
+                self.audit.write(&record);
             }
             Action::Deny => {
                 self.stats.counts.denied += 1;

@@ -1,10 +1,14 @@
+//! `cargo xtask bench`: policy evaluation (criterion) and the cost of the
+//! guard on real execs, written to BENCHMARKS.md and target/bench/results.json.
+mod exec;
+
 use crate::cmd;
 
-/// Benchmarks; extra arguments go to the benchmark harness (criterion).
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     cmd::run(
         cmd::cargo()
             .args(["bench", "-p", "guard-daemon", "--bench", "policy", "--"])
             .args(args),
-    )
+    )?;
+    exec::run()
 }

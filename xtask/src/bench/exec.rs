@@ -1,0 +1,346 @@
+//! The guard's cost on real execs, alternating runs without and with the
+//! guard (A B A B ...) so the machine's drift cancels out:
+//! 1. fork+exec+wait of a tiny static program outside any session;
+//! 2. the same loop inside a session (program not watched);
+//! 3. a watched program the policy allows: added latency per exec, and
+//!    guardd's own stop-to-decision figures;
+//! 4. approve-to-running latency of a held process.
+use std::{
+    fmt::Write as _,
+    fs,
+    io::Write as _,
+    os::unix::net::UnixStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Value};
+
+use crate::{build, cmd};
+
+const ROUNDS: usize = 5;
+const POLICY: &str = "version = 1\nbase = \"none\"\n[[rule]]\nid = \"bench\"\nprograms = [\"tfbench\"]\nsubcommand = [\"destroy\"]\naction = \"hold\"\n";
+const LOOP: &str = "i=0; while [ $i -lt $1 ]; do \"$0\" $2; i=$((i+1)); done";
+
+struct Bench {
+    dir: PathBuf,
+    release: PathBuf,
+    execs: u32,
+}
+
+pub fn run() -> anyhow::Result<()> {
+    if !cmd::is_root() {
+        bail!("the exec benchmarks load eBPF programs: run `cargo xtask bench` as root");
+    }
+    build::release_build()?;
+    let root = cmd::workspace_root();
+    let dir = root.join("target/bench");
+    fs::create_dir_all(dir.join("bin"))?;
+    cmd::run(
+        Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(dir.join("bin/tiny"))
+            .arg(root.join("xtask/bench/tiny.c")),
+    )?;
+    fs::copy(dir.join("bin/tiny"), dir.join("bin/tfbench"))?;
+    fs::write(dir.join("policy.toml"), POLICY)?;
+    let execs = std::env::var("AGENT_GUARD_BENCH_EXECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let bench = Bench {
+        dir,
+        release: root.join("target/release"),
+        execs,
+    };
+
+    let (mut outside, mut session, mut watched) =
+        (Pair::default(), Pair::default(), Pair::default());
+    let mut gate = Value::Null;
+    for round in 0..ROUNDS {
+        eprintln!("xtask: bench round {}/{ROUNDS}", round + 1);
+        outside
+            .without
+            .push(bench.per_exec_us(bench.tiny_loop(None, false))?);
+        watched
+            .without
+            .push(bench.per_exec_us(bench.tiny_loop(None, true))?);
+        let guard = Guardd::start(&bench)?;
+        outside
+            .with
+            .push(bench.per_exec_us(bench.tiny_loop(None, false))?);
+        session
+            .with
+            .push(bench.per_exec_us(bench.tiny_loop(Some(&guard), false))?);
+        watched
+            .with
+            .push(bench.per_exec_us(bench.tiny_loop(Some(&guard), true))?);
+        gate = guard.status()?["stats"].clone();
+        guard.stop(&bench)?;
+    }
+    session.without = outside.without.clone();
+    let approve = approve_to_running(&bench)?;
+
+    let results = json!({
+        "machine": machine(),
+        "commit": cmd::output(Command::new("git").args(["rev-parse", "--short", "HEAD"])).unwrap_or_default().trim(),
+        "execs_per_run": bench.execs,
+        "rounds": ROUNDS,
+        "outside_session": outside.json(),
+        "in_session_unwatched": session.json(),
+        "watched_allowed_added_us": summary(&watched.with.iter().zip(&watched.without).map(|(w, o)| w - o).collect::<Vec<_>>()),
+        "guardd_stop_to_decision_us": gate["decision_latency"],
+        "guardd_stop_to_event_us": gate["event_latency"],
+        "approve_to_running_us": summary(&approve),
+    });
+    fs::write(
+        bench.dir.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    fs::write(
+        cmd::workspace_root().join("BENCHMARKS.md"),
+        report(&results),
+    )?;
+    println!("{}", report(&results));
+    Ok(())
+}
+
+impl Bench {
+    /// `sh -c LOOP` running the tiny program `execs` times (watched: `tfbench plan`), in a session or not.
+    fn tiny_loop(&self, session: Option<&Guardd>, watched: bool) -> (Command, u32) {
+        let (program, arg, count) = if watched {
+            (self.dir.join("bin/tfbench"), "plan", self.execs / 4)
+        } else {
+            (self.dir.join("bin/tiny"), "", self.execs)
+        };
+        let mut command = match session {
+            Some(guard) => {
+                let mut c = Command::new(self.release.join("guardctl"));
+                c.arg("--socket")
+                    .arg(&guard.socket)
+                    .args(["run", "--", "sh", "-c", LOOP]);
+                c
+            }
+            None => {
+                let mut c = Command::new("sh");
+                c.args(["-c", LOOP]);
+                c
+            }
+        };
+        command.arg(program).arg(count.to_string()).arg(arg);
+        (command, count)
+    }
+
+    fn per_exec_us(&self, (mut command, count): (Command, u32)) -> anyhow::Result<f64> {
+        let start = Instant::now();
+        let status = command.stdin(Stdio::null()).status()?;
+        let elapsed = start.elapsed();
+        if !status.success() {
+            bail!("benchmark loop failed: {status}");
+        }
+        Ok(elapsed.as_secs_f64() * 1e6 / f64::from(count))
+    }
+}
+
+struct Guardd {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Guardd {
+    fn command(bench: &Bench) -> Command {
+        let mut command = Command::new(bench.release.join("guardd"));
+        command
+            .arg("--config")
+            .arg(bench.dir.join("policy.toml"))
+            .arg("--socket")
+            .arg(bench.dir.join("guardd.sock"))
+            .arg("--audit-log")
+            .arg(bench.dir.join("audit.jsonl"))
+            .arg("--state-dir")
+            .arg(bench.dir.join("state"))
+            .arg("--pin-dir")
+            .arg("/sys/fs/bpf/agent-guard-bench");
+        command
+    }
+
+    fn start(bench: &Bench) -> anyhow::Result<Self> {
+        let child = Self::command(bench).stderr(Stdio::null()).spawn()?;
+        let guard = Self {
+            child,
+            socket: bench.dir.join("guardd.sock"),
+        };
+        for _ in 0..200 {
+            if guard.status().is_ok() {
+                return Ok(guard);
+            }
+            sleep(Duration::from_millis(25));
+        }
+        bail!("guardd did not come up")
+    }
+
+    fn request(&self, request: Value) -> anyhow::Result<Value> {
+        let mut stream = UnixStream::connect(&self.socket)?;
+        stream.write_all(format!("{request}\n").as_bytes())?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&stream), &mut line)?;
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    fn status(&self) -> anyhow::Result<Value> {
+        self.request(json!({"version": 1, "type": "status"}))
+    }
+
+    fn stop(mut self, bench: &Bench) -> anyhow::Result<()> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait()?;
+        let status = Self::command(bench)
+            .arg("--teardown")
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("guardd --teardown failed");
+        }
+        Ok(())
+    }
+}
+
+/// Holds `tfbench destroy` 20 times; from the approve request to the
+/// program's first instruction (it writes CLOCK_MONOTONIC first thing).
+fn approve_to_running(bench: &Bench) -> anyhow::Result<Vec<f64>> {
+    let guard = Guardd::start(bench)?;
+    let mut samples = Vec::new();
+    for i in 0..20 {
+        let stamp = bench.dir.join(format!("started-{i}"));
+        let _ = fs::remove_file(&stamp);
+        let mut run = Command::new(bench.release.join("guardctl"))
+            .arg("--socket")
+            .arg(&guard.socket)
+            .args(["run", "--"])
+            .arg(bench.dir.join("bin/tfbench"))
+            .arg("destroy")
+            .arg(&stamp)
+            .stderr(Stdio::null())
+            .spawn()?;
+        let id = loop {
+            let pending = guard.request(json!({"version": 1, "type": "pending"}))?;
+            if let Some(id) = pending["holds"][0]["id"].as_str() {
+                break id.to_string();
+            }
+            sleep(Duration::from_millis(5));
+        };
+        let before = monotonic_ns();
+        guard.request(json!({"version": 1, "type": "approve", "id": id}))?;
+        run.wait()?;
+        let started: u64 = fs::read_to_string(&stamp)?
+            .trim()
+            .parse()
+            .context("stamp")?;
+        samples.push(started.saturating_sub(before) as f64 / 1000.0);
+    }
+    guard.stop(bench)?;
+    Ok(samples)
+}
+
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+#[derive(Default)]
+struct Pair {
+    without: Vec<f64>,
+    with: Vec<f64>,
+}
+
+impl Pair {
+    fn json(&self) -> Value {
+        let ratios: Vec<f64> = self
+            .with
+            .iter()
+            .zip(&self.without)
+            .map(|(w, o)| w / o)
+            .collect();
+        json!({"no_guard_us": summary(&self.without), "guard_us": summary(&self.with), "ratio": summary(&ratios)})
+    }
+}
+
+fn summary(values: &[f64]) -> Value {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        sorted
+            .get(((sorted.len().max(1) - 1) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    json!({"median": at(0.5), "p99": at(0.99), "min": at(0.0), "max": at(1.0), "n": sorted.len()})
+}
+
+fn machine() -> String {
+    let kernel = cmd::output(Command::new("uname").arg("-r")).unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    format!("Linux {}, {cpus} CPUs", kernel.trim())
+}
+
+fn report(r: &Value) -> String {
+    let f = |v: &Value| format!("{:.3}", v.as_f64().unwrap_or(0.0));
+    let row = |name: &str, goal: &str, s: &Value| {
+        format!(
+            "| {name} | {goal} | {} | {} – {} |\n",
+            f(&s["median"]),
+            f(&s["min"]),
+            f(&s["max"])
+        )
+    };
+    let mut out =
+        String::from("# Benchmarks\n\nWritten by `cargo xtask bench`; do not edit by hand.\n\n");
+    let _ = writeln!(
+        out,
+        "Machine: {}. Commit: {}. Date: {}.",
+        r["machine"].as_str().unwrap_or(""),
+        r["commit"].as_str().unwrap_or(""),
+        cmd::output(Command::new("date").args(["-u", "+%Y-%m-%d"]))
+            .unwrap_or_default()
+            .trim()
+    );
+    let _ = writeln!(out, "Each figure is over {} alternating rounds (no guard, guard) of {} execs of a tiny static program.\n", r["rounds"], r["execs_per_run"]);
+    out.push_str("| figure | goal | median | min – max |\n|---|---|---|---|\n");
+    out += &row(
+        "outside sessions: ratio guard / no guard",
+        "<= 1.01",
+        &r["outside_session"]["ratio"],
+    );
+    out += &row(
+        "outside sessions, no guard: us per exec",
+        "",
+        &r["outside_session"]["no_guard_us"],
+    );
+    out += &row(
+        "in a session, unwatched: ratio guard / no guard",
+        "<= 1.03",
+        &r["in_session_unwatched"]["ratio"],
+    );
+    out += &row(
+        "watched and allowed: added us per exec",
+        "",
+        &r["watched_allowed_added_us"],
+    );
+    out += &row(
+        "approve to running: us",
+        "<= 5000",
+        &r["approve_to_running_us"],
+    );
+    let g = &r["guardd_stop_to_decision_us"];
+    let _ = writeln!(out, "\nguardd's own stop-to-decision latency in the last watched run: p50 {} us, p99 {} us, max {} us ({} samples; goal p50 <= 100 us, p99 <= 1 ms).",
+        g["p50_us"], g["p99_us"], g["max_us"], g["samples"]);
+    out.push_str("\nNot measured yet (issue #7): the make/git workload, sustained exec rate and burst size,\nguardd RSS/CPU and map memory, and the auditd/fapolicyd/bpftrace peers.\n");
+    out
+}
