@@ -173,10 +173,6 @@ impl HoldRegistry {
             .collect()
     }
 
-    pub fn ids(&self) -> Vec<String> {
-        self.holds.keys().cloned().collect()
-    }
-
     pub fn views(&self, now: Instant) -> Vec<HoldView> {
         self.holds.values().map(|hold| hold.view(now)).collect()
     }

@@ -3,7 +3,6 @@ use std::{
     collections::HashMap,
     fs,
     os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
-    path::Path,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,10 +153,6 @@ pub fn environ(pid: u32, names: &[&str]) -> Vec<(String, String)> {
                 .then(|| (key.to_string(), value.to_string()))
         })
         .collect()
-}
-
-pub fn exists(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 #[cfg(test)]
