@@ -140,9 +140,23 @@ fn an_exec_flood_past_the_ring_buffer_strands_no_process() {
         &[
             "sh",
             "-c",
-            "for i in $(seq 300); do terraform plan $i & done; wait",
+            "sleep 0.5; for i in $(seq 300); do terraform plan $i & done; wait",
         ],
     );
+    // Once the session exists, freeze guardd (by the pid this test started) so
+    // that nothing drains the ring buffer while the flood is stopped in the
+    // kernel: the overflow is certain, not a matter of speed.
+    let deadline = std::time::Instant::now() + WAIT;
+    while guard.status()["sessions"].as_array().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session never started"
+        );
+        sleep(Duration::from_millis(10));
+    }
+    unsafe { libc::kill(guard.pid() as i32, libc::SIGSTOP) };
+    sleep(Duration::from_secs(2));
+    unsafe { libc::kill(guard.pid() as i32, libc::SIGCONT) };
     let (status, _, _) = run.wait();
     assert!(status.success());
     assert_eq!(

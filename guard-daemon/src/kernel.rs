@@ -226,6 +226,11 @@ impl Kernel {
     }
 
     /// Every stopped-and-undecided process the kernel has recorded.
+    /// The stop the kernel recorded for `pid`, if it is still undecided.
+    pub fn held_entry(&self, pid: u32) -> Option<HeldEntry> {
+        self.held.get(&pid, 0).ok()
+    }
+
     pub fn held(&self) -> Vec<(u32, HeldEntry)> {
         self.held.iter().filter_map(Result::ok).collect()
     }

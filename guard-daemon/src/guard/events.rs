@@ -8,6 +8,9 @@ impl Guard {
     pub fn on_event(&mut self, event: &Event) {
         let comm = comm_str(&event.comm);
         match EventKind::from_u32(event.kind) {
+            // A stop raised from the HELD map while its event waited in the ring
+            // buffer is decided already: its late event must not act again.
+            Some(EventKind::ExecHeld) if self.is_stale(event) => {}
             Some(EventKind::ExecHeld | EventKind::ExecStopFailed) => self.on_stop(Stop {
                 pid: event.pid,
                 session: event.session_id,
@@ -44,6 +47,18 @@ impl Guard {
                 self.audit.write(&record);
             }
             None => tracing::warn!(kind = event.kind, "unknown kernel event"),
+        }
+    }
+
+    /// An ExecHeld event is stale when the kernel no longer lists that stop
+    /// (or lists a later one) and the process is not stopped. With no entry
+    /// but a stopped process (the HELD map was full), it is handled.
+    fn is_stale(&self, event: &Event) -> bool {
+        match self.kernel.held_entry(event.pid) {
+            Some(entry) => entry.ktime_ns > event.ktime_ns,
+            None => {
+                !matches!(procfs::stat(event.pid), Ok(stat) if stat.state == 'T' || stat.state == 't')
+            }
         }
     }
 
