@@ -337,7 +337,8 @@ impl Guard {
     /// Stops guardd, tears down its pins and state, and checks that nothing is
     /// left: no program, no map, no held process stopped.
     fn shutdown(&mut self) {
-        if self.program_ids.is_empty() {
+        // Also after a guardd that failed to load: it may have made its pin dir.
+        if self.program_ids.is_empty() && !self.pin_dir.exists() {
             return;
         }
         self.stop_daemon(libc::SIGTERM);
