@@ -122,6 +122,48 @@ pub struct ExeNameOffsets {
     pub _pad: u32,
 }
 
+/// Offsets into kernel structs for the BPF LSM hooks, from BTF at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LsmOffsets {
+    pub task_tgid: u32,
+    pub file_mode: u32,
+    /// `file.f_path` + `path.dentry`.
+    pub file_dentry: u32,
+    pub path_dentry: u32,
+    pub dentry_inode: u32,
+    pub dentry_parent: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    /// Index of the `bpf` hook's trailing return-value argument (it gained
+    /// a `kernel` parameter in 6.9).
+    pub bpf_retval_arg: u32,
+    /// Same for `path_rename` (it gained `flags` in 5.19).
+    pub rename_retval_arg: u32,
+    pub _pad: u32,
+}
+
+/// Key of the `PROTECTED` map: a file by device (the kernel's `s_dev`
+/// encoding, `major << 20 | minor`) and inode number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FileKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// `PROTECTED` flag: session processes may not write, truncate, unlink or rename this file.
+pub const PROTECT_FILE: u32 = 1 << 0;
+/// `PROTECTED` flag: as `PROTECT_FILE` for every entry directly inside this directory,
+/// including files created or replaced later (atomic renames give new inodes).
+pub const PROTECT_ENTRIES: u32 = 1 << 1;
+/// Capacity of the protected-file map.
+pub const MAX_PROTECTED: u32 = 1_024;
+
+const _: () = assert!(core::mem::size_of::<LsmOffsets>() == 48);
+const _: () = assert!(core::mem::size_of::<FileKey>() == 16);
 const _: () = assert!(core::mem::size_of::<ExeNameOffsets>() == 24);
 const _: () = assert!(core::mem::size_of::<SessionEntry>() == 8);
 const _: () = assert!(core::mem::size_of::<HeldEntry>() == 16);
@@ -136,6 +178,8 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::TracepointOffsets {}
     unsafe impl aya::Pod for super::ExeNameOffsets {}
+    unsafe impl aya::Pod for super::LsmOffsets {}
+    unsafe impl aya::Pod for super::FileKey {}
 }
 
 /// Key of the `PROGRAMS` map for a program name: the kernel's `comm`, which

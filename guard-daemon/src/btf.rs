@@ -8,6 +8,7 @@ const MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_TYPEDEF: u32 = 8;
+const KIND_FUNC: u32 = 12;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
@@ -21,6 +22,8 @@ pub enum BtfError {
     Malformed(&'static str),
     #[error("no struct {0} in BTF")]
     NoStruct(String),
+    #[error("no function {0} in BTF")]
+    NoFunction(String),
     #[error("no member {member} in struct {strukt}")]
     NoMember { strukt: String, member: String },
 }
@@ -31,6 +34,8 @@ struct Type {
     kind: u32,
     /// For modifiers and typedefs: the type referred to.
     referred: u32,
+    /// Members, enumerators or parameters.
+    vlen: u32,
     members: Vec<Member>,
 }
 
@@ -46,6 +51,7 @@ pub struct Btf {
     types: Vec<Type>,
     strings: Vec<u8>,
     structs: HashMap<String, u32>,
+    functions: HashMap<String, u32>,
 }
 
 impl Btf {
@@ -122,6 +128,7 @@ impl Btf {
                 name_off,
                 kind,
                 referred: size_or_type,
+                vlen: vlen as u32,
                 members,
             });
         }
@@ -129,12 +136,20 @@ impl Btf {
             types,
             strings,
             structs: HashMap::new(),
+            functions: HashMap::new(),
         };
         for (index, ty) in btf.types.iter().enumerate() {
-            if ty.kind == KIND_STRUCT && ty.name_off != 0 {
-                let name = btf.string(ty.name_off).to_string();
-                btf.structs.entry(name).or_insert(index as u32 + 1);
-            }
+            let index = match ty.kind {
+                KIND_STRUCT | KIND_FUNC if ty.name_off != 0 => index as u32 + 1,
+                _ => continue,
+            };
+            let name = btf.string(ty.name_off).to_string();
+            let names = if ty.kind == KIND_FUNC {
+                &mut btf.functions
+            } else {
+                &mut btf.structs
+            };
+            names.entry(name).or_insert(index);
         }
         Ok(btf)
     }
@@ -165,6 +180,17 @@ impl Btf {
 
     /// Byte offset of `member` in `struct NAME`, looking inside anonymous
     /// structs and unions as C does.
+    /// How many parameters a kernel function takes (LSM hooks gained some over time).
+    pub fn function_params(&self, name: &str) -> Result<u32, BtfError> {
+        let proto = self
+            .functions
+            .get(name)
+            .and_then(|id| self.get(*id))
+            .and_then(|func| self.get(func.referred))
+            .ok_or_else(|| BtfError::NoFunction(name.to_string()))?;
+        Ok(proto.vlen)
+    }
+
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
         let id = *self
             .structs
@@ -263,5 +289,8 @@ mod tests {
         btf.member_offset("mm_struct", "exe_file").unwrap();
         btf.member_offset("file", "f_path").unwrap();
         assert_eq!(btf.member_offset("qstr", "name").unwrap(), 8);
+        // int security_task_kill(struct task_struct *, struct kernel_siginfo *, int, const struct cred *)
+        assert_eq!(btf.function_params("security_task_kill").unwrap(), 4);
+        assert!(btf.function_params("no_such_function").is_err());
     }
 }

@@ -66,13 +66,15 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", socket.display()))?;
     let _socket_file = server::SocketFile(socket.clone());
     let tracer = crate::tracer::Tracer::start().context("starting the tracer thread")?;
+    let own_files = crate::protected::OwnFiles {
+        config: config.clone(),
+        state_dir: state_dir.clone(),
+        audit_log: audit_log.clone(),
+        socket: socket.clone(),
+        pin_dir: pin_dir.clone(),
+    };
     let guard = Arc::new(Mutex::new(Guard::new(
-        policy,
-        config.clone(),
-        kernel,
-        tracer,
-        audit,
-        state,
+        policy, own_files, kernel, tracer, audit, state,
     )));
     guard.lock().unwrap().scan_running_agents();
 

@@ -1,39 +1,61 @@
-//! Loading and driving the kernel side: the three tracepoint programs, their
-//! maps, and the offsets they need from this kernel's tracefs.
+//! Loading and driving the kernel side: the three tracepoint programs, the
+//! BPF LSM programs where this kernel runs the BPF LSM, their maps, and the
+//! offsets they need from this kernel's tracefs and BTF.
 use std::{
     fs,
     path::{Path, PathBuf},
 };
 
 use aya::{
-    maps::{HashMap, MapData, RingBuf},
+    maps::{Array, HashMap, MapData, RingBuf},
     programs::{
         links::{FdLink, PinnedLink},
-        TracePoint,
+        Lsm, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
 use guard_common::{
-    comm_key, Comm, ExeNameOffsets, HeldEntry, SessionEntry, TracepointOffsets, PROGRAM_AGENT,
-    PROGRAM_INTERPRETER, PROGRAM_WATCHED,
+    comm_key, Comm, ExeNameOffsets, FileKey, HeldEntry, LsmOffsets, SessionEntry,
+    TracepointOffsets, PROGRAM_AGENT, PROGRAM_INTERPRETER, PROGRAM_WATCHED,
 };
 
 use crate::{btf::Btf, protocol::ProgramView};
 
 /// Maps pinned under the pin directory (shared with the pinned programs).
-const MAPS: [&str; 4] = ["SESSIONS", "HELD", "PROGRAMS", "EVENTS"];
+const MAPS: [&str; 6] = [
+    "SESSIONS",
+    "HELD",
+    "PROGRAMS",
+    "EVENTS",
+    "PROTECTED",
+    "GUARDD",
+];
 /// bpffs's magic number (statfs f_type).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf"));
 
 const TRACEFS: &str = "/sys/kernel/tracing";
+const SECURITYFS: &str = "/sys/kernel/security";
 
 /// (program, tracepoint category, tracepoint name)
 const PROGRAMS: [(&str, &str, &str); 3] = [
     ("sessions_fork", "sched", "sched_process_fork"),
     ("sessions_exit", "sched", "sched_process_exit"),
     ("exec_gate", "sched", "sched_process_exec"),
+];
+
+/// (program, LSM hook), loaded only where the BPF LSM is active.
+const LSM_PROGRAMS: [(&str, &str); 9] = [
+    ("protect_task_kill", "task_kill"),
+    ("protect_ptrace", "ptrace_access_check"),
+    ("protect_bpf", "bpf"),
+    ("protect_file_open", "file_open"),
+    ("protect_path_unlink", "path_unlink"),
+    ("protect_path_rmdir", "path_rmdir"),
+    ("protect_path_mknod", "path_mknod"),
+    ("protect_path_rename", "path_rename"),
+    ("protect_path_truncate", "path_truncate"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +69,8 @@ pub enum KernelError {
         name: &'static str,
         source: aya::programs::ProgramError,
     },
+    #[error("kernel BTF: {0}")]
+    Btf(String),
     #[error("pinning: {0}")]
     Pin(String),
     #[error("map {name}: {source}")]
@@ -83,9 +107,13 @@ pub struct Kernel {
     sessions: HashMap<MapData, u32, SessionEntry>,
     held: HashMap<MapData, u32, HeldEntry>,
     programs: HashMap<MapData, Comm, u32>,
+    protected: HashMap<MapData, FileKey, u32>,
+    guardd: Array<MapData, u32>,
     loaded: Vec<ProgramView>,
     /// Whether the exec gate also recognises programs by their executed file's name.
     exe_names: bool,
+    /// Why the LSM programs are not loaded (None: they are).
+    lsm_missing: Option<String>,
 }
 
 impl Kernel {
@@ -110,10 +138,13 @@ impl Kernel {
             exec_old_pid: field_offset("sched", "sched_process_exec", "old_pid")?,
         };
         let exe_offsets = exe_name_offsets();
+        let lsm = lsm_offsets();
+        let lsm_values = lsm.clone().unwrap_or_default();
         let mut loader = EbpfLoader::new();
         loader
             .override_global("TP_OFFSETS", &offsets, true)
-            .override_global("EXE_OFFSETS", &exe_offsets, true);
+            .override_global("EXE_OFFSETS", &exe_offsets, true)
+            .override_global("LSM_OFFSETS", &lsm_values, true);
         let map_pins: Vec<(&str, PathBuf)> =
             MAPS.iter().map(|name| (*name, pins.map(name))).collect();
         for (name, path) in &map_pins {
@@ -135,14 +166,20 @@ impl Kernel {
         let held = HashMap::try_from(map(&mut ebpf, "HELD")?).map_err(map_err("HELD"))?;
         let programs =
             HashMap::try_from(map(&mut ebpf, "PROGRAMS")?).map_err(map_err("PROGRAMS"))?;
+        let protected =
+            HashMap::try_from(map(&mut ebpf, "PROTECTED")?).map_err(map_err("PROTECTED"))?;
+        let guardd = Array::try_from(map(&mut ebpf, "GUARDD")?).map_err(map_err("GUARDD"))?;
         let events = RingBuf::try_from(map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
         let mut kernel = Self {
             _ebpf: ebpf,
             sessions,
             held,
             programs,
+            protected,
+            guardd,
             loaded: Vec::new(),
             exe_names: exe_offsets.enabled != 0,
+            lsm_missing: lsm.as_ref().err().cloned(),
         };
         // Fill the program map before anything is attached.
         kernel.set_programs(sets)?;
@@ -168,7 +205,81 @@ impl Kernel {
                 map_ids: info.map_ids().ok().flatten().unwrap_or_default(),
             });
         }
+        if kernel.lsm_missing.is_none() {
+            // This guardd is the one that may release holds from now on.
+            kernel.set_guardd(std::process::id())?;
+            kernel.attach_lsm(&pins)?;
+        } else {
+            // Programs of an earlier run on a kernel booted differently: gone.
+            for (name, _) in LSM_PROGRAMS {
+                if let Ok(link) = PinnedLink::from_pin(pins.link(name)) {
+                    drop(link.unpin());
+                }
+            }
+        }
         Ok((kernel, events))
+    }
+
+    fn attach_lsm(&mut self, pins: &Pins) -> Result<(), KernelError> {
+        let btf = aya::Btf::from_sys_fs().map_err(|err| KernelError::Btf(err.to_string()))?;
+        for (name, hook) in LSM_PROGRAMS {
+            let program_err = |source| KernelError::Program { name, source };
+            let program: &mut Lsm = self
+                ._ebpf
+                .program_mut(name)
+                .ok_or_else(|| KernelError::Tracefs(format!("program {name} missing from object")))?
+                .try_into()
+                .map_err(program_err)?;
+            program.load(hook, &btf).map_err(program_err)?;
+            let link = program.attach().map_err(program_err)?;
+            let link = program.take_link(link).map_err(program_err)?;
+            pins.replace_link(name, FdLink::from(link))?;
+            let info = program.info().map_err(program_err)?;
+            self.loaded.push(ProgramView {
+                name: name.to_string(),
+                id: info.id(),
+                tracepoint: format!("lsm/{hook}"),
+                map_ids: info.map_ids().ok().flatten().unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Why the BPF LSM hooks are not loaded here, or None when they are.
+    pub fn lsm_missing(&self) -> Option<&str> {
+        self.lsm_missing.as_deref()
+    }
+
+    /// Names the process the LSM lets release holds (0: none, while guardd is down).
+    pub fn set_guardd(&mut self, pid: u32) -> Result<(), KernelError> {
+        self.guardd
+            .set(0, pid, 0)
+            .map_err(|source| KernelError::Map {
+                name: "GUARDD",
+                source,
+            })
+    }
+
+    /// Makes the protected-file map exactly `keys`.
+    pub fn set_protected(&mut self, keys: &[(FileKey, u32)]) -> Result<(), KernelError> {
+        let stale: Vec<FileKey> = self
+            .protected
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| !keys.iter().any(|(k, _)| k == key))
+            .collect();
+        for key in stale {
+            let _ = self.protected.remove(&key);
+        }
+        for (key, flags) in keys {
+            self.protected
+                .insert(key, flags, 0)
+                .map_err(|source| KernelError::Map {
+                    name: "PROTECTED",
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// Makes the program map exactly `sets` (entries no longer wanted are removed).
@@ -262,6 +373,53 @@ fn exe_name_offsets() -> ExeNameOffsets {
     })
 }
 
+/// Offsets for the LSM programs, or why they cannot run on this kernel.
+fn lsm_offsets() -> Result<LsmOffsets, String> {
+    ensure_securityfs();
+    let active = fs::read_to_string(format!("{SECURITYFS}/lsm"))
+        .map_err(|err| format!("{SECURITYFS}/lsm: {err}"))?;
+    if !active.trim().split(',').any(|lsm| lsm == "bpf") {
+        return Err(format!(
+            "the BPF LSM is not active (lsm={}; boot with bpf in lsm=)",
+            active.trim()
+        ));
+    }
+    let read = || -> Result<LsmOffsets, crate::btf::BtfError> {
+        let btf = Btf::from_sys_fs()?;
+        // Each hook's trailing return-value argument follows its parameters.
+        Ok(LsmOffsets {
+            task_tgid: btf.member_offset("task_struct", "tgid")?,
+            file_mode: btf.member_offset("file", "f_mode")?,
+            file_dentry: btf.member_offset("file", "f_path")?
+                + btf.member_offset("path", "dentry")?,
+            path_dentry: btf.member_offset("path", "dentry")?,
+            dentry_inode: btf.member_offset("dentry", "d_inode")?,
+            dentry_parent: btf.member_offset("dentry", "d_parent")?,
+            inode_ino: btf.member_offset("inode", "i_ino")?,
+            inode_sb: btf.member_offset("inode", "i_sb")?,
+            sb_dev: btf.member_offset("super_block", "s_dev")?,
+            bpf_retval_arg: btf.function_params("bpf_lsm_bpf")?,
+            rename_retval_arg: btf.function_params("bpf_lsm_path_rename")?,
+            _pad: 0,
+        })
+    };
+    read().map_err(|err| format!("BTF for the LSM hooks: {err}"))
+}
+
+/// securityfs is not mounted at boot on every system; without it the LSM list is unreadable.
+fn ensure_securityfs() {
+    if Path::new(SECURITYFS).join("lsm").exists() {
+        return;
+    }
+    let _ = nix::mount::mount(
+        Some("securityfs"),
+        SECURITYFS,
+        Some("securityfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    );
+}
+
 /// The pin directory: `maps/NAME` and `links/NAME`.
 struct Pins {
     root: PathBuf,
@@ -317,7 +475,11 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<u32>, KernelError> {
             held = map.keys().filter_map(Result::ok).collect();
         }
     }
-    for (name, _, _) in PROGRAMS {
+    let names = PROGRAMS
+        .iter()
+        .map(|(name, _, _)| *name)
+        .chain(LSM_PROGRAMS.iter().map(|(name, _)| *name));
+    for name in names {
         if let Ok(link) = PinnedLink::from_pin(pins.link(name)) {
             drop(link.unpin());
         }

@@ -17,6 +17,7 @@ pub mod notice;
 pub mod policy;
 pub mod process;
 pub mod procfs;
+pub mod protected;
 pub mod protocol;
 pub mod server;
 pub mod state;

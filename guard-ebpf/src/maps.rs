@@ -2,11 +2,11 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_uid_gid, bpf_ktime_get_ns},
     macros::map,
-    maps::{HashMap, RingBuf},
+    maps::{Array, HashMap, RingBuf},
 };
 use guard_common::{
-    Comm, Event, EventKind, ExeNameOffsets, HeldEntry, SessionEntry, TracepointOffsets,
-    EVENTS_BYTES, MAX_HELD, MAX_PROGRAMS, MAX_SESSION_TASKS,
+    Comm, Event, EventKind, ExeNameOffsets, FileKey, HeldEntry, SessionEntry, TracepointOffsets,
+    EVENTS_BYTES, MAX_HELD, MAX_PROGRAMS, MAX_PROTECTED, MAX_SESSION_TASKS,
 };
 
 /// Thread id -> session, for every thread in an agent session.
@@ -20,6 +20,15 @@ pub static PROGRAMS: HashMap<Comm, u32> = HashMap::with_max_entries(MAX_PROGRAMS
 /// Pid -> stop record, for every process the exec gate stopped and the daemon has not decided.
 #[map]
 pub static HELD: HashMap<u32, HeldEntry> = HashMap::with_max_entries(MAX_HELD, 0);
+
+/// Files session processes may not change (`PROTECT_*` flags), for the LSM hooks.
+#[map]
+pub static PROTECTED: HashMap<FileKey, u32> = HashMap::with_max_entries(MAX_PROTECTED, 0);
+
+/// `[0]`: pid of the running guardd, the only process that may release a hold
+/// (0 while none runs).
+#[map]
+pub static GUARDD: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);

@@ -17,6 +17,7 @@ use crate::{
     policy::{Action, CommandContext, Explanation, OnTimeout, Policy},
     process::ProcessHandle,
     procfs,
+    protected::OwnFiles,
     protocol::{HoldState, PolicySummary, Response, SessionView, StatusView},
     state::{SavedSession, SavedState, StateStore},
     stats::Stats,
@@ -55,6 +56,8 @@ pub struct Guard {
     tracer: Tracer,
     config: Option<std::path::PathBuf>,
     last_reload_error: Option<String>,
+    /// agent-guard's own files, kept from sessions by the LSM where it runs.
+    own_files: OwnFiles,
     kernel: Kernel,
     sessions: BTreeMap<u32, Session>,
     holds: HoldRegistry,
@@ -80,7 +83,7 @@ mod requests;
 impl Guard {
     pub fn new(
         policy: Policy,
-        config: Option<std::path::PathBuf>,
+        own_files: OwnFiles,
         kernel: Kernel,
         tracer: Tracer,
         audit: AuditLog,
@@ -101,7 +104,8 @@ impl Guard {
         let mut guard = Self {
             policy,
             tracer,
-            config,
+            config: own_files.config.clone(),
+            own_files,
             last_reload_error: None,
             kernel,
             sessions: BTreeMap::new(),
@@ -112,7 +116,21 @@ impl Guard {
             saved,
         };
         guard.restore(restored);
+        guard.protect_own_files();
         guard
+    }
+
+    /// Gives the kernel the current inodes of agent-guard's own files.
+    fn protect_own_files(&mut self) {
+        if self.kernel.lsm_missing().is_some() {
+            return;
+        }
+        if let Err(err) = self.kernel.set_protected(&self.own_files.keys()) {
+            tracing::error!("agent-guard's files are not protected from sessions: {err}");
+            let mut record = AuditRecord::new(AuditEvent::Error);
+            record.reason = Some(format!("protected-file map: {err}"));
+            self.audit.write(&record);
+        }
     }
 
     /// Re-adopts the sessions and holds of a previous run. A held process is
@@ -254,6 +272,8 @@ impl Guard {
             record.reason = Some(format!("{reason}: {err}"));
         }
         self.audit.write(&record);
+        // An editor may have replaced a policy file with a new inode.
+        self.protect_own_files();
     }
 
     pub fn status(&self) -> Response {
@@ -279,7 +299,7 @@ impl Guard {
                 })
                 .collect(),
             pending: self.holds.len(),
-            mechanisms: mechanisms(self.kernel.recognises_exe_names(), &self.policy),
+            mechanisms: mechanisms(&self.kernel, &self.policy),
             programs: self.kernel.loaded_programs().to_vec(),
             stats: self.stats.view(),
         }))
@@ -353,36 +373,43 @@ const SELF_PROTECTION_RULES: &[&str] = &[
     "guard-bpftool",
 ];
 
-fn mechanisms(exe_names: bool, policy: &Policy) -> Vec<(String, String)> {
-    let active: Vec<&str> = SELF_PROTECTION_RULES
+fn mechanisms(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {
+    let rules: Vec<&str> = SELF_PROTECTION_RULES
         .iter()
         .copied()
         .filter(|id| policy.rule(id).is_some())
         .collect();
-    let self_protection = if active.is_empty() {
-        "none: the loaded policy has none of the guard-* rules; BPF LSM (task_kill, ptrace, bpf, file_open): not here".to_string()
+    let rules = if rules.is_empty() {
+        "no guard-* rules in the loaded policy".to_string()
     } else {
-        format!(
-            "policy rules {}; BPF LSM (task_kill, ptrace, bpf, file_open): not here",
-            active.join(", ")
-        )
+        format!("policy rules {}", rules.join(", "))
     };
-    let program_recognition = if exe_names {
+    let (lsm_self, lsm_release) = match kernel.lsm_missing() {
+        None => (
+            "BPF LSM: session processes may not signal or trace guardd, use bpf(2), or write, truncate, unlink or rename agent-guard's files".to_string(),
+            "BPF LSM task_kill: only guardd may SIGCONT a held process".to_string(),
+        ),
+        Some(why) => (
+            format!("BPF LSM (task_kill, ptrace, bpf, file_open, path_*): not here: {why}"),
+            format!("BPF LSM task_kill: not here: {why}"),
+        ),
+    };
+    let program_recognition = if kernel.recognises_exe_names() {
         "comm and the executed file's name (BTF offsets): symlinks to watched programs are stopped"
     } else {
         "none beyond comm: no kernel BTF, a symlink to a watched program under another name is not stopped"
     };
     [
-        ("program_recognition", program_recognition),
-        ("exec_hold", "tracepoint sched/sched_process_exec + SIGSTOP before the first instruction"),
-        ("session_tracking", "tracepoints sched/sched_process_fork and sched/sched_process_exit"),
-        ("agent_detection", "exec of agent programs (kernel), interpreter argv (daemon), /proc scan at start"),
-        ("hold_release_protection", "ptrace-stop (PTRACE_SEIZE + PTRACE_INTERRUPT): SIGCONT from others does not wake a held process; BPF LSM task_kill: not here"),
-        ("syscall_holds", "none: not implemented yet (issue #6)"),
+        ("program_recognition", program_recognition.to_string()),
+        ("exec_hold", "tracepoint sched/sched_process_exec + SIGSTOP before the first instruction".into()),
+        ("session_tracking", "tracepoints sched/sched_process_fork and sched/sched_process_exit".into()),
+        ("agent_detection", "exec of agent programs (kernel), interpreter argv (daemon), /proc scan at start".into()),
+        ("hold_release_protection", format!("ptrace-stop (PTRACE_SEIZE + PTRACE_INTERRUPT): SIGCONT from others does not wake a held process; {lsm_release}")),
+        ("syscall_holds", "none: not implemented yet (issue #6)".into()),
+        ("self_protection", format!("{rules}; {lsm_self}")),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .chain([("self_protection".to_string(), self_protection)])
+    .map(|(k, v)| (k.to_string(), v))
     .collect()
 }
 

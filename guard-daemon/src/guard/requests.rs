@@ -242,6 +242,10 @@ impl Guard {
     /// them from the state file. `guardd --teardown` is what denies them.
     pub fn shutdown(&mut self) {
         self.persist();
+        // While no guardd runs, the LSM lets nobody SIGCONT a held process.
+        if let Err(err) = self.kernel.set_guardd(0) {
+            tracing::error!("cannot clear the releasing pid: {err}");
+        }
         for hold in self.holds.iter() {
             if let Some(stderr) = &hold.stderr {
                 notice::write(
