@@ -535,7 +535,10 @@ fn explain_and_status_describe_the_loaded_policy() {
         .find(|m| m[0] == "self_protection")
         .unwrap();
     assert!(
-        self_protection[1].as_str().unwrap().starts_with("none"),
+        self_protection[1]
+            .as_str()
+            .unwrap()
+            .starts_with("no guard-* rules"),
         "{self_protection}"
     );
     let human = guard.ctl(&["status"]);
@@ -690,8 +693,17 @@ fn sigcont_and_ptrace_from_outside_do_not_release_a_hold() {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    let refused_by_lsm = lsm_active(&guard.status());
     for _ in 0..3 {
-        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        let sent = unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        if refused_by_lsm {
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            assert_eq!(
+                (sent, errno),
+                (-1, Some(libc::EPERM)),
+                "task_kill let SIGCONT through"
+            );
+        }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     // Nobody else can attach to it either.

@@ -208,9 +208,15 @@ impl Kernel {
         if kernel.lsm_missing.is_none() {
             // This guardd is the one that may release holds from now on.
             kernel.set_guardd(std::process::id())?;
-            kernel.attach_lsm(&pins)?;
-        } else {
-            // Programs of an earlier run on a kernel booted differently: gone.
+            if let Err(err) = kernel.attach_lsm(&pins) {
+                // All or none, so that status tells the truth; the holds keep ptrace.
+                tracing::error!("BPF LSM programs not loaded, falling back to ptrace only: {err}");
+                kernel.lsm_missing = Some(format!("loading the LSM programs failed: {err}"));
+                kernel.loaded.retain(|p| !p.tracepoint.starts_with("lsm/"));
+            }
+        }
+        if kernel.lsm_missing.is_some() {
+            // Also the programs of an earlier run on a kernel booted differently.
             for (name, _) in LSM_PROGRAMS {
                 if let Ok(link) = PinnedLink::from_pin(pins.link(name)) {
                     drop(link.unpin());

@@ -194,7 +194,9 @@ impl Guard {
                         .flat_map(|p| p["map_ids"].as_array().unwrap())
                         .map(|id| id.as_u64().unwrap() as u32),
                 );
-                assert_eq!(programs.len(), 3, "{status}");
+                // Three tracepoints, and nine LSM programs where the BPF LSM runs.
+                let expected = if lsm_active(&status) { 12 } else { 3 };
+                assert_eq!(programs.len(), expected, "{status}");
                 assert!(!self.map_ids.is_empty(), "{status}");
                 return;
             }
@@ -489,6 +491,32 @@ pub fn wait_stopped(pid: u64) {
         );
         sleep(Duration::from_millis(5));
     }
+}
+
+/// What `guardctl status --json` says about one capability.
+pub fn mechanism(status: &Value, capability: &str) -> String {
+    status["mechanisms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|pair| pair[0] == capability)
+        .and_then(|pair| pair[1].as_str())
+        .unwrap_or_else(|| panic!("no mechanism {capability}: {status}"))
+        .to_string()
+}
+
+/// Whether this guardd runs the BPF LSM hooks. Where the test environment
+/// says the kernel has the BPF LSM (`cargo xtask vm-test` sets
+/// AGENT_GUARD_EXPECT_LSM=1), a guardd without them fails the test.
+pub fn lsm_active(status: &Value) -> bool {
+    let active = !mechanism(status, "hold_release_protection").contains("task_kill: not here");
+    if std::env::var("AGENT_GUARD_EXPECT_LSM").as_deref() == Ok("1") {
+        assert!(
+            active,
+            "the BPF LSM is expected here but guardd did not load it: {status}"
+        );
+    }
+    active
 }
 
 pub fn require_root() {

@@ -1,0 +1,243 @@
+//! Self-protection and hold integrity in the kernel (BPF LSM). Where the
+//! kernel has no BPF LSM (the usual host), these tests check that guardd
+//! says so; `cargo xtask vm-test` runs them on a kernel booted with the BPF
+//! LSM and AGENT_GUARD_EXPECT_LSM=1, where every refusal is checked.
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    path::{Path, PathBuf},
+};
+
+use common::*;
+use serde_json::{json, Value};
+
+const ATTACK_ENV: &str = "AGENT_GUARD_TEST_ATTACK";
+
+/// On a kernel without the BPF LSM, status must say the hooks are absent and why.
+fn lsm_or_explained(guard: &Guard) -> bool {
+    let status = guard.status();
+    if lsm_active(&status) {
+        return true;
+    }
+    for capability in ["hold_release_protection", "self_protection"] {
+        let text = mechanism(&status, capability);
+        assert!(text.contains("not here: "), "{capability}: {text}");
+    }
+    false
+}
+
+#[test]
+fn sessions_cannot_signal_trace_or_change_the_guard() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    if !lsm_or_explained(&guard) {
+        return guard.stop();
+    }
+    let state_dir = guard.dir.path().join("state");
+    let config = guard.dir.path().join("policy.toml");
+    let config_before = std::fs::read(&config).unwrap();
+    let exec_gate_pin = guard.pin_dir.join("links/exec_gate");
+    assert!(state_dir.join("requests.json").exists());
+    let targets = json!({
+        "guardd": guard.pid(),
+        "config": config,
+        "audit": guard.audit_log,
+        "socket": guard.socket,
+        "pin": exec_gate_pin,
+        "state_file": state_dir.join("requests.json"),
+        "state_dir": state_dir,
+        "free_dir": stubs.dir.path(),
+    });
+    let exe = std::env::current_exe().unwrap();
+    let mut command = guard.ctl_command(&["run", "--"]);
+    command
+        .arg(&exe)
+        .args(["--exact", "attack_from_inside_a_session", "--nocapture"])
+        .env(ATTACK_ENV, targets.to_string());
+    let (status, out, err) = Proc::spawn(command).wait();
+    assert!(status.success(), "{out}\n{err}");
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ATTACKS "))
+        .unwrap_or_else(|| panic!("no result from the session: {out}\n{err}"));
+    let results: BTreeMap<String, i32> = serde_json::from_str(line).unwrap();
+    let expected: BTreeMap<String, i32> = [
+        ("signal_guardd", libc::EPERM),
+        ("probe_guardd_alive", 0),
+        ("trace_guardd", libc::EPERM),
+        ("read_guardd_memory", libc::EPERM),
+        ("bpf_map_create", libc::EPERM),
+        ("bpf_open_pin", libc::EPERM),
+        ("write_config", libc::EPERM),
+        ("truncate_config", libc::EPERM),
+        ("read_config", 0),
+        ("replace_config", libc::EPERM),
+        ("write_audit_log", libc::EPERM),
+        ("unlink_pin", libc::EPERM),
+        ("unlink_socket", libc::EPERM),
+        ("rename_state_file", libc::EPERM),
+        ("create_in_state_dir", libc::EPERM),
+        ("write_elsewhere", 0),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(results, expected);
+    // Nothing changed, and guardd still answers.
+    assert_eq!(std::fs::read(&config).unwrap(), config_before);
+    assert!(exec_gate_pin.exists() && guard.socket.exists());
+    assert!(state_dir.join("requests.json").exists());
+    assert!(guard.status()["pid"].as_u64() == Some(guard.pid() as u64));
+    guard.stop();
+}
+
+#[test]
+fn only_guardd_continues_a_held_process_even_while_it_is_down() {
+    require_root();
+    let stubs = Stubs::new();
+    let mut guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    if !lsm_or_explained(&guard) {
+        return guard.stop();
+    }
+    let run = guard.session(&stubs, &["terraform", "destroy"]);
+    let hold = guard.wait_hold("destroy");
+    let pid = hold["pid"].as_u64().unwrap();
+    wait_stopped(pid);
+    let sigcont = || {
+        let sent = unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        (sent, std::io::Error::last_os_error().raw_os_error())
+    };
+    assert_eq!(sigcont(), (-1, Some(libc::EPERM)));
+    // Without guardd, the process is in plain group-stop: only the LSM keeps it there.
+    guard.stop_daemon(libc::SIGTERM);
+    assert_eq!(sigcont(), (-1, Some(libc::EPERM)));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(is_stopped(pid), "state {}", state(pid));
+    assert_eq!(stubs.marker_text(), "");
+    guard.spawn();
+    assert!(guard
+        .ctl(&["approve", hold["id"].as_str().unwrap()])
+        .status
+        .success());
+    assert!(run.wait().0.success());
+    assert_eq!(stubs.marker_text(), "destroy\n");
+    guard.stop();
+}
+
+/// Not a test of its own: the body `sessions_cannot_signal_trace_or_change_the_guard`
+/// runs inside an agent session. Each attempt prints its errno (0: it worked).
+#[test]
+fn attack_from_inside_a_session() {
+    let Ok(targets) = std::env::var(ATTACK_ENV) else {
+        return;
+    };
+    let t: Value = serde_json::from_str(&targets).unwrap();
+    let path = |key: &str| PathBuf::from(t[key].as_str().unwrap());
+    let guardd = t["guardd"].as_i64().unwrap() as i32;
+    let mut results = BTreeMap::new();
+    let mut record = |name: &str, ret: i64| {
+        let errno = if ret < 0 {
+            std::io::Error::last_os_error().raw_os_error().unwrap()
+        } else {
+            0
+        };
+        results.insert(name.to_string(), errno);
+    };
+    unsafe {
+        record("signal_guardd", libc::kill(guardd, libc::SIGTERM) as i64);
+        record("probe_guardd_alive", libc::kill(guardd, 0) as i64);
+        let attached = libc::ptrace(libc::PTRACE_ATTACH, guardd, 0, 0);
+        record("trace_guardd", attached);
+        if attached == 0 {
+            libc::ptrace(libc::PTRACE_DETACH, guardd, 0, 0);
+        }
+        record(
+            "read_guardd_memory",
+            open(Path::new(&format!("/proc/{guardd}/mem")), libc::O_RDONLY),
+        );
+        record("bpf_map_create", bpf_map_create());
+        record("bpf_open_pin", bpf_obj_get(&path("pin")));
+        record(
+            "write_config",
+            open(&path("config"), libc::O_WRONLY | libc::O_APPEND),
+        );
+        let config = c(&path("config"));
+        record("truncate_config", libc::truncate(config.as_ptr(), 0) as i64);
+        record("read_config", open(&path("config"), libc::O_RDONLY));
+        let replacement = path("free_dir").join("policy.toml.new");
+        std::fs::write(&replacement, "version = 1\nbase = \"none\"\n").unwrap();
+        record(
+            "replace_config",
+            libc::rename(c(&replacement).as_ptr(), config.as_ptr()) as i64,
+        );
+        record(
+            "write_audit_log",
+            open(&path("audit"), libc::O_WRONLY | libc::O_APPEND),
+        );
+        record("unlink_pin", libc::unlink(c(&path("pin")).as_ptr()) as i64);
+        record(
+            "unlink_socket",
+            libc::unlink(c(&path("socket")).as_ptr()) as i64,
+        );
+        let moved = path("state_dir").join("moved.json");
+        record(
+            "rename_state_file",
+            libc::rename(c(&path("state_file")).as_ptr(), c(&moved).as_ptr()) as i64,
+        );
+        record(
+            "create_in_state_dir",
+            open(
+                &path("state_dir").join("planted.json"),
+                libc::O_WRONLY | libc::O_CREAT,
+            ),
+        );
+        record(
+            "write_elsewhere",
+            open(
+                &path("free_dir").join("free.txt"),
+                libc::O_WRONLY | libc::O_CREAT,
+            ),
+        );
+    }
+    println!("ATTACKS {}", serde_json::to_string(&results).unwrap());
+}
+
+fn c(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+/// open(2), closing the descriptor again when it worked.
+unsafe fn open(path: &Path, flags: i32) -> i64 {
+    let fd = unsafe { libc::open(c(path).as_ptr(), flags | libc::O_CLOEXEC, 0o600) };
+    if fd >= 0 {
+        unsafe { libc::close(fd) };
+    }
+    fd as i64
+}
+
+/// bpf(BPF_MAP_CREATE) of a one-entry array.
+unsafe fn bpf_map_create() -> i64 {
+    // map_type, key_size, value_size, max_entries, then zeroes.
+    let mut attr = [0u32; 32];
+    attr[..4].copy_from_slice(&[2, 4, 4, 1]);
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), size_of_val(&attr)) };
+    if fd >= 0 {
+        unsafe { libc::close(fd as i32) };
+    }
+    fd
+}
+
+/// bpf(BPF_OBJ_GET) of a pinned object.
+unsafe fn bpf_obj_get(pin: &Path) -> i64 {
+    let name = c(pin);
+    let mut attr = [0u64; 16];
+    attr[0] = name.as_ptr() as u64;
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 7, attr.as_ptr(), size_of_val(&attr)) };
+    if fd >= 0 {
+        unsafe { libc::close(fd as i32) };
+    }
+    fd
+}
