@@ -631,7 +631,11 @@ fn a_symlink_to_a_watched_binary_is_held() {
     let stubs = Stubs::new();
     // A real binary named `terraform` (a copy of touch), run through a symlink `tf`.
     let binary = stubs.bin().join("terraform");
-    std::fs::copy("/usr/bin/touch", &binary).unwrap();
+    // (Under busybox, touch resolves to busybox itself; the hold is what is tested.)
+    let touch = std::fs::canonicalize("/usr/bin/touch")
+        .or_else(|_| std::fs::canonicalize("/bin/touch"))
+        .unwrap();
+    std::fs::copy(touch, &binary).unwrap();
     std::os::unix::fs::symlink(&binary, stubs.bin().join("tf")).unwrap();
     let guard = Guard::start(&POLICY.replace("args_any = [\"destroy\"]", ""));
     let status = guard.status();

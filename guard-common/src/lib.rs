@@ -136,11 +136,6 @@ pub struct LsmOffsets {
     pub inode_ino: u32,
     pub inode_sb: u32,
     pub sb_dev: u32,
-    /// Index of the `bpf` hook's trailing return-value argument (it gained
-    /// a `kernel` parameter in 6.9).
-    pub bpf_retval_arg: u32,
-    /// Same for `path_rename` (it gained `flags` in 5.19).
-    pub rename_retval_arg: u32,
     pub _pad: u32,
 }
 
@@ -162,7 +157,7 @@ pub const PROTECT_ENTRIES: u32 = 1 << 1;
 /// Capacity of the protected-file map.
 pub const MAX_PROTECTED: u32 = 1_024;
 
-const _: () = assert!(core::mem::size_of::<LsmOffsets>() == 48);
+const _: () = assert!(core::mem::size_of::<LsmOffsets>() == 40);
 const _: () = assert!(core::mem::size_of::<FileKey>() == 16);
 const _: () = assert!(core::mem::size_of::<ExeNameOffsets>() == 24);
 const _: () = assert!(core::mem::size_of::<SessionEntry>() == 8);

@@ -45,17 +45,21 @@ const PROGRAMS: [(&str, &str, &str); 3] = [
     ("exec_gate", "sched", "sched_process_exec"),
 ];
 
-/// (program, LSM hook), loaded only where the BPF LSM is active.
-const LSM_PROGRAMS: [(&str, &str); 9] = [
-    ("protect_task_kill", "task_kill"),
-    ("protect_ptrace", "ptrace_access_check"),
-    ("protect_bpf", "bpf"),
-    ("protect_file_open", "file_open"),
-    ("protect_path_unlink", "path_unlink"),
-    ("protect_path_rmdir", "path_rmdir"),
-    ("protect_path_mknod", "path_mknod"),
-    ("protect_path_rename", "path_rename"),
-    ("protect_path_truncate", "path_truncate"),
+/// (program, LSM hook, parameter count it is built for; None: any), loaded
+/// only where the BPF LSM is active. Hooks whose signature changed have one
+/// program per signature; the one matching this kernel's BTF is loaded.
+const LSM_PROGRAMS: [(&str, &str, Option<u32>); 11] = [
+    ("protect_task_kill", "task_kill", None),
+    ("protect_ptrace", "ptrace_access_check", None),
+    ("protect_bpf", "bpf", Some(3)),
+    ("protect_bpf_6_9", "bpf", Some(4)),
+    ("protect_file_open", "file_open", None),
+    ("protect_path_unlink", "path_unlink", None),
+    ("protect_path_rmdir", "path_rmdir", None),
+    ("protect_path_mknod", "path_mknod", None),
+    ("protect_path_rename", "path_rename", Some(5)),
+    ("protect_path_rename_5_7", "path_rename", Some(4)),
+    ("protect_path_truncate", "path_truncate", None),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +221,7 @@ impl Kernel {
         }
         if kernel.lsm_missing.is_some() {
             // Also the programs of an earlier run on a kernel booted differently.
-            for (name, _) in LSM_PROGRAMS {
+            for (name, _, _) in LSM_PROGRAMS {
                 if let Ok(link) = PinnedLink::from_pin(pins.link(name)) {
                     drop(link.unpin());
                 }
@@ -228,7 +232,16 @@ impl Kernel {
 
     fn attach_lsm(&mut self, pins: &Pins) -> Result<(), KernelError> {
         let btf = aya::Btf::from_sys_fs().map_err(|err| KernelError::Btf(err.to_string()))?;
-        for (name, hook) in LSM_PROGRAMS {
+        let own_btf = Btf::from_sys_fs().map_err(|err| KernelError::Btf(err.to_string()))?;
+        for (name, hook, params) in LSM_PROGRAMS {
+            if let Some(params) = params {
+                let here = own_btf
+                    .function_params(&format!("bpf_lsm_{hook}"))
+                    .map_err(|err| KernelError::Btf(err.to_string()))?;
+                if here != params {
+                    continue;
+                }
+            }
             let program_err = |source| KernelError::Program { name, source };
             let program: &mut Lsm = self
                 ._ebpf
@@ -392,7 +405,6 @@ fn lsm_offsets() -> Result<LsmOffsets, String> {
     }
     let read = || -> Result<LsmOffsets, crate::btf::BtfError> {
         let btf = Btf::from_sys_fs()?;
-        // Each hook's trailing return-value argument follows its parameters.
         Ok(LsmOffsets {
             task_tgid: btf.member_offset("task_struct", "tgid")?,
             file_mode: btf.member_offset("file", "f_mode")?,
@@ -404,8 +416,6 @@ fn lsm_offsets() -> Result<LsmOffsets, String> {
             inode_ino: btf.member_offset("inode", "i_ino")?,
             inode_sb: btf.member_offset("inode", "i_sb")?,
             sb_dev: btf.member_offset("super_block", "s_dev")?,
-            bpf_retval_arg: btf.function_params("bpf_lsm_bpf")?,
-            rename_retval_arg: btf.function_params("bpf_lsm_path_rename")?,
             _pad: 0,
         })
     };
@@ -484,7 +494,7 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<u32>, KernelError> {
     let names = PROGRAMS
         .iter()
         .map(|(name, _, _)| *name)
-        .chain(LSM_PROGRAMS.iter().map(|(name, _)| *name));
+        .chain(LSM_PROGRAMS.iter().map(|(name, _, _)| *name));
     for name in names {
         if let Ok(link) = PinnedLink::from_pin(pins.link(name)) {
             drop(link.unpin());

@@ -13,9 +13,15 @@
 //! | `exec_gate`      | `sched/sched_process_exec` | 5.8        | ring buffer, send_signal (5.3) |
 //! | `protect_task_kill` | LSM `task_kill`         | 5.7        | BPF LSM                 |
 //! | `protect_ptrace` | LSM `ptrace_access_check`  | 5.7        | BPF LSM                 |
-//! | `protect_bpf`    | LSM `bpf`                  | 5.7        | BPF LSM                 |
+//! | `protect_bpf`    | LSM `bpf` (3 parameters)   | 5.7        | BPF LSM; before 6.9     |
+//! | `protect_bpf_6_9` | LSM `bpf` (4 parameters)  | 6.9        | gained `kernel`         |
 //! | `protect_file_open` | LSM `file_open`         | 5.7        | BPF LSM                 |
-//! | `protect_path_*` | LSM `path_{unlink,rmdir,mknod,rename,truncate}` | 5.7 | CONFIG_SECURITY_PATH |
+//! | `protect_path_*` | LSM `path_{unlink,rmdir,mknod,truncate}` | 5.7 | CONFIG_SECURITY_PATH |
+//! | `protect_path_rename` | LSM `path_rename` (5 parameters) | 5.19 | gained `flags` |
+//! | `protect_path_rename_5_7` | LSM `path_rename` (4 parameters) | 5.7 | before 5.19 |
+//!
+//! Where a hook's signature changed, the daemon loads the variant whose
+//! parameter count matches `bpf_lsm_<hook>` in this kernel's BTF.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 

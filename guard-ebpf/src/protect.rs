@@ -38,8 +38,6 @@ static LSM_OFFSETS: LsmOffsets = LsmOffsets {
     inode_ino: 0,
     inode_sb: 0,
     sb_dev: 0,
-    bpf_retval_arg: 3,
-    rename_retval_arg: 5,
     _pad: 0,
 };
 
@@ -113,19 +111,23 @@ pub fn protect_ptrace(ctx: LsmContext) -> i32 {
     0
 }
 
+/// `bpf(int cmd, union bpf_attr *attr, unsigned int size)`, before 6.9.
 #[lsm(hook = "bpf")]
 pub fn protect_bpf(ctx: LsmContext) -> i32 {
-    // Constant indices only (the verifier refuses variable context offsets);
-    // the branch for the other kernel is pruned as dead code at load.
-    let previous: i32 = if off().bpf_retval_arg == 4 {
-        ctx.arg(4)
-    } else {
-        ctx.arg(3)
-    };
+    deny_in_session(ctx.arg(3))
+}
+
+/// `bpf(int cmd, union bpf_attr *attr, unsigned int size, bool kernel)`, 6.9 on.
+#[lsm(hook = "bpf")]
+pub fn protect_bpf_6_9(ctx: LsmContext) -> i32 {
+    deny_in_session(ctx.arg(4))
+}
+
+#[inline(always)]
+fn deny_in_session(previous: i32) -> i32 {
     if previous != 0 {
-        return previous;
-    }
-    if in_session() {
+        previous
+    } else if in_session() {
         -EPERM
     } else {
         0
@@ -173,15 +175,21 @@ pub fn protect_path_mknod(ctx: LsmContext) -> i32 {
     deny_on_dentry(&ctx, 1, 4)
 }
 
-/// `path_rename(old_dir, old_dentry, new_dir, new_dentry, flags)`: the
-/// source or the target (replaced, or created in a protected directory).
+/// `path_rename(old_dir, old_dentry, new_dir, new_dentry, flags)` (5.19 on):
+/// the source or the target (replaced, or created in a protected directory).
 #[lsm(hook = "path_rename")]
 pub fn protect_path_rename(ctx: LsmContext) -> i32 {
-    let previous: i32 = if off().rename_retval_arg == 5 {
-        ctx.arg(5)
-    } else {
-        ctx.arg(4)
-    };
+    deny_on_rename(&ctx, ctx.arg(5))
+}
+
+/// `path_rename(old_dir, old_dentry, new_dir, new_dentry)`, before 5.19.
+#[lsm(hook = "path_rename")]
+pub fn protect_path_rename_5_7(ctx: LsmContext) -> i32 {
+    deny_on_rename(&ctx, ctx.arg(4))
+}
+
+#[inline(always)]
+fn deny_on_rename(ctx: &LsmContext, previous: i32) -> i32 {
     if previous != 0 {
         return previous;
     }

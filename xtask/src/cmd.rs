@@ -15,7 +15,12 @@ pub fn workspace_root() -> PathBuf {
 
 /// Runs `command` in the workspace root; fails when it fails.
 pub fn run(command: &mut Command) -> anyhow::Result<()> {
-    command.current_dir(workspace_root());
+    run_in(&workspace_root(), command)
+}
+
+/// Runs `command` in `dir`; fails when it fails.
+pub fn run_in(dir: &std::path::Path, command: &mut Command) -> anyhow::Result<()> {
+    command.current_dir(dir);
     eprintln!("xtask: {}", describe(command));
     let status = command
         .status()

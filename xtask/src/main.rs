@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask <setup|build|run|test|bench|dist|fuzz>`.
+//! Project tasks: `cargo xtask <setup|build|run|test|vm-test|bench|dist|fuzz>`.
 mod bench;
 mod build;
 mod cmd;
@@ -7,6 +7,7 @@ mod fuzz;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -28,8 +29,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Setup, fmt, clippy, unit tests and the root integration tests.
+    /// Setup, fmt, clippy, unit tests, the root integration tests, and vm-test.
     Test,
+    /// The root integration tests on a Debian cloud kernel with the BPF LSM, under QEMU.
+    VmTest,
     /// Release packages: a tarball and a .deb in target/dist.
     Dist,
     /// Fuzz the control-protocol decoder and the policy parser.
@@ -53,6 +56,10 @@ fn main() -> anyhow::Result<()> {
         Task::Build => build::run(),
         Task::Run { args } => run::run(&args),
         Task::Test => test::run(),
+        Task::VmTest => {
+            setup::run()?;
+            vm::run()
+        }
         Task::Bench { args } => bench::run(&args),
         Task::Dist => dist::run(),
         Task::Fuzz { time, target } => fuzz::run(time, target),

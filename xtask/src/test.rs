@@ -26,5 +26,7 @@ pub fn run() -> anyhow::Result<()> {
             .args(["test", "-p", "integration-tests"])
             .env("GUARDD_BIN", release.join("guardd"))
             .env("GUARDCTL_BIN", release.join("guardctl")),
-    )
+    )?;
+    // The same tests on a second kernel, with the BPF LSM.
+    crate::vm::run()
 }

@@ -1,0 +1,366 @@
+//! `cargo xtask vm-test`: the root integration tests on a second kernel, a
+//! Debian cloud kernel (6.1, with BTF and the BPF LSM) booted under QEMU TCG
+//! with `lsm=lockdown,capability,bpf`, from an initramfs of static binaries
+//! and busybox. This is where the BPF LSM hooks are tested (the usual host
+//! cannot load LSM programs) and where kernel layout assumptions show.
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::cmd;
+
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The meta-package whose dependency names the current cloud kernel.
+const KERNEL_META: &str = "linux-image-cloud-amd64";
+const RESULT: &str = "AGENT-GUARD-VM-RESULT:";
+const TIMEOUT: Duration = Duration::from_secs(45 * 60);
+/// Test binaries run in the VM, with the tests that need what the initramfs
+/// lacks skipped: python3, and util-linux's setpriv (busybox's cannot change uid).
+const SUITES: &[(&str, &[&str])] = &[
+    ("protect", &[]),
+    (
+        "hold",
+        &[
+            "agents_are_detected_without_a_launcher",
+            "two_approvals_need_two_distinct_people",
+        ],
+    ),
+    ("restart", &[]),
+    ("bad_input", &[]),
+];
+
+pub fn run() -> anyhow::Result<()> {
+    if !cmd::is_root() {
+        bail!("vm-test builds an initramfs owned by root and boots it: run as root");
+    }
+    let started = Instant::now();
+    let kernel = kernel_image()?;
+    let binaries = static_binaries()?;
+    let initramfs = initramfs(&binaries)?;
+    boot(&kernel, &initramfs)?;
+    eprintln!("xtask: vm-test passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn cache_dir() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let dir = PathBuf::from(home).join(".cache/agent-guard/vm");
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The current Debian cloud kernel's vmlinuz, downloaded once and cached.
+fn kernel_image() -> anyhow::Result<PathBuf> {
+    let depends = || cmd::output(Command::new("apt-cache").args(["depends", KERNEL_META]));
+    let depends = match depends() {
+        Some(text) if text.contains("Depends:") => text,
+        _ => {
+            cmd::run(Command::new("apt-get").arg("update"))?;
+            depends().context("apt-cache depends linux-image-cloud-amd64")?
+        }
+    };
+    let package = depends
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: "))
+        .filter(|p| p.starts_with("linux-image-"))
+        .context("no linux-image dependency in apt-cache depends")?
+        .trim()
+        .to_string();
+    let dir = cache_dir()?.join(&package);
+    let version = package.trim_start_matches("linux-image-");
+    let vmlinuz = dir.join(format!("boot/vmlinuz-{version}"));
+    if vmlinuz.exists() {
+        return Ok(vmlinuz);
+    }
+    let downloads = cache_dir()?.join("downloads");
+    fs::create_dir_all(&downloads)?;
+    cmd::run_in(
+        &downloads,
+        Command::new("apt-get").args(["download", &package]),
+    )?;
+    let deb = fs::read_dir(&downloads)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
+        })
+        .context("apt-get download left no .deb")?;
+    cmd::run(Command::new("dpkg").arg("-x").arg(&deb).arg(&dir))?;
+    if !vmlinuz.exists() {
+        bail!("{} has no {}", deb.display(), vmlinuz.display());
+    }
+    Ok(vmlinuz)
+}
+
+struct Binaries {
+    guardd: PathBuf,
+    guardctl: PathBuf,
+    /// (suite name, test executable)
+    tests: Vec<(String, PathBuf)>,
+}
+
+/// guardd, guardctl and the integration tests, statically linked (the
+/// initramfs has no libc). The flags apply to the target only, not to build
+/// scripts or the eBPF build.
+fn static_binaries() -> anyhow::Result<Binaries> {
+    let flags = (
+        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+        "-C target-feature=+crt-static",
+    );
+    cmd::run(
+        cmd::cargo()
+            .args([
+                "build",
+                "--release",
+                "--target",
+                TARGET,
+                "-p",
+                "guard-daemon",
+                "--bins",
+            ])
+            .env(flags.0, flags.1),
+    )?;
+    let out = cmd::workspace_root()
+        .join("target")
+        .join(TARGET)
+        .join("release");
+    let mut command = cmd::cargo();
+    command
+        .args([
+            "test",
+            "--release",
+            "--target",
+            TARGET,
+            "-p",
+            "integration-tests",
+        ])
+        .args(["--no-run", "--message-format=json-render-diagnostics"])
+        .env(flags.0, flags.1)
+        .current_dir(cmd::workspace_root())
+        .stderr(Stdio::inherit());
+    let output = command.output().context("cargo test --no-run")?;
+    if !output.status.success() {
+        bail!("building the static integration tests failed");
+    }
+    let mut tests = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" || message["profile"]["test"] != true {
+            continue;
+        }
+        let (Some(name), Some(exe)) = (
+            message["target"]["name"].as_str(),
+            message["executable"].as_str(),
+        ) else {
+            continue;
+        };
+        if SUITES.iter().any(|(suite, _)| *suite == name) {
+            tests.push((name.to_string(), PathBuf::from(exe)));
+        }
+    }
+    if tests.len() != SUITES.len() {
+        bail!("expected test binaries {SUITES:?}, got {tests:?}");
+    }
+    Ok(Binaries {
+        guardd: out.join("guardd"),
+        guardctl: out.join("guardctl"),
+        tests,
+    })
+}
+
+/// An uncompressed newc cpio: busybox, the binaries and an `/init` that
+/// mounts what guardd needs, runs the suites and prints one result line.
+fn initramfs(binaries: &Binaries) -> anyhow::Result<PathBuf> {
+    let busybox = Path::new("/bin/busybox");
+    let image = fs::read(busybox).context("/bin/busybox (apt-get install busybox-static)")?;
+    if has_interpreter(&image) {
+        bail!("/bin/busybox is dynamically linked: install busybox-static");
+    }
+    let vm = cmd::workspace_root().join("target/vm");
+    let root = vm.join("root");
+    if root.exists() {
+        fs::remove_dir_all(&root)?;
+    }
+    let dirs = [
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc",
+        "root",
+        "agent-guard/tests",
+    ];
+    for dir in dirs.iter().chain(&["proc", "sys", "dev", "tmp", "run"]) {
+        fs::create_dir_all(root.join(dir))?;
+    }
+    fs::copy(busybox, root.join("bin/busybox"))?;
+    fs::copy(&binaries.guardd, root.join("agent-guard/guardd"))?;
+    fs::copy(&binaries.guardctl, root.join("agent-guard/guardctl"))?;
+    let mut runs = String::new();
+    for (name, exe) in &binaries.tests {
+        fs::copy(exe, root.join("agent-guard/tests").join(name))?;
+        let skips = SUITES
+            .iter()
+            .find(|(suite, _)| suite == name)
+            .map(|(_, skips)| {
+                skips
+                    .iter()
+                    .map(|s| format!(" --skip {s}"))
+                    .collect::<String>()
+            })
+            .unwrap_or_default();
+        runs.push_str(&format!(
+            "run {name} /agent-guard/tests/{name} --test-threads=2{skips}\n"
+        ));
+    }
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )?;
+    fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+    let init = root.join("init");
+    fs::write(&init, INIT.replace("@RUNS@", &runs))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
+    let cpio = vm.join("initramfs.cpio");
+    cmd::run_in(
+        &root,
+        Command::new("sh").args([
+            "-c",
+            &format!(
+                "find . | cpio --quiet -o -H newc -R 0:0 > {}",
+                cpio.display()
+            ),
+        ]),
+    )?;
+    Ok(cpio)
+}
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+mount -t securityfs securityfs /sys/kernel/security
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t bpf bpf /sys/fs/bpf
+mount -t tmpfs tmpfs /tmp
+echo "agent-guard vm: kernel $(uname -r), lsm=$(cat /sys/kernel/security/lsm)"
+export GUARDD_BIN=/agent-guard/guardd GUARDCTL_BIN=/agent-guard/guardctl
+export AGENT_GUARD_EXPECT_LSM=1 RUST_BACKTRACE=1
+failed=""
+run() {
+  name=$1; shift
+  echo "agent-guard vm: suite $name"
+  "$@" || failed="$failed $name"
+}
+@RUNS@
+left=$(ls /sys/fs/bpf)
+if [ -n "$left" ]; then failed="$failed pins-left:$left"; fi
+if [ -z "$failed" ]; then
+  echo "AGENT-GUARD-VM-RESULT: ok"
+else
+  echo "AGENT-GUARD-VM-RESULT: failed:$failed"
+fi
+poweroff -f
+"#;
+
+/// Whether an ELF image names a dynamic loader (PT_INTERP).
+fn has_interpreter(elf: &[u8]) -> bool {
+    let u16_at = |at: usize| {
+        elf.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u64_at = |at: usize| {
+        elf.get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
+    let (Some(phoff), Some(size), Some(count)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return true;
+    };
+    (0..count as usize).any(|i| {
+        let at = phoff as usize + i * size as usize;
+        elf.get(at..at + 4) == Some(&3u32.to_le_bytes()[..])
+    })
+}
+
+/// Boots the VM, streams its console and waits for the result line.
+fn boot(kernel: &Path, initramfs: &Path) -> anyhow::Result<()> {
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "2"])
+        .args(["-nographic", "-no-reboot"])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args([
+            "-append",
+            "console=ttyS0 quiet lsm=lockdown,capability,bpf panic=-1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+    let stdout = qemu.stdout.take().unwrap();
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    let mut result = None;
+    loop {
+        match received.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) => {
+                eprintln!("vm| {line}");
+                if let Some(rest) = line.trim().strip_prefix(RESULT) {
+                    result = Some(rest.trim().to_string());
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() > deadline => {
+                let _ = qemu.kill();
+                let _ = qemu.wait();
+                bail!("the VM did not finish within {TIMEOUT:?}");
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+    let _ = qemu.wait();
+    match result.as_deref() {
+        Some("ok") => Ok(()),
+        Some(failed) => bail!("vm-test: {failed}"),
+        None => bail!("the VM ended without a result line"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_dynamic_elf_is_told_from_a_static_one() {
+        let dynamic = std::fs::read("/proc/self/exe").unwrap();
+        // The test binary itself is dynamically linked (no crt-static on the host build).
+        assert!(super::has_interpreter(&dynamic));
+        assert!(super::has_interpreter(b"not an elf"));
+        // A header with no program headers at all: nothing names a loader.
+        let mut bare = vec![0u8; 64];
+        bare[..4].copy_from_slice(b"\x7fELF");
+        assert!(!super::has_interpreter(&bare));
+    }
+}
