@@ -162,10 +162,12 @@ pub fn parse_allowed_signers(text: &str) -> Result<Vec<Signer>, String> {
             .join(" ");
         let key = PublicKey::from_openssh(&key_text).map_err(|err| at(&err.to_string()))?;
         let namespaces = options.and_then(|options| {
-            split_unquoted(options, |c| c == ',').into_iter().find_map(|o| {
-                o.strip_prefix("namespaces=")
-                    .map(|v| v.trim_matches('"').split(',').map(str::to_string).collect())
-            })
+            split_unquoted(options, |c| c == ',')
+                .into_iter()
+                .find_map(|o| {
+                    o.strip_prefix("namespaces=")
+                        .map(|v| v.trim_matches('"').split(',').map(str::to_string).collect())
+                })
         });
         signers.push(Signer {
             principals,
@@ -204,8 +206,7 @@ pub fn verify(
         .iter()
         .find(|s| {
             s.key.key_data() == token.signature.public_key()
-                && s
-                    .namespaces
+                && s.namespaces
                     .as_ref()
                     .is_none_or(|ns| ns.iter().any(|n| n == NAMESPACE))
         })
@@ -219,7 +220,9 @@ pub fn verify(
 }
 
 fn looks_like_key_type(field: &str) -> bool {
-    ["ssh-", "ecdsa-", "sk-"].iter().any(|p| field.starts_with(p))
+    ["ssh-", "ecdsa-", "sk-"]
+        .iter()
+        .any(|p| field.starts_with(p))
 }
 
 /// Splits `text` at characters for which `separator` holds, outside double

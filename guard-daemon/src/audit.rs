@@ -57,6 +57,9 @@ pub struct AuditRecord {
     pub decision: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approver: Option<String>,
+    /// How a decision arrived: `socket` (a local person) or `token` (a signed approval).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Microseconds from the kernel's stop to the daemon's decision.
@@ -75,7 +78,12 @@ impl AuditRecord {
 
 pub struct AuditLog {
     file: Mutex<File>,
+    /// `guardctl watch` connections: every record, as written.
+    watchers: tokio::sync::broadcast::Sender<serde_json::Value>,
 }
+
+/// Records a slow watcher may fall behind by before it is told it missed some.
+const WATCH_BACKLOG: usize = 1024;
 
 #[derive(Serialize)]
 struct Line<'a> {
@@ -92,7 +100,12 @@ impl AuditLog {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(Self {
             file: Mutex::new(file),
+            watchers: tokio::sync::broadcast::channel(WATCH_BACKLOG).0,
         })
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<serde_json::Value> {
+        self.watchers.subscribe()
     }
 
     /// Appends one record. A failed write is reported on the daemon's log; it
@@ -103,6 +116,11 @@ impl AuditLog {
             record,
         };
         let mut text = serde_json::to_string(&line).expect("audit records serialize");
+        if self.watchers.receiver_count() > 0 {
+            let _ = self
+                .watchers
+                .send(serde_json::from_str(&text).expect("just serialized"));
+        }
         text.push('\n');
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(err) = file.write_all(text.as_bytes()) {

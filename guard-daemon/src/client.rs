@@ -39,3 +39,22 @@ pub fn call(socket: &Path, request: Request) -> Result<Response, ClientError> {
     }
     Ok(serde_json::from_str(&line)?)
 }
+
+/// Sends `request` and yields every response line until guardd closes the
+/// connection (for `watch`).
+pub fn stream(
+    socket: &Path,
+    request: Request,
+) -> Result<impl Iterator<Item = Result<Response, ClientError>>, ClientError> {
+    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.to_path_buf(),
+        source,
+    })?;
+    stream.write_all(&encode_line(&RequestEnvelope {
+        version: PROTOCOL_VERSION,
+        request,
+    }))?;
+    Ok(BufReader::new(stream)
+        .lines()
+        .map(|line| Ok(serde_json::from_str(&line?)?)))
+}

@@ -24,10 +24,16 @@ pub struct Hold {
     pub cwd: String,
     pub exe: String,
     pub rule: String,
-    /// Distinct approvers (by uid) the rule needs.
+    /// Distinct approvers the rule needs.
     pub approvals_needed: u32,
-    /// Uids that have approved so far.
-    pub approved_by: Vec<u32>,
+    /// Approver identities so far (`uid:N`, `key:PRINCIPAL`): each counts once.
+    pub approved_by: Vec<String>,
+    /// The rule's `approvers` (empty: root or the command's own uid, or any signer).
+    pub approvers: Vec<String>,
+    /// Whether the session's uid may approve.
+    pub self_approval: bool,
+    /// Signed tokens already used on this request (replays are refused).
+    pub tokens_seen: Vec<String>,
     pub on_timeout: crate::policy::OnTimeout,
     /// Whether guardd's tracer thread holds the process in ptrace-stop.
     pub traced: bool,
@@ -54,6 +60,8 @@ impl Hold {
             rule: self.rule.clone(),
             approvals_needed: self.approvals_needed,
             approved_by: self.approved_by.clone(),
+            approvers: self.approvers.clone(),
+            self_approval: self.self_approval,
             on_timeout: self.on_timeout,
             created_unix: self.created_unix,
             deadline_unix: self.deadline_unix,
@@ -81,6 +89,8 @@ impl Hold {
             approvals_needed: self.approvals_needed,
             protection: self.protection.clone(),
             approved_by: self.approved_by.clone(),
+            approvers: self.approvers.clone(),
+            self_approval: self.self_approval,
             held_secs: now.saturating_duration_since(self.created).as_secs(),
             expires_in_secs: self.deadline.saturating_duration_since(now).as_secs(),
         }

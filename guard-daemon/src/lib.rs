@@ -3,6 +3,7 @@
 //! `kernel` (programs, maps) -> `daemon` (event loop) -> `guard` (sessions,
 //! policy, holds, approvals) -> `policy` -> `holds` -> `server`/`protocol`
 //! (control socket) -> `audit`.
+pub mod approval;
 pub mod audit;
 pub mod btf;
 pub mod client;

@@ -29,6 +29,13 @@ pub enum Request {
     Approve {
         id: String,
     },
+    /// An approval signed elsewhere (`guardctl sign`), checked against allowed_signers.
+    ApproveToken {
+        id: String,
+        token: String,
+    },
+    /// Streams every audit record as an `event` response until the client leaves.
+    Watch,
     Deny {
         id: String,
         reason: Option<String>,
@@ -45,12 +52,25 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
-    SessionStarted { session_id: u32 },
-    Pending { holds: Vec<HoldView> },
-    Decided { id: String, state: HoldState },
+    SessionStarted {
+        session_id: u32,
+    },
+    Pending {
+        holds: Vec<HoldView>,
+    },
+    Decided {
+        id: String,
+        state: HoldState,
+    },
     Status(Box<StatusView>),
     Explain(Box<Explanation>),
-    Error { message: String },
+    /// One audit record, on a `watch` connection.
+    Event {
+        record: serde_json::Value,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,8 +100,13 @@ pub struct HoldView {
     pub approvals_needed: u32,
     /// How the hold is kept (ptrace-stop, or SIGSTOP only and why).
     pub protection: String,
-    /// Uids that have approved so far.
-    pub approved_by: Vec<u32>,
+    /// Approver identities so far (`uid:N`, `key:PRINCIPAL`).
+    pub approved_by: Vec<String>,
+    /// Who may approve (the rule's `approvers`; empty: root or the command's uid, or any signer).
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    #[serde(default)]
+    pub self_approval: bool,
     pub held_secs: u64,
     pub expires_in_secs: u64,
 }

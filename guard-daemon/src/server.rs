@@ -6,6 +6,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
+use tokio::sync::broadcast::error::RecvError;
 
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
@@ -113,11 +114,36 @@ async fn handle_connection(
                 (error("truncated request (no newline)".into()), true)
             }
             Ok(Ok(_)) => match decode_request(line.trim_ascii_end()) {
+                Ok(Request::Watch) => return watch(&guard, write).await,
                 Ok(request) => (dispatch(&guard, peer, request), false),
                 Err(message) => (error(message), false),
             },
         };
         if write.write_all(&encode_line(&response)).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+/// `guardctl watch`: the holds pending now, then every audit record as it
+/// is written, until the client goes away.
+async fn watch(guard: &Mutex<Guard>, mut write: tokio::net::unix::OwnedWriteHalf) {
+    let (pending, mut records) = {
+        let guard = guard.lock().unwrap_or_else(|e| e.into_inner());
+        (guard.pending(), guard.subscribe_audit())
+    };
+    if write.write_all(&encode_line(&pending)).await.is_err() {
+        return;
+    }
+    loop {
+        let response = match records.recv().await {
+            Ok(record) => Response::Event { record },
+            Err(RecvError::Lagged(missed)) => error(format!(
+                "this watcher fell behind: {missed} records missed (see the audit log)"
+            )),
+            Err(RecvError::Closed) => return,
+        };
+        if write.write_all(&encode_line(&response)).await.is_err() {
             return;
         }
     }
@@ -129,6 +155,9 @@ fn dispatch(guard: &Mutex<Guard>, peer: Peer, request: Request) -> Response {
         Request::StartSession { argv } => guard.start_session(peer, argv),
         Request::Pending => guard.pending(),
         Request::Approve { id } => guard.approve(peer, &id),
+        Request::ApproveToken { id, token } => guard.approve_token(peer, &id, &token),
+        // Handled by the connection (it streams); never reaches here.
+        Request::Watch => error("watch is a stream".into()),
         Request::Deny { id, reason } => guard.deny(peer, &id, reason),
         Request::Status => guard.status(),
         Request::Explain { argv, cwd, env } => guard.explain(&argv, cwd, env),

@@ -24,12 +24,21 @@ pub struct SavedHold {
     pub session: u32,
     pub rule: String,
     pub approvals_needed: u32,
-    pub approved_by: Vec<u32>,
+    /// Approver identities so far (`uid:N`, `key:PRINCIPAL`).
+    pub approved_by: Vec<String>,
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    #[serde(default = "yes")]
+    pub self_approval: bool,
     pub on_timeout: OnTimeout,
     /// Seconds since the Unix epoch.
     pub created_unix: u64,
     pub deadline_unix: u64,
     pub ancestry: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,7 +149,9 @@ mod tests {
             session: 40,
             rule: "r".into(),
             approvals_needed: 2,
-            approved_by: vec![0],
+            approved_by: vec!["uid:0".into()],
+            approvers: vec!["key:alice".into()],
+            self_approval: false,
             on_timeout: OnTimeout::Deny,
             created_unix: 1,
             deadline_unix: 2,

@@ -17,6 +17,8 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("systemd-analyze", "systemd"),
     ("setpriv", "util-linux"),
+    // Approval tests make their keys with OpenSSH, as users do.
+    ("ssh-keygen", "openssh-client"),
     // vm-test: the emulator, a static busybox for the initramfs, and cpio to pack it.
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("busybox", "busybox-static"),

@@ -187,6 +187,9 @@ impl Guard {
                 rule: entry.rule,
                 approvals_needed: entry.approvals_needed,
                 approved_by: entry.approved_by,
+                approvers: entry.approvers,
+                self_approval: entry.self_approval,
+                tokens_seen: Vec::new(),
                 on_timeout: entry.on_timeout,
                 traced: false,
                 protection: "ptrace-stop: only guardd can release it".into(),
@@ -274,6 +277,10 @@ impl Guard {
         self.audit.write(&record);
         // An editor may have replaced a policy file with a new inode.
         self.protect_own_files();
+    }
+
+    pub fn subscribe_audit(&self) -> tokio::sync::broadcast::Receiver<serde_json::Value> {
+        self.audit.subscribe()
     }
 
     pub fn status(&self) -> Response {

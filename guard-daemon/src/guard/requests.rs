@@ -35,23 +35,106 @@ impl Guard {
         }
     }
 
+    /// A local approval, by the caller's uid (SO_PEERCRED).
     pub fn approve(&mut self, peer: Peer, id: &str) -> Response {
-        let approver = match self.authorize(peer, id, "approve") {
-            Ok(approver) => approver,
+        let display = match self.authorize(peer, id, "approve") {
+            Ok(identity) => identity,
             Err(response) => return response,
         };
-        let hold = self.holds.get_mut(id).expect("authorize checked the id");
-        if hold.approved_by.contains(&peer.uid) {
-            let why = format!("uid {} has already approved; it counts once", peer.uid);
+        self.add_approval(
+            id,
+            Approver {
+                key: format!("uid:{}", peer.uid),
+                display,
+                channel: "socket",
+            },
+        )
+    }
+
+    /// An approval signed elsewhere: it counts for the principal that signed
+    /// it, whoever submits it.
+    pub fn approve_token(&mut self, peer: Peer, id: &str, token: &str) -> Response {
+        let Some(hold) = self.holds.get(id) else {
+            return error(&format!("no pending request {id}"));
+        };
+        let checked = self.check_token(hold, token);
+        let hold = self.holds.get_mut(id).expect("present");
+        match checked {
+            Ok((principal, key, seen)) => {
+                hold.tokens_seen.push(seen);
+                self.add_approval(
+                    id,
+                    Approver {
+                        key: format!("key:{principal}"),
+                        display: format!(
+                            "key:{principal} ({key}), submitted by {}",
+                            identity(peer)
+                        ),
+                        channel: "token",
+                    },
+                )
+            }
+            Err(why) => {
+                let hold = self.holds.get(id).expect("present");
+                tracing::warn!(id, "refused signed approval: {why}");
+                let mut record = self.hold_record(hold, AuditEvent::Refuse);
+                record.approver = Some(format!("token submitted by {}", identity(peer)));
+                record.channel = Some("token".into());
+                record.decision = Some("refused approve".into());
+                record.reason = Some(why.clone());
+                self.audit.write(&record);
+                error(&format!("refused: {why}"))
+            }
+        }
+    }
+
+    /// (principal, key fingerprint, token fingerprint) of a valid token for `hold`.
+    fn check_token(&self, hold: &Hold, token: &str) -> Result<(String, String, String), String> {
+        let token = crate::approval::Token::parse(token).map_err(|e| e.to_string())?;
+        let seen = token.fingerprint();
+        if hold.tokens_seen.contains(&seen) {
+            return Err("replayed token: it was already used on this request".into());
+        }
+        let settings = &self.policy.approvals;
+        let path = settings
+            .allowed_signers
+            .as_deref()
+            .ok_or_else(|| crate::approval::ApprovalError::NoSigners.to_string())?;
+        let signers = crate::approval::load_allowed_signers(path).map_err(|e| e.to_string())?;
+        let (principal, key) = crate::approval::verify(
+            &token,
+            &hold.view(Instant::now()),
+            &signers,
+            unix_now(),
+            settings.max_token_ttl.as_secs(),
+        )
+        .map_err(|e| e.to_string())?;
+        let listed = hold.approvers.iter().any(|a| a.starts_with("key:"));
+        if listed && !hold.approvers.contains(&format!("key:{principal}")) {
+            return Err(format!(
+                "key:{principal} is not among the rule's approvers ({})",
+                hold.approvers.join(", ")
+            ));
+        }
+        Ok((principal, key, seen))
+    }
+
+    /// Counts one approval (each identity once) and releases the process
+    /// when the rule's number is reached.
+    fn add_approval(&mut self, id: &str, approver: Approver) -> Response {
+        let hold = self.holds.get_mut(id).expect("the caller checked the id");
+        if hold.approved_by.contains(&approver.key) {
+            let why = format!("{} has already approved; it counts once", approver.key);
             let mut record =
                 self.hold_record(self.holds.get(id).expect("present"), AuditEvent::Refuse);
-            record.approver = Some(approver);
+            record.approver = Some(approver.display);
+            record.channel = Some(approver.channel.into());
             record.decision = Some("refused approve".into());
             record.reason = Some(why.clone());
             self.audit.write(&record);
             return error(&format!("refused: {why}"));
         }
-        hold.approved_by.push(peer.uid);
+        hold.approved_by.push(approver.key.clone());
         if (hold.approved_by.len() as u32) < hold.approvals_needed {
             let progress = format!(
                 "approval {} of {}",
@@ -61,17 +144,19 @@ impl Guard {
             if let Some(stderr) = &hold.stderr {
                 notice::write(
                     stderr,
-                    &format!("agent-guard: request {id}: {progress}, by {approver}; still held.\n"),
+                    &format!(
+                        "agent-guard: request {id}: {progress}, by {}; still held.\n",
+                        approver.display
+                    ),
                 );
             }
             let hold = self.holds.get(id).expect("present");
-            self.audit_end(
-                hold,
-                AuditEvent::Approve,
-                "hold",
-                Some(approver),
-                Some(progress),
-            );
+            let mut record = self.hold_record(hold, AuditEvent::Approve);
+            record.decision = Some("hold".into());
+            record.approver = Some(approver.display);
+            record.channel = Some(approver.channel.into());
+            record.reason = Some(progress);
+            self.audit.write(&record);
             return Response::Decided {
                 id: id.to_string(),
                 state: HoldState::Held,
@@ -79,26 +164,33 @@ impl Guard {
         }
         let hold = self.holds.remove(id).expect("present");
         if !hold.process.is_alive() {
-            self.audit_end(&hold, AuditEvent::Exit, "exited", Some(approver), None);
+            self.audit_end(
+                &hold,
+                AuditEvent::Exit,
+                "exited",
+                Some(approver.display),
+                None,
+            );
             return error(&format!("request {id}: the process has already exited"));
         }
         if let Some(stderr) = &hold.stderr {
             notice::write(
                 stderr,
-                &format!("agent-guard: request {id} approved by {approver}; running.\n"),
+                &format!(
+                    "agent-guard: request {id} approved by {}; running.\n",
+                    approver.display
+                ),
             );
         }
         self.release(&hold);
-        tracing::info!(id, approver, "approved");
-        self.audit_end(
-            &hold,
-            AuditEvent::Approve,
-            "allow",
-            Some(approver.clone()),
-            None,
-        );
+        tracing::info!(id, approver = approver.display, "approved");
+        let mut record = self.hold_record(&hold, AuditEvent::Approve);
+        record.decision = Some("allow".into());
+        record.approver = Some(approver.display.clone());
+        record.channel = Some(approver.channel.into());
+        self.audit.write(&record);
         let mut release = self.hold_record(&hold, AuditEvent::Release);
-        release.approver = Some(approver);
+        release.approver = Some(approver.display);
         self.audit.write(&release);
         Response::Decided {
             id: id.to_string(),
@@ -146,11 +238,15 @@ impl Guard {
                 format!("self-approval attempt: the caller (pid {pid}) is inside agent session {session} (via pid {inside})")
             }),
         }
-        .or_else(|| (peer.uid != 0 && peer.uid != hold.uid).then(|| format!("uid {} may not {verb} a request of uid {}", peer.uid, hold.uid)));
+        .or_else(|| {
+            let owner = self.sessions.get(&hold.session).map_or(hold.uid, |s| s.uid);
+            local_refusal(hold, peer, owner, verb)
+        });
         if let Some(why) = refusal {
             tracing::warn!(id, identity, "refused {verb}: {why}");
             let mut record = self.hold_record(hold, AuditEvent::Refuse);
             record.approver = Some(identity);
+            record.channel = Some("socket".into());
             record.decision = Some(format!("refused {verb}"));
             record.reason = Some(why.clone());
             self.audit.write(&record);
@@ -283,4 +379,58 @@ impl Guard {
         }
         self.kernel.forget_held(hold.process.pid);
     }
+}
+
+/// Who approved, and through which channel.
+struct Approver {
+    /// What counts once: `uid:N` or `key:PRINCIPAL`.
+    key: String,
+    display: String,
+    channel: &'static str,
+}
+
+/// Why a local caller (not inside a session) may not decide `hold`, if it may not.
+/// Without `approvers`, root and the command's own uid may; with them, only
+/// the users and groups listed (root and the session's owner may still deny).
+fn local_refusal(hold: &Hold, peer: Peer, owner: u32, verb: &str) -> Option<String> {
+    if verb == "approve" && !hold.self_approval && peer.uid == owner {
+        return Some(format!(
+            "rule {} does not allow self-approval: uid {owner} runs the session",
+            hold.rule
+        ));
+    }
+    if hold.approvers.is_empty() {
+        return (peer.uid != 0 && peer.uid != hold.uid).then(|| {
+            format!(
+                "uid {} may not {verb} a request of uid {}",
+                peer.uid, hold.uid
+            )
+        });
+    }
+    if verb == "deny" && (peer.uid == 0 || peer.uid == owner) {
+        return None;
+    }
+    let groups = peer.pid.map(procfs::groups).unwrap_or_default();
+    let listed = hold.approvers.iter().any(|approver| {
+        if let Some(name) = approver.strip_prefix("user:") {
+            nix::unistd::User::from_name(name)
+                .ok()
+                .flatten()
+                .is_some_and(|user| user.uid.as_raw() == peer.uid)
+        } else if let Some(name) = approver.strip_prefix("group:") {
+            nix::unistd::Group::from_name(name)
+                .ok()
+                .flatten()
+                .is_some_and(|group| groups.contains(&group.gid.as_raw()))
+        } else {
+            false
+        }
+    });
+    (!listed).then(|| {
+        format!(
+            "uid {} is not among the rule's approvers ({})",
+            peer.uid,
+            hold.approvers.join(", ")
+        )
+    })
 }

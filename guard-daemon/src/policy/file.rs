@@ -21,6 +21,8 @@ pub struct PolicyFile {
     #[serde(default)]
     pub defaults: DefaultsFile,
     #[serde(default)]
+    pub approvals: ApprovalsFile,
+    #[serde(default)]
     pub spec: BTreeMap<String, SpecFile>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleFile>,
@@ -48,6 +50,17 @@ pub struct AgentsFile {
 pub struct DefaultsFile {
     #[serde(with = "humantime_serde")]
     pub hold_timeout: Option<Duration>,
+}
+
+/// How approvals are checked. Keys set here override earlier files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsFile {
+    /// An ssh-keygen/git `allowed_signers` file: whose signed tokens count.
+    pub allowed_signers: Option<std::path::PathBuf>,
+    /// The longest validity a signed token may claim (default 1h).
+    #[serde(with = "humantime_serde")]
+    pub max_token_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -102,6 +115,9 @@ pub struct RuleFile {
     pub approvals: Option<u32>,
     #[serde(default)]
     pub approvers: Vec<String>,
+    /// Whether the uid the session runs as may be one of the approvers (default true).
+    #[serde(default)]
+    pub self_approval: Option<bool>,
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
     #[serde(default)]

@@ -72,6 +72,7 @@ pub struct Policy {
     /// Pack label and a digest of every layer's text.
     pub version: String,
     pub agents: Agents,
+    pub approvals: ApprovalSettings,
     pub rules: Vec<Rule>,
     specs: HashMap<String, Spec>,
     /// Program name -> indices of the rules naming it.
@@ -95,7 +96,30 @@ pub struct Explanation {
     pub timeout_secs: u64,
     pub approvals: u32,
     pub approvers: Vec<String>,
+    /// Whether the session's own uid may approve.
+    #[serde(default = "yes")]
+    pub self_approval: bool,
     pub on_timeout: OnTimeout,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How approvals are checked (`[approvals]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalSettings {
+    pub allowed_signers: Option<std::path::PathBuf>,
+    pub max_token_ttl: std::time::Duration,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        Self {
+            allowed_signers: None,
+            max_token_ttl: std::time::Duration::from_secs(3600),
+        }
+    }
 }
 
 /// One layer of policy text and where it came from.
@@ -154,6 +178,7 @@ impl Policy {
     fn from_layers(layers: Vec<Layer>) -> Result<Self, PolicyError> {
         let mut agents = Agents::default();
         let mut hold_timeout = DEFAULT_HOLD_TIMEOUT;
+        let mut approvals = ApprovalSettings::default();
         let mut spec_files = BTreeMap::new();
         let mut rule_files: Vec<(String, RuleFile)> = Vec::new();
         let mut pack = None;
@@ -166,6 +191,15 @@ impl Policy {
             extend_unique(&mut agents.interpreters, file.agents.interpreters);
             extend_unique(&mut agents.packages, file.agents.packages);
             hold_timeout = file.defaults.hold_timeout.unwrap_or(hold_timeout);
+            if let Some(path) = file.approvals.allowed_signers {
+                // Relative to the file that names it.
+                let base = Path::new(&layer.origin).parent().unwrap_or(Path::new("."));
+                approvals.allowed_signers = Some(base.join(path));
+            }
+            approvals.max_token_ttl = file
+                .approvals
+                .max_token_ttl
+                .unwrap_or(approvals.max_token_ttl);
             spec_files.extend(file.spec);
             for rule in file.rules {
                 rule_files.retain(|(_, r)| r.id != rule.id);
@@ -216,6 +250,7 @@ impl Policy {
                 digest.finish()
             ),
             agents,
+            approvals,
             rules,
             specs,
             by_program,
@@ -349,6 +384,7 @@ impl Policy {
                 timeout_secs: rule.timeout.as_secs(),
                 approvals: rule.approvals,
                 approvers: rule.approvers.clone(),
+                self_approval: rule.self_approval,
                 on_timeout: rule.on_timeout,
             },
             None => Explanation {
@@ -361,6 +397,7 @@ impl Policy {
                 timeout_secs: 0,
                 approvals: 0,
                 approvers: Vec::new(),
+                self_approval: true,
                 on_timeout: OnTimeout::Deny,
             },
         }

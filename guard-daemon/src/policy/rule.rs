@@ -95,6 +95,7 @@ pub struct Rule {
     pub action: Action,
     pub approvals: u32,
     pub approvers: Vec<String>,
+    pub self_approval: bool,
     pub timeout: Duration,
     pub on_timeout: OnTimeout,
     pub message: Option<String>,
@@ -125,6 +126,15 @@ impl Rule {
                     sql::KINDS.join(", ")
                 )));
             }
+        }
+        if let Some(bad) = file.approvers.iter().find(|a| {
+            !["user:", "group:", "key:"]
+                .iter()
+                .any(|p| a.starts_with(p) && a.len() > p.len())
+        }) {
+            return Err(fail(format!(
+                "approver {bad:?} is not user:NAME, group:NAME or key:PRINCIPAL"
+            )));
         }
         if file.approvals == Some(0) {
             return Err(fail("approvals must be at least 1".into()));
@@ -186,6 +196,7 @@ impl Rule {
             action,
             approvals: file.approvals.unwrap_or(1),
             approvers: file.approvers.clone(),
+            self_approval: file.self_approval.unwrap_or(true),
             timeout: file.timeout.unwrap_or(default_timeout),
             on_timeout: file.on_timeout.unwrap_or(OnTimeout::Deny),
             message: file.message.clone(),

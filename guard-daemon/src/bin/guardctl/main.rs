@@ -4,7 +4,9 @@ mod explain;
 mod pending;
 mod policy;
 mod run;
+mod sign;
 mod status;
+mod watch;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -34,6 +36,8 @@ enum Command {
     Pending(pending::Args),
     Approve(decide::ApproveArgs),
     Deny(decide::DenyArgs),
+    Sign(sign::Args),
+    Watch(watch::Args),
     Status(status::Args),
     Explain(explain::Args),
     #[command(subcommand)]
@@ -57,6 +61,8 @@ fn main() -> ExitCode {
         Command::Pending(args) => pending::run(&cli.socket, args),
         Command::Approve(args) => decide::approve(&cli.socket, args),
         Command::Deny(args) => decide::deny(&cli.socket, args),
+        Command::Sign(args) => sign::run(&cli.socket, args),
+        Command::Watch(args) => watch::run(&cli.socket, args),
         Command::Status(args) => status::run(&cli.socket, args),
         Command::Explain(args) => explain::run(&cli.socket, args),
         Command::Policy(command) => policy::run(command),

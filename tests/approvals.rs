@@ -1,0 +1,259 @@
+//! Approvals the agent cannot give itself: signed tokens checked against
+//! allowed_signers, distinct identities, approver lists, self-approval off,
+//! and `guardctl watch --json`. Keys are made with ssh-keygen, as users do.
+mod common;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::Value;
+
+/// An ed25519 key pair made by ssh-keygen; returns the private key's path.
+fn keygen(dir: &Path, name: &str) -> PathBuf {
+    let key = dir.join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    key
+}
+
+fn public_key(key: &Path) -> String {
+    std::fs::read_to_string(key.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A guard whose policy holds `terraform destroy` with `rule_extra` settings,
+/// and whose allowed_signers lists alice (for agent-guard only) and carol
+/// (for git only).
+fn guard_with_signers(rule_extra: &str, keys: &tempfile::TempDir) -> Guard {
+    let alice = keygen(keys.path(), "alice");
+    let carol = keygen(keys.path(), "carol");
+    let signers = keys.path().join("allowed_signers");
+    std::fs::write(
+        &signers,
+        format!(
+            "# who may sign approvals\nalice@example namespaces=\"agent-guard\" {}\ncarol@example namespaces=\"git\" {}\n",
+            public_key(&alice),
+            public_key(&carol)
+        ),
+    )
+    .unwrap();
+    // rule_extra lands in the rule; [approvals] opens its own table after it.
+    Guard::start(&format!(
+        "{HOLD_TERRAFORM_DESTROY}{rule_extra}\n[approvals]\nallowed_signers = \"{}\"\n",
+        signers.display()
+    ))
+}
+
+fn sign(guard: &Guard, id: &str, key: &Path, ttl: &str) -> String {
+    let out = guard.ctl(&["sign", id, "--key", key.to_str().unwrap(), "--ttl", ttl]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn approve_token(guard: &Guard, id: &str, token: &str) -> std::process::Output {
+    guard.ctl(&["approve", id, "--token", token])
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn signed_tokens_count_once_per_key_and_only_for_their_request() {
+    require_root();
+    let stubs = Stubs::new();
+    let keys = tempfile::tempdir().unwrap();
+    let guard = guard_with_signers("approvals = 2", &keys);
+    let alice = keys.path().join("alice");
+    let carol = keys.path().join("carol");
+    let mallory = keygen(keys.path(), "mallory");
+    let run_a = guard.session(&stubs, &["terraform", "destroy", "a"]);
+    let hold_a = guard.wait_hold("a");
+    let run_b = guard.session(&stubs, &["terraform", "destroy", "b"]);
+    let hold_b = guard.wait_hold("b");
+    let (a, b) = (
+        hold_a["id"].as_str().unwrap(),
+        hold_b["id"].as_str().unwrap(),
+    );
+
+    let refused = |token: &str, why: &str| {
+        let out = approve_token(&guard, a, token);
+        assert!(!out.status.success(), "accepted: {token}");
+        assert!(stderr(&out).contains(why), "{why}: {}", stderr(&out));
+    };
+    refused(&sign(&guard, b, &alice, "5m"), "does not sign this request");
+    let good = sign(&guard, a, &alice, "5m");
+    let mut tampered = good.clone().into_bytes();
+    let at = tampered.len() - 30;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    refused(&String::from_utf8(tampered).unwrap(), "");
+    let expiring = sign(&guard, a, &alice, "1s");
+    std::thread::sleep(Duration::from_millis(2100));
+    refused(&expiring, "expired token");
+    refused(&sign(&guard, a, &mallory, "5m"), "not in allowed_signers");
+    refused(&sign(&guard, a, &carol, "5m"), "not in allowed_signers");
+    refused(&sign(&guard, a, &alice, "3h"), "longer than");
+    assert_eq!(
+        guard.pending().len(),
+        2,
+        "a refused token decided something"
+    );
+
+    // The valid token is one approval of two; replaying it, or alice signing
+    // again, does not make a second one.
+    let out = approve_token(&guard, a, &good);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("more approvals are needed"));
+    refused(&good, "replayed token");
+    refused(&sign(&guard, a, &alice, "5m"), "already approved");
+    assert!(is_stopped(hold_a["pid"].as_u64().unwrap()));
+    assert_eq!(stubs.marker_text(), "");
+    // A second, distinct identity (root, locally) releases it.
+    assert!(guard.ctl(&["approve", a]).status.success());
+    assert!(run_a.wait().0.success());
+    assert_eq!(stubs.marker_text(), "destroy a\n");
+    assert!(guard.ctl(&["deny", b]).status.success());
+    drop(run_b);
+
+    let audit = guard.audit();
+    let refusals: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["event"] == "refuse" && r["channel"] == "token")
+        .collect();
+    for why in [
+        "bad signature",
+        "expired",
+        "not in allowed_signers",
+        "replayed",
+    ] {
+        assert!(
+            refusals
+                .iter()
+                .any(|r| r["reason"].as_str().unwrap().contains(why)),
+            "no audited refusal for {why}: {refusals:?}"
+        );
+    }
+    let approvals: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["event"] == "approve" && r["request_id"] == a)
+        .collect();
+    assert_eq!(approvals.len(), 2, "{approvals:?}");
+    assert!(approvals[0]["approver"]
+        .as_str()
+        .unwrap()
+        .starts_with("key:alice@example (SHA256:"));
+    assert_eq!(approvals[1]["channel"], "socket");
+    guard.stop();
+}
+
+#[test]
+fn approver_lists_and_self_approval_are_enforced() {
+    require_root();
+    let stubs = Stubs::new();
+    let keys = tempfile::tempdir().unwrap();
+    // The session runs as root here, so root is the session's owner.
+    let guard = guard_with_signers(
+        "self_approval = false\napprovers = [\"key:alice@example\", \"group:root\"]",
+        &keys,
+    );
+    let run = guard.session(&stubs, &["terraform", "destroy", "self"]);
+    let hold = guard.wait_hold("self");
+    let id = hold["id"].as_str().unwrap();
+    assert_eq!(hold["self_approval"], false);
+    let out = guard.ctl(&["approve", id]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("does not allow self-approval"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(guard.pending().len(), 1);
+    let out = guard.ctl(&[
+        "approve",
+        id,
+        "--sign",
+        keys.path().join("alice").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(run.wait().0.success());
+    assert_eq!(stubs.marker_text(), "destroy self\n");
+
+    // A listed key is required when keys are listed; an unlisted uid is refused.
+    let run = guard.session(&stubs, &["terraform", "destroy", "listed"]);
+    let hold = guard.wait_hold("listed");
+    let id = hold["id"].as_str().unwrap();
+    let nobody = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(guardctl_bin())
+        .arg("--socket")
+        .arg(&guard.socket)
+        .args(["approve", id])
+        .output()
+        .unwrap();
+    assert!(!nobody.status.success());
+    assert!(
+        stderr(&nobody).contains("not among the rule's approvers"),
+        "{}",
+        stderr(&nobody)
+    );
+    // The session's owner may still deny.
+    assert!(guard.ctl(&["deny", id]).status.success());
+    drop(run);
+    guard.stop();
+}
+
+#[test]
+fn watch_json_shows_a_hold_and_its_decision() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let mut watch = guard
+        .ctl_command(&["watch", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines, received) = mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let next = || -> Value {
+        let line = received.recv_timeout(WAIT).expect("watch said nothing");
+        serde_json::from_str(&line).unwrap()
+    };
+    // First the holds pending now (none): from here on every record streams.
+    assert_eq!(next()["type"], "pending");
+    let run = guard.session(&stubs, &["terraform", "destroy", "watched"]);
+    let hold = guard.wait_hold("watched");
+    let id = hold["id"].as_str().unwrap().to_string();
+    assert!(guard.ctl(&["deny", &id]).status.success());
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    while !(seen.contains(&"hold".to_string()) && seen.contains(&"deny".to_string())) {
+        assert!(Instant::now() < deadline, "saw only {seen:?}");
+        let event = next();
+        assert_eq!(event["type"], "event", "{event}");
+        if event["record"]["request_id"] == id.as_str() {
+            seen.push(event["record"]["event"].as_str().unwrap().to_string());
+        }
+    }
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    drop(run);
+    guard.stop();
+}
