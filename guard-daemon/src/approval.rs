@@ -248,3 +248,46 @@ fn split_unquoted(text: &str, separator: impl Fn(char) -> bool) -> Vec<String> {
     }
     pieces
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ED25519: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKdHm0JEM5Y8T1+iG2w3yQ3FZ2y1j6m8f6Qh2yF8Yp5m";
+
+    #[test]
+    fn allowed_signers_lines_are_read_like_ssh_keygen_does() {
+        let text = format!(
+            "# comment\n\nalice@x,al@x namespaces=\"git,agent-guard\" {ED25519} laptop\nbob@x {ED25519}\n"
+        );
+        let signers = parse_allowed_signers(&text).unwrap();
+        assert_eq!(signers.len(), 2);
+        assert_eq!(signers[0].principals, ["alice@x", "al@x"]);
+        assert_eq!(
+            signers[0].namespaces.as_deref(),
+            Some(&["git".to_string(), "agent-guard".to_string()][..])
+        );
+        assert_eq!(signers[1].namespaces, None);
+        let err = parse_allowed_signers("carol@x ssh-ed25519 notbase64").unwrap_err();
+        assert!(err.starts_with("line 1:"), "{err}");
+        assert!(parse_allowed_signers("lonely@x").is_err());
+    }
+
+    #[test]
+    fn tokens_that_are_not_tokens_are_refused() {
+        for bad in [
+            "",
+            "agtok1",
+            "agtok1.x.y",
+            "agtok2.1.AAAA",
+            "agtok1.1.!!!",
+            "agtok1.1.QUFB.z",
+        ] {
+            assert!(
+                matches!(Token::parse(bad), Err(ApprovalError::Malformed(_))),
+                "{bad}"
+            );
+        }
+    }
+}

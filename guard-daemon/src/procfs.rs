@@ -155,6 +155,23 @@ pub fn environ(pid: u32, names: &[&str]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The process's groups: its gid and its supplementary groups.
+pub fn groups(pid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mut groups = Vec::new();
+    for line in status.lines() {
+        let ids = if let Some(gids) = line.strip_prefix("Gid:") {
+            gids.split_whitespace().take(1).collect::<Vec<_>>()
+        } else if let Some(list) = line.strip_prefix("Groups:") {
+            list.split_whitespace().collect()
+        } else {
+            continue;
+        };
+        groups.extend(ids.iter().filter_map(|id| id.parse::<u32>().ok()));
+    }
+    groups
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,21 +231,4 @@ mod tests {
         assert_eq!(ancestry(me)[0].0, me);
         assert!(process_tree(stat.ppid).contains(&me));
     }
-}
-
-/// The process's groups: its gid and its supplementary groups.
-pub fn groups(pid: u32) -> Vec<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let mut groups = Vec::new();
-    for line in status.lines() {
-        let ids = if let Some(gids) = line.strip_prefix("Gid:") {
-            gids.split_whitespace().take(1).collect::<Vec<_>>()
-        } else if let Some(list) = line.strip_prefix("Groups:") {
-            list.split_whitespace().collect()
-        } else {
-            continue;
-        };
-        groups.extend(ids.iter().filter_map(|id| id.parse::<u32>().ok()));
-    }
-    groups
 }

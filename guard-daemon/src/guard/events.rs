@@ -225,14 +225,20 @@ impl Guard {
             process,
         };
         if let Some(stderr) = &hold.stderr {
+            let who = if hold.approvers.is_empty() {
+                "root or the command's own user".to_string()
+            } else {
+                hold.approvers.join(", ")
+            };
             notice::write(
                 stderr,
                 &format!(
-                    "agent-guard: held `{}` (request {id}, rule {}). It will not run until a human \
-                     approves it from outside this agent session; without a decision it is denied \
-                     in {}. Do not try to approve or bypass it.\n",
+                    "agent-guard: held `{}` (request {id}, rule {}). It will not run until {} \
+                     approval(s) from {who}, given outside this agent session; without a decision \
+                     it is denied in {}. Do not try to approve or bypass it.\n",
                     hold.command(),
                     hold.rule,
+                    hold.approvals_needed,
                     format_duration(timeout),
                 ),
             );
