@@ -606,7 +606,7 @@ fn two_approvals_need_two_distinct_people() {
     assert!(!again.status.success(), "the same identity counts once");
     assert!(String::from_utf8_lossy(&again.stderr).contains("counts once"));
     let pending = guard.pending();
-    assert_eq!(pending[0]["approved_by"], serde_json::json!([0]));
+    assert_eq!(pending[0]["approved_by"], serde_json::json!(["uid:0"]));
     wait_stopped(hold["pid"].as_u64().unwrap());
     assert_eq!(stubs.marker_text(), "");
 
