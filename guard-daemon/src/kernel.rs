@@ -231,6 +231,8 @@ impl Kernel {
     }
 
     fn attach_lsm(&mut self, pins: &Pins) -> Result<(), KernelError> {
+        // aya's BTF attaches the programs; ours (aya keeps function prototypes
+        // private) picks the variant matching each hook's signature.
         let btf = aya::Btf::from_sys_fs().map_err(|err| KernelError::Btf(err.to_string()))?;
         let own_btf = Btf::from_sys_fs().map_err(|err| KernelError::Btf(err.to_string()))?;
         for (name, hook, params) in LSM_PROGRAMS {
