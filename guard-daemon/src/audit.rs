@@ -108,6 +108,11 @@ impl AuditLog {
         self.watchers.subscribe()
     }
 
+    /// For listeners that subscribe and leave on their own (notifications).
+    pub fn broadcaster(&self) -> tokio::sync::broadcast::Sender<serde_json::Value> {
+        self.watchers.clone()
+    }
+
     /// Appends one record. A failed write is reported on the daemon's log; it
     /// never changes a decision.
     pub fn write(&self, record: &AuditRecord) {

@@ -77,6 +77,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         policy, own_files, kernel, tracer, audit, state,
     )));
     guard.lock().unwrap().scan_running_agents();
+    let (audit_records, notify_settings) = guard.lock().unwrap().notifications();
 
     let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(SignalKind::interrupt())?;
@@ -91,6 +92,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         _ = tick(guard.clone()) => Ok(()),
         _ = watch_policy(config, hangup, guard.clone()) => Ok(()),
         _ = watchdog(guard.clone()) => Ok(()),
+        _ = crate::notify::run(audit_records, notify_settings) => Ok(()),
         _ = server::serve(listener, guard.clone()) => Ok(()),
         _ = terminate.recv() => Ok(()),
         _ = interrupt.recv() => Ok(()),

@@ -15,6 +15,7 @@ pub mod guard;
 pub mod holds;
 pub mod kernel;
 pub mod notice;
+pub mod notify;
 pub mod policy;
 pub mod process;
 pub mod procfs;

@@ -5,7 +5,18 @@ pub fn run() -> anyhow::Result<()> {
     release_build()
 }
 
+/// Optional parts built into the guardd that xtask runs, tests and packages.
+pub const DAEMON_FEATURES: &str = "guard-daemon/desktop";
+
 /// Leaves target/release/guardd (with the eBPF object embedded) and guardctl.
 pub fn release_build() -> anyhow::Result<()> {
-    cmd::run(cmd::cargo().args(["build", "--release", "-p", "guard-daemon", "--bins"]))
+    cmd::run(cmd::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "guard-daemon",
+        "--bins",
+        "--features",
+        DAEMON_FEATURES,
+    ]))
 }

@@ -19,6 +19,9 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     // Approval tests make their keys with OpenSSH, as users do.
     ("ssh-keygen", "openssh-client"),
+    // Desktop-notification test: a real session bus and a monitor on it.
+    ("dbus-daemon", "dbus-daemon"),
+    ("dbus-monitor", "dbus-bin"),
     // vm-test: the emulator, a static busybox for the initramfs, and cpio to pack it.
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("busybox", "busybox-static"),

@@ -9,6 +9,8 @@ pub fn run() -> anyhow::Result<()> {
         "clippy",
         "--workspace",
         "--all-targets",
+        "--features",
+        build::DAEMON_FEATURES,
         "--",
         "-D",
         "warnings",

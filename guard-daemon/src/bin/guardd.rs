@@ -49,8 +49,16 @@ struct Args {
     ring_buffer_bytes: Option<u32>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    #[cfg(feature = "desktop")]
+    if std::env::args().nth(1).as_deref() == Some(guard_daemon::notify::desktop::CHILD_FLAG) {
+        // guardd as the held process's user, for one desktop notification.
+        return guard_daemon::notify::desktop::notify_from_stdin();
+    }
+    tokio::runtime::Runtime::new()?.block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

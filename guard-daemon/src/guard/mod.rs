@@ -66,6 +66,8 @@ pub struct Guard {
     state: StateStore,
     /// What the state file holds, to write it only on change.
     saved: Option<SavedState>,
+    /// The policy's `[notify]` settings, followed by `notify::run`.
+    notify: tokio::sync::watch::Sender<crate::policy::notify::NotifySettings>,
 }
 
 /// What the kernel said about one stopped process.
@@ -102,6 +104,7 @@ impl Guard {
         let fresh = || crate::state::new_state(format!("{:04x}", (monotonic_ns() / 1000) as u16));
         let restored = saved.clone().unwrap_or_else(fresh);
         let mut guard = Self {
+            notify: tokio::sync::watch::Sender::new(policy.notify.clone()),
             policy,
             tracer,
             config: own_files.config.clone(),
@@ -256,6 +259,7 @@ impl Guard {
                         "{reason}: policy reloaded"
                     );
                     record.decision = Some(format!("loaded {}", policy.version));
+                    self.notify.send_replace(policy.notify.clone());
                     self.policy = policy;
                     self.last_reload_error = None;
                 }
@@ -281,6 +285,16 @@ impl Guard {
 
     pub fn subscribe_audit(&self) -> tokio::sync::broadcast::Receiver<serde_json::Value> {
         self.audit.subscribe()
+    }
+
+    /// What `notify::run` follows: the audit records and the `[notify]` settings.
+    pub fn notifications(
+        &self,
+    ) -> (
+        tokio::sync::broadcast::Sender<serde_json::Value>,
+        tokio::sync::watch::Receiver<crate::policy::notify::NotifySettings>,
+    ) {
+        (self.audit.broadcaster(), self.notify.subscribe())
     }
 
     pub fn status(&self) -> Response {

@@ -23,6 +23,8 @@ pub struct PolicyFile {
     #[serde(default)]
     pub approvals: ApprovalsFile,
     #[serde(default)]
+    pub notify: super::notify::NotifyFile,
+    #[serde(default)]
     pub spec: BTreeMap<String, SpecFile>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleFile>,
@@ -61,6 +63,19 @@ pub struct ApprovalsFile {
     /// The longest validity a signed token may claim (default 1h).
     #[serde(with = "humantime_serde")]
     pub max_token_ttl: Option<Duration>,
+    /// Re-authenticate local approvers (`"none"` or `"polkit"`).
+    pub local_auth: Option<LocalAuth>,
+    /// Local approvers need a controlling terminal that no session process uses.
+    pub require_terminal: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalAuth {
+    #[default]
+    None,
+    /// `pkcheck` for action `org.agent-guard.approve`, with user interaction.
+    Polkit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -8,6 +8,7 @@
 //! specs, and replace (or, with `disabled = true`, remove) rules by id.
 mod file;
 mod matcher;
+pub mod notify;
 mod paths;
 mod rule;
 mod spec;
@@ -22,8 +23,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-pub use file::OnTimeout;
 use file::{Base, PolicyFile, RuleFile};
+pub use file::{LocalAuth, OnTimeout};
 pub use matcher::ArgPattern;
 use rule::Judged;
 pub use rule::{basename, CommandContext, Rule};
@@ -73,6 +74,7 @@ pub struct Policy {
     pub version: String,
     pub agents: Agents,
     pub approvals: ApprovalSettings,
+    pub notify: notify::NotifySettings,
     pub rules: Vec<Rule>,
     specs: HashMap<String, Spec>,
     /// Program name -> indices of the rules naming it.
@@ -111,6 +113,8 @@ fn yes() -> bool {
 pub struct ApprovalSettings {
     pub allowed_signers: Option<std::path::PathBuf>,
     pub max_token_ttl: std::time::Duration,
+    pub local_auth: LocalAuth,
+    pub require_terminal: bool,
 }
 
 impl Default for ApprovalSettings {
@@ -118,6 +122,8 @@ impl Default for ApprovalSettings {
         Self {
             allowed_signers: None,
             max_token_ttl: std::time::Duration::from_secs(3600),
+            local_auth: LocalAuth::None,
+            require_terminal: false,
         }
     }
 }
@@ -179,6 +185,7 @@ impl Policy {
         let mut agents = Agents::default();
         let mut hold_timeout = DEFAULT_HOLD_TIMEOUT;
         let mut approvals = ApprovalSettings::default();
+        let mut notify = notify::NotifySettings::default();
         let mut spec_files = BTreeMap::new();
         let mut rule_files: Vec<(String, RuleFile)> = Vec::new();
         let mut pack = None;
@@ -200,6 +207,25 @@ impl Policy {
                 .approvals
                 .max_token_ttl
                 .unwrap_or(approvals.max_token_ttl);
+            approvals.local_auth = file.approvals.local_auth.unwrap_or(approvals.local_auth);
+            approvals.require_terminal = file
+                .approvals
+                .require_terminal
+                .unwrap_or(approvals.require_terminal);
+            notify.desktop = file.notify.desktop.unwrap_or(notify.desktop);
+            if let Some(bus) = file.notify.desktop_bus {
+                notify.desktop_bus = bus;
+            }
+            for hook in &file.notify.webhook {
+                let hook = hook
+                    .compile(&layer.origin)
+                    .map_err(|message| PolicyError::Invalid {
+                        origin: layer.origin.clone(),
+                        message,
+                    })?;
+                notify.webhooks.retain(|h| h.url != hook.url);
+                notify.webhooks.push(hook);
+            }
             spec_files.extend(file.spec);
             for rule in file.rules {
                 rule_files.retain(|(_, r)| r.id != rule.id);
@@ -251,6 +277,7 @@ impl Policy {
             ),
             agents,
             approvals,
+            notify,
             rules,
             specs,
             by_program,

@@ -361,3 +361,39 @@ fn agent_packages_are_recognised_in_interpreter_argv() {
     // argv[0] is the interpreter itself, never a package marker.
     assert!(p.runs_agent_package(&["/opt/aider/bin/python3"]).is_none());
 }
+
+#[test]
+fn webhooks_read_their_secret_beside_the_policy_and_refuse_bad_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("policy.toml");
+    let hook = |extra: &str| {
+        format!("version = 1\nbase = 'none'\n[[notify.webhook]]\nurl = 'https://hooks.example/x'\n{extra}\n")
+    };
+    std::fs::write(&main, hook("secret_file = 'hook.secret'")).unwrap();
+    let err = Policy::load(&main).unwrap_err().to_string();
+    assert!(err.contains("hook.secret"), "{err}");
+    std::fs::write(dir.path().join("hook.secret"), "k3y\n").unwrap();
+    let policy = Policy::load(&main).unwrap();
+    let webhook = &policy.notify.webhooks[0];
+    assert_eq!(webhook.secret.as_ref().unwrap().0, b"k3y");
+    assert!(webhook.wants("hold") && webhook.wants("deny") && !webhook.wants("allow"));
+    assert_eq!(
+        format!("{webhook:?}").matches("k3y").count(),
+        0,
+        "secrets are not printed"
+    );
+    for (extra, why) in [
+        ("events = ['hold', 'nope']", "unknown event \"nope\""),
+        ("url2 = 1", "unknown field"),
+    ] {
+        let err = Policy::parse(&hook(extra), "t").unwrap_err().to_string();
+        assert!(err.contains(why), "{extra}: {err}");
+    }
+    let err = Policy::parse(
+        "version = 1\n[[notify.webhook]]\nurl = 'file:///etc/passwd'\n",
+        "t",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("only http and https"), "{err}");
+}
