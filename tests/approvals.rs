@@ -257,3 +257,131 @@ fn watch_json_shows_a_hold_and_its_decision() {
     drop(run);
     guard.stop();
 }
+
+/// `guardctl ARGS` on a fresh pseudo-terminal of its own (util-linux script).
+fn on_a_terminal(guard: &Guard, shell: &str) -> Command {
+    let socket = guard.socket.display();
+    let guardctl = guardctl_bin();
+    let shell = shell.replace(
+        "GUARDCTL",
+        &format!("{} --socket {socket}", guardctl.display()),
+    );
+    let mut command = Command::new("script");
+    command
+        .args(["-q", "-e", "-c", &shell, "/dev/null"])
+        .stdin(Stdio::null());
+    command
+}
+
+#[test]
+fn local_approvers_can_be_required_to_use_a_terminal_no_session_uses() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(&format!(
+        "{HOLD_TERRAFORM_DESTROY}\n[approvals]\nrequire_terminal = true\n"
+    ));
+    // The agent runs on a terminal; a process beside it (not in the session)
+    // on that terminal tries to approve: refused, it shares the terminal.
+    let fifo = stubs.dir.path().join("id.fifo");
+    let answer = stubs.dir.path().join("approve.out");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut shared = on_a_terminal(
+        &guard,
+        &format!(
+            "GUARDCTL run -- terraform destroy shared & read id < {fifo}; GUARDCTL approve $id > {answer} 2>&1; wait",
+            fifo = fifo.display(),
+            answer = answer.display()
+        ),
+    );
+    shared
+        .env("PATH", stubs.path_env())
+        .current_dir(stubs.dir.path());
+    let shared = Proc::spawn(shared);
+    let hold = guard.wait_hold("shared");
+    let id = hold["id"].as_str().unwrap();
+    std::fs::write(&fifo, format!("{id}\n")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&answer).is_ok_and(|t| t.contains("refused")) {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal: {:?}",
+            std::fs::read_to_string(&answer)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let said = std::fs::read_to_string(&answer).unwrap();
+    assert!(said.contains("terminal is also used by pid"), "{said}");
+    // Without any controlling terminal: refused.
+    let detached = Command::new("setsid")
+        .arg("-w")
+        .arg(guardctl_bin())
+        .arg("--socket")
+        .arg(&guard.socket)
+        .args(["approve", id])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!detached.status.success());
+    assert!(
+        stderr(&detached).contains("no controlling terminal"),
+        "{}",
+        stderr(&detached)
+    );
+    assert!(is_stopped(hold["pid"].as_u64().unwrap()));
+    assert_eq!(stubs.marker_text(), "");
+    // From a terminal of its own: approved, and the command runs.
+    let own = on_a_terminal(&guard, &format!("GUARDCTL approve {id}"))
+        .output()
+        .unwrap();
+    assert!(own.status.success(), "{own:?}");
+    assert!(shared.wait().0.success());
+    assert_eq!(stubs.marker_text(), "destroy shared\n");
+    let refusals = guard.audit_events("refuse");
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    assert!(refusals.iter().all(|r| r["channel"] == "socket"));
+    guard.stop();
+}
+
+#[test]
+fn polkit_re_authentication_fails_closed() {
+    require_root();
+    if Path::new("/run/dbus/system_bus_socket").exists() {
+        eprintln!(
+            "skipped: a system bus runs here, so polkit's answer depends on this machine's rules"
+        );
+        return;
+    }
+    let stubs = Stubs::new();
+    let guard = Guard::start(&format!(
+        "{HOLD_TERRAFORM_DESTROY}\n[approvals]\nlocal_auth = \"polkit\"\n"
+    ));
+    assert_eq!(guard.status()["policy"]["local_auth"], "polkit");
+    let run = guard.session(&stubs, &["terraform", "destroy", "pk"]);
+    let hold = guard.wait_hold("pk");
+    let id = hold["id"].as_str().unwrap();
+    // No polkit daemon answers here: the approval is refused, not waved through.
+    let out = guard.ctl(&["approve", id]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("polkit: pkcheck failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(is_stopped(hold["pid"].as_u64().unwrap()));
+    let refusal = &guard.audit_events("refuse")[0];
+    assert!(
+        refusal["reason"].as_str().unwrap().starts_with("polkit"),
+        "{refusal}"
+    );
+    assert!(
+        guard.ctl(&["deny", id]).status.success(),
+        "deny needs no re-authentication"
+    );
+    assert!(!run.wait().0.success());
+    assert_eq!(stubs.marker_text(), "");
+    guard.stop();
+}

@@ -24,11 +24,20 @@ pub enum ClientError {
 }
 
 pub fn call(socket: &Path, request: Request) -> Result<Response, ClientError> {
+    call_with_timeout(socket, request, Duration::from_secs(30))
+}
+
+/// As `call`, for requests that may wait on a person (polkit's prompt).
+pub fn call_with_timeout(
+    socket: &Path,
+    request: Request,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
     let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
         path: socket.to_path_buf(),
         source,
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_read_timeout(Some(timeout))?;
     stream.write_all(&encode_line(&RequestEnvelope {
         version: PROTOCOL_VERSION,
         request,

@@ -17,6 +17,7 @@ pub mod kernel;
 pub mod notice;
 pub mod notify;
 pub mod policy;
+pub mod polkit;
 pub mod process;
 pub mod procfs;
 pub mod protected;

@@ -10,6 +10,8 @@ pub struct Stat {
     pub comm: String,
     pub state: char,
     pub ppid: u32,
+    /// The controlling terminal's device number (0: none).
+    pub tty_nr: u32,
     /// Clock ticks after boot; with the pid it names one process for good.
     pub start_time: u64,
 }
@@ -31,6 +33,7 @@ fn parse_stat(raw: &[u8]) -> Option<Stat> {
         comm,
         state: fields.first()?.chars().next()?,
         ppid: fields.get(1)?.parse().ok()?,
+        tty_nr: fields.get(4)?.parse::<i32>().ok()? as u32,
         start_time: fields.get(19)?.parse().ok()?,
     })
 }

@@ -133,6 +133,9 @@ pub struct PolicySummary {
     pub rules: usize,
     pub watched_programs: usize,
     pub agents: Vec<String>,
+    /// Whether local approvals also need polkit (guardctl then starts a tty agent).
+    #[serde(default)]
+    pub local_auth: crate::policy::LocalAuth,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

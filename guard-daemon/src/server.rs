@@ -15,6 +15,7 @@ use tokio::{
 
 use crate::{
     guard::{Guard, Peer},
+    policy::LocalAuth,
     protocol::{decode_request, encode_line, Request, Response, MAX_REQUEST_BYTES},
 };
 
@@ -115,6 +116,7 @@ async fn handle_connection(
             }
             Ok(Ok(_)) => match decode_request(line.trim_ascii_end()) {
                 Ok(Request::Watch) => return watch(&guard, write).await,
+                Ok(Request::Approve { id }) => (approve(&guard, peer, id).await, false),
                 Ok(request) => (dispatch(&guard, peer, request), false),
                 Err(message) => (error(message), false),
             },
@@ -147,6 +149,29 @@ async fn watch(guard: &Mutex<Guard>, mut write: tokio::net::unix::OwnedWriteHalf
             return;
         }
     }
+}
+
+/// A local approval: the quick checks, then (if the policy says so) polkit
+/// without holding the lock, then the approval itself.
+async fn approve(guard: &Mutex<Guard>, peer: Peer, id: String) -> Response {
+    let local_auth = {
+        let mut guard = guard.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.check_local_approver(peer, &id) {
+            Ok(local_auth) => local_auth,
+            Err(refused) => return refused,
+        }
+    };
+    if local_auth == LocalAuth::Polkit {
+        let checked = match peer.pid {
+            Some(pid) => crate::polkit::authorize(pid, peer.uid).await,
+            None => Err("polkit: the caller's process cannot be identified".into()),
+        };
+        if let Err(why) = checked {
+            let mut guard = guard.lock().unwrap_or_else(|e| e.into_inner());
+            return guard.refuse_local_approval(peer, &id, &why);
+        }
+    }
+    dispatch(guard, peer, Request::Approve { id })
 }
 
 fn dispatch(guard: &Mutex<Guard>, peer: Peer, request: Request) -> Response {

@@ -16,6 +16,7 @@ pub const CONTENTS: &[&str] = &[
     "usr/bin/guardctl",
     "usr/lib/systemd/system/agent-guard.service",
     "usr/lib/sysusers.d/agent-guard.conf",
+    "usr/share/polkit-1/actions/org.agent-guard.policy",
     "etc/agent-guard/policy.toml",
     "usr/share/man/man8/guardd.8",
     "usr/share/man/man1/guardctl.1",
@@ -62,6 +63,11 @@ pub fn package() -> anyhow::Result<Vec<PathBuf>> {
     copy(
         &root.join("packaging/agent-guard.sysusers"),
         "usr/lib/sysusers.d/agent-guard.conf",
+        0o644,
+    )?;
+    copy(
+        &root.join("packaging/org.agent-guard.policy"),
+        "usr/share/polkit-1/actions/org.agent-guard.policy",
         0o644,
     )?;
     copy(

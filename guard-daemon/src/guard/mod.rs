@@ -308,6 +308,7 @@ impl Guard {
                 rules: self.policy.rules.len(),
                 watched_programs: self.policy.watched_programs().len(),
                 agents: self.policy.agents.programs.clone(),
+                local_auth: self.policy.approvals.local_auth,
             },
             sessions: self
                 .sessions

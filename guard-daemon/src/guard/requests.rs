@@ -198,6 +198,32 @@ impl Guard {
         }
     }
 
+    /// The checks of a local approval that need no person; Ok says whether
+    /// the policy also wants a re-authentication (done without the lock).
+    pub fn check_local_approver(
+        &mut self,
+        peer: Peer,
+        id: &str,
+    ) -> Result<crate::policy::LocalAuth, Response> {
+        self.authorize(peer, id, "approve")?;
+        Ok(self.policy.approvals.local_auth)
+    }
+
+    /// A local approval whose re-authentication failed: refused and audited.
+    pub fn refuse_local_approval(&mut self, peer: Peer, id: &str, why: &str) -> Response {
+        let Some(hold) = self.holds.get(id) else {
+            return error(&format!("no pending request {id}"));
+        };
+        tracing::warn!(id, "refused approve: {why}");
+        let mut record = self.hold_record(hold, AuditEvent::Refuse);
+        record.approver = Some(identity(peer));
+        record.channel = Some("socket".into());
+        record.decision = Some("refused approve".into());
+        record.reason = Some(why.to_string());
+        self.audit.write(&record);
+        error(&format!("refused: {why}"))
+    }
+
     pub fn deny(&mut self, peer: Peer, id: &str, reason: Option<String>) -> Response {
         let approver = match self.authorize(peer, id, "deny") {
             Ok(approver) => approver,
@@ -239,6 +265,10 @@ impl Guard {
             }),
         }
         .or_else(|| {
+            let terminal = verb == "approve" && self.policy.approvals.require_terminal;
+            terminal.then(|| self.terminal_refusal(peer.pid?)).flatten()
+        })
+        .or_else(|| {
             let owner = self.sessions.get(&hold.session).map_or(hold.uid, |s| s.uid);
             local_refusal(hold, peer, owner, verb)
         });
@@ -253,6 +283,26 @@ impl Guard {
             return Err(error(&format!("refused: {why}")));
         }
         Ok(identity)
+    }
+
+    /// `require_terminal`: the approver must have a controlling terminal, and
+    /// no process of an agent session may have the same one (it could type
+    /// into it or read what is shown there).
+    fn terminal_refusal(&self, pid: u32) -> Option<String> {
+        let tty = match procfs::stat(pid) {
+            Ok(stat) if stat.tty_nr != 0 => stat.tty_nr,
+            Ok(_) => {
+                return Some("require_terminal: the caller has no controlling terminal".to_string())
+            }
+            Err(err) => return Some(format!("require_terminal: cannot read the caller: {err}")),
+        };
+        procfs::all_pids().into_iter().find_map(|other| {
+            let same = procfs::stat(other).is_ok_and(|stat| stat.tty_nr == tty);
+            let (inside, session) = self.session_ancestor(other).filter(|_| same)?;
+            Some(format!(
+                "require_terminal: the caller's terminal is also used by pid {other}, in agent session {session} (via pid {inside})"
+            ))
+        })
     }
 
     /// The first process from `pid` upwards that the kernel counts in a session.

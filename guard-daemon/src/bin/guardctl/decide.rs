@@ -1,6 +1,9 @@
 use std::{path::Path, process::ExitCode};
 
-use guard_daemon::protocol::{Request, Response};
+use guard_daemon::{
+    policy::LocalAuth,
+    protocol::{Request, Response},
+};
 
 /// Approve a held request (from outside any agent session), as yourself or
 /// with a signed token.
@@ -40,7 +43,62 @@ pub fn approve(socket: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
         Some(token) => Request::ApproveToken { id: args.id, token },
         None => Request::Approve { id: args.id },
     };
-    report(super::call(socket, request)?)
+    let _agent = match request {
+        Request::Approve { .. } => polkit_tty_agent(socket),
+        _ => None,
+    };
+    // Long enough for a person to answer polkit's prompt.
+    let response = guard_daemon::client::call_with_timeout(
+        socket,
+        request,
+        std::time::Duration::from_secs(150),
+    )?;
+    report(response)
+}
+
+/// When guardd wants polkit for local approvals and we run on a terminal:
+/// pkttyagent, registered for this process, to ask for the password here.
+/// Killed when dropped.
+fn polkit_tty_agent(socket: &Path) -> Option<KillOnDrop> {
+    use std::{io::IsTerminal as _, io::Read as _, os::fd::AsRawFd as _};
+    if !std::io::stdin().is_terminal() {
+        return None;
+    }
+    let Ok(Response::Status(status)) = super::call(socket, Request::Status) else {
+        return None;
+    };
+    if status.policy.local_auth != LocalAuth::Polkit {
+        return None;
+    }
+    // pkttyagent closes the notify fd once it is registered (or exits).
+    let (read, write) = nix::unistd::pipe().ok()?;
+    let child = std::process::Command::new("pkttyagent")
+        .arg("--process")
+        .arg(std::process::id().to_string())
+        .arg("--fallback")
+        .arg("--notify-fd")
+        .arg(write.as_raw_fd().to_string())
+        .spawn();
+    drop(write);
+    match child {
+        Ok(child) => {
+            let _ = std::fs::File::from(read).read_to_end(&mut Vec::new());
+            Some(KillOnDrop(child))
+        }
+        Err(err) => {
+            eprintln!("guardctl: cannot start pkttyagent for polkit's prompt: {err}");
+            None
+        }
+    }
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 pub fn deny(socket: &Path, args: DenyArgs) -> anyhow::Result<ExitCode> {
