@@ -1,13 +1,14 @@
 //! Approvals the agent cannot give itself: signed tokens checked against
 //! allowed_signers, distinct identities, approver lists, self-approval off,
-//! and `guardctl watch --json`. Keys are made with ssh-keygen, as users do.
+//! local approvers' terminal and polkit, and `guardctl watch` (JSON, and its
+//! prompt on a terminal). Keys are made with ssh-keygen, as users do.
 mod common;
 
 use std::{
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::mpsc,
+    sync::{mpsc, Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -383,5 +384,67 @@ fn polkit_re_authentication_fails_closed() {
     );
     assert!(!run.wait().0.success());
     assert_eq!(stubs.marker_text(), "");
+    guard.stop();
+}
+
+#[test]
+fn watch_on_a_terminal_shows_the_context_and_takes_a_decision() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let mut watch = on_a_terminal(&guard, "GUARDCTL watch")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let screen = Arc::new(Mutex::new(String::new()));
+    let (stdout, shown) = (watch.stdout.take().unwrap(), screen.clone());
+    std::thread::spawn(move || {
+        let mut stdout = stdout;
+        let mut buffer = [0u8; 4096];
+        while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut buffer) {
+            shown
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    });
+    let wait_for = |text: &str| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let seen = screen.lock().unwrap().clone();
+            if seen.contains(text) {
+                return seen;
+            }
+            assert!(Instant::now() < deadline, "no {text:?} in: {seen}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut session = guard.ctl_command(&["run", "--", "terraform", "destroy", "seen"]);
+    session
+        .env("PATH", stubs.path_env())
+        .env("AWS_PROFILE", "prod-eu")
+        .current_dir(stubs.dir.path());
+    let run = Proc::spawn(session);
+    let hold = guard.wait_hold("seen");
+    let id = hold["id"].as_str().unwrap();
+    let seen = wait_for(&format!("request {id}: [a]pprove, [d]eny, [s]kip?"));
+    for shown in [
+        format!("HELD {id}: "),
+        "rule      tf-destroy (".into(),
+        "context   AWS_PROFILE=prod-eu".into(),
+        format!("cwd       {}", stubs.dir.path().display()),
+        "ancestry  ".into(),
+    ] {
+        assert!(seen.contains(&shown), "{shown:?} not in: {seen}");
+    }
+    watch.stdin.as_mut().unwrap().write_all(b"d\n").unwrap();
+    assert!(!run.wait().0.success());
+    wait_for(&format!("{id}: Denied"));
+    let denial = &guard.audit_events("deny")[0];
+    assert_eq!(denial["reason"], "denied in guardctl watch");
+    assert_eq!(stubs.marker_text(), "");
+    watch.kill().unwrap();
+    watch.wait().unwrap();
     guard.stop();
 }

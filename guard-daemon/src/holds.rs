@@ -41,6 +41,10 @@ pub struct Hold {
     pub protection: String,
     /// `pid:comm` from the held process up, captured when it was stopped.
     pub ancestry: Vec<String>,
+    /// Where it acts: `AWS_PROFILE=...`, `KUBECONFIG=...` from its environment.
+    pub context: Vec<String>,
+    /// Why the rule matched.
+    pub why: Vec<String>,
     pub created: Instant,
     pub deadline: Instant,
     /// The same two as seconds since the Unix epoch, for the state file.
@@ -66,6 +70,7 @@ impl Hold {
             created_unix: self.created_unix,
             deadline_unix: self.deadline_unix,
             ancestry: self.ancestry.clone(),
+            why: self.why.clone(),
         }
     }
 
@@ -91,6 +96,9 @@ impl Hold {
             approved_by: self.approved_by.clone(),
             approvers: self.approvers.clone(),
             self_approval: self.self_approval,
+            ancestry: self.ancestry.clone(),
+            context: self.context.clone(),
+            why: self.why.clone(),
             held_secs: now.saturating_duration_since(self.created).as_secs(),
             expires_in_secs: self.deadline.saturating_duration_since(now).as_secs(),
         }

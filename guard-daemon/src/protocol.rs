@@ -107,6 +107,15 @@ pub struct HoldView {
     pub approvers: Vec<String>,
     #[serde(default)]
     pub self_approval: bool,
+    /// `pid:comm` from the held process up to init.
+    #[serde(default)]
+    pub ancestry: Vec<String>,
+    /// Environment that says where the command acts (AWS_PROFILE, KUBECONFIG...).
+    #[serde(default)]
+    pub context: Vec<String>,
+    /// Why the rule matched.
+    #[serde(default)]
+    pub why: Vec<String>,
     pub held_secs: u64,
     pub expires_in_secs: u64,
 }

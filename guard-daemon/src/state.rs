@@ -35,6 +35,8 @@ pub struct SavedHold {
     pub created_unix: u64,
     pub deadline_unix: u64,
     pub ancestry: Vec<String>,
+    #[serde(default)]
+    pub why: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -156,6 +158,7 @@ mod tests {
             created_unix: 1,
             deadline_unix: 2,
             ancestry: vec!["42:terraform".into()],
+            why: vec!["subcommand destroy".into()],
         });
         store.save(&state).unwrap();
         assert_eq!(store.load().unwrap(), Some(state));

@@ -217,6 +217,8 @@ impl Guard {
             tokens_seen: Vec::new(),
             on_timeout: explanation.on_timeout,
             ancestry: record.ancestry.clone(),
+            context: record.context.clone(),
+            why: explanation.why.clone(),
             created: now,
             deadline: now + timeout,
             created_unix: unix_now(),

@@ -197,6 +197,8 @@ impl Guard {
                 traced: false,
                 protection: "ptrace-stop: only guardd can release it".into(),
                 ancestry: entry.ancestry,
+                context: context_of(entry.pid),
+                why: entry.why,
                 created: now - Duration::from_secs(now_unix.saturating_sub(entry.created_unix)),
                 deadline: now + Duration::from_secs(entry.deadline_unix.saturating_sub(now_unix)),
                 created_unix: entry.created_unix,
@@ -345,14 +347,7 @@ impl Guard {
         record.exe = Some(exe.to_string());
         record.argv = argv.iter().map(|a| escape_bytes(a)).collect();
         record.ancestry = ancestry(process.pid);
-        let env = procfs::environ(process.pid, CONTEXT_ENV);
-        if !env.is_empty() {
-            let env: Vec<String> = env
-                .iter()
-                .map(|(k, v)| format!("{k}={}", escape_bytes(v.as_bytes())))
-                .collect();
-            record.reason = Some(format!("context: {}", env.join(" ")));
-        }
+        record.context = context_of(process.pid);
         record
     }
 
@@ -368,6 +363,8 @@ impl Guard {
         record.argv = hold.argv.iter().map(|a| escape_bytes(a)).collect();
         record.rule = Some(hold.rule.clone());
         record.ancestry = hold.ancestry.clone();
+        record.context = hold.context.clone();
+        record.why = hold.why.clone();
         record
     }
 
@@ -445,6 +442,14 @@ fn identity(peer: Peer) -> String {
         (None, Some(pid)) => format!("uid {} (pid {pid})", peer.uid),
         (_, None) => format!("uid {}", peer.uid),
     }
+}
+
+/// `NAME=value` of the CONTEXT_ENV variables the process has.
+fn context_of(pid: u32) -> Vec<String> {
+    procfs::environ(pid, CONTEXT_ENV)
+        .iter()
+        .map(|(k, v)| format!("{k}={}", escape_bytes(v.as_bytes())))
+        .collect()
 }
 
 fn ancestry(pid: u32) -> Vec<String> {

@@ -39,21 +39,24 @@ pub fn approve(socket: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
         )?),
         (None, None) => None,
     };
-    let request = match token {
-        Some(token) => Request::ApproveToken { id: args.id, token },
-        None => Request::Approve { id: args.id },
-    };
-    let _agent = match request {
-        Request::Approve { .. } => polkit_tty_agent(socket),
-        _ => None,
-    };
+    match token {
+        Some(token) => report(super::call(
+            socket,
+            Request::ApproveToken { id: args.id, token },
+        )?),
+        None => report(approve_locally(socket, args.id)?),
+    }
+}
+
+/// A local approval, with polkit's prompt on this terminal when guardd wants it.
+pub fn approve_locally(socket: &Path, id: String) -> anyhow::Result<Response> {
+    let _agent = polkit_tty_agent(socket);
     // Long enough for a person to answer polkit's prompt.
-    let response = guard_daemon::client::call_with_timeout(
+    Ok(guard_daemon::client::call_with_timeout(
         socket,
-        request,
+        Request::Approve { id },
         std::time::Duration::from_secs(150),
-    )?;
-    report(response)
+    )?)
 }
 
 /// When guardd wants polkit for local approvals and we run on a terminal:
@@ -111,7 +114,7 @@ pub fn deny(socket: &Path, args: DenyArgs) -> anyhow::Result<ExitCode> {
     )?)
 }
 
-fn report(response: Response) -> anyhow::Result<ExitCode> {
+pub fn report(response: Response) -> anyhow::Result<ExitCode> {
     let Response::Decided { id, state } = response else {
         return Err(super::unexpected(response));
     };
