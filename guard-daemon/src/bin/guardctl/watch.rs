@@ -104,8 +104,7 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
                                     id: id.clone(),
                                     reason: Some("denied in guardctl watch".into()),
                                 },
-                            )
-                            .map_err(Into::into),
+                            ),
                         )?,
                         "s" | "skip" => {
                             undecided.pop_front();
