@@ -448,3 +448,70 @@ fn watch_on_a_terminal_shows_the_context_and_takes_a_decision() {
     watch.wait().unwrap();
     guard.stop();
 }
+
+#[test]
+fn a_signed_denial_ends_the_request_and_encrypted_keys_sign_through_ssh_keygen() {
+    require_root();
+    let stubs = Stubs::new();
+    let keys = tempfile::tempdir().unwrap();
+    // erin's key has a passphrase; ssh-keygen gets it from an askpass helper.
+    let erin = keys.path().join("erin");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "erin-pass", "-C", "erin", "-f"])
+        .arg(&erin)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let askpass = write_script(keys.path(), "askpass", "echo erin-pass");
+    let signers = keys.path().join("allowed_signers");
+    std::fs::write(&signers, format!("erin@example {}\n", public_key(&erin))).unwrap();
+    let guard = Guard::start(&format!(
+        "{HOLD_TERRAFORM_DESTROY}\n[approvals]\nallowed_signers = \"{}\"\n",
+        signers.display()
+    ));
+    let run = guard.session(&stubs, &["terraform", "destroy", "signed-deny"]);
+    let hold = guard.wait_hold("signed-deny");
+    let id = hold["id"].as_str().unwrap();
+    let with_askpass = |args: &[&str]| {
+        let mut command = guard.ctl_command(args);
+        command
+            .env("SSH_ASKPASS", &askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .stdin(Stdio::null());
+        command.output().unwrap()
+    };
+    // An approval token is no denial (and the reverse): the decision is signed.
+    let approval = with_askpass(&["sign", id, "--key", erin.to_str().unwrap()]);
+    assert!(approval.status.success(), "{}", stderr(&approval));
+    let approval = String::from_utf8(approval.stdout).unwrap();
+    let out = guard.ctl(&["deny", id, "--token", approval.trim()]);
+    assert!(stderr(&out).contains("bad signature"), "{}", stderr(&out));
+    let denial = with_askpass(&["sign", id, "--deny", "--key", erin.to_str().unwrap()]);
+    let denial = String::from_utf8(denial.stdout).unwrap();
+    let out = guard.ctl(&["approve", id, "--token", denial.trim()]);
+    assert!(stderr(&out).contains("bad signature"), "{}", stderr(&out));
+    assert!(is_stopped(hold["pid"].as_u64().unwrap()));
+
+    let out = with_askpass(&[
+        "deny",
+        id,
+        "--sign",
+        erin.to_str().unwrap(),
+        "--reason",
+        "not today",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!run.wait().0.success());
+    assert_eq!(stubs.marker_text(), "");
+    let denied = &guard.audit_events("deny")[0];
+    assert_eq!(denied["channel"], "token");
+    assert!(
+        denied["approver"]
+            .as_str()
+            .unwrap()
+            .starts_with("key:erin@example"),
+        "{denied}"
+    );
+    assert_eq!(denied["reason"], "not today");
+    guard.stop();
+}

@@ -35,10 +35,19 @@ pub enum ApprovalError {
     Sign(String),
 }
 
-/// What a signature covers: everything that identifies the held command.
+/// What a token decides: an approval token cannot deny, nor the reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    Deny,
+}
+
+/// What a signature covers: the decision and everything that identifies the held command.
 #[derive(Debug, Clone, Serialize)]
 pub struct SignedRequest<'a> {
     pub version: u32,
+    pub decision: Decision,
     pub id: &'a str,
     pub exe: &'a str,
     /// Arguments as guardd shows them (escaped), so both sides agree byte for byte.
@@ -50,9 +59,10 @@ pub struct SignedRequest<'a> {
 }
 
 impl<'a> SignedRequest<'a> {
-    pub fn of(hold: &'a HoldView, expires: u64) -> Self {
+    pub fn of(hold: &'a HoldView, decision: Decision, expires: u64) -> Self {
         Self {
-            version: 1,
+            version: 2,
+            decision,
             id: &hold.id,
             exe: &hold.exe,
             argv: &hold.argv,
@@ -81,11 +91,16 @@ pub fn sign(key: &PrivateKey, request: &SignedRequest) -> Result<String, Approva
     let pem = signature
         .to_pem(LineEnding::LF)
         .map_err(|err| ApprovalError::Sign(err.to_string()))?;
-    Ok(format!(
-        "{TOKEN_PREFIX}.{}.{}",
-        request.expires,
-        Base64UrlUnpadded::encode_string(pem.as_bytes())
-    ))
+    Ok(token_of(request.expires, &pem))
+}
+
+/// The token for an armored SSHSIG of `request.digest()` made elsewhere
+/// (`ssh-keygen -Y sign`, for encrypted keys and keys in ssh-agent).
+pub fn token_of(expires: u64, armored_signature: &str) -> String {
+    format!(
+        "{TOKEN_PREFIX}.{expires}.{}",
+        Base64UrlUnpadded::encode_string(armored_signature.as_bytes())
+    )
 }
 
 pub struct Token {
@@ -191,6 +206,7 @@ pub fn load_allowed_signers(path: &Path) -> Result<Vec<Signer>, ApprovalError> {
 pub fn verify(
     token: &Token,
     hold: &HoldView,
+    decision: Decision,
     signers: &[Signer],
     now: u64,
     max_ttl_secs: u64,
@@ -211,7 +227,7 @@ pub fn verify(
                     .is_none_or(|ns| ns.iter().any(|n| n == NAMESPACE))
         })
         .ok_or_else(|| ApprovalError::UnknownKey(fingerprint.to_string()))?;
-    let request = SignedRequest::of(hold, token.expires);
+    let request = SignedRequest::of(hold, decision, token.expires);
     signer
         .key
         .verify(NAMESPACE, request.digest().as_bytes(), &token.signature)

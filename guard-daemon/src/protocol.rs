@@ -34,6 +34,12 @@ pub enum Request {
         id: String,
         token: String,
     },
+    /// A denial signed elsewhere (`guardctl sign --deny`).
+    DenyToken {
+        id: String,
+        token: String,
+        reason: Option<String>,
+    },
     /// Streams every audit record as an `event` response until the client leaves.
     Watch,
     Deny {

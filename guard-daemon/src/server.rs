@@ -181,6 +181,7 @@ fn dispatch(guard: &Mutex<Guard>, peer: Peer, request: Request) -> Response {
         Request::Pending => guard.pending(),
         Request::Approve { id } => guard.approve(peer, &id),
         Request::ApproveToken { id, token } => guard.approve_token(peer, &id, &token),
+        Request::DenyToken { id, token, reason } => guard.deny_token(peer, &id, &token, reason),
         // Handled by the connection (it streams); never reaches here.
         Request::Watch => error("watch is a stream".into()),
         Request::Deny { id, reason } => guard.deny(peer, &id, reason),

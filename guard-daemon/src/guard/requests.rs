@@ -1,6 +1,7 @@
 //! Control requests (start a session, list, approve, deny, explain) and the
 //! ways a hold ends.
 use super::*;
+use crate::approval::Decision;
 
 impl Guard {
     // ---- control requests ---------------------------------------------------
@@ -57,7 +58,7 @@ impl Guard {
         let Some(hold) = self.holds.get(id) else {
             return error(&format!("no pending request {id}"));
         };
-        let checked = self.check_token(hold, token);
+        let checked = self.check_token(hold, token, Decision::Approve);
         let hold = self.holds.get_mut(id).expect("present");
         match checked {
             Ok((principal, key, seen)) => {
@@ -74,22 +75,49 @@ impl Guard {
                     },
                 )
             }
-            Err(why) => {
-                let hold = self.holds.get(id).expect("present");
-                tracing::warn!(id, "refused signed approval: {why}");
-                let mut record = self.hold_record(hold, AuditEvent::Refuse);
-                record.approver = Some(format!("token submitted by {}", identity(peer)));
-                record.channel = Some("token".into());
-                record.decision = Some("refused approve".into());
-                record.reason = Some(why.clone());
-                self.audit.write(&record);
-                error(&format!("refused: {why}"))
-            }
+            Err(why) => self.refuse_token(peer, id, "approve", &why),
         }
     }
 
+    /// A denial signed elsewhere: it ends the request like a local deny.
+    pub fn deny_token(
+        &mut self,
+        peer: Peer,
+        id: &str,
+        token: &str,
+        reason: Option<String>,
+    ) -> Response {
+        let Some(hold) = self.holds.get(id) else {
+            return error(&format!("no pending request {id}"));
+        };
+        match self.check_token(hold, token, Decision::Deny) {
+            Ok((principal, key, _)) => {
+                let by = format!("key:{principal} ({key}), submitted by {}", identity(peer));
+                self.end_denied(id, by, "token", reason)
+            }
+            Err(why) => self.refuse_token(peer, id, "deny", &why),
+        }
+    }
+
+    fn refuse_token(&mut self, peer: Peer, id: &str, verb: &str, why: &str) -> Response {
+        let hold = self.holds.get(id).expect("the caller checked the id");
+        tracing::warn!(id, "refused signed {verb}: {why}");
+        let mut record = self.hold_record(hold, AuditEvent::Refuse);
+        record.approver = Some(format!("token submitted by {}", identity(peer)));
+        record.channel = Some("token".into());
+        record.decision = Some(format!("refused {verb}"));
+        record.reason = Some(why.to_string());
+        self.audit.write(&record);
+        error(&format!("refused: {why}"))
+    }
+
     /// (principal, key fingerprint, token fingerprint) of a valid token for `hold`.
-    fn check_token(&self, hold: &Hold, token: &str) -> Result<(String, String, String), String> {
+    fn check_token(
+        &self,
+        hold: &Hold,
+        token: &str,
+        decision: Decision,
+    ) -> Result<(String, String, String), String> {
         let token = crate::approval::Token::parse(token).map_err(|e| e.to_string())?;
         let seen = token.fingerprint();
         if hold.tokens_seen.contains(&seen) {
@@ -104,6 +132,7 @@ impl Guard {
         let (principal, key) = crate::approval::verify(
             &token,
             &hold.view(Instant::now()),
+            decision,
             &signers,
             unix_now(),
             settings.max_token_ttl.as_secs(),
@@ -225,11 +254,21 @@ impl Guard {
     }
 
     pub fn deny(&mut self, peer: Peer, id: &str, reason: Option<String>) -> Response {
-        let approver = match self.authorize(peer, id, "deny") {
-            Ok(approver) => approver,
-            Err(response) => return response,
-        };
-        let hold = self.holds.remove(id).expect("authorize checked the id");
+        match self.authorize(peer, id, "deny") {
+            Ok(approver) => self.end_denied(id, approver, "socket", reason),
+            Err(response) => response,
+        }
+    }
+
+    /// One authorised deny ends the request: the process is killed unrun.
+    fn end_denied(
+        &mut self,
+        id: &str,
+        approver: String,
+        channel: &str,
+        reason: Option<String>,
+    ) -> Response {
+        let hold = self.holds.remove(id).expect("the caller checked the id");
         let because = reason
             .as_deref()
             .map(|r| format!(": {}", escape_bytes(r.as_bytes())))
@@ -239,7 +278,12 @@ impl Guard {
             &format!("request {id} denied by {approver}{because}"),
         );
         tracing::info!(id, approver, "denied");
-        self.audit_end(&hold, AuditEvent::Deny, "deny", Some(approver), reason);
+        let mut record = self.hold_record(&hold, AuditEvent::Deny);
+        record.decision = Some("deny".into());
+        record.approver = Some(approver);
+        record.channel = Some(channel.into());
+        record.reason = reason;
+        self.audit.write(&record);
         Response::Decided {
             id: id.to_string(),
             state: HoldState::Denied,

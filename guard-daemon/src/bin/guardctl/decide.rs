@@ -1,6 +1,7 @@
 use std::{path::Path, process::ExitCode};
 
 use guard_daemon::{
+    approval::Decision,
     policy::LocalAuth,
     protocol::{Request, Response},
 };
@@ -25,7 +26,16 @@ pub struct DenyArgs {
     /// Why, for the audit log and the agent.
     #[arg(long)]
     reason: Option<String>,
+    /// Submit a denial made by `guardctl sign --deny`.
+    #[arg(long, conflicts_with = "sign")]
+    token: Option<String>,
+    /// Sign a denial with this SSH key and submit it.
+    #[arg(long)]
+    sign: Option<std::path::PathBuf>,
 }
+
+/// Validity of a token signed and submitted in one step.
+const SIGNED_HERE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
 pub fn approve(socket: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
     let token = match (args.token, args.sign) {
@@ -34,7 +44,8 @@ pub fn approve(socket: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
             socket,
             &args.id,
             &key,
-            std::time::Duration::from_secs(300),
+            Decision::Approve,
+            SIGNED_HERE_TTL,
             None,
         )?),
         (None, None) => None,
@@ -105,13 +116,30 @@ impl Drop for KillOnDrop {
 }
 
 pub fn deny(socket: &Path, args: DenyArgs) -> anyhow::Result<ExitCode> {
-    report(super::call(
-        socket,
-        Request::Deny {
+    let token = match (args.token, args.sign) {
+        (Some(token), _) => Some(token),
+        (None, Some(key)) => Some(super::sign::token(
+            socket,
+            &args.id,
+            &key,
+            Decision::Deny,
+            SIGNED_HERE_TTL,
+            None,
+        )?),
+        (None, None) => None,
+    };
+    let request = match token {
+        Some(token) => Request::DenyToken {
+            id: args.id,
+            token,
+            reason: args.reason,
+        },
+        None => Request::Deny {
             id: args.id,
             reason: args.reason,
         },
-    )?)
+    };
+    report(super::call(socket, request)?)
 }
 
 pub fn report(response: Response) -> anyhow::Result<ExitCode> {

@@ -6,18 +6,23 @@ use std::{
 
 use anyhow::Context as _;
 use guard_daemon::{
-    approval::{self, SignedRequest},
+    approval::{self, Decision, SignedRequest},
     protocol::{HoldView, Request, Response},
 };
 
-/// Sign an approval of one held request with an SSH key; prints a token that
-/// `guardctl approve ID --token TOKEN` submits from anywhere.
+/// Sign an approval (or denial) of one held request with an SSH key; prints
+/// a token that `guardctl approve ID --token TOKEN` (or `deny`) submits from anywhere.
 #[derive(clap::Args)]
 pub struct Args {
     id: String,
-    /// An OpenSSH private key (unencrypted) listed in guardd's allowed_signers.
+    /// An OpenSSH private key listed in guardd's allowed_signers. An
+    /// encrypted key, or a public key whose private half is in ssh-agent, is
+    /// signed with by `ssh-keygen -Y sign` (which asks for the passphrase).
     #[arg(long)]
     key: PathBuf,
+    /// Sign a denial instead of an approval.
+    #[arg(long)]
+    deny: bool,
     /// How long the token stays valid.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     ttl: Duration,
@@ -34,6 +39,11 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
             socket,
             &args.id,
             &args.key,
+            if args.deny {
+                Decision::Deny
+            } else {
+                Decision::Approve
+            },
             args.ttl,
             args.request.as_deref()
         )?
@@ -46,6 +56,7 @@ pub fn token(
     socket: &Path,
     id: &str,
     key: &Path,
+    decision: Decision,
     ttl: Duration,
     request: Option<&Path>,
 ) -> anyhow::Result<String> {
@@ -60,13 +71,46 @@ pub fn token(
         .iter()
         .find(|h| h.id == id)
         .with_context(|| format!("no pending request {id}"))?;
-    let key = ssh_key::PrivateKey::read_openssh_file(key)
-        .with_context(|| format!("reading {}", key.display()))?;
     let expires = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs()
         + ttl.as_secs();
-    Ok(approval::sign(&key, &SignedRequest::of(hold, expires))?)
+    let request = SignedRequest::of(hold, decision, expires);
+    match ssh_key::PrivateKey::read_openssh_file(key) {
+        Ok(private) if !private.is_encrypted() => Ok(approval::sign(&private, &request)?),
+        // Encrypted, or a public key (the private half in ssh-agent).
+        _ => ssh_keygen_sign(key, &request),
+    }
+}
+
+/// `ssh-keygen -Y sign`: it asks for a passphrase or uses ssh-agent, and
+/// makes the same SSHSIG (namespace agent-guard, SHA-512) as `approval::sign`.
+fn ssh_keygen_sign(key: &Path, request: &SignedRequest) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-Y", "sign", "-n", approval::NAMESPACE, "-f"])
+        .arg(key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running ssh-keygen -Y sign")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(request.digest().as_bytes())?;
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "ssh-keygen -Y sign -f {} failed ({})",
+            key.display(),
+            output.status
+        );
+    }
+    Ok(approval::token_of(
+        request.expires,
+        &String::from_utf8(output.stdout)?,
+    ))
 }
 
 fn read_holds(path: &Path) -> anyhow::Result<Vec<HoldView>> {
