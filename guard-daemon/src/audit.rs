@@ -51,6 +51,9 @@ pub struct AuditRecord {
     pub exe: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub argv: Vec<String>,
+    /// A gated system call and its path (`unlink /etc/passwd`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
     /// Environment that says where the command acts (`AWS_PROFILE=prod`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub context: Vec<String>,

@@ -49,6 +49,43 @@ pub fn call_with_timeout(
     Ok(serde_json::from_str(&line)?)
 }
 
+/// As `call`, with a file descriptor passed along (SCM_RIGHTS).
+pub fn call_with_fd(
+    socket: &Path,
+    request: Request,
+    fd: std::os::fd::BorrowedFd,
+) -> Result<Response, ClientError> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd as _;
+    let stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.to_path_buf(),
+        source,
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let line = encode_line(&RequestEnvelope {
+        version: PROTOCOL_VERSION,
+        request,
+    });
+    let fds = [fd.as_raw_fd()];
+    let sent = sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[std::io::IoSlice::new(&line)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    if sent != line.len() {
+        // The rest without the fd (it went with the first bytes).
+        (&stream).write_all(&line[sent..])?;
+    }
+    let mut response = String::new();
+    if BufReader::new(&stream).read_line(&mut response)? == 0 {
+        return Err(ClientError::Closed);
+    }
+    Ok(serde_json::from_str(&response)?)
+}
+
 /// Sends `request` and yields every response line until guardd closes the
 /// connection (for `watch`).
 pub fn stream(

@@ -52,6 +52,28 @@ pub struct Hold {
     pub deadline_unix: u64,
     /// The process's stderr, when it is a pipe or terminal, for the notices.
     pub stderr: Option<OwnedFd>,
+    /// A held system call (the syscall gate) instead of a stopped exec.
+    pub gate: Option<GateHold>,
+}
+
+/// Calls of one process on one protected tree, waiting in the kernel for one decision.
+#[derive(Debug)]
+pub struct GateHold {
+    pub listener: std::sync::Arc<crate::gate::Listener>,
+    /// Notification ids to answer with the decision.
+    pub waiting: Vec<u64>,
+    pub group: GateGroup,
+    /// The first call, as `unlink /home/dev/.ssh/id_ed25519`.
+    pub operation: String,
+}
+
+/// One process (pid and start time) on one protected root of one protection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GateGroup {
+    pub pid: u32,
+    pub start_time: u64,
+    pub protection: String,
+    pub root: std::path::PathBuf,
 }
 
 impl Hold {
@@ -96,6 +118,7 @@ impl Hold {
             approved_by: self.approved_by.clone(),
             approvers: self.approvers.clone(),
             self_approval: self.self_approval,
+            operation: self.gate.as_ref().map(|g| g.operation.clone()),
             ancestry: self.ancestry.clone(),
             context: self.context.clone(),
             why: self.why.clone(),

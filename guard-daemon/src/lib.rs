@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod docs;
 pub mod escape;
 pub mod fuzzing;
+pub mod gate;
 pub mod guard;
 pub mod holds;
 pub mod kernel;

@@ -57,6 +57,16 @@ pub fn uid(pid: u32) -> std::io::Result<u32> {
     Ok(fs::metadata(format!("/proc/{pid}"))?.uid())
 }
 
+/// The process (thread group) a thread belongs to.
+pub fn tgid(tid: u32) -> std::io::Result<u32> {
+    let status = fs::read_to_string(format!("/proc/{tid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Tgid:"))
+        .and_then(|value| value.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no Tgid in status"))
+}
+
 /// Threads of a process (the tids the kernel's session map is keyed by).
 pub fn threads(pid: u32) -> Vec<u32> {
     numeric_entries(&format!("/proc/{pid}/task"))

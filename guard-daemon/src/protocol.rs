@@ -25,6 +25,9 @@ pub enum Request {
     StartSession {
         argv: Vec<String>,
     },
+    /// Sent with a seccomp notification listener (SCM_RIGHTS) by `guardctl
+    /// run`: guardd answers the gated system calls of the caller's session.
+    GateSyscalls,
     Pending,
     Approve {
         id: String,
@@ -59,6 +62,9 @@ pub enum Request {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
     SessionStarted {
+        session_id: u32,
+    },
+    GateStarted {
         session_id: u32,
     },
     Pending {
@@ -113,6 +119,9 @@ pub struct HoldView {
     pub approvers: Vec<String>,
     #[serde(default)]
     pub self_approval: bool,
+    /// For a held system call: what it does (`unlink /home/dev/.ssh/id_ed25519`).
+    #[serde(default)]
+    pub operation: Option<String>,
     /// `pid:comm` from the held process up to init.
     #[serde(default)]
     pub ancestry: Vec<String>,

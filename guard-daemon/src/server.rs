@@ -1,6 +1,7 @@
 //! The control socket: one JSON request per line, one JSON response per line.
 use std::{
     collections::HashMap,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -20,6 +21,8 @@ use crate::{
 };
 
 /// A connection that sends nothing for this long is closed.
+/// File descriptors one request may pass (the rest are closed by the kernel).
+const MAX_PASSED_FDS: usize = 2;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Open connections one process may hold; more are refused at once.
 pub const MAX_CONNECTIONS_PER_PROCESS: usize = 32;
@@ -94,8 +97,13 @@ async fn handle_connection(
         let _ = stream.write_all(&encode_line(&refusal)).await;
         return;
     };
+    // The first read keeps file descriptors passed along (gate_syscalls).
+    let (first, mut passed) = match tokio::time::timeout(IDLE_TIMEOUT, first_read(&stream)).await {
+        Ok(Ok(first)) => first,
+        _ => return,
+    };
     let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
+    let mut reader = BufReader::new(std::io::Cursor::new(first).chain(read));
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -117,6 +125,9 @@ async fn handle_connection(
             Ok(Ok(_)) => match decode_request(line.trim_ascii_end()) {
                 Ok(Request::Watch) => return watch(&guard, write).await,
                 Ok(Request::Approve { id }) => (approve(&guard, peer, id).await, false),
+                Ok(Request::GateSyscalls) => {
+                    (start_gate(&guard, peer, std::mem::take(&mut passed)), false)
+                }
                 Ok(request) => (dispatch(&guard, peer, request), false),
                 Err(message) => (error(message), false),
             },
@@ -151,6 +162,67 @@ async fn watch(guard: &Mutex<Guard>, mut write: tokio::net::unix::OwnedWriteHalf
     }
 }
 
+/// Reads what the peer sent first with recvmsg, keeping the file descriptors
+/// that came with it.
+async fn first_read(stream: &UnixStream) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    loop {
+        stream.readable().await?;
+        match stream.try_io(tokio::io::Interest::READABLE, || {
+            receive(stream.as_raw_fd())
+        }) {
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
+fn receive(fd: std::os::fd::RawFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut control = nix::cmsg_space!([std::os::fd::RawFd; MAX_PASSED_FDS]);
+    let (bytes, fds) = {
+        let mut iov = [std::io::IoSliceMut::new(&mut buffer)];
+        let message = recvmsg::<()>(fd, &mut iov, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC)
+            .map_err(std::io::Error::from)?;
+        let mut fds = Vec::new();
+        for control in message.cmsgs().map_err(std::io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(raw) = control {
+                // SAFETY: the kernel just installed these fds in this process for us.
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        (message.bytes, fds)
+    };
+    buffer.truncate(bytes);
+    Ok((buffer, fds))
+}
+
+/// `gate_syscalls`: serve the passed seccomp listener for the caller's session.
+fn start_gate(guard: &Arc<Mutex<Guard>>, peer: Peer, mut passed: Vec<OwnedFd>) -> Response {
+    if passed.len() != 1 {
+        return error("gate_syscalls needs exactly one seccomp listener fd (SCM_RIGHTS)".into());
+    }
+    let fd = passed.remove(0);
+    if let Err(why) = crate::gate::Listener::check(&fd) {
+        return error(why);
+    }
+    let session = match guard
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .gate_session(peer)
+    {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    tokio::spawn(crate::gate::serve(fd, session, guard.clone()));
+    Response::GateStarted {
+        session_id: session,
+    }
+}
+
 /// A local approval: the quick checks, then (if the policy says so) polkit
 /// without holding the lock, then the approval itself.
 async fn approve(guard: &Mutex<Guard>, peer: Peer, id: String) -> Response {
@@ -182,8 +254,9 @@ fn dispatch(guard: &Mutex<Guard>, peer: Peer, request: Request) -> Response {
         Request::Approve { id } => guard.approve(peer, &id),
         Request::ApproveToken { id, token } => guard.approve_token(peer, &id, &token),
         Request::DenyToken { id, token, reason } => guard.deny_token(peer, &id, &token, reason),
-        // Handled by the connection (it streams); never reaches here.
+        // Handled by the connection (it streams, or takes an fd); never reach here.
         Request::Watch => error("watch is a stream".into()),
+        Request::GateSyscalls => error("gate_syscalls needs its fd".into()),
         Request::Deny { id, reason } => guard.deny(peer, &id, reason),
         Request::Status => guard.status(),
         Request::Explain { argv, cwd, env } => guard.explain(&argv, cwd, env),

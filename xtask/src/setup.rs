@@ -26,6 +26,13 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("busybox", "busybox-static"),
     ("cpio", "cpio"),
+    ("pkg-config", "pkg-config"),
+];
+
+/// Files of Debian packages the build links against: (file, package).
+const BUILD_FILES: &[(&str, &str)] = &[
+    // guardctl run's seccomp filter and guardd's notification handling.
+    ("/usr/include/seccomp.h", "libseccomp-dev"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
@@ -143,6 +150,12 @@ fn apt_packages() -> anyhow::Result<()> {
             output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_none()
         })
         .map(|(_, package)| *package)
+        .chain(
+            BUILD_FILES
+                .iter()
+                .filter(|(file, _)| !std::path::Path::new(file).exists())
+                .map(|(_, package)| *package),
+        )
         .collect();
     if missing.is_empty() {
         return Ok(());

@@ -224,6 +224,7 @@ impl Guard {
             created_unix: unix_now(),
             deadline_unix: unix_now() + timeout.as_secs(),
             stderr,
+            gate: None,
             process,
         };
         if let Some(stderr) = &hold.stderr {
@@ -390,6 +391,7 @@ impl Guard {
         for id in self.holds.exited() {
             self.end_exited(&id);
         }
+        self.prune_gate_decisions();
         let grace_ns = RECOVERY_GRACE.as_nanos() as u64;
         let now_ns = monotonic_ns();
         for (pid, entry) in self.kernel.held() {

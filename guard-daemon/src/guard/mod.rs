@@ -66,6 +66,10 @@ pub struct Guard {
     state: StateStore,
     /// What the state file holds, to write it only on change.
     saved: Option<SavedState>,
+    /// `[[protect]]` with `~` expanded, per session owner uid.
+    protected_sets: std::collections::HashMap<u32, crate::policy::protect::ProtectedSet>,
+    /// Decisions on gated trees, for the rest of the process's calls there.
+    gate_decisions: std::collections::HashMap<crate::holds::GateGroup, bool>,
     /// The policy's `[notify]` settings, followed by `notify::run`.
     notify: tokio::sync::watch::Sender<crate::policy::notify::NotifySettings>,
 }
@@ -80,6 +84,7 @@ struct Stop<'a> {
 }
 
 mod events;
+mod gate;
 mod requests;
 
 impl Guard {
@@ -105,6 +110,8 @@ impl Guard {
         let restored = saved.clone().unwrap_or_else(fresh);
         let mut guard = Self {
             notify: tokio::sync::watch::Sender::new(policy.notify.clone()),
+            protected_sets: Default::default(),
+            gate_decisions: Default::default(),
             policy,
             tracer,
             config: own_files.config.clone(),
@@ -204,6 +211,7 @@ impl Guard {
                 created_unix: entry.created_unix,
                 deadline_unix: entry.deadline_unix,
                 stderr: notice::stderr_of(&process),
+                gate: None,
                 process,
             };
             let mut record = self.hold_record(&hold, AuditEvent::Readopt);
@@ -216,7 +224,13 @@ impl Guard {
     /// Writes the state file when the holds or sessions changed.
     pub fn persist(&mut self) {
         let state = SavedState {
-            holds: self.holds.iter().map(Hold::saved).collect(),
+            // A held system call cannot outlive guardd: its listener closes with it.
+            holds: self
+                .holds
+                .iter()
+                .filter(|h| h.gate.is_none())
+                .map(Hold::saved)
+                .collect(),
             sessions: self
                 .sessions
                 .values()
@@ -262,6 +276,7 @@ impl Guard {
                     );
                     record.decision = Some(format!("loaded {}", policy.version));
                     self.notify.send_replace(policy.notify.clone());
+                    self.protected_sets.clear();
                     self.policy = policy;
                     self.last_reload_error = None;
                 }
@@ -363,6 +378,7 @@ impl Guard {
         record.argv = hold.argv.iter().map(|a| escape_bytes(a)).collect();
         record.rule = Some(hold.rule.clone());
         record.ancestry = hold.ancestry.clone();
+        record.operation = hold.gate.as_ref().map(|g| g.operation.clone());
         record.context = hold.context.clone();
         record.why = hold.why.clone();
         record

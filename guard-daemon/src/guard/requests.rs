@@ -447,6 +447,20 @@ impl Guard {
     }
 
     pub(super) fn kill_hold(&mut self, hold: &Hold, what: &str) {
+        if let Some(gate) = &hold.gate {
+            // A held system call fails (EPERM); the process goes on.
+            if let Some(stderr) = &hold.stderr {
+                notice::write(
+                    stderr,
+                    &format!(
+                        "agent-guard: {what}. `{}` failed with EPERM.\n",
+                        gate.operation
+                    ),
+                );
+            }
+            self.answer_gate(gate, false);
+            return;
+        }
         if let Some(stderr) = &hold.stderr {
             notice::write(
                 stderr,
@@ -463,6 +477,10 @@ impl Guard {
 
     /// Lets a held process run: out of ptrace-stop, then SIGCONT.
     pub(super) fn release(&mut self, hold: &Hold) {
+        if let Some(gate) = &hold.gate {
+            self.answer_gate(gate, true);
+            return;
+        }
         if hold.traced {
             if let Err(err) = self.tracer.detach(hold.process.pid) {
                 tracing::error!(id = hold.id, "ptrace detach failed: {err}");

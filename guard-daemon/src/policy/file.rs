@@ -28,6 +28,8 @@ pub struct PolicyFile {
     pub spec: BTreeMap<String, SpecFile>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleFile>,
+    #[serde(default)]
+    pub protect: Vec<super::protect::ProtectFile>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -10,6 +10,7 @@ mod file;
 mod matcher;
 pub mod notify;
 mod paths;
+pub mod protect;
 mod rule;
 mod spec;
 mod sql;
@@ -76,6 +77,8 @@ pub struct Policy {
     pub approvals: ApprovalSettings,
     pub notify: notify::NotifySettings,
     pub rules: Vec<Rule>,
+    /// `[[protect]]`: paths the syscall gate guards.
+    pub protections: Vec<protect::Protection>,
     specs: HashMap<String, Spec>,
     /// Program name -> indices of the rules naming it.
     by_program: HashMap<String, Vec<usize>>,
@@ -188,6 +191,7 @@ impl Policy {
         let mut notify = notify::NotifySettings::default();
         let mut spec_files = BTreeMap::new();
         let mut rule_files: Vec<(String, RuleFile)> = Vec::new();
+        let mut protect_files: Vec<(String, protect::ProtectFile)> = Vec::new();
         let mut pack = None;
         let mut digest = std::collections::hash_map::DefaultHasher::new();
         for layer in &layers {
@@ -227,6 +231,12 @@ impl Policy {
                 notify.webhooks.push(hook);
             }
             spec_files.extend(file.spec);
+            for entry in file.protect {
+                protect_files.retain(|(_, p)| p.id != entry.id);
+                if !entry.disabled {
+                    protect_files.push((layer.origin.clone(), entry));
+                }
+            }
             for rule in file.rules {
                 rule_files.retain(|(_, r)| r.id != rule.id);
                 if !rule.disabled {
@@ -254,6 +264,10 @@ impl Policy {
         for (origin, file) in &rule_files {
             rules.push(Rule::compile(file, hold_timeout).map_err(|m| invalid(origin, m))?);
         }
+        let protections = protect_files
+            .iter()
+            .map(|(origin, file)| file.compile(hold_timeout).map_err(|m| invalid(origin, m)))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut by_program: HashMap<String, Vec<usize>> = HashMap::new();
         let mut path_rules = Vec::new();
         for (at, rule) in rules.iter().enumerate() {
@@ -279,6 +293,7 @@ impl Policy {
             approvals,
             notify,
             rules,
+            protections,
             specs,
             by_program,
             path_rules,

@@ -13,6 +13,32 @@ use guard_daemon::protocol::{Request, Response};
 const AUDIT_ARGS: usize = 64;
 const AUDIT_ARG_BYTES: usize = 1024;
 
+/// Sends the gated system calls of this process and everything it starts to
+/// guardd (seccomp user notification). Where the kernel cannot, the session
+/// runs without the gate and says so; once the filter is on, the command
+/// runs only if guardd took the listener (else every gated call would wait).
+fn gate_syscalls(socket: &Path) -> anyhow::Result<()> {
+    use std::os::fd::AsFd as _;
+    let listener = match guard_daemon::gate::filter::install() {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("agent-guard: no syscall gate in this session ({err}); file operations are not held");
+            return Ok(());
+        }
+    };
+    // Nothing between here and the exec may make a gated call: it would wait
+    // on a listener nobody reads.
+    let response =
+        guard_daemon::client::call_with_fd(socket, Request::GateSyscalls, listener.as_fd())
+            .context("handing the syscall gate to guardd; refusing to start the command")?;
+    drop(listener);
+    match response {
+        Response::GateStarted { .. } => Ok(()),
+        other => Err(super::unexpected(other))
+            .context("guardd did not take the syscall gate; refusing to start the command"),
+    }
+}
+
 /// Run a command as the root of a new agent session (guardd must be running).
 #[derive(clap::Args)]
 pub struct Args {
@@ -45,6 +71,7 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let Response::SessionStarted { session_id } = response else {
         return Err(super::unexpected(response));
     };
+    gate_syscalls(socket)?;
     let err = std::process::Command::new(&args.command[0])
         .args(&args.command[1..])
         .env("AGENT_GUARD_SESSION", session_id.to_string())

@@ -1,0 +1,213 @@
+//! The syscall gate for sessions started by `guardctl run`: the launcher's
+//! seccomp filter sends unlink, rename, truncate, writing opens, chmod and
+//! chown to guardd, which reads the paths from the stopped thread, resolves
+//! them as the kernel would, and answers continue, an errno, or (for a
+//! protected path) nothing until a person decides. See docs/syscall-gate.md
+//! for what this can and cannot stop.
+pub mod filter;
+mod resolve;
+pub mod syscalls;
+
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use libseccomp::{notify_id_valid, ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
+use tokio::io::unix::AsyncFd;
+
+use crate::{guard::Guard, policy::protect::Operation};
+
+/// One session's notification listener.
+#[derive(Debug)]
+pub struct Listener {
+    fd: AsyncFd<OwnedFd>,
+    pub session: u32,
+}
+
+/// A gated call, decoded.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub id: u64,
+    /// The thread that made it, and its process.
+    pub tid: u32,
+    pub tgid: u32,
+    pub syscall: &'static str,
+    pub operation: Operation,
+    /// Resolved absolute paths (two for a rename).
+    pub paths: Vec<PathBuf>,
+}
+
+/// What guardd answers at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Continue,
+    Errno(i32),
+    /// Held: the answer comes with the decision.
+    Held,
+}
+
+impl Listener {
+    /// Whether `fd` is a seccomp notification listener (and not some other
+    /// file a caller passed).
+    pub fn check(fd: &OwnedFd) -> Result<(), String> {
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map_err(|err| format!("cannot inspect the passed fd: {err}"))?;
+        if link.to_string_lossy() != "anon_inode:seccomp notify" {
+            return Err(format!(
+                "the passed fd is {}, not a seccomp notification listener",
+                link.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Lets the call run as the thread made it.
+    pub fn allow(&self, id: u64) {
+        // Not a security decision by the kernel's rules: see docs/syscall-gate.md.
+        self.respond(ScmpNotifResp::new_continue(
+            id,
+            ScmpNotifRespFlags::CONTINUE,
+        ));
+    }
+
+    /// Fails the call with `errno` (positive); it never reaches the file system.
+    pub fn refuse(&self, id: u64, errno: i32) {
+        self.respond(ScmpNotifResp::new_error(
+            id,
+            -errno,
+            ScmpNotifRespFlags::empty(),
+        ));
+    }
+
+    fn respond(&self, response: ScmpNotifResp) {
+        // ENOENT: the thread is gone (killed, or its wait interrupted), nothing to answer.
+        if let Err(err) = response.respond(self.fd.get_ref().as_raw_fd()) {
+            tracing::debug!(
+                session = self.session,
+                "seccomp answer not delivered: {err}"
+            );
+        }
+    }
+}
+
+/// Serves one listener until no process uses its filter any more.
+pub async fn serve(fd: OwnedFd, session: u32, guard: Arc<Mutex<Guard>>) {
+    // SAFETY: the AsyncFd owns the listener fd, which stays open and the same
+    // for as long as it is registered.
+    let registered = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+    let listener = match registered {
+        Ok(fd) => Arc::new(Listener { fd, session }),
+        Err(err) => {
+            tracing::error!(session, "cannot poll the seccomp listener: {err}");
+            return;
+        }
+    };
+    tracing::info!(session, "syscall gate active");
+    loop {
+        let Ok(mut ready) = listener.fd.readable().await else {
+            return;
+        };
+        // RECV would block without a notification: ask poll what is there.
+        let mut poll = [rustix::event::PollFd::new(
+            listener.fd.get_ref(),
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let _ = rustix::event::poll(&mut poll, Some(&zero));
+        let revents = poll[0].revents();
+        if !revents.contains(rustix::event::PollFlags::IN) {
+            if revents.intersects(rustix::event::PollFlags::HUP | rustix::event::PollFlags::ERR) {
+                tracing::info!(session, "syscall gate closed: no process uses it any more");
+                return;
+            }
+            ready.clear_ready();
+            continue;
+        }
+        let request = match ScmpNotifReq::receive(listener.fd.get_ref().as_fd().as_raw_fd()) {
+            Ok(request) => request,
+            // The thread went away between poll and receive.
+            Err(_) => continue,
+        };
+        let answer = decode(&listener, &request).map(|call| match call {
+            None => Verdict::Continue,
+            Some(call) => guard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .on_gated_call(&listener, call),
+        });
+        match answer {
+            Ok(Verdict::Continue) => listener.allow(request.id),
+            Ok(Verdict::Errno(errno)) => listener.refuse(request.id, errno),
+            Ok(Verdict::Held) => {}
+            Err(Undecodable::Gone) => {}
+            Err(Undecodable::Unreadable(why)) => {
+                // Fail closed: a call we cannot read is not let through.
+                tracing::warn!(session, pid = request.pid, "gated call refused: {why}");
+                listener.refuse(request.id, libc::EPERM);
+            }
+        }
+    }
+}
+
+enum Undecodable {
+    /// The thread is gone; there is no one to answer.
+    Gone,
+    Unreadable(String),
+}
+
+/// The call, or None for one that touches nothing the gate guards.
+fn decode(listener: &Listener, request: &ScmpNotifReq) -> Result<Option<Call>, Undecodable> {
+    let name = request
+        .data
+        .syscall
+        .get_name()
+        .map_err(|err| Undecodable::Unreadable(format!("unknown syscall: {err}")))?;
+    let gated = syscalls::by_name(&name)
+        .ok_or_else(|| Undecodable::Unreadable(format!("{name} is not a gated call")))?;
+    let args = request.data.args;
+    let tid = request.pid;
+    let mut operation = gated.operation;
+    if gated.name == "unlinkat" && args[2] & syscalls::AT_REMOVEDIR != 0 {
+        operation = Operation::Rmdir;
+    }
+    let mut follows = gated.follows;
+    let flags = match gated.open_flags {
+        Some(arg) => Some(args[arg]),
+        None if gated.name == syscalls::OPENAT2 => Some(
+            resolve::read_u64(tid, args[2]).map_err(|e| Undecodable::Unreadable(e.to_string()))?,
+        ),
+        None => None,
+    };
+    if let Some(flags) = flags {
+        if !syscalls::writes(flags) {
+            // openat2 only (the filter checks the others): a read-only open.
+            return Ok(None);
+        }
+        follows = flags & libc::O_NOFOLLOW as u64 == 0;
+    }
+    let mut paths = Vec::with_capacity(gated.paths.len());
+    for (dirfd_arg, path_arg) in gated.paths {
+        let raw = resolve::read_path(tid, args[*path_arg])
+            .map_err(|e| Undecodable::Unreadable(format!("reading the path: {e}")))?;
+        let dirfd = dirfd_arg.map_or(syscalls::AT_FDCWD, |arg| args[arg] as i32);
+        paths.push(resolve::resolve(tid, dirfd, &raw, follows));
+    }
+    // The reads above came from the thread that is still waiting in this call.
+    if notify_id_valid(listener.fd.get_ref().as_raw_fd(), request.id).is_err() {
+        return Err(Undecodable::Gone);
+    }
+    let tgid = crate::procfs::tgid(tid).map_err(|_| Undecodable::Gone)?;
+    Ok(Some(Call {
+        id: request.id,
+        tid,
+        tgid,
+        syscall: gated.name,
+        operation,
+        paths,
+    }))
+}

@@ -1,0 +1,95 @@
+//! Reading a gated call's arguments from the waiting thread, and resolving
+//! its paths the way the kernel does: against the thread's root, cwd or
+//! directory fd, with `..` and symlinks in the directories followed.
+use std::{
+    fs::File,
+    os::unix::{ffi::OsStrExt as _, fs::FileExt as _},
+    path::{Component, Path, PathBuf},
+};
+
+/// The longest path the kernel takes (PATH_MAX, with its NUL).
+const PATH_MAX: usize = 4096;
+
+fn memory(tid: u32) -> std::io::Result<File> {
+    File::open(format!("/proc/{tid}/mem"))
+}
+
+/// A NUL-terminated path at `address` in the thread's memory.
+pub fn read_path(tid: u32, address: u64) -> std::io::Result<Vec<u8>> {
+    let mem = memory(tid)?;
+    let mut path = Vec::new();
+    let mut chunk = [0u8; 256];
+    while path.len() < PATH_MAX {
+        // A short read happens at the end of a mapping; the NUL is before it.
+        let read = mem.read_at(&mut chunk, address + path.len() as u64)?;
+        if read == 0 {
+            break;
+        }
+        if let Some(end) = chunk[..read].iter().position(|&b| b == 0) {
+            path.extend_from_slice(&chunk[..end]);
+            return Ok(path);
+        }
+        path.extend_from_slice(&chunk[..read]);
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "path longer than PATH_MAX or unterminated",
+    ))
+}
+
+pub fn read_u64(tid: u32, address: u64) -> std::io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    memory(tid)?.read_exact_at(&mut bytes, address)?;
+    Ok(u64::from_ne_bytes(bytes))
+}
+
+/// The absolute path (in guardd's view) that `raw`, relative to `dirfd`,
+/// names for thread `tid`. The directories are resolved through /proc's
+/// links to the thread's root, cwd and fds; the last component only when
+/// the call follows it. Names that do not resolve are kept as written,
+/// with `.` and `..` folded.
+pub fn resolve(tid: u32, dirfd: i32, raw: &[u8], follows: bool) -> PathBuf {
+    let path = Path::new(std::ffi::OsStr::from_bytes(raw));
+    let base = if path.is_absolute() {
+        PathBuf::from(format!("/proc/{tid}/root"))
+    } else if dirfd == super::syscalls::AT_FDCWD {
+        PathBuf::from(format!("/proc/{tid}/cwd"))
+    } else {
+        PathBuf::from(format!("/proc/{tid}/fd/{dirfd}"))
+    };
+    let relative: PathBuf = path
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
+        .collect();
+    let full = base.join(&relative);
+    if follows {
+        if let Ok(resolved) = std::fs::canonicalize(&full) {
+            return resolved;
+        }
+    }
+    let (parent, name) = match (relative.parent(), relative.file_name()) {
+        (Some(parent), Some(name)) => (base.join(parent), Some(name.to_owned())),
+        // "", ".", ".." or "x/..": the whole path names a directory.
+        _ => (full, None),
+    };
+    let parent = std::fs::canonicalize(&parent).unwrap_or_else(|_| fold(&parent));
+    match name {
+        Some(name) => parent.join(name),
+        None => parent,
+    }
+}
+
+/// `.` and `..` folded without the file system (for names that do not exist).
+fn fold(path: &Path) -> PathBuf {
+    let mut folded = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                folded.pop();
+            }
+            other => folded.push(other),
+        }
+    }
+    folded
+}

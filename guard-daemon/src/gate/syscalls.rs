@@ -1,0 +1,91 @@
+//! The system calls the gate sees, what each does to which path arguments;
+//! shared by the launcher's filter and guardd's decoding of notifications.
+use crate::policy::protect::Operation;
+
+/// A path argument: the directory fd argument it is relative to (None: the
+/// cwd for relative paths), and the argument holding the pointer.
+pub type PathArg = (Option<usize>, usize);
+
+pub struct Gated {
+    pub name: &'static str,
+    pub operation: Operation,
+    pub paths: &'static [PathArg],
+    /// The argument with open(2) flags: only opens that write are gated.
+    pub open_flags: Option<usize>,
+    /// Whether the last path component is followed if it is a symlink.
+    pub follows: bool,
+}
+
+pub const AT_FDCWD: i32 = -100;
+pub const AT_REMOVEDIR: u64 = 0x200;
+/// Open flags that make an open destructive: write access, creation, truncation.
+pub const WRITE_FLAGS: [u64; 4] = [
+    libc::O_WRONLY as u64,
+    libc::O_RDWR as u64,
+    libc::O_CREAT as u64,
+    libc::O_TRUNC as u64,
+];
+
+const fn gated(
+    name: &'static str,
+    operation: Operation,
+    paths: &'static [PathArg],
+    follows: bool,
+) -> Gated {
+    Gated {
+        name,
+        operation,
+        paths,
+        open_flags: None,
+        follows,
+    }
+}
+
+/// openat2's flags live in the `open_how` it points to; it is notified
+/// whatever they are and the flags are read from its memory.
+pub const OPENAT2: &str = "openat2";
+
+pub const GATED: &[Gated] = &[
+    gated("unlink", Operation::Unlink, &[(None, 0)], false),
+    // unlinkat with AT_REMOVEDIR is an rmdir.
+    gated("unlinkat", Operation::Unlink, &[(Some(0), 1)], false),
+    gated("rmdir", Operation::Rmdir, &[(None, 0)], false),
+    gated("rename", Operation::Rename, &[(None, 0), (None, 1)], false),
+    gated(
+        "renameat",
+        Operation::Rename,
+        &[(Some(0), 1), (Some(2), 3)],
+        false,
+    ),
+    gated(
+        "renameat2",
+        Operation::Rename,
+        &[(Some(0), 1), (Some(2), 3)],
+        false,
+    ),
+    gated("truncate", Operation::Truncate, &[(None, 0)], true),
+    Gated {
+        open_flags: Some(1),
+        ..gated("open", Operation::Write, &[(None, 0)], true)
+    },
+    Gated {
+        open_flags: Some(2),
+        ..gated("openat", Operation::Write, &[(Some(0), 1)], true)
+    },
+    gated(OPENAT2, Operation::Write, &[(Some(0), 1)], true),
+    gated("creat", Operation::Write, &[(None, 0)], true),
+    gated("chmod", Operation::Chmod, &[(None, 0)], true),
+    gated("fchmodat", Operation::Chmod, &[(Some(0), 1)], true),
+    gated("chown", Operation::Chown, &[(None, 0)], true),
+    gated("lchown", Operation::Chown, &[(None, 0)], false),
+    gated("fchownat", Operation::Chown, &[(Some(0), 1)], true),
+];
+
+pub fn by_name(name: &str) -> Option<&'static Gated> {
+    GATED.iter().find(|g| g.name == name)
+}
+
+/// Whether open flags ask for anything the gate guards.
+pub fn writes(flags: u64) -> bool {
+    WRITE_FLAGS.iter().any(|bit| flags & bit != 0)
+}

@@ -1,0 +1,223 @@
+//! Gated system calls (see `crate::gate`): protected paths are held as one
+//! request per process and protected tree; the decision answers every call
+//! waiting on it and the later calls of that process there.
+use super::*;
+use crate::{
+    gate::{Call, Listener, Verdict},
+    holds::{GateGroup, GateHold},
+    policy::{
+        basename,
+        protect::{Protected, ProtectedSet},
+    },
+};
+
+impl Guard {
+    /// The session a `gate_syscalls` caller belongs to (by the kernel's map).
+    pub fn gate_session(&self, peer: Peer) -> Result<u32, Response> {
+        let pid = peer
+            .pid
+            .filter(|pid| *pid != 0)
+            .ok_or_else(|| error_response("cannot identify the calling process"))?;
+        let session = self.kernel.session_of(pid).ok_or_else(|| {
+            error_response("gate_syscalls: the caller is not in an agent session")
+        })?;
+        Ok(session.session_id)
+    }
+
+    pub fn on_gated_call(&mut self, listener: &std::sync::Arc<Listener>, call: Call) -> Verdict {
+        let owner = self
+            .sessions
+            .get(&listener.session)
+            .map_or_else(|| procfs::uid(call.tgid).unwrap_or(0), |s| s.uid);
+        let Some((protected, path)) = self.protected(owner, &call) else {
+            return Verdict::Continue;
+        };
+        let protection = self.policy.protections[protected.protection].clone();
+        let operation = format!(
+            "{} {}",
+            call.operation.name(),
+            escape_bytes(path.as_os_str().as_encoded_bytes())
+        );
+        let Ok(process) = ProcessHandle::open(call.tgid) else {
+            return Verdict::Errno(libc::EPERM);
+        };
+        let mut record = self.record_for(
+            &process,
+            listener.session,
+            &procfs::cmdline(call.tgid).unwrap_or_default(),
+            &procfs::link(call.tgid, "exe"),
+        );
+        record.rule = Some(protection.id.clone());
+        record.operation = Some(operation.clone());
+        match protection.action {
+            Action::Allow => Verdict::Continue,
+            Action::Audit => {
+                record.event = Some(AuditEvent::Audit);
+                record.decision = Some("allow".into());
+                self.audit.write(&record);
+                Verdict::Continue
+            }
+            Action::Deny => {
+                record.event = Some(AuditEvent::Deny);
+                record.decision = Some("deny".into());
+                record.reason = protection.message.clone();
+                self.audit.write(&record);
+                Verdict::Errno(libc::EPERM)
+            }
+            Action::Hold => {
+                let group = GateGroup {
+                    pid: process.pid,
+                    start_time: process.start_time,
+                    protection: protection.id.clone(),
+                    root: protected.root.clone(),
+                };
+                if let Some(&allowed) = self.gate_decisions.get(&group) {
+                    return if allowed {
+                        Verdict::Continue
+                    } else {
+                        Verdict::Errno(libc::EPERM)
+                    };
+                }
+                let waiting = self.holds.iter().find_map(|hold| {
+                    let gate = hold.gate.as_ref()?;
+                    (gate.group == group).then(|| hold.id.clone())
+                });
+                if let Some(id) = waiting {
+                    if let Some(gate) = self.holds.get_mut(&id).and_then(|h| h.gate.as_mut()) {
+                        gate.waiting.push(call.id);
+                    }
+                    return Verdict::Held;
+                }
+                self.raise_gate_hold(
+                    listener, call, process, protection, group, operation, record,
+                );
+                Verdict::Held
+            }
+        }
+    }
+
+    /// The first protected path of the call, by the session owner's `~`.
+    fn protected(&mut self, owner: u32, call: &Call) -> Option<(Protected, std::path::PathBuf)> {
+        if self.policy.protections.is_empty() {
+            return None;
+        }
+        let protections = &self.policy.protections;
+        let set = self.protected_sets.entry(owner).or_insert_with(|| {
+            let home = nix::unistd::User::from_uid(owner.into())
+                .ok()
+                .flatten()
+                .map_or_else(|| std::path::PathBuf::from("/nonexistent"), |u| u.dir);
+            ProtectedSet::new(protections, &home)
+        });
+        call.paths.iter().find_map(|path| {
+            set.find(protections, path, call.operation)
+                .map(|found| (found, path.clone()))
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn raise_gate_hold(
+        &mut self,
+        listener: &std::sync::Arc<Listener>,
+        call: Call,
+        process: ProcessHandle,
+        protection: crate::policy::protect::Protection,
+        group: GateGroup,
+        operation: String,
+        mut record: AuditRecord,
+    ) {
+        self.stats.counts.held += 1;
+        let now = Instant::now();
+        let id = self.holds.next_id();
+        let argv = procfs::cmdline(call.tgid).unwrap_or_default();
+        let exe = procfs::link(call.tgid, "exe");
+        let why = format!(
+            "{} under {} (protect {})",
+            call.operation.name(),
+            group.root.display(),
+            protection.id
+        );
+        let hold = Hold {
+            id: id.clone(),
+            session: listener.session,
+            agent: self
+                .sessions
+                .get(&listener.session)
+                .and_then(|s| s.agent.clone()),
+            uid: procfs::uid(call.tgid).unwrap_or(u32::MAX),
+            program: basename(&exe).to_string(),
+            cwd: procfs::link(call.tgid, "cwd"),
+            exe,
+            argv,
+            rule: protection.id.clone(),
+            approvals_needed: protection.approvals,
+            approved_by: Vec::new(),
+            approvers: Vec::new(),
+            self_approval: true,
+            tokens_seen: Vec::new(),
+            on_timeout: OnTimeout::Deny,
+            traced: false,
+            protection: "seccomp: the call waits in the kernel until guardd answers".into(),
+            ancestry: record.ancestry.clone(),
+            context: record.context.clone(),
+            why: vec![why],
+            created: now,
+            deadline: now + protection.timeout,
+            created_unix: unix_now(),
+            deadline_unix: unix_now() + protection.timeout.as_secs(),
+            stderr: notice::stderr_of(&process),
+            gate: Some(GateHold {
+                listener: listener.clone(),
+                waiting: vec![call.id],
+                group,
+                operation: operation.clone(),
+            }),
+            process,
+        };
+        if let Some(stderr) = &hold.stderr {
+            notice::write(
+                stderr,
+                &format!(
+                    "agent-guard: held `{operation}` (request {id}, protect {}). It waits until \
+                     {} approval(s) from root or the session's user, given outside this agent \
+                     session; without a decision it fails in {}. Do not try to approve or bypass it.\n",
+                    protection.id,
+                    protection.approvals,
+                    format_duration(protection.timeout),
+                ),
+            );
+        }
+        tracing::info!(id, operation, "held a system call");
+        record.event = Some(AuditEvent::Hold);
+        record.request_id = Some(id);
+        record.decision = Some("hold".into());
+        record.why = hold.why.clone();
+        self.audit.write(&record);
+        self.holds.insert(hold);
+    }
+
+    /// Answers the calls waiting on `hold` and remembers the decision for the tree.
+    pub(super) fn answer_gate(&mut self, gate: &GateHold, allowed: bool) {
+        for id in &gate.waiting {
+            if allowed {
+                gate.listener.allow(*id);
+            } else {
+                gate.listener.refuse(*id, libc::EPERM);
+            }
+        }
+        self.gate_decisions.insert(gate.group.clone(), allowed);
+    }
+
+    /// Forgets decisions of processes that ended.
+    pub(super) fn prune_gate_decisions(&mut self) {
+        self.gate_decisions.retain(|group, _| {
+            procfs::stat(group.pid).is_ok_and(|stat| stat.start_time == group.start_time)
+        });
+    }
+}
+
+fn error_response(message: &str) -> Response {
+    Response::Error {
+        message: message.to_string(),
+    }
+}

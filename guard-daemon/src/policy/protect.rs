@@ -1,0 +1,274 @@
+//! `[[protect]]`: paths whose destructive file operations by session
+//! processes are held, denied or audited (the syscall gate). A pattern names
+//! a root; the root and everything below it are protected. `~` is the home of
+//! the user the session runs as.
+use std::{
+    path::{Component, Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use super::Action;
+
+/// The operations the gate sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Unlink,
+    Rmdir,
+    Rename,
+    Truncate,
+    /// open/openat/openat2/creat for writing, creating or truncating.
+    Write,
+    Chmod,
+    Chown,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 7] = [
+        Self::Unlink,
+        Self::Rmdir,
+        Self::Rename,
+        Self::Truncate,
+        Self::Write,
+        Self::Chmod,
+        Self::Chown,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unlink => "unlink",
+            Self::Rmdir => "rmdir",
+            Self::Rename => "rename",
+            Self::Truncate => "truncate",
+            Self::Write => "write",
+            Self::Chmod => "chmod",
+            Self::Chown => "chown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectFile {
+    pub id: String,
+    /// In a later file: removes the entry of this id.
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// hold (default), deny or audit.
+    #[serde(default)]
+    pub action: Option<Action>,
+    /// Default: every operation.
+    #[serde(default)]
+    pub operations: Option<Vec<Operation>>,
+    #[serde(default)]
+    pub approvals: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Protection {
+    pub id: String,
+    /// As written (with `~`); globs are allowed.
+    pub paths: Vec<String>,
+    pub action: Action,
+    pub operations: Vec<Operation>,
+    pub approvals: u32,
+    pub timeout: Duration,
+    pub message: Option<String>,
+}
+
+impl ProtectFile {
+    pub fn compile(&self, default_timeout: Duration) -> Result<Protection, String> {
+        let fail = |what: String| format!("protect {:?}: {what}", self.id);
+        if self.id.is_empty() {
+            return Err("a [[protect]] entry has an empty id".into());
+        }
+        if self.paths.is_empty() {
+            return Err(fail("no paths".into()));
+        }
+        for path in &self.paths {
+            if !(path.starts_with('/') || path == "~" || path.starts_with("~/")) {
+                return Err(fail(format!(
+                    "path {path:?} must be absolute or start with ~/"
+                )));
+            }
+            globset::Glob::new(path).map_err(|err| fail(format!("path {path:?}: {err}")))?;
+        }
+        let action = self.action.unwrap_or(Action::Hold);
+        if action == Action::Allow {
+            return Err(fail(
+                "action allow protects nothing; remove the entry".into(),
+            ));
+        }
+        Ok(Protection {
+            id: self.id.clone(),
+            paths: self.paths.clone(),
+            action,
+            operations: self
+                .operations
+                .clone()
+                .unwrap_or_else(|| Operation::ALL.to_vec()),
+            approvals: self.approvals.unwrap_or(1).max(1),
+            timeout: self.timeout.unwrap_or(default_timeout),
+            message: self.message.clone(),
+        })
+    }
+}
+
+/// The protections with `~` made concrete for one home directory.
+pub struct ProtectedSet {
+    entries: Vec<(usize, globset::GlobMatcher)>,
+}
+
+/// A protected path: which protection, and the root it protects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Protected {
+    pub protection: usize,
+    pub root: PathBuf,
+}
+
+/// Deepest directory nesting the gate walks (the kernel's own limit on
+/// path length keeps real paths far below it).
+const MAX_DEPTH: usize = 256;
+
+impl ProtectedSet {
+    pub fn new(protections: &[Protection], home: &Path) -> Self {
+        let mut entries = Vec::new();
+        for (at, protection) in protections.iter().enumerate() {
+            for path in &protection.paths {
+                let expanded = match path.strip_prefix('~') {
+                    Some(rest) => format!("{}{rest}", home.display()),
+                    None => path.clone(),
+                };
+                let expanded = expanded.trim_end_matches('/');
+                let expanded = if expanded.is_empty() { "/" } else { expanded };
+                if let Ok(glob) = globset::GlobBuilder::new(expanded)
+                    .literal_separator(true)
+                    .build()
+                {
+                    entries.push((at, glob.compile_matcher()));
+                }
+            }
+        }
+        Self { entries }
+    }
+
+    /// The outermost protected root at or above `path` (absolute, resolved)
+    /// whose protection covers `operation`.
+    pub fn find(
+        &self,
+        protections: &[Protection],
+        path: &Path,
+        operation: Operation,
+    ) -> Option<Protected> {
+        let mut prefix = PathBuf::new();
+        for component in path.components().take(MAX_DEPTH) {
+            prefix.push(component);
+            if matches!(component, Component::RootDir) && path != Path::new("/") {
+                // "/" itself is only protected when named as such.
+                if !self
+                    .entries
+                    .iter()
+                    .any(|(_, glob)| glob.glob().glob() == "/")
+                {
+                    continue;
+                }
+            }
+            if let Some((at, _)) = self.entries.iter().find(|(at, glob)| {
+                protections[*at].operations.contains(&operation) && glob.is_match(&prefix)
+            }) {
+                return Some(Protected {
+                    protection: *at,
+                    root: prefix,
+                });
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn protections(text: &str) -> Vec<Protection> {
+        #[derive(Deserialize)]
+        struct File {
+            protect: Vec<ProtectFile>,
+        }
+        let file: File = toml::from_str(text).unwrap();
+        file.protect
+            .iter()
+            .map(|p| p.compile(Duration::from_secs(60)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn roots_protect_everything_below_them() {
+        let list = protections(
+            r#"
+[[protect]]
+id = "ssh"
+paths = ["~/.ssh"]
+[[protect]]
+id = "etc"
+paths = ["/etc"]
+operations = ["unlink", "rename"]
+[[protect]]
+id = "prod"
+paths = ["/srv/*/prod"]
+action = "deny"
+"#,
+        );
+        let set = ProtectedSet::new(&list, Path::new("/home/dev"));
+        let find = |path: &str, op| set.find(&list, Path::new(path), op);
+        let ssh = find("/home/dev/.ssh/id_ed25519", Operation::Unlink).unwrap();
+        assert_eq!(
+            (ssh.protection, ssh.root.as_path()),
+            (0, Path::new("/home/dev/.ssh"))
+        );
+        assert_eq!(
+            find("/home/dev/.ssh", Operation::Rmdir).unwrap().protection,
+            0
+        );
+        assert_eq!(find("/home/dev/.sshx/a", Operation::Unlink), None);
+        assert_eq!(find("/home/other/.ssh/a", Operation::Unlink), None);
+        assert_eq!(
+            find("/etc/passwd", Operation::Rename).unwrap().protection,
+            1
+        );
+        assert_eq!(
+            find("/etc/passwd", Operation::Write),
+            None,
+            "not an operation it lists"
+        );
+        let prod = find("/srv/app/prod/data/x", Operation::Write).unwrap();
+        assert_eq!(prod.root, Path::new("/srv/app/prod"));
+        assert_eq!(find("/srv/app/staging/x", Operation::Write), None);
+        assert_eq!(find("/tmp/x", Operation::Unlink), None);
+    }
+
+    #[test]
+    fn bad_entries_are_refused() {
+        for (entry, why) in [
+            ("id = 'a'\npaths = ['relative/x']", "absolute"),
+            ("id = 'a'\npaths = []", "no paths"),
+            (
+                "id = 'a'\npaths = ['/x']\naction = 'allow'",
+                "protects nothing",
+            ),
+            ("id = 'a'\npaths = ['/x[']", "/x["),
+        ] {
+            let file: ProtectFile = toml::from_str(entry).unwrap();
+            let err = file.compile(Duration::from_secs(1)).unwrap_err();
+            assert!(err.contains(why), "{entry}: {err}");
+        }
+    }
+}
