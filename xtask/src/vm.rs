@@ -109,6 +109,12 @@ struct Binaries {
     tests: Vec<(String, PathBuf)>,
 }
 
+/// libseccomp-sys links libseccomp.a (from libseccomp-dev) into static binaries.
+const STATIC_LIBSECCOMP: [(&str, &str); 2] = [
+    ("LIBSECCOMP_LINK_TYPE", "static"),
+    ("LIBSECCOMP_LIB_PATH", "/usr/lib/x86_64-linux-gnu"),
+];
+
 /// guardd, guardctl and the integration tests, statically linked (the
 /// initramfs has no libc). The flags apply to the target only, not to build
 /// scripts or the eBPF build.
@@ -128,7 +134,8 @@ fn static_binaries() -> anyhow::Result<Binaries> {
                 "guard-daemon",
                 "--bins",
             ])
-            .env(flags.0, flags.1),
+            .env(flags.0, flags.1)
+            .envs(STATIC_LIBSECCOMP),
     )?;
     let out = cmd::workspace_root()
         .join("target")
@@ -146,6 +153,7 @@ fn static_binaries() -> anyhow::Result<Binaries> {
         ])
         .args(["--no-run", "--message-format=json-render-diagnostics"])
         .env(flags.0, flags.1)
+        .envs(STATIC_LIBSECCOMP)
         .current_dir(cmd::workspace_root())
         .stderr(Stdio::inherit());
     let output = command.output().context("cargo test --no-run")?;

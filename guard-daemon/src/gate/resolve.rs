@@ -72,7 +72,12 @@ pub fn resolve(tid: u32, dirfd: i32, raw: &[u8], follows: bool) -> PathBuf {
         // "", ".", ".." or "x/..": the whole path names a directory.
         _ => (full, None),
     };
-    let parent = std::fs::canonicalize(&parent).unwrap_or_else(|_| fold(&parent));
+    let parent = std::fs::canonicalize(&parent).unwrap_or_else(|_| {
+        // A directory that does not exist (the call will fail): fold the
+        // rest onto the real base, not onto /proc's link.
+        let base = std::fs::canonicalize(&base).unwrap_or(base.clone());
+        fold(&base.join(relative.parent().unwrap_or(Path::new(""))))
+    });
     match name {
         Some(name) => parent.join(name),
         None => parent,
@@ -92,4 +97,31 @@ fn fold(path: &Path) -> PathBuf {
         }
     }
     folded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_against_the_threads_cwd_root_and_fds() {
+        let me = std::process::id();
+        let cwd = std::env::current_dir().unwrap().canonicalize().unwrap();
+        let at_cwd = super::super::syscalls::AT_FDCWD;
+        assert_eq!(resolve(me, at_cwd, b"src/../x", false), cwd.join("x"));
+        assert_eq!(resolve(me, at_cwd, b"/etc/./passwd", false), Path::new("/etc/passwd"));
+        // A directory that does not exist still folds onto the real cwd.
+        assert_eq!(resolve(me, at_cwd, b"nope/../y", false), cwd.join("y"));
+        let dir = std::fs::File::open("/usr").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
+        assert_eq!(resolve(me, fd, b"lib/x", false), Path::new("/usr/lib/x"));
+    }
+
+    #[test]
+    fn paths_are_read_from_memory_up_to_their_nul() {
+        let text = b"/home/dev/.ssh/id_ed25519\0garbage";
+        let read = read_path(std::process::id(), text.as_ptr() as u64).unwrap();
+        assert_eq!(read, b"/home/dev/.ssh/id_ed25519");
+        assert_eq!(fold(Path::new("/a/b/../c/./d")), Path::new("/a/c/d"));
+    }
 }

@@ -1,0 +1,140 @@
+//! The syscall gate in `guardctl run` sessions (seccomp user notification):
+//! deleting or moving a protected tree is one held request; a denial leaves
+//! every file in place and the call fails with EPERM; an approval lets the
+//! whole tree go; unprotected paths pass without a hold.
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use common::*;
+
+/// A tree of 3 levels and `files` files.
+fn tree(root: &Path, files: usize) {
+    for i in 0..files {
+        let dir = root.join(format!("d{}", i % 3)).join("deeper");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}")), "keep me").unwrap();
+    }
+}
+
+fn count(root: &Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(root).unwrap() {
+        let entry = entry.unwrap();
+        n += 1;
+        if entry.file_type().unwrap().is_dir() {
+            n += count(&entry.path());
+        }
+    }
+    n
+}
+
+fn guard_protecting(protected: &Path) -> Guard {
+    Guard::start(&format!(
+        "version = 1\nbase = \"none\"\n[[protect]]\nid = \"precious\"\npaths = [\"{}\"]\n",
+        protected.display()
+    ))
+}
+
+fn python(guard: &Guard, stubs: &Stubs, code: &str, arg: &Path) -> Proc {
+    guard.session(stubs, &["python3", "-c", code, arg.to_str().unwrap()])
+}
+
+const RMTREE: &str = "import shutil, sys; shutil.rmtree(sys.argv[1])";
+const RENAME: &str = "import os, sys; os.rename('other/../precious', sys.argv[1])";
+
+#[test]
+fn deleting_a_protected_tree_is_one_request_and_a_denial_keeps_every_file() {
+    require_root();
+    let stubs = Stubs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let protected = dir.path().join("precious");
+    tree(&protected, 60);
+    let before = count(&protected);
+    let guard = guard_protecting(&protected);
+
+    let run = python(&guard, &stubs, RMTREE, &protected);
+    let hold = guard.wait_hold(RMTREE);
+    let id = hold["id"].as_str().unwrap().to_string();
+    let operation = hold["operation"].as_str().unwrap();
+    assert!(
+        operation.starts_with("unlink ") && operation.contains(protected.to_str().unwrap()),
+        "{operation}"
+    );
+    assert_eq!(hold["rule"], "precious");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(guard.pending().len(), 1, "one request for the tree");
+    assert!(guard.ctl(&["deny", &id]).status.success());
+    let (status, _, stderr) = run.wait();
+    assert!(!status.success());
+    assert!(stderr.contains("PermissionError: [Errno 1]"), "{stderr}");
+    assert_eq!(count(&protected), before, "a file went missing");
+
+    // Approved: the whole tree goes, still with one request.
+    let run = python(&guard, &stubs, RMTREE, &protected);
+    let hold = guard.wait_hold(RMTREE);
+    assert_ne!(hold["id"].as_str().unwrap(), id);
+    assert!(guard
+        .ctl(&["approve", hold["id"].as_str().unwrap()])
+        .status
+        .success());
+    let (status, _, stderr) = run.wait();
+    assert!(status.success(), "{stderr}");
+    assert!(!protected.exists());
+    assert_eq!(guard.audit_events("hold").len(), 2, "one hold per run");
+    let approved = &guard.audit_events("approve")[0];
+    assert!(approved["operation"].as_str().unwrap().starts_with("unlink "));
+    guard.stop();
+}
+
+#[test]
+fn unprotected_trees_and_writes_pass_and_moving_a_protected_tree_away_is_held() {
+    require_root();
+    let stubs = Stubs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let protected = dir.path().join("precious");
+    let scratch = dir.path().join("scratch");
+    tree(&protected, 6);
+    tree(&scratch, 30);
+    std::fs::create_dir(dir.path().join("other")).unwrap();
+    let guard = guard_protecting(&protected);
+
+    // Unprotected: removed, and files written, with no request at all.
+    let run = python(
+        &guard,
+        &stubs,
+        "import shutil, sys, os; shutil.rmtree(sys.argv[1]); open(sys.argv[1] + '.log', 'w').write('x'); os.chmod(sys.argv[1] + '.log', 0o600)",
+        &scratch,
+    );
+    let (status, _, stderr) = run.wait();
+    assert!(status.success(), "{stderr}");
+    assert!(!scratch.exists());
+    assert_eq!(std::fs::read_to_string(dir.path().join("scratch.log")).unwrap(), "x");
+    // Relative paths and `..` resolve to the protected tree: still held.
+    let elsewhere: PathBuf = dir.path().join("moved");
+    let mut session = guard.ctl_command(&[
+        "run",
+        "--",
+        "python3",
+        "-c",
+        RENAME,
+        elsewhere.to_str().unwrap(),
+    ]);
+    session.current_dir(dir.path());
+    let run = Proc::spawn(session);
+    let hold = guard.wait_hold(RENAME);
+    assert!(hold["operation"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("rename {}", protected.display())));
+    assert!(guard.ctl(&["deny", hold["id"].as_str().unwrap()]).status.success());
+    let (status, _, stderr) = run.wait();
+    assert!(!status.success());
+    assert!(stderr.contains("PermissionError"), "{stderr}");
+    assert!(protected.exists() && !elsewhere.exists());
+    assert_eq!(guard.audit_events("hold").len(), 1);
+    guard.stop();
+}
