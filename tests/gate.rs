@@ -138,3 +138,34 @@ fn unprotected_trees_and_writes_pass_and_moving_a_protected_tree_away_is_held() 
     assert_eq!(guard.audit_events("hold").len(), 1);
     guard.stop();
 }
+
+#[test]
+fn guardd_protect_adds_a_held_path_and_status_says_how_each_operation_is_gated() {
+    require_root();
+    let stubs = Stubs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let protected = dir.path().join("cli");
+    tree(&protected, 3);
+    let guard = Guard::start_with(
+        "version = 1\nbase = \"none\"\n",
+        &["--protect", protected.to_str().unwrap()],
+    );
+    let status = guard.status();
+    let unlink = status["mechanisms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m[0] == "syscall_gate.unlink")
+        .unwrap()[1]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(unlink.starts_with("seccomp user notification"), "{unlink}");
+    let run = python(&guard, &stubs, RMTREE, &protected);
+    let hold = guard.wait_hold(RMTREE);
+    assert_eq!(hold["rule"], "guardd --protect");
+    assert!(guard.ctl(&["deny", hold["id"].as_str().unwrap()]).status.success());
+    assert!(!run.wait().0.success());
+    assert_eq!(count(&protected), 9);
+    guard.stop();
+}

@@ -28,6 +28,8 @@ pub struct Options {
     pub policy: Policy,
     /// The policy file, when one was given: reloaded on SIGHUP and on change.
     pub config: Option<PathBuf>,
+    /// `guardd --protect` paths, kept across reloads.
+    pub protect: Vec<PathBuf>,
     pub socket: PathBuf,
     /// Group that may use the control socket (mode 0660); None: everyone (0666).
     pub socket_group: Option<String>,
@@ -42,6 +44,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let Options {
         policy,
         config,
+        protect,
         socket,
         socket_group,
         audit_log,
@@ -76,6 +79,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let guard = Arc::new(Mutex::new(Guard::new(
         policy, own_files, kernel, tracer, audit, state,
     )));
+    guard.lock().unwrap().set_cli_protections(protect);
     guard.lock().unwrap().scan_running_agents();
     let (audit_records, notify_settings) = guard.lock().unwrap().notifications();
 

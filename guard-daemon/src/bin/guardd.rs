@@ -37,6 +37,10 @@ struct Args {
     /// Where held requests are kept across restarts.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/agent-guard")]
     state_dir: PathBuf,
+    /// Hold destructive file operations of session processes on PATH and
+    /// below it (repeatable; added to the policy's `[[protect]]`).
+    #[arg(long = "protect", value_name = "PATH")]
+    protect: Vec<PathBuf>,
     /// Detach and unpin everything, deny what is still held, remove the
     /// state, and exit (uninstall; tests).
     #[arg(long)]
@@ -79,10 +83,13 @@ async fn serve() -> anyhow::Result<()> {
     let policy = match &args.config {
         Some(path) => Policy::load(path).context("loading the policy")?,
         None => Policy::embedded_default(),
-    };
+    }
+    .with_protected_paths(&args.protect)
+    .context("--protect")?;
     daemon::run(daemon::Options {
         policy,
         config: args.config,
+        protect: args.protect,
         socket: args.socket,
         socket_group: args.socket_group,
         audit_log: args.audit_log,

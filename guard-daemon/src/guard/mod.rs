@@ -66,6 +66,8 @@ pub struct Guard {
     state: StateStore,
     /// What the state file holds, to write it only on change.
     saved: Option<SavedState>,
+    /// `guardd --protect` paths, added to every policy loaded.
+    cli_protections: Vec<std::path::PathBuf>,
     /// `[[protect]]` with `~` expanded, per session owner uid.
     protected_sets: std::collections::HashMap<u32, crate::policy::protect::ProtectedSet>,
     /// Decisions on gated trees, for the rest of the process's calls there.
@@ -111,6 +113,7 @@ impl Guard {
         let mut guard = Self {
             notify: tokio::sync::watch::Sender::new(policy.notify.clone()),
             protected_sets: Default::default(),
+            cli_protections: Vec::new(),
             gate_decisions: Default::default(),
             policy,
             tracer,
@@ -266,7 +269,7 @@ impl Guard {
         };
         let mut record = AuditRecord::new(AuditEvent::PolicyReload);
         record.reason = Some(reason.to_string());
-        match Policy::load(&config) {
+        match Policy::load(&config).and_then(|p| p.with_protected_paths(&self.cli_protections)) {
             Ok(policy) => match self.kernel.set_programs(&ProgramSets::of(&policy)) {
                 Ok(()) => {
                     tracing::info!(
@@ -298,6 +301,10 @@ impl Guard {
         self.audit.write(&record);
         // An editor may have replaced a policy file with a new inode.
         self.protect_own_files();
+    }
+
+    pub fn set_cli_protections(&mut self, paths: Vec<std::path::PathBuf>) {
+        self.cli_protections = paths;
     }
 
     pub fn subscribe_audit(&self) -> tokio::sync::broadcast::Receiver<serde_json::Value> {
@@ -440,12 +447,36 @@ fn mechanisms(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {
         ("session_tracking", "tracepoints sched/sched_process_fork and sched/sched_process_exit".into()),
         ("agent_detection", "exec of agent programs (kernel), interpreter argv (daemon), /proc scan at start".into()),
         ("hold_release_protection", format!("ptrace-stop (PTRACE_SEIZE + PTRACE_INTERRUPT): SIGCONT from others does not wake a held process; {lsm_release}")),
-        ("syscall_holds", "none: not implemented yet (issue #6)".into()),
         ("self_protection", format!("{rules}; {lsm_self}")),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    .chain(syscall_gate(policy))
     .collect()
+}
+
+/// Per gated operation: how it is held, where.
+fn syscall_gate(policy: &Policy) -> Vec<(String, String)> {
+    use crate::policy::protect::Operation;
+    Operation::ALL
+        .iter()
+        .map(|operation| {
+            let protected = policy
+                .protections
+                .iter()
+                .filter(|p| p.operations.contains(operation))
+                .count();
+            let how = if protected == 0 {
+                "none: no [[protect]] entry covers it".to_string()
+            } else {
+                format!(
+                    "seccomp user notification in `guardctl run` sessions ({protected} [[protect]] entries); \
+                     auto-detected sessions: not gated yet (BPF LSM holds not wired)"
+                )
+            };
+            (format!("syscall_gate.{}", operation.name()), how)
+        })
+        .collect()
 }
 
 fn identity(peer: Peer) -> String {

@@ -79,6 +79,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// `[[protect]]`: paths the syscall gate guards.
     pub protections: Vec<protect::Protection>,
+    /// `[defaults] hold_timeout`.
+    pub hold_timeout: Duration,
     specs: HashMap<String, Spec>,
     /// Program name -> indices of the rules naming it.
     by_program: HashMap<String, Vec<usize>>,
@@ -138,6 +140,31 @@ struct Layer {
 }
 
 impl Policy {
+    /// Adds `guardd --protect` paths: held, every operation, the default timeout.
+    pub fn with_protected_paths(mut self, paths: &[PathBuf]) -> Result<Self, PolicyError> {
+        if paths.is_empty() {
+            return Ok(self);
+        }
+        let entry = protect::ProtectFile {
+            id: "guardd --protect".into(),
+            disabled: false,
+            paths: paths.iter().map(|p| p.display().to_string()).collect(),
+            action: None,
+            operations: None,
+            approvals: None,
+            timeout: None,
+            message: None,
+        };
+        let protection = entry
+            .compile(self.hold_timeout)
+            .map_err(|message| PolicyError::Invalid {
+                origin: "guardd --protect".into(),
+                message,
+            })?;
+        self.protections.push(protection);
+        Ok(self)
+    }
+
     pub fn embedded_default() -> Self {
         Self::from_layers(vec![default_layer()]).expect("the embedded default policy is valid")
     }
@@ -294,6 +321,7 @@ impl Policy {
             notify,
             rules,
             protections,
+            hold_timeout,
             specs,
             by_program,
             path_rules,
