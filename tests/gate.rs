@@ -86,7 +86,10 @@ fn deleting_a_protected_tree_is_one_request_and_a_denial_keeps_every_file() {
     assert!(!protected.exists());
     assert_eq!(guard.audit_events("hold").len(), 2, "one hold per run");
     let approved = &guard.audit_events("approve")[0];
-    assert!(approved["operation"].as_str().unwrap().starts_with("unlink "));
+    assert!(approved["operation"]
+        .as_str()
+        .unwrap()
+        .starts_with("unlink "));
     guard.stop();
 }
 
@@ -112,7 +115,10 @@ fn unprotected_trees_and_writes_pass_and_moving_a_protected_tree_away_is_held() 
     let (status, _, stderr) = run.wait();
     assert!(status.success(), "{stderr}");
     assert!(!scratch.exists());
-    assert_eq!(std::fs::read_to_string(dir.path().join("scratch.log")).unwrap(), "x");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("scratch.log")).unwrap(),
+        "x"
+    );
     // Relative paths and `..` resolve to the protected tree: still held.
     let elsewhere: PathBuf = dir.path().join("moved");
     let mut session = guard.ctl_command(&[
@@ -130,7 +136,10 @@ fn unprotected_trees_and_writes_pass_and_moving_a_protected_tree_away_is_held() 
         .as_str()
         .unwrap()
         .starts_with(&format!("rename {}", protected.display())));
-    assert!(guard.ctl(&["deny", hold["id"].as_str().unwrap()]).status.success());
+    assert!(guard
+        .ctl(&["deny", hold["id"].as_str().unwrap()])
+        .status
+        .success());
     let (status, _, stderr) = run.wait();
     assert!(!status.success());
     assert!(stderr.contains("PermissionError"), "{stderr}");
@@ -164,7 +173,10 @@ fn guardd_protect_adds_a_held_path_and_status_says_how_each_operation_is_gated()
     let run = python(&guard, &stubs, RMTREE, &protected);
     let hold = guard.wait_hold(RMTREE);
     assert_eq!(hold["rule"], "guardd --protect");
-    assert!(guard.ctl(&["deny", hold["id"].as_str().unwrap()]).status.success());
+    assert!(guard
+        .ctl(&["deny", hold["id"].as_str().unwrap()])
+        .status
+        .success());
     assert!(!run.wait().0.success());
     assert_eq!(count(&protected), 9);
     guard.stop();

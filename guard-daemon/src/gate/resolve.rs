@@ -109,7 +109,10 @@ mod tests {
         let cwd = std::env::current_dir().unwrap().canonicalize().unwrap();
         let at_cwd = super::super::syscalls::AT_FDCWD;
         assert_eq!(resolve(me, at_cwd, b"src/../x", false), cwd.join("x"));
-        assert_eq!(resolve(me, at_cwd, b"/etc/./passwd", false), Path::new("/etc/passwd"));
+        assert_eq!(
+            resolve(me, at_cwd, b"/etc/./passwd", false),
+            Path::new("/etc/passwd")
+        );
         // A directory that does not exist still folds onto the real cwd.
         assert_eq!(resolve(me, at_cwd, b"nope/../y", false), cwd.join("y"));
         let dir = std::fs::File::open("/usr").unwrap();

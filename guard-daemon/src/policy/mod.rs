@@ -155,12 +155,13 @@ impl Policy {
             timeout: None,
             message: None,
         };
-        let protection = entry
-            .compile(self.hold_timeout)
-            .map_err(|message| PolicyError::Invalid {
-                origin: "guardd --protect".into(),
-                message,
-            })?;
+        let protection =
+            entry
+                .compile(self.hold_timeout)
+                .map_err(|message| PolicyError::Invalid {
+                    origin: "guardd --protect".into(),
+                    message,
+                })?;
         self.protections.push(protection);
         Ok(self)
     }

@@ -4,7 +4,9 @@
 //! 2. the same loop inside a session (program not watched);
 //! 3. a watched program the policy allows: added latency per exec, and
 //!    guardd's own stop-to-decision figures;
-//! 4. approve-to-running latency of a held process.
+//! 4. approve-to-running latency of a held process;
+//! 5. the syscall gate: 10,000 unlinks of unprotected files in a
+//!    `guardctl run` session (each one a seccomp notification to guardd).
 use std::{
     fmt::Write as _,
     fs,
@@ -22,7 +24,9 @@ use serde_json::{json, Value};
 use crate::{build, cmd};
 
 const ROUNDS: usize = 5;
-const POLICY: &str = "version = 1\nbase = \"none\"\n[[rule]]\nid = \"bench\"\nprograms = [\"tfbench\"]\nsubcommand = [\"destroy\"]\naction = \"hold\"\n";
+const POLICY: &str = "version = 1\nbase = \"none\"\n[[rule]]\nid = \"bench\"\nprograms = [\"tfbench\"]\nsubcommand = [\"destroy\"]\naction = \"hold\"\n[[protect]]\nid = \"bench\"\npaths = [\"/nonexistent/agent-guard-bench\"]\n";
+/// Unlinks per gate run.
+const UNLINKS: u32 = 10_000;
 const LOOP: &str = "i=0; while [ $i -lt $1 ]; do \"$0\" $2; i=$((i+1)); done";
 
 struct Bench {
@@ -46,6 +50,12 @@ pub fn run() -> anyhow::Result<()> {
             .arg(root.join("xtask/bench/tiny.c")),
     )?;
     fs::copy(dir.join("bin/tiny"), dir.join("bin/tfbench"))?;
+    cmd::run(
+        Command::new("gcc")
+            .args(["-O2", "-o"])
+            .arg(dir.join("bin/unlinks"))
+            .arg(root.join("xtask/bench/unlinks.c")),
+    )?;
     fs::write(dir.join("policy.toml"), POLICY)?;
     let execs = std::env::var("AGENT_GUARD_BENCH_EXECS")
         .ok()
@@ -57,8 +67,12 @@ pub fn run() -> anyhow::Result<()> {
         execs,
     };
 
-    let (mut outside, mut session, mut watched) =
-        (Pair::default(), Pair::default(), Pair::default());
+    let (mut outside, mut session, mut watched, mut unlinks) = (
+        Pair::default(),
+        Pair::default(),
+        Pair::default(),
+        Pair::default(),
+    );
     let mut gate = Value::Null;
     for round in 0..ROUNDS {
         eprintln!("xtask: bench round {}/{ROUNDS}", round + 1);
@@ -68,7 +82,9 @@ pub fn run() -> anyhow::Result<()> {
         watched
             .without
             .push(bench.per_exec_us(bench.tiny_loop(None, true))?);
+        unlinks.without.push(bench.unlink_loop(None)?);
         let guard = Guardd::start(&bench)?;
+        unlinks.with.push(bench.unlink_loop(Some(&guard))?);
         outside
             .with
             .push(bench.per_exec_us(bench.tiny_loop(None, false))?);
@@ -95,6 +111,8 @@ pub fn run() -> anyhow::Result<()> {
         "guardd_stop_to_decision_us": gate["decision_latency"],
         "guardd_stop_to_event_us": gate["event_latency"],
         "approve_to_running_us": summary(&approve),
+        "unlinks_per_run": UNLINKS,
+        "gated_unlink": unlinks.json(),
     });
     fs::write(
         bench.dir.join("results.json"),
@@ -132,6 +150,37 @@ impl Bench {
         };
         command.arg(program).arg(count.to_string()).arg(arg);
         (command, count)
+    }
+
+    /// Microseconds per unlink of UNLINKS fresh files, in a gated session or not.
+    fn unlink_loop(&self, session: Option<&Guardd>) -> anyhow::Result<f64> {
+        let files = self.dir.join("unlinks");
+        let _ = fs::remove_dir_all(&files);
+        fs::create_dir_all(&files)?;
+        for i in 0..UNLINKS {
+            fs::write(files.join(format!("f{i}")), "")?;
+        }
+        let program = self.dir.join("bin/unlinks");
+        let mut command = match session {
+            Some(guard) => {
+                let mut c = Command::new(self.release.join("guardctl"));
+                c.arg("--socket")
+                    .arg(&guard.socket)
+                    .arg("run")
+                    .arg("--")
+                    .arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        let output = command.arg(&files).arg(UNLINKS.to_string()).output()?;
+        if !output.status.success() {
+            bail!(
+                "unlink loop failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8(output.stdout)?.trim().parse()?)
     }
 
     fn per_exec_us(&self, (mut command, count): (Command, u32)) -> anyhow::Result<f64> {
@@ -337,6 +386,21 @@ fn report(r: &Value) -> String {
         "approve to running: us",
         "<= 5000",
         &r["approve_to_running_us"],
+    );
+    out += &row(
+        "syscall gate: 10,000 unlinks of unprotected files in a session, ratio guard / no guard",
+        "",
+        &r["gated_unlink"]["ratio"],
+    );
+    out += &row(
+        "syscall gate: us per unlink, gated",
+        "",
+        &r["gated_unlink"]["guard_us"],
+    );
+    out += &row(
+        "syscall gate: us per unlink, no guard",
+        "",
+        &r["gated_unlink"]["no_guard_us"],
     );
     let g = &r["guardd_stop_to_decision_us"];
     let _ = writeln!(out, "\nguardd's own stop-to-decision latency in the last watched run: p50 {} us, p99 {} us, max {} us ({} samples; goal p50 <= 100 us, p99 <= 1 ms).",
