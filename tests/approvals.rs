@@ -515,3 +515,44 @@ fn a_signed_denial_ends_the_request_and_encrypted_keys_sign_through_ssh_keygen()
     assert_eq!(denied["reason"], "not today");
     guard.stop();
 }
+
+#[test]
+fn escapes_to_an_approver_outside_the_tree_are_held_or_refused() {
+    require_root();
+    let stubs = Stubs::new();
+    // systemd-run would have systemd start the approver outside the session;
+    // the stub stands in for it and records whether it ran.
+    stubs.script(
+        "systemd-run",
+        &format!("echo \"systemd-run $*\" >> {}", stubs.marker().display()),
+    );
+    // The default pack (its launcher rule) with the test's terraform rule on top.
+    let guard = Guard::start(&HOLD_TERRAFORM_DESTROY.replace("base = \"none\"\n", ""));
+    let run = guard.session(&stubs, &["terraform", "destroy", "escape"]);
+    let hold = guard.wait_hold("escape");
+    let id = hold["id"].as_str().unwrap();
+    let ctl = guardctl_bin();
+    let ctl = ctl.to_str().unwrap();
+    let socket = guard.socket.to_str().unwrap();
+
+    // A new session id (setsid) and nohup do not leave the agent session.
+    for launcher in [&["setsid", "--wait"][..], &["nohup"][..]] {
+        let mut argv: Vec<&str> = launcher.to_vec();
+        argv.extend([ctl, "--socket", socket, "approve", id]);
+        let (status, _, stderr) = guard.session(&stubs, &argv).wait();
+        assert!(!status.success(), "{launcher:?}");
+        assert!(stderr.contains("self-approval"), "{launcher:?}: {stderr}");
+    }
+    // systemd-run is held itself, before it could ask systemd for anything.
+    let launcher = guard.session(&stubs, &["systemd-run", "--wait", ctl, "approve", id]);
+    let held = guard.wait_hold("systemd-run");
+    assert_eq!(held["rule"], "tree-escape");
+    assert_eq!(guard.pending().len(), 2);
+    assert!(is_stopped(hold["pid"].as_u64().unwrap()));
+    assert!(guard.ctl(&["deny", held["id"].as_str().unwrap()]).status.success());
+    assert!(!launcher.wait().0.success());
+    assert!(guard.ctl(&["deny", id]).status.success());
+    assert!(!run.wait().0.success());
+    assert_eq!(stubs.marker_text(), "", "neither terraform nor systemd-run ran");
+    guard.stop();
+}
