@@ -545,14 +545,21 @@ fn escapes_to_an_approver_outside_the_tree_are_held_or_refused() {
     }
     // systemd-run is held itself, before it could ask systemd for anything.
     let launcher = guard.session(&stubs, &["systemd-run", "--wait", ctl, "approve", id]);
-    let held = guard.wait_hold("systemd-run");
+    let held = guard.wait_hold("--wait");
     assert_eq!(held["rule"], "tree-escape");
     assert_eq!(guard.pending().len(), 2);
     assert!(is_stopped(hold["pid"].as_u64().unwrap()));
-    assert!(guard.ctl(&["deny", held["id"].as_str().unwrap()]).status.success());
+    assert!(guard
+        .ctl(&["deny", held["id"].as_str().unwrap()])
+        .status
+        .success());
     assert!(!launcher.wait().0.success());
     assert!(guard.ctl(&["deny", id]).status.success());
     assert!(!run.wait().0.success());
-    assert_eq!(stubs.marker_text(), "", "neither terraform nor systemd-run ran");
+    assert_eq!(
+        stubs.marker_text(),
+        "",
+        "neither terraform nor systemd-run ran"
+    );
     guard.stop();
 }

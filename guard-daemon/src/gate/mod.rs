@@ -30,9 +30,8 @@ pub struct Listener {
 #[derive(Debug, Clone)]
 pub struct Call {
     pub id: u64,
-    /// The thread that made it, and its process.
+    /// The thread that made it.
     pub tid: u32,
-    pub tgid: u32,
     pub syscall: &'static str,
     pub operation: Operation,
     /// Resolved absolute paths (two for a rename).
@@ -162,13 +161,10 @@ enum Undecodable {
 
 /// The call, or None for one that touches nothing the gate guards.
 fn decode(listener: &Listener, request: &ScmpNotifReq) -> Result<Option<Call>, Undecodable> {
-    let name = request
-        .data
-        .syscall
-        .get_name()
-        .map_err(|err| Undecodable::Unreadable(format!("unknown syscall: {err}")))?;
-    let gated = syscalls::by_name(&name)
-        .ok_or_else(|| Undecodable::Unreadable(format!("{name} is not a gated call")))?;
+    let number = request.data.syscall.as_raw_syscall();
+    let gated = syscalls::by_number(number).ok_or_else(|| {
+        Undecodable::Unreadable(format!("system call {number} is not a gated call"))
+    })?;
     let args = request.data.args;
     let tid = request.pid;
     let mut operation = gated.operation;
@@ -201,11 +197,9 @@ fn decode(listener: &Listener, request: &ScmpNotifReq) -> Result<Option<Call>, U
     if notify_id_valid(listener.fd.get_ref().as_raw_fd(), request.id).is_err() {
         return Err(Undecodable::Gone);
     }
-    let tgid = crate::procfs::tgid(tid).map_err(|_| Undecodable::Gone)?;
     Ok(Some(Call {
         id: request.id,
         tid,
-        tgid,
         syscall: gated.name,
         operation,
         paths,

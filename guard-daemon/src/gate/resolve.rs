@@ -3,7 +3,10 @@
 //! directory fd, with `..` and symlinks in the directories followed.
 use std::{
     fs::File,
-    os::unix::{ffi::OsStrExt as _, fs::FileExt as _},
+    os::unix::{
+        ffi::{OsStrExt as _, OsStringExt as _},
+        fs::FileExt as _,
+    },
     path::{Component, Path, PathBuf},
 };
 
@@ -63,7 +66,7 @@ pub fn resolve(tid: u32, dirfd: i32, raw: &[u8], follows: bool) -> PathBuf {
         .collect();
     let full = base.join(&relative);
     if follows {
-        if let Ok(resolved) = std::fs::canonicalize(&full) {
+        if let Ok(resolved) = real_path(&full, false) {
             return resolved;
         }
     }
@@ -72,16 +75,35 @@ pub fn resolve(tid: u32, dirfd: i32, raw: &[u8], follows: bool) -> PathBuf {
         // "", ".", ".." or "x/..": the whole path names a directory.
         _ => (full, None),
     };
-    let parent = std::fs::canonicalize(&parent).unwrap_or_else(|_| {
+    let parent = real_path(&parent, true).unwrap_or_else(|_| {
         // A directory that does not exist (the call will fail): fold the
         // rest onto the real base, not onto /proc's link.
-        let base = std::fs::canonicalize(&base).unwrap_or(base.clone());
+        let base = real_path(&base, true).unwrap_or(base.clone());
         fold(&base.join(relative.parent().unwrap_or(Path::new(""))))
     });
     match name {
         Some(name) => parent.join(name),
         None => parent,
     }
+}
+
+/// Where `path` leads, symlinks and /proc's links followed: the kernel walks
+/// it once (an O_PATH open) and names the result, cheaper than realpath's
+/// walk per component.
+fn real_path(path: &Path, directory: bool) -> std::io::Result<PathBuf> {
+    use rustix::fs::{open, readlink, Mode, OFlags};
+    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
+    if directory {
+        flags |= OFlags::DIRECTORY;
+    }
+    let fd = open(path, flags, Mode::empty())?;
+    let target = readlink(
+        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
+        Vec::new(),
+    )?;
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(
+        target.into_bytes(),
+    )))
 }
 
 /// `.` and `..` folded without the file system (for names that do not exist).

@@ -81,8 +81,22 @@ pub const GATED: &[Gated] = &[
     gated("fchownat", Operation::Chown, &[(Some(0), 1)], true),
 ];
 
-pub fn by_name(name: &str) -> Option<&'static Gated> {
-    GATED.iter().find(|g| g.name == name)
+/// The gated call with this number on this machine's architecture.
+pub fn by_number(number: i32) -> Option<&'static Gated> {
+    static NUMBERS: std::sync::OnceLock<std::collections::HashMap<i32, &'static Gated>> =
+        std::sync::OnceLock::new();
+    NUMBERS
+        .get_or_init(|| {
+            GATED
+                .iter()
+                .filter_map(|gated| {
+                    let number = libseccomp::ScmpSyscall::from_name(gated.name).ok()?;
+                    Some((number.as_raw_syscall(), gated))
+                })
+                .collect()
+        })
+        .get(&number)
+        .copied()
 }
 
 /// Whether open flags ask for anything the gate guards.

@@ -28,9 +28,13 @@ impl Guard {
         let owner = self
             .sessions
             .get(&listener.session)
-            .map_or_else(|| procfs::uid(call.tgid).unwrap_or(0), |s| s.uid);
+            .map_or_else(|| procfs::uid(call.tid).unwrap_or(0), |s| s.uid);
         let Some((protected, path)) = self.protected(owner, &call) else {
             return Verdict::Continue;
+        };
+        // Only now (it costs a read of /proc/TID/status): the process it belongs to.
+        let Ok(tgid) = procfs::tgid(call.tid) else {
+            return Verdict::Errno(libc::EPERM);
         };
         let protection = self.policy.protections[protected.protection].clone();
         let operation = format!(
@@ -38,14 +42,14 @@ impl Guard {
             call.operation.name(),
             escape_bytes(path.as_os_str().as_encoded_bytes())
         );
-        let Ok(process) = ProcessHandle::open(call.tgid) else {
+        let Ok(process) = ProcessHandle::open(tgid) else {
             return Verdict::Errno(libc::EPERM);
         };
         let mut record = self.record_for(
             &process,
             listener.session,
-            &procfs::cmdline(call.tgid).unwrap_or_default(),
-            &procfs::link(call.tgid, "exe"),
+            &procfs::cmdline(tgid).unwrap_or_default(),
+            &procfs::link(tgid, "exe"),
         );
         record.rule = Some(protection.id.clone());
         record.operation = Some(operation.clone());
@@ -129,8 +133,9 @@ impl Guard {
         self.stats.counts.held += 1;
         let now = Instant::now();
         let id = self.holds.next_id();
-        let argv = procfs::cmdline(call.tgid).unwrap_or_default();
-        let exe = procfs::link(call.tgid, "exe");
+        let hold_pid = process.pid;
+        let argv = procfs::cmdline(hold_pid).unwrap_or_default();
+        let exe = procfs::link(hold_pid, "exe");
         let why = format!(
             "{} under {} (protect {})",
             call.operation.name(),
@@ -144,9 +149,9 @@ impl Guard {
                 .sessions
                 .get(&listener.session)
                 .and_then(|s| s.agent.clone()),
-            uid: procfs::uid(call.tgid).unwrap_or(u32::MAX),
+            uid: procfs::uid(hold_pid).unwrap_or(u32::MAX),
             program: basename(&exe).to_string(),
-            cwd: procfs::link(call.tgid, "cwd"),
+            cwd: procfs::link(hold_pid, "cwd"),
             exe,
             argv,
             rule: protection.id.clone(),
