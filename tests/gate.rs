@@ -34,7 +34,7 @@ fn count(root: &Path) -> usize {
 
 fn guard_protecting(protected: &Path) -> Guard {
     Guard::start(&format!(
-        "version = 1\nbase = \"none\"\n[[protect]]\nid = \"precious\"\npaths = [\"{}\"]\n",
+        "version = 1\nbase = \"none\"\n[defaults]\nsyscall_gate = true\n[[protect]]\nid = \"precious\"\npaths = [\"{}\"]\n",
         protected.display()
     ))
 }
@@ -156,7 +156,7 @@ fn guardd_protect_adds_a_held_path_and_status_says_how_each_operation_is_gated()
     let protected = dir.path().join("cli");
     tree(&protected, 3);
     let guard = Guard::start_with(
-        "version = 1\nbase = \"none\"\n",
+        "version = 1\nbase = \"none\"\n[defaults]\nsyscall_gate = true\n",
         &["--protect", protected.to_str().unwrap()],
     );
     let status = guard.status();
@@ -179,5 +179,26 @@ fn guardd_protect_adds_a_held_path_and_status_says_how_each_operation_is_gated()
         .success());
     assert!(!run.wait().0.success());
     assert_eq!(count(&protected), 9);
+    guard.stop();
+}
+
+#[test]
+fn a_held_call_fails_closed_when_guardd_restarts() {
+    require_root();
+    let stubs = Stubs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let protected = dir.path().join("precious");
+    tree(&protected, 9);
+    let before = count(&protected);
+    let mut guard = guard_protecting(&protected);
+    let run = python(&guard, &stubs, RMTREE, &protected);
+    guard.wait_hold(RMTREE);
+    // The listener goes with guardd: the waiting call fails, nothing is deleted.
+    guard.restart();
+    let (status, _, stderr) = run.wait();
+    assert!(!status.success());
+    assert!(stderr.contains("[Errno 38]"), "ENOSYS expected: {stderr}");
+    assert_eq!(count(&protected), before);
+    assert!(guard.pending().is_empty(), "a held call is not re-adopted");
     guard.stop();
 }

@@ -63,6 +63,9 @@ pub enum Request {
 pub enum Response {
     SessionStarted {
         session_id: u32,
+        /// Whether the launcher should install the syscall gate.
+        #[serde(default)]
+        syscall_gate: bool,
     },
     GateStarted {
         session_id: u32,

@@ -466,7 +466,9 @@ fn syscall_gate(policy: &Policy) -> Vec<(String, String)> {
                 .iter()
                 .filter(|p| p.operations.contains(operation))
                 .count();
-            let how = if protected == 0 {
+            let how = if !policy.syscall_gate {
+                "off: [defaults] syscall_gate = false (see docs/syscall-gate.md)".to_string()
+            } else if protected == 0 {
                 "none: no [[protect]] entry covers it".to_string()
             } else {
                 format!(

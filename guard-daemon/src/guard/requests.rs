@@ -13,6 +13,7 @@ impl Guard {
         if let Some(existing) = self.kernel.session_of(pid) {
             // A launcher inside a session stays in that session.
             return Response::SessionStarted {
+                syscall_gate: self.policy.syscall_gate,
                 session_id: existing.session_id,
             };
         }
@@ -27,7 +28,10 @@ impl Guard {
         }
         let argv = argv.into_iter().map(String::into_bytes).collect();
         self.register_session(pid, None, "launched", peer.uid, argv);
-        Response::SessionStarted { session_id: pid }
+        Response::SessionStarted {
+            session_id: pid,
+            syscall_gate: self.policy.syscall_gate,
+        }
     }
 
     pub fn pending(&self) -> Response {

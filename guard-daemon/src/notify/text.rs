@@ -29,6 +29,11 @@ pub fn describe(host: &str, record: &Value) -> (String, String) {
         (event, _) => format!("agent-guard {event} {id}").trim_end().to_string(),
     };
     let mut body = vec![format!("`{}`", code(&command))];
+    let operation = field("operation");
+    if !operation.is_empty() {
+        // A held system call of that command (the syscall gate).
+        body.push(format!("operation: `{}`", code(&operation)));
+    }
     for (label, name) in [("rule", "rule"), ("agent", "agent"), ("cwd", "cwd")] {
         let value = field(name);
         if !value.is_empty() {
@@ -97,5 +102,18 @@ mod tests {
         let (summary, body) = describe("h", &record);
         assert_eq!(summary, "agent-guard: request ab-3 denied");
         assert!(body.contains("by: uid:0"), "{body}");
+    }
+
+    #[test]
+    fn gated_calls_name_their_operation() {
+        let record = serde_json::json!({
+            "event": "hold", "request_id": "ab-4", "argv": ["python3", "-c", "..."],
+            "operation": "unlink /home/dev/.ssh/id_ed25519"
+        });
+        let (_, body) = describe("h", &record);
+        assert!(
+            body.contains("operation: `unlink /home/dev/.ssh/id_ed25519`"),
+            "{body}"
+        );
     }
 }

@@ -54,6 +54,9 @@ pub struct AgentsFile {
 pub struct DefaultsFile {
     #[serde(with = "humantime_serde")]
     pub hold_timeout: Option<Duration>,
+    /// Whether `guardctl run` installs the syscall gate (default false: a
+    /// guardd restart would leave running sessions unable to write files).
+    pub syscall_gate: Option<bool>,
 }
 
 /// How approvals are checked. Keys set here override earlier files.

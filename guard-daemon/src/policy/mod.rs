@@ -81,6 +81,8 @@ pub struct Policy {
     pub protections: Vec<protect::Protection>,
     /// `[defaults] hold_timeout`.
     pub hold_timeout: Duration,
+    /// `[defaults] syscall_gate`: `guardctl run` installs the seccomp gate.
+    pub syscall_gate: bool,
     specs: HashMap<String, Spec>,
     /// Program name -> indices of the rules naming it.
     by_program: HashMap<String, Vec<usize>>,
@@ -215,6 +217,7 @@ impl Policy {
     fn from_layers(layers: Vec<Layer>) -> Result<Self, PolicyError> {
         let mut agents = Agents::default();
         let mut hold_timeout = DEFAULT_HOLD_TIMEOUT;
+        let mut syscall_gate = false;
         let mut approvals = ApprovalSettings::default();
         let mut notify = notify::NotifySettings::default();
         let mut spec_files = BTreeMap::new();
@@ -230,6 +233,7 @@ impl Policy {
             extend_unique(&mut agents.interpreters, file.agents.interpreters);
             extend_unique(&mut agents.packages, file.agents.packages);
             hold_timeout = file.defaults.hold_timeout.unwrap_or(hold_timeout);
+            syscall_gate = file.defaults.syscall_gate.unwrap_or(syscall_gate);
             if let Some(path) = file.approvals.allowed_signers {
                 // Relative to the file that names it.
                 let base = Path::new(&layer.origin).parent().unwrap_or(Path::new("."));
@@ -323,6 +327,7 @@ impl Policy {
             rules,
             protections,
             hold_timeout,
+            syscall_gate,
             specs,
             by_program,
             path_rules,

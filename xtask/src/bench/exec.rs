@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::{build, cmd};
 
 const ROUNDS: usize = 5;
-const POLICY: &str = "version = 1\nbase = \"none\"\n[[rule]]\nid = \"bench\"\nprograms = [\"tfbench\"]\nsubcommand = [\"destroy\"]\naction = \"hold\"\n[[protect]]\nid = \"bench\"\npaths = [\"/nonexistent/agent-guard-bench\"]\n";
+const POLICY: &str = "version = 1\nbase = \"none\"\n[defaults]\nsyscall_gate = true\n[[rule]]\nid = \"bench\"\nprograms = [\"tfbench\"]\nsubcommand = [\"destroy\"]\naction = \"hold\"\n[[protect]]\nid = \"bench\"\npaths = [\"/nonexistent/agent-guard-bench\"]\n";
 /// Unlinks per gate run.
 const UNLINKS: u32 = 10_000;
 const LOOP: &str = "i=0; while [ $i -lt $1 ]; do \"$0\" $2; i=$((i+1)); done";

@@ -68,10 +68,16 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .collect();
     let response = super::call(socket, Request::StartSession { argv: summary })
         .context("refusing to start the command without agent-guard")?;
-    let Response::SessionStarted { session_id } = response else {
+    let Response::SessionStarted {
+        session_id,
+        syscall_gate,
+    } = response
+    else {
         return Err(super::unexpected(response));
     };
-    gate_syscalls(socket)?;
+    if syscall_gate {
+        gate_syscalls(socket)?;
+    }
     let err = std::process::Command::new(&args.command[0])
         .args(&args.command[1..])
         .env("AGENT_GUARD_SESSION", session_id.to_string())

@@ -162,6 +162,8 @@ fn strings(value: &serde_json::Value) -> Vec<String> {
 struct HoldText<'a> {
     id: &'a str,
     argv: &'a [String],
+    /// A held system call (the syscall gate).
+    operation: Option<&'a str>,
     rule: &'a str,
     why: &'a [String],
     agent: Option<&'a str>,
@@ -177,6 +179,9 @@ struct HoldText<'a> {
 impl std::fmt::Display for HoldText<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "HELD {}: {}", self.id, self.argv.join(" "))?;
+        if let Some(operation) = self.operation {
+            writeln!(f, "  operation {operation}")?;
+        }
         writeln!(f, "  rule      {} ({})", self.rule, self.why.join("; "))?;
         writeln!(
             f,
@@ -206,6 +211,7 @@ fn describe_hold(hold: &HoldView) -> String {
     HoldText {
         id: &hold.id,
         argv: &hold.argv,
+        operation: hold.operation.as_deref(),
         rule: &hold.rule,
         why: &hold.why,
         agent: hold.agent.as_deref(),
@@ -239,6 +245,7 @@ fn describe_held_record(record: &serde_json::Value) -> String {
     HoldText {
         id: record["request_id"].as_str().unwrap_or(""),
         argv: &argv,
+        operation: record["operation"].as_str(),
         rule: record["rule"].as_str().unwrap_or(""),
         why: &why,
         agent: record["agent"].as_str(),
