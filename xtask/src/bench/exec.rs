@@ -6,7 +6,9 @@
 //!    guardd's own stop-to-decision figures;
 //! 4. approve-to-running latency of a held process;
 //! 5. the syscall gate: 10,000 unlinks of unprotected files in a
-//!    `guardctl run` session (each one a seccomp notification to guardd).
+//!    `guardctl run` session (each one a seccomp notification to guardd);
+//! 6. guardd's resident memory (idle and after the loops), its CPU share
+//!    during them, and the memory its BPF maps lock.
 use std::{
     fmt::Write as _,
     fs,
@@ -74,6 +76,8 @@ pub fn run() -> anyhow::Result<()> {
         Pair::default(),
     );
     let mut gate = Value::Null;
+    let (mut rss_idle, mut rss_load, mut cpu_load, mut map_memory) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         eprintln!("xtask: bench round {}/{ROUNDS}", round + 1);
         outside
@@ -84,6 +88,11 @@ pub fn run() -> anyhow::Result<()> {
             .push(bench.per_exec_us(bench.tiny_loop(None, true))?);
         unlinks.without.push(bench.unlink_loop(None)?);
         let guard = Guardd::start(&bench)?;
+        sleep(Duration::from_secs(1));
+        let idle = Usage::of(guard.child.id())?;
+        rss_idle.push(idle.rss_kib as f64 / 1024.0);
+        map_memory.push(idle.map_memlock_bytes as f64 / 1024.0 / 1024.0);
+        let loops_started = Instant::now();
         unlinks.with.push(bench.unlink_loop(Some(&guard))?);
         outside
             .with
@@ -94,6 +103,11 @@ pub fn run() -> anyhow::Result<()> {
         watched
             .with
             .push(bench.per_exec_us(bench.tiny_loop(Some(&guard), true))?);
+        let load = Usage::of(guard.child.id())?;
+        rss_load.push(load.rss_kib as f64 / 1024.0);
+        cpu_load.push(
+            100.0 * (load.cpu_seconds - idle.cpu_seconds) / loops_started.elapsed().as_secs_f64(),
+        );
         gate = guard.status()?["stats"].clone();
         guard.stop(&bench)?;
     }
@@ -111,6 +125,10 @@ pub fn run() -> anyhow::Result<()> {
         "guardd_stop_to_decision_us": gate["decision_latency"],
         "guardd_stop_to_event_us": gate["event_latency"],
         "approve_to_running_us": summary(&approve),
+        "guardd_rss_idle_mib": summary(&rss_idle),
+        "guardd_rss_under_load_mib": summary(&rss_load),
+        "guardd_cpu_percent_under_load": summary(&cpu_load),
+        "bpf_map_memlock_mib": summary(&map_memory),
         "unlinks_per_run": UNLINKS,
         "gated_unlink": unlinks.json(),
     });
@@ -191,6 +209,48 @@ impl Bench {
             bail!("benchmark loop failed: {status}");
         }
         Ok(elapsed.as_secs_f64() * 1e6 / f64::from(count))
+    }
+}
+
+/// guardd's resident memory, CPU time, and the memory its BPF maps lock.
+struct Usage {
+    rss_kib: u64,
+    cpu_seconds: f64,
+    map_memlock_bytes: u64,
+}
+
+impl Usage {
+    fn of(pid: u32) -> anyhow::Result<Self> {
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("VmRSS")?;
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let fields: Vec<&str> = stat[stat.rfind(')').context("stat")? + 2..]
+            .split_whitespace()
+            .collect();
+        // utime and stime are fields 14 and 15 of proc_pid_stat(5).
+        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        // Every map fd guardd holds says in fdinfo how much memory it locks.
+        let mut map_memlock_bytes = 0;
+        for entry in fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+            let info = fs::read_to_string(entry?.path()).unwrap_or_default();
+            if info.contains("map_type:") {
+                map_memlock_bytes += info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("memlock:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        Ok(Self {
+            rss_kib,
+            cpu_seconds: ticks as f64 / hz,
+            map_memlock_bytes,
+        })
     }
 }
 
@@ -402,9 +462,29 @@ fn report(r: &Value) -> String {
         "",
         &r["gated_unlink"]["no_guard_us"],
     );
+    out += &row(
+        "guardd resident memory, idle: MiB",
+        "<= 40",
+        &r["guardd_rss_idle_mib"],
+    );
+    out += &row(
+        "guardd resident memory after the loops: MiB",
+        "<= 40",
+        &r["guardd_rss_under_load_mib"],
+    );
+    out += &row(
+        "guardd CPU during the gated unlinks and exec loops: % of one core",
+        "",
+        &r["guardd_cpu_percent_under_load"],
+    );
+    out += &row(
+        "BPF maps (memlock of guardd's map fds): MiB",
+        "",
+        &r["bpf_map_memlock_mib"],
+    );
     let g = &r["guardd_stop_to_decision_us"];
     let _ = writeln!(out, "\nguardd's own stop-to-decision latency in the last watched run: p50 {} us, p99 {} us, max {} us ({} samples; goal p50 <= 100 us, p99 <= 1 ms).",
         g["p50_us"], g["p99_us"], g["max_us"], g["samples"]);
-    out.push_str("\nNot measured yet (issue #7): the make/git workload, sustained exec rate and burst size,\nguardd RSS/CPU and map memory, and the auditd/fapolicyd/bpftrace peers.\n");
+    out.push_str("\nNot measured yet (issue #7): the make/git workload, sustained exec rate and burst size,\nand the auditd/fapolicyd/bpftrace peers.\n");
     out
 }
