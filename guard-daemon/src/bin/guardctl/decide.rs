@@ -37,19 +37,30 @@ pub struct DenyArgs {
 /// Validity of a token signed and submitted in one step.
 const SIGNED_HERE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
-pub fn approve(socket: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
-    let token = match (args.token, args.sign) {
+/// The token given (`--token`), or one signed here (`--sign KEY`), if any.
+fn signed(
+    socket: &Path,
+    id: &str,
+    token: Option<String>,
+    key: Option<std::path::PathBuf>,
+    decision: Decision,
+) -> anyhow::Result<Option<String>> {
+    Ok(match (token, key) {
         (Some(token), _) => Some(token),
         (None, Some(key)) => Some(super::sign::token(
             socket,
-            &args.id,
+            id,
             &key,
-            Decision::Approve,
+            decision,
             SIGNED_HERE_TTL,
             None,
         )?),
         (None, None) => None,
-    };
+    })
+}
+
+pub fn approve(socket: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
+    let token = signed(socket, &args.id, args.token, args.sign, Decision::Approve)?;
     match token {
         Some(token) => report(super::call(
             socket,
@@ -116,18 +127,7 @@ impl Drop for KillOnDrop {
 }
 
 pub fn deny(socket: &Path, args: DenyArgs) -> anyhow::Result<ExitCode> {
-    let token = match (args.token, args.sign) {
-        (Some(token), _) => Some(token),
-        (None, Some(key)) => Some(super::sign::token(
-            socket,
-            &args.id,
-            &key,
-            Decision::Deny,
-            SIGNED_HERE_TTL,
-            None,
-        )?),
-        (None, None) => None,
-    };
+    let token = signed(socket, &args.id, args.token, args.sign, Decision::Deny)?;
     let request = match token {
         Some(token) => Request::DenyToken {
             id: args.id,
