@@ -33,20 +33,10 @@ pub fn call_with_timeout(
     request: Request,
     timeout: Duration,
 ) -> Result<Response, ClientError> {
-    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
-        path: socket.to_path_buf(),
-        source,
-    })?;
+    let mut stream = connect(socket)?;
     stream.set_read_timeout(Some(timeout))?;
-    stream.write_all(&encode_line(&RequestEnvelope {
-        version: PROTOCOL_VERSION,
-        request,
-    }))?;
-    let mut line = String::new();
-    if BufReader::new(&stream).read_line(&mut line)? == 0 {
-        return Err(ClientError::Closed);
-    }
-    Ok(serde_json::from_str(&line)?)
+    stream.write_all(&line(request))?;
+    read_response(&stream)
 }
 
 /// As `call`, with a file descriptor passed along (SCM_RIGHTS).
@@ -57,30 +47,39 @@ pub fn call_with_fd(
 ) -> Result<Response, ClientError> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     use std::os::fd::AsRawFd as _;
-    let stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
-        path: socket.to_path_buf(),
-        source,
-    })?;
+    let stream = connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let line = encode_line(&RequestEnvelope {
-        version: PROTOCOL_VERSION,
-        request,
-    });
-    let fds = [fd.as_raw_fd()];
+    let line = line(request);
     let sent = sendmsg::<()>(
         stream.as_raw_fd(),
         &[std::io::IoSlice::new(&line)],
-        &[ControlMessage::ScmRights(&fds)],
+        &[ControlMessage::ScmRights(&[fd.as_raw_fd()])],
         MsgFlags::empty(),
         None,
     )
     .map_err(std::io::Error::from)?;
-    if sent != line.len() {
-        // The rest without the fd (it went with the first bytes).
-        (&stream).write_all(&line[sent..])?;
-    }
+    // The rest, if any, without the fd (it went with the first bytes).
+    (&stream).write_all(&line[sent..])?;
+    read_response(&stream)
+}
+
+fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
+    UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.to_path_buf(),
+        source,
+    })
+}
+
+fn line(request: Request) -> Vec<u8> {
+    encode_line(&RequestEnvelope {
+        version: PROTOCOL_VERSION,
+        request,
+    })
+}
+
+fn read_response(stream: &UnixStream) -> Result<Response, ClientError> {
     let mut response = String::new();
-    if BufReader::new(&stream).read_line(&mut response)? == 0 {
+    if BufReader::new(stream).read_line(&mut response)? == 0 {
         return Err(ClientError::Closed);
     }
     Ok(serde_json::from_str(&response)?)
@@ -92,14 +91,8 @@ pub fn stream(
     socket: &Path,
     request: Request,
 ) -> Result<impl Iterator<Item = Result<Response, ClientError>>, ClientError> {
-    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
-        path: socket.to_path_buf(),
-        source,
-    })?;
-    stream.write_all(&encode_line(&RequestEnvelope {
-        version: PROTOCOL_VERSION,
-        request,
-    }))?;
+    let mut stream = connect(socket)?;
+    stream.write_all(&line(request))?;
     Ok(BufReader::new(stream)
         .lines()
         .map(|line| Ok(serde_json::from_str(&line?)?)))

@@ -75,18 +75,22 @@ pub fn protect_task_kill(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    let target: *const u8 = ctx.arg(0);
     let sig: i32 = ctx.arg(2);
+    // Most signals on the host: neither a SIGCONT nor sent from a session.
+    if sig == 0 || (sig != SIGCONT && !in_session()) {
+        return 0;
+    }
     let sender = current_tgid();
     let guardd = guardd();
     if sender == guardd && guardd != 0 {
         return 0;
     }
+    let target: *const u8 = ctx.arg(0);
     let Some(target) = read::<u32>(target, off().task_tgid) else {
         return 0;
     };
     let held = HELD.get_ptr(target).is_some();
-    if (sig == SIGCONT && held) || (sig != 0 && target == guardd && in_session()) {
+    if (sig == SIGCONT && held) || (target == guardd && in_session()) {
         return -EPERM;
     }
     0

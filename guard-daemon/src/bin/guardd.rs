@@ -38,7 +38,8 @@ struct Args {
     #[arg(long, value_name = "DIR", default_value = "/var/lib/agent-guard")]
     state_dir: PathBuf,
     /// Hold destructive file operations of session processes on PATH and
-    /// below it (repeatable; added to the policy's `[[protect]]`).
+    /// below it (repeatable; added to the policy's `[[protect]]`; enforced
+    /// when the policy sets `[defaults] syscall_gate = true`).
     #[arg(long = "protect", value_name = "PATH")]
     protect: Vec<PathBuf>,
     /// Detach and unpin everything, deny what is still held, remove the

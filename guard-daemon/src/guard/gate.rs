@@ -11,16 +11,29 @@ use crate::{
     },
 };
 
+/// A protected call to hold, with what was read about its process.
+struct GateRequest {
+    call: Call,
+    process: ProcessHandle,
+    argv: Vec<Vec<u8>>,
+    exe: String,
+    protection: crate::policy::protect::Protection,
+    group: GateGroup,
+    operation: String,
+    record: AuditRecord,
+}
+
 impl Guard {
     /// The session a `gate_syscalls` caller belongs to (by the kernel's map).
     pub fn gate_session(&self, peer: Peer) -> Result<u32, Response> {
         let pid = peer
             .pid
             .filter(|pid| *pid != 0)
-            .ok_or_else(|| error_response("cannot identify the calling process"))?;
-        let session = self.kernel.session_of(pid).ok_or_else(|| {
-            error_response("gate_syscalls: the caller is not in an agent session")
-        })?;
+            .ok_or_else(|| error("cannot identify the calling process"))?;
+        let session = self
+            .kernel
+            .session_of(pid)
+            .ok_or_else(|| error("gate_syscalls: the caller is not in an agent session"))?;
         Ok(session.session_id)
     }
 
@@ -45,12 +58,36 @@ impl Guard {
         let Ok(process) = ProcessHandle::open(tgid) else {
             return Verdict::Errno(libc::EPERM);
         };
-        let mut record = self.record_for(
-            &process,
-            listener.session,
-            &procfs::cmdline(tgid).unwrap_or_default(),
-            &procfs::link(tgid, "exe"),
-        );
+        let group = GateGroup {
+            pid: process.pid,
+            start_time: process.start_time,
+            protection: protection.id.clone(),
+            root: protected.root.clone(),
+        };
+        if protection.action == Action::Hold {
+            // Decided or waiting already: answered without building a record
+            // (deleting a tree makes thousands of these calls).
+            if let Some(&allowed) = self.gate_decisions.get(&group) {
+                return if allowed {
+                    Verdict::Continue
+                } else {
+                    Verdict::Errno(libc::EPERM)
+                };
+            }
+            let waiting = self.holds.iter().find_map(|hold| {
+                let gate = hold.gate.as_ref()?;
+                (gate.group == group).then(|| hold.id.clone())
+            });
+            if let Some(id) = waiting {
+                if let Some(gate) = self.holds.get_mut(&id).and_then(|h| h.gate.as_mut()) {
+                    gate.waiting.push(call.id);
+                }
+                return Verdict::Held;
+            }
+        }
+        let argv = procfs::cmdline(tgid).unwrap_or_default();
+        let exe = procfs::link(tgid, "exe");
+        let mut record = self.record_for(&process, listener.session, &argv, &exe);
         record.rule = Some(protection.id.clone());
         record.operation = Some(operation.clone());
         match protection.action {
@@ -69,31 +106,18 @@ impl Guard {
                 Verdict::Errno(libc::EPERM)
             }
             Action::Hold => {
-                let group = GateGroup {
-                    pid: process.pid,
-                    start_time: process.start_time,
-                    protection: protection.id.clone(),
-                    root: protected.root.clone(),
-                };
-                if let Some(&allowed) = self.gate_decisions.get(&group) {
-                    return if allowed {
-                        Verdict::Continue
-                    } else {
-                        Verdict::Errno(libc::EPERM)
-                    };
-                }
-                let waiting = self.holds.iter().find_map(|hold| {
-                    let gate = hold.gate.as_ref()?;
-                    (gate.group == group).then(|| hold.id.clone())
-                });
-                if let Some(id) = waiting {
-                    if let Some(gate) = self.holds.get_mut(&id).and_then(|h| h.gate.as_mut()) {
-                        gate.waiting.push(call.id);
-                    }
-                    return Verdict::Held;
-                }
                 self.raise_gate_hold(
-                    listener, call, process, protection, group, operation, record,
+                    listener,
+                    GateRequest {
+                        call,
+                        process,
+                        argv,
+                        exe,
+                        protection,
+                        group,
+                        operation,
+                        record,
+                    },
                 );
                 Verdict::Held
             }
@@ -119,23 +143,20 @@ impl Guard {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn raise_gate_hold(
-        &mut self,
-        listener: &std::sync::Arc<Listener>,
-        call: Call,
-        process: ProcessHandle,
-        protection: crate::policy::protect::Protection,
-        group: GateGroup,
-        operation: String,
-        mut record: AuditRecord,
-    ) {
+    fn raise_gate_hold(&mut self, listener: &std::sync::Arc<Listener>, request: GateRequest) {
+        let GateRequest {
+            call,
+            process,
+            argv,
+            exe,
+            protection,
+            group,
+            operation,
+            mut record,
+        } = request;
         self.stats.counts.held += 1;
         let now = Instant::now();
         let id = self.holds.next_id();
-        let hold_pid = process.pid;
-        let argv = procfs::cmdline(hold_pid).unwrap_or_default();
-        let exe = procfs::link(hold_pid, "exe");
         let why = format!(
             "{} under {} (protect {})",
             call.operation.name(),
@@ -149,9 +170,9 @@ impl Guard {
                 .sessions
                 .get(&listener.session)
                 .and_then(|s| s.agent.clone()),
-            uid: procfs::uid(hold_pid).unwrap_or(u32::MAX),
+            uid: record.uid.unwrap_or(u32::MAX),
             program: basename(&exe).to_string(),
-            cwd: procfs::link(hold_pid, "cwd"),
+            cwd: record.cwd.clone().unwrap_or_default(),
             exe,
             argv,
             rule: protection.id.clone(),
@@ -218,11 +239,5 @@ impl Guard {
         self.gate_decisions.retain(|group, _| {
             procfs::stat(group.pid).is_ok_and(|stat| stat.start_time == group.start_time)
         });
-    }
-}
-
-fn error_response(message: &str) -> Response {
-    Response::Error {
-        message: message.to_string(),
     }
 }

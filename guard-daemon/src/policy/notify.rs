@@ -5,24 +5,17 @@ use std::{path::Path, time::Duration};
 
 use serde::Deserialize;
 
-/// Audit events a webhook may ask for (the `event` field of audit records).
-pub const WEBHOOK_EVENTS: &[&str] = &[
-    "session_start",
-    "hold",
-    "readopt",
-    "allow",
-    "audit",
-    "approve",
-    "deny",
-    "refuse",
-    "timeout",
-    "release",
-    "exit",
-    "policy_reload",
-    "error",
-];
+use crate::audit::AuditEvent;
+
 /// Holds and every decision on them, and refused approval attempts.
-const DEFAULT_EVENTS: &[&str] = &["hold", "approve", "deny", "refuse", "timeout", "exit"];
+const DEFAULT_EVENTS: [AuditEvent; 6] = [
+    AuditEvent::Hold,
+    AuditEvent::Approve,
+    AuditEvent::Deny,
+    AuditEvent::Refuse,
+    AuditEvent::Timeout,
+    AuditEvent::Exit,
+];
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,7 +38,8 @@ pub struct WebhookFile {
     #[serde(default)]
     pub secret_file: Option<std::path::PathBuf>,
     #[serde(default)]
-    pub events: Option<Vec<String>>,
+    /// Audit events (the `event` field of audit records) to send.
+    pub events: Option<Vec<AuditEvent>>,
     /// Per attempt (default 10s).
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
@@ -84,7 +78,7 @@ impl NotifySettings {
 pub struct Webhook {
     pub url: String,
     pub secret: Option<Secret>,
-    pub events: Vec<String>,
+    pub events: Vec<AuditEvent>,
     pub timeout: Duration,
     pub retries: u32,
     pub backoff: Duration,
@@ -92,7 +86,9 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn wants(&self, event: &str) -> bool {
-        self.events.iter().any(|e| e == event)
+        self.events
+            .iter()
+            .any(|e| serde_json::to_value(e).is_ok_and(|name| name == event))
     }
 }
 
@@ -133,21 +129,10 @@ impl WebhookFile {
                 Some(Secret(key))
             }
         };
-        let events = match &self.events {
-            None => DEFAULT_EVENTS.iter().map(|e| e.to_string()).collect(),
-            Some(events) => {
-                if let Some(bad) = events
-                    .iter()
-                    .find(|e| !WEBHOOK_EVENTS.contains(&e.as_str()))
-                {
-                    return Err(format!(
-                        "webhook events: unknown event {bad:?} (known: {})",
-                        WEBHOOK_EVENTS.join(", ")
-                    ));
-                }
-                events.clone()
-            }
-        };
+        let events = self
+            .events
+            .clone()
+            .unwrap_or_else(|| DEFAULT_EVENTS.to_vec());
         Ok(Webhook {
             url: self.url.clone(),
             secret,

@@ -383,7 +383,7 @@ fn webhooks_read_their_secret_beside_the_policy_and_refuse_bad_settings() {
         "secrets are not printed"
     );
     for (extra, why) in [
-        ("events = ['hold', 'nope']", "unknown event \"nope\""),
+        ("events = ['hold', 'nope']", "unknown variant `nope`"),
         ("url2 = 1", "unknown field"),
     ] {
         let err = Policy::parse(&hook(extra), "t").unwrap_err().to_string();
