@@ -82,19 +82,26 @@ fn a_command_run_while_guardd_is_down_is_held_and_raised_on_restart() {
     require_root();
     let stubs = Stubs::new();
     let mut guard = Guard::start(POLICY);
+    // Handshakes, not sleeps: a slow machine (the VM) must not turn this into
+    // a command run before the crash or after the restart.
     let run = guard.session(
         &stubs,
-        &["sh", "-c", "sleep 1; terraform destroy while-down"],
+        &[
+            "sh",
+            "-c",
+            "touch started; while [ ! -e go ]; do sleep 0.05; done; terraform destroy while-down",
+        ],
     );
-    // Wait until the session exists, then take guardd away before the command runs.
-    sleep(Duration::from_millis(200));
+    wait_for_file(&stubs.dir.path().join("started"));
     guard.stop_daemon(libc::SIGKILL);
-    sleep(Duration::from_millis(1500));
+    std::fs::write(stubs.dir.path().join("go"), "").unwrap();
+    let held = wait_for_stopped_command("while-down");
     assert_eq!(stubs.marker_text(), "", "ran while guardd was down");
 
     guard.restart();
     let hold = guard.wait_hold("while-down");
     assert_eq!(hold["rule"], "tf-destroy");
+    assert_eq!(hold["pid"].as_u64(), Some(held));
     assert!(guard
         .ctl(&["approve", hold["id"].as_str().unwrap()])
         .status
@@ -102,6 +109,43 @@ fn a_command_run_while_guardd_is_down_is_held_and_raised_on_restart() {
     assert!(run.wait().0.success());
     assert_eq!(stubs.marker_text(), "destroy while-down\n");
     guard.stop();
+}
+
+fn wait_for_file(path: &std::path::Path) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {}",
+            path.display()
+        );
+        sleep(Duration::from_millis(10));
+    }
+}
+
+/// The pid of the stopped process whose command line has `word` (this test's own).
+fn wait_for_stopped_command(word: &str) -> u64 {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if cmdline.split(|b| *b == 0).any(|arg| arg == word.as_bytes()) && is_stopped(pid) {
+                return pid;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing stopped with {word:?}"
+        );
+        sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]
