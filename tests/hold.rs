@@ -2,7 +2,7 @@
 //! Run as root by `cargo xtask test`.
 mod common;
 
-use std::{os::unix::process::ExitStatusExt as _, process::Command};
+use std::{os::unix::process::ExitStatusExt as _, process::Command, time::Duration};
 
 use common::*;
 
@@ -279,16 +279,17 @@ fn agents_are_detected_without_a_launcher() {
     let early = write_script(
         &early_dir,
         "claude",
-        "sleep 2\nterraform destroy by-early-agent\necho early-done",
+        "while [ ! -e go ]; do sleep 0.05; done\nterraform destroy by-early-agent\necho early-done",
     );
     let mut early = Command::new(early);
-    early.env("PATH", stubs.path_env());
+    early.env("PATH", stubs.path_env()).current_dir(&early_dir);
     let early = Proc::spawn(early);
     let policy = format!(
         "{POLICY}\n[agents]\nprograms = [\"claude\"]\ninterpreters = [\"python3\"]\npackages = [\"{}/agent-pkg/\"]\n",
         stubs.dir.path().display()
     );
     let guard = Guard::start(&policy);
+    std::fs::write(early_dir.join("go"), "").unwrap();
     // Started after guardd: detected by the kernel at exec.
     let mut late = Command::new(stubs.script("claude", "terraform destroy by-late-agent"));
     late.env("PATH", stubs.path_env());
@@ -298,12 +299,28 @@ fn agents_are_detected_without_a_launcher() {
     std::fs::create_dir(&pkg).unwrap();
     std::fs::write(
         pkg.join("cli.py"),
-        "import subprocess, time\ntime.sleep(0.3)\nsubprocess.run(['terraform', 'destroy', 'by-python-agent'])\n",
+        "import os, subprocess, time\nwhile not os.path.exists('go'): time.sleep(0.05)\nsubprocess.run(['terraform', 'destroy', 'by-python-agent'])\n",
     )
     .unwrap();
     let mut python = Command::new("/usr/bin/python3");
-    python.arg(pkg.join("cli.py")).env("PATH", stubs.path_env());
+    python
+        .arg(pkg.join("cli.py"))
+        .env("PATH", stubs.path_env())
+        .current_dir(&pkg);
     let python = Proc::spawn(python);
+    // Adoption follows the interpreter's exec event; on a slow machine (the VM)
+    // a fixed sleep could let the child run first, so wait for the session.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !guard.status()["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["origin"] == "interpreter")
+    {
+        assert!(std::time::Instant::now() < deadline, "python never adopted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::write(pkg.join("go"), "").unwrap();
 
     for (tag, proc) in [("by-late-agent", &late), ("by-python-agent", &python)] {
         let hold = guard.wait_hold(tag);
