@@ -546,7 +546,7 @@ fn explain_and_status_describe_the_loaded_policy() {
     assert!(mechanisms.iter().any(|m| m[0] == "exec_hold"));
     assert!(mechanisms
         .iter()
-        .any(|m| m[0] == "syscall_gate.unlink" && m[1].as_str().unwrap().starts_with("off")));
+        .any(|m| m[0] == "syscall_gate.unlink" && m[1].as_str().unwrap().starts_with("none")));
     let self_protection = mechanisms
         .iter()
         .find(|m| m[0] == "self_protection")

@@ -37,6 +37,9 @@ pub struct SessionEntry {
     /// Pid of the session root.
     pub session_id: u32,
     pub flags: u32,
+    /// The user the session runs for: whose `~` the syscall gate protects.
+    pub owner_uid: u32,
+    pub _pad: u32,
 }
 
 /// Value of the `HELD` map, keyed by pid: one entry per process the exec gate
@@ -65,6 +68,14 @@ pub enum EventKind {
     HeldExit = 5,
     /// A forked child could not be added to its parent's session (map full).
     SessionOverflow = 6,
+    /// The LSM syscall gate stopped a process on a protected path (details in `GATE_HELD`).
+    GateHeld = 7,
+    /// As `GateHeld`, but `bpf_send_signal` failed: the call was refused instead.
+    GateStopFailed = 8,
+    /// The LSM syscall gate refused a call on a `deny` path.
+    GateDenied = 9,
+    /// The LSM syscall gate let a call on an `audit` path through.
+    GateAudited = 10,
 }
 
 impl EventKind {
@@ -76,6 +87,10 @@ impl EventKind {
             4 => Self::InterpreterExec,
             5 => Self::HeldExit,
             6 => Self::SessionOverflow,
+            7 => Self::GateHeld,
+            8 => Self::GateStopFailed,
+            9 => Self::GateDenied,
+            10 => Self::GateAudited,
             _ => return None,
         })
     }
@@ -92,6 +107,11 @@ pub struct Event {
     pub session_id: u32,
     pub uid: u32,
     pub comm: Comm,
+    /// Gate events: the thread that made the call and its operation (`GATE_*`).
+    pub tid: u32,
+    pub op: u32,
+    /// Gate events: the protected root the call touched.
+    pub root: FileKey,
 }
 
 /// Tracepoint field offsets, read from tracefs `format` files at load time and
@@ -136,6 +156,8 @@ pub struct LsmOffsets {
     pub inode_ino: u32,
     pub inode_sb: u32,
     pub sb_dev: u32,
+    pub task_start_time: u32,
+    pub file_flags: u32,
     pub _pad: u32,
 }
 
@@ -157,12 +179,78 @@ pub const PROTECT_ENTRIES: u32 = 1 << 1;
 /// Capacity of the protected-file map.
 pub const MAX_PROTECTED: u32 = 1_024;
 
-const _: () = assert!(core::mem::size_of::<LsmOffsets>() == 40);
+/// Syscall gate operations, as bits (the order of the policy's `Operation`).
+pub const GATE_UNLINK: u32 = 1 << 0;
+pub const GATE_RMDIR: u32 = 1 << 1;
+pub const GATE_RENAME: u32 = 1 << 2;
+pub const GATE_TRUNCATE: u32 = 1 << 3;
+pub const GATE_WRITE: u32 = 1 << 4;
+pub const GATE_CHMOD: u32 = 1 << 5;
+pub const GATE_CHOWN: u32 = 1 << 6;
+/// `GateRoot::owner` of a root that is protected in every session.
+pub const ANY_OWNER: u32 = u32::MAX;
+/// Capacity of the protected-root map of the LSM syscall gate.
+pub const MAX_GATE_ROOTS: u32 = 4_096;
+/// Capacity of the map of remembered gate decisions.
+pub const MAX_GATE_DECISIONS: u32 = 16_384;
+
+/// Value of `GATE_ROOTS`, keyed by the `FileKey` of a protected root: which
+/// operations below it are held, denied or audited, in whose sessions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GateRoot {
+    pub hold: u32,
+    pub deny: u32,
+    pub audit: u32,
+    /// Session owner uid, or `ANY_OWNER`.
+    pub owner: u32,
+}
+
+/// Value of `GATE_HELD`, keyed by pid: the call that stopped the process,
+/// until guardd has decided.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GateHeldEntry {
+    pub ktime_ns: u64,
+    /// `task_struct.start_time`: names the process across pid reuse.
+    pub start_ns: u64,
+    pub root: FileKey,
+    pub session_id: u32,
+    pub tid: u32,
+    pub op: u32,
+    pub uid: u32,
+}
+
+/// Key of `GATE_DECIDED`: a process and a protected root.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct GateDecisionKey {
+    pub pid: u32,
+    pub _pad: u32,
+    pub root: FileKey,
+}
+
+/// Value of `GATE_DECIDED`: what guardd decided for that process and root.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GateDecision {
+    /// Must equal the process's own start time (else: a reused pid, no decision).
+    pub start_ns: u64,
+    /// 1: allowed, 0: refused with EPERM.
+    pub allow: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<LsmOffsets>() == 48);
+const _: () = assert!(core::mem::size_of::<GateRoot>() == 16);
+const _: () = assert!(core::mem::size_of::<GateHeldEntry>() == 48);
+const _: () = assert!(core::mem::size_of::<GateDecisionKey>() == 24);
+const _: () = assert!(core::mem::size_of::<GateDecision>() == 16);
 const _: () = assert!(core::mem::size_of::<FileKey>() == 16);
 const _: () = assert!(core::mem::size_of::<ExeNameOffsets>() == 24);
-const _: () = assert!(core::mem::size_of::<SessionEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<SessionEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<HeldEntry>() == 16);
-const _: () = assert!(core::mem::size_of::<Event>() == 40);
+const _: () = assert!(core::mem::size_of::<Event>() == 64);
 const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 8);
 
 #[cfg(feature = "user")]
@@ -175,6 +263,10 @@ mod pod {
     unsafe impl aya::Pod for super::ExeNameOffsets {}
     unsafe impl aya::Pod for super::LsmOffsets {}
     unsafe impl aya::Pod for super::FileKey {}
+    unsafe impl aya::Pod for super::GateRoot {}
+    unsafe impl aya::Pod for super::GateHeldEntry {}
+    unsafe impl aya::Pod for super::GateDecisionKey {}
+    unsafe impl aya::Pod for super::GateDecision {}
 }
 
 /// Key of the `PROGRAMS` map for a program name: the kernel's `comm`, which
@@ -200,10 +292,10 @@ mod tests {
 
     #[test]
     fn event_kind_round_trips() {
-        for kind in 1..=6 {
+        for kind in 1..=10 {
             assert_eq!(EventKind::from_u32(kind).unwrap() as u32, kind);
         }
         assert_eq!(EventKind::from_u32(0), None);
-        assert_eq!(EventKind::from_u32(7), None);
+        assert_eq!(EventKind::from_u32(11), None);
     }
 }

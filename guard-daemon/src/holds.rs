@@ -59,12 +59,28 @@ pub struct Hold {
 /// Calls of one process on one protected tree, waiting in the kernel for one decision.
 #[derive(Debug)]
 pub struct GateHold {
-    pub listener: std::sync::Arc<crate::gate::Listener>,
-    /// Notification ids to answer with the decision.
-    pub waiting: Vec<u64>,
+    pub waiter: GateWaiter,
     pub group: GateGroup,
     /// The first call, as `unlink /home/dev/.ssh/id_ed25519`.
     pub operation: String,
+}
+
+/// How the held calls wait, and so how the decision reaches them.
+#[derive(Debug)]
+pub enum GateWaiter {
+    /// In seccomp user notification: the notification ids to answer.
+    Seccomp {
+        listener: std::sync::Arc<crate::gate::Listener>,
+        waiting: Vec<u64>,
+    },
+    /// Stopped by the BPF LSM gate: the decision goes into the kernel's
+    /// decision map for this root, then the process is continued and its
+    /// call restarts.
+    Lsm {
+        root: guard_common::FileKey,
+        /// The process's `task_struct.start_time`, as the kernel recorded it.
+        start_ns: u64,
+    },
 }
 
 /// One process (pid and start time) on one protected root of one protection.

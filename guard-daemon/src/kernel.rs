@@ -15,20 +15,24 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use guard_common::{
-    comm_key, Comm, ExeNameOffsets, FileKey, HeldEntry, LsmOffsets, SessionEntry,
-    TracepointOffsets, PROGRAM_AGENT, PROGRAM_INTERPRETER, PROGRAM_WATCHED,
+    comm_key, Comm, ExeNameOffsets, FileKey, GateDecision, GateDecisionKey, GateHeldEntry,
+    GateRoot, HeldEntry, LsmOffsets, SessionEntry, TracepointOffsets, PROGRAM_AGENT,
+    PROGRAM_INTERPRETER, PROGRAM_WATCHED,
 };
 
 use crate::{btf::Btf, protocol::ProgramView};
 
 /// Maps pinned under the pin directory (shared with the pinned programs).
-const MAPS: [&str; 6] = [
+const MAPS: [&str; 9] = [
     "SESSIONS",
     "HELD",
     "PROGRAMS",
     "EVENTS",
     "PROTECTED",
     "GUARDD",
+    "GATE_ROOTS",
+    "GATE_HELD",
+    "GATE_DECIDED",
 ];
 /// bpffs's magic number (statfs f_type).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -48,7 +52,7 @@ const PROGRAMS: [(&str, &str, &str); 3] = [
 /// (program, LSM hook, parameter count it is built for; None: any), loaded
 /// only where the BPF LSM is active. Hooks whose signature changed have one
 /// program per signature; the one matching this kernel's BTF is loaded.
-const LSM_PROGRAMS: [(&str, &str, Option<u32>); 11] = [
+const LSM_PROGRAMS: [(&str, &str, Option<u32>); 20] = [
     ("protect_task_kill", "task_kill", None),
     ("protect_ptrace", "ptrace_access_check", None),
     ("protect_bpf", "bpf", Some(3)),
@@ -60,6 +64,15 @@ const LSM_PROGRAMS: [(&str, &str, Option<u32>); 11] = [
     ("protect_path_rename", "path_rename", Some(5)),
     ("protect_path_rename_5_7", "path_rename", Some(4)),
     ("protect_path_truncate", "path_truncate", None),
+    ("gate_path_unlink", "path_unlink", None),
+    ("gate_path_rmdir", "path_rmdir", None),
+    ("gate_path_mknod", "path_mknod", None),
+    ("gate_path_rename", "path_rename", Some(5)),
+    ("gate_path_rename_5_7", "path_rename", Some(4)),
+    ("gate_path_truncate", "path_truncate", None),
+    ("gate_path_chmod", "path_chmod", None),
+    ("gate_path_chown", "path_chown", None),
+    ("gate_file_open", "file_open", None),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +125,9 @@ pub struct Kernel {
     held: HashMap<MapData, u32, HeldEntry>,
     programs: HashMap<MapData, Comm, u32>,
     protected: HashMap<MapData, FileKey, u32>,
+    gate_roots: HashMap<MapData, FileKey, GateRoot>,
+    gate_held: HashMap<MapData, u32, GateHeldEntry>,
+    gate_decided: HashMap<MapData, GateDecisionKey, GateDecision>,
     guardd: Array<MapData, u32>,
     loaded: Vec<ProgramView>,
     /// Whether the exec gate also recognises programs by their executed file's name.
@@ -172,6 +188,12 @@ impl Kernel {
             HashMap::try_from(map(&mut ebpf, "PROGRAMS")?).map_err(map_err("PROGRAMS"))?;
         let protected =
             HashMap::try_from(map(&mut ebpf, "PROTECTED")?).map_err(map_err("PROTECTED"))?;
+        let gate_roots =
+            HashMap::try_from(map(&mut ebpf, "GATE_ROOTS")?).map_err(map_err("GATE_ROOTS"))?;
+        let gate_held =
+            HashMap::try_from(map(&mut ebpf, "GATE_HELD")?).map_err(map_err("GATE_HELD"))?;
+        let gate_decided =
+            HashMap::try_from(map(&mut ebpf, "GATE_DECIDED")?).map_err(map_err("GATE_DECIDED"))?;
         let guardd = Array::try_from(map(&mut ebpf, "GUARDD")?).map_err(map_err("GUARDD"))?;
         let events = RingBuf::try_from(map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
         let mut kernel = Self {
@@ -180,6 +202,9 @@ impl Kernel {
             held,
             programs,
             protected,
+            gate_roots,
+            gate_held,
+            gate_decided,
             guardd,
             loaded: Vec::new(),
             exe_names: exe_offsets.enabled != 0,
@@ -370,6 +395,86 @@ impl Kernel {
     pub fn forget_held(&mut self, pid: u32) {
         let _ = self.held.remove(&pid);
     }
+
+    /// Makes the syscall gate's root map exactly `roots`.
+    pub fn set_gate_roots(
+        &mut self,
+        roots: &std::collections::HashMap<FileKey, GateRoot>,
+    ) -> Result<(), KernelError> {
+        let stale: Vec<FileKey> = self
+            .gate_roots
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| !roots.contains_key(key))
+            .collect();
+        for key in stale {
+            let _ = self.gate_roots.remove(&key);
+        }
+        for (key, root) in roots {
+            if self.gate_roots.get(key, 0).ok().as_ref() == Some(root) {
+                continue;
+            }
+            self.gate_roots
+                .insert(key, root, 0)
+                .map_err(|source| KernelError::Map {
+                    name: "GATE_ROOTS",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The gated calls the kernel holds, by pid.
+    pub fn gate_held(&self) -> Vec<(u32, GateHeldEntry)> {
+        self.gate_held.iter().filter_map(Result::ok).collect()
+    }
+
+    pub fn forget_gate_held(&mut self, pid: u32) {
+        let _ = self.gate_held.remove(&pid);
+    }
+
+    pub fn gate_held_entry(&self, pid: u32) -> Option<GateHeldEntry> {
+        self.gate_held.get(&pid, 0).ok()
+    }
+
+    /// Records the decision for a process on a protected root and ends its
+    /// hold entry. The caller continues the process afterwards, never before.
+    pub fn decide_gate(
+        &mut self,
+        pid: u32,
+        root: FileKey,
+        start_ns: u64,
+        allow: bool,
+    ) -> Result<(), KernelError> {
+        let key = GateDecisionKey { pid, _pad: 0, root };
+        let decision = GateDecision {
+            start_ns,
+            allow: allow.into(),
+            _pad: 0,
+        };
+        self.gate_decided
+            .insert(key, decision, 0)
+            .map_err(|source| KernelError::Map {
+                name: "GATE_DECIDED",
+                source,
+            })?;
+        let _ = self.gate_held.remove(&pid);
+        Ok(())
+    }
+
+    /// Drops the decisions of processes `alive` says have ended.
+    pub fn prune_gate_decisions(&mut self, alive: impl Fn(u32, u64) -> bool) {
+        let ended: Vec<GateDecisionKey> = self
+            .gate_decided
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, decision)| !alive(key.pid, decision.start_ns))
+            .map(|(key, _)| key)
+            .collect();
+        for key in ended {
+            let _ = self.gate_decided.remove(&key);
+        }
+    }
 }
 
 /// Offsets for reading the executed file's name, from this kernel's BTF.
@@ -418,6 +523,8 @@ fn lsm_offsets() -> Result<LsmOffsets, String> {
             inode_ino: btf.member_offset("inode", "i_ino")?,
             inode_sb: btf.member_offset("inode", "i_sb")?,
             sb_dev: btf.member_offset("super_block", "s_dev")?,
+            task_start_time: btf.member_offset("task_struct", "start_time")?,
+            file_flags: btf.member_offset("file", "f_flags")?,
             _pad: 0,
         })
     };

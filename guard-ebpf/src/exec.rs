@@ -56,6 +56,8 @@ pub fn exec_gate(ctx: TracePointContext) -> u32 {
             let entry = SessionEntry {
                 session_id: pid,
                 flags: SESSION_DETECTED,
+                owner_uid: crate::maps::current_uid(),
+                _pad: 0,
             };
             if SESSIONS.insert(pid, entry, BPF_NOEXIST as u64).is_ok() {
                 emit(EventKind::SessionDetected, pid, pid, comm);

@@ -1,7 +1,8 @@
 //! agent-guard kernel programs. One file per area:
 //! - `sessions`: which threads belong to an agent session (fork/exit);
 //! - `exec`: the exec gate (stop watched programs in sessions, detect agents);
-//! - `protect`: BPF LSM hooks for hold integrity and self-protection.
+//! - `protect`: BPF LSM hooks for hold integrity and self-protection;
+//! - `gate`: BPF LSM syscall gate on protected paths (hold, deny, audit).
 //!
 //! Kernel compatibility. The tracepoints need no BTF; the LSM programs need
 //! BTF and a kernel booted with `bpf` in `lsm=` (loaded only there):
@@ -19,6 +20,10 @@
 //! | `protect_path_*` | LSM `path_{unlink,rmdir,mknod,truncate}` | 5.7 | CONFIG_SECURITY_PATH |
 //! | `protect_path_rename` | LSM `path_rename` (5 parameters) | 5.19 | gained `flags` |
 //! | `protect_path_rename_5_7` | LSM `path_rename` (4 parameters) | 5.7 | before 5.19 |
+//! | `gate_path_{unlink,rmdir,mknod,truncate,chmod,chown}` | LSM `path_*` | 5.7 | CONFIG_SECURITY_PATH, bounded loop (5.3) |
+//! | `gate_file_open` | LSM `file_open`            | 5.7        | BPF LSM                 |
+//! | `gate_path_rename` | LSM `path_rename` (5 parameters) | 5.19 | gained `flags`      |
+//! | `gate_path_rename_5_7` | LSM `path_rename` (4 parameters) | 5.7 | before 5.19     |
 //!
 //! Where a hook's signature changed, the daemon loads the variant whose
 //! parameter count matches `bpf_lsm_<hook>` in this kernel's BTF.
@@ -27,6 +32,8 @@
 
 #[cfg(target_arch = "bpf")]
 mod exec;
+#[cfg(target_arch = "bpf")]
+mod gate;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

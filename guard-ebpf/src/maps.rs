@@ -5,8 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, RingBuf},
 };
 use guard_common::{
-    Comm, Event, EventKind, ExeNameOffsets, FileKey, HeldEntry, SessionEntry, TracepointOffsets,
-    EVENTS_BYTES, MAX_HELD, MAX_PROGRAMS, MAX_PROTECTED, MAX_SESSION_TASKS,
+    Comm, Event, EventKind, ExeNameOffsets, FileKey, GateDecision, GateDecisionKey, GateHeldEntry,
+    GateRoot, HeldEntry, SessionEntry, TracepointOffsets, EVENTS_BYTES, MAX_GATE_DECISIONS,
+    MAX_GATE_ROOTS, MAX_HELD, MAX_PROGRAMS, MAX_PROTECTED, MAX_SESSION_TASKS,
 };
 
 /// Thread id -> session, for every thread in an agent session.
@@ -24,6 +25,20 @@ pub static HELD: HashMap<u32, HeldEntry> = HashMap::with_max_entries(MAX_HELD, 0
 /// Files session processes may not change (`PROTECT_*` flags), for the LSM hooks.
 #[map]
 pub static PROTECTED: HashMap<FileKey, u32> = HashMap::with_max_entries(MAX_PROTECTED, 0);
+
+/// Protected roots of the syscall gate (by device and inode), for the LSM hooks.
+#[map]
+pub static GATE_ROOTS: HashMap<FileKey, GateRoot> = HashMap::with_max_entries(MAX_GATE_ROOTS, 0);
+
+/// Pid -> the gated call that stopped it, until guardd has decided.
+#[map]
+pub static GATE_HELD: HashMap<u32, GateHeldEntry> = HashMap::with_max_entries(MAX_HELD, 0);
+
+/// (pid, protected root) -> guardd's decision, for the restarted call and the
+/// process's later calls on that tree.
+#[map]
+pub static GATE_DECIDED: HashMap<GateDecisionKey, GateDecision> =
+    HashMap::with_max_entries(MAX_GATE_DECISIONS, 0);
 
 /// `[0]`: pid of the running guardd, the only process that may release a hold
 /// (0 while none runs).
@@ -77,6 +92,26 @@ pub fn emit(kind: EventKind, pid: u32, session_id: u32, comm: Comm) -> bool {
         session_id,
         uid: current_uid(),
         comm,
+        tid: 0,
+        op: 0,
+        root: FileKey::default(),
+    };
+    EVENTS.output::<Event>(&event, 0).is_ok()
+}
+
+/// Sends one syscall-gate event. Returns false when the ring buffer is full.
+#[inline(always)]
+pub fn emit_gate(kind: EventKind, pid: u32, tid: u32, session_id: u32, op: u32, root: FileKey) -> bool {
+    let event = Event {
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        kind: kind as u32,
+        pid,
+        session_id,
+        uid: current_uid(),
+        comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or_default(),
+        tid,
+        op,
+        root,
     };
     EVENTS.output::<Event>(&event, 0).is_ok()
 }

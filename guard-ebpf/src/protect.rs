@@ -2,7 +2,7 @@
 //! `/sys/kernel/security/lsm` lists `bpf`; the daemon loads these on demand).
 //!
 //! - `protect_task_kill`: only guardd may SIGCONT a process the exec gate
-//!   holds; session processes may not signal guardd.
+//!   or the syscall gate holds; session processes may not signal guardd.
 //! - `protect_ptrace`: session processes may not trace guardd or a held process.
 //! - `protect_bpf`: session processes may not use bpf(2) at all (no detaching,
 //!   no map writes, no reading the pins).
@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use guard_common::{FileKey, LsmOffsets, PROTECT_ENTRIES, PROTECT_FILE};
 
-use crate::maps::{GUARDD, HELD, PROTECTED, SESSIONS};
+use crate::maps::{GATE_HELD, GUARDD, HELD, PROTECTED, SESSIONS};
 
 const EPERM: i32 = 1;
 const SIGCONT: i32 = 18;
@@ -38,16 +38,18 @@ static LSM_OFFSETS: LsmOffsets = LsmOffsets {
     inode_ino: 0,
     inode_sb: 0,
     sb_dev: 0,
+    task_start_time: 0,
+    file_flags: 0,
     _pad: 0,
 };
 
 #[inline(always)]
-fn off() -> LsmOffsets {
+pub(crate) fn off() -> LsmOffsets {
     unsafe { core::ptr::read_volatile(&LSM_OFFSETS) }
 }
 
 #[inline(always)]
-fn read<T>(base: *const u8, offset: u32) -> Option<T> {
+pub(crate) fn read<T>(base: *const u8, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel(base.add(offset as usize).cast::<T>()).ok() }
 }
 
@@ -89,7 +91,7 @@ pub fn protect_task_kill(ctx: LsmContext) -> i32 {
     let Some(target) = read::<u32>(target, off().task_tgid) else {
         return 0;
     };
-    let held = HELD.get_ptr(target).is_some();
+    let held = HELD.get_ptr(target).is_some() || GATE_HELD.get_ptr(target).is_some();
     if (sig == SIGCONT && held) || (target == guardd && in_session()) {
         return -EPERM;
     }
@@ -109,7 +111,8 @@ pub fn protect_ptrace(ctx: LsmContext) -> i32 {
     let Some(target) = read::<u32>(child, off().task_tgid) else {
         return 0;
     };
-    if target == guardd() || HELD.get_ptr(target).is_some() {
+    if target == guardd() || HELD.get_ptr(target).is_some() || GATE_HELD.get_ptr(target).is_some()
+    {
         return -EPERM;
     }
     0

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use guard_common::EventKind;
 
-use crate::maps::{emit, offsets, HELD, SESSIONS};
+use crate::maps::{emit, offsets, GATE_HELD, HELD, SESSIONS};
 
 #[tracepoint]
 pub fn sessions_fork(ctx: TracePointContext) -> u32 {
@@ -38,7 +38,8 @@ pub fn sessions_exit(_ctx: TracePointContext) -> u32 {
     let session_id = unsafe { (*entry).session_id };
     let _ = SESSIONS.remove(tid);
     // A stopped process can still be killed; tell the daemon its hold is moot.
-    if HELD.remove(tid).is_ok() {
+    let leader = (pid_tgid >> 32) as u32 == tid;
+    if HELD.remove(tid).is_ok() || (leader && GATE_HELD.remove(tid).is_ok()) {
         emit(
             EventKind::HeldExit,
             tid,

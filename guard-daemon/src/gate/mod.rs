@@ -153,6 +153,41 @@ pub async fn serve(fd: OwnedFd, session: u32, guard: Arc<Mutex<Guard>>) {
     }
 }
 
+/// The resolved paths of the gated call a stopped thread is in, read from
+/// `/proc/TID/syscall` (for the BPF LSM gate, which stops the process inside
+/// the call). None when the thread is not stopped in a known gated call.
+pub fn describe_stopped(tid: u32) -> Option<Vec<PathBuf>> {
+    // The stop lands as the call returns to user mode: wait for it briefly.
+    for _ in 0..100 {
+        if crate::procfs::stat(tid).is_ok_and(|s| s.state == 'T' || s.state == 't') {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+    let text = std::fs::read_to_string(format!("/proc/{tid}/syscall")).ok()?;
+    let mut fields = text.split_whitespace();
+    let number: i32 = fields.next()?.parse().ok()?;
+    let args: Vec<u64> = fields
+        .take(6)
+        .map(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let gated = syscalls::by_number(number)?;
+    let follows = match gated.open_flags {
+        Some(arg) => args.get(arg)? & libc::O_NOFOLLOW as u64 == 0,
+        None => gated.follows,
+    };
+    gated
+        .paths
+        .iter()
+        .map(|(dirfd_arg, path_arg)| {
+            let raw = resolve::read_path(tid, *args.get(*path_arg)?).ok()?;
+            let dirfd = dirfd_arg.map_or(syscalls::AT_FDCWD, |arg| args[arg] as i32);
+            Some(resolve::resolve(tid, dirfd, &raw, follows))
+        })
+        .collect()
+}
+
 enum Undecodable {
     /// The thread is gone; there is no one to answer.
     Gone,

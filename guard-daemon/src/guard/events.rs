@@ -46,6 +46,12 @@ impl Guard {
                     Some("session map full: a child could not be added to its session".into());
                 self.audit.write(&record);
             }
+            Some(
+                kind @ (EventKind::GateHeld
+                | EventKind::GateStopFailed
+                | EventKind::GateDenied
+                | EventKind::GateAudited),
+            ) => self.on_gate_event(kind, event),
             None => tracing::warn!(kind = event.kind, "unknown kernel event"),
         }
     }
@@ -305,9 +311,12 @@ impl Guard {
 
     /// Makes `root` and everything already below it one session.
     pub(super) fn adopt_tree(&mut self, root: u32, agent: String, origin: &'static str) {
+        let uid = procfs::uid(root).unwrap_or(u32::MAX);
         let entry = SessionEntry {
             session_id: root,
             flags: SESSION_DETECTED,
+            owner_uid: uid,
+            _pad: 0,
         };
         // The root first, so that children forked from now on inherit it.
         for pid in procfs::process_tree(root) {
@@ -317,7 +326,6 @@ impl Guard {
                 }
             }
         }
-        let uid = procfs::uid(root).unwrap_or(u32::MAX);
         let argv = procfs::cmdline(root).unwrap_or_default();
         self.register_session(root, Some(agent), origin, uid, argv);
     }
@@ -340,6 +348,7 @@ impl Guard {
         record.ancestry = ancestry(id);
         record.reason = Some(origin.into());
         self.audit.write(&record);
+        let new_owner = !self.sessions.values().any(|s| s.uid == uid);
         self.sessions.insert(
             id,
             Session {
@@ -349,6 +358,9 @@ impl Guard {
                 uid,
             },
         );
+        if new_owner {
+            self.sync_gate_roots();
+        }
     }
 
     /// Finds agents that were already running when guardd started.
@@ -392,6 +404,7 @@ impl Guard {
             self.end_exited(&id);
         }
         self.prune_gate_decisions();
+        self.tick_lsm_gate();
         let grace_ns = RECOVERY_GRACE.as_nanos() as u64;
         let now_ns = monotonic_ns();
         for (pid, entry) in self.kernel.held() {

@@ -4,7 +4,7 @@
 use super::*;
 use crate::{
     gate::{Call, Listener, Verdict},
-    holds::{GateGroup, GateHold},
+    holds::{GateGroup, GateHold, GateWaiter},
     policy::{
         basename,
         protect::{Protected, ProtectedSet},
@@ -12,15 +12,18 @@ use crate::{
 };
 
 /// A protected call to hold, with what was read about its process.
-struct GateRequest {
-    call: Call,
-    process: ProcessHandle,
-    argv: Vec<Vec<u8>>,
-    exe: String,
-    protection: crate::policy::protect::Protection,
-    group: GateGroup,
-    operation: String,
-    record: AuditRecord,
+pub(super) struct GateRequest {
+    pub session: u32,
+    /// `unlink`, `rename`, ...
+    pub operation_name: &'static str,
+    pub waiter: GateWaiter,
+    pub process: ProcessHandle,
+    pub argv: Vec<Vec<u8>>,
+    pub exe: String,
+    pub protection: crate::policy::protect::Protection,
+    pub group: GateGroup,
+    pub operation: String,
+    pub record: AuditRecord,
 }
 
 impl Guard {
@@ -79,8 +82,13 @@ impl Guard {
                 (gate.group == group).then(|| hold.id.clone())
             });
             if let Some(id) = waiting {
-                if let Some(gate) = self.holds.get_mut(&id).and_then(|h| h.gate.as_mut()) {
-                    gate.waiting.push(call.id);
+                if let Some(GateWaiter::Seccomp { waiting, .. }) = self
+                    .holds
+                    .get_mut(&id)
+                    .and_then(|h| h.gate.as_mut())
+                    .map(|g| &mut g.waiter)
+                {
+                    waiting.push(call.id);
                 }
                 return Verdict::Held;
             }
@@ -106,19 +114,21 @@ impl Guard {
                 Verdict::Errno(libc::EPERM)
             }
             Action::Hold => {
-                self.raise_gate_hold(
-                    listener,
-                    GateRequest {
-                        call,
-                        process,
+                self.raise_gate_hold(GateRequest {
+                    session: listener.session,
+                    operation_name: call.operation.name(),
+                    waiter: GateWaiter::Seccomp {
+                        listener: listener.clone(),
+                        waiting: vec![call.id],
+                    },
+                    process,
                         argv,
                         exe,
                         protection,
                         group,
-                        operation,
-                        record,
-                    },
-                );
+                    operation,
+                    record,
+                });
                 Verdict::Held
             }
         }
@@ -143,9 +153,11 @@ impl Guard {
         })
     }
 
-    fn raise_gate_hold(&mut self, listener: &std::sync::Arc<Listener>, request: GateRequest) {
+    pub(super) fn raise_gate_hold(&mut self, request: GateRequest) {
         let GateRequest {
-            call,
+            session,
+            operation_name,
+            waiter,
             process,
             argv,
             exe,
@@ -159,16 +171,16 @@ impl Guard {
         let id = self.holds.next_id();
         let why = format!(
             "{} under {} (protect {})",
-            call.operation.name(),
+            operation_name,
             group.root.display(),
             protection.id
         );
         let hold = Hold {
             id: id.clone(),
-            session: listener.session,
+            session,
             agent: self
                 .sessions
-                .get(&listener.session)
+                .get(&session)
                 .and_then(|s| s.agent.clone()),
             uid: record.uid.unwrap_or(u32::MAX),
             program: basename(&exe).to_string(),
@@ -183,7 +195,14 @@ impl Guard {
             tokens_seen: Vec::new(),
             on_timeout: OnTimeout::Deny,
             traced: false,
-            protection: "seccomp: the call waits in the kernel until guardd answers".into(),
+            protection: match waiter {
+                GateWaiter::Seccomp { .. } => {
+                    "seccomp: the call waits in the kernel until guardd answers".into()
+                }
+                GateWaiter::Lsm { .. } => {
+                    "BPF LSM: the process is stopped; only guardd may continue it, and its call restarts".into()
+                }
+            },
             ancestry: record.ancestry.clone(),
             context: record.context.clone(),
             why: vec![why],
@@ -193,8 +212,7 @@ impl Guard {
             deadline_unix: unix_now() + protection.timeout.as_secs(),
             stderr: notice::stderr_of(&process),
             gate: Some(GateHold {
-                listener: listener.clone(),
-                waiting: vec![call.id],
+                waiter,
                 group,
                 operation: operation.clone(),
             }),
@@ -223,12 +241,19 @@ impl Guard {
     }
 
     /// Answers the calls waiting on `hold` and remembers the decision for the tree.
-    pub(super) fn answer_gate(&mut self, gate: &GateHold, allowed: bool) {
-        for id in &gate.waiting {
-            if allowed {
-                gate.listener.allow(*id);
-            } else {
-                gate.listener.refuse(*id, libc::EPERM);
+    pub(super) fn answer_gate(&mut self, hold: &Hold, gate: &GateHold, allowed: bool) {
+        match &gate.waiter {
+            GateWaiter::Seccomp { listener, waiting } => {
+                for id in waiting {
+                    if allowed {
+                        listener.allow(*id);
+                    } else {
+                        listener.refuse(*id, libc::EPERM);
+                    }
+                }
+            }
+            GateWaiter::Lsm { root, start_ns } => {
+                self.answer_lsm_gate(hold, *root, *start_ns, allowed)
             }
         }
         self.gate_decisions.insert(gate.group.clone(), allowed);

@@ -72,6 +72,8 @@ pub struct Guard {
     protected_sets: std::collections::HashMap<u32, crate::policy::protect::ProtectedSet>,
     /// Decisions on gated trees, for the rest of the process's calls there.
     gate_decisions: std::collections::HashMap<crate::holds::GateGroup, bool>,
+    /// The BPF LSM gate's roots and decisions.
+    lsm_gate: gate_lsm::LsmGate,
     /// The policy's `[notify]` settings, followed by `notify::run`.
     notify: tokio::sync::watch::Sender<crate::policy::notify::NotifySettings>,
 }
@@ -87,6 +89,7 @@ struct Stop<'a> {
 
 mod events;
 mod gate;
+mod gate_lsm;
 mod requests;
 
 impl Guard {
@@ -115,6 +118,7 @@ impl Guard {
             protected_sets: Default::default(),
             cli_protections: Vec::new(),
             gate_decisions: Default::default(),
+            lsm_gate: Default::default(),
             policy,
             tracer,
             config: own_files.config.clone(),
@@ -130,6 +134,7 @@ impl Guard {
         };
         guard.restore(restored);
         guard.protect_own_files();
+        guard.sync_gate_roots();
         guard
     }
 
@@ -281,6 +286,7 @@ impl Guard {
                     self.notify.send_replace(policy.notify.clone());
                     self.protected_sets.clear();
                     self.policy = policy;
+                    self.sync_gate_roots();
                     self.last_reload_error = None;
                 }
                 Err(err) => {
@@ -451,13 +457,13 @@ fn mechanisms(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
-    .chain(syscall_gate(policy))
+    .chain(syscall_gate(kernel, policy))
     .collect()
 }
 
 /// Per gated operation: how it is held, where.
-fn syscall_gate(policy: &Policy) -> Vec<(String, String)> {
-    use crate::policy::protect::Operation;
+fn syscall_gate(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {
+    use crate::policy::{protect::Operation, GateMode};
     Operation::ALL
         .iter()
         .map(|operation| {
@@ -466,15 +472,23 @@ fn syscall_gate(policy: &Policy) -> Vec<(String, String)> {
                 .iter()
                 .filter(|p| p.operations.contains(operation))
                 .count();
-            let how = if !policy.syscall_gate {
-                "off: [defaults] syscall_gate = false (see docs/syscall-gate.md)".to_string()
-            } else if protected == 0 {
-                "none: no [[protect]] entry covers it".to_string()
-            } else {
-                format!(
+            let how = match (policy.syscall_gate, kernel.lsm_missing()) {
+                (GateMode::Off, _) => {
+                    "off: [defaults] syscall_gate = false (see docs/syscall-gate.md)".to_string()
+                }
+                _ if protected == 0 => "none: no [[protect]] entry covers it".to_string(),
+                (_, None) => format!(
+                    "BPF LSM in every session, launched or detected ({protected} [[protect]] entries); \
+                     a hold stops the process and its call restarts after the decision"
+                ),
+                (GateMode::On, Some(why)) => format!(
                     "seccomp user notification in `guardctl run` sessions ({protected} [[protect]] entries); \
-                     auto-detected sessions: not gated yet (BPF LSM holds not wired)"
-                )
+                     detected sessions: not gated (BPF LSM: {why})"
+                ),
+                (_, Some(why)) => format!(
+                    "off: the BPF LSM does not run here ({why}); [defaults] syscall_gate = true \
+                     gates `guardctl run` sessions with seccomp"
+                ),
             };
             (format!("syscall_gate.{}", operation.name()), how)
         })

@@ -13,13 +13,15 @@ impl Guard {
         if let Some(existing) = self.kernel.session_of(pid) {
             // A launcher inside a session stays in that session.
             return Response::SessionStarted {
-                syscall_gate: self.policy.syscall_gate,
+                syscall_gate: self.seccomp_gate(),
                 session_id: existing.session_id,
             };
         }
         let entry = SessionEntry {
             session_id: pid,
             flags: SESSION_LAUNCHED,
+            owner_uid: peer.uid,
+            _pad: 0,
         };
         for tid in procfs::threads(pid) {
             if let Err(err) = self.kernel.add_to_session(tid, entry) {
@@ -30,7 +32,7 @@ impl Guard {
         self.register_session(pid, None, "launched", peer.uid, argv);
         Response::SessionStarted {
             session_id: pid,
-            syscall_gate: self.policy.syscall_gate,
+            syscall_gate: self.seccomp_gate(),
         }
     }
 
@@ -462,7 +464,7 @@ impl Guard {
                     ),
                 );
             }
-            self.answer_gate(gate, false);
+            self.answer_gate(hold, gate, false);
             return;
         }
         if let Some(stderr) = &hold.stderr {
@@ -482,7 +484,7 @@ impl Guard {
     /// Lets a held process run: out of ptrace-stop, then SIGCONT.
     pub(super) fn release(&mut self, hold: &Hold) {
         if let Some(gate) = &hold.gate {
-            self.answer_gate(gate, true);
+            self.answer_gate(hold, gate, true);
             return;
         }
         if hold.traced {

@@ -54,9 +54,8 @@ pub struct AgentsFile {
 pub struct DefaultsFile {
     #[serde(with = "humantime_serde")]
     pub hold_timeout: Option<Duration>,
-    /// Whether `guardctl run` installs the syscall gate (default false: a
-    /// guardd restart would leave running sessions unable to write files).
-    pub syscall_gate: Option<bool>,
+    /// Where the syscall gate runs (`"auto"`, `true`, `false`; see `GateMode`).
+    pub syscall_gate: Option<super::GateMode>,
 }
 
 /// How approvals are checked. Keys set here override earlier files.

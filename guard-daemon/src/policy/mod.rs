@@ -81,13 +81,47 @@ pub struct Policy {
     pub protections: Vec<protect::Protection>,
     /// `[defaults] hold_timeout`.
     pub hold_timeout: Duration,
-    /// `[defaults] syscall_gate`: `guardctl run` installs the seccomp gate.
-    pub syscall_gate: bool,
+    /// `[defaults] syscall_gate`.
+    pub syscall_gate: GateMode,
     specs: HashMap<String, Spec>,
     /// Program name -> indices of the rules naming it.
     by_program: HashMap<String, Vec<usize>>,
     /// Rules with path-glob programs: checked for every command.
     path_rules: Vec<usize>,
+}
+
+/// `[defaults] syscall_gate`: where `[[protect]]` is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GateMode {
+    /// `"auto"` (default): by the BPF LSM where the kernel runs it (holds
+    /// survive a guardd restart there); nowhere else.
+    #[default]
+    Auto,
+    /// `true`: as auto, and where the BPF LSM does not run, by seccomp user
+    /// notification in `guardctl run` sessions (a guardd restart leaves those
+    /// sessions unable to change files until they are restarted).
+    On,
+    /// `false`: not enforced.
+    Off,
+}
+
+impl<'de> Deserialize<'de> for GateMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Bool(true) => Ok(Self::On),
+            Raw::Bool(false) => Ok(Self::Off),
+            Raw::Text(text) if text == "auto" => Ok(Self::Auto),
+            Raw::Text(text) => Err(serde::de::Error::custom(format!(
+                "syscall_gate must be \"auto\", true or false, not {text:?}"
+            ))),
+        }
+    }
 }
 
 /// What the policy says about one command.
@@ -217,7 +251,7 @@ impl Policy {
     fn from_layers(layers: Vec<Layer>) -> Result<Self, PolicyError> {
         let mut agents = Agents::default();
         let mut hold_timeout = DEFAULT_HOLD_TIMEOUT;
-        let mut syscall_gate = false;
+        let mut syscall_gate = GateMode::Auto;
         let mut approvals = ApprovalSettings::default();
         let mut notify = notify::NotifySettings::default();
         let mut spec_files = BTreeMap::new();

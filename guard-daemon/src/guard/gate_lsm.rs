@@ -1,0 +1,311 @@
+//! The syscall gate on the BPF LSM (`guard-ebpf/src/gate.rs`): guardd keeps
+//! the kernel's map of protected roots (by device and inode) in step with the
+//! policy and the session owners' homes, raises a hold for each process the
+//! kernel stopped, and answers it by writing the decision into the kernel
+//! before it continues the process.
+use std::{
+    collections::{BTreeSet, HashMap},
+    os::unix::fs::MetadataExt as _,
+    path::PathBuf,
+};
+
+use guard_common::{FileKey, GateHeldEntry, GateRoot, ANY_OWNER};
+
+use super::{gate::GateRequest, *};
+use crate::{
+    holds::{GateGroup, GateWaiter},
+    policy::{protect::Operation, GateMode},
+    protected::file_key,
+};
+
+/// How often the roots are looked up again (a protected directory created or
+/// replaced later gets a new inode).
+pub(super) const ROOT_REFRESH: Duration = Duration::from_secs(5);
+
+/// One protected root the kernel knows, for reading its events back.
+#[derive(Debug, Clone)]
+pub(super) struct GateRootInfo {
+    pub protection: usize,
+    pub path: PathBuf,
+    pub owner: u32,
+}
+
+/// The LSM gate's bookkeeping in `Guard`.
+#[derive(Debug, Default)]
+pub(super) struct LsmGate {
+    pub roots: HashMap<FileKey, Vec<GateRootInfo>>,
+    pub synced: Option<Instant>,
+    /// Pid -> /proc start time of processes with decisions in the kernel.
+    pub decided: HashMap<u32, u64>,
+}
+
+fn bit(operation: Operation) -> u32 {
+    let at = Operation::ALL.iter().position(|o| *o == operation).unwrap_or(0);
+    1 << at
+}
+
+fn operation_of(bits: u32) -> Option<Operation> {
+    Operation::ALL
+        .iter()
+        .copied()
+        .find(|operation| bits & bit(*operation) != 0)
+}
+
+impl Guard {
+    /// Whether `guardctl run` installs the seccomp gate: only asked for, and
+    /// only where the BPF LSM gate does not run.
+    pub(super) fn seccomp_gate(&self) -> bool {
+        self.policy.syscall_gate == GateMode::On && self.kernel.lsm_missing().is_some()
+    }
+
+    pub(super) fn lsm_gate_active(&self) -> bool {
+        self.policy.syscall_gate != GateMode::Off && self.kernel.lsm_missing().is_none()
+    }
+
+    /// Puts the current device and inode of every protected root into the kernel.
+    pub(super) fn sync_gate_roots(&mut self) {
+        self.lsm_gate.synced = Some(Instant::now());
+        let mut roots: HashMap<FileKey, GateRoot> = HashMap::new();
+        let mut infos: HashMap<FileKey, Vec<GateRootInfo>> = HashMap::new();
+        if self.lsm_gate_active() {
+            let owners = self.gate_owners();
+            for (at, protection) in self.policy.protections.iter().enumerate() {
+                let mask = protection.operations.iter().fold(0, |m, o| m | bit(*o));
+                for pattern in &protection.paths {
+                    for (path, owner) in expand(pattern, &owners) {
+                        let Ok(meta) = std::fs::metadata(&path) else {
+                            continue;
+                        };
+                        let key = file_key(meta.dev(), meta.ino());
+                        let root = roots.entry(key).or_insert(GateRoot {
+                            owner,
+                            ..Default::default()
+                        });
+                        if root.owner != owner {
+                            // The same inode for two owners (a shared home): both.
+                            root.owner = ANY_OWNER;
+                        }
+                        match protection.action {
+                            Action::Deny => root.deny |= mask,
+                            Action::Audit => root.audit |= mask,
+                            _ => root.hold |= mask,
+                        }
+                        infos.entry(key).or_default().push(GateRootInfo {
+                            protection: at,
+                            path,
+                            owner,
+                        });
+                    }
+                }
+            }
+        }
+        if let Err(err) = self.kernel.set_gate_roots(&roots) {
+            tracing::error!("syscall gate: protected roots not all in the kernel: {err}");
+            let mut record = AuditRecord::new(AuditEvent::Error);
+            record.reason = Some(format!("syscall gate root map: {err}"));
+            self.audit.write(&record);
+        }
+        self.lsm_gate.roots = infos;
+    }
+
+    /// Users whose `~` is protected: session owners, root and local users.
+    fn gate_owners(&self) -> Vec<(u32, PathBuf)> {
+        let mut uids: BTreeSet<u32> = self.sessions.values().map(|s| s.uid).collect();
+        uids.insert(0);
+        if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
+            for line in passwd.lines() {
+                if let Some(uid) = line.split(':').nth(2).and_then(|u| u.parse::<u32>().ok()) {
+                    if (1000..60000).contains(&uid) {
+                        uids.insert(uid);
+                    }
+                }
+            }
+        }
+        uids.into_iter()
+            .filter_map(|uid| {
+                let user = nix::unistd::User::from_uid(uid.into()).ok().flatten()?;
+                Some((uid, user.dir))
+            })
+            .collect()
+    }
+
+    pub(super) fn on_gate_event(&mut self, kind: EventKind, event: &Event) {
+        let operation = operation_of(event.op).unwrap_or(Operation::Write);
+        if kind == EventKind::GateHeld {
+            // Raised already (from the map), or decided before its event was read.
+            if self.holds.has_pid(event.pid) {
+                return;
+            }
+            if let Some(entry) = self.kernel.gate_held_entry(event.pid) {
+                self.raise_lsm_hold(event.pid, entry);
+            }
+            return;
+        }
+        let root = self.gate_root(event.root, operation, None);
+        let root_path = root.as_ref().map_or_else(
+            || format!("dev {} ino {}", event.root.dev, event.root.ino),
+            |r| r.path.display().to_string(),
+        );
+        let mut record = AuditRecord::new(AuditEvent::Error);
+        record.pid = Some(event.pid);
+        record.session = Some(event.session_id);
+        record.uid = Some(event.uid);
+        record.operation = Some(format!("{} under {root_path}", operation.name()));
+        record.rule = root.map(|r| self.policy.protections[r.protection].id.clone());
+        match kind {
+            EventKind::GateDenied => {
+                record.event = Some(AuditEvent::Deny);
+                record.decision = Some("deny".into());
+            }
+            EventKind::GateAudited => {
+                record.event = Some(AuditEvent::Audit);
+                record.decision = Some("allow".into());
+            }
+            _ => {
+                tracing::error!(pid = event.pid, "syscall gate: the stop failed, the call was refused");
+                record.decision = Some("deny".into());
+                record.reason = Some("the stop could not be sent: the call was refused (EPERM)".into());
+            }
+        }
+        self.audit.write(&record);
+    }
+
+    /// The protection at `key` that acts on `operation` (for `owner`, when known).
+    fn gate_root(&self, key: FileKey, operation: Operation, owner: Option<u32>) -> Option<GateRootInfo> {
+        let infos = self.lsm_gate.roots.get(&key)?;
+        let fits = |info: &&GateRootInfo| {
+            owner.is_none_or(|o| info.owner == o || info.owner == ANY_OWNER)
+                && self.policy.protections[info.protection]
+                    .operations
+                    .contains(&operation)
+        };
+        let holds = |info: &&GateRootInfo| self.policy.protections[info.protection].action == Action::Hold;
+        infos
+            .iter()
+            .filter(fits)
+            .find(holds)
+            .or_else(|| infos.iter().find(fits))
+            .cloned()
+    }
+
+    fn raise_lsm_hold(&mut self, pid: u32, entry: GateHeldEntry) {
+        let Ok(process) = ProcessHandle::open(pid) else {
+            self.kernel.forget_gate_held(pid);
+            return;
+        };
+        let operation = operation_of(entry.op).unwrap_or(Operation::Write);
+        let owner = self.sessions.get(&entry.session_id).map(|s| s.uid);
+        let Some(root) = self.gate_root(entry.root, operation, owner) else {
+            // The policy no longer protects that root: the call may run.
+            tracing::info!(pid, "syscall gate: held call on a root no longer protected, released");
+            if self.kernel.decide_gate(pid, entry.root, entry.start_ns, true).is_ok() {
+                let _ = process.resume();
+            }
+            return;
+        };
+        let protection = self.policy.protections[root.protection].clone();
+        let described = crate::gate::describe_stopped(entry.tid)
+            .map(|paths| {
+                paths
+                    .iter()
+                    .map(|p| escape_bytes(p.as_os_str().as_encoded_bytes()))
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
+            })
+            .unwrap_or_else(|| format!("under {}", root.path.display()));
+        let operation_text = format!("{} {described}", operation.name());
+        let argv = procfs::cmdline(pid).unwrap_or_default();
+        let exe = procfs::link(pid, "exe");
+        let mut record = self.record_for(&process, entry.session_id, &argv, &exe);
+        record.rule = Some(protection.id.clone());
+        record.operation = Some(operation_text.clone());
+        let group = GateGroup {
+            pid,
+            start_time: process.start_time,
+            protection: protection.id.clone(),
+            root: root.path.clone(),
+        };
+        self.raise_gate_hold(GateRequest {
+            session: entry.session_id,
+            operation_name: operation.name(),
+            waiter: GateWaiter::Lsm {
+                root: entry.root,
+                start_ns: entry.start_ns,
+            },
+            process,
+            argv,
+            exe,
+            protection,
+            group,
+            operation: operation_text,
+            record,
+        });
+    }
+
+    /// The decision into the kernel first, then SIGCONT: the restarted call
+    /// finds it. If the kernel refuses the write, nothing is continued.
+    pub(super) fn answer_lsm_gate(&mut self, hold: &Hold, root: FileKey, start_ns: u64, allowed: bool) {
+        let pid = hold.process.pid;
+        match self.kernel.decide_gate(pid, root, start_ns, allowed) {
+            Ok(()) => {
+                self.lsm_gate.decided.insert(pid, hold.process.start_time);
+                if let Err(err) = hold.process.resume() {
+                    tracing::error!(id = hold.id, "resume failed: {err}");
+                }
+            }
+            Err(err) => {
+                tracing::error!(id = hold.id, "syscall gate decision not written: {err}");
+                let mut record = self.hold_record(hold, AuditEvent::Error);
+                if allowed {
+                    // Still stopped and still in the kernel's map: raised again.
+                    record.reason = Some(format!("approval not written to the kernel ({err}); the call stays held"));
+                } else {
+                    record.reason = Some(format!("denial not written to the kernel ({err}); the process is killed"));
+                    let _ = hold.process.kill();
+                }
+                self.audit.write(&record);
+            }
+        }
+    }
+
+    /// Periodic work: roots looked up again, stops whose event was lost
+    /// raised, decisions of ended processes dropped.
+    pub(super) fn tick_lsm_gate(&mut self) {
+        if self.lsm_gate.synced.is_none_or(|at| at.elapsed() >= ROOT_REFRESH) {
+            self.sync_gate_roots();
+            let decided = std::mem::take(&mut self.lsm_gate.decided);
+            let alive = |pid: u32| match decided.get(&pid) {
+                Some(start) => procfs::stat(pid).is_ok_and(|s| s.start_time == *start),
+                None => procfs::stat(pid).is_ok(),
+            };
+            self.kernel.prune_gate_decisions(|pid, _| alive(pid));
+            let kept = decided.iter().filter(|(pid, _)| alive(**pid));
+            self.lsm_gate.decided = kept.map(|(pid, start)| (*pid, *start)).collect();
+        }
+        let grace_ns = RECOVERY_GRACE.as_nanos() as u64;
+        let now_ns = monotonic_ns();
+        for (pid, entry) in self.kernel.gate_held() {
+            if self.holds.has_pid(pid) || now_ns.saturating_sub(entry.ktime_ns) < grace_ns {
+                continue;
+            }
+            tracing::warn!(pid, "raising a gated call whose event was lost");
+            self.stats.counts.recovered_from_map += 1;
+            self.raise_lsm_hold(pid, entry);
+        }
+    }
+}
+
+/// A `[[protect]]` path made concrete: per owner for `~`, once for the rest.
+/// Glob patterns are not expanded here (the seccomp gate matches them).
+fn expand(pattern: &str, owners: &[(u32, PathBuf)]) -> Vec<(PathBuf, u32)> {
+    if pattern.contains(['*', '?', '[', '{']) {
+        return Vec::new();
+    }
+    match pattern.strip_prefix('~') {
+        Some(rest) => owners
+            .iter()
+            .map(|(uid, home)| (PathBuf::from(format!("{}{rest}", home.display())), *uid))
+            .collect(),
+        None => vec![(PathBuf::from(pattern), ANY_OWNER)],
+    }
+}

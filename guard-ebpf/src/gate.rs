@@ -1,0 +1,255 @@
+//! The syscall gate on the BPF LSM. In a session, an unlink, rmdir, rename,
+//! truncate, write-open, create, chmod or chown below a protected root
+//! (`GATE_ROOTS`, by device and inode, found by walking the target's parent
+//! dentries, so paths are seen as the kernel resolved them) is denied,
+//! audited or held.
+//!
+//! A hold records the call in `GATE_HELD`, stops the process with SIGSTOP and
+//! returns -ERESTARTNOINTR: the kernel runs the call again once the process
+//! is continued, and only guardd may continue it (`protect_task_kill`). Before
+//! that guardd writes its decision for the process and root into
+//! `GATE_DECIDED`, which the restarted call and the process's later calls on
+//! that tree obey. A stop that cannot be sent refuses the call: nothing held
+//! runs without a decision.
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_send_signal},
+    macros::lsm,
+    programs::LsmContext,
+};
+use guard_common::{
+    EventKind, FileKey, GateDecisionKey, GateHeldEntry, ANY_OWNER, GATE_CHMOD, GATE_CHOWN,
+    GATE_RENAME, GATE_RMDIR, GATE_TRUNCATE, GATE_UNLINK, GATE_WRITE,
+};
+
+use crate::{
+    maps::{current_uid, emit_gate, GATE_DECIDED, GATE_HELD, GATE_ROOTS, SESSIONS},
+    protect::{off, read},
+};
+
+const EPERM: i32 = 1;
+/// The kernel restarts a call that returns this once its signal is handled.
+const ERESTARTNOINTR: i32 = 513;
+const SIGSTOP: u32 = 19;
+const FMODE_WRITE: u32 = 0x2;
+/// Set on a file the open created; creation was judged by `gate_path_mknod`.
+const FMODE_CREATED: u32 = 0x10_0000;
+const O_TRUNC: u32 = 0o1000;
+/// Parent dentries walked up from a target: deeper entries are judged by
+/// these levels only (documented in docs/syscall-gate.md).
+const MAX_WALK: u32 = 64;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Audit,
+    Hold,
+    Deny,
+}
+
+/// `path_unlink(const struct path *dir, struct dentry *dentry)`
+#[lsm(hook = "path_unlink")]
+pub fn gate_path_unlink(ctx: LsmContext) -> i32 {
+    gate(GATE_UNLINK, ctx.arg(1), ctx.arg(2))
+}
+
+/// `path_rmdir(const struct path *dir, struct dentry *dentry)`
+#[lsm(hook = "path_rmdir")]
+pub fn gate_path_rmdir(ctx: LsmContext) -> i32 {
+    gate(GATE_RMDIR, ctx.arg(1), ctx.arg(2))
+}
+
+/// `path_mknod(dir, dentry, mode, dev)`: also asked for `open(O_CREAT)`.
+#[lsm(hook = "path_mknod")]
+pub fn gate_path_mknod(ctx: LsmContext) -> i32 {
+    gate(GATE_WRITE, ctx.arg(1), ctx.arg(4))
+}
+
+/// `path_rename(old_dir, old_dentry, new_dir, new_dentry, flags)` (5.19 on).
+#[lsm(hook = "path_rename")]
+pub fn gate_path_rename(ctx: LsmContext) -> i32 {
+    gate_rename(&ctx, ctx.arg(5))
+}
+
+/// `path_rename(old_dir, old_dentry, new_dir, new_dentry)`, before 5.19.
+#[lsm(hook = "path_rename")]
+pub fn gate_path_rename_5_7(ctx: LsmContext) -> i32 {
+    gate_rename(&ctx, ctx.arg(4))
+}
+
+#[inline(always)]
+fn gate_rename(ctx: &LsmContext, previous: i32) -> i32 {
+    // The source, then the target (replaced, or a new name in a protected tree).
+    match gate(GATE_RENAME, ctx.arg(1), previous) {
+        0 => gate(GATE_RENAME, ctx.arg(3), 0),
+        refused => refused,
+    }
+}
+
+/// `path_truncate(const struct path *path)`
+#[lsm(hook = "path_truncate")]
+pub fn gate_path_truncate(ctx: LsmContext) -> i32 {
+    gate_path(GATE_TRUNCATE, ctx.arg(0), ctx.arg(1))
+}
+
+/// `path_chmod(const struct path *path, umode_t mode)`
+#[lsm(hook = "path_chmod")]
+pub fn gate_path_chmod(ctx: LsmContext) -> i32 {
+    gate_path(GATE_CHMOD, ctx.arg(0), ctx.arg(2))
+}
+
+/// `path_chown(const struct path *path, kuid_t uid, kgid_t gid)`
+#[lsm(hook = "path_chown")]
+pub fn gate_path_chown(ctx: LsmContext) -> i32 {
+    gate_path(GATE_CHOWN, ctx.arg(0), ctx.arg(3))
+}
+
+/// `file_open(struct file *file)`: opens for writing or truncating.
+#[lsm(hook = "file_open")]
+pub fn gate_file_open(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    let file: *const u8 = ctx.arg(0);
+    let o = off();
+    let (Some(mode), Some(flags)) = (read::<u32>(file, o.file_mode), read::<u32>(file, o.file_flags))
+    else {
+        return 0;
+    };
+    if (mode & FMODE_WRITE == 0 && flags & O_TRUNC == 0) || mode & FMODE_CREATED != 0 {
+        return 0;
+    }
+    match read::<*const u8>(file, o.file_dentry) {
+        Some(dentry) => gate(GATE_WRITE, dentry, 0),
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn gate_path(op: u32, path: *const u8, previous: i32) -> i32 {
+    if previous != 0 {
+        return previous;
+    }
+    match read::<*const u8>(path, off().path_dentry) {
+        Some(dentry) => gate(op, dentry, 0),
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn gate(op: u32, dentry: *const u8, previous: i32) -> i32 {
+    if previous != 0 {
+        return previous;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(session) = SESSIONS.get_ptr(tid) else {
+        return 0;
+    };
+    let session = unsafe { *session };
+    let Some((root, action)) = protected_root(dentry, op, session.owner_uid) else {
+        return 0;
+    };
+    let pid = (pid_tgid >> 32) as u32;
+    match action {
+        Action::Audit => {
+            emit_gate(EventKind::GateAudited, pid, tid, session.session_id, op, root);
+            0
+        }
+        Action::Deny => {
+            emit_gate(EventKind::GateDenied, pid, tid, session.session_id, op, root);
+            -EPERM
+        }
+        Action::Hold => hold(pid, tid, session.session_id, op, root),
+    }
+}
+
+#[inline(always)]
+fn hold(pid: u32, tid: u32, session_id: u32, op: u32, root: FileKey) -> i32 {
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let Some(start_ns) = read::<u64>(task, off().task_start_time) else {
+        return -EPERM;
+    };
+    let key = GateDecisionKey { pid, _pad: 0, root };
+    if let Some(decision) = GATE_DECIDED.get_ptr(&key) {
+        let decision = unsafe { *decision };
+        // Another start time: a reused pid, the decision is not this process's.
+        if decision.start_ns == start_ns {
+            return if decision.allow != 0 { 0 } else { -EPERM };
+        }
+    }
+    let entry = GateHeldEntry {
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        start_ns,
+        root,
+        session_id,
+        tid,
+        op,
+        uid: current_uid(),
+    };
+    // Another thread's call may hold the process already: it stops all the same.
+    let first = GATE_HELD.insert(&pid, &entry, BPF_NOEXIST as u64).is_ok();
+    if unsafe { bpf_send_signal(SIGSTOP) } != 0 {
+        if first {
+            let _ = GATE_HELD.remove(&pid);
+        }
+        emit_gate(EventKind::GateStopFailed, pid, tid, session_id, op, root);
+        return -EPERM;
+    }
+    if first {
+        emit_gate(EventKind::GateHeld, pid, tid, session_id, op, root);
+    }
+    -ERESTARTNOINTR
+}
+
+/// The outermost protected root at or above `dentry` whose entry covers `op`
+/// in sessions of `owner`, and what to do there.
+#[inline(always)]
+fn protected_root(mut dentry: *const u8, op: u32, owner: u32) -> Option<(FileKey, Action)> {
+    let o = off();
+    let mut found = None;
+    for _ in 0..MAX_WALK {
+        if let Some(key) = dentry_key(dentry) {
+            if let Some(root) = GATE_ROOTS.get_ptr(&key) {
+                let root = unsafe { *root };
+                if root.owner == ANY_OWNER || root.owner == owner {
+                    let action = if root.deny & op != 0 {
+                        Some(Action::Deny)
+                    } else if root.hold & op != 0 {
+                        Some(Action::Hold)
+                    } else if root.audit & op != 0 {
+                        Some(Action::Audit)
+                    } else {
+                        None
+                    };
+                    if let Some(action) = action {
+                        found = Some((key, action));
+                    }
+                }
+            }
+        }
+        let Some(parent) = read::<*const u8>(dentry, o.dentry_parent) else {
+            break;
+        };
+        // A file system's root is its own parent.
+        if parent.is_null() || parent == dentry {
+            break;
+        }
+        dentry = parent;
+    }
+    found
+}
+
+/// Device and inode of a dentry's inode (None for a name that does not exist yet).
+#[inline(always)]
+fn dentry_key(dentry: *const u8) -> Option<FileKey> {
+    let o = off();
+    let inode = read::<*const u8>(dentry, o.dentry_inode)?;
+    if inode.is_null() {
+        return None;
+    }
+    let ino = read::<u64>(inode, o.inode_ino)?;
+    let sb = read::<*const u8>(inode, o.inode_sb)?;
+    let dev = read::<u32>(sb, o.sb_dev)?;
+    Some(FileKey { dev, _pad: 0, ino })
+}
