@@ -112,8 +112,10 @@ pub fn gate_file_open(ctx: LsmContext) -> i32 {
     }
     let file: *const u8 = ctx.arg(0);
     let o = off();
-    let (Some(mode), Some(flags)) = (read::<u32>(file, o.file_mode), read::<u32>(file, o.file_flags))
-    else {
+    let (Some(mode), Some(flags)) = (
+        read::<u32>(file, o.file_mode),
+        read::<u32>(file, o.file_flags),
+    ) else {
         return 0;
     };
     if (mode & FMODE_WRITE == 0 && flags & O_TRUNC == 0) || mode & FMODE_CREATED != 0 {
@@ -153,11 +155,25 @@ fn gate(op: u32, dentry: *const u8, previous: i32) -> i32 {
     let pid = (pid_tgid >> 32) as u32;
     match action {
         Action::Audit => {
-            emit_gate(EventKind::GateAudited, pid, tid, session.session_id, op, root);
+            emit_gate(
+                EventKind::GateAudited,
+                pid,
+                tid,
+                session.session_id,
+                op,
+                root,
+            );
             0
         }
         Action::Deny => {
-            emit_gate(EventKind::GateDenied, pid, tid, session.session_id, op, root);
+            emit_gate(
+                EventKind::GateDenied,
+                pid,
+                tid,
+                session.session_id,
+                op,
+                root,
+            );
             -EPERM
         }
         Action::Hold => hold(pid, tid, session.session_id, op, root),

@@ -101,7 +101,14 @@ pub fn emit(kind: EventKind, pid: u32, session_id: u32, comm: Comm) -> bool {
 
 /// Sends one syscall-gate event. Returns false when the ring buffer is full.
 #[inline(always)]
-pub fn emit_gate(kind: EventKind, pid: u32, tid: u32, session_id: u32, op: u32, root: FileKey) -> bool {
+pub fn emit_gate(
+    kind: EventKind,
+    pid: u32,
+    tid: u32,
+    session_id: u32,
+    op: u32,
+    root: FileKey,
+) -> bool {
     let event = Event {
         ktime_ns: unsafe { bpf_ktime_get_ns() },
         kind: kind as u32,

@@ -111,8 +111,7 @@ pub fn protect_ptrace(ctx: LsmContext) -> i32 {
     let Some(target) = read::<u32>(child, off().task_tgid) else {
         return 0;
     };
-    if target == guardd() || HELD.get_ptr(target).is_some() || GATE_HELD.get_ptr(target).is_some()
-    {
+    if target == guardd() || HELD.get_ptr(target).is_some() || GATE_HELD.get_ptr(target).is_some() {
         return -EPERM;
     }
     0

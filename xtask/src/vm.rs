@@ -36,6 +36,7 @@ const SUITES: &[(&str, &[&str])] = &[
     ),
     ("restart", &[]),
     ("bad_input", &[]),
+    ("gate_lsm", &[]),
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -40,7 +40,10 @@ pub(super) struct LsmGate {
 }
 
 fn bit(operation: Operation) -> u32 {
-    let at = Operation::ALL.iter().position(|o| *o == operation).unwrap_or(0);
+    let at = Operation::ALL
+        .iter()
+        .position(|o| *o == operation)
+        .unwrap_or(0);
     1 << at
 }
 
@@ -162,16 +165,25 @@ impl Guard {
                 record.decision = Some("allow".into());
             }
             _ => {
-                tracing::error!(pid = event.pid, "syscall gate: the stop failed, the call was refused");
+                tracing::error!(
+                    pid = event.pid,
+                    "syscall gate: the stop failed, the call was refused"
+                );
                 record.decision = Some("deny".into());
-                record.reason = Some("the stop could not be sent: the call was refused (EPERM)".into());
+                record.reason =
+                    Some("the stop could not be sent: the call was refused (EPERM)".into());
             }
         }
         self.audit.write(&record);
     }
 
     /// The protection at `key` that acts on `operation` (for `owner`, when known).
-    fn gate_root(&self, key: FileKey, operation: Operation, owner: Option<u32>) -> Option<GateRootInfo> {
+    fn gate_root(
+        &self,
+        key: FileKey,
+        operation: Operation,
+        owner: Option<u32>,
+    ) -> Option<GateRootInfo> {
         let infos = self.lsm_gate.roots.get(&key)?;
         let fits = |info: &&GateRootInfo| {
             owner.is_none_or(|o| info.owner == o || info.owner == ANY_OWNER)
@@ -179,7 +191,8 @@ impl Guard {
                     .operations
                     .contains(&operation)
         };
-        let holds = |info: &&GateRootInfo| self.policy.protections[info.protection].action == Action::Hold;
+        let holds =
+            |info: &&GateRootInfo| self.policy.protections[info.protection].action == Action::Hold;
         infos
             .iter()
             .filter(fits)
@@ -197,8 +210,15 @@ impl Guard {
         let owner = self.sessions.get(&entry.session_id).map(|s| s.uid);
         let Some(root) = self.gate_root(entry.root, operation, owner) else {
             // The policy no longer protects that root: the call may run.
-            tracing::info!(pid, "syscall gate: held call on a root no longer protected, released");
-            if self.kernel.decide_gate(pid, entry.root, entry.start_ns, true).is_ok() {
+            tracing::info!(
+                pid,
+                "syscall gate: held call on a root no longer protected, released"
+            );
+            if self
+                .kernel
+                .decide_gate(pid, entry.root, entry.start_ns, true)
+                .is_ok()
+            {
                 let _ = process.resume();
             }
             return;
@@ -244,7 +264,13 @@ impl Guard {
 
     /// The decision into the kernel first, then SIGCONT: the restarted call
     /// finds it. If the kernel refuses the write, nothing is continued.
-    pub(super) fn answer_lsm_gate(&mut self, hold: &Hold, root: FileKey, start_ns: u64, allowed: bool) {
+    pub(super) fn answer_lsm_gate(
+        &mut self,
+        hold: &Hold,
+        root: FileKey,
+        start_ns: u64,
+        allowed: bool,
+    ) {
         let pid = hold.process.pid;
         match self.kernel.decide_gate(pid, root, start_ns, allowed) {
             Ok(()) => {
@@ -258,9 +284,13 @@ impl Guard {
                 let mut record = self.hold_record(hold, AuditEvent::Error);
                 if allowed {
                     // Still stopped and still in the kernel's map: raised again.
-                    record.reason = Some(format!("approval not written to the kernel ({err}); the call stays held"));
+                    record.reason = Some(format!(
+                        "approval not written to the kernel ({err}); the call stays held"
+                    ));
                 } else {
-                    record.reason = Some(format!("denial not written to the kernel ({err}); the process is killed"));
+                    record.reason = Some(format!(
+                        "denial not written to the kernel ({err}); the process is killed"
+                    ));
                     let _ = hold.process.kill();
                 }
                 self.audit.write(&record);
@@ -271,7 +301,11 @@ impl Guard {
     /// Periodic work: roots looked up again, stops whose event was lost
     /// raised, decisions of ended processes dropped.
     pub(super) fn tick_lsm_gate(&mut self) {
-        if self.lsm_gate.synced.is_none_or(|at| at.elapsed() >= ROOT_REFRESH) {
+        if self
+            .lsm_gate
+            .synced
+            .is_none_or(|at| at.elapsed() >= ROOT_REFRESH)
+        {
             self.sync_gate_roots();
             let decided = std::mem::take(&mut self.lsm_gate.decided);
             let alive = |pid: u32| match decided.get(&pid) {

@@ -1,0 +1,274 @@
+//! The syscall gate on the BPF LSM, in sessions no launcher started (an
+//! agent detected at exec): deleting or moving a protected tree is one held
+//! request, a denial keeps every file and fails the calls with EPERM, an
+//! approval lets exactly the held call (and that process's later calls on
+//! that tree) through, and nobody but guardd can continue the stopped process.
+//! Where the kernel has no BPF LSM (the usual host), status must say the gate
+//! is off and why; `cargo xtask vm-test` runs these with the LSM.
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    thread::sleep,
+    time::Duration,
+};
+
+use common::*;
+
+fn tree(root: &Path, files: usize) {
+    for i in 0..files {
+        let dir = root.join(format!("d{}", i % 3)).join("deeper");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}")), "keep me").unwrap();
+    }
+}
+
+fn count(root: &Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(root).unwrap() {
+        let entry = entry.unwrap();
+        n += 1;
+        if entry.file_type().unwrap().is_dir() {
+            n += count(&entry.path());
+        }
+    }
+    n
+}
+
+/// guardd protecting `roots` (one `[[protect]]` each, hold), with `claude`
+/// as the agent program; None where the BPF LSM does not run here.
+fn guard_protecting(roots: &[&Path]) -> Option<Guard> {
+    let mut policy =
+        "version = 1\nbase = \"none\"\n[agents]\nprograms = [\"claude\"]\n".to_string();
+    for (i, root) in roots.iter().enumerate() {
+        policy.push_str(&format!(
+            "[[protect]]\nid = \"p{i}\"\npaths = [\"{}\"]\n",
+            root.display()
+        ));
+    }
+    let guard = Guard::start(&policy);
+    let status = guard.status();
+    if lsm_active(&status) {
+        return Some(guard);
+    }
+    let gate = mechanism(&status, "syscall_gate.unlink");
+    assert!(
+        gate.starts_with("off: the BPF LSM does not run here"),
+        "{gate}"
+    );
+    guard.stop();
+    None
+}
+
+/// Runs `script` as an auto-detected agent: a `claude` program, no launcher.
+fn agent(stubs: &Stubs, script: &str) -> Proc {
+    let mut command = Command::new(stubs.script("claude", script));
+    command
+        .env("PATH", stubs.path_env())
+        .current_dir(stubs.dir.path());
+    Proc::spawn(command)
+}
+
+fn decide(guard: &Guard, verb: &str, hold: &serde_json::Value) {
+    let out = guard.ctl(&[verb, hold["id"].as_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn deleting_a_protected_tree_is_one_request_denied_keeps_every_file() {
+    require_root();
+    let stubs = Stubs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let protected = dir.path().join("precious");
+    tree(&protected, 30);
+    let before = count(&protected);
+    let Some(guard) = guard_protecting(&[&protected]) else {
+        return;
+    };
+    let path = protected.to_str().unwrap();
+    let script = format!("rm -rf {path}; echo rm=$?");
+
+    let run = agent(&stubs, &script);
+    let hold = guard.wait_hold(path);
+    let operation = hold["operation"].as_str().unwrap();
+    assert!(
+        operation.starts_with("unlink ") && operation.contains(path),
+        "{operation}"
+    );
+    assert_eq!(hold["rule"], "p0");
+    assert!(
+        hold["protection"].as_str().unwrap().starts_with("BPF LSM"),
+        "{hold}"
+    );
+    let pid = hold["pid"].as_u64().unwrap();
+    wait_stopped(pid);
+    // Nobody but guardd continues it: not root's kill, not a session process.
+    let cont = unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    assert_eq!(
+        (cont, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(libc::EPERM)),
+        "SIGCONT from root went through"
+    );
+    sleep(Duration::from_millis(300));
+    assert!(is_stopped(pid));
+    assert_eq!(guard.pending().len(), 1, "one request for the tree");
+    assert_eq!(count(&protected), before, "a file went before the decision");
+
+    decide(&guard, "deny", &hold);
+    let (status, out, err) = run.wait();
+    assert!(status.success());
+    assert_eq!(out, "rm=1\n", "{err}");
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert_eq!(count(&protected), before, "a file went missing");
+
+    // Approved: the whole tree goes, with one request.
+    let run = agent(&stubs, &script);
+    let hold = guard.wait_hold(path);
+    decide(&guard, "approve", &hold);
+    let (_, out, err) = run.wait();
+    assert_eq!(out, "rm=0\n", "{err}");
+    assert!(!protected.exists());
+    assert_eq!(guard.audit_events("hold").len(), 2, "one hold per run");
+    guard.stop();
+}
+
+#[test]
+fn unprotected_trees_and_writes_pass_and_moving_a_protected_tree_away_is_held() {
+    require_root();
+    let stubs = Stubs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let protected = dir.path().join("precious");
+    let scratch = dir.path().join("scratch");
+    tree(&protected, 6);
+    tree(&scratch, 30);
+    let Some(guard) = guard_protecting(&[&protected]) else {
+        return;
+    };
+    let scratch_path = scratch.to_str().unwrap();
+    let run = agent(
+        &stubs,
+        &format!("rm -rf {scratch_path} && echo x > {scratch_path}.log && chmod 600 {scratch_path}.log && echo ok"),
+    );
+    let (_, out, err) = run.wait();
+    assert_eq!(out, "ok\n", "{err}");
+    assert!(!scratch.exists());
+    assert!(guard.pending().is_empty());
+
+    // `..` and a relative path still lead to the protected tree.
+    std::fs::create_dir(dir.path().join("other")).unwrap();
+    let moved: PathBuf = dir.path().join("moved");
+    let run = agent(
+        &stubs,
+        &format!(
+            "cd {} && mv other/../precious moved; echo mv=$?",
+            dir.path().display()
+        ),
+    );
+    let hold = guard.wait_hold("other/../precious");
+    assert!(
+        hold["operation"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("rename {}", protected.display())),
+        "{hold}"
+    );
+    decide(&guard, "deny", &hold);
+    let (_, out, err) = run.wait();
+    assert_eq!(out, "mv=1\n", "{err}");
+    assert!(protected.exists() && !moved.exists());
+    guard.stop();
+}
+
+#[test]
+fn an_approval_releases_exactly_the_held_call_and_the_next_tree_is_held_again() {
+    require_root();
+    let stubs = Stubs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first");
+    let second = dir.path().join("second");
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::create_dir_all(&second).unwrap();
+    std::fs::write(first.join("a"), "old").unwrap();
+    std::fs::write(second.join("b"), "old").unwrap();
+    let Some(guard) = guard_protecting(&[&first, &second]) else {
+        return;
+    };
+    // One shell process writes both: the restarted call is its own, once.
+    let run = agent(
+        &stubs,
+        &format!(
+            "echo new >> {}/a; echo a=$?; echo new >> {}/b; echo b=$?",
+            first.display(),
+            second.display()
+        ),
+    );
+    let hold = wait_operation(&guard, "first");
+    assert_eq!(hold["rule"], "p0");
+    decide(&guard, "approve", &hold);
+    let hold = wait_operation(&guard, "second");
+    assert_eq!(hold["rule"], "p1");
+    assert_eq!(
+        std::fs::read_to_string(first.join("a")).unwrap(),
+        "old\nnew\n"
+    );
+    decide(&guard, "deny", &hold);
+    let (_, out, err) = run.wait();
+    assert_eq!(out, "a=0\nb=1\n", "{err}");
+    assert_eq!(std::fs::read_to_string(second.join("b")).unwrap(), "old");
+    guard.stop();
+}
+
+#[test]
+fn a_held_call_stays_held_across_a_guardd_crash_and_is_raised_again() {
+    require_root();
+    let stubs = Stubs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let protected = dir.path().join("precious");
+    tree(&protected, 3);
+    let Some(mut guard) = guard_protecting(&[&protected]) else {
+        return;
+    };
+    let path = protected.to_str().unwrap();
+    let run = agent(&stubs, &format!("rm -rf {path}; echo rm=$?"));
+    let hold = guard.wait_hold(path);
+    let pid = hold["pid"].as_u64().unwrap();
+    wait_stopped(pid);
+    guard.stop_daemon(libc::SIGKILL);
+    sleep(Duration::from_millis(500));
+    assert!(is_stopped(pid), "released by the crash");
+    assert!(protected.exists());
+
+    guard.restart();
+    let again = guard.wait_hold(path);
+    assert_eq!(again["pid"].as_u64(), Some(pid));
+    decide(&guard, "approve", &again);
+    let (_, out, err) = run.wait();
+    assert_eq!(out, "rm=0\n", "{err}");
+    assert!(!protected.exists());
+    guard.stop();
+}
+
+/// The pending request whose operation names `word`.
+fn wait_operation(guard: &Guard, word: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(hold) = guard.pending().into_iter().find(|h| {
+            h["operation"]
+                .as_str()
+                .is_some_and(|o| o.contains(&format!("/{word}/")))
+        }) {
+            return hold;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no hold on {word}; log:\n{}",
+            guard.log()
+        );
+        sleep(Duration::from_millis(20));
+    }
+}
