@@ -237,7 +237,10 @@ impl Kernel {
         if kernel.lsm_missing.is_none() {
             // This guardd is the one that may release holds from now on.
             kernel.set_guardd(std::process::id())?;
-            if let Err(err) = kernel.attach_lsm(&pins) {
+            let started = std::time::Instant::now();
+            let attached = kernel.attach_lsm(&pins);
+            tracing::info!(elapsed = ?started.elapsed(), "BPF LSM programs verified and attached");
+            if let Err(err) = attached {
                 // All or none, so that status tells the truth; the holds keep ptrace.
                 tracing::error!("BPF LSM programs not loaded, falling back to ptrace only: {err}");
                 kernel.lsm_missing = Some(format!("loading the LSM programs failed: {err}"));

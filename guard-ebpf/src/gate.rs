@@ -219,34 +219,28 @@ fn hold(pid: u32, tid: u32, session_id: u32, op: u32, root: FileKey) -> i32 {
 }
 
 /// The outermost protected root at or above `dentry` whose entry covers `op`
-/// in sessions of `owner`, and what to do there.
+/// in sessions of `owner`, and what to do there. The reads in the walk do not
+/// branch (a failed read gives zero, which no root has): the verifier then
+/// has few states per level to explore.
 #[inline(always)]
 fn protected_root(mut dentry: *const u8, op: u32, owner: u32) -> Option<(FileKey, Action)> {
     let o = off();
     let mut found = None;
     for _ in 0..MAX_WALK {
-        if let Some(key) = dentry_key(dentry) {
-            if let Some(root) = GATE_ROOTS.get_ptr(&key) {
-                let root = unsafe { *root };
-                if root.owner == ANY_OWNER || root.owner == owner {
-                    let action = if root.deny & op != 0 {
-                        Some(Action::Deny)
-                    } else if root.hold & op != 0 {
-                        Some(Action::Hold)
-                    } else if root.audit & op != 0 {
-                        Some(Action::Audit)
-                    } else {
-                        None
-                    };
-                    if let Some(action) = action {
-                        found = Some((key, action));
-                    }
+        let key = dentry_key(dentry, &o);
+        if let Some(root) = GATE_ROOTS.get_ptr(&key) {
+            let root = unsafe { *root };
+            if root.owner == ANY_OWNER || root.owner == owner {
+                if root.deny & op != 0 {
+                    found = Some((key, Action::Deny));
+                } else if root.hold & op != 0 {
+                    found = Some((key, Action::Hold));
+                } else if root.audit & op != 0 {
+                    found = Some((key, Action::Audit));
                 }
             }
         }
-        let Some(parent) = read::<*const u8>(dentry, o.dentry_parent) else {
-            break;
-        };
+        let parent: *const u8 = peek(dentry, o.dentry_parent);
         // A file system's root is its own parent.
         if parent.is_null() || parent == dentry {
             break;
@@ -256,16 +250,29 @@ fn protected_root(mut dentry: *const u8, op: u32, owner: u32) -> Option<(FileKey
     found
 }
 
-/// Device and inode of a dentry's inode (None for a name that does not exist yet).
+/// Device and inode of a dentry's inode (zero for a name that does not exist yet).
 #[inline(always)]
-fn dentry_key(dentry: *const u8) -> Option<FileKey> {
-    let o = off();
-    let inode = read::<*const u8>(dentry, o.dentry_inode)?;
-    if inode.is_null() {
-        return None;
+fn dentry_key(dentry: *const u8, o: &guard_common::LsmOffsets) -> FileKey {
+    let inode: *const u8 = peek(dentry, o.dentry_inode);
+    let sb: *const u8 = peek(inode, o.inode_sb);
+    FileKey {
+        dev: peek(sb, o.sb_dev),
+        _pad: 0,
+        ino: peek(inode, o.inode_ino),
     }
-    let ino = read::<u64>(inode, o.inode_ino)?;
-    let sb = read::<*const u8>(inode, o.inode_sb)?;
-    let dev = read::<u32>(sb, o.sb_dev)?;
-    Some(FileKey { dev, _pad: 0, ino })
+}
+
+/// Reads a `T` at `base + offset`; zero when the read fails (the helper
+/// zeroes its destination then).
+#[inline(always)]
+fn peek<T>(base: *const u8, offset: u32) -> T {
+    let mut value = core::mem::MaybeUninit::<T>::zeroed();
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            value.as_mut_ptr().cast(),
+            core::mem::size_of::<T>() as u32,
+            base.wrapping_add(offset as usize).cast(),
+        );
+        value.assume_init()
+    }
 }

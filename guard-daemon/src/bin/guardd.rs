@@ -39,7 +39,8 @@ struct Args {
     state_dir: PathBuf,
     /// Hold destructive file operations of session processes on PATH and
     /// below it (repeatable; added to the policy's `[[protect]]`; enforced
-    /// when the policy sets `[defaults] syscall_gate = true`).
+    /// by the BPF LSM where it runs, else in `guardctl run` sessions when
+    /// the policy sets `[defaults] syscall_gate = true`).
     #[arg(long = "protect", value_name = "PATH")]
     protect: Vec<PathBuf>,
     /// Detach and unpin everything, deny what is still held, remove the
