@@ -36,14 +36,14 @@ fn count(root: &Path) -> usize {
     n
 }
 
-/// guardd protecting `roots` (one `[[protect]]` each, hold), with `claude`
+/// guardd protecting `roots` (one `[[protect]]` each, hold, except `cache`), with `claude`
 /// as the agent program; None where the BPF LSM does not run here.
 fn guard_protecting(roots: &[&Path]) -> Option<Guard> {
     let mut policy =
         "version = 1\nbase = \"none\"\n[agents]\nprograms = [\"claude\"]\n".to_string();
     for (i, root) in roots.iter().enumerate() {
         policy.push_str(&format!(
-            "[[protect]]\nid = \"p{i}\"\npaths = [\"{}\"]\n",
+            "[[protect]]\nid = \"p{i}\"\npaths = [\"{0}\"]\nexcept = [\"{0}/cache\"]\n",
             root.display()
         ));
     }
@@ -94,7 +94,7 @@ fn deleting_a_protected_tree_is_one_request_denied_keeps_every_file() {
     let script = format!("rm -rf {path}; echo rm=$?");
 
     let run = agent(&stubs, &script);
-    let hold = guard.wait_hold(path);
+    let hold = wait_operation(&guard, path);
     let operation = hold["operation"].as_str().unwrap();
     assert!(
         operation.starts_with("unlink ") && operation.contains(path),
@@ -128,7 +128,7 @@ fn deleting_a_protected_tree_is_one_request_denied_keeps_every_file() {
 
     // Approved: the whole tree goes, with one request.
     let run = agent(&stubs, &script);
-    let hold = guard.wait_hold(path);
+    let hold = wait_operation(&guard, path);
     decide(&guard, "approve", &hold);
     let (_, out, err) = run.wait();
     assert_eq!(out, "rm=0\n", "{err}");
@@ -146,17 +146,24 @@ fn unprotected_trees_and_writes_pass_and_moving_a_protected_tree_away_is_held() 
     let scratch = dir.path().join("scratch");
     tree(&protected, 6);
     tree(&scratch, 30);
+    tree(&protected.join("cache"), 3);
     let Some(guard) = guard_protecting(&[&protected]) else {
         return;
     };
     let scratch_path = scratch.to_str().unwrap();
+    let cache = protected.join("cache");
     let run = agent(
         &stubs,
-        &format!("rm -rf {scratch_path} && echo x > {scratch_path}.log && chmod 600 {scratch_path}.log && echo ok"),
+        &format!(
+            "rm -rf {scratch_path} && echo x > {scratch_path}.log && chmod 600 {scratch_path}.log \
+             && rm -rf {0}/d0 && echo y > {0}/new && echo ok",
+            cache.display()
+        ),
     );
     let (_, out, err) = run.wait();
     assert_eq!(out, "ok\n", "{err}");
     assert!(!scratch.exists());
+    assert!(!cache.join("d0").exists(), "an except path was gated");
     assert!(guard.pending().is_empty());
 
     // `..` and a relative path still lead to the protected tree.
@@ -169,7 +176,7 @@ fn unprotected_trees_and_writes_pass_and_moving_a_protected_tree_away_is_held() 
             dir.path().display()
         ),
     );
-    let hold = guard.wait_hold("other/../precious");
+    let hold = wait_operation(&guard, "/precious -> ");
     assert!(
         hold["operation"]
             .as_str()
@@ -193,8 +200,8 @@ fn an_approval_releases_exactly_the_held_call_and_the_next_tree_is_held_again() 
     let second = dir.path().join("second");
     std::fs::create_dir_all(&first).unwrap();
     std::fs::create_dir_all(&second).unwrap();
-    std::fs::write(first.join("a"), "old").unwrap();
-    std::fs::write(second.join("b"), "old").unwrap();
+    std::fs::write(first.join("a"), "old\n").unwrap();
+    std::fs::write(second.join("b"), "old\n").unwrap();
     let Some(guard) = guard_protecting(&[&first, &second]) else {
         return;
     };
@@ -207,10 +214,10 @@ fn an_approval_releases_exactly_the_held_call_and_the_next_tree_is_held_again() 
             second.display()
         ),
     );
-    let hold = wait_operation(&guard, "first");
+    let hold = wait_operation(&guard, "/first/");
     assert_eq!(hold["rule"], "p0");
     decide(&guard, "approve", &hold);
-    let hold = wait_operation(&guard, "second");
+    let hold = wait_operation(&guard, "/second/");
     assert_eq!(hold["rule"], "p1");
     assert_eq!(
         std::fs::read_to_string(first.join("a")).unwrap(),
@@ -219,7 +226,7 @@ fn an_approval_releases_exactly_the_held_call_and_the_next_tree_is_held_again() 
     decide(&guard, "deny", &hold);
     let (_, out, err) = run.wait();
     assert_eq!(out, "a=0\nb=1\n", "{err}");
-    assert_eq!(std::fs::read_to_string(second.join("b")).unwrap(), "old");
+    assert_eq!(std::fs::read_to_string(second.join("b")).unwrap(), "old\n");
     guard.stop();
 }
 
@@ -235,7 +242,7 @@ fn a_held_call_stays_held_across_a_guardd_crash_and_is_raised_again() {
     };
     let path = protected.to_str().unwrap();
     let run = agent(&stubs, &format!("rm -rf {path}; echo rm=$?"));
-    let hold = guard.wait_hold(path);
+    let hold = wait_operation(&guard, path);
     let pid = hold["pid"].as_u64().unwrap();
     wait_stopped(pid);
     guard.stop_daemon(libc::SIGKILL);
@@ -244,7 +251,7 @@ fn a_held_call_stays_held_across_a_guardd_crash_and_is_raised_again() {
     assert!(protected.exists());
 
     guard.restart();
-    let again = guard.wait_hold(path);
+    let again = wait_operation(&guard, path);
     assert_eq!(again["pid"].as_u64(), Some(pid));
     decide(&guard, "approve", &again);
     let (_, out, err) = run.wait();
@@ -253,15 +260,16 @@ fn a_held_call_stays_held_across_a_guardd_crash_and_is_raised_again() {
     guard.stop();
 }
 
-/// The pending request whose operation names `word`.
+/// The pending request whose operation contains `word` (busybox's shell runs
+/// `rm` and `mv` in its own process, so argv does not name them).
 fn wait_operation(guard: &Guard, word: &str) -> serde_json::Value {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        if let Some(hold) = guard.pending().into_iter().find(|h| {
-            h["operation"]
-                .as_str()
-                .is_some_and(|o| o.contains(&format!("/{word}/")))
-        }) {
+        if let Some(hold) = guard
+            .pending()
+            .into_iter()
+            .find(|h| h["operation"].as_str().is_some_and(|o| o.contains(word)))
+        {
             return hold;
         }
         assert!(

@@ -202,8 +202,11 @@ pub struct GateRoot {
     pub hold: u32,
     pub deny: u32,
     pub audit: u32,
+    /// Operations not gated at and below this directory (`except` paths).
+    pub exempt: u32,
     /// Session owner uid, or `ANY_OWNER`.
     pub owner: u32,
+    pub _pad: u32,
 }
 
 /// Value of `GATE_HELD`, keyed by pid: the call that stopped the process,
@@ -242,7 +245,7 @@ pub struct GateDecision {
 }
 
 const _: () = assert!(core::mem::size_of::<LsmOffsets>() == 48);
-const _: () = assert!(core::mem::size_of::<GateRoot>() == 16);
+const _: () = assert!(core::mem::size_of::<GateRoot>() == 24);
 const _: () = assert!(core::mem::size_of::<GateHeldEntry>() == 48);
 const _: () = assert!(core::mem::size_of::<GateDecisionKey>() == 24);
 const _: () = assert!(core::mem::size_of::<GateDecision>() == 16);

@@ -2,7 +2,7 @@
 //! truncate, write-open, create, chmod or chown below a protected root
 //! (`GATE_ROOTS`, by device and inode, found by walking the target's parent
 //! dentries, so paths are seen as the kernel resolved them) is denied,
-//! audited or held.
+//! audited or held; an `except` directory met on the way up ends the walk.
 //!
 //! A hold records the call in `GATE_HELD`, stops the process with SIGSTOP and
 //! returns -ERESTARTNOINTR: the kernel runs the call again once the process
@@ -219,24 +219,24 @@ fn hold(pid: u32, tid: u32, session_id: u32, op: u32, root: FileKey) -> i32 {
 }
 
 /// The outermost protected root at or above `dentry` whose entry covers `op`
-/// in sessions of `owner`, and what to do there. The reads in the walk do not
-/// branch (a failed read gives zero, which no root has): the verifier then
-/// has few states per level to explore.
+/// in sessions of `owner`, and what to do there. Kept cheap to verify (the
+/// verifier walks every level): reads do not branch (a failed read gives
+/// zero, which no root has), and the loop carries only the key it found.
 #[inline(always)]
 fn protected_root(mut dentry: *const u8, op: u32, owner: u32) -> Option<(FileKey, Action)> {
     let o = off();
-    let mut found = None;
+    let mut found = FileKey::default();
     for _ in 0..MAX_WALK {
         let key = dentry_key(dentry, &o);
         if let Some(root) = GATE_ROOTS.get_ptr(&key) {
             let root = unsafe { *root };
             if root.owner == ANY_OWNER || root.owner == owner {
-                if root.deny & op != 0 {
-                    found = Some((key, Action::Deny));
-                } else if root.hold & op != 0 {
-                    found = Some((key, Action::Hold));
-                } else if root.audit & op != 0 {
-                    found = Some((key, Action::Audit));
+                if root.exempt & op != 0 {
+                    // An `except` path: its subtree is left out of the roots above it.
+                    break;
+                }
+                if (root.deny | root.hold | root.audit) & op != 0 {
+                    found = key;
                 }
             }
         }
@@ -247,7 +247,19 @@ fn protected_root(mut dentry: *const u8, op: u32, owner: u32) -> Option<(FileKey
         }
         dentry = parent;
     }
-    found
+    if found.ino == 0 {
+        return None;
+    }
+    // Gone since the walk: guardd dropped the root, the policy no longer protects it.
+    let root = unsafe { *GATE_ROOTS.get_ptr(&found)? };
+    let action = if root.deny & op != 0 {
+        Action::Deny
+    } else if root.hold & op != 0 {
+        Action::Hold
+    } else {
+        Action::Audit
+    };
+    Some((found, action))
 }
 
 /// Device and inode of a dentry's inode (zero for a name that does not exist yet).

@@ -74,6 +74,21 @@ impl Guard {
             let owners = self.gate_owners();
             for (at, protection) in self.policy.protections.iter().enumerate() {
                 let mask = protection.operations.iter().fold(0, |m, o| m | bit(*o));
+                for pattern in &protection.except {
+                    for (path, owner) in expand(pattern, &owners) {
+                        let Ok(meta) = std::fs::metadata(&path) else {
+                            continue;
+                        };
+                        let root =
+                            roots
+                                .entry(file_key(meta.dev(), meta.ino()))
+                                .or_insert(GateRoot {
+                                    owner,
+                                    ..Default::default()
+                                });
+                        root.exempt |= mask;
+                    }
+                }
                 for pattern in &protection.paths {
                     for (path, owner) in expand(pattern, &owners) {
                         let Ok(meta) = std::fs::metadata(&path) else {

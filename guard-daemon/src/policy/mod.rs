@@ -185,6 +185,7 @@ impl Policy {
             id: "guardd --protect".into(),
             disabled: false,
             paths: paths.iter().map(|p| p.display().to_string()).collect(),
+            except: Vec::new(),
             action: None,
             operations: None,
             approvals: None,

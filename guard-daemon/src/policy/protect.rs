@@ -58,6 +58,10 @@ pub struct ProtectFile {
     pub disabled: bool,
     #[serde(default)]
     pub paths: Vec<String>,
+    /// Paths below `paths` left out (tool caches, `known_hosts`): they and
+    /// everything below them are not gated by this entry.
+    #[serde(default)]
+    pub except: Vec<String>,
     /// hold (default), deny or audit.
     #[serde(default)]
     pub action: Option<Action>,
@@ -77,6 +81,8 @@ pub struct Protection {
     pub id: String,
     /// As written (with `~`); globs are allowed.
     pub paths: Vec<String>,
+    /// As written; not gated by this entry.
+    pub except: Vec<String>,
     pub action: Action,
     pub operations: Vec<Operation>,
     pub approvals: u32,
@@ -93,7 +99,7 @@ impl ProtectFile {
         if self.paths.is_empty() {
             return Err(fail("no paths".into()));
         }
-        for path in &self.paths {
+        for path in self.paths.iter().chain(&self.except) {
             if !(path.starts_with('/') || path == "~" || path.starts_with("~/")) {
                 return Err(fail(format!(
                     "path {path:?} must be absolute or start with ~/"
@@ -110,6 +116,7 @@ impl ProtectFile {
         Ok(Protection {
             id: self.id.clone(),
             paths: self.paths.clone(),
+            except: self.except.clone(),
             action,
             operations: self
                 .operations
@@ -125,6 +132,23 @@ impl ProtectFile {
 /// The protections with `~` made concrete for one home directory.
 pub struct ProtectedSet {
     entries: Vec<(usize, globset::GlobMatcher)>,
+    /// Per protection: its `except` paths.
+    excepts: Vec<Vec<globset::GlobMatcher>>,
+}
+
+/// `pattern` with `~` made `home`, as a matcher of whole paths.
+fn matcher(pattern: &str, home: &Path) -> Option<globset::GlobMatcher> {
+    let expanded = match pattern.strip_prefix('~') {
+        Some(rest) => format!("{}{rest}", home.display()),
+        None => pattern.to_string(),
+    };
+    let expanded = expanded.trim_end_matches('/');
+    let expanded = if expanded.is_empty() { "/" } else { expanded };
+    globset::GlobBuilder::new(expanded)
+        .literal_separator(true)
+        .build()
+        .ok()
+        .map(|glob| glob.compile_matcher())
 }
 
 /// A protected path: which protection, and the root it protects.
@@ -143,21 +167,26 @@ impl ProtectedSet {
         let mut entries = Vec::new();
         for (at, protection) in protections.iter().enumerate() {
             for path in &protection.paths {
-                let expanded = match path.strip_prefix('~') {
-                    Some(rest) => format!("{}{rest}", home.display()),
-                    None => path.clone(),
-                };
-                let expanded = expanded.trim_end_matches('/');
-                let expanded = if expanded.is_empty() { "/" } else { expanded };
-                if let Ok(glob) = globset::GlobBuilder::new(expanded)
-                    .literal_separator(true)
-                    .build()
-                {
-                    entries.push((at, glob.compile_matcher()));
+                if let Some(glob) = matcher(path, home) {
+                    entries.push((at, glob));
                 }
             }
         }
-        Self { entries }
+        let excepts = protections
+            .iter()
+            .map(|p| p.except.iter().filter_map(|e| matcher(e, home)).collect())
+            .collect();
+        Self { entries, excepts }
+    }
+
+    /// Whether `path` is at or below one of the `except` paths of protection `at`.
+    fn excepted(&self, at: usize, path: &Path) -> bool {
+        let excepts = &self.excepts[at];
+        !excepts.is_empty()
+            && path
+                .ancestors()
+                .take(MAX_DEPTH)
+                .any(|prefix| excepts.iter().any(|e| e.is_match(prefix)))
     }
 
     /// The outermost protected root at or above `path` (absolute, resolved)
@@ -182,7 +211,9 @@ impl ProtectedSet {
                 }
             }
             if let Some((at, _)) = self.entries.iter().find(|(at, glob)| {
-                protections[*at].operations.contains(&operation) && glob.is_match(&prefix)
+                protections[*at].operations.contains(&operation)
+                    && glob.is_match(&prefix)
+                    && !self.excepted(*at, path)
             }) {
                 return Some(Protected {
                     protection: *at,
@@ -256,6 +287,26 @@ action = "deny"
     }
 
     #[test]
+    fn except_paths_are_left_out_with_everything_below_them() {
+        let list = protections(
+            r#"
+[[protect]]
+id = "kube"
+paths = ["~/.kube"]
+except = ["~/.kube/cache", "~/.kube/*.lock"]
+"#,
+        );
+        let set = ProtectedSet::new(&list, Path::new("/home/dev"));
+        let find = |path: &str| set.find(&list, Path::new(path), Operation::Write);
+        assert!(find("/home/dev/.kube/config").is_some());
+        assert!(find("/home/dev/.kube").is_some());
+        assert_eq!(find("/home/dev/.kube/cache"), None);
+        assert_eq!(find("/home/dev/.kube/cache/discovery/x.json"), None);
+        assert_eq!(find("/home/dev/.kube/config.lock"), None);
+        assert!(find("/home/dev/.kube/cachex").is_some());
+    }
+
+    #[test]
     fn bad_entries_are_refused() {
         for (entry, why) in [
             ("id = 'a'\npaths = ['relative/x']", "absolute"),
@@ -265,6 +316,7 @@ action = "deny"
                 "protects nothing",
             ),
             ("id = 'a'\npaths = ['/x[']", "/x["),
+            ("id = 'a'\npaths = ['/x']\nexcept = ['x/cache']", "absolute"),
         ] {
             let file: ProtectFile = toml::from_str(entry).unwrap();
             let err = file.compile(Duration::from_secs(1)).unwrap_err();
