@@ -202,3 +202,69 @@ fn a_held_call_fails_closed_when_guardd_restarts() {
     assert!(guard.pending().is_empty(), "a held call is not re-adopted");
     guard.stop();
 }
+
+#[test]
+fn without_the_lsm_detected_sessions_are_reported_not_held() {
+    require_root();
+    let stubs = Stubs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let protected = dir.path().join("precious");
+    let scratch = dir.path().join("scratch");
+    tree(&protected, 6);
+    std::fs::create_dir(&scratch).unwrap();
+    // The default syscall_gate ("auto"), an agent no launcher started.
+    let guard = Guard::start(&format!(
+        "version = 1\nbase = \"none\"\n[agents]\nprograms = [\"claude\"]\n[[protect]]\nid = \"precious\"\npaths = [\"{}\"]\n",
+        protected.display()
+    ));
+    if lsm_active(&guard.status()) {
+        // Held there instead: tests/gate_lsm.rs.
+        return guard.stop();
+    }
+    let unlink = mechanism(&guard.status(), "syscall_gate.unlink");
+    assert!(unlink.starts_with("report only"), "{unlink}");
+    let p = protected.display();
+    let s = scratch.display();
+    let mut agent = std::process::Command::new(stubs.script(
+        "claude",
+        &format!(
+            "rm {p}/d0/deeper/f0 && echo x > {p}/new && mv {p}/d1 {p}/d1b && echo y > {s}/log && echo ok"
+        ),
+    ));
+    agent.env("PATH", stubs.path_env());
+    let (status, out, err) = Proc::spawn(agent).wait();
+    assert!(status.success() && out == "ok\n", "{out}{err}");
+    assert!(guard.pending().is_empty(), "report only: nothing is held");
+    let deadline = std::time::Instant::now() + WAIT;
+    let expected = [
+        format!("unlink {p}/d0/deeper/f0"),
+        format!("write {p}/new"),
+        format!("rename {p}/d1"),
+    ];
+    loop {
+        let reported: Vec<String> = guard
+            .audit_events("audit")
+            .iter()
+            .filter(|r| {
+                r["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("report only")
+            })
+            .filter_map(|r| r["operation"].as_str().map(str::to_string))
+            .collect();
+        assert!(
+            !reported.iter().any(|o| o.contains("scratch")),
+            "an unprotected path was reported: {reported:?}"
+        );
+        if expected.iter().all(|e| reported.iter().any(|r| r == e)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not reported: {expected:?} in {reported:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    guard.stop();
+}

@@ -76,6 +76,9 @@ pub enum EventKind {
     GateDenied = 9,
     /// The LSM syscall gate let a call on an `audit` path through.
     GateAudited = 10,
+    /// Without the BPF LSM: a session process made a gated call (a
+    /// `ReportEvent`; it ran, guardd only reports it).
+    GateReported = 11,
 }
 
 impl EventKind {
@@ -91,6 +94,7 @@ impl EventKind {
             8 => Self::GateStopFailed,
             9 => Self::GateDenied,
             10 => Self::GateAudited,
+            11 => Self::GateReported,
             _ => return None,
         })
     }
@@ -194,6 +198,42 @@ pub const MAX_GATE_ROOTS: u32 = 4_096;
 /// Capacity of the map of remembered gate decisions.
 pub const MAX_GATE_DECISIONS: u32 = 16_384;
 
+/// `ReportCall` argument index meaning "none".
+pub const NO_ARG: u32 = u32::MAX;
+/// Bytes of each path a `ReportEvent` carries (longer paths are cut).
+pub const REPORT_PATH: usize = 256;
+/// Capacity of the report-only call map (system call numbers).
+pub const MAX_REPORT_CALLS: u32 = 64;
+
+/// Value of `REPORT_CALLS`, keyed by system call number: where a gated
+/// call's arguments are (indices into the six syscall arguments, or `NO_ARG`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ReportCall {
+    /// `GATE_*` bit.
+    pub op: u32,
+    /// open(2) flags (the call is reported only when they write) or other flags.
+    pub flags_arg: u32,
+    /// 1: `flags_arg` holds open flags.
+    pub open_flags: u32,
+    pub path_args: [u32; 2],
+    pub dirfd_args: [u32; 2],
+    pub _pad: u32,
+}
+
+/// A gated call seen by the report-only tracepoint: what guardd needs to
+/// resolve its paths (as raw as the call passed them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReportEvent {
+    /// `kind` is `GateReported`; `op` the `GATE_*` bit.
+    pub event: Event,
+    pub flags: u64,
+    /// AT_FDCWD (-100) where the call has no directory fd.
+    pub dirfd: [i32; 2],
+    pub paths: [[u8; REPORT_PATH]; 2],
+}
+
 /// Value of `GATE_ROOTS`, keyed by the `FileKey` of a protected root: which
 /// operations below it are held, denied or audited, in whose sessions.
 #[repr(C)]
@@ -246,6 +286,8 @@ pub struct GateDecision {
 
 const _: () = assert!(core::mem::size_of::<LsmOffsets>() == 48);
 const _: () = assert!(core::mem::size_of::<GateRoot>() == 24);
+const _: () = assert!(core::mem::size_of::<ReportCall>() == 32);
+const _: () = assert!(core::mem::size_of::<ReportEvent>() == 64 + 16 + 2 * REPORT_PATH);
 const _: () = assert!(core::mem::size_of::<GateHeldEntry>() == 48);
 const _: () = assert!(core::mem::size_of::<GateDecisionKey>() == 24);
 const _: () = assert!(core::mem::size_of::<GateDecision>() == 16);
@@ -267,6 +309,7 @@ mod pod {
     unsafe impl aya::Pod for super::LsmOffsets {}
     unsafe impl aya::Pod for super::FileKey {}
     unsafe impl aya::Pod for super::GateRoot {}
+    unsafe impl aya::Pod for super::ReportCall {}
     unsafe impl aya::Pod for super::GateHeldEntry {}
     unsafe impl aya::Pod for super::GateDecisionKey {}
     unsafe impl aya::Pod for super::GateDecision {}
@@ -295,10 +338,10 @@ mod tests {
 
     #[test]
     fn event_kind_round_trips() {
-        for kind in 1..=10 {
+        for kind in 1..=11 {
             assert_eq!(EventKind::from_u32(kind).unwrap() as u32, kind);
         }
         assert_eq!(EventKind::from_u32(0), None);
-        assert_eq!(EventKind::from_u32(11), None);
+        assert_eq!(EventKind::from_u32(12), None);
     }
 }

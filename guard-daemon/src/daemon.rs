@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use guard_common::Event;
+use guard_common::{Event, EventKind, ReportEvent};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
@@ -115,20 +115,36 @@ async fn read_events(events: RingBuf<MapData>, guard: Arc<Mutex<Guard>>) -> anyh
         unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
             .map_err(|err| anyhow::anyhow!("polling the ring buffer: {err}"))?;
     let mut batch: Vec<Event> = Vec::new();
+    let mut reports: Vec<ReportEvent> = Vec::new();
     loop {
         let mut ready = events.readable_mut().await?;
         let ring = ready.get_inner_mut();
         while let Some(item) = ring.next() {
-            if item.len() >= std::mem::size_of::<Event>() {
-                // SAFETY: the kernel wrote an `Event`; read it unaligned.
-                batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+            if item.len() < std::mem::size_of::<Event>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote an `Event` (or a record starting with
+            // one, as its kind says); read it unaligned.
+            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
+            if event.kind == EventKind::GateReported as u32 {
+                if item.len() >= std::mem::size_of::<ReportEvent>() {
+                    // SAFETY: as above, a whole `ReportEvent`.
+                    reports.push(unsafe {
+                        std::ptr::read_unaligned(item.as_ptr().cast::<ReportEvent>())
+                    });
+                }
+            } else {
+                batch.push(event);
             }
         }
         ready.clear_ready();
-        if !batch.is_empty() {
+        if !batch.is_empty() || !reports.is_empty() {
             let mut guard = guard.lock().unwrap_or_else(|e| e.into_inner());
             for event in batch.drain(..) {
                 guard.on_event(&event);
+            }
+            for report in reports.drain(..) {
+                guard.on_report(&report);
             }
             guard.persist();
         }

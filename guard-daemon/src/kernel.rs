@@ -16,14 +16,14 @@ use aya::{
 };
 use guard_common::{
     comm_key, Comm, ExeNameOffsets, FileKey, GateDecision, GateDecisionKey, GateHeldEntry,
-    GateRoot, HeldEntry, LsmOffsets, SessionEntry, TracepointOffsets, PROGRAM_AGENT,
+    GateRoot, HeldEntry, LsmOffsets, ReportCall, SessionEntry, TracepointOffsets, PROGRAM_AGENT,
     PROGRAM_INTERPRETER, PROGRAM_WATCHED,
 };
 
 use crate::{btf::Btf, protocol::ProgramView};
 
 /// Maps pinned under the pin directory (shared with the pinned programs).
-const MAPS: [&str; 9] = [
+const MAPS: [&str; 10] = [
     "SESSIONS",
     "HELD",
     "PROGRAMS",
@@ -33,6 +33,7 @@ const MAPS: [&str; 9] = [
     "GATE_ROOTS",
     "GATE_HELD",
     "GATE_DECIDED",
+    "REPORT_CALLS",
 ];
 /// bpffs's magic number (statfs f_type).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -47,6 +48,28 @@ const PROGRAMS: [(&str, &str, &str); 3] = [
     ("sessions_fork", "sched", "sched_process_fork"),
     ("sessions_exit", "sched", "sched_process_exit"),
     ("exec_gate", "sched", "sched_process_exec"),
+];
+
+/// The report-only program and the `syscalls` tracepoints it is attached to
+/// where the BPF LSM does not run (those this kernel has).
+const REPORT_PROGRAM: &str = "report_syscall";
+const REPORT_TRACEPOINTS: [&str; 16] = [
+    "sys_enter_unlink",
+    "sys_enter_unlinkat",
+    "sys_enter_rmdir",
+    "sys_enter_rename",
+    "sys_enter_renameat",
+    "sys_enter_renameat2",
+    "sys_enter_truncate",
+    "sys_enter_open",
+    "sys_enter_openat",
+    "sys_enter_openat2",
+    "sys_enter_creat",
+    "sys_enter_chmod",
+    "sys_enter_fchmodat",
+    "sys_enter_chown",
+    "sys_enter_lchown",
+    "sys_enter_fchownat",
 ];
 
 /// (program, LSM hook, parameter count it is built for; None: any), loaded
@@ -128,12 +151,15 @@ pub struct Kernel {
     gate_roots: HashMap<MapData, FileKey, GateRoot>,
     gate_held: HashMap<MapData, u32, GateHeldEntry>,
     gate_decided: HashMap<MapData, GateDecisionKey, GateDecision>,
+    report_calls: HashMap<MapData, u32, ReportCall>,
     guardd: Array<MapData, u32>,
     loaded: Vec<ProgramView>,
     /// Whether the exec gate also recognises programs by their executed file's name.
     exe_names: bool,
     /// Why the LSM programs are not loaded (None: they are).
     lsm_missing: Option<String>,
+    /// Why the report-only program is not loaded, where it should be.
+    report_missing: Option<String>,
 }
 
 impl Kernel {
@@ -194,6 +220,8 @@ impl Kernel {
             HashMap::try_from(map(&mut ebpf, "GATE_HELD")?).map_err(map_err("GATE_HELD"))?;
         let gate_decided =
             HashMap::try_from(map(&mut ebpf, "GATE_DECIDED")?).map_err(map_err("GATE_DECIDED"))?;
+        let report_calls =
+            HashMap::try_from(map(&mut ebpf, "REPORT_CALLS")?).map_err(map_err("REPORT_CALLS"))?;
         let guardd = Array::try_from(map(&mut ebpf, "GUARDD")?).map_err(map_err("GUARDD"))?;
         let events = RingBuf::try_from(map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
         let mut kernel = Self {
@@ -205,10 +233,12 @@ impl Kernel {
             gate_roots,
             gate_held,
             gate_decided,
+            report_calls,
             guardd,
             loaded: Vec::new(),
             exe_names: exe_offsets.enabled != 0,
             lsm_missing: lsm.as_ref().err().cloned(),
+            report_missing: None,
         };
         // Fill the program map before anything is attached.
         kernel.set_programs(sets)?;
@@ -247,6 +277,15 @@ impl Kernel {
                 kernel.loaded.retain(|p| !p.tracepoint.starts_with("lsm/"));
             }
         }
+        if kernel.lsm_missing.is_none() {
+            // An earlier run's report-only links, on a kernel booted without the LSM.
+            for tracepoint in REPORT_TRACEPOINTS {
+                let pin = pins.link(&format!("{REPORT_PROGRAM}-{tracepoint}"));
+                if let Ok(link) = PinnedLink::from_pin(pin) {
+                    drop(link.unpin());
+                }
+            }
+        }
         if kernel.lsm_missing.is_some() {
             // Also the programs of an earlier run on a kernel booted differently.
             for (name, _, _) in LSM_PROGRAMS {
@@ -254,8 +293,81 @@ impl Kernel {
                     drop(link.unpin());
                 }
             }
+            if let Err(err) = kernel.attach_report(&pins) {
+                tracing::error!("report-only syscall gate not loaded: {err}");
+                kernel.report_missing = Some(err.to_string());
+            }
         }
         Ok((kernel, events))
+    }
+
+    /// The report-only program on every gated call's `sys_enter` tracepoint.
+    fn attach_report(&mut self, pins: &Pins) -> Result<(), KernelError> {
+        let name = REPORT_PROGRAM;
+        let program_err = |source| KernelError::Program { name, source };
+        let program: &mut TracePoint = self
+            ._ebpf
+            .program_mut(name)
+            .ok_or_else(|| KernelError::Tracefs(format!("program {name} missing from object")))?
+            .try_into()
+            .map_err(program_err)?;
+        program.load().map_err(program_err)?;
+        let mut attached = Vec::new();
+        for tracepoint in REPORT_TRACEPOINTS {
+            if !Path::new(TRACEFS)
+                .join("events/syscalls")
+                .join(tracepoint)
+                .exists()
+            {
+                continue;
+            }
+            let link = program
+                .attach("syscalls", tracepoint)
+                .map_err(program_err)?;
+            let link = program.take_link(link).map_err(program_err)?;
+            let link = FdLink::try_from(link)
+                .map_err(|source| KernelError::Pin(format!("{name}: {source}")))?;
+            pins.replace_link(&format!("{name}-{tracepoint}"), link)?; // bpffs refuses dots in names
+            attached.push(tracepoint.trim_start_matches("sys_enter_"));
+        }
+        let info = program.info().map_err(program_err)?;
+        self.loaded.push(ProgramView {
+            name: name.to_string(),
+            id: info.id(),
+            tracepoint: format!("syscalls/sys_enter_{{{}}}", attached.join(",")),
+            map_ids: info.map_ids().ok().flatten().unwrap_or_default(),
+        });
+        Ok(())
+    }
+
+    /// Why the report-only program is not loaded (None: it is, or the LSM runs).
+    pub fn report_missing(&self) -> Option<&str> {
+        self.report_missing.as_deref()
+    }
+
+    /// Makes the report-only call map exactly `calls` (empty: report nothing).
+    pub fn set_report_calls(
+        &mut self,
+        calls: &std::collections::HashMap<u32, ReportCall>,
+    ) -> Result<(), KernelError> {
+        let stale: Vec<u32> = self
+            .report_calls
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|nr| !calls.contains_key(nr))
+            .collect();
+        for nr in stale {
+            let _ = self.report_calls.remove(&nr);
+        }
+        for (nr, call) in calls {
+            self.report_calls
+                .insert(nr, call, 0)
+                .map_err(|source| KernelError::Map {
+                    name: "REPORT_CALLS",
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     fn attach_lsm(&mut self, pins: &Pins) -> Result<(), KernelError> {
@@ -603,12 +715,21 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<u32>, KernelError> {
             held = map.keys().filter_map(Result::ok).collect();
         }
     }
+    // Processes the LSM gate stopped: without the programs their call would run.
+    if let Ok(data) = MapData::from_pin(pins.map("GATE_HELD")) {
+        if let Ok(map) = HashMap::<_, u32, GateHeldEntry>::try_from(aya::maps::Map::HashMap(data)) {
+            held.extend(map.keys().filter_map(Result::ok));
+        }
+    }
     let names = PROGRAMS
         .iter()
         .map(|(name, _, _)| *name)
         .chain(LSM_PROGRAMS.iter().map(|(name, _, _)| *name));
-    for name in names {
-        if let Ok(link) = PinnedLink::from_pin(pins.link(name)) {
+    let report_links = REPORT_TRACEPOINTS
+        .iter()
+        .map(|tracepoint| format!("{REPORT_PROGRAM}-{tracepoint}"));
+    for name in names.map(str::to_string).chain(report_links) {
+        if let Ok(link) = PinnedLink::from_pin(pins.link(&name)) {
             drop(link.unpin());
         }
     }

@@ -2,7 +2,8 @@
 //! - `sessions`: which threads belong to an agent session (fork/exit);
 //! - `exec`: the exec gate (stop watched programs in sessions, detect agents);
 //! - `protect`: BPF LSM hooks for hold integrity and self-protection;
-//! - `gate`: BPF LSM syscall gate on protected paths (hold, deny, audit).
+//! - `gate`: BPF LSM syscall gate on protected paths (hold, deny, audit);
+//! - `report`: report-only syscall gate where the BPF LSM does not run.
 //!
 //! Kernel compatibility. The tracepoints need no BTF; the LSM programs need
 //! BTF and a kernel booted with `bpf` in `lsm=` (loaded only there):
@@ -12,6 +13,7 @@
 //! | `sessions_fork`  | `sched/sched_process_fork` | 5.8        | ring buffer             |
 //! | `sessions_exit`  | `sched/sched_process_exit` | 5.8        | ring buffer             |
 //! | `exec_gate`      | `sched/sched_process_exec` | 5.8        | ring buffer, send_signal (5.3) |
+//! | `report_syscall` | `syscalls/sys_enter_*` of the gated calls | 5.8 | ring buffer; CONFIG_FTRACE_SYSCALLS |
 //! | `protect_task_kill` | LSM `task_kill`         | 5.7        | BPF LSM                 |
 //! | `protect_ptrace` | LSM `ptrace_access_check`  | 5.7        | BPF LSM                 |
 //! | `protect_bpf`    | LSM `bpf` (3 parameters)   | 5.7        | BPF LSM; before 6.9     |
@@ -38,6 +40,8 @@ mod gate;
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod protect;
+#[cfg(target_arch = "bpf")]
+mod report;
 #[cfg(target_arch = "bpf")]
 mod sessions;
 

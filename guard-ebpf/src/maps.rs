@@ -6,8 +6,9 @@ use aya_ebpf::{
 };
 use guard_common::{
     Comm, Event, EventKind, ExeNameOffsets, FileKey, GateDecision, GateDecisionKey, GateHeldEntry,
-    GateRoot, HeldEntry, SessionEntry, TracepointOffsets, EVENTS_BYTES, MAX_GATE_DECISIONS,
-    MAX_GATE_ROOTS, MAX_HELD, MAX_PROGRAMS, MAX_PROTECTED, MAX_SESSION_TASKS,
+    GateRoot, HeldEntry, ReportCall, SessionEntry, TracepointOffsets, EVENTS_BYTES,
+    MAX_GATE_DECISIONS, MAX_GATE_ROOTS, MAX_HELD, MAX_PROGRAMS, MAX_PROTECTED, MAX_REPORT_CALLS,
+    MAX_SESSION_TASKS,
 };
 
 /// Thread id -> session, for every thread in an agent session.
@@ -39,6 +40,11 @@ pub static GATE_HELD: HashMap<u32, GateHeldEntry> = HashMap::with_max_entries(MA
 #[map]
 pub static GATE_DECIDED: HashMap<GateDecisionKey, GateDecision> =
     HashMap::with_max_entries(MAX_GATE_DECISIONS, 0);
+
+/// Syscall number -> where its arguments are, for the report-only tracepoint
+/// (empty unless guardd reports: no BPF LSM and the gate not off).
+#[map]
+pub static REPORT_CALLS: HashMap<u32, ReportCall> = HashMap::with_max_entries(MAX_REPORT_CALLS, 0);
 
 /// `[0]`: pid of the running guardd, the only process that may release a hold
 /// (0 while none runs).

@@ -194,8 +194,9 @@ impl Guard {
                         .flat_map(|p| p["map_ids"].as_array().unwrap())
                         .map(|id| id.as_u64().unwrap() as u32),
                 );
-                // Three tracepoints, and 17 LSM programs (9 protect_*, 8 gate_*) where the BPF LSM runs.
-                let expected = if lsm_active(&status) { 20 } else { 3 };
+                // Three tracepoints, and 17 LSM programs (9 protect_*, 8 gate_*) where the BPF LSM
+                // runs, else the report-only program.
+                let expected = if lsm_active(&status) { 20 } else { 4 };
                 assert_eq!(programs.len(), expected, "{status}");
                 assert!(!self.map_ids.is_empty(), "{status}");
                 return;

@@ -188,6 +188,22 @@ pub fn describe_stopped(tid: u32) -> Option<Vec<PathBuf>> {
         .collect()
 }
 
+/// A path a thread passed to a gated call, resolved as the kernel would
+/// (the last component followed for the calls that follow it). For a thread
+/// that has ended, an absolute path is taken as written (`..` folded); a
+/// relative one cannot be placed any more.
+pub fn resolve_path(tid: u32, dirfd: i32, raw: &[u8], operation: Operation) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt as _;
+    if !std::path::Path::new(&format!("/proc/{tid}")).exists() {
+        return resolve::fold(std::path::Path::new(std::ffi::OsStr::from_bytes(raw)));
+    }
+    let follows = !matches!(
+        operation,
+        Operation::Unlink | Operation::Rmdir | Operation::Rename
+    );
+    resolve::resolve(tid, dirfd, raw, follows)
+}
+
 enum Undecodable {
     /// The thread is gone; there is no one to answer.
     Gone,

@@ -107,7 +107,7 @@ fn real_path(path: &Path, directory: bool) -> std::io::Result<PathBuf> {
 }
 
 /// `.` and `..` folded without the file system (for names that do not exist).
-fn fold(path: &Path) -> PathBuf {
+pub(super) fn fold(path: &Path) -> PathBuf {
     let mut folded = PathBuf::new();
     for component in path.components() {
         match component {

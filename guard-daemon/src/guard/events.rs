@@ -52,6 +52,8 @@ impl Guard {
                 | EventKind::GateDenied
                 | EventKind::GateAudited),
             ) => self.on_gate_event(kind, event),
+            // Read as a whole `ReportEvent` by the reader, never as a bare event.
+            Some(EventKind::GateReported) => {}
             None => tracing::warn!(kind = event.kind, "unknown kernel event"),
         }
     }

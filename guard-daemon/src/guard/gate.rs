@@ -28,7 +28,7 @@ pub(super) struct GateRequest {
 
 impl Guard {
     /// The session a `gate_syscalls` caller belongs to (by the kernel's map).
-    pub fn gate_session(&self, peer: Peer) -> Result<u32, Response> {
+    pub fn gate_session(&mut self, peer: Peer) -> Result<u32, Response> {
         let pid = peer
             .pid
             .filter(|pid| *pid != 0)
@@ -37,6 +37,8 @@ impl Guard {
             .kernel
             .session_of(pid)
             .ok_or_else(|| error("gate_syscalls: the caller is not in an agent session"))?;
+        // Its calls are gated: the report-only tracepoint need not report them too.
+        self.seccomp_sessions.insert(session.session_id);
         Ok(session.session_id)
     }
 
@@ -135,7 +137,11 @@ impl Guard {
     }
 
     /// The first protected path of the call, by the session owner's `~`.
-    fn protected(&mut self, owner: u32, call: &Call) -> Option<(Protected, std::path::PathBuf)> {
+    pub(super) fn protected(
+        &mut self,
+        owner: u32,
+        call: &Call,
+    ) -> Option<(Protected, std::path::PathBuf)> {
         if self.policy.protections.is_empty() {
             return None;
         }

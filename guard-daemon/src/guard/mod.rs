@@ -74,6 +74,8 @@ pub struct Guard {
     gate_decisions: std::collections::HashMap<crate::holds::GateGroup, bool>,
     /// The BPF LSM gate's roots and decisions.
     lsm_gate: gate_lsm::LsmGate,
+    /// Sessions whose calls the seccomp gate sees.
+    seccomp_sessions: std::collections::HashSet<u32>,
     /// The policy's `[notify]` settings, followed by `notify::run`.
     notify: tokio::sync::watch::Sender<crate::policy::notify::NotifySettings>,
 }
@@ -90,6 +92,7 @@ struct Stop<'a> {
 mod events;
 mod gate;
 mod gate_lsm;
+mod gate_report;
 mod requests;
 
 impl Guard {
@@ -119,6 +122,7 @@ impl Guard {
             cli_protections: Vec::new(),
             gate_decisions: Default::default(),
             lsm_gate: Default::default(),
+            seccomp_sessions: Default::default(),
             policy,
             tracer,
             config: own_files.config.clone(),
@@ -135,6 +139,7 @@ impl Guard {
         guard.restore(restored);
         guard.protect_own_files();
         guard.sync_gate_roots();
+        guard.set_report_calls();
         guard
     }
 
@@ -287,6 +292,7 @@ impl Guard {
                     self.protected_sets.clear();
                     self.policy = policy;
                     self.sync_gate_roots();
+                    self.set_report_calls();
                     self.last_reload_error = None;
                 }
                 Err(err) => {
@@ -472,6 +478,12 @@ fn syscall_gate(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {
                 .iter()
                 .filter(|p| p.operations.contains(operation))
                 .count();
+            let report = match kernel.report_missing() {
+                None => "report only (tracepoints syscalls/sys_enter_*: the call runs, an audit \
+                         record says so)"
+                    .to_string(),
+                Some(why) => format!("not reported either ({why})"),
+            };
             let how = match (policy.syscall_gate, kernel.lsm_missing()) {
                 (GateMode::Off, _) => {
                     "off: [defaults] syscall_gate = false (see docs/syscall-gate.md)".to_string()
@@ -483,11 +495,11 @@ fn syscall_gate(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {
                 ),
                 (GateMode::On, Some(why)) => format!(
                     "seccomp user notification in `guardctl run` sessions ({protected} [[protect]] entries); \
-                     detected sessions: not gated (BPF LSM: {why})"
+                     other sessions: {report} (no BPF LSM: {why})"
                 ),
                 (_, Some(why)) => format!(
-                    "off: the BPF LSM does not run here ({why}); [defaults] syscall_gate = true \
-                     gates `guardctl run` sessions with seccomp"
+                    "{report} in every session: the BPF LSM does not run here ({why}); \
+                     [defaults] syscall_gate = true holds the calls of `guardctl run` sessions with seccomp"
                 ),
             };
             (format!("syscall_gate.{}", operation.name()), how)

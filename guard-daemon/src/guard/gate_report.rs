@@ -1,0 +1,136 @@
+//! The report-only syscall gate (`guard-ebpf/src/report.rs`), where the BPF
+//! LSM does not run: calls on protected paths by session processes the
+//! seccomp gate does not see are written to the audit log. They have run.
+use std::{collections::HashMap, path::PathBuf};
+
+use guard_common::{ReportCall, ReportEvent, NO_ARG};
+
+use super::*;
+use crate::{
+    gate::{syscalls, Call},
+    policy::{protect::Operation, GateMode},
+};
+
+fn arg_index(arg: Option<usize>) -> u32 {
+    arg.map_or(NO_ARG, |a| a as u32)
+}
+
+/// Where each gated call (by this machine's syscall numbers) has its arguments.
+fn report_calls() -> HashMap<u32, ReportCall> {
+    syscalls::GATED
+        .iter()
+        .filter_map(|gated| {
+            let number = libseccomp::ScmpSyscall::from_name(gated.name).ok()?;
+            let path = |i: usize| gated.paths.get(i).map(|(_, p)| *p);
+            let dirfd = |i: usize| gated.paths.get(i).and_then(|(d, _)| *d);
+            // unlinkat's flags say whether it is an rmdir.
+            let flags_arg = gated.open_flags.or((gated.name == "unlinkat").then_some(2));
+            let call = ReportCall {
+                op: 1 << Operation::ALL.iter().position(|o| *o == gated.operation)?,
+                flags_arg: arg_index(flags_arg),
+                open_flags: gated.open_flags.is_some().into(),
+                path_args: [arg_index(path(0)), arg_index(path(1))],
+                dirfd_args: [arg_index(dirfd(0)), arg_index(dirfd(1))],
+                _pad: 0,
+            };
+            Some((number.as_raw_syscall() as u32, call))
+        })
+        .collect()
+}
+
+impl Guard {
+    /// Whether calls are reported: no BPF LSM here, and the gate not off.
+    pub(super) fn reports_calls(&self) -> bool {
+        self.policy.syscall_gate != GateMode::Off
+            && self.kernel.lsm_missing().is_some()
+            && self.kernel.report_missing().is_none()
+            && !self.policy.protections.is_empty()
+    }
+
+    /// Fills (or empties) the kernel's table of calls to report.
+    pub(super) fn set_report_calls(&mut self) {
+        if self.kernel.lsm_missing().is_none() {
+            return;
+        }
+        let calls = if self.reports_calls() {
+            report_calls()
+        } else {
+            HashMap::new()
+        };
+        if let Err(err) = self.kernel.set_report_calls(&calls) {
+            tracing::error!("report-only syscall gate: {err}");
+        }
+    }
+
+    pub fn on_report(&mut self, report: &ReportEvent) {
+        let event = &report.event;
+        if self.seccomp_sessions.contains(&event.session_id) || !self.reports_calls() {
+            return;
+        }
+        let Some(mut operation) = Operation::ALL
+            .iter()
+            .copied()
+            .find(|o| 1 << Operation::ALL.iter().position(|x| x == o).unwrap_or(0) == event.op)
+        else {
+            return;
+        };
+        if operation == Operation::Unlink && report.flags & syscalls::AT_REMOVEDIR != 0 {
+            operation = Operation::Rmdir;
+        }
+        let paths: Vec<PathBuf> = (0..2)
+            .filter_map(|i| {
+                let raw = &report.paths[i];
+                let len = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+                // The thread may be gone: its cwd and fds with it, then the path stays as given.
+                (len > 0).then(|| {
+                    crate::gate::resolve_path(event.tid, report.dirfd[i], &raw[..len], operation)
+                })
+            })
+            .collect();
+        let owner = self
+            .sessions
+            .get(&event.session_id)
+            .map_or(event.uid, |s| s.uid);
+        let call = Call {
+            id: 0,
+            tid: event.tid,
+            syscall: "",
+            operation,
+            paths,
+        };
+        let Some((protected, path)) = self.protected(owner, &call) else {
+            return;
+        };
+        let protection = &self.policy.protections[protected.protection];
+        let mut record = AuditRecord::new(AuditEvent::Audit);
+        record.pid = Some(event.pid);
+        record.session = Some(event.session_id);
+        record.uid = Some(event.uid);
+        record.agent = self
+            .sessions
+            .get(&event.session_id)
+            .and_then(|s| s.agent.clone());
+        record.argv = procfs::cmdline(event.pid)
+            .unwrap_or_default()
+            .iter()
+            .map(|a| escape_bytes(a))
+            .collect();
+        record.rule = Some(protection.id.clone());
+        record.operation = Some(format!(
+            "{} {}",
+            operation.name(),
+            escape_bytes(path.as_os_str().as_encoded_bytes())
+        ));
+        record.decision = Some("allow".into());
+        record.reason = Some(format!(
+            "report only: no BPF LSM here, the call ran (protect {} wanted {:?})",
+            protection.id, protection.action
+        ));
+        tracing::warn!(
+            pid = event.pid,
+            operation = record.operation.as_deref().unwrap_or(""),
+            "protected path changed in a session (report only)"
+        );
+        self.audit.write(&record);
+    }
+}
