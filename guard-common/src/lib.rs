@@ -29,6 +29,8 @@ pub const PROGRAM_INTERPRETER: u32 = 1 << 2;
 pub const SESSION_LAUNCHED: u32 = 1 << 0;
 /// `SessionEntry::flags`: the session was started by the kernel on an agent exec.
 pub const SESSION_DETECTED: u32 = 1 << 1;
+/// `SessionEntry::flags`: the seccomp gate sees this thread's calls (no reports needed).
+pub const SESSION_SECCOMP: u32 = 1 << 2;
 
 /// Value of the `SESSIONS` map, keyed by thread id; children inherit it on fork.
 #[repr(C)]

@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use guard_common::{EventKind, FileKey, ReportEvent, NO_ARG};
+use guard_common::{EventKind, FileKey, ReportEvent, NO_ARG, SESSION_SECCOMP};
 
 use crate::maps::{current_uid, EVENTS, REPORT_CALLS, SESSIONS};
 
@@ -26,7 +26,11 @@ pub fn report_syscall(ctx: TracePointContext) -> u32 {
     let Some(session) = SESSIONS.get_ptr(tid) else {
         return 0;
     };
-    let session_id = unsafe { (*session).session_id };
+    let session = unsafe { *session };
+    if session.flags & SESSION_SECCOMP != 0 {
+        return 0;
+    }
+    let session_id = session.session_id;
     let Ok(nr) = (unsafe { ctx.read_at::<i32>(NR_OFFSET) }) else {
         return 0;
     };

@@ -37,8 +37,18 @@ impl Guard {
             .kernel
             .session_of(pid)
             .ok_or_else(|| error("gate_syscalls: the caller is not in an agent session"))?;
-        // Its calls are gated: the report-only tracepoint need not report them too.
+        // Its calls are gated: the report-only tracepoint need not report them
+        // too (children inherit the flag: the launcher has not exec'd yet).
         self.seccomp_sessions.insert(session.session_id);
+        let flagged = SessionEntry {
+            flags: session.flags | guard_common::SESSION_SECCOMP,
+            ..session
+        };
+        for tid in procfs::threads(pid) {
+            if let Err(err) = self.kernel.add_to_session(tid, flagged) {
+                tracing::warn!(tid, "cannot mark the session as seccomp-gated: {err}");
+            }
+        }
         Ok(session.session_id)
     }
 
