@@ -6,7 +6,9 @@
 //!    guardd's own stop-to-decision figures;
 //! 4. approve-to-running latency of a held process;
 //! 5. the syscall gate: 10,000 unlinks of unprotected files in a
-//!    `guardctl run` session (each one a seccomp notification to guardd);
+//!    `guardctl run` session (each one a seccomp notification to guardd),
+//!    and in a detected session where it only reports (each one a
+//!    tracepoint event to guardd; where the BPF LSM runs, its hooks instead);
 //! 6. guardd's resident memory (idle and after the loops), its CPU share
 //!    during them, and the memory its BPF maps lock.
 use std::{
@@ -26,7 +28,7 @@ use serde_json::{json, Value};
 use crate::{build, cmd};
 
 const ROUNDS: usize = 5;
-const POLICY: &str = "version = 1\nbase = \"none\"\n[defaults]\nsyscall_gate = true\n[[rule]]\nid = \"bench\"\nprograms = [\"tfbench\"]\nsubcommand = [\"destroy\"]\naction = \"hold\"\n[[protect]]\nid = \"bench\"\npaths = [\"/nonexistent/agent-guard-bench\"]\n";
+const POLICY: &str = "version = 1\nbase = \"none\"\n[agents]\nprograms = [\"agentbench\"]\n[defaults]\nsyscall_gate = true\n[[rule]]\nid = \"bench\"\nprograms = [\"tfbench\"]\nsubcommand = [\"destroy\"]\naction = \"hold\"\n[[protect]]\nid = \"bench\"\npaths = [\"/nonexistent/agent-guard-bench\"]\n";
 /// Unlinks per gate run.
 const UNLINKS: u32 = 10_000;
 const LOOP: &str = "i=0; while [ $i -lt $1 ]; do \"$0\" $2; i=$((i+1)); done";
@@ -58,6 +60,8 @@ pub fn run() -> anyhow::Result<()> {
             .arg(dir.join("bin/unlinks"))
             .arg(root.join("xtask/bench/unlinks.c")),
     )?;
+    // The unlink loop under an agent's name: a session the kernel detects.
+    fs::copy(dir.join("bin/unlinks"), dir.join("bin/agentbench"))?;
     fs::write(dir.join("policy.toml"), POLICY)?;
     let execs = std::env::var("AGENT_GUARD_BENCH_EXECS")
         .ok()
@@ -69,7 +73,8 @@ pub fn run() -> anyhow::Result<()> {
         execs,
     };
 
-    let (mut outside, mut session, mut watched, mut unlinks) = (
+    let (mut outside, mut session, mut watched, mut unlinks, mut reported) = (
+        Pair::default(),
         Pair::default(),
         Pair::default(),
         Pair::default(),
@@ -86,14 +91,17 @@ pub fn run() -> anyhow::Result<()> {
         watched
             .without
             .push(bench.per_exec_us(bench.tiny_loop(None, true))?);
-        unlinks.without.push(bench.unlink_loop(None)?);
+        unlinks.without.push(bench.unlink_loop(Unlinks::Plain)?);
         let guard = Guardd::start(&bench)?;
         sleep(Duration::from_secs(1));
         let idle = Usage::of(guard.child.id())?;
         rss_idle.push(idle.rss_kib as f64 / 1024.0);
         map_memory.push(idle.map_memlock_bytes as f64 / 1024.0 / 1024.0);
         let loops_started = Instant::now();
-        unlinks.with.push(bench.unlink_loop(Some(&guard))?);
+        unlinks
+            .with
+            .push(bench.unlink_loop(Unlinks::Launched(&guard))?);
+        reported.with.push(bench.unlink_loop(Unlinks::Detected)?);
         outside
             .with
             .push(bench.per_exec_us(bench.tiny_loop(None, false))?);
@@ -112,6 +120,7 @@ pub fn run() -> anyhow::Result<()> {
         guard.stop(&bench)?;
     }
     session.without = outside.without.clone();
+    reported.without = unlinks.without.clone();
     let approve = approve_to_running(&bench)?;
 
     let results = json!({
@@ -131,6 +140,7 @@ pub fn run() -> anyhow::Result<()> {
         "bpf_map_memlock_mib": summary(&map_memory),
         "unlinks_per_run": UNLINKS,
         "gated_unlink": unlinks.json(),
+        "detected_session_unlink": reported.json(),
     });
     fs::write(
         bench.dir.join("results.json"),
@@ -170,8 +180,8 @@ impl Bench {
         (command, count)
     }
 
-    /// Microseconds per unlink of UNLINKS fresh files, in a gated session or not.
-    fn unlink_loop(&self, session: Option<&Guardd>) -> anyhow::Result<f64> {
+    /// Microseconds per unlink of UNLINKS fresh files, in a session or not.
+    fn unlink_loop(&self, how: Unlinks<'_>) -> anyhow::Result<f64> {
         let files = self.dir.join("unlinks");
         let _ = fs::remove_dir_all(&files);
         fs::create_dir_all(&files)?;
@@ -179,8 +189,8 @@ impl Bench {
             fs::write(files.join(format!("f{i}")), "")?;
         }
         let program = self.dir.join("bin/unlinks");
-        let mut command = match session {
-            Some(guard) => {
+        let mut command = match how {
+            Unlinks::Launched(guard) => {
                 let mut c = Command::new(self.release.join("guardctl"));
                 c.arg("--socket")
                     .arg(&guard.socket)
@@ -189,7 +199,8 @@ impl Bench {
                     .arg(program);
                 c
             }
-            None => Command::new(program),
+            Unlinks::Detected => Command::new(self.dir.join("bin/agentbench")),
+            Unlinks::Plain => Command::new(program),
         };
         let output = command.arg(&files).arg(UNLINKS.to_string()).output()?;
         if !output.status.success() {
@@ -363,6 +374,15 @@ fn monotonic_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
+/// How the unlink loop runs.
+enum Unlinks<'a> {
+    Plain,
+    /// `guardctl run` with the seccomp gate.
+    Launched(&'a Guardd),
+    /// As an agent program the kernel detects (report only without the BPF LSM).
+    Detected,
+}
+
 #[derive(Default)]
 struct Pair {
     without: Vec<f64>,
@@ -461,6 +481,11 @@ fn report(r: &Value) -> String {
         "syscall gate: us per unlink, no guard",
         "",
         &r["gated_unlink"]["no_guard_us"],
+    );
+    out += &row(
+        "detected session, 10,000 unlinks (report only here, or the BPF LSM gate): ratio guard / no guard",
+        "",
+        &r["detected_session_unlink"]["ratio"],
     );
     out += &row(
         "guardd resident memory, idle: MiB",
