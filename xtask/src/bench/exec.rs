@@ -10,7 +10,9 @@
 //!    and in a detected session where it only reports (each one a
 //!    tracepoint event to guardd; where the BPF LSM runs, its hooks instead);
 //! 6. guardd's resident memory (idle and after the loops), its CPU share
-//!    during them, and the memory its BPF maps lock.
+//!    during them, and the memory its BPF maps lock;
+//! 7. real workloads (`super::workload`): make -j2 and git, in a session
+//!    of the default policy against outside without the guard.
 use std::{
     fmt::Write as _,
     fs,
@@ -25,6 +27,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
+use super::workload::{Session, Workload};
 use crate::{build, cmd};
 
 const ROUNDS: usize = 5;
@@ -121,6 +124,7 @@ pub fn run() -> anyhow::Result<()> {
     }
     session.without = outside.without.clone();
     reported.without = unlinks.without.clone();
+    let (make, git) = workloads(&bench)?;
     let approve = approve_to_running(&bench)?;
 
     let results = json!({
@@ -141,6 +145,8 @@ pub fn run() -> anyhow::Result<()> {
         "unlinks_per_run": UNLINKS,
         "gated_unlink": unlinks.json(),
         "detected_session_unlink": reported.json(),
+        "workload_make_j2": make.json(),
+        "workload_git": git.json(),
     });
     fs::write(
         bench.dir.join("results.json"),
@@ -288,7 +294,23 @@ impl Guardd {
     }
 
     fn start(bench: &Bench) -> anyhow::Result<Self> {
-        let child = Self::command(bench).stderr(Stdio::null()).spawn()?;
+        Self::start_with(bench, Self::command(bench))
+    }
+
+    /// On the embedded default policy, as a user would run it.
+    fn start_default(bench: &Bench) -> anyhow::Result<Self> {
+        let mut command = Command::new(bench.release.join("guardd"));
+        let args: Vec<_> = Self::command(bench)
+            .get_args()
+            .skip(2)
+            .map(|a| a.to_owned())
+            .collect();
+        command.args(args);
+        Self::start_with(bench, command)
+    }
+
+    fn start_with(bench: &Bench, mut command: Command) -> anyhow::Result<Self> {
+        let child = command.stderr(Stdio::null()).spawn()?;
         let guard = Self {
             child,
             socket: bench.dir.join("guardd.sock"),
@@ -326,6 +348,30 @@ impl Guardd {
         }
         Ok(())
     }
+}
+
+/// make -j2 and git, alternating outside without the guard and in a session
+/// of a guardd on the default policy; microseconds per run.
+fn workloads(bench: &Bench) -> anyhow::Result<(Pair, Pair)> {
+    let mut workload = Workload::prepare(&bench.dir)?;
+    let (mut make, mut git) = (Pair::default(), Pair::default());
+    let guardctl = bench.release.join("guardctl");
+    for round in 0..ROUNDS {
+        eprintln!("xtask: bench workloads {}/{ROUNDS}", round + 1);
+        make.without.push(workload.make(None)? * 1e6);
+        git.without.push(workload.git(None)? * 1e6);
+        let guard = Guardd::start_default(bench)?;
+        let session = Session {
+            guardctl: &guardctl,
+            socket: &guard.socket,
+        };
+        let with_make = workload.make(Some(&session));
+        let with_git = workload.git(Some(&session));
+        guard.stop(bench)?;
+        make.with.push(with_make? * 1e6);
+        git.with.push(with_git? * 1e6);
+    }
+    Ok((make, git))
 }
 
 /// Holds `tfbench destroy` 20 times; from the approve request to the
@@ -413,6 +459,17 @@ fn summary(values: &[f64]) -> Value {
     json!({"median": at(0.5), "p99": at(0.99), "min": at(0.0), "max": at(1.0), "n": sorted.len()})
 }
 
+/// A summary in microseconds, as milliseconds.
+fn ms(summary: &Value) -> Value {
+    let mut out = summary.clone();
+    for key in ["median", "p99", "min", "max"] {
+        if let Some(us) = summary[key].as_f64() {
+            out[key] = json!(us / 1000.0);
+        }
+    }
+    out
+}
+
 fn machine() -> String {
     let kernel = cmd::output(Command::new("uname").arg("-r")).unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
@@ -488,6 +545,26 @@ fn report(r: &Value) -> String {
         &r["detected_session_unlink"]["ratio"],
     );
     out += &row(
+        "make -j2 of a 61-file C project in a session (default policy) / outside, no guard",
+        "",
+        &r["workload_make_j2"]["ratio"],
+    );
+    out += &row(
+        "make -j2: ms outside, no guard",
+        "",
+        &ms(&r["workload_make_j2"]["no_guard_us"]),
+    );
+    out += &row(
+        "git status/add/commit/log/diff/checkout on 2,000 files, in a session / outside",
+        "",
+        &r["workload_git"]["ratio"],
+    );
+    out += &row(
+        "git script: ms outside, no guard",
+        "",
+        &ms(&r["workload_git"]["no_guard_us"]),
+    );
+    out += &row(
         "guardd resident memory, idle: MiB",
         "<= 40",
         &r["guardd_rss_idle_mib"],
@@ -510,6 +587,6 @@ fn report(r: &Value) -> String {
     let g = &r["guardd_stop_to_decision_us"];
     let _ = writeln!(out, "\nguardd's own stop-to-decision latency in the last watched run: p50 {} us, p99 {} us, max {} us ({} samples; goal p50 <= 100 us, p99 <= 1 ms).",
         g["p50_us"], g["p99_us"], g["max_us"], g["samples"]);
-    out.push_str("\nNot measured yet (issue #7): the make/git workload, sustained exec rate and burst size,\nand the auditd/fapolicyd/bpftrace peers.\n");
+    out.push_str("\nNot measured yet (issue #7): sustained exec rate and burst size, and the\nauditd/fapolicyd/bpftrace peers.\n");
     out
 }
