@@ -30,13 +30,13 @@ use serde_json::{json, Value};
 use super::workload::{Session, Workload};
 use crate::{build, cmd};
 
-const ROUNDS: usize = 5;
+pub(super) const ROUNDS: usize = 5;
 const POLICY: &str = "version = 1\nbase = \"none\"\n[agents]\nprograms = [\"agentbench\"]\n[defaults]\nsyscall_gate = true\n[[rule]]\nid = \"bench\"\nprograms = [\"tfbench\"]\nsubcommand = [\"destroy\"]\naction = \"hold\"\n[[protect]]\nid = \"bench\"\npaths = [\"/nonexistent/agent-guard-bench\"]\n";
 /// Unlinks per gate run.
 const UNLINKS: u32 = 10_000;
 const LOOP: &str = "i=0; while [ $i -lt $1 ]; do \"$0\" $2; i=$((i+1)); done";
 
-struct Bench {
+pub(super) struct Bench {
     dir: PathBuf,
     release: PathBuf,
     execs: u32,
@@ -125,6 +125,8 @@ pub fn run() -> anyhow::Result<()> {
     session.without = outside.without.clone();
     reported.without = unlinks.without.clone();
     let (make, git) = workloads(&bench)?;
+    let bpftrace = super::peers::bpftrace(&bench)
+        .map_or_else(|why| json!({ "skipped": why }), |pair| pair.json());
     let approve = approve_to_running(&bench)?;
 
     let results = json!({
@@ -147,6 +149,7 @@ pub fn run() -> anyhow::Result<()> {
         "detected_session_unlink": reported.json(),
         "workload_make_j2": make.json(),
         "workload_git": git.json(),
+        "peer_bpftrace_exec_tracepoint": bpftrace,
     });
     fs::write(
         bench.dir.join("results.json"),
@@ -162,7 +165,7 @@ pub fn run() -> anyhow::Result<()> {
 
 impl Bench {
     /// `sh -c LOOP` running the tiny program `execs` times (watched: `tfbench plan`), in a session or not.
-    fn tiny_loop(&self, session: Option<&Guardd>, watched: bool) -> (Command, u32) {
+    pub(super) fn tiny_loop(&self, session: Option<&Guardd>, watched: bool) -> (Command, u32) {
         let (program, arg, count) = if watched {
             (self.dir.join("bin/tfbench"), "plan", self.execs / 4)
         } else {
@@ -218,7 +221,7 @@ impl Bench {
         Ok(String::from_utf8(output.stdout)?.trim().parse()?)
     }
 
-    fn per_exec_us(&self, (mut command, count): (Command, u32)) -> anyhow::Result<f64> {
+    pub(super) fn per_exec_us(&self, (mut command, count): (Command, u32)) -> anyhow::Result<f64> {
         let start = Instant::now();
         let status = command.stdin(Stdio::null()).status()?;
         let elapsed = start.elapsed();
@@ -271,7 +274,7 @@ impl Usage {
     }
 }
 
-struct Guardd {
+pub(super) struct Guardd {
     child: Child,
     socket: PathBuf,
 }
@@ -430,9 +433,9 @@ enum Unlinks<'a> {
 }
 
 #[derive(Default)]
-struct Pair {
-    without: Vec<f64>,
-    with: Vec<f64>,
+pub(super) struct Pair {
+    pub without: Vec<f64>,
+    pub with: Vec<f64>,
 }
 
 impl Pair {
@@ -564,6 +567,18 @@ fn report(r: &Value) -> String {
         "",
         &ms(&r["workload_git"]["no_guard_us"]),
     );
+    match r["peer_bpftrace_exec_tracepoint"]["skipped"].as_str() {
+        None => {
+            out += &row(
+                "peer: bpftrace counting sched_process_exec, outside loop: ratio / none",
+                "",
+                &r["peer_bpftrace_exec_tracepoint"]["ratio"],
+            )
+        }
+        Some(why) => {
+            out += &format!("| peer: bpftrace on sched_process_exec | | skipped: {why} | |\n")
+        }
+    }
     out += &row(
         "guardd resident memory, idle: MiB",
         "<= 40",
@@ -587,6 +602,6 @@ fn report(r: &Value) -> String {
     let g = &r["guardd_stop_to_decision_us"];
     let _ = writeln!(out, "\nguardd's own stop-to-decision latency in the last watched run: p50 {} us, p99 {} us, max {} us ({} samples; goal p50 <= 100 us, p99 <= 1 ms).",
         g["p50_us"], g["p99_us"], g["max_us"], g["samples"]);
-    out.push_str("\nNot measured yet (issue #7): sustained exec rate and burst size, and the\nauditd/fapolicyd/bpftrace peers.\n");
+    out.push_str("\nNot measured yet (issue #7): sustained exec rate and burst size, and the\nauditd and fapolicyd peers.\n");
     out
 }

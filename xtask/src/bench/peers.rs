@@ -1,0 +1,77 @@
+//! Peers on the same exec loop: a bpftrace one-liner on the tracepoint the
+//! exec gate uses, the cost floor of any tracepoint-based guard. Installed
+//! from the distribution's packages when missing; skipped (and said so)
+//! where it cannot be.
+use std::{
+    io::BufRead as _,
+    process::{Command, Stdio},
+    thread::sleep,
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+
+use super::exec::{Bench, Pair, ROUNDS};
+use crate::cmd;
+
+const BPFTRACE_PROGRAM: &str = "tracepoint:sched:sched_process_exec { @execs[comm] = count(); }";
+
+/// The outside-session loop without and with the bpftrace one-liner, or why not.
+pub(super) fn bpftrace(bench: &Bench) -> Result<Pair, String> {
+    ensure_installed("bpftrace").map_err(|err| err.to_string())?;
+    let mut pair = Pair::default();
+    for round in 0..ROUNDS {
+        eprintln!("xtask: bench bpftrace {}/{ROUNDS}", round + 1);
+        let measure = || -> anyhow::Result<(f64, f64)> {
+            let without = bench.per_exec_us(bench.tiny_loop(None, false))?;
+            let mut child = Command::new("bpftrace")
+                .args(["-e", BPFTRACE_PROGRAM])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting bpftrace")?;
+            let mut line = String::new();
+            let stdout = child.stdout.take().context("bpftrace stdout")?;
+            let attached = std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .is_ok_and(|n| n > 0 && line.starts_with("Attaching"));
+            let with = if attached {
+                sleep(Duration::from_millis(300));
+                bench.per_exec_us(bench.tiny_loop(None, false))
+            } else {
+                Err(anyhow::anyhow!("bpftrace did not attach: {line:?}"))
+            };
+            // Only the child this started.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let _ = child.wait();
+            Ok((without, with?))
+        };
+        let (without, with) = measure().map_err(|err| err.to_string())?;
+        pair.without.push(without);
+        pair.with.push(with);
+    }
+    Ok(pair)
+}
+
+/// apt-get installs `package` when its program is not on PATH.
+fn ensure_installed(program: &str) -> anyhow::Result<()> {
+    let present = || {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if present() {
+        return Ok(());
+    }
+    let install = cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends", program])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    );
+    if install.is_err() || !present() {
+        bail!("{program} is not installed and apt-get could not install it");
+    }
+    Ok(())
+}
