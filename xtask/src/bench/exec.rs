@@ -37,9 +37,9 @@ const UNLINKS: u32 = 10_000;
 const LOOP: &str = "i=0; while [ $i -lt $1 ]; do \"$0\" $2; i=$((i+1)); done";
 
 pub(super) struct Bench {
-    pub dir: PathBuf,
-    pub release: PathBuf,
-    pub execs: u32,
+    dir: PathBuf,
+    release: PathBuf,
+    execs: u32,
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -125,7 +125,6 @@ pub fn run() -> anyhow::Result<()> {
     session.without = outside.without.clone();
     reported.without = unlinks.without.clone();
     let (make, git) = workloads(&bench)?;
-    let bursts = super::burst::run(&bench)?;
     let bpftrace = super::peers::bpftrace(&bench)
         .map_or_else(|why| json!({ "skipped": why }), |pair| pair.json());
     let approve = approve_to_running(&bench)?;
@@ -151,7 +150,6 @@ pub fn run() -> anyhow::Result<()> {
         "workload_make_j2": make.json(),
         "workload_git": git.json(),
         "peer_bpftrace_exec_tracepoint": bpftrace,
-        "sustained_and_bursts": bursts,
     });
     fs::write(
         bench.dir.join("results.json"),
@@ -277,8 +275,8 @@ impl Usage {
 }
 
 pub(super) struct Guardd {
-    pub child: Child,
-    pub socket: PathBuf,
+    child: Child,
+    socket: PathBuf,
 }
 
 impl Guardd {
@@ -298,7 +296,7 @@ impl Guardd {
         command
     }
 
-    pub(super) fn start(bench: &Bench) -> anyhow::Result<Self> {
+    fn start(bench: &Bench) -> anyhow::Result<Self> {
         Self::start_with(bench, Self::command(bench))
     }
 
@@ -337,11 +335,11 @@ impl Guardd {
         Ok(serde_json::from_str(&line)?)
     }
 
-    pub(super) fn status(&self) -> anyhow::Result<Value> {
+    fn status(&self) -> anyhow::Result<Value> {
         self.request(json!({"version": 1, "type": "status"}))
     }
 
-    pub(super) fn stop(mut self, bench: &Bench) -> anyhow::Result<()> {
+    fn stop(mut self, bench: &Bench) -> anyhow::Result<()> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait()?;
         let status = Self::command(bench)
@@ -604,36 +602,6 @@ fn report(r: &Value) -> String {
     let g = &r["guardd_stop_to_decision_us"];
     let _ = writeln!(out, "\nguardd's own stop-to-decision latency in the last watched run: p50 {} us, p99 {} us, max {} us ({} samples; goal p50 <= 100 us, p99 <= 1 ms).",
         g["p50_us"], g["p99_us"], g["max_us"], g["samples"]);
-    let sustained = &r["sustained_and_bursts"]["sustained"];
-    let _ = writeln!(
-        out,
-        "\nSustained, two parallel loops of a watched program the policy allows in one session: {:.0} execs/s; \
-         {} of {} stops seen through their event, {} raised from the kernel map.",
-        sustained["execs_per_second"].as_f64().unwrap_or(0.0),
-        sustained["stops_seen"],
-        sustained["execs"],
-        sustained["raised_from_map"],
-    );
-    out.push_str(
-        "\nBursts with guardd frozen (SIGSTOP) while a shell starts N watched execs at once, then thawed \
-         (the ring buffer holds about EVENTS_BYTES / 72 events):\n\n\
-         | N | all started while frozen | all ran | stops seen | raised from the map (event lost) |\n|---|---|---|---|---|\n",
-    );
-    for burst in r["sustained_and_bursts"]["bursts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} |",
-            burst["size"],
-            burst["all_spawned_while_frozen"],
-            burst["completed"],
-            burst["stops_seen"],
-            burst["raised_from_map"]
-        );
-    }
-    out.push_str("\nNot measured yet (issue #7): the auditd and fapolicyd peers.\n");
+    out.push_str("\nNot measured yet (issue #7): sustained exec rate and burst size, and the\nauditd and fapolicyd peers.\n");
     out
 }
