@@ -11,27 +11,6 @@ use std::{
 
 use common::*;
 
-/// A tree of 3 levels and `files` files.
-fn tree(root: &Path, files: usize) {
-    for i in 0..files {
-        let dir = root.join(format!("d{}", i % 3)).join("deeper");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("f{i}")), "keep me").unwrap();
-    }
-}
-
-fn count(root: &Path) -> usize {
-    let mut n = 0;
-    for entry in std::fs::read_dir(root).unwrap() {
-        let entry = entry.unwrap();
-        n += 1;
-        if entry.file_type().unwrap().is_dir() {
-            n += count(&entry.path());
-        }
-    }
-    n
-}
-
 fn guard_protecting(protected: &Path) -> Guard {
     Guard::start(&format!(
         "version = 1\nbase = \"none\"\n[defaults]\nsyscall_gate = true\n[[protect]]\nid = \"precious\"\npaths = [\"{}\"]\n",

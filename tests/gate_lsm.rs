@@ -16,26 +16,6 @@ use std::{
 
 use common::*;
 
-fn tree(root: &Path, files: usize) {
-    for i in 0..files {
-        let dir = root.join(format!("d{}", i % 3)).join("deeper");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("f{i}")), "keep me").unwrap();
-    }
-}
-
-fn count(root: &Path) -> usize {
-    let mut n = 0;
-    for entry in std::fs::read_dir(root).unwrap() {
-        let entry = entry.unwrap();
-        n += 1;
-        if entry.file_type().unwrap().is_dir() {
-            n += count(&entry.path());
-        }
-    }
-    n
-}
-
 /// guardd protecting `roots` (one `[[protect]]` each, hold, except `cache`), with `claude`
 /// as the agent program; None where the BPF LSM does not run here.
 fn guard_protecting(roots: &[&Path]) -> Option<Guard> {

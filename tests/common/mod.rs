@@ -527,3 +527,24 @@ pub fn require_root() {
         "these tests load eBPF programs and must run as root"
     );
 }
+
+/// A tree of 3 levels and `files` files.
+pub fn tree(root: &Path, files: usize) {
+    for i in 0..files {
+        let dir = root.join(format!("d{}", i % 3)).join("deeper");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}")), "keep me").unwrap();
+    }
+}
+
+pub fn count(root: &Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(root).unwrap() {
+        let entry = entry.unwrap();
+        n += 1;
+        if entry.file_type().unwrap().is_dir() {
+            n += count(&entry.path());
+        }
+    }
+    n
+}
