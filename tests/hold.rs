@@ -237,7 +237,13 @@ fn wrappers_do_not_dodge_the_hold() {
         ),
         (
             "w-doublefork",
-            &["sh", "-c", "sh -c 'terraform destroy w-doublefork &' &"],
+            // The outer shell stays: were it to exit while the grandchild is
+            // stopped, the kernel would SIGHUP the orphaned process group.
+            &[
+                "sh",
+                "-c",
+                "sh -c 'terraform destroy w-doublefork &' & sleep 30",
+            ],
         ),
         (
             "w-script",
