@@ -75,12 +75,17 @@ pub fn resolve(tid: u32, dirfd: i32, raw: &[u8], follows: bool) -> PathBuf {
         // "", ".", ".." or "x/..": the whole path names a directory.
         _ => (full, None),
     };
-    let parent = real_path(&parent, true).unwrap_or_else(|_| {
+    let parent = match real_path(&parent, true) {
+        Ok(parent) => parent,
         // A directory that does not exist (the call will fail): fold the
         // rest onto the real base, not onto /proc's link.
-        let base = real_path(&base, true).unwrap_or(base.clone());
-        fold(&base.join(relative.parent().unwrap_or(Path::new(""))))
-    });
+        Err(_) => match real_path(&base, true) {
+            Ok(base) => fold(&base.join(relative.parent().unwrap_or(Path::new("")))),
+            // The thread exited (a zombie keeps /proc/TID, not its root or
+            // cwd): the path as given is all there is.
+            Err(_) => return fold(path),
+        },
+    };
     match name {
         Some(name) => parent.join(name),
         None => parent,
@@ -140,6 +145,30 @@ mod tests {
         let dir = std::fs::File::open("/usr").unwrap();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
         assert_eq!(resolve(me, fd, b"lib/x", false), Path::new("/usr/lib/x"));
+    }
+
+    #[test]
+    fn a_zombies_absolute_paths_stay_as_given() {
+        // Exited, not yet reaped: /proc/PID is there, its root and cwd are not.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        while procfs_state(pid) != Some('Z') {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let at_cwd = super::super::syscalls::AT_FDCWD;
+        assert_eq!(
+            resolve(pid, at_cwd, b"/tmp/x/../precious/new", true),
+            Path::new("/tmp/precious/new")
+        );
+        assert_eq!(
+            resolve(pid, at_cwd, b"/tmp/precious/f", false),
+            Path::new("/tmp/precious/f")
+        );
+        child.wait().unwrap();
+    }
+
+    fn procfs_state(pid: u32) -> Option<char> {
+        crate::procfs::stat(pid).ok().map(|stat| stat.state)
     }
 
     #[test]
