@@ -202,16 +202,27 @@ fn without_the_lsm_detected_sessions_are_reported_not_held() {
     }
     let unlink = mechanism(&guard.status(), "syscall_gate.unlink");
     assert!(unlink.starts_with("report only"), "{unlink}");
+    assert!(
+        !reporting(&guard),
+        "no session yet: the sys_enter tracepoints would slow every call of the machine"
+    );
     let p = protected.display();
     let s = scratch.display();
+    let go = dir.path().join("go");
     let mut agent = std::process::Command::new(stubs.script(
         "claude",
         &format!(
-            "rm {p}/d0/deeper/f0 && echo x > {p}/new && mv {p}/d1 {p}/d1b && echo y > {s}/log && echo ok"
+            "while [ ! -e {go} ]; do sleep 0.05; done\n\
+             rm {p}/d0/deeper/f0 && echo x > {p}/new && mv {p}/d1 {p}/d1b && echo y > {s}/log && echo ok",
+            go = go.display()
         ),
     ));
     agent.env("PATH", stubs.path_env());
-    let (status, out, err) = Proc::spawn(agent).wait();
+    let agent = Proc::spawn(agent);
+    // Reporting starts once guardd has seen the session (documented).
+    wait_for(|| reporting(&guard), "report-only program attached");
+    std::fs::write(&go, "").unwrap();
+    let (status, out, err) = agent.wait();
     assert!(status.success() && out == "ok\n", "{out}{err}");
     assert!(guard.pending().is_empty(), "report only: nothing is held");
     let deadline = std::time::Instant::now() + WAIT;
@@ -245,5 +256,26 @@ fn without_the_lsm_detected_sessions_are_reported_not_held() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    wait_for(
+        || !reporting(&guard),
+        "report-only program detached after the session",
+    );
     guard.stop();
+}
+
+/// Whether the report-only program is on its tracepoints now.
+fn reporting(guard: &Guard) -> bool {
+    guard.status()["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "report_syscall" && p["attached"] == true)
+}
+
+fn wait_for(condition: impl Fn() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -17,7 +17,7 @@ use aya::{
 use guard_common::{
     comm_key, Comm, ExeNameOffsets, FileKey, GateDecision, GateDecisionKey, GateHeldEntry,
     GateRoot, HeldEntry, LsmOffsets, ReportCall, SessionEntry, TracepointOffsets, PROGRAM_AGENT,
-    PROGRAM_INTERPRETER, PROGRAM_WATCHED,
+    PROGRAM_INTERPRETER, PROGRAM_WATCHED, SESSION_SECCOMP,
 };
 
 use crate::{btf::Btf, protocol::ProgramView};
@@ -71,6 +71,18 @@ const REPORT_TRACEPOINTS: [&str; 16] = [
     "sys_enter_lchown",
     "sys_enter_fchownat",
 ];
+
+/// The report tracepoints this kernel has.
+fn report_tracepoints() -> impl Iterator<Item = &'static str> {
+    REPORT_TRACEPOINTS
+        .into_iter()
+        .filter(|tp| Path::new(TRACEFS).join("events/syscalls").join(tp).exists())
+}
+
+/// Where a report link is pinned (bpffs refuses dots in names).
+fn report_link(tracepoint: &str) -> String {
+    format!("{REPORT_PROGRAM}-{tracepoint}")
+}
 
 /// (program, LSM hook, parameter count it is built for; None: any), loaded
 /// only where the BPF LSM is active. Hooks whose signature changed have one
@@ -160,6 +172,9 @@ pub struct Kernel {
     lsm_missing: Option<String>,
     /// Why the report-only program is not loaded, where it should be.
     report_missing: Option<String>,
+    /// Whether the report-only program is on its tracepoints now.
+    reporting: bool,
+    pins: Pins,
 }
 
 impl Kernel {
@@ -239,6 +254,8 @@ impl Kernel {
             exe_names: exe_offsets.enabled != 0,
             lsm_missing: lsm.as_ref().err().cloned(),
             report_missing: None,
+            reporting: false,
+            pins: pins.clone(),
         };
         // Fill the program map before anything is attached.
         kernel.set_programs(sets)?;
@@ -262,6 +279,7 @@ impl Kernel {
                 id: info.id(),
                 tracepoint: format!("{category}/{tracepoint}"),
                 map_ids: info.map_ids().ok().flatten().unwrap_or_default(),
+                attached: true,
             });
         }
         if kernel.lsm_missing.is_none() {
@@ -280,7 +298,7 @@ impl Kernel {
         if kernel.lsm_missing.is_none() {
             // An earlier run's report-only links, on a kernel booted without the LSM.
             for tracepoint in REPORT_TRACEPOINTS {
-                let pin = pins.link(&format!("{REPORT_PROGRAM}-{tracepoint}"));
+                let pin = pins.link(&report_link(tracepoint));
                 if let Ok(link) = PinnedLink::from_pin(pin) {
                     drop(link.unpin());
                 }
@@ -293,7 +311,7 @@ impl Kernel {
                     drop(link.unpin());
                 }
             }
-            if let Err(err) = kernel.attach_report(&pins) {
+            if let Err(err) = kernel.load_report() {
                 tracing::error!("report-only syscall gate not loaded: {err}");
                 kernel.report_missing = Some(err.to_string());
             }
@@ -301,8 +319,10 @@ impl Kernel {
         Ok((kernel, events))
     }
 
-    /// The report-only program on every gated call's `sys_enter` tracepoint.
-    fn attach_report(&mut self, pins: &Pins) -> Result<(), KernelError> {
+    /// Loads the report-only program. It is attached only while a session
+    /// needs it (`set_reporting`): an enabled `sys_enter` tracepoint sends
+    /// every system call of every process through the kernel's slow path.
+    fn load_report(&mut self) -> Result<(), KernelError> {
         let name = REPORT_PROGRAM;
         let program_err = |source| KernelError::Program { name, source };
         let program: &mut TracePoint = self
@@ -312,32 +332,83 @@ impl Kernel {
             .try_into()
             .map_err(program_err)?;
         program.load().map_err(program_err)?;
-        let mut attached = Vec::new();
-        for tracepoint in REPORT_TRACEPOINTS {
-            if !Path::new(TRACEFS)
-                .join("events/syscalls")
-                .join(tracepoint)
-                .exists()
-            {
-                continue;
+        let info = program.info().map_err(program_err)?;
+        let calls: Vec<&str> = report_tracepoints()
+            .map(|tp| tp.trim_start_matches("sys_enter_"))
+            .collect();
+        self.loaded.push(ProgramView {
+            name: name.to_string(),
+            id: info.id(),
+            tracepoint: format!("syscalls/sys_enter_{{{}}}", calls.join(",")),
+            map_ids: info.map_ids().ok().flatten().unwrap_or_default(),
+            attached: false,
+        });
+        // A session of an earlier run may still be reported on.
+        let earlier = REPORT_TRACEPOINTS
+            .iter()
+            .any(|tp| self.pins.link(&report_link(tp)).exists());
+        self.set_reporting(earlier).map(drop)
+    }
+
+    /// Attaches (or detaches) the report-only program; true when that changed.
+    pub fn set_reporting(&mut self, on: bool) -> Result<bool, KernelError> {
+        if on == self.reporting || self.report_missing.is_some() {
+            return Ok(false);
+        }
+        let name = REPORT_PROGRAM;
+        if on {
+            if let Err(err) = self.attach_report() {
+                // Not retried on every tick: status says it is missing.
+                self.detach_report();
+                self.report_missing = Some(err.to_string());
+                return Err(err);
             }
+        } else {
+            self.detach_report();
+        }
+        self.reporting = on;
+        for view in self.loaded.iter_mut().filter(|v| v.name == name) {
+            view.attached = on;
+        }
+        Ok(true)
+    }
+
+    fn attach_report(&mut self) -> Result<(), KernelError> {
+        let name = REPORT_PROGRAM;
+        let program_err = |source| KernelError::Program { name, source };
+        let program: &mut TracePoint = self
+            ._ebpf
+            .program_mut(name)
+            .ok_or_else(|| KernelError::Tracefs(format!("program {name} missing")))?
+            .try_into()
+            .map_err(program_err)?;
+        for tracepoint in report_tracepoints() {
             let link = program
                 .attach("syscalls", tracepoint)
                 .map_err(program_err)?;
             let link = program.take_link(link).map_err(program_err)?;
             let link = FdLink::try_from(link)
                 .map_err(|source| KernelError::Pin(format!("{name}: {source}")))?;
-            pins.replace_link(&format!("{name}-{tracepoint}"), link)?; // bpffs refuses dots in names
-            attached.push(tracepoint.trim_start_matches("sys_enter_"));
+            self.pins.replace_link(&report_link(tracepoint), link)?;
         }
-        let info = program.info().map_err(program_err)?;
-        self.loaded.push(ProgramView {
-            name: name.to_string(),
-            id: info.id(),
-            tracepoint: format!("syscalls/sys_enter_{{{}}}", attached.join(",")),
-            map_ids: info.map_ids().ok().flatten().unwrap_or_default(),
-        });
         Ok(())
+    }
+
+    fn detach_report(&self) {
+        for tracepoint in REPORT_TRACEPOINTS {
+            if let Ok(link) = PinnedLink::from_pin(self.pins.link(&report_link(tracepoint))) {
+                drop(link.unpin());
+            }
+        }
+    }
+
+    /// Whether some session's calls are not seen by seccomp (so only a
+    /// report can tell of them where the BPF LSM does not run).
+    pub fn any_session_without_seccomp(&self) -> bool {
+        self.sessions
+            .iter()
+            .filter_map(Result::ok)
+            .any(|(_, entry)| entry.flags & SESSION_SECCOMP == 0)
     }
 
     /// Why the report-only program is not loaded (None: it is, or the LSM runs).
@@ -401,6 +472,7 @@ impl Kernel {
                 id: info.id(),
                 tracepoint: format!("lsm/{hook}"),
                 map_ids: info.map_ids().ok().flatten().unwrap_or_default(),
+                attached: true,
             });
         }
         Ok(())
@@ -661,6 +733,7 @@ fn ensure_securityfs() {
 }
 
 /// The pin directory: `maps/NAME` and `links/NAME`.
+#[derive(Clone)]
 struct Pins {
     root: PathBuf,
 }
@@ -725,9 +798,7 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<u32>, KernelError> {
         .iter()
         .map(|(name, _, _)| *name)
         .chain(LSM_PROGRAMS.iter().map(|(name, _, _)| *name));
-    let report_links = REPORT_TRACEPOINTS
-        .iter()
-        .map(|tracepoint| format!("{REPORT_PROGRAM}-{tracepoint}"));
+    let report_links = REPORT_TRACEPOINTS.iter().map(|tp| report_link(tp));
     for name in names.map(str::to_string).chain(report_links) {
         if let Ok(link) = PinnedLink::from_pin(pins.link(&name)) {
             drop(link.unpin());

@@ -180,6 +180,9 @@ pub struct ProgramView {
     pub tracepoint: String,
     /// Kernel ids of the maps the program uses.
     pub map_ids: Vec<u32>,
+    /// Whether it is attached now (the report-only program is only while a
+    /// session needs it).
+    pub attached: bool,
 }
 
 /// Exec-gate counters and latencies measured from the kernel's stop.

@@ -363,6 +363,7 @@ impl Guard {
         if new_owner {
             self.sync_gate_roots();
         }
+        self.sync_reporting();
     }
 
     /// Finds agents that were already running when guardd started.
@@ -407,6 +408,7 @@ impl Guard {
         }
         self.prune_gate_decisions();
         self.tick_lsm_gate();
+        self.sync_reporting();
         let grace_ns = RECOVERY_GRACE.as_nanos() as u64;
         let now_ns = monotonic_ns();
         for (pid, entry) in self.kernel.held() {

@@ -479,8 +479,8 @@ fn syscall_gate(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {
                 .filter(|p| p.operations.contains(operation))
                 .count();
             let report = match kernel.report_missing() {
-                None => "report only (tracepoints syscalls/sys_enter_*: the call runs, an audit \
-                         record says so)"
+                None => "report only (tracepoints syscalls/sys_enter_*, attached while a session \
+                         runs: the call runs, an audit record says so)"
                     .to_string(),
                 Some(why) => format!("not reported either ({why})"),
             };
