@@ -106,20 +106,25 @@ impl Guard {
             .iter()
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        let mut env_names = self.policy.env_names();
-        env_names.extend_from_slice(CONTEXT_ENV);
-        let command = CommandContext {
+        let mut command = CommandContext {
             program: program.clone(),
             exe: Some(exe.clone()),
             argv: words,
-            cwd: Some(procfs::link(stop.pid, "cwd")),
-            env: procfs::environ(stop.pid, &env_names),
-            uid: procfs::uid(stop.pid).ok(),
+            cwd: None,
+            env: Vec::new(),
+            uid: None,
             agent: self
                 .sessions
                 .get(&stop.session)
                 .and_then(|s| s.agent.clone()),
         };
+        if self.policy.reads_context(&program, Some(&exe)) {
+            let mut env_names = self.policy.env_names();
+            env_names.extend_from_slice(CONTEXT_ENV);
+            command.cwd = Some(procfs::link(stop.pid, "cwd"));
+            command.env = procfs::environ(stop.pid, &env_names);
+            command.uid = procfs::uid(stop.pid).ok();
+        }
         let explanation = self.policy.judge(&command);
         let decision_us = stop
             .stopped_at_ns

@@ -451,22 +451,7 @@ impl Policy {
     /// audit); no match is allow.
     pub fn judge(&self, command: &CommandContext) -> Explanation {
         let judged = Judged::new(command, self.spec_for(&command.program));
-        let exe_name = command.exe.as_deref().map(basename);
-        let mut candidates: Vec<usize> = self
-            .by_program
-            .get(&command.program)
-            .into_iter()
-            .chain(
-                exe_name
-                    .filter(|n| *n != command.program)
-                    .and_then(|n| self.by_program.get(n)),
-            )
-            .flatten()
-            .chain(&self.path_rules)
-            .copied()
-            .collect();
-        candidates.sort_unstable();
-        candidates.dedup();
+        let candidates = self.candidates(&command.program, command.exe.as_deref());
         let mut matched = Vec::new();
         let mut decisive: Option<(&Rule, Vec<String>)> = None;
         for rule in candidates.into_iter().map(|at| &self.rules[at]) {
@@ -512,6 +497,37 @@ impl Policy {
                 on_timeout: OnTimeout::Deny,
             },
         }
+    }
+
+    /// The rules that may match a program (by name or executed file) and
+    /// those that match on paths only.
+    fn candidates(&self, program: &str, exe: Option<&str>) -> Vec<usize> {
+        let exe_name = exe.map(basename);
+        let mut candidates: Vec<usize> = self
+            .by_program
+            .get(program)
+            .into_iter()
+            .chain(
+                exe_name
+                    .filter(|n| *n != program)
+                    .and_then(|n| self.by_program.get(n)),
+            )
+            .flatten()
+            .chain(&self.path_rules)
+            .copied()
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates
+    }
+
+    /// Whether judging this program needs the process's cwd, environment
+    /// or uid: when no rule that may match reads them, guardd does not
+    /// read them from /proc (the common allow stays cheap).
+    pub fn reads_context(&self, program: &str, exe: Option<&str>) -> bool {
+        self.candidates(program, exe)
+            .into_iter()
+            .any(|at| self.rules[at].reads_context())
     }
 
     /// Judges a bare argv (program = basename of argv[0]).

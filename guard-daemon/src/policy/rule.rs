@@ -344,6 +344,20 @@ impl Rule {
         Some(why)
     }
 
+    /// Whether matching reads more than the command line and executable:
+    /// the cwd and HOME (paths, `~` in program globs), the environment or the uid.
+    pub fn reads_context(&self) -> bool {
+        !self.paths.is_empty()
+            || !self.paths_except.is_empty()
+            || !self.cwd.is_empty()
+            || !self.env.is_empty()
+            || !self.uid.is_empty()
+            || self
+                .programs
+                .iter()
+                .any(|p| matches!(p, ProgramMatcher::Path(_)))
+    }
+
     /// Environment variable names the rule reads.
     pub fn env_names(&self) -> impl Iterator<Item = &str> {
         self.env.iter().map(|(name, _)| name.as_str())

@@ -397,3 +397,51 @@ fn webhooks_read_their_secret_beside_the_policy_and_refuse_bad_settings() {
     .to_string();
     assert!(err.contains("only http and https"), "{err}");
 }
+
+#[test]
+fn context_is_skipped_only_where_no_rule_could_read_it() {
+    let p = Policy::embedded_default();
+    let file: PolicyFile = toml::from_str(DEFAULT_POLICY).unwrap();
+    let examples = file
+        .rules
+        .iter()
+        .flat_map(|r| r.examples.matching.iter().chain(&r.examples.no_match));
+    let (mut skipped, mut read) = (0, 0);
+    for example in examples {
+        let bare = CommandContext::from_argv(&example.words().unwrap());
+        if p.reads_context(&bare.program, None) {
+            read += 1;
+            continue;
+        }
+        skipped += 1;
+        // What a process could have: none of it may change the decision.
+        for cwd in ["/", "/etc", "/home/dev/.ssh", "/home/dev/infra/prod"] {
+            let mut full = CommandContext::from_argv(&example.words().unwrap());
+            full.cwd = Some(cwd.into());
+            full.env = vec![
+                ("HOME".into(), "/home/dev".into()),
+                ("AWS_PROFILE".into(), "prod-admin".into()),
+                ("KUBECONFIG".into(), "/home/dev/.kube/prod".into()),
+            ];
+            full.uid = Some(0);
+            assert_eq!(
+                p.judge(&bare).action,
+                p.judge(&full).action,
+                "`{}` in {cwd}",
+                example.display()
+            );
+        }
+    }
+    assert!(skipped > 20 && read > 20, "skipped {skipped}, read {read}");
+    // Rules on env, cwd and uid make their programs read it.
+    let conditions = Policy::parse(
+        "version = 1\nbase = \"none\"\n[[rule]]\nid = \"a\"\nprograms = [\"aws\"]\nenv = { AWS_PROFILE = \"prod*\" }\naction = \"hold\"\n[[rule]]\nid = \"m\"\nprograms = [\"make\"]\ncwd = [\"~/infra/**\"]\naction = \"hold\"\n[[rule]]\nid = \"u\"\nprograms = [\"apt\"]\nuid = [0]\naction = \"hold\"\n[[rule]]\nid = \"t\"\nprograms = [\"terraform\"]\nsubcommand = [\"destroy\"]\naction = \"hold\"\n",
+        "t",
+    )
+    .unwrap();
+    for program in ["aws", "make", "apt"] {
+        assert!(conditions.reads_context(program, None), "{program}");
+    }
+    assert!(!conditions.reads_context("terraform", None));
+    assert!(conditions.reads_context("x", Some("/usr/bin/make")));
+}
