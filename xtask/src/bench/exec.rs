@@ -63,6 +63,12 @@ pub fn run() -> anyhow::Result<()> {
             .arg(dir.join("bin/unlinks"))
             .arg(root.join("xtask/bench/unlinks.c")),
     )?;
+    cmd::run(
+        Command::new("gcc")
+            .args(["-O2", "-o"])
+            .arg(dir.join("bin/cont"))
+            .arg(root.join("xtask/bench/cont.c")),
+    )?;
     // The unlink loop under an agent's name: a session the kernel detects.
     fs::copy(dir.join("bin/unlinks"), dir.join("bin/agentbench"))?;
     fs::write(dir.join("policy.toml"), POLICY)?;
@@ -101,10 +107,7 @@ pub fn run() -> anyhow::Result<()> {
         rss_idle.push(idle.rss_kib as f64 / 1024.0);
         map_memory.push(idle.map_memlock_bytes as f64 / 1024.0 / 1024.0);
         let loops_started = Instant::now();
-        unlinks
-            .with
-            .push(bench.unlink_loop(Unlinks::Launched(&guard))?);
-        reported.with.push(bench.unlink_loop(Unlinks::Detected)?);
+        // The exec loops first, while guardd has nothing else to do.
         outside
             .with
             .push(bench.per_exec_us(bench.tiny_loop(None, false))?);
@@ -114,12 +117,16 @@ pub fn run() -> anyhow::Result<()> {
         watched
             .with
             .push(bench.per_exec_us(bench.tiny_loop(Some(&guard), true))?);
+        gate = guard.status()?["stats"].clone();
+        unlinks
+            .with
+            .push(bench.unlink_loop(Unlinks::Launched(&guard))?);
+        reported.with.push(bench.unlink_loop(Unlinks::Detected)?);
         let load = Usage::of(guard.child.id())?;
         rss_load.push(load.rss_kib as f64 / 1024.0);
         cpu_load.push(
             100.0 * (load.cpu_seconds - idle.cpu_seconds) / loops_started.elapsed().as_secs_f64(),
         );
-        gate = guard.status()?["stats"].clone();
         guard.stop(&bench)?;
     }
     session.without = outside.without.clone();
@@ -127,6 +134,8 @@ pub fn run() -> anyhow::Result<()> {
     let (make, git) = workloads(&bench)?;
     let bpftrace = super::peers::bpftrace(&bench)
         .map_or_else(|why| json!({ "skipped": why }), |pair| pair.json());
+    let floor = super::peers::stop_continue_floor(&bench)
+        .map_or_else(|why| json!({ "skipped": why }), |pair| pair.added_json());
     let approve = approve_to_running(&bench)?;
 
     let results = json!({
@@ -136,7 +145,7 @@ pub fn run() -> anyhow::Result<()> {
         "rounds": ROUNDS,
         "outside_session": outside.json(),
         "in_session_unwatched": session.json(),
-        "watched_allowed_added_us": summary(&watched.with.iter().zip(&watched.without).map(|(w, o)| w - o).collect::<Vec<_>>()),
+        "watched_allowed_added_us": watched.added_json(),
         "guardd_stop_to_decision_us": gate["decision_latency"],
         "guardd_stop_to_event_us": gate["event_latency"],
         "approve_to_running_us": summary(&approve),
@@ -150,6 +159,7 @@ pub fn run() -> anyhow::Result<()> {
         "workload_make_j2": make.json(),
         "workload_git": git.json(),
         "peer_bpftrace_exec_tracepoint": bpftrace,
+        "stop_continue_floor_added_us": floor,
     });
     fs::write(
         bench.dir.join("results.json"),
@@ -164,6 +174,10 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 impl Bench {
+    pub(super) fn bin(&self, name: &str) -> PathBuf {
+        self.dir.join("bin").join(name)
+    }
+
     /// `sh -c LOOP` running the tiny program `execs` times (watched: `tfbench plan`), in a session or not.
     pub(super) fn tiny_loop(&self, session: Option<&Guardd>, watched: bool) -> (Command, u32) {
         let (program, arg, count) = if watched {
@@ -448,6 +462,19 @@ impl Pair {
             .collect();
         json!({"no_guard_us": summary(&self.without), "guard_us": summary(&self.with), "ratio": summary(&ratios)})
     }
+
+    /// Microseconds added per run, with against without.
+    fn added(&self) -> Vec<f64> {
+        self.with
+            .iter()
+            .zip(&self.without)
+            .map(|(w, o)| w - o)
+            .collect()
+    }
+
+    pub(super) fn added_json(&self) -> Value {
+        summary(&self.added())
+    }
 }
 
 fn summary(values: &[f64]) -> Value {
@@ -522,6 +549,16 @@ fn report(r: &Value) -> String {
         "",
         &r["watched_allowed_added_us"],
     );
+    match r["stop_continue_floor_added_us"]["skipped"].as_str() {
+        None => {
+            out += &row(
+                "floor: the same stop and continue with no policy work (bpftrace stops, a C reader continues): added us per exec",
+                "",
+                &r["stop_continue_floor_added_us"],
+            )
+        }
+        Some(why) => out += &format!("| floor: stop and continue with no policy work | | skipped: {why} | |\n"),
+    }
     out += &row(
         "approve to running: us",
         "<= 5000",
@@ -600,8 +637,9 @@ fn report(r: &Value) -> String {
         &r["bpf_map_memlock_mib"],
     );
     let g = &r["guardd_stop_to_decision_us"];
-    let _ = writeln!(out, "\nguardd's own stop-to-decision latency in the last watched run: p50 {} us, p99 {} us, max {} us ({} samples; goal p50 <= 100 us, p99 <= 1 ms).",
-        g["p50_us"], g["p99_us"], g["max_us"], g["samples"]);
+    let e = &r["guardd_stop_to_event_us"];
+    let _ = writeln!(out, "\nguardd's own stop-to-decision latency in the last watched run: p50 {} us, p99 {} us, max {} us ({} samples; goal p50 <= 100 us, p99 <= 1 ms). Of it, stop to the event in guardd (the kernel waking guardd, no policy work): p50 {} us, p99 {} us.",
+        g["p50_us"], g["p99_us"], g["max_us"], g["samples"], e["p50_us"], e["p99_us"]);
     out.push_str("\nNot measured yet (issue #7): sustained exec rate and burst size, and the\nauditd and fapolicyd peers.\n");
     out
 }

@@ -1,5 +1,7 @@
 //! Peers on the same exec loop: a bpftrace one-liner on the tracepoint the
-//! exec gate uses, the cost floor of any tracepoint-based guard. Installed
+//! exec gate uses, the cost floor of any tracepoint-based guard, and the
+//! floor of a stop/continue round trip (bpftrace stops, a C reader
+//! continues). Installed
 //! from the distribution's packages when missing; skipped (and said so)
 //! where it cannot be.
 use std::{
@@ -15,6 +17,9 @@ use super::exec::{Bench, Pair, ROUNDS};
 use crate::cmd;
 
 const BPFTRACE_PROGRAM: &str = "tracepoint:sched:sched_process_exec { @execs[comm] = count(); }";
+/// Stops the benchmark's watched program at exec and prints its pid.
+const FLOOR_PROGRAM: &str =
+    "tracepoint:sched:sched_process_exec /comm == \"tfbench\"/ { signal(\"SIGSTOP\"); printf(\"%d\\n\", pid); }";
 
 /// The outside-session loop without and with the bpftrace one-liner, or why not.
 pub(super) fn bpftrace(bench: &Bench) -> Result<Pair, String> {
@@ -44,6 +49,53 @@ pub(super) fn bpftrace(bench: &Bench) -> Result<Pair, String> {
             // Only the child this started.
             unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
             let _ = child.wait();
+            Ok((without, with?))
+        };
+        let (without, with) = measure().map_err(|err| err.to_string())?;
+        pair.without.push(without);
+        pair.with.push(with);
+    }
+    Ok(pair)
+}
+
+/// The watched loop (the exec stops) without a guard and with the least a
+/// tracepoint guard can do: bpftrace stops each `tfbench` exec and a C
+/// reader continues it, with no policy work. Or why not.
+pub(super) fn stop_continue_floor(bench: &Bench) -> Result<Pair, String> {
+    ensure_installed("bpftrace").map_err(|err| err.to_string())?;
+    let mut pair = Pair::default();
+    for round in 0..ROUNDS {
+        eprintln!("xtask: bench stop/continue floor {}/{ROUNDS}", round + 1);
+        let measure = || -> anyhow::Result<(f64, f64)> {
+            let without = bench.per_exec_us(bench.tiny_loop(None, true))?;
+            let mut stopper = Command::new("bpftrace")
+                .args(["--unsafe", "-B", "none", "-e", FLOOR_PROGRAM])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting bpftrace")?;
+            let stopped = stopper.stdout.take().context("bpftrace stdout")?;
+            let with = Command::new(bench.bin("cont"))
+                .stdin(stopped)
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("starting the continuer")
+                .and_then(|mut continuer| {
+                    let mut line = String::new();
+                    let ready = continuer.stdout.take().context("continuer stdout")?;
+                    std::io::BufReader::new(ready).read_line(&mut line)?;
+                    let with = if line == "attached\n" {
+                        bench.per_exec_us(bench.tiny_loop(None, true))
+                    } else {
+                        Err(anyhow::anyhow!("bpftrace did not attach"))
+                    };
+                    // Only the children this started; the reader ends with bpftrace's output.
+                    unsafe { libc::kill(stopper.id() as i32, libc::SIGINT) };
+                    let _ = continuer.wait();
+                    with
+                });
+            unsafe { libc::kill(stopper.id() as i32, libc::SIGINT) };
+            let _ = stopper.wait();
             Ok((without, with?))
         };
         let (without, with) = measure().map_err(|err| err.to_string())?;
