@@ -214,6 +214,10 @@ fn an_exec_flood_past_the_ring_buffer_strands_no_process() {
         stats["recovered_from_map"].as_u64().unwrap() > 0,
         "the flood never overflowed: {stats}"
     );
+    assert!(
+        stats["events_lost"].as_u64().unwrap() > 0,
+        "the kernel did not count the events it could not send: {stats}"
+    );
     eprintln!("flood of 300 parallel watched execs: {stats}");
     guard.stop();
 }

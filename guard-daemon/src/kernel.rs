@@ -7,7 +7,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         links::{FdLink, PinnedLink},
         Lsm, TracePoint,
@@ -23,7 +23,7 @@ use guard_common::{
 use crate::{btf::Btf, protocol::ProgramView};
 
 /// Maps pinned under the pin directory (shared with the pinned programs).
-const MAPS: [&str; 10] = [
+const MAPS: [&str; 11] = [
     "SESSIONS",
     "HELD",
     "PROGRAMS",
@@ -34,6 +34,7 @@ const MAPS: [&str; 10] = [
     "GATE_HELD",
     "GATE_DECIDED",
     "REPORT_CALLS",
+    "EVENTS_LOST",
 ];
 /// bpffs's magic number (statfs f_type).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -165,6 +166,7 @@ pub struct Kernel {
     gate_decided: HashMap<MapData, GateDecisionKey, GateDecision>,
     report_calls: HashMap<MapData, u32, ReportCall>,
     guardd: Array<MapData, u32>,
+    events_lost: PerCpuArray<MapData, u64>,
     loaded: Vec<ProgramView>,
     /// Whether the exec gate also recognises programs by their executed file's name.
     exe_names: bool,
@@ -239,6 +241,8 @@ impl Kernel {
             HashMap::try_from(map(&mut ebpf, "REPORT_CALLS")?).map_err(map_err("REPORT_CALLS"))?;
         let guardd = Array::try_from(map(&mut ebpf, "GUARDD")?).map_err(map_err("GUARDD"))?;
         let events = RingBuf::try_from(map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
+        let events_lost = PerCpuArray::try_from(map(&mut ebpf, "EVENTS_LOST")?)
+            .map_err(map_err("EVENTS_LOST"))?;
         let mut kernel = Self {
             _ebpf: ebpf,
             sessions,
@@ -250,6 +254,7 @@ impl Kernel {
             gate_decided,
             report_calls,
             guardd,
+            events_lost,
             loaded: Vec::new(),
             exe_names: exe_offsets.enabled != 0,
             lsm_missing: lsm.as_ref().err().cloned(),
@@ -478,6 +483,13 @@ impl Kernel {
         Ok(())
     }
 
+    /// Events the ring buffer had no room for, summed over the CPUs.
+    pub fn events_lost(&self) -> u64 {
+        self.events_lost
+            .get(&0, 0)
+            .map_or(0, |per_cpu| per_cpu.iter().sum())
+    }
+
     /// Why the BPF LSM hooks are not loaded here, or None when they are.
     pub fn lsm_missing(&self) -> Option<&str> {
         self.lsm_missing.as_deref()
@@ -569,14 +581,23 @@ impl Kernel {
             })
     }
 
-    /// Every stopped-and-undecided process the kernel has recorded.
     /// The stop the kernel recorded for `pid`, if it is still undecided.
     pub fn held_entry(&self, pid: u32) -> Option<HeldEntry> {
         self.held.get(&pid, 0).ok()
     }
 
+    /// Every stopped-and-undecided process, once each. Bounded: a key the
+    /// kernel deletes mid-walk makes the walk start over.
     pub fn held(&self) -> Vec<(u32, HeldEntry)> {
-        self.held.iter().filter_map(Result::ok).collect()
+        let mut held: Vec<(u32, HeldEntry)> = self
+            .held
+            .iter()
+            .take(2 * guard_common::MAX_HELD as usize)
+            .filter_map(Result::ok)
+            .collect();
+        held.sort_unstable_by_key(|(pid, _)| *pid);
+        held.dedup_by_key(|(pid, _)| *pid);
+        held
     }
 
     pub fn forget_held(&mut self, pid: u32) {

@@ -193,6 +193,10 @@ pub struct GateStats {
     pub held: u64,
     pub denied: u64,
     pub recovered_from_map: u64,
+    /// Events the kernel's ring buffer had no room for (all kinds, since the
+    /// maps were created); the stops among them are raised from the map.
+    #[serde(default)]
+    pub events_lost: u64,
     /// Stop -> the daemon handles the ring-buffer event.
     pub event_latency: Latency,
     /// Stop -> decision (resumed, killed, or hold raised).

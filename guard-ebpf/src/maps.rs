@@ -2,7 +2,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_uid_gid, bpf_ktime_get_ns},
     macros::map,
-    maps::{Array, HashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use guard_common::{
     Comm, Event, EventKind, ExeNameOffsets, FileKey, GateDecision, GateDecisionKey, GateHeldEntry,
@@ -54,6 +54,19 @@ pub static GUARDD: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
+/// `[0]`: events the ring buffer had no room for (per CPU), so that guardd
+/// can say how many it missed; the stops among them are still in HELD.
+#[map]
+pub static EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Counts one event the ring buffer refused.
+#[inline(always)]
+pub fn count_lost() {
+    if let Some(lost) = EVENTS_LOST.get_ptr_mut(0) {
+        unsafe { *lost += 1 };
+    }
+}
+
 /// Filled in by the daemon at load time from tracefs `format` files.
 #[unsafe(no_mangle)]
 static TP_OFFSETS: TracepointOffsets = TracepointOffsets {
@@ -102,7 +115,11 @@ pub fn emit(kind: EventKind, pid: u32, session_id: u32, comm: Comm) -> bool {
         op: 0,
         root: FileKey::default(),
     };
-    EVENTS.output::<Event>(&event, 0).is_ok()
+    let sent = EVENTS.output::<Event>(&event, 0).is_ok();
+    if !sent {
+        count_lost();
+    }
+    sent
 }
 
 /// Sends one syscall-gate event. Returns false when the ring buffer is full.
@@ -126,7 +143,11 @@ pub fn emit_gate(
         op,
         root,
     };
-    EVENTS.output::<Event>(&event, 0).is_ok()
+    let sent = EVENTS.output::<Event>(&event, 0).is_ok();
+    if !sent {
+        count_lost();
+    }
+    sent
 }
 
 #[inline(always)]

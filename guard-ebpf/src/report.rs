@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use guard_common::{EventKind, FileKey, ReportEvent, NO_ARG, SESSION_SECCOMP};
 
-use crate::maps::{current_uid, EVENTS, REPORT_CALLS, SESSIONS};
+use crate::maps::{count_lost, current_uid, EVENTS, REPORT_CALLS, SESSIONS};
 
 const AT_FDCWD: i32 = -100;
 /// O_WRONLY, O_RDWR, O_CREAT, O_TRUNC: an open that writes.
@@ -43,6 +43,7 @@ pub fn report_syscall(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let Some(mut entry) = EVENTS.reserve::<ReportEvent>(0) else {
+        count_lost();
         return 0;
     };
     let report = entry.as_mut_ptr();

@@ -18,7 +18,7 @@ use crate::{
     process::ProcessHandle,
     procfs,
     protected::OwnFiles,
-    protocol::{HoldState, PolicySummary, Response, SessionView, StatusView},
+    protocol::{GateStats, HoldState, PolicySummary, Response, SessionView, StatusView},
     state::{SavedSession, SavedState, StateStore},
     stats::Stats,
     tracer::Tracer,
@@ -76,8 +76,34 @@ pub struct Guard {
     lsm_gate: gate_lsm::LsmGate,
     /// Sessions whose calls the seccomp gate sees.
     seccomp_sessions: std::collections::HashSet<u32>,
+    /// When the kernel's HELD map is next read for stops without an event.
+    held_scan: HeldScan,
     /// The policy's `[notify]` settings, followed by `notify::run`.
     notify: tokio::sync::watch::Sender<crate::policy::notify::NotifySettings>,
+}
+
+/// Reading the HELD map costs a syscall per entry, and a hash map read while
+/// the kernel deletes from it starts over: so it is read when events were
+/// lost, while a stop waits out its grace, and every few seconds otherwise.
+#[derive(Default)]
+struct HeldScan {
+    lost_seen: u64,
+    next: Option<Instant>,
+    again: bool,
+}
+
+impl HeldScan {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn due(&self, lost: u64, now: Instant) -> bool {
+        self.again || lost != self.lost_seen || self.next.is_none_or(|next| now >= next)
+    }
+
+    fn done(&mut self, lost: u64, now: Instant, waiting: bool) {
+        self.lost_seen = lost;
+        self.next = Some(now + Self::EVERY);
+        self.again = waiting;
+    }
 }
 
 /// What the kernel said about one stopped process.
@@ -123,6 +149,7 @@ impl Guard {
             gate_decisions: Default::default(),
             lsm_gate: Default::default(),
             seccomp_sessions: Default::default(),
+            held_scan: HeldScan::default(),
             policy,
             tracer,
             config: own_files.config.clone(),
@@ -359,7 +386,10 @@ impl Guard {
             pending: self.holds.len(),
             mechanisms: mechanisms(&self.kernel, &self.policy),
             programs: self.kernel.loaded_programs().to_vec(),
-            stats: self.stats.view(),
+            stats: GateStats {
+                events_lost: self.kernel.events_lost(),
+                ..self.stats.view()
+            },
         }))
     }
 
