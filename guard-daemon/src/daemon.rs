@@ -92,6 +92,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         tracing::warn!("sd_notify READY failed: {err}");
     }
     let result = tokio::select! {
+        // In this order: after guardd was held up, the events are handled
+        // before the tick raises the same stops from the kernel map.
+        biased;
         result = read_events(events, guard.clone()) => result,
         _ = tick(guard.clone()) => Ok(()),
         _ = watch_policy(config, hangup, guard.clone()) => Ok(()),

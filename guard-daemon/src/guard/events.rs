@@ -414,10 +414,20 @@ impl Guard {
         self.prune_gate_decisions();
         self.tick_lsm_gate();
         self.sync_reporting();
+        let lost = self.kernel.events_lost();
+        if !self.held_scan.due(lost, now) {
+            return;
+        }
         let grace_ns = RECOVERY_GRACE.as_nanos() as u64;
         let now_ns = monotonic_ns();
+        let mut waiting = false;
         for (pid, entry) in self.kernel.held() {
-            if self.holds.has_pid(pid) || now_ns.saturating_sub(entry.ktime_ns) < grace_ns {
+            if self.holds.has_pid(pid) {
+                continue;
+            }
+            if now_ns.saturating_sub(entry.ktime_ns) < grace_ns {
+                // Its event may still come; look again next tick.
+                waiting = true;
                 continue;
             }
             let Ok(stat) = procfs::stat(pid) else {
@@ -434,5 +444,6 @@ impl Guard {
                 stop_failed: false,
             });
         }
+        self.held_scan.done(lost, now, waiting);
     }
 }
