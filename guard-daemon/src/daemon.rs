@@ -9,7 +9,7 @@ use std::{
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use guard_common::{Event, EventKind, ReportEvent};
-use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+use tokio::signal::unix::SignalKind;
 
 use crate::{
     audit::AuditLog,
@@ -91,11 +91,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     if let Err(err) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!("sd_notify READY failed: {err}");
     }
+    let reader_failed = spawn_event_reader(events, guard.clone())?;
     let result = tokio::select! {
-        // In this order: after guardd was held up, the events are handled
-        // before the tick raises the same stops from the kernel map.
-        biased;
-        result = read_events(events, guard.clone()) => result,
+        failure = reader_failed => Err(failure.unwrap_or_else(|_| anyhow::anyhow!("the event reader stopped"))),
         _ = tick(guard.clone()) => Ok(()),
         _ = watch_policy(config, hangup, guard.clone()) => Ok(()),
         _ = watchdog(guard.clone()) => Ok(()),
@@ -111,18 +109,47 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     result
 }
 
-async fn read_events(events: RingBuf<MapData>, guard: Arc<Mutex<Guard>>) -> anyhow::Result<()> {
-    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged
-    // for as long as the AsyncFd owns the ring buffer.
-    let mut events =
-        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
-            .map_err(|err| anyhow::anyhow!("polling the ring buffer: {err}"))?;
+/// Reads the ring buffer on its own thread: the thread the kernel wakes on a
+/// stop is the one that decides (no hand-over to another thread per stop),
+/// and the socket and seccomp tasks run on the runtime's workers meanwhile.
+/// Level-triggered poll, re-checked every tick: a missed wakeup costs at
+/// most that long.
+fn spawn_event_reader(
+    events: RingBuf<MapData>,
+    guard: Arc<Mutex<Guard>>,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Error>> {
+    let (failed, failure) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("events".into())
+        .spawn(move || {
+            let err = read_events(events, guard);
+            let _ = failed.send(err);
+        })
+        .context("starting the event reader")?;
+    Ok(failure)
+}
+
+fn read_events(mut events: RingBuf<MapData>, guard: Arc<Mutex<Guard>>) -> anyhow::Error {
+    use std::os::fd::{AsRawFd as _, BorrowedFd};
+    let raw = events.as_raw_fd();
+    let timeout = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: TICK.as_nanos() as i64,
+    };
     let mut batch: Vec<Event> = Vec::new();
     let mut reports: Vec<ReportEvent> = Vec::new();
     loop {
-        let mut ready = events.readable_mut().await?;
-        let ring = ready.get_inner_mut();
-        while let Some(item) = ring.next() {
+        // SAFETY: `events` owns the fd and outlives this borrow.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        let mut poll = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        match rustix::event::poll(&mut poll, Some(&timeout)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(err) => return anyhow::anyhow!("polling the ring buffer: {err}"),
+        }
+        while let Some(item) = events.next() {
             if item.len() < std::mem::size_of::<Event>() {
                 continue;
             }
@@ -140,7 +167,6 @@ async fn read_events(events: RingBuf<MapData>, guard: Arc<Mutex<Guard>>) -> anyh
                 batch.push(event);
             }
         }
-        ready.clear_ready();
         if !batch.is_empty() || !reports.is_empty() {
             let mut guard = guard.lock().unwrap_or_else(|e| e.into_inner());
             for event in batch.drain(..) {

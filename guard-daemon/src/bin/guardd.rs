@@ -61,13 +61,7 @@ fn main() -> anyhow::Result<()> {
         // guardd as the held process's user, for one desktop notification.
         return guard_daemon::notify::desktop::notify_from_stdin();
     }
-    // One thread: every task works under the one Guard lock anyway, and the
-    // thread that waits on the ring buffer is then the one that decides
-    // (no hand-over between threads on each stop).
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(serve())
+    tokio::runtime::Runtime::new()?.block_on(serve())
 }
 
 async fn serve() -> anyhow::Result<()> {
