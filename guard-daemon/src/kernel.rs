@@ -399,11 +399,19 @@ impl Kernel {
         Ok(())
     }
 
+    /// Detaching a tracepoint waits for the kernel's RCU grace periods
+    /// (~70 ms each here): the links are closed on a thread of their own,
+    /// not under the caller's lock.
     fn detach_report(&self) {
-        for tracepoint in REPORT_TRACEPOINTS {
-            if let Ok(link) = PinnedLink::from_pin(self.pins.link(&report_link(tracepoint))) {
-                drop(link.unpin());
-            }
+        let links: Vec<FdLink> = REPORT_TRACEPOINTS
+            .iter()
+            .filter_map(|tp| PinnedLink::from_pin(self.pins.link(&report_link(tp))).ok())
+            .filter_map(|link| link.unpin().ok())
+            .collect();
+        if !links.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("detach".into())
+                .spawn(move || drop(links));
         }
     }
 

@@ -68,9 +68,14 @@ impl Guard {
     /// machine (~40 ns each here), sessions or not.
     pub(super) fn sync_reporting(&mut self) {
         let wanted = self.reports_calls() && self.kernel.any_session_without_seccomp();
+        let started = std::time::Instant::now();
         match self.kernel.set_reporting(wanted) {
-            Ok(true) if wanted => tracing::info!("report-only syscall tracepoints attached"),
-            Ok(true) => tracing::info!("report-only syscall tracepoints detached: no session"),
+            Ok(true) if wanted => {
+                tracing::info!(elapsed = ?started.elapsed(), "report-only syscall tracepoints attached")
+            }
+            Ok(true) => {
+                tracing::info!(elapsed = ?started.elapsed(), "report-only syscall tracepoints detached: no session")
+            }
             Ok(false) => {}
             Err(err) => {
                 tracing::error!("report-only syscall gate: {err}");

@@ -17,9 +17,16 @@ impl Guard {
                 session_id: existing.session_id,
             };
         }
+        // Seen by seccomp from the start where the launcher installs the
+        // filter (it runs nothing if that fails): no report-only tracepoints.
+        let seccomp = if self.seccomp_gate() {
+            guard_common::SESSION_SECCOMP
+        } else {
+            0
+        };
         let entry = SessionEntry {
             session_id: pid,
-            flags: SESSION_LAUNCHED,
+            flags: SESSION_LAUNCHED | seccomp,
             owner_uid: peer.uid,
             _pad: 0,
         };
