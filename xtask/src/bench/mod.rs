@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: policy evaluation (criterion) and the cost of the
 //! guard on real execs, written to BENCHMARKS.md and target/bench/results.json.
+mod burst;
 mod exec;
 mod peers;
 mod workload;
