@@ -174,6 +174,54 @@ fn two_guards_do_not_interfere() {
 }
 
 #[test]
+fn a_second_guardd_on_the_same_pin_dir_is_refused_and_the_first_goes_on() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(POLICY);
+    // The same flags: the same pin directory (and socket, never reached).
+    let mut second = guard
+        .daemon_command()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            // Only the process this test started.
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second guardd ran on the same pin directory");
+        }
+        sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("another guardd is running with"), "{err}");
+    let teardown = guard.teardown();
+    let teardown_err = String::from_utf8_lossy(&teardown.stderr);
+    assert!(
+        !teardown.status.success(),
+        "teardown under a running guardd"
+    );
+    assert!(
+        teardown_err.contains("guardd is running with"),
+        "{teardown_err}"
+    );
+    // The first one still holds and answers.
+    let run = guard.session(&stubs, &["terraform", "destroy", "still-guarded"]);
+    let hold = guard.wait_hold("still-guarded");
+    let id = hold["id"].as_str().unwrap();
+    assert!(guard.ctl(&["deny", id]).status.success());
+    assert!(!run.wait().0.success());
+    assert_eq!(stubs.marker_text(), "");
+    guard.stop();
+}
+
+#[test]
 fn an_exec_flood_past_the_ring_buffer_strands_no_process() {
     require_root();
     let stubs = Stubs::new();

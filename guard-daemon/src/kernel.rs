@@ -177,6 +177,8 @@ pub struct Kernel {
     /// Whether the report-only program is on its tracepoints now.
     reporting: bool,
     pins: Pins,
+    /// Held while guardd runs (see `lock_pin_dir`).
+    _pin_lock: fs::File,
 }
 
 impl Kernel {
@@ -196,6 +198,7 @@ impl Kernel {
         }
         ensure_tracefs()?;
         let pins = Pins::prepare(pin_dir)?;
+        let pin_lock = lock_pin_dir(pin_dir, "another guardd is running with")?;
         let offsets = TracepointOffsets {
             fork_child_pid: field_offset("sched", "sched_process_fork", "child_pid")?,
             exec_old_pid: field_offset("sched", "sched_process_exec", "old_pid")?,
@@ -261,6 +264,7 @@ impl Kernel {
             report_missing: None,
             reporting: false,
             pins: pins.clone(),
+            _pin_lock: pin_lock,
         };
         // Fill the program map before anything is attached.
         kernel.set_programs(sets)?;
@@ -761,6 +765,22 @@ fn ensure_securityfs() {
     );
 }
 
+/// Locks the pin directory for as long as the returned file is open: two
+/// guardds on one pin directory would share its maps and take each other's
+/// events, and a teardown would pull the programs from under a running one.
+fn lock_pin_dir(root: &Path, busy: &str) -> Result<fs::File, KernelError> {
+    let pin_err = |err: std::io::Error| KernelError::Pin(format!("{}: {err}", root.display()));
+    let dir = fs::File::open(root).map_err(pin_err)?;
+    match rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(dir),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(KernelError::Pin(format!(
+            "{busy} {} (stop it first, or give each its own --pin-dir)",
+            root.display()
+        ))),
+        Err(err) => Err(pin_err(err.into())),
+    }
+}
+
 /// The pin directory: `maps/NAME` and `links/NAME`.
 #[derive(Clone)]
 struct Pins {
@@ -810,6 +830,10 @@ impl Pins {
 pub fn teardown(pin_dir: &Path) -> Result<Vec<u32>, KernelError> {
     let pins = Pins {
         root: pin_dir.to_path_buf(),
+    };
+    let _lock = match lock_pin_dir(pin_dir, "guardd is running with") {
+        Err(KernelError::Pin(why)) if pin_dir.exists() => return Err(KernelError::Pin(why)),
+        other => other.ok(),
     };
     let mut held = Vec::new();
     if let Ok(data) = MapData::from_pin(pins.map("HELD")) {

@@ -147,7 +147,7 @@ impl Guard {
     }
 
     /// The flags every guardd of this test gets (also `--teardown`).
-    fn daemon_command(&self) -> Command {
+    pub fn daemon_command(&self) -> Command {
         let mut command = Command::new(guardd_bin());
         command
             .arg("--config")

@@ -31,7 +31,8 @@ struct Args {
     )]
     audit_log: PathBuf,
     /// Where the programs' links and maps are pinned (on bpffs), so that
-    /// enforcement goes on while guardd is down or restarting.
+    /// enforcement goes on while guardd is down or restarting. One guardd
+    /// per directory: a second one (or a teardown) is refused while it runs.
     #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/agent-guard")]
     pin_dir: PathBuf,
     /// Where held requests are kept across restarts.
