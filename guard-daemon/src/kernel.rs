@@ -334,12 +334,7 @@ impl Kernel {
     fn load_report(&mut self) -> Result<(), KernelError> {
         let name = REPORT_PROGRAM;
         let program_err = |source| KernelError::Program { name, source };
-        let program: &mut TracePoint = self
-            ._ebpf
-            .program_mut(name)
-            .ok_or_else(|| KernelError::Tracefs(format!("program {name} missing from object")))?
-            .try_into()
-            .map_err(program_err)?;
+        let program = self.report_program()?;
         program.load().map_err(program_err)?;
         let info = program.info().map_err(program_err)?;
         let calls: Vec<&str> = report_tracepoints()
@@ -382,15 +377,20 @@ impl Kernel {
         Ok(true)
     }
 
+    fn report_program(&mut self) -> Result<&mut TracePoint, KernelError> {
+        let name = REPORT_PROGRAM;
+        self._ebpf
+            .program_mut(name)
+            .ok_or_else(|| KernelError::Tracefs(format!("program {name} missing from object")))?
+            .try_into()
+            .map_err(|source| KernelError::Program { name, source })
+    }
+
     fn attach_report(&mut self) -> Result<(), KernelError> {
         let name = REPORT_PROGRAM;
         let program_err = |source| KernelError::Program { name, source };
-        let program: &mut TracePoint = self
-            ._ebpf
-            .program_mut(name)
-            .ok_or_else(|| KernelError::Tracefs(format!("program {name} missing")))?
-            .try_into()
-            .map_err(program_err)?;
+        let pins = self.pins.clone();
+        let program = self.report_program()?;
         for tracepoint in report_tracepoints() {
             let link = program
                 .attach("syscalls", tracepoint)
@@ -398,7 +398,7 @@ impl Kernel {
             let link = program.take_link(link).map_err(program_err)?;
             let link = FdLink::try_from(link)
                 .map_err(|source| KernelError::Pin(format!("{name}: {source}")))?;
-            self.pins.replace_link(&report_link(tracepoint), link)?;
+            pins.replace_link(&report_link(tracepoint), link)?;
         }
         Ok(())
     }

@@ -23,81 +23,76 @@ const FLOOR_PROGRAM: &str =
 
 /// The outside-session loop without and with the bpftrace one-liner, or why not.
 pub(super) fn bpftrace(bench: &Bench) -> Result<Pair, String> {
-    ensure_installed("bpftrace").map_err(|err| err.to_string())?;
-    let mut pair = Pair::default();
-    for round in 0..ROUNDS {
-        eprintln!("xtask: bench bpftrace {}/{ROUNDS}", round + 1);
-        let measure = || -> anyhow::Result<(f64, f64)> {
-            let without = bench.per_exec_us(bench.tiny_loop(None, false))?;
-            let mut child = Command::new("bpftrace")
-                .args(["-e", BPFTRACE_PROGRAM])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting bpftrace")?;
-            let mut line = String::new();
-            let stdout = child.stdout.take().context("bpftrace stdout")?;
-            let attached = std::io::BufReader::new(stdout)
-                .read_line(&mut line)
-                .is_ok_and(|n| n > 0 && line.starts_with("Attaching"));
-            let with = if attached {
-                sleep(Duration::from_millis(300));
-                bench.per_exec_us(bench.tiny_loop(None, false))
-            } else {
-                Err(anyhow::anyhow!("bpftrace did not attach: {line:?}"))
-            };
-            // Only the child this started.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-            let _ = child.wait();
-            Ok((without, with?))
+    rounds("bpftrace", || {
+        let without = bench.per_exec_us(bench.tiny_loop(None, false))?;
+        let mut child = Command::new("bpftrace")
+            .args(["-e", BPFTRACE_PROGRAM])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting bpftrace")?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("bpftrace stdout")?;
+        let attached = std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .is_ok_and(|n| n > 0 && line.starts_with("Attaching"));
+        let with = if attached {
+            sleep(Duration::from_millis(300));
+            bench.per_exec_us(bench.tiny_loop(None, false))
+        } else {
+            Err(anyhow::anyhow!("bpftrace did not attach: {line:?}"))
         };
-        let (without, with) = measure().map_err(|err| err.to_string())?;
-        pair.without.push(without);
-        pair.with.push(with);
-    }
-    Ok(pair)
+        // Only the child this started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let _ = child.wait();
+        Ok((without, with?))
+    })
 }
 
 /// The watched loop (the exec stops) without a guard and with the least a
 /// tracepoint guard can do: bpftrace stops each `tfbench` exec and a C
 /// reader continues it, with no policy work. Or why not.
 pub(super) fn stop_continue_floor(bench: &Bench) -> Result<Pair, String> {
+    rounds("stop/continue floor", || {
+        let without = bench.per_exec_us(bench.tiny_loop(None, true))?;
+        let mut stopper = Command::new("bpftrace")
+            .args(["--unsafe", "-B", "none", "-e", FLOOR_PROGRAM])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting bpftrace")?;
+        let stopped = stopper.stdout.take().context("bpftrace stdout")?;
+        let with = Command::new(bench.bin("cont"))
+            .stdin(stopped)
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the continuer")
+            .and_then(|mut continuer| {
+                let mut line = String::new();
+                let ready = continuer.stdout.take().context("continuer stdout")?;
+                std::io::BufReader::new(ready).read_line(&mut line)?;
+                let with = if line == "attached\n" {
+                    bench.per_exec_us(bench.tiny_loop(None, true))
+                } else {
+                    Err(anyhow::anyhow!("bpftrace did not attach"))
+                };
+                // Only the children this started; the reader ends with bpftrace's output.
+                unsafe { libc::kill(stopper.id() as i32, libc::SIGINT) };
+                let _ = continuer.wait();
+                with
+            });
+        unsafe { libc::kill(stopper.id() as i32, libc::SIGINT) };
+        let _ = stopper.wait();
+        Ok((without, with?))
+    })
+}
+
+/// ROUNDS of `measure` (without, with) once bpftrace is installed, or why not.
+fn rounds(what: &str, measure: impl Fn() -> anyhow::Result<(f64, f64)>) -> Result<Pair, String> {
     ensure_installed("bpftrace").map_err(|err| err.to_string())?;
     let mut pair = Pair::default();
     for round in 0..ROUNDS {
-        eprintln!("xtask: bench stop/continue floor {}/{ROUNDS}", round + 1);
-        let measure = || -> anyhow::Result<(f64, f64)> {
-            let without = bench.per_exec_us(bench.tiny_loop(None, true))?;
-            let mut stopper = Command::new("bpftrace")
-                .args(["--unsafe", "-B", "none", "-e", FLOOR_PROGRAM])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting bpftrace")?;
-            let stopped = stopper.stdout.take().context("bpftrace stdout")?;
-            let with = Command::new(bench.bin("cont"))
-                .stdin(stopped)
-                .stdout(Stdio::piped())
-                .spawn()
-                .context("starting the continuer")
-                .and_then(|mut continuer| {
-                    let mut line = String::new();
-                    let ready = continuer.stdout.take().context("continuer stdout")?;
-                    std::io::BufReader::new(ready).read_line(&mut line)?;
-                    let with = if line == "attached\n" {
-                        bench.per_exec_us(bench.tiny_loop(None, true))
-                    } else {
-                        Err(anyhow::anyhow!("bpftrace did not attach"))
-                    };
-                    // Only the children this started; the reader ends with bpftrace's output.
-                    unsafe { libc::kill(stopper.id() as i32, libc::SIGINT) };
-                    let _ = continuer.wait();
-                    with
-                });
-            unsafe { libc::kill(stopper.id() as i32, libc::SIGINT) };
-            let _ = stopper.wait();
-            Ok((without, with?))
-        };
+        eprintln!("xtask: bench {what} {}/{ROUNDS}", round + 1);
         let (without, with) = measure().map_err(|err| err.to_string())?;
         pair.without.push(without);
         pair.with.push(with);
