@@ -136,6 +136,10 @@ pub fn run() -> anyhow::Result<()> {
     let (make, git) = workloads(&bench)?;
     let bpftrace = super::peers::bpftrace(&bench)
         .map_or_else(|why| json!({ "skipped": why }), |pair| pair.json());
+    let auditd =
+        super::auditd::run(&bench).map_or_else(|why| json!({ "skipped": why }), |pair| pair.json());
+    let fapolicyd = super::fapolicyd::run(&bench)
+        .map_or_else(|why| json!({ "skipped": why }), |pair| pair.json());
     let floor = super::peers::stop_continue_floor(&bench)
         .map_or_else(|why| json!({ "skipped": why }), |pair| pair.added_json());
     let approve = approve_to_running(&bench)?;
@@ -162,6 +166,8 @@ pub fn run() -> anyhow::Result<()> {
         "workload_make_j2": make.json(),
         "workload_git": git.json(),
         "peer_bpftrace_exec_tracepoint": bpftrace,
+        "peer_auditd_execve_rule": auditd,
+        "peer_fapolicyd": fapolicyd,
         "stop_continue_floor_added_us": floor,
         "exec_load": load,
     });
@@ -608,16 +614,29 @@ fn report(r: &Value) -> String {
         "",
         &ms(&r["workload_git"]["no_guard_us"]),
     );
-    match r["peer_bpftrace_exec_tracepoint"]["skipped"].as_str() {
-        None => {
-            out += &row(
-                "peer: bpftrace counting sched_process_exec, outside loop: ratio / none",
-                "",
-                &r["peer_bpftrace_exec_tracepoint"]["ratio"],
-            )
-        }
-        Some(why) => {
-            out += &format!("| peer: bpftrace on sched_process_exec | | skipped: {why} | |\n")
+    for (key, name) in [
+        (
+            "peer_bpftrace_exec_tracepoint",
+            "bpftrace counting sched_process_exec",
+        ),
+        (
+            "peer_auditd_execve_rule",
+            "auditd with an execve rule (records of the loop only)",
+        ),
+        (
+            "peer_fapolicyd",
+            "fapolicyd judging every exec (file trust, permissive)",
+        ),
+    ] {
+        match r[key]["skipped"].as_str() {
+            None => {
+                out += &row(
+                    &format!("peer: {name}, outside loop: ratio / none"),
+                    "",
+                    &r[key]["ratio"],
+                )
+            }
+            Some(why) => out += &format!("| peer: {name} | | skipped: {why} | |\n"),
         }
     }
     let s = &r["exec_load"]["sustained"];
@@ -660,6 +679,5 @@ fn report(r: &Value) -> String {
     let e = &r["guardd_stop_to_event_us"];
     let _ = writeln!(out, "\nguardd's own stop-to-decision latency in the last watched run: p50 {} us, p99 {} us, max {} us ({} samples; goal p50 <= 100 us, p99 <= 1 ms). Of it, stop to the event in guardd (the kernel waking guardd, no policy work): p50 {} us, p99 {} us.",
         g["p50_us"], g["p99_us"], g["max_us"], g["samples"], e["p50_us"], e["p99_us"]);
-    out.push_str("\nNot measured yet (issue #7): the auditd and fapolicyd peers.\n");
     out
 }

@@ -1,7 +1,9 @@
 //! `cargo xtask bench`: policy evaluation (criterion) and the cost of the
 //! guard on real execs, written to BENCHMARKS.md and target/bench/results.json.
+mod auditd;
 mod burst;
 mod exec;
+mod fapolicyd;
 mod peers;
 mod workload;
 

@@ -89,7 +89,15 @@ pub(super) fn stop_continue_floor(bench: &Bench) -> Result<Pair, String> {
 
 /// ROUNDS of `measure` (without, with) once bpftrace is installed, or why not.
 fn rounds(what: &str, measure: impl Fn() -> anyhow::Result<(f64, f64)>) -> Result<Pair, String> {
-    ensure_installed("bpftrace").map_err(|err| err.to_string())?;
+    ensure_installed("bpftrace", "bpftrace").map_err(|err| err.to_string())?;
+    alternate(what, measure)
+}
+
+/// ROUNDS of `measure` (without, with), or the first error.
+pub(super) fn alternate(
+    what: &str,
+    measure: impl Fn() -> anyhow::Result<(f64, f64)>,
+) -> Result<Pair, String> {
     let mut pair = Pair::default();
     for round in 0..ROUNDS {
         eprintln!("xtask: bench {what} {}/{ROUNDS}", round + 1);
@@ -100,8 +108,8 @@ fn rounds(what: &str, measure: impl Fn() -> anyhow::Result<(f64, f64)>) -> Resul
     Ok(pair)
 }
 
-/// apt-get installs `package` when its program is not on PATH.
-fn ensure_installed(program: &str) -> anyhow::Result<()> {
+/// apt-get installs `package` when its `program` is not on PATH.
+pub(super) fn ensure_installed(program: &str, package: &str) -> anyhow::Result<()> {
     let present = || {
         Command::new("sh")
             .args(["-c", &format!("command -v {program}")])
@@ -114,11 +122,11 @@ fn ensure_installed(program: &str) -> anyhow::Result<()> {
     }
     let install = cmd::run(
         Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends", program])
+            .args(["install", "-y", "-q", "--no-install-recommends", package])
             .env("DEBIAN_FRONTEND", "noninteractive"),
     );
     if install.is_err() || !present() {
-        bail!("{program} is not installed and apt-get could not install it");
+        bail!("{program} is not installed and apt-get could not install {package}");
     }
     Ok(())
 }
