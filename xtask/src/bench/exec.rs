@@ -92,6 +92,7 @@ pub fn run() -> anyhow::Result<()> {
         Pair::default(),
     );
     let mut gate = Value::Null;
+    let (mut kernel_ns, mut kernel_programs) = (Vec::new(), Value::Null);
     let (mut rss_idle, mut rss_load, mut cpu_load, mut map_memory) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
@@ -113,6 +114,9 @@ pub fn run() -> anyhow::Result<()> {
         outside
             .with
             .push(bench.per_exec_us(bench.tiny_loop(None, false))?);
+        let cost = super::kernel_cost::per_exec(&bench, &guard)?;
+        kernel_ns.push(cost["ns_per_iteration"].as_f64().unwrap_or(0.0));
+        kernel_programs = cost["programs"].clone();
         session
             .with
             .push(bench.per_exec_us(bench.tiny_loop(Some(&guard), false))?);
@@ -151,6 +155,8 @@ pub fn run() -> anyhow::Result<()> {
         "execs_per_run": bench.execs,
         "rounds": ROUNDS,
         "outside_session": outside.json(),
+        "outside_session_bpf_ns_per_exec": summary(&kernel_ns),
+        "outside_session_bpf_programs_last_round": kernel_programs,
         "in_session_unwatched": session.json(),
         "watched_allowed_added_us": watched.added_json(),
         "guardd_stop_to_decision_us": gate["decision_latency"],
@@ -550,6 +556,11 @@ fn report(r: &Value) -> String {
         &r["outside_session"]["no_guard_us"],
     );
     out += &row(
+        "outside sessions: the guard's BPF programs, ns per fork+exec+exit (kernel run-time statistics, their own clock reads included)",
+        "",
+        &r["outside_session_bpf_ns_per_exec"],
+    );
+    out += &row(
         "in a session, unwatched: ratio guard / no guard",
         "<= 1.03",
         &r["in_session_unwatched"]["ratio"],
@@ -677,6 +688,23 @@ fn report(r: &Value) -> String {
     );
     let g = &r["guardd_stop_to_decision_us"];
     let e = &r["guardd_stop_to_event_us"];
+    let programs: Vec<String> = r["outside_session_bpf_programs_last_round"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, p)| {
+            format!(
+                "{name} {:.0} ns x {:.2} runs",
+                p["ns_per_run"].as_f64().unwrap_or(0.0),
+                p["runs_per_iteration"].as_f64().unwrap_or(0.0)
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nThe guard's BPF programs per iteration of the outside loop (last round): {}.",
+        programs.join(", ")
+    );
     let _ = writeln!(out, "\nguardd's own stop-to-decision latency in the last watched run: p50 {} us, p99 {} us, max {} us ({} samples; goal p50 <= 100 us, p99 <= 1 ms). Of it, stop to the event in guardd (the kernel waking guardd, no policy work): p50 {} us, p99 {} us.",
         g["p50_us"], g["p99_us"], g["max_us"], g["samples"], e["p50_us"], e["p99_us"]);
     out

@@ -4,6 +4,7 @@ mod auditd;
 mod burst;
 mod exec;
 mod fapolicyd;
+mod kernel_cost;
 mod peers;
 mod workload;
 
