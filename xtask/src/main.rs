@@ -43,8 +43,13 @@ enum Task {
         /// One target (protocol_decode, policy_parse); default: all.
         target: Option<String>,
     },
-    /// Benchmarks (policy evaluation against the default pack).
+    /// Benchmarks: policy evaluation against the default pack, then the
+    /// guard's cost on real execs (BENCHMARKS.md).
     Bench {
+        /// Only write BENCHMARKS.md again from the last run's results.json.
+        #[arg(long)]
+        report: bool,
+        /// Passed to criterion.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -60,7 +65,8 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             vm::run()
         }
-        Task::Bench { args } => bench::run(&args),
+        Task::Bench { report: true, .. } => bench::rewrite_report(),
+        Task::Bench { args, .. } => bench::run(&args),
         Task::Dist => dist::run(),
         Task::Fuzz { time, target } => fuzz::run(time, target),
     }

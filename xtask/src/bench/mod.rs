@@ -10,6 +10,8 @@ mod workload;
 
 use crate::cmd;
 
+pub use exec::rewrite_report;
+
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     cmd::run(
         cmd::cargo()
