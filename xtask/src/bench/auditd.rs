@@ -31,7 +31,7 @@ const BACKLOG: &str = "8192";
 
 /// The outside-session loop without audit and with auditd and the rule, or why not.
 pub(super) fn run(bench: &Bench) -> Result<Pair, String> {
-    peers::ensure_installed("auditctl", "auditd").map_err(|err| err.to_string())?;
+    peers::ensure_installed_without_service("auditctl", "auditd").map_err(|err| err.to_string())?;
     let before = status().map_err(|err| err.to_string())?;
     let rules = auditctl(&["-l"]).map_err(|err| err.to_string())?;
     if before.get("enabled").map(String::as_str) != Some("0")

@@ -35,7 +35,13 @@ const START: &str = "mount --bind \"$1\" /etc/fapolicyd && mount -t tmpfs tmpfs 
 
 /// The outside-session loop without and with fapolicyd, or why not.
 pub(super) fn run(bench: &Bench) -> Result<Pair, String> {
-    peers::ensure_installed("fapolicyd", "fapolicyd").map_err(|err| err.to_string())?;
+    peers::ensure_installed_without_service("fapolicyd", "fapolicyd")
+        .map_err(|err| err.to_string())?;
+    if Path::new("/run/fapolicyd/fapolicyd.fifo").exists() {
+        return Err(
+            "a fapolicyd runs on this machine: it would hold the loop without the peer too".into(),
+        );
+    }
     let conf = bench.dir.join("fapolicyd");
     configure(bench, &conf).map_err(|err| format!("configuring fapolicyd: {err:#}"))?;
     peers::alternate("fapolicyd", || {

@@ -6,6 +6,7 @@
 //! where it cannot be.
 use std::{
     io::BufRead as _,
+    path::Path,
     process::{Command, Stdio},
     thread::sleep,
     time::Duration,
@@ -108,15 +109,28 @@ pub(super) fn alternate(
     Ok(pair)
 }
 
+/// Like `ensure_installed`, for a package whose installation enables and
+/// starts a machine-wide service (auditd; fapolicyd, whose Debian default rule
+/// denies every exec): installed only where systemd does not run, as in CI
+/// containers; elsewhere the user installs it, or the peer is skipped.
+pub(super) fn ensure_installed_without_service(program: &str, package: &str) -> anyhow::Result<()> {
+    if Path::new("/run/systemd/system").exists() && !on_path(program) {
+        bail!("{package} is not installed; apt would enable and start it as a machine-wide service here, so the benchmark does not install it");
+    }
+    ensure_installed(program, package)
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// apt-get installs `package` when its `program` is not on PATH.
 pub(super) fn ensure_installed(program: &str, package: &str) -> anyhow::Result<()> {
-    let present = || {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {program}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
+    let present = || on_path(program);
     if present() {
         return Ok(());
     }
