@@ -16,20 +16,48 @@ pub struct ProcessHandle {
     pidfd: OwnedFd,
 }
 
-impl ProcessHandle {
-    /// Opens a handle; fails when the process is gone.
+/// A pidfd on a process whose start time is not read yet: enough to let a
+/// stopped process run on (the common case, one /proc read fewer), not to
+/// keep it in a hold.
+#[derive(Debug)]
+pub struct Pidfd {
+    pid: u32,
+    fd: OwnedFd,
+}
+
+impl Pidfd {
+    /// Fails when the process is gone.
     pub fn open(pid: u32) -> std::io::Result<Self> {
         let raw = Pid::from_raw(pid as i32)
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "pid 0"))?;
-        let pidfd = pidfd_open(raw, PidfdFlags::empty())?;
-        // Read the start time after opening the pidfd: if the pid was reused in
-        // between, this is the new process's and the pidfd refers to it too.
-        let start_time = procfs::stat(pid)?.start_time;
         Ok(Self {
             pid,
-            start_time,
-            pidfd,
+            fd: pidfd_open(raw, PidfdFlags::empty())?,
         })
+    }
+
+    /// Lets a stopped process run on.
+    pub fn resume(&self) -> std::io::Result<()> {
+        send(&self.fd, Signal::CONT)
+    }
+
+    /// A handle with the start time, read after the pidfd was opened: if the
+    /// pid was reused in between, this is the new process's and the pidfd
+    /// refers to it too.
+    pub fn identify(self) -> std::io::Result<ProcessHandle> {
+        let start_time = procfs::stat(self.pid)?.start_time;
+        Ok(ProcessHandle {
+            pid: self.pid,
+            start_time,
+            pidfd: self.fd,
+        })
+    }
+}
+
+impl ProcessHandle {
+    /// Opens a handle; fails when the process is gone.
+    pub fn open(pid: u32) -> std::io::Result<Self> {
+        Pidfd::open(pid)?.identify()
     }
 
     /// Lets a stopped process run on.
@@ -44,11 +72,7 @@ impl ProcessHandle {
     }
 
     fn signal(&self, signal: Signal) -> std::io::Result<()> {
-        match pidfd_send_signal(self.pidfd.as_fd(), signal) {
-            // ESRCH: already gone, which is what a kill wants and moot for a resume.
-            Err(rustix::io::Errno::SRCH) => Ok(()),
-            other => other.map_err(Into::into),
-        }
+        send(&self.pidfd, signal)
     }
 
     /// Whether the process still runs (or is stopped) as the same process.
@@ -64,5 +88,13 @@ impl ProcessHandle {
             fd,
             PidfdGetfdFlags::empty(),
         )?)
+    }
+}
+
+fn send(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
+    match pidfd_send_signal(pidfd.as_fd(), signal) {
+        // ESRCH: already gone, which is what a kill wants and moot for a resume.
+        Err(rustix::io::Errno::SRCH) => Ok(()),
+        other => other.map_err(Into::into),
     }
 }

@@ -27,8 +27,15 @@ fn read(path: String) -> std::io::Result<Vec<u8>> {
         if len == buf.len() {
             buf.resize(len * 2, 0);
         }
+        let room = buf.len() - len;
         match file.read(&mut buf[len..]) {
             Ok(0) => break,
+            // These files fill a read as far as they reach: a short read is
+            // the end, and a second read to see 0 would be one syscall more.
+            Ok(n) if n < room => {
+                len += n;
+                break;
+            }
             Ok(n) => len += n,
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
             Err(err) => return Err(err),

@@ -77,61 +77,52 @@ impl Guard {
                 .event_us
                 .push(monotonic_ns().saturating_sub(at) / 1000);
         }
-        let process = match ProcessHandle::open(stop.pid) {
-            Ok(process) => process,
-            Err(_) => {
-                // Gone before we looked: nothing can run.
-                self.kernel.forget_held(stop.pid);
-                return;
+        let Ok(pidfd) = Pidfd::open(stop.pid) else {
+            // Gone before we looked: nothing can run.
+            self.kernel.forget_held(stop.pid);
+            return;
+        };
+        let command = self.stopped_command(&stop);
+        let explanation = command
+            .as_ref()
+            .map(|(_, _, context)| self.policy.judge(context));
+        let decision_us = stop
+            .stopped_at_ns
+            .map(|at| monotonic_ns().saturating_sub(at) / 1000);
+        let allowed = explanation
+            .as_ref()
+            .is_some_and(|e| e.action == Action::Allow);
+        if allowed && self.holds.id_of_pid(stop.pid).is_none() {
+            // The common case: let it run before anything else is done. With no
+            // hold on this pid, its start time (another /proc read) is not needed.
+            let _ = pidfd.resume();
+            self.kernel.forget_held(stop.pid);
+            self.stats.counts.allowed += 1;
+            if let Some(us) = decision_us {
+                self.stats.decision_us.push(us);
             }
+            return;
+        }
+        let Ok(process) = pidfd.identify() else {
+            self.kernel.forget_held(stop.pid);
+            return;
         };
         if self.holds.holds_process(process.pid, process.start_time) {
             return; // already raised (event and map recovery both saw it)
         }
-        let argv = match procfs::cmdline(stop.pid) {
-            Ok(argv) if !argv.is_empty() => argv,
-            _ => {
-                // A stopped process whose command we cannot read is not run blind.
-                self.fail_closed(
-                    &process,
-                    stop.session,
-                    "could not read the command line of a stopped process",
-                );
-                return;
-            }
-        };
-        let exe = procfs::link(stop.pid, "exe");
-        let (program, judged) = procfs::judged_command(stop.comm, &exe, &argv);
-        let words: Vec<String> = judged
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let mut command = CommandContext {
-            program: program.clone(),
-            exe: Some(exe.clone()),
-            argv: words,
-            cwd: None,
-            env: Vec::new(),
-            uid: None,
-            agent: self
-                .sessions
-                .get(&stop.session)
-                .and_then(|s| s.agent.clone()),
-        };
-        if self.policy.reads_context(&program, Some(&exe)) {
-            let mut env_names = self.policy.env_names();
-            env_names.extend_from_slice(CONTEXT_ENV);
-            command.cwd = Some(procfs::link(stop.pid, "cwd"));
-            command.env = procfs::environ(stop.pid, &env_names);
-            command.uid = procfs::uid(stop.pid).ok();
-        }
-        let explanation = self.policy.judge(&command);
-        let decision_us = stop
-            .stopped_at_ns
-            .map(|at| monotonic_ns().saturating_sub(at) / 1000);
         if let Some(us) = decision_us {
             self.stats.decision_us.push(us);
         }
+        let (Some((judged, exe, context)), Some(explanation)) = (command, explanation) else {
+            // A stopped process whose command we cannot read is not run blind.
+            self.fail_closed(
+                &process,
+                stop.session,
+                "could not read the command line of a stopped process",
+            );
+            return;
+        };
+        let program = context.program;
         if stop.stop_failed && explanation.action != Action::Allow {
             self.fail_closed(
                 &process,
@@ -141,7 +132,6 @@ impl Guard {
             return;
         }
         if explanation.action == Action::Allow {
-            // The common case: let it run before anything else is done.
             let _ = process.resume();
             self.kernel.forget_held(stop.pid);
             self.stats.counts.allowed += 1;
@@ -193,6 +183,38 @@ impl Guard {
                 record,
             ),
         }
+    }
+
+    /// The stopped process's judged argv, exe and command context (cwd,
+    /// environment and uid only where a rule may read them), or None when its
+    /// command line cannot be read.
+    fn stopped_command(&self, stop: &Stop<'_>) -> Option<(Vec<Vec<u8>>, String, CommandContext)> {
+        let argv = procfs::cmdline(stop.pid).ok().filter(|a| !a.is_empty())?;
+        let exe = procfs::link(stop.pid, "exe");
+        let (program, judged) = procfs::judged_command(stop.comm, &exe, &argv);
+        let mut context = CommandContext {
+            program,
+            exe: Some(exe.clone()),
+            argv: judged
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect(),
+            cwd: None,
+            env: Vec::new(),
+            uid: None,
+            agent: self
+                .sessions
+                .get(&stop.session)
+                .and_then(|s| s.agent.clone()),
+        };
+        if self.policy.reads_context(&context.program, Some(&exe)) {
+            let mut env_names = self.policy.env_names();
+            env_names.extend_from_slice(CONTEXT_ENV);
+            context.cwd = Some(procfs::link(stop.pid, "cwd"));
+            context.env = procfs::environ(stop.pid, &env_names);
+            context.uid = procfs::uid(stop.pid).ok();
+        }
+        Some((judged, exe, context))
     }
 
     #[allow(clippy::too_many_arguments)]

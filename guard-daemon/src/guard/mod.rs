@@ -15,7 +15,7 @@ use crate::{
     kernel::{Kernel, ProgramSets},
     notice,
     policy::{Action, CommandContext, Explanation, OnTimeout, Policy},
-    process::ProcessHandle,
+    process::{Pidfd, ProcessHandle},
     procfs,
     protected::OwnFiles,
     protocol::{GateStats, HoldState, PolicySummary, Response, SessionView, StatusView},
