@@ -270,6 +270,63 @@ fn an_exec_flood_past_the_ring_buffer_strands_no_process() {
     guard.stop();
 }
 
+#[test]
+fn a_stop_with_no_room_to_record_it_is_killed_not_stranded() {
+    require_root();
+    let stubs = Stubs::new();
+    // 16 stops fit the map and a page of ring buffer fewer than a hundred events:
+    // most of a frozen guardd's flood of 300 has no record anywhere.
+    let guard = Guard::start_with(
+        POLICY,
+        &["--ring-buffer-bytes", "4096", "--held-entries", "16"],
+    );
+    let run = guard.session(
+        &stubs,
+        &[
+            "sh",
+            "-c",
+            "sleep 0.5; for i in $(seq 300); do terraform plan $i & done; wait",
+        ],
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while guard.status()["sessions"].as_array().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session never started"
+        );
+        sleep(Duration::from_millis(10));
+    }
+    unsafe { libc::kill(guard.pid() as i32, libc::SIGSTOP) };
+    sleep(Duration::from_secs(2));
+    unsafe { libc::kill(guard.pid() as i32, libc::SIGCONT) };
+    // A stop nothing recorded would keep the shell waiting: wait() fails then.
+    run.wait();
+    let stats = guard.status()["stats"].clone();
+    let killed = stats["stops_killed"].as_u64().unwrap();
+    let ran = stubs.marker_text().lines().count() as u64;
+    assert!(killed > 0, "nothing overflowed: {stats}");
+    assert_eq!(ran, stats["stops"].as_u64().unwrap(), "{stats}");
+    assert_eq!(
+        ran + killed,
+        300,
+        "every exec ran judged or was killed: {stats}"
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while !guard.audit_events("error").iter().any(|r| {
+        r["reason"]
+            .as_str()
+            .is_some_and(|why| why.contains("killed by the kernel"))
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kills were not audited"
+        );
+        sleep(Duration::from_millis(50));
+    }
+    eprintln!("flood of 300 with room for 16 stops: {stats}");
+    guard.stop();
+}
+
 /// Spawns `sleep 30` with exactly `pid`, by setting the kernel's last pid
 /// just before the fork (retried: other processes may fork in between).
 fn spawn_with_pid(pid: u32) -> Option<std::process::Child> {

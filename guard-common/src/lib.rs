@@ -17,6 +17,13 @@ pub const MAX_HELD: u32 = 8_192;
 /// Size of the event ring buffer in bytes.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
+/// `OVERFLOWS` slot: events the ring buffer had no room for.
+pub const OVERFLOW_EVENTS_LOST: u32 = 0;
+/// `OVERFLOWS` slot: watched execs killed because neither `HELD` nor the ring
+/// buffer had room to record their stop (stopped, nothing would find them).
+pub const OVERFLOW_STOPS_KILLED: u32 = 1;
+pub const OVERFLOW_SLOTS: u32 = 2;
+
 /// `PROGRAMS` flag: an exec of this program inside a session is stopped and reported.
 pub const PROGRAM_WATCHED: u32 = 1 << 0;
 /// `PROGRAMS` flag: an exec of this program outside a session starts a session.

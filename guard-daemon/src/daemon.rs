@@ -14,7 +14,7 @@ use tokio::signal::unix::SignalKind;
 use crate::{
     audit::AuditLog,
     guard::Guard,
-    kernel::{self, Kernel, ProgramSets},
+    kernel::{self, Kernel, MapSizes, ProgramSets},
     notice,
     policy::Policy,
     process::ProcessHandle,
@@ -36,8 +36,8 @@ pub struct Options {
     pub audit_log: PathBuf,
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
-    /// Size of the event ring buffer (a power of two, at least a page); tests make it small.
-    pub ring_buffer_bytes: Option<u32>,
+    /// Tests make maps small to overflow them.
+    pub map_sizes: MapSizes,
 }
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
@@ -50,11 +50,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         audit_log,
         pin_dir,
         state_dir,
-        ring_buffer_bytes,
+        map_sizes,
     } = options;
     let audit = AuditLog::open(&audit_log)
         .with_context(|| format!("opening audit log {}", audit_log.display()))?;
-    let (kernel, events) = Kernel::load(&ProgramSets::of(&policy), &pin_dir, ring_buffer_bytes)
+    let (kernel, events) = Kernel::load(&ProgramSets::of(&policy), &pin_dir, &map_sizes)
         .context("loading the eBPF programs")?;
     let state = StateStore::open(&state_dir)
         .with_context(|| format!("opening the state directory {}", state_dir.display()))?;

@@ -16,8 +16,9 @@ use aya::{
 };
 use guard_common::{
     comm_key, Comm, ExeNameOffsets, FileKey, GateDecision, GateDecisionKey, GateHeldEntry,
-    GateRoot, HeldEntry, LsmOffsets, ReportCall, SessionEntry, TracepointOffsets, PROGRAM_AGENT,
-    PROGRAM_INTERPRETER, PROGRAM_WATCHED, SESSION_SECCOMP,
+    GateRoot, HeldEntry, LsmOffsets, ReportCall, SessionEntry, TracepointOffsets,
+    OVERFLOW_EVENTS_LOST, OVERFLOW_STOPS_KILLED, PROGRAM_AGENT, PROGRAM_INTERPRETER,
+    PROGRAM_WATCHED, SESSION_SECCOMP,
 };
 
 use crate::{btf::Btf, protocol::ProgramView};
@@ -34,7 +35,7 @@ const MAPS: [&str; 11] = [
     "GATE_HELD",
     "GATE_DECIDED",
     "REPORT_CALLS",
-    "EVENTS_LOST",
+    "OVERFLOWS",
 ];
 /// bpffs's magic number (statfs f_type).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -154,6 +155,15 @@ impl ProgramSets {
     }
 }
 
+/// Map sizes other than the built-in ones; tests make them small to overflow them.
+#[derive(Debug, Default, Clone)]
+pub struct MapSizes {
+    /// Event ring buffer bytes (a power of two, at least a page).
+    pub ring_buffer_bytes: Option<u32>,
+    /// Capacity of HELD, the exec gate's record of stopped processes.
+    pub held_entries: Option<u32>,
+}
+
 pub struct Kernel {
     /// Keeps the programs loaded and attached for as long as the daemon runs.
     _ebpf: Ebpf,
@@ -166,7 +176,7 @@ pub struct Kernel {
     gate_decided: HashMap<MapData, GateDecisionKey, GateDecision>,
     report_calls: HashMap<MapData, u32, ReportCall>,
     guardd: Array<MapData, u32>,
-    events_lost: PerCpuArray<MapData, u64>,
+    overflows: PerCpuArray<MapData, u64>,
     loaded: Vec<ProgramView>,
     /// Whether the exec gate also recognises programs by their executed file's name.
     exe_names: bool,
@@ -189,7 +199,7 @@ impl Kernel {
     pub fn load(
         sets: &ProgramSets,
         pin_dir: &Path,
-        ring_buffer_bytes: Option<u32>,
+        sizes: &MapSizes,
     ) -> Result<(Self, RingBuf<MapData>), KernelError> {
         if EBPF_OBJECT.is_empty() {
             return Err(KernelError::Tracefs(
@@ -216,8 +226,11 @@ impl Kernel {
         for (name, path) in &map_pins {
             loader.map_pin_path(name, path.as_path());
         }
-        if let Some(bytes) = ring_buffer_bytes {
+        if let Some(bytes) = sizes.ring_buffer_bytes {
             loader.map_max_entries("EVENTS", bytes);
+        }
+        if let Some(entries) = sizes.held_entries {
+            loader.map_max_entries("HELD", entries);
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         let map = |ebpf: &mut Ebpf, name: &'static str| {
@@ -244,8 +257,8 @@ impl Kernel {
             HashMap::try_from(map(&mut ebpf, "REPORT_CALLS")?).map_err(map_err("REPORT_CALLS"))?;
         let guardd = Array::try_from(map(&mut ebpf, "GUARDD")?).map_err(map_err("GUARDD"))?;
         let events = RingBuf::try_from(map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
-        let events_lost = PerCpuArray::try_from(map(&mut ebpf, "EVENTS_LOST")?)
-            .map_err(map_err("EVENTS_LOST"))?;
+        let overflows =
+            PerCpuArray::try_from(map(&mut ebpf, "OVERFLOWS")?).map_err(map_err("OVERFLOWS"))?;
         let mut kernel = Self {
             _ebpf: ebpf,
             sessions,
@@ -257,7 +270,7 @@ impl Kernel {
             gate_decided,
             report_calls,
             guardd,
-            events_lost,
+            overflows,
             loaded: Vec::new(),
             exe_names: exe_offsets.enabled != 0,
             lsm_missing: lsm.as_ref().err().cloned(),
@@ -497,8 +510,18 @@ impl Kernel {
 
     /// Events the ring buffer had no room for, summed over the CPUs.
     pub fn events_lost(&self) -> u64 {
-        self.events_lost
-            .get(&0, 0)
+        self.overflow(OVERFLOW_EVENTS_LOST)
+    }
+
+    /// Watched execs the kernel killed because neither HELD nor the ring
+    /// buffer had room to record their stop.
+    pub fn stops_killed(&self) -> u64 {
+        self.overflow(OVERFLOW_STOPS_KILLED)
+    }
+
+    fn overflow(&self, slot: u32) -> u64 {
+        self.overflows
+            .get(&slot, 0)
             .map_or(0, |per_cpu| per_cpu.iter().sum())
     }
 

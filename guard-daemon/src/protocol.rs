@@ -197,6 +197,10 @@ pub struct GateStats {
     /// maps were created); the stops among them are raised from the map.
     #[serde(default)]
     pub events_lost: u64,
+    /// Watched execs the kernel killed because neither its map of stops nor
+    /// the ring buffer had room to record the stop (fail closed).
+    #[serde(default)]
+    pub stops_killed: u64,
     /// Stop -> the daemon handles the ring-buffer event.
     pub event_latency: Latency,
     /// Stop -> decision (resumed, killed, or hold raised).

@@ -13,12 +13,15 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use guard_common::{
-    Comm, EventKind, SessionEntry, COMM_LEN, PROGRAM_AGENT, PROGRAM_INTERPRETER, PROGRAM_WATCHED,
-    SESSION_DETECTED,
+    Comm, EventKind, SessionEntry, COMM_LEN, OVERFLOW_STOPS_KILLED, PROGRAM_AGENT,
+    PROGRAM_INTERPRETER, PROGRAM_WATCHED, SESSION_DETECTED,
 };
 
-use crate::maps::{emit, exe_offsets, held_entry, offsets, HELD, PROGRAMS, SESSIONS};
+use crate::maps::{
+    count_overflow, emit, exe_offsets, held_entry, offsets, HELD, PROGRAMS, SESSIONS,
+};
 
+const SIGKILL: u32 = 9;
 const SIGSTOP: u32 = 19;
 
 #[tracepoint]
@@ -30,29 +33,25 @@ pub fn exec_gate(ctx: TracePointContext) -> u32 {
             let _ = SESSIONS.remove(old_pid as u32);
         }
     }
-    let session = SESSIONS.get_ptr(pid).map(|entry| unsafe { *entry });
+    // Both always defined: an Option here let LLVM spill an undefined
+    // register, which the verifier refuses.
+    let entry = SESSIONS.get_ptr(pid);
+    let in_session = entry.is_some();
+    let session_id = entry.map_or(0, |entry| unsafe { (*entry).session_id });
     let Ok(comm) = bpf_get_current_comm() else {
         return 0;
     };
     let flags = match PROGRAMS.get_ptr(comm) {
         Some(flags) => unsafe { *flags },
-        None if session.is_none() => return 0,
+        None if !in_session => return 0,
         None => 0,
     };
-    match session {
-        Some(session) if flags & PROGRAM_WATCHED != 0 || exe_name_is_watched(&comm) => {
-            // Record the stop first: if the event is lost, the daemon still finds it here.
-            let _ = HELD.insert(pid, held_entry(session.session_id), 0);
-            let stopped = unsafe { bpf_send_signal(SIGSTOP) } == 0;
-            let kind = if stopped {
-                EventKind::ExecHeld
-            } else {
-                EventKind::ExecStopFailed
-            };
-            emit(kind, pid, session.session_id, comm);
+    match in_session {
+        true if flags & PROGRAM_WATCHED != 0 || exe_name_is_watched(&comm) => {
+            stop_watched(pid, session_id, comm);
         }
-        Some(_) => {}
-        None if flags & PROGRAM_AGENT != 0 => {
+        true => {}
+        false if flags & PROGRAM_AGENT != 0 => {
             let entry = SessionEntry {
                 session_id: pid,
                 flags: SESSION_DETECTED,
@@ -65,12 +64,32 @@ pub fn exec_gate(ctx: TracePointContext) -> u32 {
                 emit(EventKind::SessionOverflow, pid, pid, comm);
             }
         }
-        None if flags & PROGRAM_INTERPRETER != 0 => {
+        false if flags & PROGRAM_INTERPRETER != 0 => {
             emit(EventKind::InterpreterExec, pid, 0, comm);
         }
-        None => {}
+        false => {}
     }
     0
+}
+
+/// Stops a watched exec for guardd to judge; the stop is recorded first in
+/// HELD, so that a lost event is still found there.
+#[inline(always)]
+fn stop_watched(pid: u32, session_id: u32, comm: Comm) {
+    let recorded = HELD.insert(pid, held_entry(session_id), 0).is_ok();
+    let stopped = unsafe { bpf_send_signal(SIGSTOP) } == 0;
+    let kind = if stopped {
+        EventKind::ExecHeld
+    } else {
+        EventKind::ExecStopFailed
+    };
+    if !emit(kind, pid, session_id, comm) && !recorded {
+        // Neither the map nor the ring buffer had room: guardd would never
+        // learn of this stop. Fail closed: it must neither run unjudged nor
+        // stay stopped forever.
+        unsafe { bpf_send_signal(SIGKILL) };
+        count_overflow(OVERFLOW_STOPS_KILLED);
+    }
 }
 
 /// Whether the executed file's own name (not the name it was run by, as for a

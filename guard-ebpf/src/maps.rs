@@ -8,7 +8,7 @@ use guard_common::{
     Comm, Event, EventKind, ExeNameOffsets, FileKey, GateDecision, GateDecisionKey, GateHeldEntry,
     GateRoot, HeldEntry, ReportCall, SessionEntry, TracepointOffsets, EVENTS_BYTES,
     MAX_GATE_DECISIONS, MAX_GATE_ROOTS, MAX_HELD, MAX_PROGRAMS, MAX_PROTECTED, MAX_REPORT_CALLS,
-    MAX_SESSION_TASKS,
+    MAX_SESSION_TASKS, OVERFLOW_EVENTS_LOST, OVERFLOW_SLOTS,
 };
 
 /// Thread id -> session, for every thread in an agent session.
@@ -54,16 +54,22 @@ pub static GUARDD: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
-/// `[0]`: events the ring buffer had no room for (per CPU), so that guardd
-/// can say how many it missed; the stops among them are still in HELD.
+/// What did not fit, per CPU, by `OVERFLOW_*` slot, so that guardd can say
+/// so: events the ring buffer refused (the stops among them are still in
+/// HELD), and stops killed because nothing had room to record them.
 #[map]
-pub static EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub static OVERFLOWS: PerCpuArray<u64> = PerCpuArray::with_max_entries(OVERFLOW_SLOTS, 0);
 
 /// Counts one event the ring buffer refused.
 #[inline(always)]
 pub fn count_lost() {
-    if let Some(lost) = EVENTS_LOST.get_ptr_mut(0) {
-        unsafe { *lost += 1 };
+    count_overflow(OVERFLOW_EVENTS_LOST);
+}
+
+#[inline(always)]
+pub fn count_overflow(slot: u32) {
+    if let Some(count) = OVERFLOWS.get_ptr_mut(slot) {
+        unsafe { *count += 1 };
     }
 }
 

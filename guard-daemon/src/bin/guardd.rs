@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use guard_daemon::{daemon, policy::Policy, protocol::DEFAULT_SOCKET};
+use guard_daemon::{daemon, kernel::MapSizes, policy::Policy, protocol::DEFAULT_SOCKET};
 
 #[derive(Parser)]
 #[command(name = "guardd")]
@@ -54,6 +54,9 @@ struct Args {
     /// Event ring buffer size in bytes (testing the recovery of lost events).
     #[arg(long, hide = true)]
     ring_buffer_bytes: Option<u32>,
+    /// Capacity of the map of stopped execs (testing what happens when it is full).
+    #[arg(long, hide = true)]
+    held_entries: Option<u32>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -98,7 +101,10 @@ async fn serve() -> anyhow::Result<()> {
         audit_log: args.audit_log,
         pin_dir: args.pin_dir,
         state_dir: args.state_dir,
-        ring_buffer_bytes: args.ring_buffer_bytes,
+        map_sizes: MapSizes {
+            ring_buffer_bytes: args.ring_buffer_bytes,
+            held_entries: args.held_entries,
+        },
     })
     .await
 }

@@ -312,6 +312,26 @@ impl Guard {
         self.holds.insert(hold);
     }
 
+    /// Says so when the kernel killed watched execs whose stop it had no room
+    /// to record (they never ran; a stop nothing records would stay forever).
+    fn report_stops_killed(&mut self) {
+        let total = self.kernel.stops_killed();
+        if total <= self.stops_killed_seen {
+            return;
+        }
+        let killed = total - self.stops_killed_seen;
+        self.stops_killed_seen = total;
+        let why = format!(
+            "{killed} watched exec(s) killed by the kernel: neither the map of stops nor the event \
+             ring buffer had room to record them ({total} since the maps were created; fail closed)"
+        );
+        tracing::error!("{why}");
+        let mut record = AuditRecord::new(AuditEvent::Error);
+        record.decision = Some("deny".into());
+        record.reason = Some(why);
+        self.audit.write(&record);
+    }
+
     /// Kills a stopped process we cannot judge, and says so.
     pub(super) fn fail_closed(&mut self, process: &ProcessHandle, session: u32, why: &str) {
         tracing::error!(pid = process.pid, "{why}: killing it");
@@ -436,6 +456,7 @@ impl Guard {
         self.prune_gate_decisions();
         self.tick_lsm_gate();
         self.sync_reporting();
+        self.report_stops_killed();
         let lost = self.kernel.events_lost();
         if !self.held_scan.due(lost, now) {
             return;

@@ -78,6 +78,8 @@ pub struct Guard {
     seccomp_sessions: std::collections::HashSet<u32>,
     /// When the kernel's HELD map is next read for stops without an event.
     held_scan: HeldScan,
+    /// The kernel's count of stops it killed for lack of room, as last reported.
+    stops_killed_seen: u64,
     /// The policy's `[notify]` settings, followed by `notify::run`.
     notify: tokio::sync::watch::Sender<crate::policy::notify::NotifySettings>,
 }
@@ -150,6 +152,7 @@ impl Guard {
             lsm_gate: Default::default(),
             seccomp_sessions: Default::default(),
             held_scan: HeldScan::default(),
+            stops_killed_seen: 0,
             policy,
             tracer,
             config: own_files.config.clone(),
@@ -388,6 +391,7 @@ impl Guard {
             programs: self.kernel.loaded_programs().to_vec(),
             stats: GateStats {
                 events_lost: self.kernel.events_lost(),
+                stops_killed: self.kernel.stops_killed(),
                 ..self.stats.view()
             },
         }))

@@ -47,8 +47,8 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
     }
     let s = &status.stats;
     println!(
-        "exec gate: {} stops ({} allowed, {} held, {} denied, {} recovered from the kernel map); {} events lost (ring buffer full)",
-        s.stops, s.allowed, s.held, s.denied, s.recovered_from_map, s.events_lost
+        "exec gate: {} stops ({} allowed, {} held, {} denied, {} recovered from the kernel map); {} events lost (ring buffer full); {} stops killed (no room to record them)",
+        s.stops, s.allowed, s.held, s.denied, s.recovered_from_map, s.events_lost, s.stops_killed
     );
     for (what, l) in [
         ("stop -> event", &s.event_latency),
