@@ -14,8 +14,9 @@ use super::exec::{Bench, Guardd};
 const BPF_ENABLE_STATS: libc::c_long = 32;
 const BPF_STATS_RUN_TIME: u32 = 0;
 
-/// Nanoseconds per loop iteration, in total and per program, over one outside loop.
-pub(super) fn per_exec(bench: &Bench, guard: &Guardd) -> anyhow::Result<Value> {
+/// Nanoseconds per loop iteration, in total and per program, over one loop
+/// of the tiny program outside sessions, or in a session of `guard`.
+pub(super) fn per_exec(bench: &Bench, guard: &Guardd, in_session: bool) -> anyhow::Result<Value> {
     let names: BTreeMap<u64, String> = guard.status()?["programs"]
         .as_array()
         .context("status: programs")?
@@ -24,7 +25,7 @@ pub(super) fn per_exec(bench: &Bench, guard: &Guardd) -> anyhow::Result<Value> {
         .collect();
     let _stats = enable_run_time_stats()?;
     let before = run_times(guard.child.id())?;
-    let (command, count) = bench.tiny_loop(None, false);
+    let (command, count) = bench.tiny_loop(in_session.then_some(guard), false);
     bench.per_exec_us((command, count))?;
     let after = run_times(guard.child.id())?;
     let mut programs = serde_json::Map::new();
