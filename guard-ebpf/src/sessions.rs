@@ -38,8 +38,12 @@ pub fn sessions_exit(_ctx: TracePointContext) -> u32 {
     let session_id = unsafe { (*entry).session_id };
     let _ = SESSIONS.remove(tid);
     // A stopped process can still be killed; tell the daemon its hold is moot.
+    // Looked up before removed: a miss is lock-free, a removal takes the
+    // bucket lock even when there is nothing to remove.
     let leader = (pid_tgid >> 32) as u32 == tid;
-    if HELD.remove(tid).is_ok() || (leader && GATE_HELD.remove(tid).is_ok()) {
+    if (HELD.get_ptr(tid).is_some() && HELD.remove(tid).is_ok())
+        || (leader && GATE_HELD.get_ptr(tid).is_some() && GATE_HELD.remove(tid).is_ok())
+    {
         emit(
             EventKind::HeldExit,
             tid,
