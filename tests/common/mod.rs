@@ -416,9 +416,21 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        Self {
-            child: Some(command.spawn().expect("spawn")),
+        // A script written just now is "text file busy" while a child that
+        // another test thread forked still holds its write fd (until it execs).
+        for _ in 0..100 {
+            match command.spawn() {
+                Err(err) if err.raw_os_error() == Some(libc::ETXTBSY) => {
+                    sleep(Duration::from_millis(10))
+                }
+                spawned => {
+                    return Self {
+                        child: Some(spawned.expect("spawn")),
+                    }
+                }
+            }
         }
+        panic!("spawn: text file busy for a second");
     }
 
     pub fn pid(&self) -> u32 {
