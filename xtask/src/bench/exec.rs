@@ -1,5 +1,6 @@
 //! The guard's cost on real execs, alternating runs without and with the
-//! guard (A B A B ...) so the machine's drift cancels out:
+//! guard (A B A B ...; the outside loop without it brackets each round's
+//! loops with it) so the machine's drift cancels out:
 //! 1. fork+exec+wait of a tiny static program outside any session;
 //! 2. the same loop inside a session (program not watched);
 //! 3. a watched program the policy allows: added latency per exec, and
@@ -98,13 +99,13 @@ pub fn run() -> anyhow::Result<()> {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         eprintln!("xtask: bench round {}/{ROUNDS}", round + 1);
-        outside
-            .without
-            .push(bench.per_exec_us(bench.tiny_loop(None, false))?);
         watched
             .without
             .push(bench.per_exec_us(bench.tiny_loop(None, true))?);
         unlinks.without.push(bench.unlink_loop(Unlinks::Plain)?);
+        // The loops without the guard just before and just after it bracket
+        // the loops with it, so that drift during the round cancels.
+        let before = bench.per_exec_us(bench.tiny_loop(None, false))?;
         let guard = Guardd::start(&bench)?;
         sleep(Duration::from_secs(1));
         let idle = Usage::of(guard.child.id())?;
@@ -115,12 +116,6 @@ pub fn run() -> anyhow::Result<()> {
         outside
             .with
             .push(bench.per_exec_us(bench.tiny_loop(None, false))?);
-        let cost = super::kernel_cost::per_exec(&bench, &guard, false)?;
-        kernel_ns.push(cost["ns_per_iteration"].as_f64().unwrap_or(0.0));
-        kernel_programs = cost["programs"].clone();
-        let cost = super::kernel_cost::per_exec(&bench, &guard, true)?;
-        session_kernel_ns.push(cost["ns_per_iteration"].as_f64().unwrap_or(0.0));
-        session_kernel_programs = cost["programs"].clone();
         session
             .with
             .push(bench.per_exec_us(bench.tiny_loop(Some(&guard), false))?);
@@ -128,6 +123,12 @@ pub fn run() -> anyhow::Result<()> {
             .with
             .push(bench.per_exec_us(bench.tiny_loop(Some(&guard), true))?);
         gate = guard.status()?["stats"].clone();
+        let cost = super::kernel_cost::per_exec(&bench, &guard, false)?;
+        kernel_ns.push(cost["ns_per_iteration"].as_f64().unwrap_or(0.0));
+        kernel_programs = cost["programs"].clone();
+        let cost = super::kernel_cost::per_exec(&bench, &guard, true)?;
+        session_kernel_ns.push(cost["ns_per_iteration"].as_f64().unwrap_or(0.0));
+        session_kernel_programs = cost["programs"].clone();
         unlinks
             .with
             .push(bench.unlink_loop(Unlinks::Launched(&guard))?);
@@ -138,6 +139,8 @@ pub fn run() -> anyhow::Result<()> {
             100.0 * (load.cpu_seconds - idle.cpu_seconds) / loops_started.elapsed().as_secs_f64(),
         );
         guard.stop(&bench)?;
+        let after = bench.per_exec_us(bench.tiny_loop(None, false))?;
+        outside.without.push((before + after) / 2.0);
     }
     session.without = outside.without.clone();
     reported.without = unlinks.without.clone();
@@ -558,7 +561,7 @@ fn report(r: &Value) -> String {
             .unwrap_or_default()
             .trim()
     );
-    let _ = writeln!(out, "Each figure is over {} alternating rounds (no guard, guard) of {} execs of a tiny static program.\n", r["rounds"], r["execs_per_run"]);
+    let _ = writeln!(out, "Each figure is over {} alternating rounds (no guard, guard) of {} execs of a tiny static program; in each round the exec loops with the guard are bracketed by a loop without it just before guardd starts and one just after it stops, and the mean of the two is that round's figure without the guard.\n", r["rounds"], r["execs_per_run"]);
     out.push_str("| figure | goal | median | min – max |\n|---|---|---|---|\n");
     out += &row(
         "outside sessions: ratio guard / no guard",
