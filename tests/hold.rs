@@ -400,7 +400,13 @@ fn a_stopped_guardd_keeps_holds_and_teardown_denies_them() {
     // SIGTERM is a restart as much as a stop: the hold stays, fail closed.
     guard.stop_daemon(libc::SIGTERM);
     std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(is_stopped(pid), "state {}", state(pid));
+    assert!(
+        is_stopped(pid),
+        "{}; ran: {:?}; guardd log:\n{}",
+        describe(pid),
+        stubs.marker_text(),
+        guard.log()
+    );
     assert_eq!(stubs.marker_text(), "");
     // Teardown (uninstall) denies it: killed, never ran, and told why.
     let out = guard.teardown();

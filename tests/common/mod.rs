@@ -488,6 +488,14 @@ pub fn state(pid: u64) -> char {
         .unwrap_or('?')
 }
 
+/// For a failed check on a process that should be stopped: its state and,
+/// for a zombie, how it ended (the wait status, the last field of stat).
+pub fn describe(pid: u64) -> String {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let status = stat.split_whitespace().last().unwrap_or("?");
+    format!("state {}, wait status {status}", state(pid))
+}
+
 /// Whether a process is stopped: by a signal ('T') or in ptrace-stop ('t').
 pub fn is_stopped(pid: u64) -> bool {
     matches!(state(pid), 'T' | 't')
