@@ -224,31 +224,8 @@ fn a_second_guardd_on_the_same_pin_dir_is_refused_and_the_first_goes_on() {
 #[test]
 fn an_exec_flood_past_the_ring_buffer_strands_no_process() {
     require_root();
-    let stubs = Stubs::new();
     // One page of ring buffer holds fewer than a hundred events.
-    let guard = Guard::start_with(POLICY, &["--ring-buffer-bytes", "4096"]);
-    let run = guard.session(
-        &stubs,
-        &[
-            "sh",
-            "-c",
-            "sleep 0.5; for i in $(seq 300); do terraform plan $i & done; wait",
-        ],
-    );
-    // Once the session exists, freeze guardd (by the pid this test started) so
-    // that nothing drains the ring buffer while the flood is stopped in the
-    // kernel: the overflow is certain, not a matter of speed.
-    let deadline = std::time::Instant::now() + WAIT;
-    while guard.status()["sessions"].as_array().unwrap().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the session never started"
-        );
-        sleep(Duration::from_millis(10));
-    }
-    unsafe { libc::kill(guard.pid() as i32, libc::SIGSTOP) };
-    sleep(Duration::from_secs(2));
-    unsafe { libc::kill(guard.pid() as i32, libc::SIGCONT) };
+    let (stubs, guard, run) = flood_with_guardd_frozen(&["--ring-buffer-bytes", "4096"]);
     let (status, _, _) = run.wait();
     assert!(status.success());
     assert_eq!(
@@ -273,32 +250,10 @@ fn an_exec_flood_past_the_ring_buffer_strands_no_process() {
 #[test]
 fn a_stop_with_no_room_to_record_it_is_killed_not_stranded() {
     require_root();
-    let stubs = Stubs::new();
     // 16 stops fit the map and a page of ring buffer fewer than a hundred events:
     // most of a frozen guardd's flood of 300 has no record anywhere.
-    let guard = Guard::start_with(
-        POLICY,
-        &["--ring-buffer-bytes", "4096", "--held-entries", "16"],
-    );
-    let run = guard.session(
-        &stubs,
-        &[
-            "sh",
-            "-c",
-            "sleep 0.5; for i in $(seq 300); do terraform plan $i & done; wait",
-        ],
-    );
-    let deadline = std::time::Instant::now() + WAIT;
-    while guard.status()["sessions"].as_array().unwrap().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the session never started"
-        );
-        sleep(Duration::from_millis(10));
-    }
-    unsafe { libc::kill(guard.pid() as i32, libc::SIGSTOP) };
-    sleep(Duration::from_secs(2));
-    unsafe { libc::kill(guard.pid() as i32, libc::SIGCONT) };
+    let (stubs, guard, run) =
+        flood_with_guardd_frozen(&["--ring-buffer-bytes", "4096", "--held-entries", "16"]);
     // A stop nothing recorded would keep the shell waiting: wait() fails then.
     run.wait();
     let stats = guard.status()["stats"].clone();
@@ -325,6 +280,35 @@ fn a_stop_with_no_room_to_record_it_is_killed_not_stranded() {
     }
     eprintln!("flood of 300 with room for 16 stops: {stats}");
     guard.stop();
+}
+
+/// A session that starts 300 watched (allowed) execs at once while guardd,
+/// started with `flags`, is frozen for 2 s (by the pid this test started):
+/// nothing drains the ring buffer or the map while the flood is stopped in
+/// the kernel, so an overflow is certain, not a matter of speed.
+fn flood_with_guardd_frozen(flags: &[&str]) -> (Stubs, Guard, Proc) {
+    let stubs = Stubs::new();
+    let guard = Guard::start_with(POLICY, flags);
+    let run = guard.session(
+        &stubs,
+        &[
+            "sh",
+            "-c",
+            "sleep 0.5; for i in $(seq 300); do terraform plan $i & done; wait",
+        ],
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while guard.status()["sessions"].as_array().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session never started"
+        );
+        sleep(Duration::from_millis(10));
+    }
+    unsafe { libc::kill(guard.pid() as i32, libc::SIGSTOP) };
+    sleep(Duration::from_secs(2));
+    unsafe { libc::kill(guard.pid() as i32, libc::SIGCONT) };
+    (stubs, guard, run)
 }
 
 /// Spawns `sleep 30` with exactly `pid`, by setting the kernel's last pid

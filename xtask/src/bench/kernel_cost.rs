@@ -1,4 +1,5 @@
-//! The guard's own time in the kernel on the outside loop, per fork+exec+exit,
+//! The guard's own time in the kernel per fork+exec+exit of the tiny loop,
+//! outside sessions and in one,
 //! from the kernel's run-time statistics of guardd's BPF programs. Wall-clock
 //! ratios on a shared machine drift by several percent from run to run; this
 //! figure counts only the programs' time, so it says how much of a ratio is
