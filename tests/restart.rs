@@ -283,9 +283,11 @@ fn a_stop_with_no_room_to_record_it_is_killed_not_stranded() {
 }
 
 /// A session that starts 300 watched (allowed) execs at once while guardd,
-/// started with `flags`, is frozen for 2 s (by the pid this test started):
-/// nothing drains the ring buffer or the map while the flood is stopped in
-/// the kernel, so an overflow is certain, not a matter of speed.
+/// started with `flags`, is frozen (by the pid this test started): nothing
+/// drains the ring buffer or the map while the flood is stopped in the
+/// kernel, so an overflow is certain, not a matter of speed. The shell forks
+/// only once guardd is frozen, and guardd thaws only after every fork, so a
+/// slow machine cannot move the flood out of the frozen window.
 fn flood_with_guardd_frozen(flags: &[&str]) -> (Stubs, Guard, Proc) {
     let stubs = Stubs::new();
     let guard = Guard::start_with(POLICY, flags);
@@ -294,19 +296,17 @@ fn flood_with_guardd_frozen(flags: &[&str]) -> (Stubs, Guard, Proc) {
         &[
             "sh",
             "-c",
-            "sleep 0.5; for i in $(seq 300); do terraform plan $i & done; wait",
+            "touch ready; while [ ! -e go ]; do sleep 0.01; done; \
+             for i in $(seq 300); do terraform plan $i & done; touch forked; wait",
         ],
     );
-    let deadline = std::time::Instant::now() + WAIT;
-    while guard.status()["sessions"].as_array().unwrap().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the session never started"
-        );
-        sleep(Duration::from_millis(10));
-    }
+    let dir = stubs.dir.path();
+    wait_for_file(&dir.join("ready"));
     unsafe { libc::kill(guard.pid() as i32, libc::SIGSTOP) };
-    sleep(Duration::from_secs(2));
+    std::fs::write(dir.join("go"), "").unwrap();
+    wait_for_file(&dir.join("forked"));
+    // Time for the last children to reach their exec stop.
+    sleep(Duration::from_secs(1));
     unsafe { libc::kill(guard.pid() as i32, libc::SIGCONT) };
     (stubs, guard, run)
 }
