@@ -433,6 +433,55 @@ fn a_stopped_guardd_keeps_holds_and_teardown_denies_them() {
 }
 
 #[test]
+fn teardown_ends_only_the_holds_still_stopped() {
+    require_root();
+    let stubs = Stubs::new();
+    // A command that runs on for a while once it is let go.
+    stubs.script(
+        "terraform",
+        &format!("echo \"$*\" >> {}\nsleep 30", stubs.marker().display()),
+    );
+    let mut guard = Guard::start(POLICY);
+    let released = session(&guard, &stubs, &["terraform", "destroy", "released"]);
+    let held = session(&guard, &stubs, &["terraform", "destroy", "held"]);
+    let released_pid = guard.wait_hold("released")["pid"].as_u64().unwrap();
+    guard.wait_hold("held");
+    wait_stopped(released_pid);
+    // guardd dies between letting a process go and forgetting its stop: the
+    // kernel's record of the stop outlives it.
+    guard.stop_daemon(libc::SIGKILL);
+    unsafe { libc::kill(released_pid as i32, libc::SIGCONT) };
+    let deadline = std::time::Instant::now() + WAIT;
+    while !stubs.marker_text().contains("released") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGCONT did not resume it"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = guard.teardown();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, _, _) = held.wait();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the held one is denied"
+    );
+    assert_eq!(
+        state(released_pid),
+        'S',
+        "teardown ended a process that was already let go"
+    );
+    assert_eq!(stubs.marker_text(), "destroy released\n");
+    drop(released);
+    guard.stop();
+}
+
+#[test]
 fn malformed_requests_are_refused_and_the_daemon_lives_on() {
     use std::io::{BufRead as _, BufReader, Write as _};
     require_root();

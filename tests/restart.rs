@@ -311,6 +311,59 @@ fn flood_with_guardd_frozen(flags: &[&str]) -> (Stubs, Guard, Proc) {
     (stubs, guard, run)
 }
 
+#[test]
+fn a_hold_let_go_before_a_crash_is_not_held_again() {
+    require_root();
+    let stubs = Stubs::new();
+    // A command that runs on for a while once it is let go.
+    stubs.script(
+        "terraform",
+        &format!("echo \"$*\" >> {}\nsleep 30", stubs.marker().display()),
+    );
+    let mut guard = Guard::start(POLICY);
+    let run = guard.session(&stubs, &["terraform", "destroy", "let-go"]);
+    let hold = guard.wait_hold("let-go");
+    let pid = hold["pid"].as_u64().unwrap();
+    wait_stopped(pid);
+    // guardd dies just after letting it go: the state file and the kernel's
+    // map of stops still list it.
+    guard.stop_daemon(libc::SIGKILL);
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    wait_for_file(&stubs.marker());
+    guard.restart();
+    assert!(
+        guard.pending().is_empty(),
+        "a running process was held again"
+    );
+    // The periodic scan of the map (every 5 s) finds the stop too, and says
+    // why it does not raise it.
+    let deadline = std::time::Instant::now() + WAIT;
+    let reasons = || -> Vec<String> {
+        guard
+            .audit_events("error")
+            .iter()
+            .filter(|r| r["pid"] == pid)
+            .filter_map(|r| r["reason"].as_str().map(str::to_string))
+            .collect()
+    };
+    while !reasons().iter().any(|why| why.contains("not raised")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scan did not report it: {:?}",
+            reasons()
+        );
+        sleep(Duration::from_millis(100));
+    }
+    assert!(reasons().iter().any(|why| why.contains("not re-adopted")));
+    assert!(
+        guard.pending().is_empty(),
+        "a running process was held again"
+    );
+    assert_eq!(state(pid), 'S', "the running process was touched");
+    drop(run);
+    guard.stop();
+}
+
 /// Spawns `sleep 30` with exactly `pid`, by setting the kernel's last pid
 /// just before the fork (retried: other processes may fork in between).
 fn spawn_with_pid(pid: u32) -> Option<std::process::Child> {

@@ -255,6 +255,14 @@ pub fn teardown(pin_dir: &Path, state_dir: &Path, audit_log: &Path) -> anyhow::R
         if start_time.is_some_and(|t| t != process.start_time) {
             continue; // the pid now names another process
         }
+        // Held means stopped. A running process was let go: guardd ended
+        // between its SIGCONT and forgetting the stop. It is not ours to end.
+        if !crate::procfs::stat(pid)
+            .is_ok_and(|s| s.start_time == process.start_time && s.is_stopped())
+        {
+            tracing::warn!(pid, "recorded as held but running: left alone");
+            continue;
+        }
         if let Some(stderr) = notice::stderr_of(&process) {
             notice::write(
                 &stderr,

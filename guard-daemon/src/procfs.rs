@@ -16,6 +16,13 @@ pub struct Stat {
     pub start_time: u64,
 }
 
+impl Stat {
+    /// Stopped by a signal ('T') or in a ptrace stop ('t'): how a hold looks.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.state, 'T' | 't')
+    }
+}
+
 /// A /proc file's contents. Unlike `fs::read`, no stat first to size the
 /// buffer (/proc files say 0): one syscall less on every stop.
 fn read(path: String) -> std::io::Result<Vec<u8>> {

@@ -159,7 +159,7 @@ pub async fn serve(fd: OwnedFd, session: u32, guard: Arc<Mutex<Guard>>) {
 pub fn describe_stopped(tid: u32) -> Option<Vec<PathBuf>> {
     // The stop lands as the call returns to user mode: wait for it briefly.
     for _ in 0..100 {
-        if crate::procfs::stat(tid).is_ok_and(|s| s.state == 'T' || s.state == 't') {
+        if crate::procfs::stat(tid).is_ok_and(|s| s.is_stopped()) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_micros(100));

@@ -64,9 +64,7 @@ impl Guard {
     fn is_stale(&self, event: &Event) -> bool {
         match self.kernel.held_entry(event.pid) {
             Some(entry) => entry.ktime_ns > event.ktime_ns,
-            None => {
-                !matches!(procfs::stat(event.pid), Ok(stat) if stat.state == 'T' || stat.state == 't')
-            }
+            None => !procfs::stat(event.pid).is_ok_and(|stat| stat.is_stopped()),
         }
     }
 
@@ -477,6 +475,21 @@ impl Guard {
                 self.kernel.forget_held(pid);
                 continue;
             };
+            if !stat.is_stopped() {
+                // Let go before this guardd (one that ended between SIGCONT
+                // and forgetting the stop): a hold now would end a running
+                // process that was allowed. Said in the audit, as it may
+                // also be a stop something else continued.
+                let why = "recorded as stopped at exec but running: not raised";
+                tracing::warn!(pid, "{why}");
+                self.kernel.forget_held(pid);
+                let mut record = AuditRecord::new(AuditEvent::Error);
+                record.pid = Some(pid);
+                record.session = Some(entry.session_id);
+                record.reason = Some(why.into());
+                self.audit.write(&record);
+                continue;
+            }
             tracing::warn!(pid, "raising a stop whose event was lost");
             self.stats.counts.recovered_from_map += 1;
             self.on_stop(Stop {

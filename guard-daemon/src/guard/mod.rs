@@ -218,7 +218,21 @@ impl Guard {
                     continue;
                 }
             };
-            let comm = procfs::stat(entry.pid).map(|s| s.comm).unwrap_or_default();
+            let stat = procfs::stat(entry.pid).ok();
+            if !stat.as_ref().is_some_and(procfs::Stat::is_stopped) {
+                // Let go before guardd ended (approved, then ended before the
+                // state was saved): holding it again could end it mid-run.
+                let why = "the held process runs: let go before guardd ended; not re-adopted";
+                tracing::warn!(pid = entry.pid, "{why}");
+                let mut record = AuditRecord::new(AuditEvent::Error);
+                record.request_id = Some(entry.id.clone());
+                record.pid = Some(entry.pid);
+                record.rule = Some(entry.rule.clone());
+                record.reason = Some(why.into());
+                self.audit.write(&record);
+                continue;
+            }
+            let comm = stat.map(|s| s.comm).unwrap_or_default();
             let exe = procfs::link(entry.pid, "exe");
             let (program, argv) = procfs::judged_command(
                 &comm,
