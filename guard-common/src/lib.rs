@@ -62,6 +62,22 @@ pub struct HeldEntry {
     pub uid: u32,
 }
 
+/// Value of the `CONTINUED` map, keyed by pid: a SIGCONT that another process
+/// than guardd sent to a process while `HELD` listed it. Without the BPF LSM
+/// nothing refuses that signal, and a hold not yet in ptrace-stop (or one left
+/// in group-stop while guardd is down) runs on: guardd learns of it here.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContinuedEntry {
+    /// `HeldEntry::ktime_ns` of the stop it continued (an older stop's mark
+    /// does not count).
+    pub stop_ktime_ns: u64,
+    pub ktime_ns: u64,
+    /// The sender's pid.
+    pub by: u32,
+    pub _pad: u32,
+}
+
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
@@ -136,6 +152,10 @@ pub struct TracepointOffsets {
     pub fork_child_pid: u32,
     /// `sched/sched_process_exec`: `old_pid`.
     pub exec_old_pid: u32,
+    /// `signal/signal_generate`: `sig`.
+    pub signal_sig: u32,
+    /// `signal/signal_generate`: `pid` (the target).
+    pub signal_pid: u32,
 }
 
 /// Offsets into kernel structs, from BTF at load time, for reading the name
@@ -305,13 +325,15 @@ const _: () = assert!(core::mem::size_of::<ExeNameOffsets>() == 24);
 const _: () = assert!(core::mem::size_of::<SessionEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<HeldEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 64);
-const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 8);
+const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 16);
+const _: () = assert!(core::mem::size_of::<ContinuedEntry>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain old data: repr(C), no padding, every bit pattern valid.
     unsafe impl aya::Pod for super::SessionEntry {}
     unsafe impl aya::Pod for super::HeldEntry {}
+    unsafe impl aya::Pod for super::ContinuedEntry {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::TracepointOffsets {}
     unsafe impl aya::Pod for super::ExeNameOffsets {}

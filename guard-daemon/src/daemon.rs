@@ -17,7 +17,7 @@ use crate::{
     kernel::{self, Kernel, MapSizes, ProgramSets},
     notice,
     policy::Policy,
-    process::ProcessHandle,
+    process::{ProcessHandle, Recorded},
     server,
     state::StateStore,
 };
@@ -236,38 +236,47 @@ pub fn teardown(pin_dir: &Path, state_dir: &Path, audit_log: &Path) -> anyhow::R
     let audit = AuditLog::open(audit_log)
         .with_context(|| format!("opening audit log {}", audit_log.display()))?;
     // Detach first, so that nothing new is stopped while we deny.
-    let mut held: Vec<(u32, Option<u64>)> = kernel::teardown(pin_dir)
-        .context("removing the pinned programs and maps")?
-        .into_iter()
-        .map(|pid| (pid, None))
-        .collect();
+    // pid -> (who else continued it, its start time where the state has it).
+    let mut held: std::collections::BTreeMap<u32, (Option<u32>, Option<u64>)> =
+        kernel::teardown(pin_dir)
+            .context("removing the pinned programs and maps")?
+            .into_iter()
+            .map(|(pid, continued_by)| (pid, (continued_by, None)))
+            .collect();
     let state = StateStore::open(state_dir)?;
     if let Ok(Some(saved)) = state.load() {
-        held.extend(saved.holds.iter().map(|h| (h.pid, Some(h.start_time))));
+        for hold in &saved.holds {
+            held.entry(hold.pid).or_default().1 = Some(hold.start_time);
+        }
     }
-    held.sort_unstable();
-    held.dedup_by_key(|(pid, _)| *pid);
     let mut denied = 0;
-    for (pid, start_time) in held {
+    for (pid, (continued_by, start_time)) in held {
         let Ok(process) = ProcessHandle::open(pid) else {
             continue;
         };
         if start_time.is_some_and(|t| t != process.start_time) {
             continue; // the pid now names another process
         }
-        // Held means stopped. A running process was let go: guardd ended
-        // between its SIGCONT and forgetting the stop. It is not ours to end.
-        if !crate::procfs::stat(pid)
-            .is_ok_and(|s| s.start_time == process.start_time && s.is_stopped())
-        {
-            tracing::warn!(pid, "recorded as held but running: left alone");
+        let Ok(stat) = crate::procfs::stat(pid) else {
             continue;
-        }
+        };
+        let (reason, notice) = match Recorded::of(&stat, continued_by) {
+            Recorded::Held => (
+                "guardd --teardown".to_string(),
+                "agent-guard: removed (teardown); the held command is denied. It did not run.\n"
+                    .to_string(),
+            ),
+            Recorded::ContinuedBy(by) => (
+                format!("guardd --teardown; it was running: pid {by} sent it SIGCONT without a decision"),
+                format!("agent-guard: removed (teardown); the held command is denied. Pid {by} had let it run.\n"),
+            ),
+            Recorded::LetGo => {
+                tracing::warn!(pid, "recorded as held but let go by guardd: left alone");
+                continue;
+            }
+        };
         if let Some(stderr) = notice::stderr_of(&process) {
-            notice::write(
-                &stderr,
-                "agent-guard: removed (teardown); the held command is denied. It did not run.\n",
-            );
+            notice::write(&stderr, &notice);
         }
         process
             .kill()
@@ -276,7 +285,7 @@ pub fn teardown(pin_dir: &Path, state_dir: &Path, audit_log: &Path) -> anyhow::R
         let mut record = crate::audit::AuditRecord::new(crate::audit::AuditEvent::Deny);
         record.pid = Some(pid);
         record.decision = Some("deny".into());
-        record.reason = Some("guardd --teardown".into());
+        record.reason = Some(reason);
         audit.write(&record);
     }
     state.remove().context("removing the state")?;

@@ -15,8 +15,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use guard_common::{
-    comm_key, Comm, ExeNameOffsets, FileKey, GateDecision, GateDecisionKey, GateHeldEntry,
-    GateRoot, HeldEntry, LsmOffsets, ReportCall, SessionEntry, TracepointOffsets,
+    comm_key, Comm, ContinuedEntry, ExeNameOffsets, FileKey, GateDecision, GateDecisionKey,
+    GateHeldEntry, GateRoot, HeldEntry, LsmOffsets, ReportCall, SessionEntry, TracepointOffsets,
     OVERFLOW_EVENTS_LOST, OVERFLOW_STOPS_KILLED, PROGRAM_AGENT, PROGRAM_INTERPRETER,
     PROGRAM_WATCHED, SESSION_SECCOMP,
 };
@@ -24,7 +24,7 @@ use guard_common::{
 use crate::{btf::Btf, protocol::ProgramView};
 
 /// Maps pinned under the pin directory (shared with the pinned programs).
-const MAPS: [&str; 11] = [
+const MAPS: [&str; 12] = [
     "SESSIONS",
     "HELD",
     "PROGRAMS",
@@ -36,6 +36,7 @@ const MAPS: [&str; 11] = [
     "GATE_DECIDED",
     "REPORT_CALLS",
     "OVERFLOWS",
+    "CONTINUED",
 ];
 /// bpffs's magic number (statfs f_type).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -46,10 +47,11 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 const SECURITYFS: &str = "/sys/kernel/security";
 
 /// (program, tracepoint category, tracepoint name)
-const PROGRAMS: [(&str, &str, &str); 3] = [
+const PROGRAMS: [(&str, &str, &str); 4] = [
     ("sessions_fork", "sched", "sched_process_fork"),
     ("sessions_exit", "sched", "sched_process_exit"),
     ("exec_gate", "sched", "sched_process_exec"),
+    ("holds_signal_generate", "signal", "signal_generate"),
 ];
 
 /// The report-only program and the `syscalls` tracepoints it is attached to
@@ -169,6 +171,7 @@ pub struct Kernel {
     _ebpf: Ebpf,
     sessions: HashMap<MapData, u32, SessionEntry>,
     held: HashMap<MapData, u32, HeldEntry>,
+    continued: HashMap<MapData, u32, ContinuedEntry>,
     programs: HashMap<MapData, Comm, u32>,
     protected: HashMap<MapData, FileKey, u32>,
     gate_roots: HashMap<MapData, FileKey, GateRoot>,
@@ -212,6 +215,8 @@ impl Kernel {
         let offsets = TracepointOffsets {
             fork_child_pid: field_offset("sched", "sched_process_fork", "child_pid")?,
             exec_old_pid: field_offset("sched", "sched_process_exec", "old_pid")?,
+            signal_sig: field_offset("signal", "signal_generate", "sig")?,
+            signal_pid: field_offset("signal", "signal_generate", "pid")?,
         };
         let exe_offsets = exe_name_offsets();
         let lsm = lsm_offsets();
@@ -243,6 +248,8 @@ impl Kernel {
         let sessions =
             HashMap::try_from(map(&mut ebpf, "SESSIONS")?).map_err(map_err("SESSIONS"))?;
         let held = HashMap::try_from(map(&mut ebpf, "HELD")?).map_err(map_err("HELD"))?;
+        let continued =
+            HashMap::try_from(map(&mut ebpf, "CONTINUED")?).map_err(map_err("CONTINUED"))?;
         let programs =
             HashMap::try_from(map(&mut ebpf, "PROGRAMS")?).map_err(map_err("PROGRAMS"))?;
         let protected =
@@ -263,6 +270,7 @@ impl Kernel {
             _ebpf: ebpf,
             sessions,
             held,
+            continued,
             programs,
             protected,
             gate_roots,
@@ -281,6 +289,9 @@ impl Kernel {
         };
         // Fill the program map before anything is attached.
         kernel.set_programs(sets)?;
+        // This guardd is the one that may release holds from now on (its
+        // SIGCONTs are no foreign continuation, and with the LSM the only ones).
+        kernel.set_guardd(std::process::id())?;
         for (name, category, tracepoint) in PROGRAMS {
             let program_err = |source| KernelError::Program { name, source };
             let program: &mut TracePoint = kernel
@@ -305,8 +316,6 @@ impl Kernel {
             });
         }
         if kernel.lsm_missing.is_none() {
-            // This guardd is the one that may release holds from now on.
-            kernel.set_guardd(std::process::id())?;
             let started = std::time::Instant::now();
             let attached = kernel.attach_lsm(&pins);
             tracing::info!(elapsed = ?started.elapsed(), "BPF LSM programs verified and attached");
@@ -621,6 +630,13 @@ impl Kernel {
         self.held.get(&pid, 0).ok()
     }
 
+    /// Who else than guardd sent SIGCONT to `pid` while HELD recorded its
+    /// stop, if anyone did. Almost always one lookup that misses.
+    pub fn continued_by(&self, pid: u32) -> Option<u32> {
+        self.continued.get(&pid, 0).ok()?;
+        continued_by(&self.continued, pid, &self.held_entry(pid)?)
+    }
+
     /// Every stopped-and-undecided process, once each. Bounded: a key the
     /// kernel deletes mid-walk makes the walk start over.
     pub fn held(&self) -> Vec<(u32, HeldEntry)> {
@@ -850,7 +866,9 @@ impl Pins {
 /// Ends everything pinned under `pin_dir`: the links (which detaches the
 /// programs) and the maps. Returns the pids the HELD map still lists, so the
 /// caller can deny them.
-pub fn teardown(pin_dir: &Path) -> Result<Vec<u32>, KernelError> {
+/// Returns the pids the programs held, each with who else than guardd
+/// continued it (see `Kernel::continued_by`).
+pub fn teardown(pin_dir: &Path) -> Result<Vec<(u32, Option<u32>)>, KernelError> {
     let pins = Pins {
         root: pin_dir.to_path_buf(),
     };
@@ -861,13 +879,28 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<u32>, KernelError> {
     let mut held = Vec::new();
     if let Ok(data) = MapData::from_pin(pins.map("HELD")) {
         if let Ok(map) = HashMap::<_, u32, HeldEntry>::try_from(aya::maps::Map::HashMap(data)) {
-            held = map.keys().filter_map(Result::ok).collect();
+            let continued = MapData::from_pin(pins.map("CONTINUED"))
+                .ok()
+                .and_then(|data| {
+                    HashMap::<_, u32, ContinuedEntry>::try_from(aya::maps::Map::LruHashMap(data))
+                        .ok()
+                });
+            held = map
+                .iter()
+                .filter_map(Result::ok)
+                .map(|(pid, entry)| {
+                    let by = continued
+                        .as_ref()
+                        .and_then(|continued| continued_by(continued, pid, &entry));
+                    (pid, by)
+                })
+                .collect();
         }
     }
     // Processes the LSM gate stopped: without the programs their call would run.
     if let Ok(data) = MapData::from_pin(pins.map("GATE_HELD")) {
         if let Ok(map) = HashMap::<_, u32, GateHeldEntry>::try_from(aya::maps::Map::HashMap(data)) {
-            held.extend(map.keys().filter_map(Result::ok));
+            held.extend(map.keys().filter_map(Result::ok).map(|pid| (pid, None)));
         }
     }
     let names = PROGRAMS
@@ -887,6 +920,20 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<u32>, KernelError> {
         let _ = fs::remove_dir(pin_dir.join(dir));
     }
     Ok(held)
+}
+
+/// The sender of a SIGCONT marked for this very stop (an older stop's mark,
+/// from before the pid was stopped again, does not count).
+fn continued_by<T: std::borrow::Borrow<MapData>>(
+    continued: &HashMap<T, u32, ContinuedEntry>,
+    pid: u32,
+    held: &HeldEntry,
+) -> Option<u32> {
+    continued
+        .get(&pid, 0)
+        .ok()
+        .filter(|mark| mark.stop_ktime_ns == held.ktime_ns)
+        .map(|mark| mark.by)
 }
 
 /// Mounts bpffs at /sys/fs/bpf when the pin directory is there and it is not mounted.

@@ -98,3 +98,58 @@ fn send(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
         other => other.map_err(Into::into),
     }
 }
+
+/// A process the kernel recorded as stopped at exec, looked at again after a
+/// gap (guardd's restart, a lost event, a teardown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Still stopped: still held.
+    Held,
+    /// Running, and no other process sent it SIGCONT: guardd let it go and
+    /// ended before it forgot the stop. Neither to be held nor ended again.
+    LetGo,
+    /// Running because another process (this pid) sent it SIGCONT: it ran
+    /// without a decision.
+    ContinuedBy(u32),
+}
+
+impl Recorded {
+    pub fn of(stat: &procfs::Stat, continued_by: Option<u32>) -> Self {
+        match (stat.is_stopped(), continued_by) {
+            (true, _) => Self::Held,
+            (false, None) => Self::LetGo,
+            (false, Some(by)) => Self::ContinuedBy(by),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(state: char) -> procfs::Stat {
+        procfs::Stat {
+            comm: "terraform".into(),
+            state,
+            ppid: 1,
+            tty_nr: 0,
+            start_time: 7,
+        }
+    }
+
+    #[test]
+    fn a_recorded_stop_is_held_while_stopped_whoever_sent_sigcont() {
+        // A SIGCONT to a process in ptrace-stop does not wake it.
+        for state in ['T', 't'] {
+            assert_eq!(Recorded::of(&stat(state), None), Recorded::Held);
+            assert_eq!(Recorded::of(&stat(state), Some(42)), Recorded::Held);
+        }
+        for state in ['R', 'S', 'D'] {
+            assert_eq!(Recorded::of(&stat(state), None), Recorded::LetGo);
+            assert_eq!(
+                Recorded::of(&stat(state), Some(42)),
+                Recorded::ContinuedBy(42)
+            );
+        }
+    }
+}

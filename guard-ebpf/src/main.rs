@@ -1,6 +1,7 @@
 //! agent-guard kernel programs. One file per area:
 //! - `sessions`: which threads belong to an agent session (fork/exit);
 //! - `exec`: the exec gate (stop watched programs in sessions, detect agents);
+//! - `holds`: marks a held process another process continued (SIGCONT);
 //! - `protect`: BPF LSM hooks for hold integrity and self-protection;
 //! - `gate`: BPF LSM syscall gate on protected paths (hold, deny, audit);
 //! - `report`: report-only syscall gate where the BPF LSM does not run.
@@ -13,6 +14,7 @@
 //! | `sessions_fork`  | `sched/sched_process_fork` | 5.8        | ring buffer             |
 //! | `sessions_exit`  | `sched/sched_process_exit` | 5.8        | ring buffer             |
 //! | `exec_gate`      | `sched/sched_process_exec` | 5.8        | ring buffer, send_signal (5.3) |
+//! | `holds_signal_generate` | `signal/signal_generate` | 4.10 | LRU hash map        |
 //! | `report_syscall` | `syscalls/sys_enter_*` of the gated calls | 5.8 | ring buffer; CONFIG_FTRACE_SYSCALLS |
 //! | `protect_task_kill` | LSM `task_kill`         | 5.7        | BPF LSM                 |
 //! | `protect_ptrace` | LSM `ptrace_access_check`  | 5.7        | BPF LSM                 |
@@ -36,6 +38,8 @@
 mod exec;
 #[cfg(target_arch = "bpf")]
 mod gate;
+#[cfg(target_arch = "bpf")]
+mod holds;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

@@ -2,11 +2,11 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_uid_gid, bpf_ktime_get_ns},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use guard_common::{
-    Comm, Event, EventKind, ExeNameOffsets, FileKey, GateDecision, GateDecisionKey, GateHeldEntry,
-    GateRoot, HeldEntry, ReportCall, SessionEntry, TracepointOffsets, EVENTS_BYTES,
+    Comm, ContinuedEntry, Event, EventKind, ExeNameOffsets, FileKey, GateDecision, GateDecisionKey,
+    GateHeldEntry, GateRoot, HeldEntry, ReportCall, SessionEntry, TracepointOffsets, EVENTS_BYTES,
     MAX_GATE_DECISIONS, MAX_GATE_ROOTS, MAX_HELD, MAX_PROGRAMS, MAX_PROTECTED, MAX_REPORT_CALLS,
     MAX_SESSION_TASKS, OVERFLOW_EVENTS_LOST, OVERFLOW_SLOTS,
 };
@@ -22,6 +22,11 @@ pub static PROGRAMS: HashMap<Comm, u32> = HashMap::with_max_entries(MAX_PROGRAMS
 /// Pid -> stop record, for every process the exec gate stopped and the daemon has not decided.
 #[map]
 pub static HELD: HashMap<u32, HeldEntry> = HashMap::with_max_entries(MAX_HELD, 0);
+
+/// Pid -> a SIGCONT from another process than guardd while HELD listed it.
+/// Never deleted by the programs: LRU bounds it, and a mark names its stop.
+#[map]
+pub static CONTINUED: LruHashMap<u32, ContinuedEntry> = LruHashMap::with_max_entries(MAX_HELD, 0);
 
 /// Files session processes may not change (`PROTECT_*` flags), for the LSM hooks.
 #[map]
@@ -78,6 +83,8 @@ pub fn count_overflow(slot: u32) {
 static TP_OFFSETS: TracepointOffsets = TracepointOffsets {
     fork_child_pid: 0,
     exec_old_pid: 0,
+    signal_sig: 0,
+    signal_pid: 0,
 };
 
 /// Filled in by the daemon at load time from BTF (all zero without BTF).
@@ -100,6 +107,12 @@ pub fn exe_offsets() -> ExeNameOffsets {
 pub fn offsets() -> TracepointOffsets {
     // Volatile: the value is patched after compilation, so it must not be constant-folded.
     unsafe { core::ptr::read_volatile(&TP_OFFSETS) }
+}
+
+/// Pid of the running guardd; 0 while none runs (then nobody may release).
+#[inline(always)]
+pub fn guardd() -> u32 {
+    GUARDD.get(0).copied().unwrap_or(0)
 }
 
 #[inline(always)]

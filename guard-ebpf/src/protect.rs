@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use guard_common::{FileKey, LsmOffsets, PROTECT_ENTRIES, PROTECT_FILE};
 
-use crate::maps::{GATE_HELD, GUARDD, HELD, PROTECTED, SESSIONS};
+use crate::maps::{guardd, GATE_HELD, HELD, PROTECTED, SESSIONS};
 
 const EPERM: i32 = 1;
 const SIGCONT: i32 = 18;
@@ -63,12 +63,6 @@ fn in_session() -> bool {
     SESSIONS
         .get_ptr(bpf_get_current_pid_tgid() as u32)
         .is_some()
-}
-
-/// Pid of the running guardd; 0 while none runs (then nobody may release).
-#[inline(always)]
-fn guardd() -> u32 {
-    GUARDD.get(0).copied().unwrap_or(0)
 }
 
 #[lsm(hook = "task_kill")]

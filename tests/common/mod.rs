@@ -194,9 +194,9 @@ impl Guard {
                         .flat_map(|p| p["map_ids"].as_array().unwrap())
                         .map(|id| id.as_u64().unwrap() as u32),
                 );
-                // Three tracepoints, and 17 LSM programs (9 protect_*, 8 gate_*) where the BPF LSM
+                // Four tracepoints, and 17 LSM programs (9 protect_*, 8 gate_*) where the BPF LSM
                 // runs, else the report-only program.
-                let expected = if lsm_active(&status) { 20 } else { 4 };
+                let expected = if lsm_active(&status) { 21 } else { 5 };
                 assert_eq!(programs.len(), expected, "{status}");
                 assert!(!self.map_ids.is_empty(), "{status}");
                 return;
@@ -567,4 +567,46 @@ pub fn count(root: &Path) -> usize {
         }
     }
     n
+}
+
+pub fn wait_for_file(path: &std::path::Path) {
+    let deadline = Instant::now() + WAIT;
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "no {}", path.display());
+        sleep(Duration::from_millis(10));
+    }
+}
+
+/// The pid of the stopped process whose command line has `word` (this test's own).
+pub fn wait_for_stopped_command(word: &str) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if cmdline.split(|b| *b == 0).any(|arg| arg == word.as_bytes()) && is_stopped(pid) {
+                return pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "nothing stopped with {word:?}");
+        sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends SIGCONT to a process this test started; false when refused (the BPF
+/// LSM lets only guardd continue a held process).
+pub fn sigcont(pid: u64) -> bool {
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) == 0 }
+}
+
+/// A `terraform` stub that records its arguments, then runs on for 30 s in
+/// the same process (a kill of the held pid ends it all).
+pub fn long_running_stub(stubs: &Stubs) -> String {
+    format!("echo \"$*\" >> {}\nexec sleep 30", stubs.marker().display())
 }

@@ -87,6 +87,14 @@ impl Guard {
         let decision_us = stop
             .stopped_at_ns
             .map(|at| monotonic_ns().saturating_sub(at) / 1000);
+        // What was read may already be a later exec's: a stop another
+        // process continued is never let on. One map lookup, a miss.
+        if let Some(by) = self.kernel.continued_by(stop.pid) {
+            if let Ok(process) = pidfd.identify() {
+                self.end_continued(&process, stop.session, by);
+            }
+            return;
+        }
         let allowed = explanation
             .as_ref()
             .is_some_and(|e| e.action == Action::Allow);
@@ -231,7 +239,7 @@ impl Guard {
         let timeout = Duration::from_secs(explanation.timeout_secs);
         let id = self.holds.next_id();
         let stderr = notice::stderr_of(&process);
-        let hold = Hold {
+        let mut hold = Hold {
             id: id.clone(),
             session,
             agent: self.sessions.get(&session).and_then(|s| s.agent.clone()),
@@ -289,12 +297,46 @@ impl Guard {
         record.event = Some(AuditEvent::Hold);
         record.request_id = Some(id);
         record.decision = Some("hold".into());
-        self.protect_and_insert(hold, record);
+        self.protect(&mut hold, &mut record);
+        // Again in ptrace-stop, where a SIGCONT no longer wakes it.
+        if let Some(by) = self.kernel.continued_by(hold.process.pid) {
+            if hold.traced {
+                self.tracer.kill(hold.process.pid);
+            }
+            self.end_continued(&hold.process, hold.session, by);
+            return;
+        }
+        self.audit.write(&record);
+        self.holds.insert(hold);
+    }
+
+    /// Ends a stop another process let run before guardd judged it (or took
+    /// it into ptrace-stop): it may have run part of its command, or exec'd
+    /// another, without a decision.
+    fn end_continued(&mut self, process: &ProcessHandle, session: u32, by: u32) {
+        let why = format!(
+            "pid {by} sent the stopped process SIGCONT before guardd judged it: it ran without \
+             a decision"
+        );
+        if let Some(stderr) = notice::stderr_of(process) {
+            notice::write(
+                &stderr,
+                &format!("agent-guard: {why}. Killed (fail closed).\n"),
+            );
+        }
+        self.fail_closed(process, session, &why);
     }
 
     /// Takes the process into ptrace-stop, so that only guardd can end the
     /// hold, then records and registers it.
     pub(super) fn protect_and_insert(&mut self, mut hold: Hold, mut record: AuditRecord) {
+        self.protect(&mut hold, &mut record);
+        self.audit.write(&record);
+        self.holds.insert(hold);
+    }
+
+    /// Takes the process into ptrace-stop, so that only guardd can end the hold.
+    fn protect(&mut self, hold: &mut Hold, record: &mut AuditRecord) {
         match self.tracer.seize(hold.process.pid) {
             Ok(()) => hold.traced = true,
             Err(err) => {
@@ -306,8 +348,6 @@ impl Guard {
                 record.reason = Some(why);
             }
         }
-        self.audit.write(&record);
-        self.holds.insert(hold);
     }
 
     /// Says so when the kernel killed watched execs whose stop it had no room
@@ -475,20 +515,27 @@ impl Guard {
                 self.kernel.forget_held(pid);
                 continue;
             };
-            if !stat.is_stopped() {
-                // Let go before this guardd (one that ended between SIGCONT
-                // and forgetting the stop): a hold now would end a running
-                // process that was allowed. Said in the audit, as it may
-                // also be a stop something else continued.
-                let why = "recorded as stopped at exec but running: not raised";
-                tracing::warn!(pid, "{why}");
-                self.kernel.forget_held(pid);
-                let mut record = AuditRecord::new(AuditEvent::Error);
-                record.pid = Some(pid);
-                record.session = Some(entry.session_id);
-                record.reason = Some(why.into());
-                self.audit.write(&record);
-                continue;
+            match Recorded::of(&stat, self.kernel.continued_by(pid)) {
+                Recorded::Held => {}
+                Recorded::LetGo => {
+                    // Let go by a guardd that ended between SIGCONT and
+                    // forgetting the stop: a hold now could end it mid-run.
+                    let why = "recorded as stopped at exec but let go by guardd: not raised";
+                    tracing::warn!(pid, "{why}");
+                    self.kernel.forget_held(pid);
+                    let mut record = AuditRecord::new(AuditEvent::Error);
+                    record.pid = Some(pid);
+                    record.session = Some(entry.session_id);
+                    record.reason = Some(why.into());
+                    self.audit.write(&record);
+                    continue;
+                }
+                Recorded::ContinuedBy(by) => {
+                    if let Ok(process) = ProcessHandle::open(pid) {
+                        self.end_continued(&process, entry.session_id, by);
+                    }
+                    continue;
+                }
             }
             tracing::warn!(pid, "raising a stop whose event was lost");
             self.stats.counts.recovered_from_map += 1;

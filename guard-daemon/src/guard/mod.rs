@@ -15,7 +15,7 @@ use crate::{
     kernel::{Kernel, ProgramSets},
     notice,
     policy::{Action, CommandContext, Explanation, OnTimeout, Policy},
-    process::{Pidfd, ProcessHandle},
+    process::{Pidfd, ProcessHandle, Recorded},
     procfs,
     protected::OwnFiles,
     protocol::{GateStats, HoldState, PolicySummary, Response, SessionView, StatusView},
@@ -218,21 +218,31 @@ impl Guard {
                     continue;
                 }
             };
-            let stat = procfs::stat(entry.pid).ok();
-            if !stat.as_ref().is_some_and(procfs::Stat::is_stopped) {
-                // Let go before guardd ended (approved, then ended before the
-                // state was saved): holding it again could end it mid-run.
-                let why = "the held process runs: let go before guardd ended; not re-adopted";
-                tracing::warn!(pid = entry.pid, "{why}");
-                let mut record = AuditRecord::new(AuditEvent::Error);
-                record.request_id = Some(entry.id.clone());
-                record.pid = Some(entry.pid);
-                record.rule = Some(entry.rule.clone());
-                record.reason = Some(why.into());
-                self.audit.write(&record);
+            let Ok(stat) = procfs::stat(entry.pid) else {
                 continue;
+            };
+            match Recorded::of(&stat, self.kernel.continued_by(entry.pid)) {
+                Recorded::Held => {}
+                Recorded::LetGo => {
+                    // Approved, then guardd ended before it saved the state:
+                    // holding it again could end it mid-run.
+                    let why = "the held process runs: let go before guardd ended; not re-adopted";
+                    tracing::warn!(pid = entry.pid, "{why}");
+                    let mut record = AuditRecord::new(AuditEvent::Error);
+                    record.request_id = Some(entry.id.clone());
+                    record.pid = Some(entry.pid);
+                    record.rule = Some(entry.rule.clone());
+                    record.reason = Some(why.into());
+                    self.audit.write(&record);
+                    continue;
+                }
+                Recorded::ContinuedBy(by) => {
+                    let why = continued_while_down(by);
+                    self.fail_closed(&process, entry.session, &why);
+                    continue;
+                }
             }
-            let comm = stat.map(|s| s.comm).unwrap_or_default();
+            let comm = stat.comm;
             let exe = procfs::link(entry.pid, "exe");
             let (program, argv) = procfs::judged_command(
                 &comm,
@@ -603,4 +613,12 @@ fn unix_now() -> u64 {
 pub fn monotonic_ns() -> u64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// Why a held process that runs is ended: another process continued it
+/// while no guardd held it in ptrace-stop.
+fn continued_while_down(by: u32) -> String {
+    format!(
+        "pid {by} sent the held process SIGCONT while guardd was down: it ran without a decision"
+    )
 }

@@ -1,0 +1,45 @@
+//! Marks a held process that something other than guardd continued. Without
+//! the BPF LSM nothing refuses that SIGCONT: a stop guardd has not yet taken
+//! into ptrace-stop, or one left in group-stop while guardd is down, runs on.
+//! The mark lets guardd say so and fail closed instead of holding a process
+//! that already runs. The kernel's own SIGCONT to an orphaned process group
+//! passes the LSM too, so this runs on both paths.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use guard_common::ContinuedEntry;
+
+use crate::maps::{guardd, offsets, CONTINUED, HELD};
+
+const SIGCONT: i32 = 18;
+
+#[tracepoint]
+pub fn holds_signal_generate(ctx: TracePointContext) -> u32 {
+    // Every signal of the machine passes here (a SIGCHLD per exit): leave at once.
+    let Ok(sig) = (unsafe { ctx.read_at::<i32>(offsets().signal_sig as usize) }) else {
+        return 0;
+    };
+    if sig != SIGCONT {
+        return 0;
+    }
+    let Ok(target) = (unsafe { ctx.read_at::<i32>(offsets().signal_pid as usize) }) else {
+        return 0;
+    };
+    let Some(held) = HELD.get_ptr(target as u32) else {
+        return 0;
+    };
+    let sender = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if sender == guardd() {
+        return 0;
+    }
+    let mark = ContinuedEntry {
+        stop_ktime_ns: unsafe { (*held).ktime_ns },
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        by: sender,
+        _pad: 0,
+    };
+    let _ = CONTINUED.insert(target as u32, mark, 0);
+    0
+}
