@@ -73,9 +73,10 @@ pub struct ContinuedEntry {
     /// does not count).
     pub stop_ktime_ns: u64,
     pub ktime_ns: u64,
-    /// The sender's pid.
+    /// The sender's pid (for the kernel's own SIGCONT, the task it acted in).
     pub by: u32,
-    pub _pad: u32,
+    /// 1 when the kernel sent it (`SI_KERNEL`: an orphaned process group).
+    pub from_kernel: u32,
 }
 
 #[repr(u32)]
@@ -156,6 +157,8 @@ pub struct TracepointOffsets {
     pub signal_sig: u32,
     /// `signal/signal_generate`: `pid` (the target).
     pub signal_pid: u32,
+    /// `signal/signal_generate`: `code` (`si_code`).
+    pub signal_code: u32,
 }
 
 /// Offsets into kernel structs, from BTF at load time, for reading the name
@@ -325,7 +328,7 @@ const _: () = assert!(core::mem::size_of::<ExeNameOffsets>() == 24);
 const _: () = assert!(core::mem::size_of::<SessionEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<HeldEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 64);
-const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 16);
+const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 20);
 const _: () = assert!(core::mem::size_of::<ContinuedEntry>() == 24);
 
 #[cfg(feature = "user")]

@@ -14,7 +14,7 @@ use tokio::signal::unix::SignalKind;
 use crate::{
     audit::AuditLog,
     guard::Guard,
-    kernel::{self, Kernel, MapSizes, ProgramSets},
+    kernel::{self, Continuation, Kernel, MapSizes, ProgramSets},
     notice,
     policy::Policy,
     process::{ProcessHandle, Recorded},
@@ -237,11 +237,11 @@ pub fn teardown(pin_dir: &Path, state_dir: &Path, audit_log: &Path) -> anyhow::R
         .with_context(|| format!("opening audit log {}", audit_log.display()))?;
     // Detach first, so that nothing new is stopped while we deny.
     // pid -> (who else continued it, its start time where the state has it).
-    let mut held: std::collections::BTreeMap<u32, (Option<u32>, Option<u64>)> =
+    let mut held: std::collections::BTreeMap<u32, (Option<Continuation>, Option<u64>)> =
         kernel::teardown(pin_dir)
             .context("removing the pinned programs and maps")?
             .into_iter()
-            .map(|(pid, continued_by)| (pid, (continued_by, None)))
+            .map(|(pid, continued)| (pid, (continued, None)))
             .collect();
     let state = StateStore::open(state_dir)?;
     if let Ok(Some(saved)) = state.load() {
@@ -250,7 +250,7 @@ pub fn teardown(pin_dir: &Path, state_dir: &Path, audit_log: &Path) -> anyhow::R
         }
     }
     let mut denied = 0;
-    for (pid, (continued_by, start_time)) in held {
+    for (pid, (continued, start_time)) in held {
         let Ok(process) = ProcessHandle::open(pid) else {
             continue;
         };
@@ -260,16 +260,21 @@ pub fn teardown(pin_dir: &Path, state_dir: &Path, audit_log: &Path) -> anyhow::R
         let Ok(stat) = crate::procfs::stat(pid) else {
             continue;
         };
-        let (reason, notice) = match Recorded::of(&stat, continued_by) {
+        let (reason, notice) = match Recorded::of(&stat, continued) {
             Recorded::Held => (
                 "guardd --teardown".to_string(),
                 "agent-guard: removed (teardown); the held command is denied. It did not run.\n"
                     .to_string(),
             ),
-            Recorded::ContinuedBy(by) => (
-                format!("guardd --teardown; it was running: pid {by} sent it SIGCONT without a decision"),
-                format!("agent-guard: removed (teardown); the held command is denied. Pid {by} had let it run.\n"),
-            ),
+            Recorded::Continued(continuation) => {
+                let why = format!("{}: it ran without a decision", continuation.describe());
+                (
+                    format!("guardd --teardown; {why}"),
+                    format!(
+                        "agent-guard: removed (teardown); the held command is denied. {why}.\n"
+                    ),
+                )
+            }
             Recorded::LetGo => {
                 tracing::warn!(pid, "recorded as held but let go by guardd: left alone");
                 continue;

@@ -217,6 +217,7 @@ impl Kernel {
             exec_old_pid: field_offset("sched", "sched_process_exec", "old_pid")?,
             signal_sig: field_offset("signal", "signal_generate", "sig")?,
             signal_pid: field_offset("signal", "signal_generate", "pid")?,
+            signal_code: field_offset("signal", "signal_generate", "code")?,
         };
         let exe_offsets = exe_name_offsets();
         let lsm = lsm_offsets();
@@ -236,6 +237,7 @@ impl Kernel {
         }
         if let Some(entries) = sizes.held_entries {
             loader.map_max_entries("HELD", entries);
+            loader.map_max_entries("CONTINUED", entries);
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         let map = |ebpf: &mut Ebpf, name: &'static str| {
@@ -632,9 +634,15 @@ impl Kernel {
 
     /// Who else than guardd sent SIGCONT to `pid` while HELD recorded its
     /// stop, if anyone did. Almost always one lookup that misses.
-    pub fn continued_by(&self, pid: u32) -> Option<u32> {
-        self.continued.get(&pid, 0).ok()?;
-        continued_by(&self.continued, pid, &self.held_entry(pid)?)
+    pub fn continued_by(&self, pid: u32) -> Option<Continuation> {
+        let mark = self.continued.get(&pid, 0).ok()?;
+        Continuation::of_stop(&mark, &self.held_entry(pid)?)
+    }
+
+    /// Drops the mark of a SIGCONT that could not take effect: sent while
+    /// guardd held the process in ptrace-stop, and undone by a new SIGSTOP.
+    pub fn clear_continued(&mut self, pid: u32) {
+        let _ = self.continued.remove(&pid);
     }
 
     /// Every stopped-and-undecided process, once each. Bounded: a key the
@@ -864,11 +872,9 @@ impl Pins {
 }
 
 /// Ends everything pinned under `pin_dir`: the links (which detaches the
-/// programs) and the maps. Returns the pids the HELD map still lists, so the
-/// caller can deny them.
-/// Returns the pids the programs held, each with who else than guardd
-/// continued it (see `Kernel::continued_by`).
-pub fn teardown(pin_dir: &Path) -> Result<Vec<(u32, Option<u32>)>, KernelError> {
+/// programs) and the maps. Returns the pids HELD and GATE_HELD still list,
+/// each with the SIGCONT another process sent it, so the caller can deny them.
+pub fn teardown(pin_dir: &Path) -> Result<Vec<(u32, Option<Continuation>)>, KernelError> {
     let pins = Pins {
         root: pin_dir.to_path_buf(),
     };
@@ -889,10 +895,11 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<(u32, Option<u32>)>, KernelError> 
                 .iter()
                 .filter_map(Result::ok)
                 .map(|(pid, entry)| {
-                    let by = continued
-                        .as_ref()
-                        .and_then(|continued| continued_by(continued, pid, &entry));
-                    (pid, by)
+                    let mark = continued.as_ref().and_then(|c| c.get(&pid, 0).ok());
+                    (
+                        pid,
+                        mark.and_then(|mark| Continuation::of_stop(&mark, &entry)),
+                    )
                 })
                 .collect();
         }
@@ -922,18 +929,36 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<(u32, Option<u32>)>, KernelError> 
     Ok(held)
 }
 
-/// The sender of a SIGCONT marked for this very stop (an older stop's mark,
-/// from before the pid was stopped again, does not count).
-fn continued_by<T: std::borrow::Borrow<MapData>>(
-    continued: &HashMap<T, u32, ContinuedEntry>,
-    pid: u32,
-    held: &HeldEntry,
-) -> Option<u32> {
-    continued
-        .get(&pid, 0)
-        .ok()
-        .filter(|mark| mark.stop_ktime_ns == held.ktime_ns)
-        .map(|mark| mark.by)
+/// A SIGCONT another process than guardd (or the kernel) sent to a process
+/// the exec gate had stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Continuation {
+    pub by: u32,
+    pub from_kernel: bool,
+}
+
+impl Continuation {
+    /// The mark, when it was made for this very stop (not an older stop of
+    /// the same pid).
+    fn of_stop(mark: &ContinuedEntry, held: &HeldEntry) -> Option<Self> {
+        (mark.stop_ktime_ns == held.ktime_ns).then_some(Self {
+            by: mark.by,
+            from_kernel: mark.from_kernel != 0,
+        })
+    }
+
+    /// For the audit log and the terminal.
+    pub fn describe(&self) -> String {
+        if self.from_kernel {
+            format!(
+                "the kernel sent the stopped process SIGCONT (its process group was orphaned \
+                 as pid {} exited)",
+                self.by
+            )
+        } else {
+            format!("pid {} sent the stopped process SIGCONT", self.by)
+        }
+    }
 }
 
 /// Mounts bpffs at /sys/fs/bpf when the pin directory is there and it is not mounted.
@@ -1023,5 +1048,19 @@ mod tests {
         assert_eq!(parse_field_offset(old, "child_pid"), Some(44));
         assert_eq!(parse_field_offset(old, "child_comm"), Some(28));
         assert_eq!(parse_field_offset(old, "missing"), None);
+    }
+
+    #[test]
+    fn offsets_are_read_from_the_signal_generate_format() {
+        // 6.18; `pid` must not match `common_pid`.
+        let format = "\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\
+                      \tfield:int sig;\toffset:8;\tsize:4;\tsigned:1;\n\
+                      \tfield:int errno;\toffset:12;\tsize:4;\tsigned:1;\n\
+                      \tfield:int code;\toffset:16;\tsize:4;\tsigned:1;\n\
+                      \tfield:char comm[16];\toffset:20;\tsize:16;\tsigned:0;\n\
+                      \tfield:pid_t pid;\toffset:36;\tsize:4;\tsigned:1;\n";
+        assert_eq!(parse_field_offset(format, "sig"), Some(8));
+        assert_eq!(parse_field_offset(format, "code"), Some(16));
+        assert_eq!(parse_field_offset(format, "pid"), Some(36));
     }
 }

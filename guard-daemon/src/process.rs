@@ -7,7 +7,7 @@ use rustix::process::{
     pidfd_getfd, pidfd_open, pidfd_send_signal, Pid, PidfdFlags, PidfdGetfdFlags, Signal,
 };
 
-use crate::procfs;
+use crate::{kernel::Continuation, procfs};
 
 #[derive(Debug)]
 pub struct ProcessHandle {
@@ -65,6 +65,12 @@ impl ProcessHandle {
         self.signal(Signal::CONT)
     }
 
+    /// Stops the process (again): a SIGCONT that came while it was in
+    /// ptrace-stop would let it run once its tracer lets go.
+    pub fn stop(&self) -> std::io::Result<()> {
+        self.signal(Signal::STOP)
+    }
+
     /// Ends the process. A process killed while stopped at its first
     /// instruction never ran any of its own code.
     pub fn kill(&self) -> std::io::Result<()> {
@@ -103,22 +109,24 @@ fn send(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
 /// gap (guardd's restart, a lost event, a teardown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
-    /// Still stopped: still held.
+    /// Still stopped, and nobody else sent it SIGCONT: still held.
     Held,
-    /// Running, and no other process sent it SIGCONT: guardd let it go and
-    /// ended before it forgot the stop. Neither to be held nor ended again.
+    /// Running, and nobody else sent it SIGCONT: guardd let it go and ended
+    /// before it forgot the stop. Neither to be held nor ended again.
     LetGo,
-    /// Running because another process (this pid) sent it SIGCONT: it ran
-    /// without a decision.
-    ContinuedBy(u32),
+    /// Another process (or the kernel) sent it SIGCONT: it ran without a
+    /// decision, even if something stopped it again since. (A SIGCONT that
+    /// came while guardd held it in ptrace-stop took effect when guardd
+    /// ended; a guardd that stops cleanly stops it again and drops the mark.)
+    Continued(Continuation),
 }
 
 impl Recorded {
-    pub fn of(stat: &procfs::Stat, continued_by: Option<u32>) -> Self {
-        match (stat.is_stopped(), continued_by) {
-            (true, _) => Self::Held,
-            (false, None) => Self::LetGo,
-            (false, Some(by)) => Self::ContinuedBy(by),
+    pub fn of(stat: &procfs::Stat, continued: Option<Continuation>) -> Self {
+        match (continued, stat.is_stopped()) {
+            (Some(continuation), _) => Self::Continued(continuation),
+            (None, true) => Self::Held,
+            (None, false) => Self::LetGo,
         }
     }
 }
@@ -138,17 +146,23 @@ mod tests {
     }
 
     #[test]
-    fn a_recorded_stop_is_held_while_stopped_whoever_sent_sigcont() {
-        // A SIGCONT to a process in ptrace-stop does not wake it.
+    fn a_recorded_stop_is_held_only_while_stopped_and_never_continued_by_another() {
+        let other = Continuation {
+            by: 42,
+            from_kernel: false,
+        };
         for state in ['T', 't'] {
             assert_eq!(Recorded::of(&stat(state), None), Recorded::Held);
-            assert_eq!(Recorded::of(&stat(state), Some(42)), Recorded::Held);
+            assert_eq!(
+                Recorded::of(&stat(state), Some(other)),
+                Recorded::Continued(other)
+            );
         }
         for state in ['R', 'S', 'D'] {
             assert_eq!(Recorded::of(&stat(state), None), Recorded::LetGo);
             assert_eq!(
-                Recorded::of(&stat(state), Some(42)),
-                Recorded::ContinuedBy(42)
+                Recorded::of(&stat(state), Some(other)),
+                Recorded::Continued(other)
             );
         }
     }

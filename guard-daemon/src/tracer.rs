@@ -123,6 +123,14 @@ fn drain(pending: &mut HashMap<Pid, Option<Signal>>) {
             Ok(WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _)) => {
                 pending.remove(&pid);
             }
+            Ok(WaitStatus::Stopped(pid, Signal::SIGSTOP)) if pending.contains_key(&pid) => {
+                // The exec gate's own SIGSTOP, taken only after the seize: as a
+                // signal-delivery stop it leaves no group-stop behind, and the
+                // process would run as soon as the tracer is gone (a crash).
+                // Delivered, it becomes a group-stop (reported as
+                // PTRACE_EVENT_STOP, and still a ptrace-stop): no user code runs.
+                let _ = ptrace::cont(pid, Signal::SIGSTOP);
+            }
             Ok(WaitStatus::Stopped(pid, signal)) => {
                 // A signal someone sent to the held process: not delivered now
                 // (that would resume it); SIGCONT/SIGSTOP are dropped, others kept.

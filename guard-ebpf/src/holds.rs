@@ -14,6 +14,8 @@ use guard_common::ContinuedEntry;
 use crate::maps::{guardd, offsets, CONTINUED, HELD};
 
 const SIGCONT: i32 = 18;
+/// `si_code` of a signal the kernel sent on its own.
+const SI_KERNEL: i32 = 0x80;
 
 #[tracepoint]
 pub fn holds_signal_generate(ctx: TracePointContext) -> u32 {
@@ -34,11 +36,12 @@ pub fn holds_signal_generate(ctx: TracePointContext) -> u32 {
     if sender == guardd() {
         return 0;
     }
+    let code = unsafe { ctx.read_at::<i32>(offsets().signal_code as usize) }.unwrap_or(0);
     let mark = ContinuedEntry {
         stop_ktime_ns: unsafe { (*held).ktime_ns },
         ktime_ns: unsafe { bpf_ktime_get_ns() },
         by: sender,
-        _pad: 0,
+        from_kernel: u32::from(code == SI_KERNEL),
     };
     let _ = CONTINUED.insert(target as u32, mark, 0);
     0

@@ -25,6 +25,7 @@ pub static HELD: HashMap<u32, HeldEntry> = HashMap::with_max_entries(MAX_HELD, 0
 
 /// Pid -> a SIGCONT from another process than guardd while HELD listed it.
 /// Never deleted by the programs: LRU bounds it, and a mark names its stop.
+/// Sized like HELD by the daemon.
 #[map]
 pub static CONTINUED: LruHashMap<u32, ContinuedEntry> = LruHashMap::with_max_entries(MAX_HELD, 0);
 
@@ -85,6 +86,7 @@ static TP_OFFSETS: TracepointOffsets = TracepointOffsets {
     exec_old_pid: 0,
     signal_sig: 0,
     signal_pid: 0,
+    signal_code: 0,
 };
 
 /// Filled in by the daemon at load time from BTF (all zero without BTF).

@@ -247,6 +247,13 @@ impl Guard {
         self.child.as_ref().unwrap().id()
     }
 
+    /// Freezes this guardd (SIGSTOP to the pid this test started) until the
+    /// returned value is dropped, also when an assertion fails meanwhile.
+    pub fn freeze(&self) -> Frozen {
+        unsafe { libc::kill(self.pid() as i32, libc::SIGSTOP) };
+        Frozen(self.pid())
+    }
+
     /// A guardctl command aimed at this daemon.
     pub fn ctl_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(guardctl_bin());
@@ -609,4 +616,13 @@ pub fn sigcont(pid: u64) -> bool {
 /// the same process (a kill of the held pid ends it all).
 pub fn long_running_stub(stubs: &Stubs) -> String {
     format!("echo \"$*\" >> {}\nexec sleep 30", stubs.marker().display())
+}
+
+/// A frozen guardd; thawed when dropped.
+pub struct Frozen(u32);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
 }

@@ -88,17 +88,19 @@ impl Guard {
             .stopped_at_ns
             .map(|at| monotonic_ns().saturating_sub(at) / 1000);
         // What was read may already be a later exec's: a stop another
-        // process continued is never let on. One map lookup, a miss.
-        if let Some(by) = self.kernel.continued_by(stop.pid) {
+        // process continued is never let on. One map lookup, a miss. (A
+        // held pid's late event is not: its hold is in ptrace-stop.)
+        let unheld = self.holds.id_of_pid(stop.pid).is_none();
+        if let Some(continuation) = unheld.then(|| self.kernel.continued_by(stop.pid)).flatten() {
             if let Ok(process) = pidfd.identify() {
-                self.end_continued(&process, stop.session, by);
+                self.end_continued(&process, stop.session, continuation, None);
             }
             return;
         }
         let allowed = explanation
             .as_ref()
             .is_some_and(|e| e.action == Action::Allow);
-        if allowed && self.holds.id_of_pid(stop.pid).is_none() {
+        if allowed && unheld {
             // The common case: let it run before anything else is done. With no
             // hold on this pid, its start time (another /proc read) is not needed.
             let _ = pidfd.resume();
@@ -234,7 +236,6 @@ impl Guard {
         explanation: &Explanation,
         mut record: AuditRecord,
     ) {
-        self.stats.counts.held += 1;
         let now = Instant::now();
         let timeout = Duration::from_secs(explanation.timeout_secs);
         let id = self.holds.next_id();
@@ -268,6 +269,16 @@ impl Guard {
             gate: None,
             process,
         };
+        self.protect(&mut hold, &mut record);
+        // Looked again in ptrace-stop, where a SIGCONT no longer wakes it.
+        if let Some(continuation) = self.kernel.continued_by(hold.process.pid) {
+            if hold.traced {
+                self.tracer.kill(hold.process.pid);
+            }
+            self.end_continued(&hold.process, hold.session, continuation, None);
+            return;
+        }
+        self.stats.counts.held += 1;
         if let Some(stderr) = &hold.stderr {
             let who = if hold.approvers.is_empty() {
                 "root or the command's own user".to_string()
@@ -297,34 +308,55 @@ impl Guard {
         record.event = Some(AuditEvent::Hold);
         record.request_id = Some(id);
         record.decision = Some("hold".into());
-        self.protect(&mut hold, &mut record);
-        // Again in ptrace-stop, where a SIGCONT no longer wakes it.
-        if let Some(by) = self.kernel.continued_by(hold.process.pid) {
-            if hold.traced {
-                self.tracer.kill(hold.process.pid);
-            }
-            self.end_continued(&hold.process, hold.session, by);
-            return;
-        }
         self.audit.write(&record);
         self.holds.insert(hold);
     }
 
-    /// Ends a stop another process let run before guardd judged it (or took
-    /// it into ptrace-stop): it may have run part of its command, or exec'd
-    /// another, without a decision.
-    fn end_continued(&mut self, process: &ProcessHandle, session: u32, by: u32) {
-        let why = format!(
-            "pid {by} sent the stopped process SIGCONT before guardd judged it: it ran without \
-             a decision"
-        );
+    /// Ends a stop another process (or the kernel) let run before guardd
+    /// held it: it may have run part of its command, or exec'd another,
+    /// without a decision. `request`: the saved request (id, rule) it ends.
+    pub(super) fn end_continued(
+        &mut self,
+        process: &ProcessHandle,
+        session: u32,
+        continuation: Continuation,
+        request: Option<(&str, &str)>,
+    ) {
+        let why = format!("{}: it ran without a decision", continuation.describe());
+        tracing::error!(pid = process.pid, "{why}: killing it");
         if let Some(stderr) = notice::stderr_of(process) {
             notice::write(
                 &stderr,
                 &format!("agent-guard: {why}. Killed (fail closed).\n"),
             );
         }
-        self.fail_closed(process, session, &why);
+        let _ = process.kill();
+        self.kernel.forget_held(process.pid);
+        let mut record = AuditRecord::new(AuditEvent::Error);
+        record.pid = Some(process.pid);
+        record.session = Some(session);
+        record.request_id = request.map(|(id, _)| id.to_string());
+        record.rule = request.map(|(_, rule)| rule.to_string());
+        record.decision = Some("deny".into());
+        record.reason = Some(format!("{why}; killed (fail closed)"));
+        self.audit.write(&record);
+    }
+
+    /// A recorded stop whose process runs, and no other process sent it
+    /// SIGCONT: an earlier guardd let it go and ended before it forgot the
+    /// stop (or saved the state). Holding it now could end it mid-run.
+    pub(super) fn leave_let_go(&mut self, pid: u32, session: u32, request: Option<(&str, &str)>) {
+        let why = "recorded as stopped at exec but running, let go by an earlier guardd: \
+                   neither held again nor ended";
+        tracing::warn!(pid, "{why}");
+        self.kernel.forget_held(pid);
+        let mut record = AuditRecord::new(AuditEvent::Error);
+        record.pid = Some(pid);
+        record.session = Some(session);
+        record.request_id = request.map(|(id, _)| id.to_string());
+        record.rule = request.map(|(_, rule)| rule.to_string());
+        record.reason = Some(why.into());
+        self.audit.write(&record);
     }
 
     /// Takes the process into ptrace-stop, so that only guardd can end the
@@ -515,28 +547,24 @@ impl Guard {
                 self.kernel.forget_held(pid);
                 continue;
             };
-            match Recorded::of(&stat, self.kernel.continued_by(pid)) {
-                Recorded::Held => {}
-                Recorded::LetGo => {
-                    // Let go by a guardd that ended between SIGCONT and
-                    // forgetting the stop: a hold now could end it mid-run.
-                    let why = "recorded as stopped at exec but let go by guardd: not raised";
-                    tracing::warn!(pid, "{why}");
-                    self.kernel.forget_held(pid);
-                    let mut record = AuditRecord::new(AuditEvent::Error);
-                    record.pid = Some(pid);
-                    record.session = Some(entry.session_id);
-                    record.reason = Some(why.into());
-                    self.audit.write(&record);
-                    continue;
-                }
-                Recorded::ContinuedBy(by) => {
+            let running = match Recorded::of(&stat, self.kernel.continued_by(pid)) {
+                Recorded::Held => false,
+                Recorded::Continued(continuation) => {
                     if let Ok(process) = ProcessHandle::open(pid) {
-                        self.end_continued(&process, entry.session_id, by);
+                        self.end_continued(&process, entry.session_id, continuation, None);
                     }
                     continue;
                 }
-            }
+                // This guardd forgets a stop as it lets it go: only an
+                // earlier one can have let go a stop it still lists.
+                Recorded::LetGo if entry.ktime_ns < self.started_ns => {
+                    self.leave_let_go(pid, entry.session_id, None);
+                    continue;
+                }
+                // Its stop failed (and the event saying so was lost): judged
+                // as such, it is ended unless allowed.
+                Recorded::LetGo => true,
+            };
             tracing::warn!(pid, "raising a stop whose event was lost");
             self.stats.counts.recovered_from_map += 1;
             self.on_stop(Stop {
@@ -544,7 +572,7 @@ impl Guard {
                 session: entry.session_id,
                 comm: &stat.comm,
                 stopped_at_ns: None,
-                stop_failed: false,
+                stop_failed: running,
             });
         }
         self.held_scan.done(lost, now, waiting);

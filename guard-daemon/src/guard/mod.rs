@@ -12,7 +12,7 @@ use crate::{
     audit::{AuditEvent, AuditLog, AuditRecord},
     escape::{display_argv, escape_bytes},
     holds::{format_duration, Hold, HoldRegistry},
-    kernel::{Kernel, ProgramSets},
+    kernel::{Continuation, Kernel, ProgramSets},
     notice,
     policy::{Action, CommandContext, Explanation, OnTimeout, Policy},
     process::{Pidfd, ProcessHandle, Recorded},
@@ -80,6 +80,9 @@ pub struct Guard {
     held_scan: HeldScan,
     /// The kernel's count of stops it killed for lack of room, as last reported.
     stops_killed_seen: u64,
+    /// When this guardd started (CLOCK_MONOTONIC ns): stops the kernel
+    /// recorded before it may have been let go by an earlier guardd.
+    started_ns: u64,
     /// The policy's `[notify]` settings, followed by `notify::run`.
     notify: tokio::sync::watch::Sender<crate::policy::notify::NotifySettings>,
 }
@@ -153,6 +156,7 @@ impl Guard {
             seccomp_sessions: Default::default(),
             held_scan: HeldScan::default(),
             stops_killed_seen: 0,
+            started_ns: monotonic_ns(),
             policy,
             tracer,
             config: own_files.config.clone(),
@@ -221,24 +225,16 @@ impl Guard {
             let Ok(stat) = procfs::stat(entry.pid) else {
                 continue;
             };
+            let request = Some((entry.id.as_str(), entry.rule.as_str()));
             match Recorded::of(&stat, self.kernel.continued_by(entry.pid)) {
                 Recorded::Held => {}
                 Recorded::LetGo => {
-                    // Approved, then guardd ended before it saved the state:
-                    // holding it again could end it mid-run.
-                    let why = "the held process runs: let go before guardd ended; not re-adopted";
-                    tracing::warn!(pid = entry.pid, "{why}");
-                    let mut record = AuditRecord::new(AuditEvent::Error);
-                    record.request_id = Some(entry.id.clone());
-                    record.pid = Some(entry.pid);
-                    record.rule = Some(entry.rule.clone());
-                    record.reason = Some(why.into());
-                    self.audit.write(&record);
+                    // Approved, then guardd ended before it saved the state.
+                    self.leave_let_go(entry.pid, entry.session, request);
                     continue;
                 }
-                Recorded::ContinuedBy(by) => {
-                    let why = continued_while_down(by);
-                    self.fail_closed(&process, entry.session, &why);
+                Recorded::Continued(continuation) => {
+                    self.end_continued(&process, entry.session, continuation, request);
                     continue;
                 }
             }
@@ -613,12 +609,4 @@ fn unix_now() -> u64 {
 pub fn monotonic_ns() -> u64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
-}
-
-/// Why a held process that runs is ended: another process continued it
-/// while no guardd held it in ptrace-stop.
-fn continued_while_down(by: u32) -> String {
-    format!(
-        "pid {by} sent the held process SIGCONT while guardd was down: it ran without a decision"
-    )
 }

@@ -445,6 +445,18 @@ impl Guard {
     /// them from the state file. `guardd --teardown` is what denies them.
     pub fn shutdown(&mut self) {
         self.persist();
+        // A SIGCONT others sent while a hold was in ptrace-stop ended its
+        // group-stop: it would run as the tracer goes. A new SIGSTOP (after
+        // the mark is dropped, so a later SIGCONT is marked) keeps it stopped.
+        for hold in self.holds.iter().filter(|h| h.traced && h.gate.is_none()) {
+            self.kernel.clear_continued(hold.process.pid);
+            if let Err(err) = hold.process.stop() {
+                tracing::error!(
+                    pid = hold.process.pid,
+                    "cannot stop the held process again: {err}"
+                );
+            }
+        }
         // While no guardd runs, the LSM lets nobody SIGCONT a held process.
         if let Err(err) = self.kernel.set_guardd(0) {
             tracing::error!("cannot clear the releasing pid: {err}");
