@@ -549,10 +549,7 @@ fn escapes_to_an_approver_outside_the_tree_are_held_or_refused() {
     assert_eq!(held["rule"], "tree-escape");
     assert_eq!(guard.pending().len(), 2);
     assert!(is_stopped(hold["pid"].as_u64().unwrap()));
-    assert!(guard
-        .ctl(&["deny", held["id"].as_str().unwrap()])
-        .status
-        .success());
+    guard.decide("deny", &held);
     assert!(!launcher.wait().0.success());
     assert!(guard.ctl(&["deny", id]).status.success());
     assert!(!run.wait().0.success());

@@ -46,10 +46,7 @@ fn huge_and_numerous_arguments_are_held_and_decided() {
         assert_eq!(hold["argv"].as_array().unwrap().len(), 3 + extra.len());
         assert_eq!(hold["rule"], "tf-destroy");
         wait_stopped(hold["pid"].as_u64().unwrap());
-        assert!(guard
-            .ctl(&["deny", hold["id"].as_str().unwrap()])
-            .status
-            .success());
+        guard.decide("deny", &hold);
         let (status, _, _) = run.wait();
         assert!(!status.success());
     }
@@ -82,10 +79,7 @@ fn non_utf8_argv_and_hostile_paths_are_escaped() {
     for line in audit.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         serde_json::from_slice::<serde_json::Value>(line).expect("one JSON object per line");
     }
-    assert!(guard
-        .ctl(&["approve", hold["id"].as_str().unwrap()])
-        .status
-        .success());
+    guard.decide("approve", &hold);
     assert!(run.wait().0.success());
     guard.stop();
 }
@@ -145,10 +139,7 @@ fn a_thousand_clients_do_not_stall_decisions_and_per_peer_limits_hold() {
         "every client got an answer: {answers:?}"
     );
     let hold = guard.wait_hold("during-flood");
-    assert!(guard
-        .ctl(&["approve", hold["id"].as_str().unwrap()])
-        .status
-        .success());
+    guard.decide("approve", &hold);
     assert!(run.wait().0.success());
     assert_eq!(stubs.marker_text(), "plan\ndestroy during-flood\n");
     guard.stop();

@@ -56,10 +56,7 @@ fn deleting_a_protected_tree_is_one_request_and_a_denial_keeps_every_file() {
     let run = python(&guard, &stubs, RMTREE, &protected);
     let hold = guard.wait_hold(RMTREE);
     assert_ne!(hold["id"].as_str().unwrap(), id);
-    assert!(guard
-        .ctl(&["approve", hold["id"].as_str().unwrap()])
-        .status
-        .success());
+    guard.decide("approve", &hold);
     let (status, _, stderr) = run.wait();
     assert!(status.success(), "{stderr}");
     assert!(!protected.exists());
@@ -115,10 +112,7 @@ fn unprotected_trees_and_writes_pass_and_moving_a_protected_tree_away_is_held() 
         .as_str()
         .unwrap()
         .starts_with(&format!("rename {}", protected.display())));
-    assert!(guard
-        .ctl(&["deny", hold["id"].as_str().unwrap()])
-        .status
-        .success());
+    guard.decide("deny", &hold);
     let (status, _, stderr) = run.wait();
     assert!(!status.success());
     assert!(stderr.contains("PermissionError"), "{stderr}");
@@ -152,10 +146,7 @@ fn guardd_protect_adds_a_held_path_and_status_says_how_each_operation_is_gated()
     let run = python(&guard, &stubs, RMTREE, &protected);
     let hold = guard.wait_hold(RMTREE);
     assert_eq!(hold["rule"], "guardd --protect");
-    assert!(guard
-        .ctl(&["deny", hold["id"].as_str().unwrap()])
-        .status
-        .success());
+    guard.decide("deny", &hold);
     assert!(!run.wait().0.success());
     assert_eq!(count(&protected), 9);
     guard.stop();

@@ -124,10 +124,7 @@ fn deny_kills_the_command_before_it_ever_runs() {
         &["sh", "-c", "terraform destroy to-file 2>err.txt"],
     );
     let hold = guard.wait_hold("to-file");
-    assert!(guard
-        .ctl(&["deny", hold["id"].as_str().unwrap()])
-        .status
-        .success());
+    guard.decide("deny", &hold);
     run.wait();
     let file = std::fs::read_to_string(stubs.dir.path().join("err.txt")).unwrap();
     assert!(!file.contains("agent-guard"), "{file}");
@@ -264,10 +261,7 @@ fn wrappers_do_not_dodge_the_hold() {
     }
     assert_eq!(stubs.marker_text(), "", "no wrapper let the command run");
     for hold in guard.pending() {
-        assert!(guard
-            .ctl(&["deny", hold["id"].as_str().unwrap()])
-            .status
-            .success());
+        guard.decide("deny", &hold);
     }
     assert!(guard.pending().is_empty());
     drop(runs);
@@ -350,10 +344,7 @@ fn agents_are_detected_without_a_launcher() {
         assert!(origins.iter().any(|o| o == origin), "{origins:?}");
     }
     for hold in guard.pending() {
-        assert!(guard
-            .ctl(&["approve", hold["id"].as_str().unwrap()])
-            .status
-            .success());
+        guard.decide("approve", &hold);
     }
     let (status, out, _) = early.wait();
     assert!(status.success());
@@ -456,10 +447,7 @@ fn a_sigcont_while_held_takes_no_effect_when_guardd_stops() {
     // Re-adopted as an ordinary hold: the SIGCONT never took effect.
     guard.restart();
     assert_eq!(guard.pending().len(), 1, "{:?}", guard.pending());
-    assert!(guard
-        .ctl(&["approve", hold["id"].as_str().unwrap()])
-        .status
-        .success());
+    guard.decide("approve", &hold);
     assert!(run.wait().0.success());
     assert_eq!(stubs.marker_text(), "destroy later\n");
     guard.stop();
@@ -535,10 +523,7 @@ fn a_stop_another_process_continues_before_guardd_holds_it_is_killed() {
     if !ran {
         // The BPF LSM refused it: an ordinary hold.
         let hold = guard.wait_hold("early");
-        assert!(guard
-            .ctl(&["deny", hold["id"].as_str().unwrap()])
-            .status
-            .success());
+        guard.decide("deny", &hold);
         assert_eq!(run.wait().0.signal(), Some(libc::SIGKILL));
         guard.stop();
         return;
@@ -651,10 +636,7 @@ fn control_characters_in_argv_are_escaped_everywhere() {
     );
     let audit = std::fs::read(&guard.audit_log).unwrap();
     assert!(!audit.iter().any(|b| *b == 0x1b || *b == 0x07));
-    assert!(guard
-        .ctl(&["deny", hold["id"].as_str().unwrap()])
-        .status
-        .success());
+    guard.decide("deny", &hold);
     let (_, _, stderr) = run.wait();
     assert!(!stderr.contains('\x1b'), "{stderr:?}");
     guard.stop();
@@ -817,10 +799,7 @@ fn a_symlink_to_a_watched_binary_is_held() {
     );
     wait_stopped(hold["pid"].as_u64().unwrap());
     assert!(!target.exists(), "the symlinked binary must not have run");
-    assert!(guard
-        .ctl(&["deny", hold["id"].as_str().unwrap()])
-        .status
-        .success());
+    guard.decide("deny", &hold);
     let (status, _, _) = run.wait();
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     assert!(!target.exists());
@@ -877,10 +856,7 @@ fn sigcont_and_ptrace_from_outside_do_not_release_a_hold() {
         "SIGCONT from outside released the hold"
     );
 
-    assert!(guard
-        .ctl(&["approve", hold["id"].as_str().unwrap()])
-        .status
-        .success());
+    guard.decide("approve", &hold);
     let (status, _, _) = run.wait();
     assert!(status.success());
     assert_eq!(stubs.marker_text(), "destroy\n");

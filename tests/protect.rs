@@ -119,10 +119,7 @@ fn only_guardd_continues_a_held_process_even_while_it_is_down() {
     assert!(is_stopped(pid), "state {}", state(pid));
     assert_eq!(stubs.marker_text(), "");
     guard.spawn();
-    assert!(guard
-        .ctl(&["approve", hold["id"].as_str().unwrap()])
-        .status
-        .success());
+    guard.decide("approve", &hold);
     assert!(run.wait().0.success());
     assert_eq!(stubs.marker_text(), "destroy\n");
     guard.stop();

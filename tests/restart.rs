@@ -52,16 +52,10 @@ fn a_crash_releases_nothing_and_the_restart_readopts_every_hold() {
 
     // Exactly the approved ones run.
     for hold in &holds[..2] {
-        assert!(guard
-            .ctl(&["approve", hold["id"].as_str().unwrap()])
-            .status
-            .success());
+        guard.decide("approve", hold);
     }
     for hold in &holds[2..] {
-        assert!(guard
-            .ctl(&["deny", hold["id"].as_str().unwrap()])
-            .status
-            .success());
+        guard.decide("deny", hold);
     }
     let statuses: Vec<_> = runs.into_iter().map(|run| run.wait().0).collect();
     assert!(statuses[..2].iter().all(|s| s.success()), "{statuses:?}");
@@ -102,10 +96,7 @@ fn a_command_run_while_guardd_is_down_is_held_and_raised_on_restart() {
     let hold = guard.wait_hold("while-down");
     assert_eq!(hold["rule"], "tf-destroy");
     assert_eq!(hold["pid"].as_u64(), Some(held));
-    assert!(guard
-        .ctl(&["approve", hold["id"].as_str().unwrap()])
-        .status
-        .success());
+    guard.decide("approve", &hold);
     assert!(run.wait().0.success());
     assert_eq!(stubs.marker_text(), "destroy while-down\n");
     guard.stop();
@@ -128,10 +119,7 @@ fn two_guards_do_not_interfere() {
     assert!(!out.status.success());
     assert!(is_stopped(hold["pid"].as_u64().unwrap()));
     second.stop();
-    assert!(first
-        .ctl(&["approve", hold["id"].as_str().unwrap()])
-        .status
-        .success());
+    first.decide("approve", &hold);
     assert!(run.wait().0.success());
     first.stop();
 }

@@ -72,7 +72,6 @@ pub struct ContinuedEntry {
     /// `HeldEntry::ktime_ns` of the stop it continued (an older stop's mark
     /// does not count).
     pub stop_ktime_ns: u64,
-    pub ktime_ns: u64,
     /// The sender's pid (for the kernel's own SIGCONT, the task it acted in).
     pub by: u32,
     /// 1 when the kernel sent it (`SI_KERNEL`: an orphaned process group).
@@ -329,7 +328,7 @@ const _: () = assert!(core::mem::size_of::<SessionEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<HeldEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 64);
 const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 20);
-const _: () = assert!(core::mem::size_of::<ContinuedEntry>() == 24);
+const _: () = assert!(core::mem::size_of::<ContinuedEntry>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -5,9 +5,7 @@
 //! that already runs. The kernel's own SIGCONT to an orphaned process group
 //! passes the LSM too, so this runs on both paths.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 use guard_common::ContinuedEntry;
 
@@ -39,7 +37,6 @@ pub fn holds_signal_generate(ctx: TracePointContext) -> u32 {
     let code = unsafe { ctx.read_at::<i32>(offsets().signal_code as usize) }.unwrap_or(0);
     let mark = ContinuedEntry {
         stop_ktime_ns: unsafe { (*held).ktime_ns },
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
         by: sender,
         from_kernel: u32::from(code == SI_KERNEL),
     };

@@ -265,6 +265,16 @@ impl Guard {
         self.ctl_command(args).output().unwrap()
     }
 
+    /// `guardctl approve|deny ID` on a pending request; asserts it was taken.
+    pub fn decide(&self, verb: &str, hold: &Value) {
+        let out = self.ctl(&[verb, hold["id"].as_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn pending(&self) -> Vec<Value> {
         let out = self.ctl(&["pending", "--json"]);
         assert!(

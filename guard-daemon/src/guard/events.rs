@@ -87,23 +87,22 @@ impl Guard {
         let decision_us = stop
             .stopped_at_ns
             .map(|at| monotonic_ns().saturating_sub(at) / 1000);
-        // What was read may already be a later exec's: a stop another
-        // process continued is never let on. One map lookup, a miss. (A
-        // held pid's late event is not: its hold is in ptrace-stop.)
-        let unheld = self.holds.id_of_pid(stop.pid).is_none();
-        if let Some(continuation) = unheld.then(|| self.kernel.continued_by(stop.pid)).flatten() {
-            if let Ok(process) = pidfd.identify() {
-                self.end_continued(&process, stop.session, continuation, None);
-            }
-            return;
-        }
         let allowed = explanation
             .as_ref()
             .is_some_and(|e| e.action == Action::Allow);
-        if allowed && unheld {
+        if allowed && self.holds.id_of_pid(stop.pid).is_none() {
             // The common case: let it run before anything else is done. With no
             // hold on this pid, its start time (another /proc read) is not needed.
             let _ = pidfd.resume();
+            // Looked up after the resume, off the decision's path: a stop
+            // another process continued ran already, and what was judged may
+            // be a later exec's command line. One map lookup, a miss.
+            if let Some(continuation) = self.kernel.continued_by(stop.pid) {
+                if let Ok(process) = pidfd.identify() {
+                    self.end_continued(&process, stop.session, continuation, None);
+                }
+                return;
+            }
             self.kernel.forget_held(stop.pid);
             self.stats.counts.allowed += 1;
             if let Some(us) = decision_us {
@@ -118,6 +117,10 @@ impl Guard {
         if self.holds.holds_process(process.pid, process.start_time) {
             return; // already raised (event and map recovery both saw it)
         }
+        if let Some(continuation) = self.kernel.continued_by(stop.pid) {
+            self.end_continued(&process, stop.session, continuation, None);
+            return;
+        }
         if let Some(us) = decision_us {
             self.stats.decision_us.push(us);
         }
@@ -127,6 +130,7 @@ impl Guard {
                 &process,
                 stop.session,
                 "could not read the command line of a stopped process",
+                None,
             );
             return;
         };
@@ -136,6 +140,7 @@ impl Guard {
                 &process,
                 stop.session,
                 "bpf_send_signal failed: the process was not stopped",
+                None,
             );
             return;
         }
@@ -323,23 +328,13 @@ impl Guard {
         request: Option<(&str, &str)>,
     ) {
         let why = format!("{}: it ran without a decision", continuation.describe());
-        tracing::error!(pid = process.pid, "{why}: killing it");
         if let Some(stderr) = notice::stderr_of(process) {
             notice::write(
                 &stderr,
                 &format!("agent-guard: {why}. Killed (fail closed).\n"),
             );
         }
-        let _ = process.kill();
-        self.kernel.forget_held(process.pid);
-        let mut record = AuditRecord::new(AuditEvent::Error);
-        record.pid = Some(process.pid);
-        record.session = Some(session);
-        record.request_id = request.map(|(id, _)| id.to_string());
-        record.rule = request.map(|(_, rule)| rule.to_string());
-        record.decision = Some("deny".into());
-        record.reason = Some(format!("{why}; killed (fail closed)"));
-        self.audit.write(&record);
+        self.fail_closed(process, session, &why, request);
     }
 
     /// A recorded stop whose process runs, and no other process sent it
@@ -403,13 +398,22 @@ impl Guard {
     }
 
     /// Kills a stopped process we cannot judge, and says so.
-    pub(super) fn fail_closed(&mut self, process: &ProcessHandle, session: u32, why: &str) {
+    /// `request`: the saved request (id, rule) it ends, if any.
+    pub(super) fn fail_closed(
+        &mut self,
+        process: &ProcessHandle,
+        session: u32,
+        why: &str,
+        request: Option<(&str, &str)>,
+    ) {
         tracing::error!(pid = process.pid, "{why}: killing it");
         let _ = process.kill();
         self.kernel.forget_held(process.pid);
         let mut record = AuditRecord::new(AuditEvent::Error);
         record.pid = Some(process.pid);
         record.session = Some(session);
+        record.request_id = request.map(|(id, _)| id.to_string());
+        record.rule = request.map(|(_, rule)| rule.to_string());
         record.decision = Some("deny".into());
         record.reason = Some(format!("{why}; killed (fail closed)"));
         self.audit.write(&record);

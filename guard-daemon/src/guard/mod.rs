@@ -207,22 +207,17 @@ impl Guard {
         let now = Instant::now();
         let now_unix = unix_now();
         for entry in saved.holds {
-            let process = match ProcessHandle::open(entry.pid) {
-                Ok(process) if process.start_time == entry.start_time && process.is_alive() => {
-                    process
-                }
-                _ => {
-                    let mut record = AuditRecord::new(AuditEvent::Exit);
-                    record.request_id = Some(entry.id.clone());
-                    record.pid = Some(entry.pid);
-                    record.rule = Some(entry.rule.clone());
-                    record.decision = Some("exited".into());
-                    record.reason = Some("the held process ended while guardd was down".into());
-                    self.audit.write(&record);
-                    continue;
-                }
-            };
-            let Ok(stat) = procfs::stat(entry.pid) else {
+            let process = ProcessHandle::open(entry.pid)
+                .ok()
+                .filter(|p| p.start_time == entry.start_time && p.is_alive());
+            let (Some(process), Ok(stat)) = (process, procfs::stat(entry.pid)) else {
+                let mut record = AuditRecord::new(AuditEvent::Exit);
+                record.request_id = Some(entry.id.clone());
+                record.pid = Some(entry.pid);
+                record.rule = Some(entry.rule.clone());
+                record.decision = Some("exited".into());
+                record.reason = Some("the held process ended while guardd was down".into());
+                self.audit.write(&record);
                 continue;
             };
             let request = Some((entry.id.as_str(), entry.rule.as_str()));
