@@ -47,7 +47,9 @@ pub fn spawn(settings: &NotifySettings, host: &str, record: &Value) {
 async fn run_helper(uid: u32, message: &Message) -> anyhow::Result<()> {
     let user = nix::unistd::User::from_uid(uid.into())?;
     let gid = user.as_ref().map_or(uid, |u| u.gid.as_raw());
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+    // /proc/self/exe, not its path: the user may not search the directories
+    // above guardd's binary (a checkout in a 0700 home or temp directory).
+    let mut child = tokio::process::Command::new("/proc/self/exe")
         .arg(CHILD_FLAG)
         .uid(uid)
         .gid(gid)
