@@ -665,18 +665,25 @@ fn explain_and_status_describe_the_loaded_policy() {
     assert_eq!(status["policy"]["rules"], 2);
     let mechanisms = status["mechanisms"].as_array().unwrap();
     assert!(mechanisms.iter().any(|m| m[0] == "exec_hold"));
-    assert!(mechanisms
-        .iter()
-        .any(|m| m[0] == "syscall_gate.unlink" && m[1].as_str().unwrap().starts_with("none")));
+    // No [[protect]] in the policy: the gate still covers guardd's own files.
+    assert!(mechanisms.iter().any(|m| m[0] == "syscall_gate.unlink"
+        && m[1].as_str().unwrap().contains("1 [[protect]] entries")
+        || m[1].as_str().unwrap().starts_with("report only")));
     let self_protection = mechanisms
         .iter()
         .find(|m| m[0] == "self_protection")
         .unwrap();
+    let self_protection = self_protection[1].as_str().unwrap();
     assert!(
-        self_protection[1]
-            .as_str()
-            .unwrap()
-            .starts_with("no guard-* rules"),
+        self_protection.starts_with("no guard-* rules"),
+        "{self_protection}"
+    );
+    let config = guard.dir.path().join("policy.toml");
+    assert!(
+        self_protection.contains(&format!(
+            "[[protect]] agent-guard-self (built in, by the syscall gate below): Deny {}",
+            std::fs::canonicalize(config).unwrap().display()
+        )) && self_protection.contains(guard.pin_dir.to_str().unwrap()),
         "{self_protection}"
     );
     let human = guard.ctl(&["status"]);

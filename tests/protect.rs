@@ -7,6 +7,7 @@ mod common;
 use std::{
     collections::BTreeMap,
     ffi::CString,
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
 };
 
@@ -238,4 +239,290 @@ unsafe fn bpf_obj_get(pin: &Path) -> i64 {
         unsafe { libc::close(fd as i32) };
     }
     fd
+}
+
+// ---- files that run later, and guardd's own files, by the syscall gate ------
+
+/// A user of the test's own (removed again on drop), whose home is a temp
+/// dir: `~` in `[[protect]]` is the home of the session's user by
+/// /etc/passwd, and no real home may be touched.
+struct TestUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestUser {
+    fn new() -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::Builder::new()
+            .prefix("agent-guard-home-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let name = format!("ag-test-{}", std::process::id());
+        let out = std::process::Command::new("useradd")
+            .args(["--no-create-home", "--shell", "/bin/sh", "--home-dir"])
+            .arg(&home)
+            .arg(&name)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = |flag: &str| {
+            let out = std::process::Command::new("id")
+                .args([flag, &name])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u32>()
+                .unwrap()
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
+        Self {
+            name,
+            uid,
+            gid,
+            home,
+            _dir: dir,
+        }
+    }
+
+    /// Writes `name` in the home, owned by the user.
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.home.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::os::unix::fs::chown(&path, Some(self.uid), Some(self.gid)).unwrap();
+        path
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel")
+            .arg(&self.name)
+            .output();
+    }
+}
+
+/// `guardd` lets the user reach its socket (the harness's dir is 0700).
+fn open_socket_dir(guard: &Guard) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(guard.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+}
+
+#[test]
+fn a_line_added_to_bashrc_in_a_gated_session_is_held_and_a_denial_keeps_the_file() {
+    require_root();
+    let user = TestUser::new();
+    let bashrc = user.file(".bashrc", "# the developer's own\n");
+    let before = std::fs::read(&bashrc).unwrap();
+    // The default pack, with the seccomp gate in launched sessions.
+    let guard = Guard::start("version = 1\n[defaults]\nsyscall_gate = true\n");
+    open_socket_dir(&guard);
+    let script = "echo 'touch MARKER' >> \"$HOME/.bashrc\"";
+    let mut command = guard.ctl_command(&["run", "--", "sh", "-c", script]);
+    command
+        .uid(user.uid)
+        .gid(user.gid)
+        .env("HOME", &user.home)
+        .current_dir(&user.home);
+    let run = Proc::spawn(command);
+    let hold = guard.wait_hold("-c");
+    assert_eq!(hold["rule"], "runs-later");
+    assert_eq!(
+        hold["operation"],
+        format!("write {}", bashrc.display()),
+        "{hold}"
+    );
+    guard.decide("deny", &hold);
+    let (status, _, stderr) = run.wait();
+    assert!(!status.success(), "{stderr}");
+    assert_eq!(std::fs::read(&bashrc).unwrap(), before, "~/.bashrc changed");
+    assert_eq!(guard.audit_events("deny").len(), 1);
+    guard.stop();
+}
+
+const HOLD_DESTROY_GATED: &str = r#"
+version = 1
+base = "none"
+[defaults]
+syscall_gate = true
+[[rule]]
+id = "tf-destroy"
+programs = ["terraform"]
+subcommand = ["destroy"]
+action = "hold"
+"#;
+
+/// Disables the policy's one rule.
+const DISABLE_RULE: &str = "[[rule]]\nid = \"tf-destroy\"\ndisabled = true\n";
+
+/// `terraform destroy` in a session is still held: denied, it never ran.
+fn destroy_is_still_held(guard: &Guard, stubs: &Stubs) {
+    let run = guard.session(stubs, &["terraform", "destroy"]);
+    let hold = guard.wait_hold("destroy");
+    assert_eq!(hold["rule"], "tf-destroy");
+    guard.decide("deny", &hold);
+    assert!(!run.wait().0.success());
+    assert_eq!(stubs.marker_text(), "", "terraform destroy ran");
+}
+
+#[test]
+fn a_gated_session_cannot_write_guardd_policy_d_or_remove_its_pins() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(HOLD_DESTROY_GATED);
+    let dropins = guard.dir.path().join("policy.d");
+    std::fs::create_dir(&dropins).unwrap();
+    let zz = dropins.join("zz.toml");
+    let config = guard.dir.path().join("policy.toml");
+    let config_before = std::fs::read(&config).unwrap();
+    let code = "import shutil, sys\n\
+                def attempt(name, f):\n    \
+                    try:\n        f()\n        print(name, 'done')\n    \
+                    except PermissionError:\n        print(name, 'EPERM')\n\
+                attempt('dropin', lambda: open(sys.argv[1], 'w').write(sys.argv[2]))\n\
+                attempt('config', lambda: open(sys.argv[3], 'a').write(sys.argv[2]))\n\
+                attempt('pins', lambda: shutil.rmtree(sys.argv[4]))\n";
+    let run = guard.session(
+        &stubs,
+        &[
+            "python3",
+            "-c",
+            code,
+            zz.to_str().unwrap(),
+            DISABLE_RULE,
+            config.to_str().unwrap(),
+            guard.pin_dir.to_str().unwrap(),
+        ],
+    );
+    let (status, out, err) = run.wait();
+    assert!(status.success(), "{out}{err}");
+    assert_eq!(out, "dropin EPERM\nconfig EPERM\npins EPERM\n", "{err}");
+    assert!(!zz.exists());
+    assert_eq!(std::fs::read(&config).unwrap(), config_before);
+    assert!(guard.pin_dir.join("links/exec_gate").exists());
+    let denied = guard.audit_events("deny");
+    assert!(
+        denied.iter().any(|r| r["rule"] == "agent-guard-self"
+            && r["operation"] == format!("write {}", zz.display())),
+        "{denied:?}"
+    );
+    // Past a reload tick: the rule still holds.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    destroy_is_still_held(&guard, &stubs);
+    guard.stop();
+}
+
+#[test]
+fn a_policy_drop_in_written_from_a_reported_session_is_refused_at_reload() {
+    require_root();
+    let stubs = Stubs::new();
+    // The default syscall_gate ("auto"), an agent no launcher started.
+    let guard = Guard::start(&format!(
+        "{}\n[agents]\nprograms = [\"claude\"]\n",
+        HOLD_TERRAFORM_DESTROY
+    ));
+    if lsm_active(&guard.status()) {
+        // The BPF LSM refuses the write itself (sessions_cannot_signal_trace_or_change_the_guard).
+        return guard.stop();
+    }
+    let dropins = guard.dir.path().join("policy.d");
+    std::fs::create_dir(&dropins).unwrap();
+    let zz = dropins.join("zz.toml");
+    let (go, then) = (stubs.dir.path().join("go"), stubs.dir.path().join("then"));
+    let agent = stubs.script(
+        "claude",
+        &format!(
+            "while [ ! -e {go} ]; do sleep 0.05; done\n\
+             printf '{rule}' > {zz}\n\
+             while [ ! -e {then} ]; do sleep 0.05; done\n\
+             terraform destroy",
+            go = go.display(),
+            then = then.display(),
+            rule = DISABLE_RULE.replace('\n', "\\n"),
+            zz = zz.display(),
+        ),
+    );
+    let mut agent = std::process::Command::new(agent);
+    agent.env("PATH", stubs.path_env());
+    let agent = Proc::spawn(agent);
+    // Reporting starts once guardd has seen the session.
+    wait_until(|| reporting(&guard), "report-only program attached");
+    std::fs::write(&go, "").unwrap();
+    wait_until(
+        || {
+            guard.audit_events("refuse").iter().any(|r| {
+                r["rule"] == "agent-guard-self"
+                    && r["operation"] == format!("write {}", zz.display())
+                    && r["pid"].as_u64().is_some()
+                    && r["session"].as_u64().is_some()
+            })
+        },
+        "the reload refused and audited",
+    );
+    assert!(zz.exists(), "report only: the write ran");
+    let refused: Vec<Value> = guard
+        .audit_events("policy_reload")
+        .into_iter()
+        .filter(|r| r["decision"] == "refused")
+        .collect();
+    assert!(!refused.is_empty());
+    let error = guard.status()["policy"]["last_reload_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        error.starts_with("refused: a policy file was changed from inside an agent session")
+            && error.contains(zz.to_str().unwrap()),
+        "{error}"
+    );
+    assert!(guard.log().contains("policy reload refused"), "{}", guard.log());
+    // The old policy is in force: the drop-in's change is not.
+    std::fs::write(&then, "").unwrap();
+    let hold = guard.wait_hold("destroy");
+    assert_eq!(hold["rule"], "tf-destroy");
+    guard.decide("deny", &hold);
+    let _ = agent.wait();
+    assert_eq!(stubs.marker_text(), "", "terraform destroy ran");
+    // Removed from outside every session, the next reload loads again.
+    std::fs::remove_file(&zz).unwrap();
+    wait_until(
+        || {
+            guard.status()["policy"]["last_reload_error"].is_null()
+                && guard
+                    .audit_events("policy_reload")
+                    .iter()
+                    .any(|r| r["decision"].as_str().unwrap_or("").starts_with("loaded"))
+        },
+        "a reload after the drop-in was removed",
+    );
+    guard.stop();
+}
+
+/// Whether the report-only program is on its tracepoints now.
+fn reporting(guard: &Guard) -> bool {
+    guard.status()["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "report_syscall" && p["attached"] == true)
+}
+
+fn wait_until(condition: impl Fn() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

@@ -54,6 +54,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     } = options;
     let audit = AuditLog::open(&audit_log)
         .with_context(|| format!("opening audit log {}", audit_log.display()))?;
+    let own_files = crate::protected::OwnFiles {
+        config: config.clone(),
+        state_dir: state_dir.clone(),
+        audit_log: audit_log.clone(),
+        socket: socket.clone(),
+        pin_dir: pin_dir.clone(),
+    };
+    let policy = policy
+        .with_self_protection(&own_files.gate_paths())
+        .context("the policy")?;
     let (kernel, events) = Kernel::load(&ProgramSets::of(&policy), &pin_dir, &map_sizes)
         .context("loading the eBPF programs")?;
     let state = StateStore::open(&state_dir)
@@ -69,13 +79,6 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", socket.display()))?;
     let _socket_file = server::SocketFile(socket.clone());
     let tracer = crate::tracer::Tracer::start().context("starting the tracer thread")?;
-    let own_files = crate::protected::OwnFiles {
-        config: config.clone(),
-        state_dir: state_dir.clone(),
-        audit_log: audit_log.clone(),
-        socket: socket.clone(),
-        pin_dir: pin_dir.clone(),
-    };
     let guard = Arc::new(Mutex::new(Guard::new(
         policy, own_files, kernel, tracer, audit, state,
     )));
@@ -210,6 +213,9 @@ async fn watch_policy(
                 "file change"
             }
         };
+        // The report of a session process's write to a policy file precedes
+        // the write; let the event reader hand it over before judging the reload.
+        tokio::time::sleep(TICK).await;
         guard
             .lock()
             .unwrap_or_else(|e| e.into_inner())

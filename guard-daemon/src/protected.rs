@@ -51,6 +51,40 @@ impl OwnFiles {
         paths
     }
 
+    /// The paths of the built-in `[[protect]]` entry `agent-guard-self`:
+    /// the config file, its `policy.d`, the pins, the state, the audit log and
+    /// the socket, absolute and with symlinks resolved as the gate resolves
+    /// paths. The binaries are left to the LSM and to the `system` entry
+    /// (`/usr`): a checkout that builds guardd inside a session would
+    /// otherwise be refused its own build.
+    pub fn gate_paths(&self) -> Vec<PathBuf> {
+        let mut paths = Vec::new();
+        if let Some(config) = &self.config {
+            paths.push(absolute(config));
+            paths.push(absolute(&self.policy_d().unwrap_or_default()));
+        }
+        for path in [&self.pin_dir, &self.state_dir, &self.audit_log, &self.socket] {
+            paths.push(absolute(path));
+        }
+        paths.dedup();
+        paths
+    }
+
+    /// The `policy.d` directory beside the config file, if there is one.
+    pub fn policy_d(&self) -> Option<PathBuf> {
+        let config = self.config.as_ref()?;
+        Some(config.parent().unwrap_or(Path::new(".")).join("policy.d"))
+    }
+
+    /// The config file and its `policy.d`, absolute and resolved: what
+    /// guardd reloads.
+    pub fn policy_paths(&self) -> Option<PolicyPaths> {
+        Some(PolicyPaths {
+            config: absolute(self.config.as_ref()?),
+            dropins: absolute(&self.policy_d()?),
+        })
+    }
+
     /// The kernel keys of the paths that exist now.
     pub fn keys(&self) -> Vec<(FileKey, u32)> {
         let mut keys: Vec<(FileKey, u32)> = Vec::new();
@@ -65,6 +99,36 @@ impl OwnFiles {
             }
         }
         keys
+    }
+}
+
+/// The files guardd reloads the policy from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyPaths {
+    pub config: PathBuf,
+    pub dropins: PathBuf,
+}
+
+impl PolicyPaths {
+    /// Whether `path` (absolute, resolved) is the config file, `policy.d`
+    /// or a file in it.
+    pub fn contains(&self, path: &Path) -> bool {
+        path == self.config || path == self.dropins || path.parent() == Some(&self.dropins)
+    }
+}
+
+/// `path` made absolute, with symlinks resolved as far as it exists (the
+/// gate compares the paths it resolves with these).
+pub fn absolute(path: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|p| p.join(name))
+            .unwrap_or(path),
+        _ => path,
     }
 }
 

@@ -58,6 +58,10 @@ pub struct Guard {
     last_reload_error: Option<String>,
     /// agent-guard's own files, kept from sessions by the LSM where it runs.
     own_files: OwnFiles,
+    /// The config file and policy.d, resolved (None: the embedded policy).
+    policy_paths: Option<crate::protected::PolicyPaths>,
+    /// Policy files session processes changed where the gate only reports.
+    policy_writes: Vec<policy_writes::PolicyWrite>,
     kernel: Kernel,
     sessions: BTreeMap<u32, Session>,
     holds: HoldRegistry,
@@ -124,6 +128,7 @@ mod events;
 mod gate;
 mod gate_lsm;
 mod gate_report;
+mod policy_writes;
 mod requests;
 
 impl Guard {
@@ -160,6 +165,8 @@ impl Guard {
             policy,
             tracer,
             config: own_files.config.clone(),
+            policy_paths: own_files.policy_paths(),
+            policy_writes: Vec::new(),
             own_files,
             last_reload_error: None,
             kernel,
@@ -322,9 +329,16 @@ impl Guard {
             tracing::info!("{reason}: running on the embedded default policy, nothing to reload");
             return;
         };
+        let standing = self.standing_policy_writes();
+        if !standing.is_empty() {
+            return self.refuse_reload(reason, &standing);
+        }
         let mut record = AuditRecord::new(AuditEvent::PolicyReload);
         record.reason = Some(reason.to_string());
-        match Policy::load(&config).and_then(|p| p.with_protected_paths(&self.cli_protections)) {
+        match Policy::load(&config)
+            .and_then(|p| p.with_protected_paths(&self.cli_protections))
+            .and_then(|p| p.with_self_protection(&self.own_files.gate_paths()))
+        {
             Ok(policy) => match self.kernel.set_programs(&ProgramSets::of(&policy)) {
                 Ok(()) => {
                     tracing::info!(
@@ -502,13 +516,24 @@ fn mechanisms(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {
     } else {
         "none beyond comm: no kernel BTF, a symlink to a watched program under another name is not stopped"
     };
+    let own_paths = policy
+        .protections
+        .iter()
+        .find(|p| p.id == crate::policy::protect::SELF_ID)
+        .map_or_else(
+            || "none".to_string(),
+            |p| format!("{:?} {}", p.action, p.paths.join(" ")),
+        );
     [
         ("program_recognition", program_recognition.to_string()),
         ("exec_hold", "tracepoint sched/sched_process_exec + SIGSTOP before the first instruction".into()),
         ("session_tracking", "tracepoints sched/sched_process_fork and sched/sched_process_exit".into()),
         ("agent_detection", "exec of agent programs (kernel), interpreter argv (daemon), /proc scan at start".into()),
         ("hold_release_protection", format!("ptrace-stop (PTRACE_SEIZE + PTRACE_INTERRUPT): SIGCONT from others does not wake a held process; {lsm_release}")),
-        ("self_protection", format!("{rules}; {lsm_self}")),
+        ("self_protection", format!(
+            "{rules}; {lsm_self}; [[protect]] {} (built in, by the syscall gate below): {own_paths}",
+            crate::policy::protect::SELF_ID
+        )),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -129,6 +129,59 @@ impl ProtectFile {
     }
 }
 
+/// The id of the built-in entry that protects guardd's own files (see
+/// `Policy::with_self_protection`).
+pub const SELF_ID: &str = "agent-guard-self";
+
+/// A glob that matches `path` and nothing else (`[`, `*`, ... escaped).
+pub fn literal_glob(path: &Path) -> String {
+    let mut glob = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '*' | '?' | '[' | ']' | '{' | '}' | '\\' => {
+                glob.push('[');
+                glob.push(c);
+                glob.push(']');
+            }
+            _ => glob.push(c),
+        }
+    }
+    glob
+}
+
+impl super::Policy {
+    /// Adds the built-in `agent-guard-self` entry: session processes may not
+    /// change guardd's own files (`paths`: its config, `policy.d`, pins,
+    /// state, audit log, socket), wherever the flags put them. It is added
+    /// after every layer, so no layer removes or overrides it; a layer that
+    /// defines the id is refused.
+    pub fn with_self_protection(mut self, paths: &[PathBuf]) -> Result<Self, super::PolicyError> {
+        if self.protections.iter().any(|p| p.id == SELF_ID) {
+            return Err(super::PolicyError::Invalid {
+                origin: self.source.clone(),
+                message: format!(
+                    "[[protect]] id {SELF_ID:?} is reserved for guardd's own files; use another id"
+                ),
+            });
+        }
+        self.protections.push(Protection {
+            id: SELF_ID.into(),
+            paths: paths.iter().map(|p| literal_glob(p)).collect(),
+            except: Vec::new(),
+            action: Action::Deny,
+            operations: Operation::ALL.to_vec(),
+            approvals: 1,
+            timeout: self.hold_timeout,
+            message: Some(
+                "agent-guard's own files (policy, policy.d, pins, state, audit log, socket) \
+                 cannot be changed from inside an agent session"
+                    .into(),
+            ),
+        });
+        Ok(self)
+    }
+}
+
 /// The protections with `~` made concrete for one home directory.
 pub struct ProtectedSet {
     entries: Vec<(usize, globset::GlobMatcher)>,
@@ -191,12 +244,28 @@ impl ProtectedSet {
 
     /// The outermost protected root at or above `path` (absolute, resolved)
     /// whose protection covers `operation`.
+    /// `agent-guard-self` comes first: guardd's files under `/etc` are denied
+    /// by it, not held by an entry protecting all of `/etc`.
     pub fn find(
         &self,
         protections: &[Protection],
         path: &Path,
         operation: Operation,
     ) -> Option<Protected> {
+        self.find_in(protections, path, operation, true)
+            .or_else(|| self.find_in(protections, path, operation, false))
+    }
+
+    fn find_in(
+        &self,
+        protections: &[Protection],
+        path: &Path,
+        operation: Operation,
+        own_files: bool,
+    ) -> Option<Protected> {
+        if own_files && !protections.iter().any(|p| p.id == SELF_ID) {
+            return None;
+        }
         let mut prefix = PathBuf::new();
         for component in path.components().take(MAX_DEPTH) {
             prefix.push(component);
@@ -211,7 +280,8 @@ impl ProtectedSet {
                 }
             }
             if let Some((at, _)) = self.entries.iter().find(|(at, glob)| {
-                protections[*at].operations.contains(&operation)
+                (!own_files || protections[*at].id == SELF_ID)
+                    && protections[*at].operations.contains(&operation)
                     && glob.is_match(&prefix)
                     && !self.excepted(*at, path)
             }) {
@@ -304,6 +374,96 @@ except = ["~/.kube/cache", "~/.kube/*.lock"]
         assert_eq!(find("/home/dev/.kube/cache/discovery/x.json"), None);
         assert_eq!(find("/home/dev/.kube/config.lock"), None);
         assert!(find("/home/dev/.kube/cachex").is_some());
+    }
+
+    #[test]
+    fn the_default_pack_protects_what_runs_later_outside_the_session() {
+        let policy = crate::policy::Policy::embedded_default();
+        let list = &policy.protections;
+        let set = ProtectedSet::new(list, Path::new("/home/dev"));
+        let id = |path: &str, op| {
+            set.find(list, Path::new(path), op)
+                .map(|found| list[found.protection].id.as_str())
+        };
+        for path in [
+            "/home/dev/.bashrc",
+            "/home/dev/.bash_profile",
+            "/home/dev/.profile",
+            "/home/dev/.bash_logout",
+            "/home/dev/.zshrc",
+            "/home/dev/.zshenv",
+            "/home/dev/.config/fish/config.fish",
+            "/home/dev/.config/fish/conf.d/x.fish",
+            "/home/dev/.config/systemd/user/evil.service",
+            "/home/dev/.config/systemd/user/default.target.wants/evil.service",
+            "/home/dev/.local/share/systemd/user/evil.timer",
+            "/home/dev/.config/autostart/evil.desktop",
+            "/home/dev/.config/environment.d/10-path.conf",
+            "/home/dev/.pam_environment",
+            "/home/dev/.xsessionrc",
+            "/var/spool/cron/crontabs/dev",
+            "/home/dev/.gitconfig",
+            "/home/dev/.config/git/config",
+            "/home/dev/project/.git/hooks/pre-commit",
+            "/home/dev/other/repo/.git/hooks/post-checkout",
+            "/srv/repo/.git/hooks/pre-push",
+        ] {
+            assert_eq!(id(path, Operation::Write), Some("runs-later"), "{path}");
+            assert_eq!(id(path, Operation::Rename), Some("runs-later"), "{path}");
+        }
+        assert_eq!(
+            id("/home/dev/.ssh/authorized_keys", Operation::Write),
+            Some("credentials")
+        );
+        assert_eq!(id("/etc/profile.d/x.sh", Operation::Write), Some("system"));
+        for path in [
+            "/home/dev/.bash_history",
+            "/home/dev/.config/fish/fish_variables",
+            "/home/dev/.config/git/gitk",
+            "/home/dev/project/.git/hooks/pre-commit.sample",
+            "/home/dev/project/.git/config",
+            "/home/dev/project/src/main.rs",
+            "/home/dev/.bashrc.orig",
+        ] {
+            assert_eq!(id(path, Operation::Write), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn guardd_own_files_are_denied_first_and_cannot_be_replaced_by_a_layer() {
+        let policy = crate::policy::Policy::embedded_default()
+            .with_self_protection(&[
+                PathBuf::from("/etc/agent-guard/policy.toml"),
+                PathBuf::from("/etc/agent-guard/policy.d"),
+                PathBuf::from("/tmp/odd[dir]*/pins"),
+            ])
+            .unwrap();
+        let list = &policy.protections;
+        let set = ProtectedSet::new(list, Path::new("/home/dev"));
+        let found = |path: &str| {
+            set.find(list, Path::new(path), Operation::Write)
+                .map(|f| (list[f.protection].id.clone(), f.root))
+        };
+        // Inside /etc (held by "system"), yet denied by agent-guard-self.
+        let (id, root) = found("/etc/agent-guard/policy.d/zz.toml").unwrap();
+        assert_eq!(
+            (id.as_str(), root.as_path()),
+            (SELF_ID, Path::new("/etc/agent-guard/policy.d"))
+        );
+        let own = list.iter().find(|p| p.id == SELF_ID).unwrap();
+        assert_eq!(own.action, Action::Deny);
+        assert_eq!(found("/etc/agent-guard/other").unwrap().0, "system");
+        // Glob characters in a path are taken literally.
+        assert_eq!(found("/tmp/odd[dir]*/pins/maps/x").unwrap().0, SELF_ID);
+        assert_eq!(found("/tmp/oddd-x/pins/maps/x"), None);
+        // A layer cannot define (and so replace) the entry.
+        let layered = crate::policy::Policy::parse(
+            "version = 1\n[[protect]]\nid = \"agent-guard-self\"\npaths = [\"/nowhere\"]\naction = \"audit\"\n",
+            "layer.toml",
+        )
+        .unwrap()
+        .with_self_protection(&[PathBuf::from("/etc/agent-guard/policy.toml")]);
+        assert!(layered.unwrap_err().to_string().contains("reserved"));
     }
 
     #[test]
