@@ -487,7 +487,11 @@ fn a_policy_drop_in_written_from_a_reported_session_is_refused_at_reload() {
             && error.contains(zz.to_str().unwrap()),
         "{error}"
     );
-    assert!(guard.log().contains("policy reload refused"), "{}", guard.log());
+    assert!(
+        guard.log().contains("policy reload refused"),
+        "{}",
+        guard.log()
+    );
     // The old policy is in force: the drop-in's change is not.
     std::fs::write(&then, "").unwrap();
     let hold = guard.wait_hold("destroy");

@@ -63,7 +63,12 @@ impl OwnFiles {
             paths.push(absolute(config));
             paths.push(absolute(&self.policy_d().unwrap_or_default()));
         }
-        for path in [&self.pin_dir, &self.state_dir, &self.audit_log, &self.socket] {
+        for path in [
+            &self.pin_dir,
+            &self.state_dir,
+            &self.audit_log,
+            &self.socket,
+        ] {
             paths.push(absolute(path));
         }
         paths.dedup();

@@ -115,13 +115,7 @@ impl Guard {
             .sessions
             .get(&event.session_id)
             .map_or(event.uid, |s| s.uid);
-        self.note_policy_writes(
-            event.pid,
-            event.session_id,
-            event.uid,
-            operation,
-            &paths,
-        );
+        self.note_policy_writes(event.pid, event.session_id, event.uid, operation, &paths);
         let call = Call {
             id: 0,
             tid: event.tid,

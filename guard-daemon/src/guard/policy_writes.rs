@@ -241,7 +241,11 @@ mod tests {
             owner.uid() + 12345
         };
         assert!(!may_change(other, &config, Operation::Write));
-        assert!(!may_change(other, &dir.path().join("new"), Operation::Write));
+        assert!(!may_change(
+            other,
+            &dir.path().join("new"),
+            Operation::Write
+        ));
         assert!(!may_change(other, &config, Operation::Unlink));
         assert!(may_change(0, &config, Operation::Write));
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).unwrap();
