@@ -25,7 +25,10 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        match Policy::parse(&text, &file.display().to_string()) {
+        // The id guardd keeps for its own files is refused here as guardd refuses it.
+        match Policy::parse(&text, &file.display().to_string())
+            .and_then(|policy| policy.with_self_protection(&[]))
+        {
             Ok(policy) => println!(
                 "{}: ok ({} rules, version {})",
                 file.display(),
