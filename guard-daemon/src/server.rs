@@ -246,11 +246,11 @@ async fn approve(
         Err(refused) => return refused,
     };
     let proven = match reauth {
-        Reauth::NotNeeded => return locked(guard, |guard| guard.approve(peer, &id)),
+        Reauth::NotNeeded => return locked(guard, |guard| guard.approve(peer, &id, None)),
         Reauth::Unauthenticated(why) => {
-            return locked(guard, |guard| {
-                guard.approve_unauthenticated(peer, &id, &why)
-            })
+            tracing::warn!(id, "unauthenticated same-uid approval: {why}");
+            let proof = format!("unauthenticated: {why}");
+            return locked(guard, |guard| guard.approve(peer, &id, Some(&proof)));
         }
         Reauth::Refused(why) => Err(why),
         Reauth::Polkit => match peer.pid {
@@ -264,7 +264,7 @@ async fn approve(
             .map(|()| format!("re-authenticated by PAM (service {service})")),
     };
     match proven {
-        Ok(how) => locked(guard, |guard| guard.approve_authenticated(peer, &id, &how)),
+        Ok(how) => locked(guard, |guard| guard.approve(peer, &id, Some(&how))),
         Err(why) => {
             // Slows guessing through a process that can reach the socket.
             tokio::time::sleep(FAILED_AUTH_DELAY).await;

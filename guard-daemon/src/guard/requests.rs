@@ -75,11 +75,16 @@ impl Guard {
         }
     }
 
-    /// A local approval, by the caller's uid (SO_PEERCRED).
-    pub fn approve(&mut self, peer: Peer, id: &str) -> Response {
-        let display = match self.authorize(peer, id, "approve") {
+    /// A local approval, by the caller's uid (SO_PEERCRED); `proof` says how
+    /// the approver proved a person (or that it was not asked), for the audit log.
+    pub fn approve(&mut self, peer: Peer, id: &str, proof: Option<&str>) -> Response {
+        let identity = match self.authorize(peer, id, "approve") {
             Ok(identity) => identity,
             Err(response) => return response,
+        };
+        let display = match proof {
+            Some(proof) => format!("{identity}, {proof}"),
+            None => identity,
         };
         self.add_approval(
             id,
@@ -316,40 +321,6 @@ impl Guard {
             LocalAuth::Polkit => SameUidAuth::Polkit,
             LocalAuth::None => SameUidAuth::Unauthenticated("local_auth = \"none\"".into()),
         }
-    }
-
-    /// A same-uid approval that is let through unauthenticated: said in the
-    /// audit record, never silently.
-    pub fn approve_unauthenticated(&mut self, peer: Peer, id: &str, why: &str) -> Response {
-        let display = match self.authorize(peer, id, "approve") {
-            Ok(identity) => identity,
-            Err(response) => return response,
-        };
-        tracing::warn!(id, "unauthenticated same-uid approval: {why}");
-        self.add_approval(
-            id,
-            Approver {
-                key: format!("uid:{}", peer.uid),
-                display: format!("{display}, unauthenticated: {why}"),
-                channel: "socket",
-            },
-        )
-    }
-
-    /// A local approval after the approver re-authenticated (`how`).
-    pub fn approve_authenticated(&mut self, peer: Peer, id: &str, how: &str) -> Response {
-        let display = match self.authorize(peer, id, "approve") {
-            Ok(identity) => identity,
-            Err(response) => return response,
-        };
-        self.add_approval(
-            id,
-            Approver {
-                key: format!("uid:{}", peer.uid),
-                display: format!("{display}, {how}"),
-                channel: "socket",
-            },
-        )
     }
 
     /// A local approval whose re-authentication failed: refused and audited.
