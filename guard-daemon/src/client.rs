@@ -39,6 +39,38 @@ pub fn call_with_timeout(
     read_response(&stream)
 }
 
+/// As `call_with_timeout`, for a request during which guardd may ask the
+/// caller something (`auth_prompt`, `auth_info`): `answer` is given each such
+/// message and returns what to send back, if anything. Returns guardd's
+/// final response.
+pub fn converse(
+    socket: &Path,
+    request: Request,
+    timeout: Duration,
+    mut answer: impl FnMut(&Response) -> Option<Request>,
+) -> Result<Response, ClientError> {
+    let mut stream = connect(socket)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(&line(request))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    loop {
+        let mut text = String::new();
+        if reader.read_line(&mut text)? == 0 {
+            return Err(ClientError::Closed);
+        }
+        let response: Response = serde_json::from_str(&text)?;
+        if !matches!(
+            response,
+            Response::AuthPrompt { .. } | Response::AuthInfo { .. }
+        ) {
+            return Ok(response);
+        }
+        if let Some(reply) = answer(&response) {
+            stream.write_all(&line(reply))?;
+        }
+    }
+}
+
 /// As `call`, with a file descriptor passed along (SCM_RIGHTS).
 pub fn call_with_fd(
     socket: &Path,

@@ -2,6 +2,7 @@
 //! BPF LSM programs where this kernel runs the BPF LSM, their maps, and the
 //! offsets they need from this kernel's tracefs and BTF.
 use std::{
+    collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
 };
@@ -54,6 +55,8 @@ const PROGRAMS: [(&str, &str, &str); 4] = [
     ("holds_signal_generate", "signal", "signal_generate"),
 ];
 
+/// How long after a failed attach of the report-only program it is tried again.
+const REPORT_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 /// The report-only program and the `syscalls` tracepoints it is attached to
 /// where the BPF LSM does not run (those this kernel has).
 const REPORT_PROGRAM: &str = "report_syscall";
@@ -189,7 +192,15 @@ pub struct Kernel {
     report_missing: Option<String>,
     /// Whether the report-only program is on its tracepoints now.
     reporting: bool,
+    /// The last failure to attach it, and when: retried after REPORT_RETRY.
+    report_failed: Option<(String, std::time::Instant)>,
     pins: Pins,
+    /// Every link guardd pinned, with its fd kept open: removing a pin does
+    /// not detach the program while guardd runs, and `repin_missing` puts
+    /// the pin back.
+    links: BTreeMap<String, PinnedLink>,
+    /// A handle on every pinned map, to pin it again where it was removed.
+    maps: Vec<(&'static str, MapData)>,
     /// Held while guardd runs (see `lock_pin_dir`).
     _pin_lock: fs::File,
 }
@@ -286,7 +297,13 @@ impl Kernel {
             lsm_missing: lsm.as_ref().err().cloned(),
             report_missing: None,
             reporting: false,
+            report_failed: None,
             pins: pins.clone(),
+            links: BTreeMap::new(),
+            maps: MAPS
+                .iter()
+                .filter_map(|name| Some((*name, MapData::from_pin(pins.map(name)).ok()?)))
+                .collect(),
             _pin_lock: pin_lock,
         };
         // Fill the program map before anything is attached.
@@ -307,7 +324,14 @@ impl Kernel {
             let link = program.take_link(link).map_err(program_err)?;
             let link = FdLink::try_from(link)
                 .map_err(|source| KernelError::Pin(format!("{name}: {source}")))?;
-            pins.replace_link(name, link)?;
+            let pinned = pins.replace_link(name, link)?;
+            kernel.links.insert(name.to_string(), pinned);
+            let program: &mut TracePoint = kernel
+                ._ebpf
+                .program_mut(name)
+                .expect("loaded above")
+                .try_into()
+                .map_err(program_err)?;
             let info = program.info().map_err(program_err)?;
             kernel.loaded.push(ProgramView {
                 name: name.to_string(),
@@ -385,12 +409,20 @@ impl Kernel {
         }
         let name = REPORT_PROGRAM;
         if on {
+            let retry_due = self
+                .report_failed
+                .as_ref()
+                .is_none_or(|(_, at)| at.elapsed() >= REPORT_RETRY);
+            if !retry_due {
+                return Ok(false);
+            }
             if let Err(err) = self.attach_report() {
-                // Not retried on every tick: status says it is missing.
+                // Retried after REPORT_RETRY; status says it is not working.
                 self.detach_report();
-                self.report_missing = Some(err.to_string());
+                self.report_failed = Some((err.to_string(), std::time::Instant::now()));
                 return Err(err);
             }
+            self.report_failed = None;
         } else {
             self.detach_report();
         }
@@ -414,15 +446,16 @@ impl Kernel {
         let name = REPORT_PROGRAM;
         let program_err = |source| KernelError::Program { name, source };
         let pins = self.pins.clone();
-        let program = self.report_program()?;
         for tracepoint in report_tracepoints() {
+            let program = self.report_program()?;
             let link = program
                 .attach("syscalls", tracepoint)
                 .map_err(program_err)?;
             let link = program.take_link(link).map_err(program_err)?;
             let link = FdLink::try_from(link)
                 .map_err(|source| KernelError::Pin(format!("{name}: {source}")))?;
-            pins.replace_link(&report_link(tracepoint), link)?;
+            let pinned = pins.replace_link(&report_link(tracepoint), link)?;
+            self.links.insert(report_link(tracepoint), pinned);
         }
         Ok(())
     }
@@ -430,12 +463,19 @@ impl Kernel {
     /// Detaching a tracepoint waits for the kernel's RCU grace periods
     /// (~70 ms each here): the links are closed on a thread of their own,
     /// not under the caller's lock.
-    fn detach_report(&self) {
-        let links: Vec<FdLink> = REPORT_TRACEPOINTS
+    fn detach_report(&mut self) {
+        let mut links: Vec<FdLink> = REPORT_TRACEPOINTS
             .iter()
             .filter_map(|tp| PinnedLink::from_pin(self.pins.link(&report_link(tp))).ok())
             .filter_map(|link| link.unpin().ok())
             .collect();
+        // The fds guardd kept (their pins went with the unpin above).
+        links.extend(
+            REPORT_TRACEPOINTS
+                .iter()
+                .filter_map(|tp| self.links.remove(&report_link(tp)))
+                .map(FdLink::from),
+        );
         if !links.is_empty() {
             let _ = std::thread::Builder::new()
                 .name("detach".into())
@@ -450,6 +490,64 @@ impl Kernel {
             .iter()
             .filter_map(Result::ok)
             .any(|(_, entry)| entry.flags & SESSION_SECCOMP == 0)
+    }
+
+    /// Pins again every link and map whose pin someone removed (guardd's own
+    /// fds kept them attached meanwhile); returns what was re-pinned. The
+    /// pin directory itself is made again if it went.
+    pub fn repin_missing(&mut self) -> Result<Vec<String>, KernelError> {
+        let links_gone: Vec<String> = self
+            .links
+            .keys()
+            .filter(|name| !self.pins.link(name).exists())
+            .cloned()
+            .collect();
+        let maps_gone: Vec<&'static str> = self
+            .maps
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| !self.pins.map(name).exists())
+            .collect();
+        if links_gone.is_empty() && maps_gone.is_empty() {
+            return Ok(Vec::new());
+        }
+        Pins::prepare(&self.pins.root)?;
+        let mut repinned = Vec::new();
+        for name in links_gone {
+            let path = self.pins.link(&name);
+            let link = FdLink::from(self.links.remove(&name).expect("listed above"));
+            // A failed pin drops the fd, which detaches the program: say so.
+            let pinned = link.pin(&path).map_err(|err| {
+                KernelError::Pin(format!(
+                    "{}: {err}: the program is DETACHED",
+                    path.display()
+                ))
+            })?;
+            self.links.insert(name.clone(), pinned);
+            repinned.push(format!("links/{name}"));
+        }
+        for name in maps_gone {
+            let path = self.pins.map(name);
+            let (_, data) = self
+                .maps
+                .iter()
+                .find(|(n, _)| *n == name)
+                .expect("listed above");
+            data.pin(&path)
+                .map_err(|err| KernelError::Pin(format!("{}: {err}", path.display())))?;
+            repinned.push(format!("maps/{name}"));
+        }
+        Ok(repinned)
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pins.root
+    }
+
+    /// Why the report-only program failed to attach when a session needed it
+    /// (None: it is attached, or not needed); it is tried again meanwhile.
+    pub fn report_failed(&self) -> Option<&str> {
+        self.report_failed.as_ref().map(|(why, _)| why.as_str())
     }
 
     /// Why the report-only program is not loaded (None: it is, or the LSM runs).
@@ -506,7 +604,14 @@ impl Kernel {
             program.load(hook, &btf).map_err(program_err)?;
             let link = program.attach().map_err(program_err)?;
             let link = program.take_link(link).map_err(program_err)?;
-            pins.replace_link(name, FdLink::from(link))?;
+            let pinned = pins.replace_link(name, FdLink::from(link))?;
+            self.links.insert(name.to_string(), pinned);
+            let program: &mut Lsm = self
+                ._ebpf
+                .program_mut(name)
+                .expect("loaded above")
+                .try_into()
+                .map_err(program_err)?;
             let info = program.info().map_err(program_err)?;
             self.loaded.push(ProgramView {
                 name: name.to_string(),
@@ -637,6 +742,19 @@ impl Kernel {
     pub fn continued_by(&self, pid: u32) -> Option<Continuation> {
         let mark = self.continued.get(&pid, 0).ok()?;
         Continuation::of_stop(&mark, &self.held_entry(pid)?)
+    }
+
+    /// The SIGCONT mark of a process whose stop the kernel no longer lists
+    /// (it has exited), with the ktime of the stop it was made for.
+    pub fn continued_mark(&self, pid: u32) -> Option<(Continuation, u64)> {
+        let mark = self.continued.get(&pid, 0).ok()?;
+        Some((
+            Continuation {
+                by: mark.by,
+                from_kernel: mark.from_kernel != 0,
+            },
+            mark.stop_ktime_ns,
+        ))
     }
 
     /// Drops the mark of a SIGCONT that could not take effect: sent while
@@ -857,7 +975,7 @@ impl Pins {
 
     /// Pins `link` in place of the previous run's: the new program is attached
     /// before the old one is detached, so nothing runs unguarded in between.
-    fn replace_link(&self, name: &str, link: FdLink) -> Result<(), KernelError> {
+    fn replace_link(&self, name: &str, link: FdLink) -> Result<PinnedLink, KernelError> {
         let path = self.link(name);
         if path.exists() {
             match PinnedLink::from_pin(&path) {
@@ -866,7 +984,6 @@ impl Pins {
             }
         }
         link.pin(&path)
-            .map(drop)
             .map_err(|err| KernelError::Pin(format!("{}: {err}", path.display())))
     }
 }

@@ -17,6 +17,7 @@ pub mod holds;
 pub mod kernel;
 pub mod notice;
 pub mod notify;
+pub mod pam;
 pub mod policy;
 pub mod polkit;
 pub mod process;

@@ -50,6 +50,11 @@ pub enum Request {
         reason: Option<String>,
     },
     Status,
+    /// The approver's answer to an `auth_prompt`, on the connection of the
+    /// `approve` that asked for it; refused anywhere else.
+    AuthAnswer {
+        answer: String,
+    },
     Explain {
         argv: Vec<String>,
         cwd: Option<String>,
@@ -66,6 +71,10 @@ pub enum Response {
         /// Whether the launcher should install the syscall gate.
         #[serde(default)]
         syscall_gate: bool,
+        /// What this host cannot promise about the session; the launcher
+        /// prints each before it starts the command.
+        #[serde(default)]
+        warnings: Vec<String>,
     },
     GateStarted {
         session_id: u32,
@@ -79,6 +88,18 @@ pub enum Response {
     },
     Status(Box<StatusView>),
     Explain(Box<Explanation>),
+    /// During a local approval that needs re-authentication (PAM): show
+    /// `text` and send back an `auth_answer`; `echo` says whether the answer
+    /// may be shown as typed (a password may not).
+    AuthPrompt {
+        text: String,
+        echo: bool,
+    },
+    /// During such an approval: a message to show, no answer.
+    AuthInfo {
+        text: String,
+        error: bool,
+    },
     /// One audit record, on a `watch` connection.
     Event {
         record: serde_json::Value,

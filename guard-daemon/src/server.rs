@@ -10,13 +10,13 @@ use std::{
 use tokio::sync::broadcast::error::RecvError;
 
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
-    net::{UnixListener, UnixStream},
+    io::{AsyncBufRead, AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{unix::OwnedWriteHalf, UnixListener, UnixStream},
 };
 
 use crate::{
-    guard::{Guard, Peer},
-    policy::LocalAuth,
+    guard::{Guard, Peer, Reauth},
+    pam::Exchange,
     protocol::{decode_request, encode_line, Request, Response, MAX_REQUEST_BYTES},
 };
 
@@ -24,6 +24,11 @@ use crate::{
 /// File descriptors one request may pass (the rest are closed by the kernel).
 const MAX_PASSED_FDS: usize = 2;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the approver has for one PAM prompt, and for the whole exchange.
+const AUTH_ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+const AUTH_TIMEOUT: Duration = Duration::from_secs(180);
+/// A failed re-authentication is answered only after this long.
+const FAILED_AUTH_DELAY: Duration = Duration::from_secs(1);
 /// Open connections one process may hold; more are refused at once.
 pub const MAX_CONNECTIONS_PER_PROCESS: usize = 32;
 /// Open connections all processes of one uid may hold.
@@ -124,7 +129,10 @@ async fn handle_connection(
             }
             Ok(Ok(_)) => match decode_request(line.trim_ascii_end()) {
                 Ok(Request::Watch) => return watch(&guard, write).await,
-                Ok(Request::Approve { id }) => (approve(&guard, peer, id).await, false),
+                Ok(Request::Approve { id }) => (
+                    approve(&guard, peer, id, &mut reader, &mut write).await,
+                    false,
+                ),
                 Ok(Request::GateSyscalls) => {
                     (start_gate(&guard, peer, std::mem::take(&mut passed)), false)
                 }
@@ -223,27 +231,115 @@ fn start_gate(guard: &Arc<Mutex<Guard>>, peer: Peer, mut passed: Vec<OwnedFd>) -
     }
 }
 
-/// A local approval: the quick checks, then (if the policy says so) polkit
-/// without holding the lock, then the approval itself.
-async fn approve(guard: &Mutex<Guard>, peer: Peer, id: String) -> Response {
-    let local_auth = {
-        let mut guard = guard.lock().unwrap_or_else(|e| e.into_inner());
-        match guard.check_local_approver(peer, &id) {
-            Ok(local_auth) => local_auth,
-            Err(refused) => return refused,
-        }
+/// A local approval: the quick checks, then the approver's re-authentication
+/// (PAM or polkit, without holding the lock: a person may take a minute), then
+/// the approval itself, checked again.
+async fn approve(
+    guard: &Mutex<Guard>,
+    peer: Peer,
+    id: String,
+    reader: &mut (impl AsyncBufRead + Unpin),
+    write: &mut OwnedWriteHalf,
+) -> Response {
+    let reauth = match locked(guard, |guard| guard.check_local_approver(peer, &id)) {
+        Ok(reauth) => reauth,
+        Err(refused) => return refused,
     };
-    if local_auth == LocalAuth::Polkit {
-        let checked = match peer.pid {
-            Some(pid) => crate::polkit::authorize(pid, peer.uid).await,
+    let proven = match reauth {
+        Reauth::NotNeeded => return locked(guard, |guard| guard.approve(peer, &id, None)),
+        Reauth::Unauthenticated(why) => {
+            tracing::warn!(id, "unauthenticated same-uid approval: {why}");
+            let proof = format!("unauthenticated: {why}");
+            return locked(guard, |guard| guard.approve(peer, &id, Some(&proof)));
+        }
+        Reauth::Refused(why) => Err(why),
+        Reauth::Polkit => match peer.pid {
+            Some(pid) => crate::polkit::authorize(pid, peer.uid)
+                .await
+                .map(|()| "authenticated by polkit".to_string()),
             None => Err("polkit: the caller's process cannot be identified".into()),
-        };
-        if let Err(why) = checked {
-            let mut guard = guard.lock().unwrap_or_else(|e| e.into_inner());
-            return guard.refuse_local_approval(peer, &id, &why);
+        },
+        Reauth::Pam { service, user } => pam_conversation(&service, &user, peer, reader, write)
+            .await
+            .map(|()| format!("re-authenticated by PAM (service {service})")),
+    };
+    match proven {
+        Ok(how) => locked(guard, |guard| guard.approve(peer, &id, Some(&how))),
+        Err(why) => {
+            // Slows guessing through a process that can reach the socket.
+            tokio::time::sleep(FAILED_AUTH_DELAY).await;
+            locked(guard, |guard| guard.refuse_local_approval(peer, &id, &why))
         }
     }
-    dispatch(guard, peer, Request::Approve { id })
+}
+
+/// Runs PAM for `user` on a blocking thread and relays its prompts to the
+/// client on this connection (`auth_prompt` / `auth_answer`).
+async fn pam_conversation(
+    service: &str,
+    user: &str,
+    peer: Peer,
+    reader: &mut (impl AsyncBufRead + Unpin),
+    write: &mut OwnedWriteHalf,
+) -> Result<(), String> {
+    let (to_client, mut exchanges) = tokio::sync::mpsc::channel::<Exchange>(1);
+    let (answers, answered) = std::sync::mpsc::channel::<Option<String>>();
+    let (service, user) = (service.to_string(), user.to_string());
+    let requested_by = format!("uid {} pid {}", peer.uid, peer.pid.unwrap_or(0));
+    let mut pam = tokio::task::spawn_blocking(move || {
+        crate::pam::authenticate(&service, &user, &requested_by, |exchange| {
+            let wants_answer = matches!(exchange, Exchange::Prompt { .. });
+            to_client.blocking_send(exchange).ok()?;
+            if !wants_answer {
+                return None;
+            }
+            answered.recv_timeout(AUTH_ANSWER_TIMEOUT).ok().flatten()
+        })
+    });
+    let conversation = async {
+        loop {
+            tokio::select! {
+                done = &mut pam => return done.map_err(|err| format!("PAM: {err}"))?,
+                Some(exchange) = exchanges.recv() => {
+                    let (response, wants_answer) = match exchange {
+                        Exchange::Prompt { text, echo } => (Response::AuthPrompt { text, echo }, true),
+                        Exchange::Info { text, error } => (Response::AuthInfo { text, error }, false),
+                    };
+                    let sent = write.write_all(&encode_line(&response)).await.is_ok();
+                    if wants_answer {
+                        let answer = if sent { read_answer(reader).await } else { None };
+                        let _ = answers.send(answer);
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(AUTH_TIMEOUT, conversation)
+        .await
+        .unwrap_or_else(|_| Err("PAM: no answer within 3 minutes".into()))
+}
+
+/// The next line from the approver, if it is an `auth_answer`.
+async fn read_answer(reader: &mut (impl AsyncBufRead + Unpin)) -> Option<String> {
+    let mut line = Vec::new();
+    let limit = MAX_REQUEST_BYTES as u64 + 1;
+    let read = tokio::time::timeout(
+        AUTH_ANSWER_TIMEOUT,
+        reader.take(limit).read_until(b'\n', &mut line),
+    )
+    .await;
+    match (read, decode_request(line.trim_ascii_end())) {
+        (Ok(Ok(n)), Ok(Request::AuthAnswer { answer })) if n > 0 => Some(answer),
+        _ => None,
+    }
+}
+
+/// Runs `f` on the guard under its lock, then saves the state.
+fn locked<T>(guard: &Mutex<Guard>, f: impl FnOnce(&mut Guard) -> T) -> T {
+    let mut guard = guard.lock().unwrap_or_else(|e| e.into_inner());
+    let result = f(&mut guard);
+    guard.persist();
+    result
 }
 
 fn dispatch(guard: &Mutex<Guard>, peer: Peer, request: Request) -> Response {
@@ -251,7 +347,9 @@ fn dispatch(guard: &Mutex<Guard>, peer: Peer, request: Request) -> Response {
     let response = match request {
         Request::StartSession { argv } => guard.start_session(peer, argv),
         Request::Pending => guard.pending(),
-        Request::Approve { id } => guard.approve(peer, &id),
+        // Handled by the connection (it may converse with the approver).
+        Request::Approve { .. } => error("approve is handled by the connection".into()),
+        Request::AuthAnswer { .. } => error("no authentication is in progress".into()),
         Request::ApproveToken { id, token } => guard.approve_token(peer, &id, &token),
         Request::DenyToken { id, token, reason } => guard.deny_token(peer, &id, &token, reason),
         // Handled by the connection (it streams, or takes an fd); never reach here.

@@ -18,6 +18,7 @@ pub const CONTENTS: &[&str] = &[
     "usr/lib/sysusers.d/agent-guard.conf",
     "usr/share/polkit-1/actions/org.agent-guard.policy",
     "etc/agent-guard/policy.toml",
+    "etc/pam.d/agent-guard",
     "usr/share/man/man8/guardd.8",
     "usr/share/man/man1/guardctl.1",
     "usr/share/man/man1/guardctl-approve.1",
@@ -73,6 +74,11 @@ pub fn package() -> anyhow::Result<Vec<PathBuf>> {
     copy(
         &root.join("packaging/policy.toml"),
         "etc/agent-guard/policy.toml",
+        0o644,
+    )?;
+    copy(
+        &root.join("packaging/pam.d/agent-guard"),
+        "etc/pam.d/agent-guard",
         0o644,
     )?;
     copy(
@@ -164,7 +170,10 @@ fn deb(stage: &Path, dist: &Path, version: &str) -> anyhow::Result<PathBuf> {
              eBPF-based daemon (guardd) and CLI (guardctl).\n"
         ),
     )?;
-    fs::write(control.join("conffiles"), "/etc/agent-guard/policy.toml\n")?;
+    fs::write(
+        control.join("conffiles"),
+        "/etc/agent-guard/policy.toml\n/etc/pam.d/agent-guard\n",
+    )?;
     let postinst = control.join("postinst");
     fs::write(
         &postinst,

@@ -37,6 +37,7 @@ const SUITES: &[(&str, &[&str])] = &[
     ("restart", &[]),
     ("bad_input", &[]),
     ("gate_lsm", &[]),
+    ("self_protect", &[]),
 ];
 
 pub fn run() -> anyhow::Result<()> {

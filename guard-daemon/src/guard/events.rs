@@ -295,11 +295,12 @@ impl Guard {
                 &format!(
                     "agent-guard: held `{}` (request {id}, rule {}). It will not run until {} \
                      approval(s) from {who}, given outside this agent session; without a decision \
-                     it is denied in {}. Do not try to approve or bypass it.\n",
+                     it is denied in {}.{} Do not try to approve or bypass it.\n",
                     hold.command(),
                     hold.rule,
                     hold.approvals_needed,
                     format_duration(timeout),
+                    self.same_uid_auth().notice_warning(),
                 ),
             );
         }
@@ -528,6 +529,7 @@ impl Guard {
             self.end_exited(&id);
         }
         self.prune_gate_decisions();
+        self.watch_pins(now);
         self.tick_lsm_gate();
         self.sync_reporting();
         self.report_stops_killed();

@@ -240,10 +240,11 @@ impl Guard {
                 &format!(
                     "agent-guard: held `{operation}` (request {id}, protect {}). It waits until \
                      {} approval(s) from root or the session's user, given outside this agent \
-                     session; without a decision it fails in {}. Do not try to approve or bypass it.\n",
+                     session; without a decision it fails in {}.{} Do not try to approve or bypass it.\n",
                     protection.id,
                     protection.approvals,
                     format_duration(protection.timeout),
+                    self.same_uid_auth().notice_warning(),
                 ),
             );
         }

@@ -69,18 +69,29 @@ impl Guard {
     pub(super) fn sync_reporting(&mut self) {
         let wanted = self.reports_calls() && self.kernel.any_session_without_seccomp();
         let started = std::time::Instant::now();
+        let failing = self.kernel.report_failed().is_some();
         match self.kernel.set_reporting(wanted) {
             Ok(true) if wanted => {
-                tracing::info!(elapsed = ?started.elapsed(), "report-only syscall tracepoints attached")
+                tracing::info!(elapsed = ?started.elapsed(), "report-only syscall tracepoints attached");
+                if failing {
+                    let mut record = AuditRecord::new(AuditEvent::Error);
+                    record.decision = Some("recovered".into());
+                    record.reason =
+                        Some("report-only syscall gate attached after earlier failures".into());
+                    self.audit.write(&record);
+                }
             }
             Ok(true) => {
                 tracing::info!(elapsed = ?started.elapsed(), "report-only syscall tracepoints detached: no session")
             }
             Ok(false) => {}
             Err(err) => {
-                tracing::error!("report-only syscall gate: {err}");
+                tracing::error!("report-only syscall gate not attached (retried): {err}");
                 let mut record = AuditRecord::new(AuditEvent::Error);
-                record.reason = Some(format!("report-only syscall gate not attached: {err}"));
+                record.reason = Some(format!(
+                    "report-only syscall gate not attached: {err}; calls on protected paths \
+                     are not reported until it is (retried)"
+                ));
                 self.audit.write(&record);
             }
         }

@@ -14,7 +14,7 @@ use crate::{
     holds::{format_duration, Hold, HoldRegistry},
     kernel::{Continuation, Kernel, ProgramSets},
     notice,
-    policy::{Action, CommandContext, Explanation, OnTimeout, Policy},
+    policy::{Action, CommandContext, Explanation, LocalAuth, OnTimeout, Policy},
     process::{Pidfd, ProcessHandle, Recorded},
     procfs,
     protected::OwnFiles,
@@ -42,6 +42,66 @@ pub struct Session {
     pub agent: Option<String>,
     pub origin: String,
     pub uid: u32,
+}
+
+/// What a local approver must still do to prove a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reauth {
+    /// The approver's uid runs no agent session: its approval counts as is.
+    NotNeeded,
+    /// PAM re-authentication of `user` through `service`.
+    Pam {
+        service: String,
+        user: String,
+    },
+    Polkit,
+    /// Let through, with `why` in the audit record (local_auth opted out,
+    /// or the host cannot authenticate).
+    Unauthenticated(String),
+    /// Refused: the policy wants an authentication this host cannot run.
+    Refused(String),
+}
+
+/// How approvers whose uid runs agent sessions prove a person on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SameUidAuth {
+    Pam(String),
+    Polkit,
+    /// The policy asks for one this host cannot run: approvals are refused.
+    Unavailable(String),
+    Unauthenticated(String),
+}
+
+impl SameUidAuth {
+    /// The `approval_authentication` line of `guardctl status`.
+    fn describe(&self) -> String {
+        match self {
+            Self::Pam(service) => format!(
+                "PAM (service {service}, never cached): a local approver whose uid runs an agent \
+                 session re-authenticates for every approval; other uids and signed tokens need none"
+            ),
+            Self::Polkit => "polkit (org.agent-guard.approve): a local approver whose uid runs an \
+                 agent session authenticates to polkit"
+                .into(),
+            Self::Unavailable(why) => {
+                format!("refused: same-uid local approvals are refused ({why}); use signed tokens or another uid")
+            }
+            Self::Unauthenticated(why) => format!(
+                "none: same-uid approvals are UNAUTHENTICATED ({why}): an agent can approve its own \
+                 holds through the user's other processes (tmux, a ptraced shell)"
+            ),
+        }
+    }
+
+    /// What a held notice adds, if anything.
+    fn notice_warning(&self) -> String {
+        match self {
+            Self::Unauthenticated(why) => {
+                format!(" Same-uid approvals here are unauthenticated ({why}).")
+            }
+            _ => String::new(),
+        }
+    }
 }
 
 /// Who sent a control request, from SO_PEERCRED.
@@ -89,6 +149,9 @@ pub struct Guard {
     started_ns: u64,
     /// The policy's `[notify]` settings, followed by `notify::run`.
     notify: tokio::sync::watch::Sender<crate::policy::notify::NotifySettings>,
+    /// When the pins were last checked, and how often they had to be put back.
+    pins_checked: Option<Instant>,
+    pin_repairs: u64,
 }
 
 /// Reading the HELD map costs a syscall per entry, and a hash map read while
@@ -128,6 +191,7 @@ mod events;
 mod gate;
 mod gate_lsm;
 mod gate_report;
+mod pin_watch;
 mod policy_writes;
 mod requests;
 
@@ -154,6 +218,8 @@ impl Guard {
         let restored = saved.clone().unwrap_or_else(fresh);
         let mut guard = Self {
             notify: tokio::sync::watch::Sender::new(policy.notify.clone()),
+            pins_checked: None,
+            pin_repairs: 0,
             protected_sets: Default::default(),
             cli_protections: Vec::new(),
             gate_decisions: Default::default(),
@@ -218,13 +284,7 @@ impl Guard {
                 .ok()
                 .filter(|p| p.start_time == entry.start_time && p.is_alive());
             let (Some(process), Ok(stat)) = (process, procfs::stat(entry.pid)) else {
-                let mut record = AuditRecord::new(AuditEvent::Exit);
-                record.request_id = Some(entry.id.clone());
-                record.pid = Some(entry.pid);
-                record.rule = Some(entry.rule.clone());
-                record.decision = Some("exited".into());
-                record.reason = Some("the held process ended while guardd was down".into());
-                self.audit.write(&record);
+                self.audit_ended_while_down(&entry, now_unix);
                 continue;
             };
             let request = Some((entry.id.as_str(), entry.rule.as_str()));
@@ -416,7 +476,10 @@ impl Guard {
                 })
                 .collect(),
             pending: self.holds.len(),
-            mechanisms: mechanisms(&self.kernel, &self.policy),
+            mechanisms: mechanisms(&self.kernel, &self.policy)
+                .into_iter()
+                .chain(self.own_mechanisms())
+                .collect(),
             programs: self.kernel.loaded_programs().to_vec(),
             stats: GateStats {
                 events_lost: self.kernel.events_lost(),
@@ -552,11 +615,15 @@ fn syscall_gate(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {
                 .iter()
                 .filter(|p| p.operations.contains(operation))
                 .count();
-            let report = match kernel.report_missing() {
-                None => "report only (tracepoints syscalls/sys_enter_*, attached while a session \
+            let report = match (kernel.report_missing(), kernel.report_failed()) {
+                (Some(why), _) => format!("not reported either ({why})"),
+                (None, Some(why)) => format!(
+                    "NOT WORKING: report only, but attaching its tracepoints failed ({why}); \
+                     retried every few seconds, each failure audited"
+                ),
+                (None, None) => "report only (tracepoints syscalls/sys_enter_*, attached while a session \
                          runs: the call runs, an audit record says so)"
                     .to_string(),
-                Some(why) => format!("not reported either ({why})"),
             };
             let how = match (policy.syscall_gate, kernel.lsm_missing()) {
                 (GateMode::Off, _) => {

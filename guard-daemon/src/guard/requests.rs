@@ -15,6 +15,7 @@ impl Guard {
             return Response::SessionStarted {
                 syscall_gate: self.seccomp_gate(),
                 session_id: existing.session_id,
+                warnings: self.session_warnings(peer.uid),
             };
         }
         // Seen by seccomp from the start where the launcher installs the
@@ -40,7 +41,32 @@ impl Guard {
         Response::SessionStarted {
             session_id: pid,
             syscall_gate: self.seccomp_gate(),
+            warnings: self.session_warnings(peer.uid),
         }
+    }
+
+    /// What this host cannot promise about a session of `uid`, said when it starts.
+    fn session_warnings(&self, uid: u32) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let (0, Some(why)) = (uid, self.kernel.lsm_missing()) {
+            warnings.push(format!(
+                "this session runs as root on a host without the BPF LSM ({why}): it cannot be \
+                 fully contained (root can kill guardd, detach its programs or rewrite its files; \
+                 agent-guard holds or audits what it sees of that, no more)"
+            ));
+        }
+        if let SameUidAuth::Unauthenticated(why) = self.same_uid_auth() {
+            warnings.push(format!(
+                "approvals by uid {uid} are unauthenticated here ({why}): a process of this uid \
+                 outside the session can approve its holds"
+            ));
+        }
+        if let Some(why) = self.kernel.report_failed() {
+            warnings.push(format!(
+                "the report-only syscall gate is NOT working ({why}); retried"
+            ));
+        }
+        warnings
     }
 
     pub fn pending(&self) -> Response {
@@ -49,11 +75,16 @@ impl Guard {
         }
     }
 
-    /// A local approval, by the caller's uid (SO_PEERCRED).
-    pub fn approve(&mut self, peer: Peer, id: &str) -> Response {
-        let display = match self.authorize(peer, id, "approve") {
+    /// A local approval, by the caller's uid (SO_PEERCRED); `proof` says how
+    /// the approver proved a person (or that it was not asked), for the audit log.
+    pub fn approve(&mut self, peer: Peer, id: &str, proof: Option<&str>) -> Response {
+        let identity = match self.authorize(peer, id, "approve") {
             Ok(identity) => identity,
             Err(response) => return response,
+        };
+        let display = match proof {
+            Some(proof) => format!("{identity}, {proof}"),
+            None => identity,
         };
         self.add_approval(
             id,
@@ -240,15 +271,56 @@ impl Guard {
         }
     }
 
-    /// The checks of a local approval that need no person; Ok says whether
-    /// the policy also wants a re-authentication (done without the lock).
-    pub fn check_local_approver(
-        &mut self,
-        peer: Peer,
-        id: &str,
-    ) -> Result<crate::policy::LocalAuth, Response> {
+    /// The checks of a local approval that need no person; Ok says how the
+    /// approver must still prove a person (done without the lock).
+    pub fn check_local_approver(&mut self, peer: Peer, id: &str) -> Result<Reauth, Response> {
         self.authorize(peer, id, "approve")?;
-        Ok(self.policy.approvals.local_auth)
+        let hold = self.holds.get(id).expect("authorize checked the id");
+        let agent_uid = peer.uid == hold.uid
+            || self
+                .sessions
+                .values()
+                .any(|session| session.uid == peer.uid);
+        if !agent_uid {
+            return Ok(Reauth::NotNeeded);
+        }
+        Ok(match self.same_uid_auth() {
+            SameUidAuth::Pam(service) => match nix::unistd::User::from_uid(peer.uid.into()) {
+                Ok(Some(user)) => Reauth::Pam {
+                    service,
+                    user: user.name,
+                },
+                _ => Reauth::Refused(format!(
+                    "PAM: uid {} has no user name to authenticate",
+                    peer.uid
+                )),
+            },
+            SameUidAuth::Polkit => Reauth::Polkit,
+            SameUidAuth::Unavailable(why) => Reauth::Refused(why),
+            SameUidAuth::Unauthenticated(why) => Reauth::Unauthenticated(why),
+        })
+    }
+
+    /// How an approver whose uid runs agent sessions proves a person here.
+    pub(super) fn same_uid_auth(&self) -> SameUidAuth {
+        let settings = &self.policy.approvals;
+        let service = &settings.pam_service;
+        match settings.local_auth {
+            LocalAuth::Auto => match crate::pam::availability(service) {
+                Ok(()) => SameUidAuth::Pam(service.clone()),
+                Err(why) => {
+                    SameUidAuth::Unauthenticated(format!("local_auth = \"auto\" and {why}"))
+                }
+            },
+            LocalAuth::Pam => match crate::pam::availability(service) {
+                Ok(()) => SameUidAuth::Pam(service.clone()),
+                Err(why) => SameUidAuth::Unavailable(format!(
+                    "local_auth = \"pam\" but PAM cannot run here: {why}"
+                )),
+            },
+            LocalAuth::Polkit => SameUidAuth::Polkit,
+            LocalAuth::None => SameUidAuth::Unauthenticated("local_auth = \"none\"".into()),
+        }
     }
 
     /// A local approval whose re-authentication failed: refused and audited.

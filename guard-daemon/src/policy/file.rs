@@ -67,8 +67,11 @@ pub struct ApprovalsFile {
     /// The longest validity a signed token may claim (default 1h).
     #[serde(with = "humantime_serde")]
     pub max_token_ttl: Option<Duration>,
-    /// Re-authenticate local approvers (`"none"` or `"polkit"`).
+    /// Re-authenticate local approvers whose uid runs agent sessions
+    /// (`"auto"`, `"pam"`, `"polkit"` or `"none"`; see `LocalAuth`).
     pub local_auth: Option<LocalAuth>,
+    /// The PAM service of `local_auth = "pam"` (default `agent-guard`).
+    pub pam_service: Option<String>,
     /// Local approvers need a controlling terminal that no session process uses.
     pub require_terminal: Option<bool>,
 }
@@ -76,10 +79,18 @@ pub struct ApprovalsFile {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LocalAuth {
+    /// PAM where the host has the service file and libpam, else none, said
+    /// in `guardctl status` and in every held notice.
     #[default]
-    None,
+    Auto,
+    /// PAM re-authentication of the approver (`pam_service`), every time;
+    /// refused where PAM cannot run.
+    Pam,
     /// `pkcheck` for action `org.agent-guard.approve`, with user interaction.
     Polkit,
+    /// No re-authentication: any process of the approver's uid outside the
+    /// sessions can approve (an agent driving the user's tmux, for one).
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

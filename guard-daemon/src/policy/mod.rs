@@ -155,6 +155,7 @@ pub struct ApprovalSettings {
     pub allowed_signers: Option<std::path::PathBuf>,
     pub max_token_ttl: std::time::Duration,
     pub local_auth: LocalAuth,
+    pub pam_service: String,
     pub require_terminal: bool,
 }
 
@@ -163,7 +164,8 @@ impl Default for ApprovalSettings {
         Self {
             allowed_signers: None,
             max_token_ttl: std::time::Duration::from_secs(3600),
-            local_auth: LocalAuth::None,
+            local_auth: LocalAuth::Auto,
+            pam_service: crate::pam::DEFAULT_SERVICE.to_string(),
             require_terminal: false,
         }
     }
@@ -279,6 +281,9 @@ impl Policy {
                 .max_token_ttl
                 .unwrap_or(approvals.max_token_ttl);
             approvals.local_auth = file.approvals.local_auth.unwrap_or(approvals.local_auth);
+            if let Some(service) = &file.approvals.pam_service {
+                approvals.pam_service = service.clone();
+            }
             approvals.require_terminal = file
                 .approvals
                 .require_terminal

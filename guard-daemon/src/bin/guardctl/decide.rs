@@ -70,15 +70,48 @@ pub fn approve(socket: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// A local approval, with polkit's prompt on this terminal when guardd wants it.
+/// A local approval, with polkit's or PAM's prompt on this terminal when
+/// guardd wants the approver to prove a person.
 pub fn approve_locally(socket: &Path, id: String) -> anyhow::Result<Response> {
     let _agent = polkit_tty_agent(socket);
-    // Long enough for a person to answer polkit's prompt.
-    Ok(guard_daemon::client::call_with_timeout(
+    // Long enough for a person to answer the prompts.
+    Ok(guard_daemon::client::converse(
         socket,
         Request::Approve { id },
-        std::time::Duration::from_secs(150),
+        std::time::Duration::from_secs(200),
+        answer_prompt,
     )?)
+}
+
+/// Shows a PAM message; asks the person for a prompt's answer: on the
+/// terminal (without echo for a password), else one line of stdin.
+fn answer_prompt(message: &Response) -> Option<Request> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    let (text, echo) = match message {
+        Response::AuthPrompt { text, echo } => (text, *echo),
+        Response::AuthInfo { text, .. } => {
+            eprintln!("{}", guard_daemon::escape::escape_bytes(text.as_bytes()));
+            return None;
+        }
+        _ => return None,
+    };
+    let prompt = format!(
+        "agent-guard approval: {}",
+        guard_daemon::escape::escape_bytes(text.as_bytes())
+    );
+    let answer = if std::io::stdin().is_terminal() && !echo {
+        rpassword::prompt_password(&prompt).ok()
+    } else {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).ok();
+        (!line.is_empty()).then(|| line.trim_end_matches(['\n', '\r']).to_string())
+    };
+    // No answer (end of input) still answers, so guardd ends the exchange now.
+    Some(Request::AuthAnswer {
+        answer: answer.unwrap_or_default(),
+    })
 }
 
 /// When guardd wants polkit for local approvals and we run on a terminal:

@@ -71,10 +71,14 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let Response::SessionStarted {
         session_id,
         syscall_gate,
+        warnings,
     } = response
     else {
         return Err(super::unexpected(response));
     };
+    for warning in warnings {
+        eprintln!("agent-guard: WARNING: {warning}");
+    }
     if syscall_gate {
         gate_syscalls(socket)?;
     }

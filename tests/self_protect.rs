@@ -1,0 +1,239 @@
+//! guardd against an agent that tries to switch it off from inside a session
+//! (as root, without the BPF LSM): removing the pin directory detaches
+//! nothing and the pins come back, audited; a failed attach is never shown
+//! as working; a root session is told it cannot be fully contained.
+mod common;
+
+use std::{
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use common::*;
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn removing_the_pin_directory_from_a_session_detaches_nothing_and_is_repaired() {
+    require_root();
+    let stubs = Stubs::new();
+    let mut guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let pin_dir = guard.pin_dir.clone();
+    assert!(pin_dir.join("links/exec_gate").exists());
+
+    let lsm = lsm_active(&guard.status());
+    // `rm` is no watched program here (nor python's shutil.rmtree anywhere).
+    let (status, _, stderr) = guard
+        .session(&stubs, &["rm", "-rf", pin_dir.to_str().unwrap()])
+        .wait();
+    if lsm {
+        // The BPF LSM keeps session processes off agent-guard's files.
+        assert!(!status.success(), "the LSM let a session remove the pins");
+        assert!(pin_dir.join("links/exec_gate").exists());
+    } else {
+        assert!(status.success(), "rm -rf: {stderr}");
+        assert!(!pin_dir.join("links/exec_gate").exists());
+    }
+
+    // The exec gate still stops a watched command at once.
+    let run = guard.session(&stubs, &["terraform", "destroy", "after-rmtree"]);
+    let hold = guard.wait_hold("after-rmtree");
+    wait_stopped(hold["pid"].as_u64().unwrap());
+    assert_eq!(stubs.marker_text(), "", "it ran");
+
+    // The pins are back, and the removal is in the audit log and in status.
+    wait_until("the pins to come back", || {
+        [
+            "links/exec_gate",
+            "links/sessions_fork",
+            "maps/HELD",
+            "maps/SESSIONS",
+        ]
+        .iter()
+        .all(|pin| pin_dir.join(pin).exists())
+    });
+    wait_until("the audit record", || {
+        lsm || guard
+            .audit_events("error")
+            .iter()
+            .any(|r| r["reason"].as_str().unwrap_or("").contains("were removed"))
+    });
+    let watch = mechanism(&guard.status(), "pin_watch");
+    let repairs = if lsm {
+        "repaired 0 time(s)"
+    } else {
+        "repaired 1 time(s)"
+    };
+    assert!(watch.contains(repairs), "{watch}");
+
+    // The pins are the live maps: a crash now keeps the hold, and the next
+    // guardd re-adopts it from them with the same id.
+    guard.stop_daemon(libc::SIGKILL);
+    sleep(Duration::from_millis(200));
+    assert!(is_stopped(hold["pid"].as_u64().unwrap()));
+    guard.spawn();
+    let again = guard.wait_hold("after-rmtree");
+    assert_eq!(again["id"], hold["id"]);
+    guard.decide("deny", &again);
+    assert!(!run.wait().0.success());
+    assert_eq!(stubs.marker_text(), "");
+    guard.stop();
+}
+
+#[test]
+fn a_root_session_is_told_what_cannot_be_promised() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let status = guard.status();
+    let root = mechanism(&status, "root_sessions");
+    let (_, _, stderr) = guard.session(&stubs, &["true"]).wait();
+    if lsm_active(&status) {
+        assert!(!root.contains("NOT contained"), "{root}");
+        assert!(!stderr.contains("cannot be fully contained"), "{stderr}");
+    } else {
+        assert!(root.contains("NOT contained"), "{root}");
+        assert!(
+            stderr.contains("WARNING: this session runs as root")
+                && stderr.contains("cannot be fully contained"),
+            "{stderr}"
+        );
+    }
+    guard.stop();
+}
+
+/// The report-only gate cannot attach while its pin directory cannot take
+/// pins (a file where `links/` should be): status and `guardctl run` say it
+/// is not working, the failure is audited, and it is retried until it works.
+#[test]
+fn a_report_gate_that_fails_to_attach_is_said_so_and_retried() {
+    require_root();
+    let stubs = Stubs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let protected = dir.path().join("precious");
+    std::fs::create_dir(&protected).unwrap();
+    let guard = Guard::start(&format!(
+        "{HOLD_TERRAFORM_DESTROY}\n[[protect]]\nid = \"precious\"\npaths = [\"{}\"]\n",
+        protected.display()
+    ));
+    if lsm_active(&guard.status()) {
+        eprintln!("skipped: the BPF LSM gates calls here, there is no report-only gate");
+        guard.stop();
+        return;
+    }
+    // Break pinning before a session needs the gate: a map is pinned where
+    // the link pins' directory was (bpffs holds no plain files), so neither
+    // the attach nor the pin watch can pin there.
+    let links = guard.pin_dir.join("links");
+    std::fs::remove_dir_all(&links).unwrap();
+    aya::maps::MapData::from_pin(guard.pin_dir.join("maps/HELD"))
+        .unwrap()
+        .pin(&links)
+        .unwrap();
+    let blocker = guard.session(&stubs, &["sh", "-c", "sleep 30"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let report_status = loop {
+        let gate = mechanism(&guard.status(), "syscall_gate.unlink");
+        if gate.contains("NOT WORKING") || Instant::now() > deadline {
+            break gate;
+        }
+        sleep(Duration::from_millis(100));
+    };
+    assert!(report_status.contains("NOT WORKING"), "{report_status}");
+    let program = guard.status()["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "report_syscall")
+        .cloned()
+        .unwrap();
+    assert_eq!(program["attached"], false, "{program}");
+    let (_, _, stderr) = guard.session(&stubs, &["true"]).wait();
+    assert!(
+        stderr.contains("report-only syscall gate is NOT working"),
+        "{stderr}"
+    );
+    assert!(guard.audit_events("error").iter().any(|r| r["reason"]
+        .as_str()
+        .unwrap_or("")
+        .contains("report-only syscall gate not attached")));
+
+    // Repaired: the retry attaches it and reports resume.
+    let _ = std::fs::remove_file(&links);
+    wait_until("the report gate to attach again", || {
+        !mechanism(&guard.status(), "syscall_gate.unlink").contains("NOT WORKING")
+    });
+    let (status, _, _) = guard
+        .session(&stubs, &["rmdir", protected.to_str().unwrap()])
+        .wait();
+    assert!(status.success());
+    wait_until("the report of the rmdir", || {
+        guard
+            .audit_events("audit")
+            .iter()
+            .any(|r| r["rule"] == "precious")
+    });
+    drop(blocker);
+    guard.stop();
+}
+
+/// An agent (root, in its session) kills guardd with the shell's builtin
+/// `kill` and continues its own held command. Without the BPF LSM nothing
+/// can stop that, but it is not silent: the next guardd audits that the
+/// command ran without a decision, and who continued it.
+#[test]
+fn a_held_command_continued_while_guardd_was_killed_is_audited_at_the_next_start() {
+    require_root();
+    let stubs = Stubs::new();
+    let mut guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let lsm = lsm_active(&guard.status());
+    let go = stubs.dir.path().join("go");
+    let run = guard.session(&stubs, &["terraform", "destroy", "killed"]);
+    let hold = guard.wait_hold("killed");
+    let pid = hold["pid"].as_u64().unwrap();
+    wait_stopped(pid);
+    let agent = guard.session(
+        &stubs,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "while [ ! -e {go} ]; do sleep 0.05; done; kill -9 {guardd} && sleep 0.5 && kill -CONT {pid}",
+                go = go.display(),
+                guardd = guard.pid(),
+            ),
+        ],
+    );
+    std::fs::write(&go, "").unwrap();
+    let (killed, _, stderr) = agent.wait();
+    if lsm || !killed.success() {
+        // The BPF LSM refuses a session's signal to guardd: the hold stands.
+        assert!(is_stopped(pid), "{stderr}");
+        guard.decide("deny", &hold);
+        run.wait();
+        guard.stop();
+        return;
+    }
+    let (status, _, _) = run.wait();
+    assert!(status.success(), "the continued command did not run");
+    guard.stop_daemon(libc::SIGKILL);
+    guard.spawn();
+    let record = guard
+        .audit_events("error")
+        .into_iter()
+        .find(|r| r["request_id"] == hold["id"])
+        .unwrap_or_else(|| panic!("no record of the run: {:?}", guard.audit()));
+    assert_eq!(record["decision"], "ran");
+    let reason = record["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("sent the stopped process SIGCONT while guardd was down: it ran"),
+        "{reason}"
+    );
+    guard.stop();
+}
