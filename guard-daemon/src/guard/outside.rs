@@ -32,6 +32,7 @@ impl Guard {
             return Verdict::Continue;
         }
         let session = listener.session;
+        tracing::debug!(session, ?call, "escape check");
         match call.target.clone() {
             Target::Process(target) => {
                 if self.in_session(target, session) {
