@@ -207,7 +207,7 @@ pub fn guarded_socket(path: &Path) -> Option<&'static str> {
     };
     let parent = name(path.parent());
     let grandparent = name(path.parent().and_then(Path::parent));
-    if parent.strip_prefix(b"tmux-").is_some_and(|uid| digits(uid)) {
+    if parent.strip_prefix(b"tmux-").is_some_and(digits) {
         return Some("tmux");
     }
     if (parent.starts_with(b"S-") && grandparent == b"screen") || parent == b".screen" {
