@@ -22,6 +22,8 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     // Desktop-notification test: a real session bus and a monitor on it.
     ("dbus-daemon", "dbus-daemon"),
     ("dbus-monitor", "dbus-bin"),
+    // Escape-check tests: a tmux server outside the session, a renamed client inside.
+    ("tmux", "tmux"),
     // vm-test: the emulator, a static busybox for the initramfs, and cpio to pack it.
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("busybox", "busybox-static"),

@@ -2,22 +2,41 @@
 //! (SECCOMP_RET_USER_NOTIF) and lets everything else through untouched.
 use std::os::fd::{FromRawFd as _, OwnedFd};
 
-use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{
+    ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterAttr, ScmpFilterContext, ScmpSyscall,
+};
 
-use super::syscalls::{GATED, WRITE_FLAGS};
+use super::syscalls::{Escape, ESCAPES, GATED, PTRACE_ATTACH, PTRACE_SEIZE, WRITE_FLAGS};
 
 #[derive(Debug, thiserror::Error)]
 #[error("seccomp filter: {0}")]
 pub struct FilterError(String);
 
-/// Installs the filter on the calling thread's process (sets no_new_privs)
-/// and returns the notification listener, which must go to guardd and be
-/// closed here before anything untrusted runs.
-pub fn install() -> Result<OwnedFd, FilterError> {
+/// What the filter sends to guardd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Calls {
+    /// The file calls of the syscall gate (`[defaults] syscall_gate`).
+    pub files: bool,
+    /// ptrace attach/seize, process_vm_writev, pidfd_getfd and connect
+    /// (`[defaults] session_escape`).
+    pub escape: bool,
+}
+
+/// Installs the filter on the calling thread's process and returns the
+/// notification listener, which must go to guardd and be closed here before
+/// anything untrusted runs. A launcher without CAP_SYS_ADMIN must set
+/// no_new_privs first (the kernel's rule), so setuid programs in the session
+/// then run without their privileges; root's launcher does not set it.
+pub fn install(calls: Calls) -> Result<OwnedFd, FilterError> {
     let fail =
         |what: &str, err: libseccomp::error::SeccompError| FilterError(format!("{what}: {err}"));
     let mut filter = ScmpFilterContext::new(ScmpAction::Allow).map_err(|e| fail("new", e))?;
-    for gated in GATED {
+    if rustix::process::geteuid().is_root() {
+        filter
+            .set_filter_attr(ScmpFilterAttr::CtlNnp, 0)
+            .map_err(|e| fail("no_new_privs", e))?;
+    }
+    for gated in GATED.iter().filter(|_| calls.files) {
         // A name this libseccomp or architecture does not know has no number to gate.
         let Ok(syscall) = ScmpSyscall::from_name(gated.name) else {
             continue;
@@ -38,6 +57,24 @@ pub fn install() -> Result<OwnedFd, FilterError> {
                         .map_err(|e| fail(gated.name, e))?;
                 }
             }
+        }
+    }
+    for &(name, escape) in ESCAPES.iter().filter(|_| calls.escape) {
+        let Ok(syscall) = ScmpSyscall::from_name(name) else {
+            continue;
+        };
+        if escape == Escape::Ptrace {
+            // Other requests act on tracees already attached: they pass in the kernel.
+            for request in [PTRACE_ATTACH, PTRACE_SEIZE] {
+                let condition = ScmpArgCompare::new(0, ScmpCompareOp::Equal, request);
+                filter
+                    .add_rule_conditional(ScmpAction::Notify, syscall, &[condition])
+                    .map_err(|e| fail(name, e))?;
+            }
+        } else {
+            filter
+                .add_rule(ScmpAction::Notify, syscall)
+                .map_err(|e| fail(name, e))?;
         }
     }
     filter.load().map_err(|e| fail("load", e))?;

@@ -5,6 +5,7 @@
 //! protected path) nothing until a person decides. See docs/syscall-gate.md
 //! for what this can and cannot stop.
 pub mod filter;
+pub mod outside;
 mod resolve;
 pub mod syscalls;
 
@@ -132,13 +133,25 @@ pub async fn serve(fd: OwnedFd, session: u32, guard: Arc<Mutex<Guard>>) {
             // The thread went away between poll and receive.
             Err(_) => continue,
         };
-        let answer = decode(&listener, &request).map(|call| match call {
-            None => Verdict::Continue,
-            Some(call) => guard
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .on_gated_call(&listener, call),
-        });
+        let number = request.data.syscall.as_raw_syscall();
+        let answer = match syscalls::escape_by_number(number) {
+            Some((name, escape)) => {
+                outside::decode(&listener, &request, name, escape).map(|call| match call {
+                    None => Verdict::Continue,
+                    Some(call) => guard
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .on_escape_call(&listener, call),
+                })
+            }
+            None => decode(&listener, &request).map(|call| match call {
+                None => Verdict::Continue,
+                Some(call) => guard
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .on_gated_call(&listener, call),
+            }),
+        };
         match answer {
             Ok(Verdict::Continue) => listener.allow(request.id),
             Ok(Verdict::Errno(errno)) => listener.refuse(request.id, errno),

@@ -103,3 +103,46 @@ pub fn by_number(number: i32) -> Option<&'static Gated> {
 pub fn writes(flags: u64) -> bool {
     WRITE_FLAGS.iter().any(|bit| flags & bit != 0)
 }
+
+/// The calls that reach a process outside the session (the escape checks):
+/// the target is a pid (argument), a pidfd of the caller, or a socket address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// ptrace(PTRACE_ATTACH or PTRACE_SEIZE, pid, ...): only those requests
+    /// are notified (the filter compares argument 0).
+    Ptrace,
+    /// process_vm_writev(pid, ...).
+    ProcessVmWritev,
+    /// pidfd_getfd(pidfd, targetfd, flags).
+    PidfdGetfd,
+    /// connect(fd, addr, addrlen): AF_UNIX addresses are judged.
+    Connect,
+}
+
+pub const PTRACE_ATTACH: u64 = 16;
+pub const PTRACE_SEIZE: u64 = 0x4206;
+
+pub const ESCAPES: &[(&str, Escape)] = &[
+    ("ptrace", Escape::Ptrace),
+    ("process_vm_writev", Escape::ProcessVmWritev),
+    ("pidfd_getfd", Escape::PidfdGetfd),
+    ("connect", Escape::Connect),
+];
+
+/// The escape check for this system call number, if it is one.
+pub fn escape_by_number(number: i32) -> Option<(&'static str, Escape)> {
+    static NUMBERS: std::sync::OnceLock<std::collections::HashMap<i32, (&'static str, Escape)>> =
+        std::sync::OnceLock::new();
+    NUMBERS
+        .get_or_init(|| {
+            ESCAPES
+                .iter()
+                .filter_map(|&(name, escape)| {
+                    let number = libseccomp::ScmpSyscall::from_name(name).ok()?;
+                    Some((number.as_raw_syscall(), (name, escape)))
+                })
+                .collect()
+        })
+        .get(&number)
+        .copied()
+}

@@ -37,6 +37,11 @@ impl Guard {
             .kernel
             .session_of(pid)
             .ok_or_else(|| error("gate_syscalls: the caller is not in an agent session"))?;
+        if !self.seccomp_gate() {
+            // A filter with the escape checks only: file calls still go to
+            // the report-only tracepoint.
+            return Ok(session.session_id);
+        }
         // Its calls are gated: the report-only tracepoint need not report them
         // too (children inherit the flag: the launcher has not exec'd yet).
         self.seccomp_sessions.insert(session.session_id);

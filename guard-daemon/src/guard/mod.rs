@@ -191,6 +191,7 @@ mod events;
 mod gate;
 mod gate_lsm;
 mod gate_report;
+mod outside;
 mod pin_watch;
 mod policy_writes;
 mod requests;
@@ -601,8 +602,27 @@ fn mechanisms(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .chain(syscall_gate(kernel, policy))
+    .chain(std::iter::once(session_escape(policy)))
     .collect()
 }
+
+/// `[defaults] session_escape`: how session processes are kept from using
+/// processes outside the session.
+fn session_escape(policy: &Policy) -> (String, String) {
+    let how = match policy.session_escape {
+        crate::policy::EscapeMode::Allow => {
+            "off: [defaults] session_escape = \"allow\"".to_string()
+        }
+        crate::policy::EscapeMode::Deny => SESSION_ESCAPE_SECCOMP.to_string(),
+    };
+    ("session_escape".into(), how)
+}
+
+/// What `guardctl status` says of the escape checks where they are on.
+const SESSION_ESCAPE_SECCOMP: &str = "seccomp in `guardctl run` sessions: ptrace attach/seize, \
+     process_vm_writev and pidfd_getfd on processes outside the session fail with EPERM; connects \
+     to tmux, screen and systemd manager sockets served from outside are held; not here: \
+     detected sessions (no seccomp filter, no BPF LSM hook for it)";
 
 /// Per gated operation: how it is held, where.
 fn syscall_gate(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {

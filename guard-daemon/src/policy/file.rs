@@ -56,6 +56,9 @@ pub struct DefaultsFile {
     pub hold_timeout: Option<Duration>,
     /// Where the syscall gate runs (`"auto"`, `true`, `false`; see `GateMode`).
     pub syscall_gate: Option<super::GateMode>,
+    /// Whether `guardctl run` sessions may reach processes outside them
+    /// (`"deny"`, `"allow"`; see `EscapeMode`).
+    pub session_escape: Option<super::EscapeMode>,
 }
 
 /// How approvals are checked. Keys set here override earlier files.

@@ -83,6 +83,8 @@ pub struct Policy {
     pub hold_timeout: Duration,
     /// `[defaults] syscall_gate`.
     pub syscall_gate: GateMode,
+    /// `[defaults] session_escape`.
+    pub session_escape: EscapeMode,
     specs: HashMap<String, Spec>,
     /// Program name -> indices of the rules naming it.
     by_program: HashMap<String, Vec<usize>>,
@@ -122,6 +124,22 @@ impl<'de> Deserialize<'de> for GateMode {
             ))),
         }
     }
+}
+
+/// `[defaults] session_escape`: whether a `guardctl run` session may make
+/// processes outside it do its work (ptrace, process_vm_writev, pidfd_getfd,
+/// connecting to a terminal multiplexer or the user's service manager).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapeMode {
+    /// `"deny"` (default): attaching to, writing into or taking fds from a
+    /// process outside the session fails with EPERM; connecting to a tmux,
+    /// screen or systemd manager socket served from outside is held.
+    #[default]
+    Deny,
+    /// `"allow"`: no escape checks (no seccomp filter for them either), for
+    /// agents that must debug other processes.
+    Allow,
 }
 
 /// What the policy says about one command.
@@ -255,6 +273,7 @@ impl Policy {
         let mut agents = Agents::default();
         let mut hold_timeout = DEFAULT_HOLD_TIMEOUT;
         let mut syscall_gate = GateMode::Auto;
+        let mut session_escape = EscapeMode::Deny;
         let mut approvals = ApprovalSettings::default();
         let mut notify = notify::NotifySettings::default();
         let mut spec_files = BTreeMap::new();
@@ -271,6 +290,7 @@ impl Policy {
             extend_unique(&mut agents.packages, file.agents.packages);
             hold_timeout = file.defaults.hold_timeout.unwrap_or(hold_timeout);
             syscall_gate = file.defaults.syscall_gate.unwrap_or(syscall_gate);
+            session_escape = file.defaults.session_escape.unwrap_or(session_escape);
             if let Some(path) = file.approvals.allowed_signers {
                 // Relative to the file that names it.
                 let base = Path::new(&layer.origin).parent().unwrap_or(Path::new("."));
@@ -368,6 +388,7 @@ impl Policy {
             protections,
             hold_timeout,
             syscall_gate,
+            session_escape,
             specs,
             by_program,
             path_rules,

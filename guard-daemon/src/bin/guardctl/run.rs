@@ -6,7 +6,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use guard_daemon::protocol::{Request, Response};
+use guard_daemon::{
+    gate::filter::Calls,
+    protocol::{Request, Response},
+};
 
 /// Arguments of the command sent to guardd for the audit record (the command
 /// itself is judged by the kernel and guardd when each program is executed).
@@ -14,29 +17,84 @@ const AUDIT_ARGS: usize = 64;
 const AUDIT_ARG_BYTES: usize = 1024;
 
 /// Sends the gated system calls of this process and everything it starts to
-/// guardd (seccomp user notification). Where the kernel cannot, the session
-/// runs without the gate and says so; once the filter is on, the command
-/// runs only if guardd took the listener (else every gated call would wait).
-fn gate_syscalls(socket: &Path) -> anyhow::Result<()> {
-    use std::os::fd::AsFd as _;
-    let listener = match guard_daemon::gate::filter::install() {
+/// guardd (seccomp user notification): the file calls of the syscall gate
+/// and/or the escape checks. Where the kernel cannot, the session runs
+/// without them and says so; once the filter is on, the command runs only if
+/// guardd took the listener (else every gated call would wait).
+fn gate_syscalls(socket: &Path, calls: Calls) -> anyhow::Result<()> {
+    // Connected before the filter is on: with the escape checks the filter
+    // sends connect to guardd, which does not have the listener yet.
+    let stream = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting to guardd at {}", socket.display()))?;
+    let listener = match guard_daemon::gate::filter::install(calls) {
         Ok(listener) => listener,
         Err(err) => {
-            eprintln!("agent-guard: no syscall gate in this session ({err}); file operations are not held");
+            eprintln!(
+                "agent-guard: no seccomp filter in this session ({err}); file operations are not \
+                 held and processes outside the session are not shielded from it"
+            );
             return Ok(());
         }
     };
     // Nothing between here and the exec may make a gated call: it would wait
     // on a listener nobody reads.
-    let response =
-        guard_daemon::client::call_with_fd(socket, Request::GateSyscalls, listener.as_fd())
-            .context("handing the syscall gate to guardd; refusing to start the command")?;
+    let response = hand_over(&stream, &listener)
+        .context("handing the syscall gate to guardd; refusing to start the command")?;
     drop(listener);
     match response {
         Response::GateStarted { .. } => Ok(()),
         other => Err(super::unexpected(other))
             .context("guardd did not take the syscall gate; refusing to start the command"),
     }
+}
+
+/// `gate_syscalls` with the listener (SCM_RIGHTS) on a connected stream.
+fn hand_over(
+    stream: &std::os::unix::net::UnixStream,
+    listener: &std::os::fd::OwnedFd,
+) -> anyhow::Result<Response> {
+    use std::{
+        io::{BufRead as _, Write as _},
+        os::fd::AsRawFd as _,
+    };
+
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let line = guard_daemon::protocol::encode_line(&guard_daemon::protocol::RequestEnvelope {
+        version: guard_daemon::protocol::PROTOCOL_VERSION,
+        request: Request::GateSyscalls,
+    });
+    let sent = sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[std::io::IoSlice::new(&line)],
+        &[ControlMessage::ScmRights(&[listener.as_raw_fd()])],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    // The rest, if any, without the fd (it went with the first bytes).
+    let mut writer = stream;
+    writer.write_all(&line[sent..])?;
+    let mut response = String::new();
+    if std::io::BufReader::new(stream).read_line(&mut response)? == 0 {
+        anyhow::bail!("guardd closed the connection");
+    }
+    Ok(serde_json::from_str(&response)?)
+}
+
+/// Whether guardd wants the escape checks in this session (`[defaults]
+/// session_escape`, as `guardctl status` reports it). A guardd that does not
+/// report them would not judge them either.
+fn escape_checks(socket: &Path) -> anyhow::Result<bool> {
+    let response = super::call(socket, Request::Status)
+        .context("asking guardd about [defaults] session_escape")?;
+    let Response::Status(status) = response else {
+        return Err(super::unexpected(response));
+    };
+    Ok(status
+        .mechanisms
+        .iter()
+        .any(|(name, how)| name == "session_escape" && !how.starts_with("off")))
 }
 
 /// Run a command as the root of a new agent session (guardd must be running).
@@ -79,8 +137,15 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
     for warning in warnings {
         eprintln!("agent-guard: WARNING: {warning}");
     }
-    if syscall_gate {
-        gate_syscalls(socket)?;
+    let escape = escape_checks(socket)?;
+    if syscall_gate || escape {
+        gate_syscalls(
+            socket,
+            Calls {
+                files: syscall_gate,
+                escape,
+            },
+        )?;
     }
     let err = std::process::Command::new(&args.command[0])
         .args(&args.command[1..])

@@ -1,0 +1,188 @@
+//! The escape checks (see `crate::gate::outside`): a session process may not
+//! attach to, write into or take fds from a process outside its session
+//! (EPERM, audited), and its connect to a multiplexer or service-manager
+//! socket served from outside is held like a protected path.
+use super::{gate::GateRequest, *};
+use crate::{
+    gate::{
+        outside::{EscapeCall, Server, Target},
+        Listener, Verdict,
+    },
+    holds::{GateGroup, GateWaiter},
+    policy::{protect::Protection, EscapeMode},
+};
+
+/// The rule name in holds and audit records.
+const RULE: &str = "session-escape";
+
+impl Guard {
+    /// Whether `pid` (a thread or process) is in session `session`, by the kernel's map.
+    fn in_session(&self, pid: u32, session: u32) -> bool {
+        self.kernel
+            .session_of(pid)
+            .is_some_and(|entry| entry.session_id == session)
+    }
+
+    pub fn on_escape_call(
+        &mut self,
+        listener: &std::sync::Arc<Listener>,
+        call: EscapeCall,
+    ) -> Verdict {
+        if self.policy.session_escape == EscapeMode::Allow {
+            return Verdict::Continue;
+        }
+        let session = listener.session;
+        tracing::debug!(session, ?call, "escape check");
+        match call.target.clone() {
+            Target::Process(target) => {
+                if self.in_session(target, session) {
+                    return Verdict::Continue;
+                }
+                self.refuse_escape(session, &call, target);
+                Verdict::Errno(libc::EPERM)
+            }
+            Target::Socket { path, kind, server } => {
+                let server_pid = match server {
+                    Server::Pid(pid) if self.in_session(pid, session) => return Verdict::Continue,
+                    Server::Refused(errno) => return Verdict::Errno(errno),
+                    Server::Pid(pid) => Some(pid),
+                    Server::Unknown => None,
+                };
+                self.hold_connect(listener, &call, &path, kind, server_pid)
+            }
+        }
+    }
+
+    /// EPERM for a call on a process outside the session: audited, and said
+    /// on the caller's stderr.
+    fn refuse_escape(&mut self, session: u32, call: &EscapeCall, target: u32) {
+        let Ok(tgid) = procfs::tgid(call.tid) else {
+            return;
+        };
+        let Ok(process) = ProcessHandle::open(tgid) else {
+            return;
+        };
+        let what = match call.syscall {
+            "ptrace" => "ptrace attach",
+            other => other,
+        };
+        let comm = procfs::stat(target).map_or_else(|_| "?".to_string(), |s| s.comm);
+        let target_argv: Vec<String> = procfs::cmdline(target)
+            .unwrap_or_default()
+            .iter()
+            .map(|a| escape_bytes(a))
+            .collect();
+        let operation = format!("{what} pid {target} ({comm}: {})", target_argv.join(" "));
+        let argv = procfs::cmdline(tgid).unwrap_or_default();
+        let exe = procfs::link(tgid, "exe");
+        let mut record = self.record_for(&process, session, &argv, &exe);
+        record.event = Some(AuditEvent::Deny);
+        record.decision = Some("deny".into());
+        record.rule = Some(RULE.into());
+        record.operation = Some(operation.clone());
+        record.reason = Some(format!(
+            "pid {target} is outside the agent session ([defaults] session_escape = \"deny\")"
+        ));
+        self.audit.write(&record);
+        tracing::info!(
+            pid = tgid,
+            target,
+            operation,
+            "refused a call on a process outside the session"
+        );
+        if let Some(stderr) = notice::stderr_of(&process) {
+            notice::write(
+                &stderr,
+                &format!(
+                    "agent-guard: refused `{operation}`: that process is outside this agent \
+                     session. Do not try to bypass it.\n"
+                ),
+            );
+        }
+    }
+
+    /// Holds a connect to a guarded socket served from outside the session:
+    /// one request per process and socket, like a protected tree.
+    fn hold_connect(
+        &mut self,
+        listener: &std::sync::Arc<Listener>,
+        call: &EscapeCall,
+        path: &std::path::Path,
+        kind: &'static str,
+        server: Option<u32>,
+    ) -> Verdict {
+        let Ok(tgid) = procfs::tgid(call.tid) else {
+            return Verdict::Errno(libc::EPERM);
+        };
+        let Ok(process) = ProcessHandle::open(tgid) else {
+            return Verdict::Errno(libc::EPERM);
+        };
+        let group = GateGroup {
+            pid: process.pid,
+            start_time: process.start_time,
+            protection: RULE.into(),
+            root: path.to_path_buf(),
+        };
+        if let Some(&allowed) = self.gate_decisions.get(&group) {
+            return if allowed {
+                Verdict::Continue
+            } else {
+                Verdict::Errno(libc::EPERM)
+            };
+        }
+        let waiting = self.holds.iter().find_map(|hold| {
+            let gate = hold.gate.as_ref()?;
+            (gate.group == group).then(|| hold.id.clone())
+        });
+        if let Some(id) = waiting {
+            if let Some(GateWaiter::Seccomp { waiting, .. }) = self
+                .holds
+                .get_mut(&id)
+                .and_then(|h| h.gate.as_mut())
+                .map(|g| &mut g.waiter)
+            {
+                waiting.push(call.id);
+            }
+            return Verdict::Held;
+        }
+        let served = match server {
+            Some(pid) => format!("{kind} server pid {pid}, outside the session"),
+            None => format!("{kind} server unknown, judged as outside the session"),
+        };
+        let operation = format!(
+            "connect {} ({served})",
+            escape_bytes(path.as_os_str().as_encoded_bytes())
+        );
+        let protection = Protection {
+            id: RULE.into(),
+            paths: Vec::new(),
+            except: Vec::new(),
+            action: Action::Hold,
+            operations: Vec::new(),
+            approvals: 1,
+            timeout: self.policy.hold_timeout,
+            message: None,
+        };
+        let argv = procfs::cmdline(tgid).unwrap_or_default();
+        let exe = procfs::link(tgid, "exe");
+        let mut record = self.record_for(&process, listener.session, &argv, &exe);
+        record.rule = Some(RULE.into());
+        record.operation = Some(operation.clone());
+        self.raise_gate_hold(GateRequest {
+            session: listener.session,
+            operation_name: "connect",
+            waiter: GateWaiter::Seccomp {
+                listener: listener.clone(),
+                waiting: vec![call.id],
+            },
+            process,
+            argv,
+            exe,
+            protection,
+            group,
+            operation,
+            record,
+        });
+        Verdict::Held
+    }
+}
