@@ -49,6 +49,18 @@ fn a_crash_releases_nothing_and_the_restart_readopts_every_hold() {
         );
     }
     assert_eq!(guard.audit_events("readopt").len(), 5);
+    // Their launchers' seccomp listeners died with the old guardd: said.
+    let lost = guard
+        .audit_events("error")
+        .into_iter()
+        .filter(|r| {
+            r["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("lost its seccomp listener")
+        })
+        .count();
+    assert_eq!(lost, 5, "{:?}", guard.audit());
 
     // Exactly the approved ones run.
     for hold in &holds[..2] {

@@ -344,7 +344,9 @@ impl Kernel {
         if kernel.lsm_missing.is_none() {
             let started = std::time::Instant::now();
             let attached = kernel.attach_lsm(&pins);
-            tracing::info!(elapsed = ?started.elapsed(), "BPF LSM programs verified and attached");
+            if attached.is_ok() {
+                tracing::info!(elapsed = ?started.elapsed(), "BPF LSM programs verified and attached");
+            }
             if let Err(err) = attached {
                 // All or none, so that status tells the truth; the holds keep ptrace.
                 tracing::error!("BPF LSM programs not loaded, falling back to ptrace only: {err}");

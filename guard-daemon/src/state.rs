@@ -49,6 +49,9 @@ pub struct SavedSession {
     pub agent: Option<String>,
     pub origin: String,
     pub uid: u32,
+    /// Whether its launcher handed guardd a seccomp listener.
+    #[serde(default)]
+    pub listener: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

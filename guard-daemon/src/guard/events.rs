@@ -480,6 +480,7 @@ impl Guard {
                 agent,
                 origin: origin.to_string(),
                 uid,
+                listener: false,
             },
         );
         if new_owner {

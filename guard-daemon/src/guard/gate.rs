@@ -37,6 +37,9 @@ impl Guard {
             .kernel
             .session_of(pid)
             .ok_or_else(|| error("gate_syscalls: the caller is not in an agent session"))?;
+        if let Some(known) = self.sessions.get_mut(&session.session_id) {
+            known.listener = true;
+        }
         if !self.seccomp_gate() {
             // A filter with the escape checks only: file calls still go to
             // the report-only tracepoint.

@@ -42,6 +42,8 @@ pub struct Session {
     pub agent: Option<String>,
     pub origin: String,
     pub uid: u32,
+    /// Whether its launcher handed this guardd a seccomp listener.
+    pub listener: bool,
 }
 
 /// What a local approver must still do to prove a person.
@@ -268,6 +270,9 @@ impl Guard {
     /// re-adopted only if it is the same process (pid and start time).
     fn restore(&mut self, saved: SavedState) {
         for session in saved.sessions {
+            if session.listener && procfs::stat(session.id).is_ok() {
+                self.audit_lost_listener(session.id);
+            }
             self.sessions.insert(
                 session.id,
                 Session {
@@ -275,6 +280,8 @@ impl Guard {
                     agent: session.agent,
                     origin: session.origin,
                     uid: session.uid,
+                    // Its listener died with the previous guardd.
+                    listener: false,
                 },
             );
         }
@@ -365,6 +372,7 @@ impl Guard {
                     agent: s.agent.clone(),
                     origin: s.origin.clone(),
                     uid: s.uid,
+                    listener: s.listener,
                 })
                 .collect(),
             id_prefix: self.holds.prefix().to_string(),

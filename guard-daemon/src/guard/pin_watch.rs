@@ -123,3 +123,22 @@ impl Guard {
         self.audit.write(&record);
     }
 }
+
+impl Guard {
+    /// A `guardctl run` session that outlived the guardd holding its seccomp
+    /// listener: the kernel now fails its gated calls (connect, ptrace
+    /// attach, and file calls with `syscall_gate = true`) with ENOSYS. Closed
+    /// for holds, but the agent's network is gone: said, not silent.
+    pub(super) fn audit_lost_listener(&mut self, session: u32) {
+        let reason = format!(
+            "session {session} (guardctl run) lost its seccomp listener with the previous guardd: \
+             its gated calls (connect, ptrace attach, and file calls with syscall_gate = true) \
+             now fail with ENOSYS; restart the session to gate them again"
+        );
+        tracing::warn!("{reason}");
+        let mut record = AuditRecord::new(AuditEvent::Error);
+        record.session = Some(session);
+        record.reason = Some(reason);
+        self.audit.write(&record);
+    }
+}
