@@ -237,3 +237,116 @@ fn a_held_command_continued_while_guardd_was_killed_is_audited_at_the_next_start
     );
     guard.stop();
 }
+
+const ESCAPE_ENV: &str = "AGENT_GUARD_TEST_ESCAPE";
+
+/// A detected session (no launcher, so no seccomp filter) tries to use a
+/// process outside it: with the BPF LSM, attaching to it, opening its memory
+/// and reading it with process_vm_readv fail, while its own child is fair
+/// game. Without the BPF LSM, status says detected sessions are not covered.
+#[test]
+fn a_detected_session_cannot_attach_to_an_outside_process_where_the_lsm_runs() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(&format!(
+        "{HOLD_TERRAFORM_DESTROY}\n[agents]\nprograms = [\"claude\"]\n"
+    ));
+    let escape = mechanism(&guard.status(), "session_escape");
+    if !lsm_active(&guard.status()) {
+        assert!(escape.contains("not here: detected sessions"), "{escape}");
+        return guard.stop();
+    }
+    assert!(escape.contains("BPF LSM ptrace_access_check"), "{escape}");
+    let outside = Proc::spawn({
+        let mut sleep = std::process::Command::new("sleep");
+        sleep.arg("30");
+        sleep
+    });
+    let exe = std::env::current_exe().unwrap();
+    let agent = stubs.script(
+        "claude",
+        &format!(
+            "exec {} --exact escape_attempts_from_a_session --nocapture",
+            exe.display()
+        ),
+    );
+    let mut command = std::process::Command::new(agent);
+    command
+        .env("PATH", stubs.path_env())
+        .env(ESCAPE_ENV, outside.pid().to_string());
+    let (status, out, err) = Proc::spawn(command).wait();
+    assert!(status.success(), "{out}\n{err}");
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ESCAPES "))
+        .unwrap_or_else(|| panic!("no result from the session: {out}\n{err}"));
+    let results: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(
+        results,
+        serde_json::json!({
+            "trace_own_child": 0,
+            "trace_outside": libc::EPERM,
+            // procfs turns a refused ptrace access check into EACCES.
+            "open_outside_memory": libc::EACCES,
+            "vm_readv_outside": libc::EPERM,
+        })
+    );
+    drop(outside);
+    guard.stop();
+}
+
+/// Runs inside the session of the test above (a no-op otherwise).
+#[test]
+fn escape_attempts_from_a_session() {
+    let Ok(outside) = std::env::var(ESCAPE_ENV) else {
+        return;
+    };
+    let outside: i32 = outside.parse().unwrap();
+    let errno = |ret: i64| {
+        if ret < 0 {
+            std::io::Error::last_os_error().raw_os_error().unwrap()
+        } else {
+            0
+        }
+    };
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let mut results = serde_json::Map::new();
+    unsafe {
+        let own = child.id() as i32;
+        let attached = libc::ptrace(libc::PTRACE_ATTACH, own, 0, 0);
+        results.insert("trace_own_child".into(), errno(attached).into());
+        if attached == 0 {
+            libc::waitpid(own, std::ptr::null_mut(), 0);
+            libc::ptrace(libc::PTRACE_DETACH, own, 0, 0);
+        }
+        let attached = libc::ptrace(libc::PTRACE_ATTACH, outside, 0, 0);
+        results.insert("trace_outside".into(), errno(attached).into());
+        if attached == 0 {
+            libc::ptrace(libc::PTRACE_DETACH, outside, 0, 0);
+        }
+        let mem = std::ffi::CString::new(format!("/proc/{outside}/mem")).unwrap();
+        let fd = libc::open(mem.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        results.insert("open_outside_memory".into(), errno(fd as i64).into());
+        if fd >= 0 {
+            libc::close(fd);
+        }
+        let mut byte = [0u8; 1];
+        let local = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        // Any address: the access check comes before the copy.
+        let remote = libc::iovec {
+            iov_base: 0x10000 as *mut libc::c_void,
+            iov_len: 1,
+        };
+        let read = libc::process_vm_readv(outside, &local, 1, &remote, 1, 0);
+        results.insert("vm_readv_outside".into(), errno(read as i64).into());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("ESCAPES {}", serde_json::Value::Object(results));
+}

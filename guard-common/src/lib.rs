@@ -38,6 +38,10 @@ pub const SESSION_LAUNCHED: u32 = 1 << 0;
 pub const SESSION_DETECTED: u32 = 1 << 1;
 /// `SessionEntry::flags`: the seccomp gate sees this thread's calls (no reports needed).
 pub const SESSION_SECCOMP: u32 = 1 << 2;
+/// `SETTINGS[0]` bit: session processes may not attach to (ptrace, memory
+/// access, pidfd_getfd) processes outside their session (`[defaults]
+/// session_escape = "deny"`), checked by the BPF LSM where it runs.
+pub const SETTING_ESCAPE_DENY: u32 = 1 << 0;
 
 /// Value of the `SESSIONS` map, keyed by thread id; children inherit it on fork.
 #[repr(C)]

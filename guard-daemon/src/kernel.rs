@@ -25,7 +25,7 @@ use guard_common::{
 use crate::{btf::Btf, protocol::ProgramView};
 
 /// Maps pinned under the pin directory (shared with the pinned programs).
-const MAPS: [&str; 12] = [
+const MAPS: [&str; 13] = [
     "SESSIONS",
     "HELD",
     "PROGRAMS",
@@ -38,6 +38,7 @@ const MAPS: [&str; 12] = [
     "REPORT_CALLS",
     "OVERFLOWS",
     "CONTINUED",
+    "SETTINGS",
 ];
 /// bpffs's magic number (statfs f_type).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -182,6 +183,7 @@ pub struct Kernel {
     gate_decided: HashMap<MapData, GateDecisionKey, GateDecision>,
     report_calls: HashMap<MapData, u32, ReportCall>,
     guardd: Array<MapData, u32>,
+    settings: Array<MapData, u32>,
     overflows: PerCpuArray<MapData, u64>,
     loaded: Vec<ProgramView>,
     /// Whether the exec gate also recognises programs by their executed file's name.
@@ -276,6 +278,7 @@ impl Kernel {
         let report_calls =
             HashMap::try_from(map(&mut ebpf, "REPORT_CALLS")?).map_err(map_err("REPORT_CALLS"))?;
         let guardd = Array::try_from(map(&mut ebpf, "GUARDD")?).map_err(map_err("GUARDD"))?;
+        let settings = Array::try_from(map(&mut ebpf, "SETTINGS")?).map_err(map_err("SETTINGS"))?;
         let events = RingBuf::try_from(map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
         let overflows =
             PerCpuArray::try_from(map(&mut ebpf, "OVERFLOWS")?).map_err(map_err("OVERFLOWS"))?;
@@ -291,6 +294,7 @@ impl Kernel {
             gate_decided,
             report_calls,
             guardd,
+            settings,
             overflows,
             loaded: Vec::new(),
             exe_names: exe_offsets.enabled != 0,
@@ -654,6 +658,16 @@ impl Kernel {
             .set(0, pid, 0)
             .map_err(|source| KernelError::Map {
                 name: "GUARDD",
+                source,
+            })
+    }
+
+    /// The policy's `SETTING_*` bits for the kernel side.
+    pub fn set_settings(&mut self, bits: u32) -> Result<(), KernelError> {
+        self.settings
+            .set(0, bits, 0)
+            .map_err(|source| KernelError::Map {
+                name: "SETTINGS",
                 source,
             })
     }

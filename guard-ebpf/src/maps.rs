@@ -57,6 +57,10 @@ pub static REPORT_CALLS: HashMap<u32, ReportCall> = HashMap::with_max_entries(MA
 #[map]
 pub static GUARDD: Array<u32> = Array::with_max_entries(1, 0);
 
+/// `[0]`: the policy's `SETTING_*` bits that the kernel side obeys.
+#[map]
+pub static SETTINGS: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 

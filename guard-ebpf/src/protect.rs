@@ -3,7 +3,10 @@
 //!
 //! - `protect_task_kill`: only guardd may SIGCONT a process the exec gate
 //!   or the syscall gate holds; session processes may not signal guardd.
-//! - `protect_ptrace`: session processes may not trace guardd or a held process.
+//! - `protect_ptrace`: session processes may not trace guardd or a held process,
+//!   nor (with `SETTING_ESCAPE_DENY`) attach to any process outside their own
+//!   session: ptrace, /proc/PID/mem, process_vm_readv/writev and
+//!   pidfd_getfd all pass this check with PTRACE_MODE_ATTACH.
 //! - `protect_bpf`: session processes may not use bpf(2) at all (no detaching,
 //!   no map writes, no reading the pins).
 //! - `protect_file_open`, `protect_path_{unlink,rename,rmdir,truncate,mknod}`:
@@ -18,13 +21,15 @@ use aya_ebpf::{
     macros::lsm,
     programs::LsmContext,
 };
-use guard_common::{FileKey, LsmOffsets, PROTECT_ENTRIES, PROTECT_FILE};
+use guard_common::{FileKey, LsmOffsets, PROTECT_ENTRIES, PROTECT_FILE, SETTING_ESCAPE_DENY};
 
-use crate::maps::{guardd, GATE_HELD, HELD, PROTECTED, SESSIONS};
+use crate::maps::{guardd, GATE_HELD, HELD, PROTECTED, SESSIONS, SETTINGS};
 
 const EPERM: i32 = 1;
 const SIGCONT: i32 = 18;
 const FMODE_WRITE: u32 = 0x2;
+/// `ptrace_access_check`'s mode bit for attaching (as opposed to reading).
+const PTRACE_MODE_ATTACH: u32 = 0x2;
 
 /// Filled in by the daemon at load time from BTF.
 #[unsafe(no_mangle)]
@@ -98,15 +103,26 @@ pub fn protect_ptrace(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    if !in_session() {
+    let Some(session) = (unsafe { SESSIONS.get(bpf_get_current_pid_tgid() as u32) }) else {
         return 0;
-    }
+    };
     let child: *const u8 = ctx.arg(0);
     let Some(target) = read::<u32>(child, off().task_tgid) else {
         return 0;
     };
     if target == guardd() || HELD.get_ptr(target).is_some() || GATE_HELD.get_ptr(target).is_some() {
         return -EPERM;
+    }
+    let mode: u32 = ctx.arg(1);
+    let escape_denied = SETTINGS
+        .get(0)
+        .is_some_and(|s| s & SETTING_ESCAPE_DENY != 0);
+    if mode & PTRACE_MODE_ATTACH != 0 && escape_denied {
+        let same =
+            unsafe { SESSIONS.get(target) }.is_some_and(|t| t.session_id == session.session_id);
+        if !same {
+            return -EPERM;
+        }
     }
     0
 }

@@ -250,7 +250,22 @@ impl Guard {
         guard.protect_own_files();
         guard.sync_gate_roots();
         guard.set_report_calls();
+        guard.sync_settings();
         guard
+    }
+
+    /// Gives the kernel side the policy's settings it obeys itself.
+    fn sync_settings(&mut self) {
+        let mut bits = 0;
+        if self.policy.session_escape == crate::policy::EscapeMode::Deny {
+            bits |= guard_common::SETTING_ESCAPE_DENY;
+        }
+        if let Err(err) = self.kernel.set_settings(bits) {
+            tracing::error!("kernel settings: {err}");
+            let mut record = AuditRecord::new(AuditEvent::Error);
+            record.reason = Some(format!("kernel settings map: {err}"));
+            self.audit.write(&record);
+        }
     }
 
     /// Gives the kernel the current inodes of agent-guard's own files.
@@ -421,6 +436,7 @@ impl Guard {
                     self.policy = policy;
                     self.sync_gate_roots();
                     self.set_report_calls();
+                    self.sync_settings();
                     self.last_reload_error = None;
                 }
                 Err(err) => {
@@ -610,18 +626,25 @@ fn mechanisms(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .chain(syscall_gate(kernel, policy))
-    .chain(std::iter::once(session_escape(policy)))
+    .chain(std::iter::once(session_escape(kernel, policy)))
     .collect()
 }
 
 /// `[defaults] session_escape`: how session processes are kept from using
 /// processes outside the session.
-fn session_escape(policy: &Policy) -> (String, String) {
-    let how = match policy.session_escape {
-        crate::policy::EscapeMode::Allow => {
+fn session_escape(kernel: &Kernel, policy: &Policy) -> (String, String) {
+    let how = match (policy.session_escape, kernel.lsm_missing()) {
+        (crate::policy::EscapeMode::Allow, _) => {
             "off: [defaults] session_escape = \"allow\"".to_string()
         }
-        crate::policy::EscapeMode::Deny => SESSION_ESCAPE_SECCOMP.to_string(),
+        (crate::policy::EscapeMode::Deny, Some(why)) => {
+            format!("{SESSION_ESCAPE_SECCOMP}; not here: detected sessions (no seccomp filter; the BPF LSM does not run: {why})")
+        }
+        (crate::policy::EscapeMode::Deny, None) => format!(
+            "{SESSION_ESCAPE_SECCOMP}; BPF LSM ptrace_access_check in every session, launched or \
+             detected: attaching to, or reading or writing the memory of, a process outside the \
+             session fails with EPERM (not the connect holds: those need the seccomp filter)"
+        ),
     };
     ("session_escape".into(), how)
 }
@@ -629,8 +652,7 @@ fn session_escape(policy: &Policy) -> (String, String) {
 /// What `guardctl status` says of the escape checks where they are on.
 const SESSION_ESCAPE_SECCOMP: &str = "seccomp in `guardctl run` sessions: ptrace attach/seize, \
      process_vm_writev and pidfd_getfd on processes outside the session fail with EPERM; connects \
-     to tmux, screen and systemd manager sockets served from outside are held; not here: \
-     detected sessions (no seccomp filter, no BPF LSM hook for it)";
+     to tmux, screen and systemd manager sockets served from outside are held";
 
 /// Per gated operation: how it is held, where.
 fn syscall_gate(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {
