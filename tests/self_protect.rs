@@ -350,3 +350,59 @@ fn escape_attempts_from_a_session() {
     let _ = child.wait();
     println!("ESCAPES {}", serde_json::Value::Object(results));
 }
+
+/// Where the BPF LSM does not run, fanotify keeps session processes from
+/// opening the policy file at all (so from rewriting it in place), while
+/// guardd and processes outside every session use it as before.
+#[test]
+fn a_session_cannot_open_the_policy_file_where_the_lsm_does_not_run() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let how = mechanism(&guard.status(), "policy_files");
+    if lsm_active(&guard.status()) {
+        assert!(how.starts_with("BPF LSM"), "{how}");
+        return guard.stop();
+    }
+    let config = guard.dir.path().join("policy.toml");
+    assert!(
+        how.starts_with("fanotify") && how.contains(config.to_str().unwrap()),
+        "{how}"
+    );
+    let before = std::fs::read(&config).unwrap();
+    let c = config.display();
+    let (status, _, stderr) = guard
+        .session(
+            &stubs,
+            &[
+                "sh",
+                "-c",
+                &format!("echo 'base = \"none\"' >> {c} || exit 3; cat {c}"),
+            ],
+        )
+        .wait();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert_eq!(
+        std::fs::read(&config).unwrap(),
+        before,
+        "the config changed"
+    );
+    wait_until("the refusal in the audit log", || {
+        guard
+            .audit_events("deny")
+            .iter()
+            .any(|r| r["rule"] == "agent-guard-self" && r["operation"] == format!("open {c}"))
+    });
+    // Outside every session the file is the admin's: a change is loaded.
+    let mut text = before.clone();
+    text.extend_from_slice(b"# changed from outside\n");
+    std::fs::write(&config, text).unwrap();
+    wait_until("the reload of the admin's change", || {
+        guard
+            .audit_events("policy_reload")
+            .iter()
+            .any(|r| r["decision"].as_str().unwrap_or("").starts_with("loaded"))
+    });
+    assert!(guard.status()["policy"]["last_reload_error"].is_null());
+    guard.stop();
+}

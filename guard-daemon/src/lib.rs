@@ -19,6 +19,7 @@ pub mod notice;
 pub mod notify;
 pub mod pam;
 pub mod policy;
+pub mod policy_lock;
 pub mod polkit;
 pub mod process;
 pub mod procfs;

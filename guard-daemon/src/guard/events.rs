@@ -531,6 +531,7 @@ impl Guard {
         }
         self.prune_gate_decisions();
         self.watch_pins(now);
+        self.audit_policy_lock();
         self.tick_lsm_gate();
         self.sync_reporting();
         self.report_stops_killed();

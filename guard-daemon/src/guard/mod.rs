@@ -154,6 +154,8 @@ pub struct Guard {
     /// When the pins were last checked, and how often they had to be put back.
     pins_checked: Option<Instant>,
     pin_repairs: u64,
+    /// The fanotify guard of the policy files, where the LSM does not run.
+    policy_files: policy_lock::PolicyFiles,
 }
 
 /// Reading the HELD map costs a syscall per entry, and a hash map read while
@@ -195,6 +197,7 @@ mod gate_lsm;
 mod gate_report;
 mod outside;
 mod pin_watch;
+mod policy_lock;
 mod policy_writes;
 mod requests;
 
@@ -223,6 +226,7 @@ impl Guard {
             notify: tokio::sync::watch::Sender::new(policy.notify.clone()),
             pins_checked: None,
             pin_repairs: 0,
+            policy_files: Default::default(),
             protected_sets: Default::default(),
             cli_protections: Vec::new(),
             gate_decisions: Default::default(),
@@ -251,6 +255,7 @@ impl Guard {
         guard.sync_gate_roots();
         guard.set_report_calls();
         guard.sync_settings();
+        guard.start_policy_lock();
         guard
     }
 
@@ -437,6 +442,7 @@ impl Guard {
                     self.sync_gate_roots();
                     self.set_report_calls();
                     self.sync_settings();
+                    self.mark_policy_files();
                     self.last_reload_error = None;
                 }
                 Err(err) => {

@@ -69,6 +69,7 @@ impl Guard {
                 self.same_uid_auth().describe(),
             ),
             ("pin_watch".into(), pins),
+            ("policy_files".into(), self.policy_files_status()),
             ("root_sessions".into(), root),
         ]
     }

@@ -101,7 +101,12 @@ impl Guard {
         let Some(policy_paths) = &self.policy_paths else {
             return;
         };
+        let locked = self.policy_files.locks_opens();
         for write in policy_writes(policy_paths, pid, session, uid, operation, paths) {
+            if locked && operation == Operation::Write && write.path == policy_paths.config {
+                // fanotify refused that open: the config file is as it was.
+                continue;
+            }
             tracing::warn!(
                 pid,
                 session,
