@@ -359,3 +359,39 @@ fn a_tmux_server_started_inside_the_session_is_used_without_a_hold() {
     assert!(guard.audit_events("hold").is_empty());
     guard.stop();
 }
+
+/// Input pushed into the shared terminal (TIOCSTI) and io_uring, which no
+/// notified call shows, are refused by the filter itself; outside a session
+/// the same calls reach the kernel (ENOTTY: stdin is no terminal here).
+const SIDE_DOORS: &str = r#"
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+TIOCSTI = 0x5412
+byte = ctypes.c_char(b"x")
+ret = libc.ioctl(0, TIOCSTI, ctypes.byref(byte))
+print("tiocsti", ret, ctypes.get_errno())
+ret = libc.syscall(425, 1, None)
+print("io_uring_setup", ret, ctypes.get_errno())
+"#;
+
+#[test]
+fn terminal_input_injection_and_io_uring_are_refused_in_a_session() {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Guard::start(DEFAULT);
+    let (status, out, err) = guard.session(&stubs, &["python3", "-c", SIDE_DOORS]).wait();
+    assert!(status.success(), "{out}{err}");
+    let got = results(&out);
+    assert_eq!(got["tiocsti"], (-1, libc::EPERM), "{out}");
+    assert_eq!(got["io_uring_setup"], (-1, libc::ENOSYS), "{out}");
+    let outside = std::process::Command::new("python3")
+        .args(["-c", SIDE_DOORS])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let got = results(&String::from_utf8_lossy(&outside.stdout));
+    assert_eq!(got["tiocsti"], (-1, libc::ENOTTY));
+    // EFAULT, or EPERM where the host disables io_uring: not the filter's ENOSYS.
+    assert_ne!(got["io_uring_setup"], (-1, libc::ENOSYS));
+    guard.stop();
+}

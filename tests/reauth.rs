@@ -308,3 +308,69 @@ fn an_agent_typing_into_the_users_tmux_meets_a_password_prompt() {
     let (approved, screen) = approve_through_tmux("none");
     assert!(approved, "the channel itself did not work: {screen}");
 }
+
+/// `guardctl watch` on a terminal: `a` asks for the password there (echo
+/// off), the next line typed answers it, and the approval counts.
+#[test]
+fn watch_asks_for_the_password_on_its_terminal() {
+    require_root();
+    let pam = PamService::new();
+    let stubs = Stubs::new();
+    let guard = guard_with_local_auth(&format!(
+        "local_auth = \"pam\"\npam_service = \"{}\"",
+        pam.name
+    ));
+    let watch_command = format!(
+        "{} --socket {} watch",
+        guardctl_bin().display(),
+        guard.socket.display()
+    );
+    let mut watch = Command::new("script")
+        .args(["-q", "-e", "-c", &watch_command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (stdout, shown) = (watch.stdout.take().unwrap(), screen.clone());
+    std::thread::spawn(move || {
+        let mut stdout = stdout;
+        let mut buffer = [0u8; 4096];
+        while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut buffer) {
+            shown
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    });
+    let wait_for = |text: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let seen = screen.lock().unwrap().clone();
+            if seen.contains(text) {
+                return seen;
+            }
+            assert!(Instant::now() < deadline, "no {text:?} in: {seen}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let run = guard.session(&stubs, &["terraform", "destroy", "watched"]);
+    let hold = guard.wait_hold("watched");
+    let id = hold["id"].as_str().unwrap();
+    wait_for(&format!("request {id}: [a]pprove, [d]eny, [s]kip?"));
+    let stdin = watch.stdin.as_mut().unwrap();
+    stdin.write_all(b"a\n").unwrap();
+    let seen = wait_for("agent-guard approval: ");
+    stdin.write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    let (status, _, _) = run.wait();
+    assert!(status.success(), "not approved: {}", screen.lock().unwrap());
+    let seen_after = wait_for(&format!("{id}: Approved"));
+    assert!(
+        !seen_after.contains(PASSWORD),
+        "the password was echoed: {seen_after}"
+    );
+    assert!(seen.contains("agent-guard approval: "));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    guard.stop();
+}

@@ -355,6 +355,10 @@ impl Kernel {
                 // All or none, so that status tells the truth; the holds keep ptrace.
                 tracing::error!("BPF LSM programs not loaded, falling back to ptrace only: {err}");
                 kernel.lsm_missing = Some(format!("loading the LSM programs failed: {err}"));
+                // Those that did attach go with their pins below (guardd keeps no fd of them).
+                for (name, _, _) in LSM_PROGRAMS {
+                    kernel.links.remove(name);
+                }
                 kernel.loaded.retain(|p| !p.tracepoint.starts_with("lsm/"));
             }
         }

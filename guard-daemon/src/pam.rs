@@ -25,7 +25,7 @@ const PAM_PROMPT_ECHO_ON: c_int = 2;
 const PAM_ERROR_MSG: c_int = 3;
 /// An empty password never authenticates, whatever `nullok` says.
 const PAM_DISALLOW_NULL_AUTHTOK: c_int = 0x0001;
-const PAM_RUSER: c_int = 8;
+const PAM_USER: c_int = 2;
 /// Longest answer passed on to PAM.
 const MAX_ANSWER: usize = 4096;
 
@@ -67,7 +67,7 @@ struct Library {
         *const Conversation,
         *mut *mut c_void,
     ) -> c_int,
-    set_item: unsafe extern "C" fn(*mut c_void, c_int, *const c_void) -> c_int,
+    get_item: unsafe extern "C" fn(*mut c_void, c_int, *mut *const c_void) -> c_int,
     authenticate: unsafe extern "C" fn(*mut c_void, c_int) -> c_int,
     acct_mgmt: unsafe extern "C" fn(*mut c_void, c_int) -> c_int,
     end: unsafe extern "C" fn(*mut c_void, c_int) -> c_int,
@@ -96,7 +96,7 @@ fn load() -> Result<Library, String> {
         }
         Ok(Library {
             start: symbol!("pam_start"),
-            set_item: symbol!("pam_set_item"),
+            get_item: symbol!("pam_get_item"),
             authenticate: symbol!("pam_authenticate"),
             acct_mgmt: symbol!("pam_acct_mgmt"),
             end: symbol!("pam_end"),
@@ -119,17 +119,16 @@ pub fn availability(service: &str) -> Result<(), String> {
 }
 
 /// Runs `service`'s auth and account stacks for `user`, asking `converse`
-/// for every prompt (None: the approver gave no answer, which fails).
+/// for every prompt (None: the approver gave no answer, which fails). A
+/// stack that ends up with another user than `user` fails too.
 pub fn authenticate(
     service: &str,
     user: &str,
-    requested_by: &str,
     mut converse: impl FnMut(Exchange) -> Option<String>,
 ) -> Result<(), String> {
     let lib = library()?;
     let service_c = CString::new(service).map_err(|_| "a NUL in the PAM service name")?;
     let user_c = CString::new(user).map_err(|_| "a NUL in the user name")?;
-    let ruser = CString::new(requested_by).unwrap_or_default();
     let mut converse: &mut dyn FnMut(Exchange) -> Option<String> = &mut converse;
     let conversation = Conversation {
         converse: trampoline,
@@ -148,7 +147,6 @@ pub fn authenticate(
         if started != PAM_SUCCESS || handle.is_null() {
             return Err(format!("pam_start({service}) failed ({started})"));
         }
-        (lib.set_item)(handle, PAM_RUSER, ruser.as_ptr().cast());
         let mut status = (lib.authenticate)(handle, PAM_DISALLOW_NULL_AUTHTOK);
         let mut step = "authentication";
         if status == PAM_SUCCESS {
@@ -156,7 +154,16 @@ pub fn authenticate(
             step = "account check";
         }
         let result = if status == PAM_SUCCESS {
-            Ok(())
+            let mut item: *const c_void = std::ptr::null();
+            let got = (lib.get_item)(handle, PAM_USER, &mut item);
+            let same = got == PAM_SUCCESS
+                && !item.is_null()
+                && CStr::from_ptr(item.cast()) == user_c.as_c_str();
+            if same {
+                Ok(())
+            } else {
+                Err(format!("PAM authenticated another user than {user}"))
+            }
         } else {
             let text = (lib.strerror)(handle, status);
             let text = if text.is_null() {

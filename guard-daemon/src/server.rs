@@ -282,12 +282,12 @@ async fn pam_conversation(
     reader: &mut (impl AsyncBufRead + Unpin),
     write: &mut OwnedWriteHalf,
 ) -> Result<(), String> {
+    let _turn = PamTurn::take(peer.uid)?;
     let (to_client, mut exchanges) = tokio::sync::mpsc::channel::<Exchange>(1);
     let (answers, answered) = std::sync::mpsc::channel::<Option<String>>();
     let (service, user) = (service.to_string(), user.to_string());
-    let requested_by = format!("uid {} pid {}", peer.uid, peer.pid.unwrap_or(0));
     let mut pam = tokio::task::spawn_blocking(move || {
-        crate::pam::authenticate(&service, &user, &requested_by, |exchange| {
+        crate::pam::authenticate(&service, &user, |exchange| {
             let wants_answer = matches!(exchange, Exchange::Prompt { .. });
             to_client.blocking_send(exchange).ok()?;
             if !wants_answer {
@@ -317,6 +317,34 @@ async fn pam_conversation(
     tokio::time::timeout(AUTH_TIMEOUT, conversation)
         .await
         .unwrap_or_else(|_| Err("PAM: no answer within 3 minutes".into()))
+}
+
+/// One PAM conversation per approver uid at a time: many connections of one
+/// uid cannot guess in parallel (or lock the account through pam_faillock).
+struct PamTurn(u32);
+
+static PAM_TURNS: Mutex<std::collections::BTreeSet<u32>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+impl PamTurn {
+    fn take(uid: u32) -> Result<Self, String> {
+        let mut turns = PAM_TURNS.lock().unwrap_or_else(|e| e.into_inner());
+        if !turns.insert(uid) {
+            return Err(format!(
+                "another re-authentication of uid {uid} is in progress; one at a time"
+            ));
+        }
+        Ok(Self(uid))
+    }
+}
+
+impl Drop for PamTurn {
+    fn drop(&mut self) {
+        PAM_TURNS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0);
+    }
 }
 
 /// The next line from the approver, if it is an `auth_answer`.

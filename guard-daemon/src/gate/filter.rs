@@ -22,6 +22,24 @@ pub struct Calls {
     pub escape: bool,
 }
 
+/// Ways past the notified calls, refused by the filter itself (no round trip
+/// to guardd): TIOCSTI pushes input into the terminal the session shares with
+/// the user's shell, which runs it outside the session; io_uring makes
+/// connects and file calls that no system call of the session shows.
+/// io_uring is answered ENOSYS, which runtimes take as "not here" and fall
+/// back from.
+fn refuse_in_kernel(filter: &mut ScmpFilterContext) -> Result<(), libseccomp::error::SeccompError> {
+    let ioctl = ScmpSyscall::from_name("ioctl")?;
+    let tiocsti = ScmpArgCompare::new(1, ScmpCompareOp::MaskedEqual(0xffff_ffff), libc::TIOCSTI);
+    filter.add_rule_conditional(ScmpAction::Errno(libc::EPERM), ioctl, &[tiocsti])?;
+    for name in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
+        if let Ok(syscall) = ScmpSyscall::from_name(name) {
+            filter.add_rule(ScmpAction::Errno(libc::ENOSYS), syscall)?;
+        }
+    }
+    Ok(())
+}
+
 /// Installs the filter on the calling thread's process and returns the
 /// notification listener, which must go to guardd and be closed here before
 /// anything untrusted runs. A launcher without CAP_SYS_ADMIN must set
@@ -76,6 +94,9 @@ pub fn install(calls: Calls) -> Result<OwnedFd, FilterError> {
                 .add_rule(ScmpAction::Notify, syscall)
                 .map_err(|e| fail(name, e))?;
         }
+    }
+    if calls.escape || calls.files {
+        refuse_in_kernel(&mut filter).map_err(|e| fail("kernel-side refusals", e))?;
     }
     filter.load().map_err(|e| fail("load", e))?;
     let fd = filter.get_notify_fd().map_err(|e| fail("notify fd", e))?;

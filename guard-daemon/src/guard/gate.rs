@@ -37,10 +37,18 @@ impl Guard {
             .kernel
             .session_of(pid)
             .ok_or_else(|| error("gate_syscalls: the caller is not in an agent session"))?;
-        if let Some(known) = self.sessions.get_mut(&session.session_id) {
-            known.listener = true;
-        }
-        if !self.seccomp_gate() {
+        // Only the launcher that started the session, once, marks it as seen
+        // by seccomp: another session process handing over a filter of its
+        // own (a nested guardctl run, or an agent's dummy) gets it served, but
+        // its calls stay reported.
+        let launcher = match self.sessions.get_mut(&session.session_id) {
+            Some(known) if known.origin == "launched" && pid == known.id && !known.listener => {
+                known.listener = true;
+                true
+            }
+            _ => false,
+        };
+        if !self.seccomp_gate() || !launcher {
             // A filter with the escape checks only: file calls still go to
             // the report-only tracepoint.
             return Ok(session.session_id);

@@ -48,7 +48,7 @@ impl Guard {
         let pins = format!(
             "guardd keeps an fd on every link it pinned under {} (removing a pin detaches \
              nothing while it runs) and pins again what was removed within {} s, audited; \
-             repaired {} time(s) since start",
+             repaired {} time(s) since start (a re-pin that fails is audited: that program is then DETACHED)",
             self.kernel.pin_dir().display(),
             PIN_CHECK_EVERY.as_secs(),
             self.pin_repairs

@@ -17,6 +17,16 @@ pub(super) struct PolicyWrite {
     /// Whether the call left `path` in place (a write, a rename's target) or
     /// not (an unlink, a rename's source).
     pub exists: bool,
+    /// The file's inode and change time when a reload first found the change
+    /// standing (the report may come before the call is done): an admin who
+    /// restores or edits it from outside changes them.
+    pub stamp: Option<(u64, i64, i64)>,
+}
+
+fn stamp(path: &Path) -> Option<(u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = path.symlink_metadata().ok()?;
+    Some((meta.ino(), meta.ctime(), meta.ctime_nsec()))
 }
 
 impl PolicyWrite {
@@ -25,7 +35,12 @@ impl PolicyWrite {
     /// no longer stands in the way (a session process doing either is
     /// reported again).
     pub fn stands(&self) -> bool {
-        self.path.symlink_metadata().is_ok() == self.exists
+        if self.exists {
+            let now = stamp(&self.path);
+            now.is_some() && (self.stamp.is_none() || now == self.stamp)
+        } else {
+            self.path.symlink_metadata().is_err()
+        }
     }
 }
 
@@ -58,6 +73,7 @@ pub(super) fn policy_writes(
                 Operation::Rename => at == 1,
                 _ => true,
             },
+            stamp: None,
         })
         .collect()
 }
@@ -120,6 +136,13 @@ impl Guard {
 
     /// The changes by session processes that still stand; the others are forgotten.
     pub(super) fn standing_policy_writes(&mut self) -> Vec<PolicyWrite> {
+        for write in self
+            .policy_writes
+            .iter_mut()
+            .filter(|w| w.exists && w.stamp.is_none())
+        {
+            write.stamp = stamp(&write.path);
+        }
         self.policy_writes.retain(PolicyWrite::stands);
         self.policy_writes.clone()
     }
@@ -220,6 +243,7 @@ mod tests {
             operation: String::new(),
             path: file.clone(),
             exists: true,
+            stamp: None,
         };
         assert!(!write.stands(), "a create that failed changed nothing");
         std::fs::write(&file, "x").unwrap();
@@ -229,6 +253,15 @@ mod tests {
             ..write.clone()
         };
         assert!(!unlink.stands(), "put back");
+        // Once stamped, an edit from outside (a new change time) ends it.
+        let stamped = PolicyWrite {
+            stamp: stamp(&file),
+            ..write.clone()
+        };
+        assert!(stamped.stands());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&file, "restored").unwrap();
+        assert!(!stamped.stands(), "the admin restored it");
     }
 
     #[test]

@@ -73,45 +73,85 @@ pub fn approve(socket: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
 /// A local approval, with polkit's or PAM's prompt on this terminal when
 /// guardd wants the approver to prove a person.
 pub fn approve_locally(socket: &Path, id: String) -> anyhow::Result<Response> {
+    approve_with(socket, id, ask)
+}
+
+/// A local approval whose prompts `ask(prompt, echo)` answers (None: no
+/// answer, which fails the authentication).
+pub fn approve_with(
+    socket: &Path,
+    id: String,
+    mut ask: impl FnMut(&str, bool) -> Option<String>,
+) -> anyhow::Result<Response> {
     let _agent = polkit_tty_agent(socket);
     // Long enough for a person to answer the prompts.
     Ok(guard_daemon::client::converse(
         socket,
         Request::Approve { id },
         std::time::Duration::from_secs(200),
-        answer_prompt,
+        |message| {
+            let (text, echo) = match message {
+                Response::AuthPrompt { text, echo } => (text, *echo),
+                Response::AuthInfo { text, .. } => {
+                    eprintln!("{}", guard_daemon::escape::escape_bytes(text.as_bytes()));
+                    return None;
+                }
+                _ => return None,
+            };
+            let prompt = format!(
+                "agent-guard approval: {}",
+                guard_daemon::escape::escape_bytes(text.as_bytes())
+            );
+            // No answer still answers, so guardd ends the exchange now.
+            Some(Request::AuthAnswer {
+                answer: ask(&prompt, echo).unwrap_or_default(),
+            })
+        },
     )?)
 }
 
-/// Shows a PAM message; asks the person for a prompt's answer: on the
-/// terminal (without echo for a password), else one line of stdin.
-fn answer_prompt(message: &Response) -> Option<Request> {
+/// Asks the person: on the terminal (without echo for a password), else one
+/// line of stdin.
+fn ask(prompt: &str, echo: bool) -> Option<String> {
     use std::io::{BufRead as _, IsTerminal as _, Write as _};
-    let (text, echo) = match message {
-        Response::AuthPrompt { text, echo } => (text, *echo),
-        Response::AuthInfo { text, .. } => {
-            eprintln!("{}", guard_daemon::escape::escape_bytes(text.as_bytes()));
-            return None;
-        }
-        _ => return None,
-    };
-    let prompt = format!(
-        "agent-guard approval: {}",
-        guard_daemon::escape::escape_bytes(text.as_bytes())
-    );
-    let answer = if std::io::stdin().is_terminal() && !echo {
-        rpassword::prompt_password(&prompt).ok()
+    if std::io::stdin().is_terminal() && !echo {
+        rpassword::prompt_password(prompt).ok()
     } else {
         eprint!("{prompt}");
         let _ = std::io::stderr().flush();
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line).ok();
         (!line.is_empty()).then(|| line.trim_end_matches(['\n', '\r']).to_string())
-    };
-    // No answer (end of input) still answers, so guardd ends the exchange now.
-    Some(Request::AuthAnswer {
-        answer: answer.unwrap_or_default(),
-    })
+    }
+}
+
+/// Turns the terminal's echo off on stdin until dropped (a password typed
+/// to a reader that reads lines).
+pub struct EchoOff(Option<rustix::termios::Termios>);
+
+impl EchoOff {
+    pub fn new() -> Self {
+        let stdin = std::io::stdin();
+        let Ok(before) = rustix::termios::tcgetattr(&stdin) else {
+            return Self(None);
+        };
+        let mut quiet = before.clone();
+        quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+        let set = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet);
+        Self(set.ok().map(|()| before))
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(before) = &self.0 {
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                before,
+            );
+        }
+    }
 }
 
 /// When guardd wants polkit for local approvals and we run on a terminal:

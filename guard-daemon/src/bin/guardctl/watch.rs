@@ -57,7 +57,16 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     // Holds shown and not yet decided, oldest first: the prompt asks about the first.
     let mut undecided: VecDeque<String> = VecDeque::new();
-    for input in inputs {
+    // What came while an approval was asking for a password, handled after it.
+    let mut deferred: VecDeque<Input> = VecDeque::new();
+    loop {
+        let input = match deferred.pop_front() {
+            Some(input) => input,
+            None => match inputs.recv() {
+                Ok(input) => input,
+                Err(_) => break,
+            },
+        };
         match input {
             Input::GuarddClosed => break,
             Input::Guardd(response) => {
@@ -94,7 +103,26 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 if let Some(id) = undecided.front().cloned() {
                     match line.trim() {
                         "a" | "approve" => {
-                            report(&mut out, super::decide::approve_locally(socket, id.clone()))?
+                            // The stdin thread owns the terminal: a password
+                            // prompt's answer is the next line it reads.
+                            let ask = |prompt: &str, echo: bool| {
+                                eprint!("{prompt}");
+                                let _quiet = (!echo).then(super::decide::EchoOff::new);
+                                loop {
+                                    match inputs.recv() {
+                                        Ok(Input::Typed(line)) => {
+                                            if !echo {
+                                                eprintln!();
+                                            }
+                                            return Some(line);
+                                        }
+                                        Ok(other) => deferred.push_back(other),
+                                        Err(_) => return None,
+                                    }
+                                }
+                            };
+                            let result = super::decide::approve_with(socket, id.clone(), ask);
+                            report(&mut out, result)?
                         }
                         "d" | "deny" => report(
                             &mut out,
