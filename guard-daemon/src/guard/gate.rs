@@ -68,6 +68,35 @@ impl Guard {
         Ok(session.session_id)
     }
 
+    /// The answer for a call of a process and root already decided (the
+    /// decision), or already held (it waits with the others); None: new.
+    pub(super) fn known_group_verdict(
+        &mut self,
+        group: &GateGroup,
+        call_id: u64,
+    ) -> Option<Verdict> {
+        if let Some(&allowed) = self.gate_decisions.get(group) {
+            return Some(if allowed {
+                Verdict::Continue
+            } else {
+                Verdict::Errno(libc::EPERM)
+            });
+        }
+        let id = self.holds.iter().find_map(|hold| {
+            let gate = hold.gate.as_ref()?;
+            (gate.group == *group).then(|| hold.id.clone())
+        })?;
+        if let Some(GateWaiter::Seccomp { waiting, .. }) = self
+            .holds
+            .get_mut(&id)
+            .and_then(|h| h.gate.as_mut())
+            .map(|g| &mut g.waiter)
+        {
+            waiting.push(call_id);
+        }
+        Some(Verdict::Held)
+    }
+
     pub fn on_gated_call(&mut self, listener: &std::sync::Arc<Listener>, call: Call) -> Verdict {
         let owner = self
             .sessions
@@ -98,27 +127,8 @@ impl Guard {
         if protection.action == Action::Hold {
             // Decided or waiting already: answered without building a record
             // (deleting a tree makes thousands of these calls).
-            if let Some(&allowed) = self.gate_decisions.get(&group) {
-                return if allowed {
-                    Verdict::Continue
-                } else {
-                    Verdict::Errno(libc::EPERM)
-                };
-            }
-            let waiting = self.holds.iter().find_map(|hold| {
-                let gate = hold.gate.as_ref()?;
-                (gate.group == group).then(|| hold.id.clone())
-            });
-            if let Some(id) = waiting {
-                if let Some(GateWaiter::Seccomp { waiting, .. }) = self
-                    .holds
-                    .get_mut(&id)
-                    .and_then(|h| h.gate.as_mut())
-                    .map(|g| &mut g.waiter)
-                {
-                    waiting.push(call.id);
-                }
-                return Verdict::Held;
+            if let Some(verdict) = self.known_group_verdict(&group, call.id) {
+                return verdict;
             }
         }
         let argv = procfs::cmdline(tgid).unwrap_or_default();

@@ -123,27 +123,8 @@ impl Guard {
             protection: RULE.into(),
             root: path.to_path_buf(),
         };
-        if let Some(&allowed) = self.gate_decisions.get(&group) {
-            return if allowed {
-                Verdict::Continue
-            } else {
-                Verdict::Errno(libc::EPERM)
-            };
-        }
-        let waiting = self.holds.iter().find_map(|hold| {
-            let gate = hold.gate.as_ref()?;
-            (gate.group == group).then(|| hold.id.clone())
-        });
-        if let Some(id) = waiting {
-            if let Some(GateWaiter::Seccomp { waiting, .. }) = self
-                .holds
-                .get_mut(&id)
-                .and_then(|h| h.gate.as_mut())
-                .map(|g| &mut g.waiter)
-            {
-                waiting.push(call.id);
-            }
-            return Verdict::Held;
+        if let Some(verdict) = self.known_group_verdict(&group, call.id) {
+            return verdict;
         }
         let served = match server {
             Some(pid) => format!("{kind} server pid {pid}, outside the session"),
