@@ -330,7 +330,15 @@ fn a_line_added_to_bashrc_in_a_gated_session_is_held_and_a_denial_keeps_the_file
     let guard = Guard::start("version = 1\n[defaults]\nsyscall_gate = true\n");
     open_socket_dir(&guard);
     let script = "echo 'touch MARKER' >> \"$HOME/.bashrc\"";
-    let mut command = guard.ctl_command(&["run", "--", "sh", "-c", script]);
+    // The user may not search a checkout in a 0700 directory (mktemp -d):
+    // a copy of guardctl in the user's own 0755 directory.
+    let ctl = user._dir.path().join("guardctl");
+    std::fs::copy(guardctl_bin(), &ctl).unwrap();
+    let mut command = std::process::Command::new(&ctl);
+    command
+        .arg("--socket")
+        .arg(&guard.socket)
+        .args(["run", "--", "sh", "-c", script]);
     command
         .uid(user.uid)
         .gid(user.gid)
