@@ -1,7 +1,8 @@
 //! The escape checks in `guardctl run` sessions (on by default): a session
 //! process cannot ptrace, write into or take fds from a process outside the
-//! session, and its connect to a tmux server outside the session is held
-//! (a denial types nothing); inside the session all of it works as before.
+//! session, and its connect to a tmux server or a D-Bus session bus outside
+//! the session is held (a denial types nothing, activates nothing); inside
+//! the session all of it works as before.
 mod common;
 
 use std::{
@@ -393,5 +394,130 @@ fn terminal_input_injection_and_io_uring_are_refused_in_a_session() {
     assert_eq!(got["tiocsti"], (-1, libc::ENOTTY));
     // EFAULT, or EPERM where the host disables io_uring: not the filter's ENOSYS.
     assert_ne!(got["io_uring_setup"], (-1, libc::ENOSYS));
+    guard.stop();
+}
+
+/// A private D-Bus session bus started by the test, outside any session,
+/// with one activatable service that touches `marker`: the way an agent would
+/// have the bus (or `StartTransientUnit` on it) run something outside.
+struct SessionBus {
+    daemon: std::process::Child,
+    address: String,
+}
+
+impl SessionBus {
+    fn outside(dir: &Path, marker: &Path) -> Self {
+        use std::io::BufRead as _;
+        let services = dir.join("services");
+        std::fs::create_dir(&services).unwrap();
+        std::fs::write(
+            services.join("org.agentguard.Probe.service"),
+            format!(
+                "[D-BUS Service]\nName=org.agentguard.Probe\nExec=/bin/touch {}\n",
+                marker.display()
+            ),
+        )
+        .unwrap();
+        let config = dir.join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "<busconfig><type>session</type>\
+                 <listen>unix:path={}</listen>\
+                 <servicedir>{}</servicedir>\
+                 <auth>EXTERNAL</auth>\
+                 <policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/>\
+                 <allow eavesdrop=\"true\"/><allow own=\"*\"/></policy></busconfig>",
+                dir.join("dbus-test").display(),
+                services.display()
+            ),
+        )
+        .unwrap();
+        let mut daemon = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--print-address=1"])
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut address = String::new();
+        std::io::BufReader::new(daemon.stdout.as_mut().unwrap())
+            .read_line(&mut address)
+            .unwrap();
+        Self {
+            daemon,
+            address: address.trim().to_string(),
+        }
+    }
+}
+
+impl Drop for SessionBus {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+#[test]
+fn a_call_on_a_session_bus_outside_the_session_is_held() {
+    require_root();
+    let stubs = Stubs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("activated");
+    let bus = SessionBus::outside(dir.path(), &marker);
+    // A renamed client: matching is by the socket it connects to.
+    let dbus_send = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v dbus-send"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::copy(dbus_send.trim(), stubs.bin().join("ds")).unwrap();
+    let bus_arg = format!("--bus={}", bus.address);
+    let call = [
+        "ds",
+        bus_arg.as_str(),
+        "--print-reply",
+        "--reply-timeout=3000",
+        "--dest=org.agentguard.Probe",
+        "/",
+        "org.agentguard.Probe.Ping",
+    ];
+    let guard = Guard::start(DEFAULT);
+
+    let run = guard.session(&stubs, &call);
+    let hold = guard.wait_hold("org.agentguard.Probe.Ping");
+    let operation = hold["operation"].as_str().unwrap();
+    let socket = dir.path().join("dbus-test");
+    assert_eq!(
+        operation,
+        format!(
+            "connect {} (D-Bus session bus server pid {}, outside the session)",
+            socket.display(),
+            bus.daemon.id()
+        )
+    );
+    assert_eq!(hold["rule"], "session-escape");
+    guard.decide("deny", &hold);
+    let (status, _, stderr) = run.wait();
+    assert!(!status.success(), "{stderr}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !marker.exists(),
+        "a denied client had the bus start a service"
+    );
+
+    let run = guard.session(&stubs, &call);
+    let hold = guard.wait_hold("org.agentguard.Probe.Ping");
+    guard.decide("approve", &hold);
+    // The service never takes its name, so the call itself fails; what
+    // counts is that the bus ran it.
+    let _ = run.wait();
+    wait_until(
+        || marker.exists(),
+        "the approved call activated the service",
+    );
     guard.stop();
 }

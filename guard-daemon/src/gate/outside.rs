@@ -133,7 +133,8 @@ fn pidfd_target(tid: u32, fd: i32) -> Result<Option<u32>, Undecodable> {
 const SOCKADDR_UN: usize = 110;
 
 /// The guarded socket an address names, with its server; None for other
-/// addresses (every family but AF_UNIX, abstract names, other paths).
+/// addresses (every family but AF_UNIX, other paths, abstract names but
+/// D-Bus's).
 fn socket_target(tid: u32, address: u64, length: u32) -> Result<Option<Target>, Undecodable> {
     let length = (length as usize).min(SOCKADDR_UN);
     if length <= 2 || address == 0 {
@@ -147,8 +148,18 @@ fn socket_target(tid: u32, address: u64, length: u32) -> Result<Option<Target>, 
     }
     let name = &bytes[2..length];
     if name[0] == 0 {
-        // An abstract name: none of the guarded servers uses one.
-        return Ok(None);
+        // An abstract name is its bytes, NULs included, up to the length.
+        let abstract_name = &name[1..];
+        let Some(kind) = guarded_abstract(abstract_name) else {
+            return Ok(None);
+        };
+        let mut shown = b"@".to_vec();
+        shown.extend_from_slice(abstract_name);
+        return Ok(Some(Target::Socket {
+            server: server_of_abstract(abstract_name),
+            path: PathBuf::from(OsStr::from_bytes(&shown)),
+            kind,
+        }));
     }
     let raw = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
     // connect follows a symlink in the last component too.
@@ -198,7 +209,11 @@ fn digits(text: &[u8]) -> bool {
 /// * tmux: `*/tmux-UID/*` (`/tmp` or any `$TMUX_TMPDIR`);
 /// * screen: `*/screen/S-USER/*` (`/run/screen`), `*/.screen/*`;
 /// * systemd: `/run/user/UID/systemd/private` (user manager) and
-///   `/run/systemd/private` (the system manager).
+///   `/run/systemd/private` (the system manager);
+/// * the D-Bus session bus: `/run/user/UID/bus`, and `dbus-*` sockets (the
+///   names `dbus-launch` and `dbus-daemon --address=unix:tmpdir=` make). Any
+///   client of it can start a transient unit (`StartTransientUnit`) or have
+///   an activatable service run something outside the session.
 pub fn guarded_socket(path: &Path) -> Option<&'static str> {
     let name = |p: Option<&Path>| {
         p.and_then(Path::file_name)
@@ -222,18 +237,48 @@ pub fn guarded_socket(path: &Path) -> Option<&'static str> {
     {
         return Some("systemd manager");
     }
+    if path
+        .file_name()
+        .is_some_and(|n| n.as_bytes().starts_with(b"dbus-"))
+        || bytes
+            .strip_prefix(b"/run/user/")
+            .and_then(|rest| rest.strip_suffix(b"/bus"))
+            .is_some_and(digits)
+    {
+        return Some(SESSION_BUS);
+    }
     None
+}
+
+const SESSION_BUS: &str = "D-Bus session bus";
+
+/// Which guarded server an abstract socket name belongs to: only D-Bus buses
+/// use them (`unix:abstract=` or `unix:tmpdir=` addresses, `DIR/dbus-*`).
+pub fn guarded_abstract(name: &[u8]) -> Option<&'static str> {
+    let last = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
+    last.starts_with(b"dbus-").then_some(SESSION_BUS)
 }
 
 /// Who listens on `path`: guardd connects (without blocking) and asks the
 /// kernel for the peer's credentials, then closes.
 pub fn server_of(path: &Path) -> Server {
+    match nix::sys::socket::UnixAddr::new(path) {
+        Ok(address) => server_at(&address),
+        Err(_) => Server::Unknown,
+    }
+}
+
+/// Who listens on the abstract socket `name`.
+fn server_of_abstract(name: &[u8]) -> Server {
+    match nix::sys::socket::UnixAddr::new_abstract(name) {
+        Ok(address) => server_at(&address),
+        Err(_) => Server::Unknown,
+    }
+}
+
+fn server_at(address: &nix::sys::socket::UnixAddr) -> Server {
     use nix::sys::socket::{
         connect, getsockopt, socket, sockopt::PeerCredentials, AddressFamily, SockFlag, SockType,
-        UnixAddr,
-    };
-    let Ok(address) = UnixAddr::new(path) else {
-        return Server::Unknown;
     };
     let Ok(fd) = socket(
         AddressFamily::Unix,
@@ -243,7 +288,7 @@ pub fn server_of(path: &Path) -> Server {
     ) else {
         return Server::Unknown;
     };
-    match connect(fd.as_raw_fd(), &address) {
+    match connect(fd.as_raw_fd(), address) {
         Ok(()) => match getsockopt(&fd, PeerCredentials) {
             Ok(credentials) if credentials.pid() > 0 => Server::Pid(credentials.pid() as u32),
             _ => Server::Unknown,
@@ -269,11 +314,22 @@ mod tests {
             ("/home/dev/.screen/99.x", Some("screen")),
             ("/run/user/1000/systemd/private", Some("systemd manager")),
             ("/run/systemd/private", Some("systemd manager")),
-            ("/run/user/1000/bus", None),
+            ("/run/user/1000/bus", Some("D-Bus session bus")),
+            ("/tmp/dbus-Xa1b2C3d4", Some("D-Bus session bus")),
+            ("/run/dbus/system_bus_socket", None),
+            ("/run/user/x/bus", None),
             ("/run/user/1000/systemd/notify", None),
             ("/var/run/docker.sock", None),
         ] {
             assert_eq!(guarded_socket(Path::new(path)), kind, "{path}");
+        }
+        for (name, kind) in [
+            (&b"/tmp/dbus-Xa1b2C3d4"[..], Some("D-Bus session bus")),
+            (b"dbus-1", Some("D-Bus session bus")),
+            (b"/tmp/.X11-unix/X0", None),
+            (b"", None),
+        ] {
+            assert_eq!(guarded_abstract(name), kind, "{name:?}");
         }
     }
 

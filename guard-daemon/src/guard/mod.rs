@@ -658,7 +658,7 @@ fn session_escape(kernel: &Kernel, policy: &Policy) -> (String, String) {
 /// What `guardctl status` says of the escape checks where they are on.
 const SESSION_ESCAPE_SECCOMP: &str = "seccomp in `guardctl run` sessions: ptrace attach/seize, \
      process_vm_writev and pidfd_getfd on processes outside the session fail with EPERM; connects \
-     to tmux, screen and systemd manager sockets served from outside are held";
+     to tmux, screen, systemd manager and D-Bus session bus sockets served from outside are held";
 
 /// Per gated operation: how it is held, where.
 fn syscall_gate(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {
