@@ -261,18 +261,21 @@ fn socket_in(dir: &Path) -> PathBuf {
     parent.join("default")
 }
 
-/// A renamed copy of tmux in the stubs' bin: matching is by socket, not name.
+/// A copy of `program` named `name` in the stubs' bin: matching is by the
+/// socket a client connects to, never by its name.
+fn renamed(stubs: &Stubs, program: &str, name: &str) -> String {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .unwrap()
+        .stdout;
+    let found = String::from_utf8(found).unwrap();
+    std::fs::copy(found.trim(), stubs.bin().join(name)).unwrap();
+    name.into()
+}
+
 fn renamed_tmux(stubs: &Stubs) -> String {
-    let tmux = String::from_utf8(
-        Command::new("sh")
-            .args(["-c", "command -v tmux"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    std::fs::copy(tmux.trim(), stubs.bin().join("tx")).unwrap();
-    "tx".into()
+    renamed(stubs, "tmux", "tx")
 }
 
 fn wait_until(condition: impl Fn() -> bool, what: &str) {
@@ -465,16 +468,7 @@ fn a_call_on_a_session_bus_outside_the_session_is_held() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("activated");
     let bus = SessionBus::outside(dir.path(), &marker);
-    // A renamed client: matching is by the socket it connects to.
-    let dbus_send = String::from_utf8(
-        Command::new("sh")
-            .args(["-c", "command -v dbus-send"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    std::fs::copy(dbus_send.trim(), stubs.bin().join("ds")).unwrap();
+    renamed(&stubs, "dbus-send", "ds");
     let bus_arg = format!("--bus={}", bus.address);
     let call = [
         "ds",

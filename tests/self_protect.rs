@@ -248,15 +248,10 @@ const ESCAPE_ENV: &str = "AGENT_GUARD_TEST_ESCAPE";
 fn a_detected_session_cannot_attach_to_an_outside_process_where_the_lsm_runs() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(&format!(
-        "{HOLD_TERRAFORM_DESTROY}\n[agents]\nprograms = [\"claude\"]\n"
-    ));
-    let escape = mechanism(&guard.status(), "session_escape");
-    if !lsm_active(&guard.status()) {
-        assert!(escape.contains("not here: detected sessions"), "{escape}");
-        return guard.stop();
-    }
-    assert!(escape.contains("BPF LSM ptrace_access_check"), "{escape}");
+    let Some((guard, escape)) = guard_for_detected_sessions() else {
+        return;
+    };
+    assert!(escape.contains("ptrace_access_check"), "{escape}");
     let outside = Proc::spawn({
         let mut sleep = std::process::Command::new("sleep");
         sleep.arg("30");
@@ -404,5 +399,189 @@ fn a_session_cannot_open_the_policy_file_where_the_lsm_does_not_run() {
             .any(|r| r["decision"].as_str().unwrap_or("").starts_with("loaded"))
     });
     assert!(guard.status()["policy"]["last_reload_error"].is_null());
+    guard.stop();
+}
+
+/// guardd with `claude` as an agent program and what status says of the
+/// escape checks; None (after checking status says detected sessions are
+/// not covered) where the BPF LSM does not run.
+fn guard_for_detected_sessions() -> Option<(Guard, String)> {
+    let guard = Guard::start(&format!(
+        "{HOLD_TERRAFORM_DESTROY}\n[agents]\nprograms = [\"claude\"]\n"
+    ));
+    let escape = mechanism(&guard.status(), "session_escape");
+    if !lsm_active(&guard.status()) {
+        assert!(escape.contains("not here: detected sessions"), "{escape}");
+        guard.stop();
+        return None;
+    }
+    Some((guard, escape))
+}
+
+/// A unix stream server run by the test (outside every session) that counts
+/// the connections that send it something (guardd's own probe, which finds
+/// the server's pid, sends nothing).
+struct CountingServer {
+    path: std::path::PathBuf,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingServer {
+    fn at(path: std::path::PathBuf) -> Self {
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let count = count.clone();
+                std::thread::spawn(move || {
+                    use std::io::Read as _;
+                    let mut byte = [0u8; 1];
+                    if stream
+                        .and_then(|mut s| s.read(&mut byte))
+                        .is_ok_and(|n| n > 0)
+                    {
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        Self { path, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Where the BPF LSM runs, a detected session's connect to a tmux socket
+/// served from outside is held (`escape_unix_stream_connect`, whatever the
+/// client is: guardctl here), while another outside socket is reached at
+/// once; a launched session's connect is held once, by its seccomp filter
+/// only. Without the LSM, status says detected sessions are not covered.
+#[test]
+fn a_detected_session_connecting_to_an_outside_tmux_server_is_held_where_the_lsm_runs() {
+    require_root();
+    let stubs = Stubs::new();
+    let Some((guard, escape)) = guard_for_detected_sessions() else {
+        return;
+    };
+    assert!(escape.contains("unix_stream_connect"), "{escape}");
+    std::fs::create_dir(stubs.dir.path().join("tmux-0")).unwrap();
+    let tmux = CountingServer::at(stubs.dir.path().join("tmux-0/default"));
+    let plain = CountingServer::at(stubs.dir.path().join("plain.sock"));
+    let ctl = guardctl_bin();
+    let agent = stubs.script(
+        "claude",
+        &format!(
+            "{ctl} --socket {plain} status; {ctl} --socket {tmux} status\necho done",
+            ctl = ctl.display(),
+            plain = plain.path.display(),
+            tmux = tmux.path.display()
+        ),
+    );
+    let detected = || {
+        let mut command = std::process::Command::new(&agent);
+        command.env("PATH", stubs.path_env());
+        Proc::spawn(command)
+    };
+
+    let run = detected();
+    let hold = guard.wait_hold("status");
+    assert_eq!(
+        hold["operation"],
+        format!(
+            "connect {} (tmux server pid {}, outside the session)",
+            tmux.path.display(),
+            std::process::id()
+        )
+    );
+    assert_eq!(hold["rule"], "session-escape");
+    wait_until("the plain socket, reached at once", || {
+        plain.accepted() == 1
+    });
+    assert_eq!(tmux.accepted(), 0);
+    guard.decide("deny", &hold);
+    let (_, out, err) = run.wait();
+    assert_eq!(out, "done\n", "{err}");
+    assert_eq!(tmux.accepted(), 0, "a denied connect reached the server");
+
+    let run = detected();
+    let hold = guard.wait_hold("status");
+    guard.decide("approve", &hold);
+    run.wait();
+    wait_until("the approved connect", || tmux.accepted() == 1);
+
+    // A launched session: its filter holds the connect; the LSM lets it be.
+    let tmux_arg = tmux.path.to_str().unwrap();
+    let ctl_arg = ctl.to_str().unwrap();
+    let run = guard.session(&stubs, &[ctl_arg, "--socket", tmux_arg, "status"]);
+    let hold = guard.wait_hold("status");
+    guard.decide("approve", &hold);
+    wait_until("the launched session's connect", || tmux.accepted() == 2);
+    run.wait();
+    assert!(guard.pending().is_empty(), "{:?}", guard.pending());
+    assert_eq!(guard.audit_events("hold").len(), 3);
+    guard.stop();
+}
+
+/// `bpf(cmd, attr)` with a zeroed attr whose first words are `words`.
+fn bpf(cmd: i64, words: &[u64]) -> Result<i64, i32> {
+    let mut attr = [0u64; 16];
+    attr[..words.len()].copy_from_slice(words);
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if ret < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Root outside every session (more than an agent has) takes each of
+/// guardd's pinned links and asks the kernel to detach it: the kernel has no
+/// detach for tracepoint and LSM links (EOPNOTSUPP), so a program cannot be
+/// taken off while guardd holds its link, and a watched command is still held.
+#[test]
+fn the_kernel_refuses_to_detach_guardd_links() {
+    require_root();
+    const BPF_OBJ_GET: i64 = 7;
+    const BPF_LINK_DETACH: i64 = 34;
+    let stubs = Stubs::new();
+    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let lsm = lsm_active(&guard.status());
+    let mut tried = Vec::new();
+    for entry in std::fs::read_dir(guard.pin_dir.join("links")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let fd = bpf(BPF_OBJ_GET, &[c_path.as_ptr() as u64]).unwrap() as i32;
+        assert_eq!(
+            bpf(BPF_LINK_DETACH, &[fd as u64]),
+            Err(libc::EOPNOTSUPP),
+            "{name} was detached"
+        );
+        unsafe { libc::close(fd) };
+        tried.push(name);
+    }
+    assert!(tried.iter().any(|n| n == "exec_gate"), "{tried:?}");
+    assert_eq!(
+        lsm,
+        tried.iter().any(|n| n == "protect_task_kill"),
+        "{tried:?}"
+    );
+
+    let run = guard.session(&stubs, &["terraform", "destroy", "after-detach"]);
+    let hold = guard.wait_hold("after-detach");
+    wait_stopped(hold["pid"].as_u64().unwrap());
+    guard.decide("deny", &hold);
+    assert!(!run.wait().0.success());
+    assert_eq!(stubs.marker_text(), "", "it ran");
     guard.stop();
 }

@@ -38,6 +38,9 @@ pub const SESSION_LAUNCHED: u32 = 1 << 0;
 pub const SESSION_DETECTED: u32 = 1 << 1;
 /// `SessionEntry::flags`: the seccomp gate sees this thread's calls (no reports needed).
 pub const SESSION_SECCOMP: u32 = 1 << 2;
+/// `SessionEntry::flags`: the launcher's seccomp filter carries the escape
+/// checks, so the BPF LSM leaves this session's connects to guardd's listener.
+pub const SESSION_ESCAPE_FILTER: u32 = 1 << 3;
 /// `SETTINGS[0]` bit: session processes may not attach to (ptrace, memory
 /// access, pidfd_getfd) processes outside their session (`[defaults]
 /// session_escape = "deny"`), checked by the BPF LSM where it runs.
@@ -197,7 +200,12 @@ pub struct LsmOffsets {
     pub sb_dev: u32,
     pub task_start_time: u32,
     pub file_flags: u32,
-    pub _pad: u32,
+    /// `sock.sk_peer_pid`: on a listening unix socket, its listener's `struct pid`.
+    pub sock_peer_pid: u32,
+    /// `pid.numbers[0].nr`: the pid in the initial namespace.
+    pub pid_nr: u32,
+    /// `unix_sock.path` + `path.dentry`: the socket file (NULL for abstract names).
+    pub unix_dentry: u32,
 }
 
 /// Key of the `PROTECTED` map: a file by device (the kernel's `s_dev`
@@ -226,6 +234,10 @@ pub const GATE_TRUNCATE: u32 = 1 << 3;
 pub const GATE_WRITE: u32 = 1 << 4;
 pub const GATE_CHMOD: u32 = 1 << 5;
 pub const GATE_CHOWN: u32 = 1 << 6;
+/// Not a `[[protect]]` operation: a session process's connect to a unix
+/// stream socket served from outside its session, held by the escape check
+/// (`escape_unix_stream_connect`); its "root" is the socket's file.
+pub const ESCAPE_CONNECT: u32 = 1 << 31;
 /// `GateRoot::owner` of a root that is protected in every session.
 pub const ANY_OWNER: u32 = u32::MAX;
 /// Capacity of the protected-root map of the LSM syscall gate.
@@ -319,7 +331,7 @@ pub struct GateDecision {
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<LsmOffsets>() == 48);
+const _: () = assert!(core::mem::size_of::<LsmOffsets>() == 56);
 const _: () = assert!(core::mem::size_of::<GateRoot>() == 24);
 const _: () = assert!(core::mem::size_of::<ReportCall>() == 32);
 const _: () = assert!(core::mem::size_of::<ReportEvent>() == 64 + 16 + 2 * REPORT_PATH);

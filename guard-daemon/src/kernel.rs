@@ -95,7 +95,7 @@ fn report_link(tracepoint: &str) -> String {
 /// (program, LSM hook, parameter count it is built for; None: any), loaded
 /// only where the BPF LSM is active. Hooks whose signature changed have one
 /// program per signature; the one matching this kernel's BTF is loaded.
-const LSM_PROGRAMS: [(&str, &str, Option<u32>); 20] = [
+const LSM_PROGRAMS: [(&str, &str, Option<u32>); 21] = [
     ("protect_task_kill", "task_kill", None),
     ("protect_ptrace", "ptrace_access_check", None),
     ("protect_bpf", "bpf", Some(3)),
@@ -116,6 +116,7 @@ const LSM_PROGRAMS: [(&str, &str, Option<u32>); 20] = [
     ("gate_path_chmod", "path_chmod", None),
     ("gate_path_chown", "path_chown", None),
     ("gate_file_open", "file_open", None),
+    ("escape_unix_stream_connect", "unix_stream_connect", None),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -930,7 +931,10 @@ fn lsm_offsets() -> Result<LsmOffsets, String> {
             sb_dev: btf.member_offset("super_block", "s_dev")?,
             task_start_time: btf.member_offset("task_struct", "start_time")?,
             file_flags: btf.member_offset("file", "f_flags")?,
-            _pad: 0,
+            sock_peer_pid: btf.member_offset("sock", "sk_peer_pid")?,
+            pid_nr: btf.member_offset("pid", "numbers")? + btf.member_offset("upid", "nr")?,
+            unix_dentry: btf.member_offset("unix_sock", "path")?
+                + btf.member_offset("path", "dentry")?,
         })
     };
     read().map_err(|err| format!("BTF for the LSM hooks: {err}"))

@@ -181,7 +181,7 @@ fn gate(op: u32, dentry: *const u8, previous: i32) -> i32 {
 }
 
 #[inline(always)]
-fn hold(pid: u32, tid: u32, session_id: u32, op: u32, root: FileKey) -> i32 {
+pub(crate) fn hold(pid: u32, tid: u32, session_id: u32, op: u32, root: FileKey) -> i32 {
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let Some(start_ns) = read::<u64>(task, off().task_start_time) else {
         return -EPERM;
@@ -264,7 +264,7 @@ fn protected_root(mut dentry: *const u8, op: u32, owner: u32) -> Option<(FileKey
 
 /// Device and inode of a dentry's inode (zero for a name that does not exist yet).
 #[inline(always)]
-fn dentry_key(dentry: *const u8, o: &guard_common::LsmOffsets) -> FileKey {
+pub(crate) fn dentry_key(dentry: *const u8, o: &guard_common::LsmOffsets) -> FileKey {
     let inode: *const u8 = peek(dentry, o.dentry_inode);
     let sb: *const u8 = peek(inode, o.inode_sb);
     FileKey {
@@ -277,7 +277,7 @@ fn dentry_key(dentry: *const u8, o: &guard_common::LsmOffsets) -> FileKey {
 /// Reads a `T` at `base + offset`; zero when the read fails (the helper
 /// zeroes its destination then).
 #[inline(always)]
-fn peek<T>(base: *const u8, offset: u32) -> T {
+pub(crate) fn peek<T>(base: *const u8, offset: u32) -> T {
     let mut value = core::mem::MaybeUninit::<T>::zeroed();
     unsafe {
         aya_ebpf::helpers::generated::bpf_probe_read_kernel(

@@ -45,7 +45,9 @@ static LSM_OFFSETS: LsmOffsets = LsmOffsets {
     sb_dev: 0,
     task_start_time: 0,
     file_flags: 0,
-    _pad: 0,
+    sock_peer_pid: 0,
+    pid_nr: 0,
+    unix_dentry: 0,
 };
 
 #[inline(always)]

@@ -194,9 +194,9 @@ impl Guard {
                         .flat_map(|p| p["map_ids"].as_array().unwrap())
                         .map(|id| id.as_u64().unwrap() as u32),
                 );
-                // Four tracepoints, and 17 LSM programs (9 protect_*, 8 gate_*) where the BPF LSM
-                // runs, else the report-only program.
-                let expected = if lsm_active(&status) { 21 } else { 5 };
+                // Four tracepoints, and 18 LSM programs (9 protect_*, 8 gate_*, one escape_*)
+                // where the BPF LSM runs, else the report-only program.
+                let expected = if lsm_active(&status) { 22 } else { 5 };
                 assert_eq!(programs.len(), expected, "{status}");
                 assert!(!self.map_ids.is_empty(), "{status}");
                 return;

@@ -226,7 +226,13 @@ fn initramfs(binaries: &Binaries) -> anyhow::Result<PathBuf> {
     fs::copy(&binaries.guardd, root.join("agent-guard/guardd"))?;
     fs::copy(&binaries.guardctl, root.join("agent-guard/guardctl"))?;
     let mut runs = String::new();
-    for (name, exe) in &binaries.tests {
+    // AGENT_GUARD_VM_SUITES=a,b runs only those suites (while working on them).
+    let only = std::env::var("AGENT_GUARD_VM_SUITES").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|s| s == name))
+    };
+    for (name, exe) in binaries.tests.iter().filter(|(name, _)| wanted(name)) {
         fs::copy(exe, root.join("agent-guard/tests").join(name))?;
         let skips = SUITES
             .iter()

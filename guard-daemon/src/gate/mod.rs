@@ -170,21 +170,7 @@ pub async fn serve(fd: OwnedFd, session: u32, guard: Arc<Mutex<Guard>>) {
 /// `/proc/TID/syscall` (for the BPF LSM gate, which stops the process inside
 /// the call). None when the thread is not stopped in a known gated call.
 pub fn describe_stopped(tid: u32) -> Option<Vec<PathBuf>> {
-    // The stop lands as the call returns to user mode: wait for it briefly.
-    for _ in 0..100 {
-        if crate::procfs::stat(tid).is_ok_and(|s| s.is_stopped()) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_micros(100));
-    }
-    let text = std::fs::read_to_string(format!("/proc/{tid}/syscall")).ok()?;
-    let mut fields = text.split_whitespace();
-    let number: i32 = fields.next()?.parse().ok()?;
-    let args: Vec<u64> = fields
-        .take(6)
-        .map(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16))
-        .collect::<Result<_, _>>()
-        .ok()?;
+    let (number, args) = stopped_call(tid)?;
     let gated = syscalls::by_number(number)?;
     let follows = match gated.open_flags {
         Some(arg) => args.get(arg)? & libc::O_NOFOLLOW as u64 == 0,
@@ -199,6 +185,28 @@ pub fn describe_stopped(tid: u32) -> Option<Vec<PathBuf>> {
             Some(resolve::resolve(tid, dirfd, &raw, follows))
         })
         .collect()
+}
+
+/// The system call number and arguments of a thread the BPF LSM stopped in
+/// a call (`/proc/TID/syscall`: the registers still hold them until the
+/// call restarts).
+pub(crate) fn stopped_call(tid: u32) -> Option<(i32, Vec<u64>)> {
+    // The stop lands as the call returns to user mode: wait for it briefly.
+    for _ in 0..1000 {
+        if crate::procfs::stat(tid).is_ok_and(|s| s.is_stopped()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+    let text = std::fs::read_to_string(format!("/proc/{tid}/syscall")).ok()?;
+    let mut fields = text.split_whitespace();
+    let number: i32 = fields.next()?.parse().ok()?;
+    let args: Vec<u64> = fields
+        .take(6)
+        .map(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    Some((number, args))
 }
 
 /// A path a thread passed to a gated call, resolved as the kernel would

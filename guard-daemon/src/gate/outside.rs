@@ -94,6 +94,23 @@ pub(super) fn decode(
 
 use std::os::fd::AsRawFd as _;
 
+/// The guarded socket a thread the BPF LSM stopped in `connect` asked for
+/// (`escape_unix_stream_connect`), None for any other socket. An error when
+/// the call cannot be read: the caller then refuses it.
+pub fn stopped_connect(tid: u32) -> Result<Option<Target>, String> {
+    let (number, args) = super::stopped_call(tid)
+        .ok_or_else(|| format!("thread {tid}: its stopped call cannot be read"))?;
+    if i64::from(number) != libc::SYS_connect {
+        return Err(format!(
+            "thread {tid} is stopped in system call {number}, not connect (io_uring?)"
+        ));
+    }
+    socket_target(tid, args[1], args[2] as u32).map_err(|err| match err {
+        Undecodable::Gone => format!("thread {tid} has ended"),
+        Undecodable::Unreadable(why) => why,
+    })
+}
+
 /// A pid the caller passed means the same process to guardd only in the same
 /// pid namespace; elsewhere the call is refused (fail closed).
 fn same_pid_namespace(tid: u32) -> Result<(), Undecodable> {

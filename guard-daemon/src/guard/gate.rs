@@ -48,21 +48,30 @@ impl Guard {
             }
             _ => false,
         };
-        if !self.seccomp_gate() || !launcher {
-            // A filter with the escape checks only: file calls still go to
-            // the report-only tracepoint.
+        if !launcher {
             return Ok(session.session_id);
         }
-        // Its calls are gated: the report-only tracepoint need not report them
-        // too (children inherit the flag: the launcher has not exec'd yet).
-        self.seccomp_sessions.insert(session.session_id);
+        // Children inherit these flags: the launcher has not exec'd yet.
+        let mut flags = 0;
+        if self.policy.session_escape == crate::policy::EscapeMode::Deny {
+            // guardctl run asked for the escape checks just before: its
+            // filter judges connects, the BPF LSM need not hold them again.
+            flags |= guard_common::SESSION_ESCAPE_FILTER;
+        }
+        if self.seccomp_gate() {
+            // Its file calls are gated: the report-only tracepoint need not
+            // report them too. (A filter with the escape checks only leaves
+            // file calls to the report-only tracepoint.)
+            self.seccomp_sessions.insert(session.session_id);
+            flags |= guard_common::SESSION_SECCOMP;
+        }
         let flagged = SessionEntry {
-            flags: session.flags | guard_common::SESSION_SECCOMP,
+            flags: session.flags | flags,
             ..session
         };
         for tid in procfs::threads(pid) {
             if let Err(err) = self.kernel.add_to_session(tid, flagged) {
-                tracing::warn!(tid, "cannot mark the session as seccomp-gated: {err}");
+                tracing::warn!(tid, "cannot mark the session's seccomp filter: {err}");
             }
         }
         Ok(session.session_id)

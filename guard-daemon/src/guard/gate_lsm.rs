@@ -9,7 +9,7 @@ use std::{
     path::PathBuf,
 };
 
-use guard_common::{FileKey, GateHeldEntry, GateRoot, ANY_OWNER};
+use guard_common::{FileKey, GateHeldEntry, GateRoot, ANY_OWNER, ESCAPE_CONNECT};
 
 use super::{gate::GateRequest, *};
 use crate::{
@@ -168,7 +168,11 @@ impl Guard {
         record.pid = Some(event.pid);
         record.session = Some(event.session_id);
         record.uid = Some(event.uid);
-        record.operation = Some(format!("{} under {root_path}", operation.name()));
+        record.operation = Some(if event.op == ESCAPE_CONNECT {
+            "connect (unix socket served from outside the session)".to_string()
+        } else {
+            format!("{} under {root_path}", operation.name())
+        });
         record.rule = root.map(|r| self.policy.protections[r.protection].id.clone());
         match kind {
             EventKind::GateDenied => {
@@ -221,6 +225,10 @@ impl Guard {
             self.kernel.forget_gate_held(pid);
             return;
         };
+        if entry.op == ESCAPE_CONNECT {
+            self.raise_lsm_connect(process, entry);
+            return;
+        }
         let operation = operation_of(entry.op).unwrap_or(Operation::Write);
         let owner = self.sessions.get(&entry.session_id).map(|s| s.uid);
         let Some(root) = self.gate_root(entry.root, operation, owner) else {

@@ -647,9 +647,10 @@ fn session_escape(kernel: &Kernel, policy: &Policy) -> (String, String) {
             format!("{SESSION_ESCAPE_SECCOMP}; not here: detected sessions (no seccomp filter; the BPF LSM does not run: {why})")
         }
         (crate::policy::EscapeMode::Deny, None) => format!(
-            "{SESSION_ESCAPE_SECCOMP}; BPF LSM ptrace_access_check in every session, launched or \
-             detected: attaching to, or reading or writing the memory of, a process outside the \
-             session fails with EPERM (not the connect holds: those need the seccomp filter)"
+            "{SESSION_ESCAPE_SECCOMP}; BPF LSM in every session, launched or detected: \
+             ptrace_access_check makes attaching to, or reading or writing the memory of, a \
+             process outside the session fail with EPERM, and unix_stream_connect holds a \
+             detected session's connects to those sockets"
         ),
     };
     ("session_escape".into(), how)

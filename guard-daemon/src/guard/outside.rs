@@ -5,7 +5,7 @@
 use super::{gate::GateRequest, *};
 use crate::{
     gate::{
-        outside::{EscapeCall, Server, Target},
+        outside::{self, EscapeCall, Server, Target},
         Listener, Verdict,
     },
     holds::{GateGroup, GateWaiter},
@@ -101,8 +101,8 @@ impl Guard {
         }
     }
 
-    /// Holds a connect to a guarded socket served from outside the session:
-    /// one request per process and socket, like a protected tree.
+    /// Holds a seccomp-notified connect to a guarded socket served from
+    /// outside the session: one request per process and socket.
     fn hold_connect(
         &mut self,
         listener: &std::sync::Arc<Listener>,
@@ -117,15 +117,102 @@ impl Guard {
         let Ok(process) = ProcessHandle::open(tgid) else {
             return Verdict::Errno(libc::EPERM);
         };
-        let group = GateGroup {
-            pid: process.pid,
-            start_time: process.start_time,
-            protection: RULE.into(),
-            root: path.to_path_buf(),
-        };
+        let group = connect_group(&process, path);
         if let Some(verdict) = self.known_group_verdict(&group, call.id) {
             return verdict;
         }
+        let waiter = GateWaiter::Seccomp {
+            listener: listener.clone(),
+            waiting: vec![call.id],
+        };
+        self.raise_connect_hold(listener.session, process, waiter, path, kind, server);
+        Verdict::Held
+    }
+
+    /// A connect the BPF LSM stopped (`escape_unix_stream_connect`: a unix
+    /// socket served from outside the session): held if the socket is a
+    /// guarded one, let through at once if not, refused if unreadable.
+    pub(super) fn raise_lsm_connect(
+        &mut self,
+        process: ProcessHandle,
+        entry: guard_common::GateHeldEntry,
+    ) {
+        let target = match outside::stopped_connect(entry.tid) {
+            Ok(target) => target,
+            Err(why) => {
+                tracing::warn!(pid = process.pid, "escape check: {why}; connect refused");
+                let argv = procfs::cmdline(process.pid).unwrap_or_default();
+                let exe = procfs::link(process.pid, "exe");
+                let mut record = self.record_for(&process, entry.session_id, &argv, &exe);
+                record.event = Some(AuditEvent::Deny);
+                record.decision = Some("deny".into());
+                record.rule = Some(RULE.into());
+                record.operation = Some("connect (unix socket served from outside)".into());
+                record.reason = Some(format!("the call could not be read: {why}"));
+                self.audit.write(&record);
+                self.release_lsm_call(&process, &entry, false);
+                return;
+            }
+        };
+        let guarded = match target {
+            _ if self.policy.session_escape == EscapeMode::Allow => None,
+            Some(Target::Socket { path, kind, server }) => match server {
+                Server::Pid(pid) if self.in_session(pid, entry.session_id) => None,
+                // Nobody listens any more: the kernel fails the call itself.
+                Server::Refused(_) => None,
+                Server::Pid(pid) => Some((path, kind, Some(pid))),
+                Server::Unknown => Some((path, kind, None)),
+            },
+            _ => None,
+        };
+        let Some((path, kind, server)) = guarded else {
+            self.release_lsm_call(&process, &entry, true);
+            return;
+        };
+        let waiter = GateWaiter::Lsm {
+            root: entry.root,
+            start_ns: entry.start_ns,
+        };
+        self.raise_connect_hold(entry.session_id, process, waiter, &path, kind, server);
+    }
+
+    /// Writes the kernel's decision for a call it stopped, then continues
+    /// the process (never before: the restarted call must find it).
+    fn release_lsm_call(
+        &mut self,
+        process: &ProcessHandle,
+        entry: &guard_common::GateHeldEntry,
+        allowed: bool,
+    ) {
+        match self
+            .kernel
+            .decide_gate(process.pid, entry.root, entry.start_ns, allowed)
+        {
+            Ok(()) => {
+                self.lsm_gate
+                    .decided
+                    .insert(process.pid, process.start_time);
+                let _ = process.resume();
+            }
+            Err(err) => {
+                // Still stopped and in the kernel's map: tried again on a tick.
+                tracing::error!(
+                    pid = process.pid,
+                    "escape check: decision not written: {err}"
+                );
+            }
+        }
+    }
+
+    fn raise_connect_hold(
+        &mut self,
+        session: u32,
+        process: ProcessHandle,
+        waiter: GateWaiter,
+        path: &std::path::Path,
+        kind: &'static str,
+        server: Option<u32>,
+    ) {
         let served = match server {
             Some(pid) => format!("{kind} server pid {pid}, outside the session"),
             None => format!("{kind} server unknown, judged as outside the session"),
@@ -144,26 +231,32 @@ impl Guard {
             timeout: self.policy.hold_timeout,
             message: None,
         };
-        let argv = procfs::cmdline(tgid).unwrap_or_default();
-        let exe = procfs::link(tgid, "exe");
-        let mut record = self.record_for(&process, listener.session, &argv, &exe);
+        let argv = procfs::cmdline(process.pid).unwrap_or_default();
+        let exe = procfs::link(process.pid, "exe");
+        let mut record = self.record_for(&process, session, &argv, &exe);
         record.rule = Some(RULE.into());
         record.operation = Some(operation.clone());
         self.raise_gate_hold(GateRequest {
-            session: listener.session,
+            session,
             operation_name: "connect",
-            waiter: GateWaiter::Seccomp {
-                listener: listener.clone(),
-                waiting: vec![call.id],
-            },
+            waiter,
+            group: connect_group(&process, path),
             process,
             argv,
             exe,
             protection,
-            group,
             operation,
             record,
         });
-        Verdict::Held
+    }
+}
+
+/// One process on one guarded socket.
+fn connect_group(process: &ProcessHandle, path: &std::path::Path) -> GateGroup {
+    GateGroup {
+        pid: process.pid,
+        start_time: process.start_time,
+        protection: RULE.into(),
+        root: path.to_path_buf(),
     }
 }
