@@ -13,7 +13,10 @@ use tokio::signal::unix::SignalKind;
 
 use crate::{
     audit::AuditLog,
-    guard::Guard,
+    guard::{
+        finish::{finish, Effects, Ending, Held, Outcome},
+        Guard,
+    },
     kernel::{self, Continuation, Kernel, MapSizes, ProgramSets},
     notice,
     policy::Policy,
@@ -266,41 +269,73 @@ pub fn teardown(pin_dir: &Path, state_dir: &Path, audit_log: &Path) -> anyhow::R
         let Ok(stat) = crate::procfs::stat(pid) else {
             continue;
         };
-        let (reason, notice) = match Recorded::of(&stat, continued) {
-            Recorded::Held => (
-                "guardd --teardown".to_string(),
-                "agent-guard: removed (teardown); the held command is denied. It did not run.\n"
-                    .to_string(),
-            ),
-            Recorded::Continued(continuation) => {
-                let why = format!("{}: it ran without a decision", continuation.describe());
-                (
-                    format!("guardd --teardown; {why}"),
-                    format!(
-                        "agent-guard: removed (teardown); the held command is denied. {why}.\n"
-                    ),
-                )
-            }
+        let continued = match Recorded::of(&stat, continued) {
+            Recorded::Held => None,
+            Recorded::Continued(continuation) => Some(continuation),
             Recorded::LetGo => {
                 tracing::warn!(pid, "recorded as held but let go by guardd: left alone");
                 continue;
             }
         };
-        if let Some(stderr) = notice::stderr_of(&process) {
-            notice::write(&stderr, &notice);
-        }
-        process
-            .kill()
-            .with_context(|| format!("killing held pid {pid}"))?;
-        denied += 1;
+        let stderr = notice::stderr_of(&process);
         let mut record = crate::audit::AuditRecord::new(crate::audit::AuditEvent::Deny);
         record.pid = Some(pid);
-        record.decision = Some("deny".into());
-        record.reason = Some(reason);
-        audit.write(&record);
+        let ending = Ending {
+            pid,
+            held: Held::Exec {
+                process: Some(&process),
+                traced: false,
+            },
+            request: None,
+            subject: String::new(),
+            stderr: stderr.as_ref(),
+            record,
+        };
+        let mut effects = TeardownEffects {
+            audit: &audit,
+            kill_failed: None,
+        };
+        finish(&mut effects, ending, Outcome::TornDown { continued });
+        if let Some(err) = effects.kill_failed {
+            return Err(err).with_context(|| format!("killing held pid {pid}"));
+        }
+        denied += 1;
     }
     state.remove().context("removing the state")?;
     Ok(denied)
+}
+
+/// What ending a hold does without a running guardd: the pins and maps are
+/// gone already, nothing is released.
+struct TeardownEffects<'a> {
+    audit: &'a AuditLog,
+    kill_failed: Option<std::io::Error>,
+}
+
+impl Effects for TeardownEffects<'_> {
+    fn release(&mut self, _: &Ending<'_>) {}
+
+    fn refuse(&mut self, ending: &Ending<'_>) {
+        if let Held::Exec {
+            process: Some(process),
+            ..
+        } = ending.held
+        {
+            self.kill_failed = process.kill().err();
+        }
+    }
+
+    fn forget(&mut self, _: &Ending<'_>) {}
+
+    fn notice(&mut self, ending: &Ending<'_>, text: &str) {
+        if let Some(stderr) = ending.stderr {
+            notice::write(stderr, text);
+        }
+    }
+
+    fn audit(&mut self, record: &crate::audit::AuditRecord) {
+        self.audit.write(record);
+    }
 }
 
 /// systemd's watchdog (WatchdogSec=): pinged at half the interval, and only

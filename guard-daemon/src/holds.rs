@@ -246,3 +246,42 @@ impl HoldRegistry {
 pub fn format_duration(duration: Duration) -> String {
     humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A hold on `process` with placeholder terms, for unit tests.
+    pub(crate) fn hold_of(process: ProcessHandle) -> Hold {
+        let now = Instant::now();
+        Hold {
+            id: "h-test".into(),
+            process,
+            session: 1,
+            agent: None,
+            uid: 0,
+            program: "terraform".into(),
+            argv: vec![b"terraform".to_vec(), b"destroy".to_vec()],
+            cwd: "/".into(),
+            exe: "/usr/bin/terraform".into(),
+            rule: "rule-1".into(),
+            approvals_needed: 1,
+            approved_by: Vec::new(),
+            approvers: Vec::new(),
+            self_approval: true,
+            tokens_seen: Vec::new(),
+            on_timeout: crate::policy::OnTimeout::Deny,
+            traced: false,
+            protection: String::new(),
+            ancestry: Vec::new(),
+            context: Vec::new(),
+            why: Vec::new(),
+            created: now,
+            deadline: now,
+            created_unix: 0,
+            deadline_unix: 0,
+            stderr: None,
+            gate: None,
+        }
+    }
+}

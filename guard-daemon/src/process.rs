@@ -41,6 +41,10 @@ impl Pidfd {
         send(&self.fd, Signal::CONT)
     }
 
+    pub fn kill(&self) -> std::io::Result<()> {
+        send(&self.fd, Signal::KILL)
+    }
+
     /// A handle with the start time, read after the pidfd was opened: if the
     /// pid was reused in between, this is the new process's and the pidfd
     /// refers to it too.

@@ -8,16 +8,22 @@ impl Guard {
     pub fn on_event(&mut self, event: &Event) {
         let comm = comm_str(&event.comm);
         match EventKind::from_u32(event.kind) {
-            // A stop raised from the HELD map while its event waited in the ring
-            // buffer is decided already: its late event must not act again.
-            Some(EventKind::ExecHeld) if self.is_stale(event) => {}
-            Some(EventKind::ExecHeld | EventKind::ExecStopFailed) => self.on_stop(Stop {
-                pid: event.pid,
-                session: event.session_id,
-                comm: &comm,
-                stopped_at_ns: Some(event.ktime_ns),
-                stop_failed: event.kind == EventKind::ExecStopFailed as u32,
-            }),
+            Some(kind @ (EventKind::ExecHeld | EventKind::ExecStopFailed)) => {
+                let held = self.kernel.held_entry(event.pid);
+                // A stop raised from the HELD map while its event waited in the ring
+                // buffer is decided already: its late event must not act again.
+                if kind == EventKind::ExecHeld && self.is_stale(event, held) {
+                    return;
+                }
+                self.on_stop(Stop {
+                    pid: event.pid,
+                    session: event.session_id,
+                    comm: &comm,
+                    stopped_at_ns: Some(event.ktime_ns),
+                    recorded_ns: held.map(|entry| entry.ktime_ns),
+                    stop_failed: kind == EventKind::ExecStopFailed,
+                })
+            }
             Some(EventKind::SessionDetected) => {
                 self.register_session(
                     event.session_id,
@@ -61,8 +67,8 @@ impl Guard {
     /// An ExecHeld event is stale when the kernel no longer lists that stop
     /// (or lists a later one) and the process is not stopped. With no entry
     /// but a stopped process (the HELD map was full), it is handled.
-    fn is_stale(&self, event: &Event) -> bool {
-        match self.kernel.held_entry(event.pid) {
+    fn is_stale(&self, event: &Event, held: Option<guard_common::HeldEntry>) -> bool {
+        match held {
             Some(entry) => entry.ktime_ns > event.ktime_ns,
             None => !procfs::stat(event.pid).is_ok_and(|stat| stat.is_stopped()),
         }
@@ -77,8 +83,8 @@ impl Guard {
         }
         let Ok(pidfd) = Pidfd::open(stop.pid) else {
             // Gone before we looked: nothing can run.
-            self.kernel.forget_held(stop.pid);
-            return;
+            let ending = stop_ending(stop.pid, None, stop.session, None, None);
+            return self.finish(ending, Outcome::Gone);
         };
         let command = self.stopped_command(&stop);
         let explanation = command
@@ -93,17 +99,22 @@ impl Guard {
         if allowed && self.holds.id_of_pid(stop.pid).is_none() {
             // The common case: let it run before anything else is done. With no
             // hold on this pid, its start time (another /proc read) is not needed.
-            let _ = pidfd.resume();
+            let ending = stop_ending(stop.pid, Some(&pidfd), stop.session, None, None);
+            self.finish(ending, Outcome::PolicyAllowed { audited: false });
             // Looked up after the resume, off the decision's path: a stop
             // another process continued ran already, and what was judged may
             // be a later exec's command line. One map lookup, a miss.
-            if let Some(continuation) = self.kernel.continued_by(stop.pid) {
+            let continued = self
+                .kernel
+                .continued_mark(stop.pid)
+                .filter(|(_, marked_stop)| Some(*marked_stop) == stop.recorded_ns)
+                .map(|(continuation, _)| continuation);
+            if let Some(continuation) = continued {
                 if let Ok(process) = pidfd.identify() {
                     self.end_continued(&process, stop.session, continuation, None);
                 }
                 return;
             }
-            self.kernel.forget_held(stop.pid);
             self.stats.counts.allowed += 1;
             if let Some(us) = decision_us {
                 self.stats.decision_us.push(us);
@@ -111,8 +122,8 @@ impl Guard {
             return;
         }
         let Ok(process) = pidfd.identify() else {
-            self.kernel.forget_held(stop.pid);
-            return;
+            let ending = stop_ending(stop.pid, None, stop.session, None, None);
+            return self.finish(ending, Outcome::Gone);
         };
         if self.holds.holds_process(process.pid, process.start_time) {
             return; // already raised (event and map recovery both saw it)
@@ -145,57 +156,53 @@ impl Guard {
             return;
         }
         if explanation.action == Action::Allow {
-            let _ = process.resume();
-            self.kernel.forget_held(stop.pid);
+            let ending = stop_ending(stop.pid, Some(&process), stop.session, None, None);
+            self.finish(ending, Outcome::PolicyAllowed { audited: false });
             self.stats.counts.allowed += 1;
             return;
         }
         let mut record = self.record_for(&process, stop.session, &judged, &exe);
         record.rule = explanation.rule.clone();
         record.decision_us = decision_us;
-        match explanation.action {
+        let outcome = match explanation.action {
             Action::Allow | Action::Audit => {
-                let _ = process.resume();
-                self.kernel.forget_held(stop.pid);
                 self.stats.counts.allowed += 1;
-                record.event = Some(AuditEvent::Audit);
-                record.decision = Some("allow".into());
-                self.audit.write(&record);
+                Outcome::PolicyAllowed { audited: true }
             }
             Action::Deny => {
                 self.stats.counts.denied += 1;
-                let message = explanation
-                    .message
-                    .clone()
-                    .unwrap_or_else(|| "the policy forbids it".into());
-                if let Some(stderr) = notice::stderr_of(&process) {
-                    notice::write(
-                        &stderr,
-                        &format!(
-                            "agent-guard: denied `{}` (rule {}): {}. It did not run.\n",
-                            display_argv(&judged),
-                            explanation.rule.as_deref().unwrap_or("-"),
-                            escape_bytes(message.as_bytes())
-                        ),
-                    );
+                Outcome::PolicyDenied {
+                    message: explanation
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| "the policy forbids it".into()),
                 }
-                let _ = process.kill();
-                self.kernel.forget_held(stop.pid);
-                record.event = Some(AuditEvent::Deny);
-                record.decision = Some("deny".into());
-                record.reason = Some(message);
-                self.audit.write(&record);
             }
-            Action::Hold => self.raise_hold(
-                process,
-                stop.session,
-                program,
-                judged,
-                exe,
-                &explanation,
-                record,
-            ),
-        }
+            Action::Hold => {
+                return self.raise_hold(
+                    process,
+                    stop.session,
+                    program,
+                    judged,
+                    exe,
+                    &explanation,
+                    record,
+                )
+            }
+        };
+        let stderr = notice::stderr_of(&process);
+        let ending = Ending {
+            pid: process.pid,
+            held: Held::Exec {
+                process: Some(&process),
+                traced: false,
+            },
+            request: None,
+            subject: display_argv(&judged),
+            stderr: stderr.as_ref(),
+            record,
+        };
+        self.finish(ending, outcome);
     }
 
     /// The stopped process's judged argv, exe and command context (cwd,
@@ -277,10 +284,10 @@ impl Guard {
         self.protect(&mut hold, &mut record);
         // Looked again in ptrace-stop, where a SIGCONT no longer wakes it.
         if let Some(continuation) = self.kernel.continued_by(hold.process.pid) {
-            if hold.traced {
-                self.tracer.kill(hold.process.pid);
-            }
-            self.end_continued(&hold.process, hold.session, continuation, None);
+            let mut ending = self.hold_ending(&hold);
+            ending.request = None;
+            ending.record = stop_ending(hold.process.pid, None, hold.session, None, None).record;
+            self.finish(ending, Outcome::Continued(continuation));
             return;
         }
         self.stats.counts.held += 1;
@@ -328,31 +335,23 @@ impl Guard {
         continuation: Continuation,
         request: Option<(&str, &str)>,
     ) {
-        let why = format!("{}: it ran without a decision", continuation.describe());
-        if let Some(stderr) = notice::stderr_of(process) {
-            notice::write(
-                &stderr,
-                &format!("agent-guard: {why}. Killed (fail closed).\n"),
-            );
-        }
-        self.fail_closed(process, session, &why, request);
+        let stderr = notice::stderr_of(process);
+        let ending = stop_ending(
+            process.pid,
+            Some(process),
+            session,
+            request,
+            stderr.as_ref(),
+        );
+        self.finish(ending, Outcome::Continued(continuation));
     }
 
     /// A recorded stop whose process runs, and no other process sent it
     /// SIGCONT: an earlier guardd let it go and ended before it forgot the
     /// stop (or saved the state). Holding it now could end it mid-run.
     pub(super) fn leave_let_go(&mut self, pid: u32, session: u32, request: Option<(&str, &str)>) {
-        let why = "recorded as stopped at exec but running, let go by an earlier guardd: \
-                   neither held again nor ended";
-        tracing::warn!(pid, "{why}");
-        self.kernel.forget_held(pid);
-        let mut record = AuditRecord::new(AuditEvent::Error);
-        record.pid = Some(pid);
-        record.session = Some(session);
-        record.request_id = request.map(|(id, _)| id.to_string());
-        record.rule = request.map(|(_, rule)| rule.to_string());
-        record.reason = Some(why.into());
-        self.audit.write(&record);
+        let ending = stop_ending(pid, None, session, request, None);
+        self.finish(ending, Outcome::LetGo);
     }
 
     /// Takes the process into ptrace-stop, so that only guardd can end the
@@ -407,17 +406,9 @@ impl Guard {
         why: &str,
         request: Option<(&str, &str)>,
     ) {
-        tracing::error!(pid = process.pid, "{why}: killing it");
-        let _ = process.kill();
-        self.kernel.forget_held(process.pid);
-        let mut record = AuditRecord::new(AuditEvent::Error);
-        record.pid = Some(process.pid);
-        record.session = Some(session);
-        record.request_id = request.map(|(id, _)| id.to_string());
-        record.rule = request.map(|(_, rule)| rule.to_string());
-        record.decision = Some("deny".into());
-        record.reason = Some(format!("{why}; killed (fail closed)"));
-        self.audit.write(&record);
+        let ending = stop_ending(process.pid, Some(process), session, request, None);
+        let why = why.to_string();
+        self.finish(ending, Outcome::FailedClosed { why });
     }
 
     pub(super) fn on_interpreter(&mut self, pid: u32) {
@@ -552,7 +543,8 @@ impl Guard {
                 continue;
             }
             let Ok(stat) = procfs::stat(pid) else {
-                self.kernel.forget_held(pid);
+                let ending = stop_ending(pid, None, entry.session_id, None, None);
+                self.finish(ending, Outcome::Gone);
                 continue;
             };
             let running = match Recorded::of(&stat, self.kernel.continued_by(pid)) {
@@ -580,6 +572,7 @@ impl Guard {
                 session: entry.session_id,
                 comm: &stat.comm,
                 stopped_at_ns: None,
+                recorded_ns: Some(entry.ktime_ns),
                 stop_failed: running,
             });
         }

@@ -305,7 +305,8 @@ impl Guard {
                 }
             }
             GateWaiter::Lsm { root, start_ns } => {
-                self.answer_lsm_gate(hold, *root, *start_ns, allowed)
+                let record = self.hold_record(hold, AuditEvent::Error);
+                self.answer_lsm_call(&hold.process, *root, *start_ns, allowed, &record);
             }
         }
         self.gate_decisions.insert(gate.group.clone(), allowed);

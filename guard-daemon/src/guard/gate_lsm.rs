@@ -222,8 +222,10 @@ impl Guard {
 
     fn raise_lsm_hold(&mut self, pid: u32, entry: GateHeldEntry) {
         let Ok(process) = ProcessHandle::open(pid) else {
-            self.kernel.forget_gate_held(pid);
-            return;
+            let record = AuditRecord::new(AuditEvent::Error);
+            let ending =
+                lsm_call_ending(None, pid, entry.root, entry.start_ns, String::new(), record);
+            return self.finish(ending, Outcome::Gone);
         };
         if entry.op == ESCAPE_CONNECT {
             self.raise_lsm_connect(process, entry);
@@ -237,14 +239,17 @@ impl Guard {
                 pid,
                 "syscall gate: held call on a root no longer protected, released"
             );
-            if self
-                .kernel
-                .decide_gate(pid, entry.root, entry.start_ns, true)
-                .is_ok()
-            {
-                let _ = process.resume();
-            }
-            return;
+            let mut record = AuditRecord::new(AuditEvent::Error);
+            record.pid = Some(pid);
+            let ending = lsm_call_ending(
+                Some(&process),
+                pid,
+                entry.root,
+                entry.start_ns,
+                operation.name().to_string(),
+                record,
+            );
+            return self.finish(ending, Outcome::PolicyAllowed { audited: false });
         };
         let protection = self.policy.protections[root.protection].clone();
         let described = crate::gate::describe_stopped(entry.tid)
@@ -287,24 +292,27 @@ impl Guard {
 
     /// The decision into the kernel first, then SIGCONT: the restarted call
     /// finds it. If the kernel refuses the write, nothing is continued.
-    pub(super) fn answer_lsm_gate(
+    /// `record`: the call's record, for the error.
+    pub(super) fn answer_lsm_call(
         &mut self,
-        hold: &Hold,
+        process: &ProcessHandle,
         root: FileKey,
         start_ns: u64,
         allowed: bool,
+        record: &AuditRecord,
     ) {
-        let pid = hold.process.pid;
+        let pid = process.pid;
         match self.kernel.decide_gate(pid, root, start_ns, allowed) {
             Ok(()) => {
-                self.lsm_gate.decided.insert(pid, hold.process.start_time);
-                if let Err(err) = hold.process.resume() {
-                    tracing::error!(id = hold.id, "resume failed: {err}");
+                self.lsm_gate.decided.insert(pid, process.start_time);
+                if let Err(err) = process.resume() {
+                    tracing::error!(pid, "resume failed: {err}");
                 }
             }
             Err(err) => {
-                tracing::error!(id = hold.id, "syscall gate decision not written: {err}");
-                let mut record = self.hold_record(hold, AuditEvent::Error);
+                tracing::error!(pid, "syscall gate decision not written: {err}");
+                let mut record = record.clone();
+                record.event = Some(AuditEvent::Error);
                 if allowed {
                     // Still stopped and still in the kernel's map: raised again.
                     record.reason = Some(format!(
@@ -314,7 +322,7 @@ impl Guard {
                     record.reason = Some(format!(
                         "denial not written to the kernel ({err}); the process is killed"
                     ));
-                    let _ = hold.process.kill();
+                    let _ = process.kill();
                 }
                 self.audit.write(&record);
             }

@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use finish::{lsm_call_ending, stop_ending, Ending, Held, Outcome};
 use guard_common::{Event, EventKind, SessionEntry, SESSION_DETECTED, SESSION_LAUNCHED};
 
 use crate::{
@@ -188,10 +189,13 @@ struct Stop<'a> {
     session: u32,
     comm: &'a str,
     stopped_at_ns: Option<u64>,
+    /// When the kernel's HELD map recorded the stop (a SIGCONT mark names it).
+    recorded_ns: Option<u64>,
     stop_failed: bool,
 }
 
 mod events;
+pub(crate) mod finish;
 mod gate;
 mod gate_lsm;
 mod gate_report;
@@ -558,21 +562,6 @@ impl Guard {
         record.context = hold.context.clone();
         record.why = hold.why.clone();
         record
-    }
-
-    fn audit_end(
-        &self,
-        hold: &Hold,
-        event: AuditEvent,
-        decision: &str,
-        approver: Option<String>,
-        reason: Option<String>,
-    ) {
-        let mut record = self.hold_record(hold, event);
-        record.decision = Some(decision.into());
-        record.approver = approver;
-        record.reason = reason;
-        self.audit.write(&record);
     }
 }
 

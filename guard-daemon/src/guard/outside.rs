@@ -137,21 +137,21 @@ impl Guard {
         process: ProcessHandle,
         entry: guard_common::GateHeldEntry,
     ) {
+        let argv = procfs::cmdline(process.pid).unwrap_or_default();
+        let exe = procfs::link(process.pid, "exe");
+        let mut record = self.record_for(&process, entry.session_id, &argv, &exe);
+        record.rule = Some(RULE.into());
+        record.operation = Some("connect (unix socket served from outside)".into());
+        let subject = "connect".to_string();
         let target = match outside::stopped_connect(entry.tid) {
             Ok(target) => target,
             Err(why) => {
                 tracing::warn!(pid = process.pid, "escape check: {why}; connect refused");
-                let argv = procfs::cmdline(process.pid).unwrap_or_default();
-                let exe = procfs::link(process.pid, "exe");
-                let mut record = self.record_for(&process, entry.session_id, &argv, &exe);
-                record.event = Some(AuditEvent::Deny);
-                record.decision = Some("deny".into());
-                record.rule = Some(RULE.into());
-                record.operation = Some("connect (unix socket served from outside)".into());
-                record.reason = Some(format!("the call could not be read: {why}"));
-                self.audit.write(&record);
-                self.release_lsm_call(&process, &entry, false);
-                return;
+                let (root, start_ns) = (entry.root, entry.start_ns);
+                let ending =
+                    lsm_call_ending(Some(&process), process.pid, root, start_ns, subject, record);
+                let message = format!("the call could not be read: {why}");
+                return self.finish(ending, Outcome::PolicyDenied { message });
             }
         };
         let guarded = match target {
@@ -166,42 +166,16 @@ impl Guard {
             _ => None,
         };
         let Some((path, kind, server)) = guarded else {
-            self.release_lsm_call(&process, &entry, true);
-            return;
+            let (root, start_ns) = (entry.root, entry.start_ns);
+            let ending =
+                lsm_call_ending(Some(&process), process.pid, root, start_ns, subject, record);
+            return self.finish(ending, Outcome::PolicyAllowed { audited: false });
         };
         let waiter = GateWaiter::Lsm {
             root: entry.root,
             start_ns: entry.start_ns,
         };
         self.raise_connect_hold(entry.session_id, process, waiter, &path, kind, server);
-    }
-
-    /// Writes the kernel's decision for a call it stopped, then continues
-    /// the process (never before: the restarted call must find it).
-    fn release_lsm_call(
-        &mut self,
-        process: &ProcessHandle,
-        entry: &guard_common::GateHeldEntry,
-        allowed: bool,
-    ) {
-        match self
-            .kernel
-            .decide_gate(process.pid, entry.root, entry.start_ns, allowed)
-        {
-            Ok(()) => {
-                self.lsm_gate
-                    .decided
-                    .insert(process.pid, process.start_time);
-                let _ = process.resume();
-            }
-            Err(err) => {
-                // Still stopped and in the kernel's map: tried again on a tick.
-                tracing::error!(
-                    pid = process.pid,
-                    "escape check: decision not written: {err}"
-                );
-            }
-        }
     }
 
     fn raise_connect_hold(

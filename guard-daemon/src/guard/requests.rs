@@ -237,34 +237,17 @@ impl Guard {
         }
         let hold = self.holds.remove(id).expect("present");
         if !hold.process.is_alive() {
-            self.audit_end(
-                &hold,
-                AuditEvent::Exit,
-                "exited",
-                Some(approver.display),
-                None,
-            );
+            let approver = Some(approver.display);
+            self.finish(self.hold_ending(&hold), Outcome::Exited { approver });
             return error(&format!("request {id}: the process has already exited"));
         }
-        if let Some(stderr) = &hold.stderr {
-            notice::write(
-                stderr,
-                &format!(
-                    "agent-guard: request {id} approved by {}; running.\n",
-                    approver.display
-                ),
-            );
-        }
-        self.release(&hold);
-        tracing::info!(id, approver = approver.display, "approved");
         let mut record = self.hold_record(&hold, AuditEvent::Approve);
         record.decision = Some("allow".into());
         record.approver = Some(approver.display.clone());
         record.channel = Some(approver.channel.into());
         self.audit.write(&record);
-        let mut release = self.hold_record(&hold, AuditEvent::Release);
-        release.approver = Some(approver.display);
-        self.audit.write(&release);
+        let approver = approver.display;
+        self.finish(self.hold_ending(&hold), Outcome::Approved { approver });
         Response::Decided {
             id: id.to_string(),
             state: HoldState::Approved,
@@ -354,21 +337,12 @@ impl Guard {
         reason: Option<String>,
     ) -> Response {
         let hold = self.holds.remove(id).expect("the caller checked the id");
-        let because = reason
-            .as_deref()
-            .map(|r| format!(": {}", escape_bytes(r.as_bytes())))
-            .unwrap_or_default();
-        self.kill_hold(
-            &hold,
-            &format!("request {id} denied by {approver}{because}"),
-        );
-        tracing::info!(id, approver, "denied");
-        let mut record = self.hold_record(&hold, AuditEvent::Deny);
-        record.decision = Some("deny".into());
-        record.approver = Some(approver);
-        record.channel = Some(channel.into());
-        record.reason = reason;
-        self.audit.write(&record);
+        let outcome = Outcome::Denied {
+            approver,
+            channel: channel.into(),
+            reason,
+        };
+        self.finish(self.hold_ending(&hold), outcome);
         Response::Decided {
             id: id.to_string(),
             state: HoldState::Denied,
@@ -464,51 +438,19 @@ impl Guard {
         let Some(hold) = self.holds.remove(id) else {
             return;
         };
-        let waited = format_duration(hold.deadline - hold.created);
-        if hold.on_timeout == OnTimeout::Allow {
+        let outcome = Outcome::TimedOut {
+            waited: format_duration(hold.deadline - hold.created),
             // The rule's author chose this; it is audited like an approval.
-            if let Some(stderr) = &hold.stderr {
-                notice::write(
-                    stderr,
-                    &format!("agent-guard: request {id} timed out; its rule lets it run.\n"),
-                );
-            }
-            self.release(&hold);
-            self.audit_end(
-                &hold,
-                AuditEvent::Timeout,
-                "allow",
-                None,
-                Some(format!("no decision within {waited}; on_timeout = allow")),
-            );
-            return;
-        }
-        self.kill_hold(
-            &hold,
-            &format!("request {id} timed out after {waited} without approval and was denied"),
-        );
-        tracing::info!(id, "timed out");
-        self.audit_end(
-            &hold,
-            AuditEvent::Timeout,
-            "deny",
-            None,
-            Some(format!("no decision within {waited}")),
-        );
+            allow: hold.on_timeout == OnTimeout::Allow,
+        };
+        self.finish(self.hold_ending(&hold), outcome);
     }
 
     pub(super) fn end_exited(&mut self, id: &str) {
         let Some(hold) = self.holds.remove(id) else {
             return;
         };
-        self.kernel.forget_held(hold.process.pid);
-        self.audit_end(
-            &hold,
-            AuditEvent::Exit,
-            "exited",
-            None,
-            Some("the held process ended before a decision".into()),
-        );
+        self.finish(self.hold_ending(&hold), Outcome::Exited { approver: None });
     }
 
     /// On shutdown nothing held may run: every pending request is denied.
@@ -541,52 +483,6 @@ impl Guard {
                 );
             }
         }
-    }
-
-    pub(super) fn kill_hold(&mut self, hold: &Hold, what: &str) {
-        if let Some(gate) = &hold.gate {
-            // A held system call fails (EPERM); the process goes on.
-            if let Some(stderr) = &hold.stderr {
-                notice::write(
-                    stderr,
-                    &format!(
-                        "agent-guard: {what}. `{}` failed with EPERM.\n",
-                        gate.operation
-                    ),
-                );
-            }
-            self.answer_gate(hold, gate, false);
-            return;
-        }
-        if let Some(stderr) = &hold.stderr {
-            notice::write(
-                stderr,
-                &format!("agent-guard: {what}. `{}` did not run.\n", hold.command()),
-            );
-        }
-        if hold.traced {
-            self.tracer.kill(hold.process.pid);
-        } else if let Err(err) = hold.process.kill() {
-            tracing::error!(id = hold.id, "kill failed: {err}");
-        }
-        self.kernel.forget_held(hold.process.pid);
-    }
-
-    /// Lets a held process run: out of ptrace-stop, then SIGCONT.
-    pub(super) fn release(&mut self, hold: &Hold) {
-        if let Some(gate) = &hold.gate {
-            self.answer_gate(hold, gate, true);
-            return;
-        }
-        if hold.traced {
-            if let Err(err) = self.tracer.detach(hold.process.pid) {
-                tracing::error!(id = hold.id, "ptrace detach failed: {err}");
-            }
-        }
-        if let Err(err) = hold.process.resume() {
-            tracing::error!(id = hold.id, "resume failed: {err}");
-        }
-        self.kernel.forget_held(hold.process.pid);
     }
 }
 
