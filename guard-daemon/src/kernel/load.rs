@@ -13,10 +13,10 @@ use super::{
 };
 use crate::{btf::Btf, protocol::ProgramView};
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Map, MapData, MapError, RingBuf},
     programs::{
         links::{FdLink, PinnedLink},
-        Lsm, TracePoint,
+        Lsm, Program, ProgramError, ProgramInfo, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
@@ -115,35 +115,19 @@ impl Kernel {
             loader.map_max_entries("CONTINUED", entries);
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
-        let map = |ebpf: &mut Ebpf, name: &'static str| {
-            ebpf.take_map(name).ok_or(KernelError::Map {
-                name,
-                source: aya::maps::MapError::InvalidName { name: name.into() },
-            })
-        };
-        let map_err = |name: &'static str| move |source| KernelError::Map { name, source };
-        let sessions =
-            HashMap::try_from(map(&mut ebpf, "SESSIONS")?).map_err(map_err("SESSIONS"))?;
-        let held = HashMap::try_from(map(&mut ebpf, "HELD")?).map_err(map_err("HELD"))?;
-        let continued =
-            HashMap::try_from(map(&mut ebpf, "CONTINUED")?).map_err(map_err("CONTINUED"))?;
-        let programs =
-            HashMap::try_from(map(&mut ebpf, "PROGRAMS")?).map_err(map_err("PROGRAMS"))?;
-        let protected =
-            HashMap::try_from(map(&mut ebpf, "PROTECTED")?).map_err(map_err("PROTECTED"))?;
-        let gate_roots =
-            HashMap::try_from(map(&mut ebpf, "GATE_ROOTS")?).map_err(map_err("GATE_ROOTS"))?;
-        let gate_held =
-            HashMap::try_from(map(&mut ebpf, "GATE_HELD")?).map_err(map_err("GATE_HELD"))?;
-        let gate_decided =
-            HashMap::try_from(map(&mut ebpf, "GATE_DECIDED")?).map_err(map_err("GATE_DECIDED"))?;
-        let report_calls =
-            HashMap::try_from(map(&mut ebpf, "REPORT_CALLS")?).map_err(map_err("REPORT_CALLS"))?;
-        let guardd = Array::try_from(map(&mut ebpf, "GUARDD")?).map_err(map_err("GUARDD"))?;
-        let settings = Array::try_from(map(&mut ebpf, "SETTINGS")?).map_err(map_err("SETTINGS"))?;
-        let events = RingBuf::try_from(map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
-        let overflows =
-            PerCpuArray::try_from(map(&mut ebpf, "OVERFLOWS")?).map_err(map_err("OVERFLOWS"))?;
+        let sessions = take_map(&mut ebpf, "SESSIONS")?;
+        let held = take_map(&mut ebpf, "HELD")?;
+        let continued = take_map(&mut ebpf, "CONTINUED")?;
+        let programs = take_map(&mut ebpf, "PROGRAMS")?;
+        let protected = take_map(&mut ebpf, "PROTECTED")?;
+        let gate_roots = take_map(&mut ebpf, "GATE_ROOTS")?;
+        let gate_held = take_map(&mut ebpf, "GATE_HELD")?;
+        let gate_decided = take_map(&mut ebpf, "GATE_DECIDED")?;
+        let report_calls = take_map(&mut ebpf, "REPORT_CALLS")?;
+        let guardd = take_map(&mut ebpf, "GUARDD")?;
+        let settings = take_map(&mut ebpf, "SETTINGS")?;
+        let events = take_map(&mut ebpf, "EVENTS")?;
+        let overflows = take_map(&mut ebpf, "OVERFLOWS")?;
         let mut kernel = Self {
             _ebpf: ebpf,
             sessions,
@@ -178,38 +162,21 @@ impl Kernel {
         // SIGCONTs are no foreign continuation, and with the LSM the only ones).
         kernel.set_guardd(std::process::id())?;
         for (name, category, tracepoint) in PROGRAMS {
-            let program_err = |source| KernelError::Program { name, source };
-            let program: &mut TracePoint = kernel
-                ._ebpf
-                .program_mut(name)
-                .ok_or_else(|| KernelError::Tracefs(format!("program {name} missing from object")))?
-                .try_into()
-                .map_err(program_err)?;
+            let program_err = KernelError::program(name);
+            let program: &mut TracePoint = kernel.program(name)?;
             program.load().map_err(program_err)?;
             let link = program.attach(category, tracepoint).map_err(program_err)?;
             let link = program.take_link(link).map_err(program_err)?;
             let link = FdLink::try_from(link)
                 .map_err(|source| KernelError::Pin(format!("{name}: {source}")))?;
-            let pinned = pins.replace_link(name, link)?;
-            kernel.links.insert(name.to_string(), pinned);
-            let program: &mut TracePoint = kernel
-                ._ebpf
-                .program_mut(name)
-                .expect("loaded above")
-                .try_into()
-                .map_err(program_err)?;
+            kernel.pin_link(name.to_string(), link)?;
+            let program: &mut TracePoint = kernel.program(name)?;
             let info = program.info().map_err(program_err)?;
-            kernel.loaded.push(ProgramView {
-                name: name.to_string(),
-                id: info.id(),
-                tracepoint: format!("{category}/{tracepoint}"),
-                map_ids: info.map_ids().ok().flatten().unwrap_or_default(),
-                attached: true,
-            });
+            kernel.list_loaded(name, format!("{category}/{tracepoint}"), &info, true);
         }
         if kernel.lsm_missing.is_none() {
             let started = std::time::Instant::now();
-            let attached = kernel.attach_lsm(&pins);
+            let attached = kernel.attach_lsm();
             if attached.is_ok() {
                 tracing::info!(elapsed = ?started.elapsed(), "BPF LSM programs verified and attached");
             }
@@ -261,7 +228,7 @@ impl Kernel {
         &self.loaded
     }
 
-    fn attach_lsm(&mut self, pins: &Pins) -> Result<(), KernelError> {
+    fn attach_lsm(&mut self) -> Result<(), KernelError> {
         // aya's BTF attaches the programs; ours (aya keeps function prototypes
         // private) picks the variant matching each hook's signature.
         let btf = aya::Btf::from_sys_fs().map_err(|err| KernelError::Btf(err.to_string()))?;
@@ -275,33 +242,64 @@ impl Kernel {
                     continue;
                 }
             }
-            let program_err = |source| KernelError::Program { name, source };
-            let program: &mut Lsm = self
-                ._ebpf
-                .program_mut(name)
-                .ok_or_else(|| KernelError::Tracefs(format!("program {name} missing from object")))?
-                .try_into()
-                .map_err(program_err)?;
+            let program_err = KernelError::program(name);
+            let program: &mut Lsm = self.program(name)?;
             program.load(hook, &btf).map_err(program_err)?;
             let link = program.attach().map_err(program_err)?;
             let link = program.take_link(link).map_err(program_err)?;
-            let pinned = pins.replace_link(name, FdLink::from(link))?;
-            self.links.insert(name.to_string(), pinned);
-            let program: &mut Lsm = self
-                ._ebpf
-                .program_mut(name)
-                .expect("loaded above")
-                .try_into()
-                .map_err(program_err)?;
+            self.pin_link(name.to_string(), FdLink::from(link))?;
+            let program: &mut Lsm = self.program(name)?;
             let info = program.info().map_err(program_err)?;
-            self.loaded.push(ProgramView {
-                name: name.to_string(),
-                id: info.id(),
-                tracepoint: format!("lsm/{hook}"),
-                map_ids: info.map_ids().ok().flatten().unwrap_or_default(),
-                attached: true,
-            });
+            self.list_loaded(name, format!("lsm/{hook}"), &info, true);
         }
         Ok(())
     }
+
+    /// Program `name` of the object, as its type `P`.
+    pub(super) fn program<P>(&mut self, name: &'static str) -> Result<&mut P, KernelError>
+    where
+        for<'a> &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+    {
+        self._ebpf
+            .program_mut(name)
+            .ok_or_else(|| KernelError::Tracefs(format!("program {name} missing from object")))?
+            .try_into()
+            .map_err(KernelError::program(name))
+    }
+
+    /// Pins `link` as `links/NAME` (in place of an earlier run's) and keeps its fd.
+    pub(super) fn pin_link(&mut self, name: String, link: FdLink) -> Result<(), KernelError> {
+        let pinned = self.pins.replace_link(&name, link)?;
+        self.links.insert(name, pinned);
+        Ok(())
+    }
+
+    /// Lists a loaded program for status.
+    pub(super) fn list_loaded(
+        &mut self,
+        name: &str,
+        tracepoint: String,
+        info: &ProgramInfo,
+        attached: bool,
+    ) {
+        self.loaded.push(ProgramView {
+            name: name.to_string(),
+            id: info.id(),
+            tracepoint,
+            map_ids: info.map_ids().ok().flatten().unwrap_or_default(),
+            attached,
+        });
+    }
+}
+
+/// Map `name` of the object, as its type `M`.
+fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, KernelError>
+where
+    M: TryFrom<Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(KernelError::Map {
+        name,
+        source: MapError::InvalidName { name: name.into() },
+    })?;
+    M::try_from(map).map_err(KernelError::map(name))
 }

@@ -1,4 +1,10 @@
 //! Typed access to the programs' maps.
+use std::hash::Hash;
+
+use aya::{
+    maps::{HashMap, MapData},
+    Pod,
+};
 use guard_common::{
     comm_key, Comm, FileKey, GateDecision, GateDecisionKey, GateHeldEntry, GateRoot, HeldEntry,
     ReportCall, SessionEntry, OVERFLOW_EVENTS_LOST, OVERFLOW_STOPS_KILLED, PROGRAM_AGENT,
@@ -6,6 +12,34 @@ use guard_common::{
 };
 
 use super::{Continuation, Kernel, KernelError, ProgramSets};
+
+/// Makes `map` hold exactly `wanted`: removes the keys not wanted, then
+/// writes the entries it lacks or holds with another value.
+fn make_exactly<K, V>(
+    map: &mut HashMap<MapData, K, V>,
+    name: &'static str,
+    wanted: &std::collections::HashMap<K, V>,
+) -> Result<(), KernelError>
+where
+    K: Pod + Eq + Hash,
+    V: Pod + PartialEq,
+{
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|key| !wanted.contains_key(key))
+        .collect();
+    for key in stale {
+        let _ = map.remove(&key);
+    }
+    for (key, value) in wanted {
+        if map.get(key, 0).ok().as_ref() == Some(value) {
+            continue;
+        }
+        map.insert(key, value, 0).map_err(KernelError::map(name))?;
+    }
+    Ok(())
+}
 
 impl Kernel {
     /// Whether some session's calls are not seen by seccomp (so only a
@@ -22,24 +56,7 @@ impl Kernel {
         &mut self,
         calls: &std::collections::HashMap<u32, ReportCall>,
     ) -> Result<(), KernelError> {
-        let stale: Vec<u32> = self
-            .report_calls
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|nr| !calls.contains_key(nr))
-            .collect();
-        for nr in stale {
-            let _ = self.report_calls.remove(&nr);
-        }
-        for (nr, call) in calls {
-            self.report_calls
-                .insert(nr, call, 0)
-                .map_err(|source| KernelError::Map {
-                    name: "REPORT_CALLS",
-                    source,
-                })?;
-        }
-        Ok(())
+        make_exactly(&mut self.report_calls, "REPORT_CALLS", calls)
     }
 
     /// Events the ring buffer had no room for, summed over the CPUs.
@@ -63,42 +80,20 @@ impl Kernel {
     pub fn set_guardd(&mut self, pid: u32) -> Result<(), KernelError> {
         self.guardd
             .set(0, pid, 0)
-            .map_err(|source| KernelError::Map {
-                name: "GUARDD",
-                source,
-            })
+            .map_err(KernelError::map("GUARDD"))
     }
 
     /// The policy's `SETTING_*` bits for the kernel side.
     pub fn set_settings(&mut self, bits: u32) -> Result<(), KernelError> {
         self.settings
             .set(0, bits, 0)
-            .map_err(|source| KernelError::Map {
-                name: "SETTINGS",
-                source,
-            })
+            .map_err(KernelError::map("SETTINGS"))
     }
 
     /// Makes the protected-file map exactly `keys`.
     pub fn set_protected(&mut self, keys: &[(FileKey, u32)]) -> Result<(), KernelError> {
-        let stale: Vec<FileKey> = self
-            .protected
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| !keys.iter().any(|(k, _)| k == key))
-            .collect();
-        for key in stale {
-            let _ = self.protected.remove(&key);
-        }
-        for (key, flags) in keys {
-            self.protected
-                .insert(key, flags, 0)
-                .map_err(|source| KernelError::Map {
-                    name: "PROTECTED",
-                    source,
-                })?;
-        }
-        Ok(())
+        let keys = keys.iter().copied().collect();
+        make_exactly(&mut self.protected, "PROTECTED", &keys)
     }
 
     /// Makes the program map exactly `sets` (entries no longer wanted are removed).
@@ -113,24 +108,7 @@ impl Kernel {
         for name in &sets.interpreters {
             *flags.entry(comm_key(name.as_bytes())).or_default() |= PROGRAM_INTERPRETER;
         }
-        let stale: Vec<Comm> = self
-            .programs
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| !flags.contains_key(key))
-            .collect();
-        for key in stale {
-            let _ = self.programs.remove(&key);
-        }
-        for (key, value) in flags {
-            self.programs
-                .insert(key, value, 0)
-                .map_err(|source| KernelError::Map {
-                    name: "PROGRAMS",
-                    source,
-                })?;
-        }
-        Ok(())
+        make_exactly(&mut self.programs, "PROGRAMS", &flags)
     }
 
     /// The session a thread belongs to, from the kernel's own map.
@@ -141,10 +119,7 @@ impl Kernel {
     pub fn add_to_session(&mut self, tid: u32, entry: SessionEntry) -> Result<(), KernelError> {
         self.sessions
             .insert(tid, entry, 0)
-            .map_err(|source| KernelError::Map {
-                name: "SESSIONS",
-                source,
-            })
+            .map_err(KernelError::map("SESSIONS"))
     }
 
     /// The stop the kernel recorded for `pid`, if it is still undecided.
@@ -201,27 +176,7 @@ impl Kernel {
         &mut self,
         roots: &std::collections::HashMap<FileKey, GateRoot>,
     ) -> Result<(), KernelError> {
-        let stale: Vec<FileKey> = self
-            .gate_roots
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| !roots.contains_key(key))
-            .collect();
-        for key in stale {
-            let _ = self.gate_roots.remove(&key);
-        }
-        for (key, root) in roots {
-            if self.gate_roots.get(key, 0).ok().as_ref() == Some(root) {
-                continue;
-            }
-            self.gate_roots
-                .insert(key, root, 0)
-                .map_err(|source| KernelError::Map {
-                    name: "GATE_ROOTS",
-                    source,
-                })?;
-        }
-        Ok(())
+        make_exactly(&mut self.gate_roots, "GATE_ROOTS", roots)
     }
 
     /// The gated calls the kernel holds, by pid.
@@ -254,10 +209,7 @@ impl Kernel {
         };
         self.gate_decided
             .insert(key, decision, 0)
-            .map_err(|source| KernelError::Map {
-                name: "GATE_DECIDED",
-                source,
-            })?;
+            .map_err(KernelError::map("GATE_DECIDED"))?;
         let _ = self.gate_held.remove(&pid);
         Ok(())
     }

@@ -53,6 +53,18 @@ pub enum KernelError {
     },
 }
 
+impl KernelError {
+    /// For `map_err` on a call on map `name`.
+    fn map(name: &'static str) -> impl Fn(aya::maps::MapError) -> Self + Copy {
+        move |source| Self::Map { name, source }
+    }
+
+    /// For `map_err` on a call on program `name`.
+    fn program(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> Self + Copy {
+        move |source| Self::Program { name, source }
+    }
+}
+
 /// Which programs the kernel should react to.
 pub struct ProgramSets {
     pub watched: Vec<String>,

@@ -9,7 +9,6 @@ use aya::programs::{
 };
 
 use super::{offsets::TRACEFS, Kernel, KernelError};
-use crate::protocol::ProgramView;
 
 /// How long after a failed attach of the report-only program it is tried again.
 const REPORT_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -53,20 +52,15 @@ impl Kernel {
     /// every system call of every process through the kernel's slow path.
     pub(super) fn load_report(&mut self) -> Result<(), KernelError> {
         let name = REPORT_PROGRAM;
-        let program_err = |source| KernelError::Program { name, source };
-        let program = self.report_program()?;
+        let program_err = KernelError::program(name);
+        let program: &mut TracePoint = self.program(name)?;
         program.load().map_err(program_err)?;
         let info = program.info().map_err(program_err)?;
         let calls: Vec<&str> = report_tracepoints()
             .map(|tp| tp.trim_start_matches("sys_enter_"))
             .collect();
-        self.loaded.push(ProgramView {
-            name: name.to_string(),
-            id: info.id(),
-            tracepoint: format!("syscalls/sys_enter_{{{}}}", calls.join(",")),
-            map_ids: info.map_ids().ok().flatten().unwrap_or_default(),
-            attached: false,
-        });
+        let tracepoint = format!("syscalls/sys_enter_{{{}}}", calls.join(","));
+        self.list_loaded(name, tracepoint, &info, false);
         // A session of an earlier run may still be reported on.
         let earlier = REPORT_TRACEPOINTS
             .iter()
@@ -105,29 +99,18 @@ impl Kernel {
         Ok(true)
     }
 
-    fn report_program(&mut self) -> Result<&mut TracePoint, KernelError> {
-        let name = REPORT_PROGRAM;
-        self._ebpf
-            .program_mut(name)
-            .ok_or_else(|| KernelError::Tracefs(format!("program {name} missing from object")))?
-            .try_into()
-            .map_err(|source| KernelError::Program { name, source })
-    }
-
     fn attach_report(&mut self) -> Result<(), KernelError> {
         let name = REPORT_PROGRAM;
-        let program_err = |source| KernelError::Program { name, source };
-        let pins = self.pins.clone();
+        let program_err = KernelError::program(name);
         for tracepoint in report_tracepoints() {
-            let program = self.report_program()?;
+            let program: &mut TracePoint = self.program(name)?;
             let link = program
                 .attach("syscalls", tracepoint)
                 .map_err(program_err)?;
             let link = program.take_link(link).map_err(program_err)?;
             let link = FdLink::try_from(link)
                 .map_err(|source| KernelError::Pin(format!("{name}: {source}")))?;
-            let pinned = pins.replace_link(&report_link(tracepoint), link)?;
-            self.links.insert(report_link(tracepoint), pinned);
+            self.pin_link(report_link(tracepoint), link)?;
         }
         Ok(())
     }
