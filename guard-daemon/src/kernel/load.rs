@@ -5,6 +5,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use guard_common::names::{map, program};
+
 use super::{
     offsets::{ensure_tracefs, exe_name_offsets, lsm_offsets, tracepoint_offsets},
     pins::{lock_pin_dir, Pins},
@@ -21,58 +23,45 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 
-/// Maps pinned under the pin directory (shared with the pinned programs).
-pub(super) const MAPS: [&str; 13] = [
-    "SESSIONS",
-    "HELD",
-    "PROGRAMS",
-    "EVENTS",
-    "PROTECTED",
-    "GUARDD",
-    "GATE_ROOTS",
-    "GATE_HELD",
-    "GATE_DECIDED",
-    "REPORT_CALLS",
-    "OVERFLOWS",
-    "CONTINUED",
-    "SETTINGS",
-];
-
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf"));
 
 /// (program, tracepoint category, tracepoint name)
 pub(super) const PROGRAMS: [(&str, &str, &str); 4] = [
-    ("sessions_fork", "sched", "sched_process_fork"),
-    ("sessions_exit", "sched", "sched_process_exit"),
-    ("exec_gate", "sched", "sched_process_exec"),
-    ("holds_signal_generate", "signal", "signal_generate"),
+    (program::SESSIONS_FORK, "sched", "sched_process_fork"),
+    (program::SESSIONS_EXIT, "sched", "sched_process_exit"),
+    (program::EXEC_GATE, "sched", "sched_process_exec"),
+    (program::HOLDS_SIGNAL_GENERATE, "signal", "signal_generate"),
 ];
 
 /// (program, LSM hook, parameter count it is built for; None: any), loaded
 /// only where the BPF LSM is active. Hooks whose signature changed have one
 /// program per signature; the one matching this kernel's BTF is loaded.
 pub(super) const LSM_PROGRAMS: [(&str, &str, Option<u32>); 21] = [
-    ("protect_task_kill", "task_kill", None),
-    ("protect_ptrace", "ptrace_access_check", None),
-    ("protect_bpf", "bpf", Some(3)),
-    ("protect_bpf_6_9", "bpf", Some(4)),
-    ("protect_file_open", "file_open", None),
-    ("protect_path_unlink", "path_unlink", None),
-    ("protect_path_rmdir", "path_rmdir", None),
-    ("protect_path_mknod", "path_mknod", None),
-    ("protect_path_rename", "path_rename", Some(5)),
-    ("protect_path_rename_5_7", "path_rename", Some(4)),
-    ("protect_path_truncate", "path_truncate", None),
-    ("gate_path_unlink", "path_unlink", None),
-    ("gate_path_rmdir", "path_rmdir", None),
-    ("gate_path_mknod", "path_mknod", None),
-    ("gate_path_rename", "path_rename", Some(5)),
-    ("gate_path_rename_5_7", "path_rename", Some(4)),
-    ("gate_path_truncate", "path_truncate", None),
-    ("gate_path_chmod", "path_chmod", None),
-    ("gate_path_chown", "path_chown", None),
-    ("gate_file_open", "file_open", None),
-    ("escape_unix_stream_connect", "unix_stream_connect", None),
+    (program::PROTECT_TASK_KILL, "task_kill", None),
+    (program::PROTECT_PTRACE, "ptrace_access_check", None),
+    (program::PROTECT_BPF, "bpf", Some(3)),
+    (program::PROTECT_BPF_6_9, "bpf", Some(4)),
+    (program::PROTECT_FILE_OPEN, "file_open", None),
+    (program::PROTECT_PATH_UNLINK, "path_unlink", None),
+    (program::PROTECT_PATH_RMDIR, "path_rmdir", None),
+    (program::PROTECT_PATH_MKNOD, "path_mknod", None),
+    (program::PROTECT_PATH_RENAME, "path_rename", Some(5)),
+    (program::PROTECT_PATH_RENAME_5_7, "path_rename", Some(4)),
+    (program::PROTECT_PATH_TRUNCATE, "path_truncate", None),
+    (program::GATE_PATH_UNLINK, "path_unlink", None),
+    (program::GATE_PATH_RMDIR, "path_rmdir", None),
+    (program::GATE_PATH_MKNOD, "path_mknod", None),
+    (program::GATE_PATH_RENAME, "path_rename", Some(5)),
+    (program::GATE_PATH_RENAME_5_7, "path_rename", Some(4)),
+    (program::GATE_PATH_TRUNCATE, "path_truncate", None),
+    (program::GATE_PATH_CHMOD, "path_chmod", None),
+    (program::GATE_PATH_CHOWN, "path_chown", None),
+    (program::GATE_FILE_OPEN, "file_open", None),
+    (
+        program::ESCAPE_UNIX_STREAM_CONNECT,
+        "unix_stream_connect",
+        None,
+    ),
 ];
 
 impl Kernel {
@@ -102,32 +91,34 @@ impl Kernel {
             .override_global("TP_OFFSETS", &offsets, true)
             .override_global("EXE_OFFSETS", &exe_offsets, true)
             .override_global("LSM_OFFSETS", &lsm_values, true);
-        let map_pins: Vec<(&str, PathBuf)> =
-            MAPS.iter().map(|name| (*name, pins.map(name))).collect();
+        let map_pins: Vec<(&str, PathBuf)> = map::ALL
+            .iter()
+            .map(|name| (*name, pins.map(name)))
+            .collect();
         for (name, path) in &map_pins {
             loader.map_pin_path(name, path.as_path());
         }
         if let Some(bytes) = sizes.ring_buffer_bytes {
-            loader.map_max_entries("EVENTS", bytes);
+            loader.map_max_entries(map::EVENTS, bytes);
         }
         if let Some(entries) = sizes.held_entries {
-            loader.map_max_entries("HELD", entries);
-            loader.map_max_entries("CONTINUED", entries);
+            loader.map_max_entries(map::HELD, entries);
+            loader.map_max_entries(map::CONTINUED, entries);
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
-        let sessions = take_map(&mut ebpf, "SESSIONS")?;
-        let held = take_map(&mut ebpf, "HELD")?;
-        let continued = take_map(&mut ebpf, "CONTINUED")?;
-        let programs = take_map(&mut ebpf, "PROGRAMS")?;
-        let protected = take_map(&mut ebpf, "PROTECTED")?;
-        let gate_roots = take_map(&mut ebpf, "GATE_ROOTS")?;
-        let gate_held = take_map(&mut ebpf, "GATE_HELD")?;
-        let gate_decided = take_map(&mut ebpf, "GATE_DECIDED")?;
-        let report_calls = take_map(&mut ebpf, "REPORT_CALLS")?;
-        let guardd = take_map(&mut ebpf, "GUARDD")?;
-        let settings = take_map(&mut ebpf, "SETTINGS")?;
-        let events = take_map(&mut ebpf, "EVENTS")?;
-        let overflows = take_map(&mut ebpf, "OVERFLOWS")?;
+        let sessions = take_map(&mut ebpf, map::SESSIONS)?;
+        let held = take_map(&mut ebpf, map::HELD)?;
+        let continued = take_map(&mut ebpf, map::CONTINUED)?;
+        let programs = take_map(&mut ebpf, map::PROGRAMS)?;
+        let protected = take_map(&mut ebpf, map::PROTECTED)?;
+        let gate_roots = take_map(&mut ebpf, map::GATE_ROOTS)?;
+        let gate_held = take_map(&mut ebpf, map::GATE_HELD)?;
+        let gate_decided = take_map(&mut ebpf, map::GATE_DECIDED)?;
+        let report_calls = take_map(&mut ebpf, map::REPORT_CALLS)?;
+        let guardd = take_map(&mut ebpf, map::GUARDD)?;
+        let settings = take_map(&mut ebpf, map::SETTINGS)?;
+        let events = take_map(&mut ebpf, map::EVENTS)?;
+        let overflows = take_map(&mut ebpf, map::OVERFLOWS)?;
         let mut kernel = Self {
             _ebpf: ebpf,
             sessions,
@@ -150,7 +141,7 @@ impl Kernel {
             report_failed: None,
             pins: pins.clone(),
             links: BTreeMap::new(),
-            maps: MAPS
+            maps: map::ALL
                 .iter()
                 .filter_map(|name| Some((*name, MapData::from_pin(pins.map(name)).ok()?)))
                 .collect(),
@@ -302,4 +293,39 @@ where
         source: MapError::InvalidName { name: name.into() },
     })?;
     M::try_from(map).map_err(KernelError::map(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use guard_common::names::{map, program};
+
+    use super::{EBPF_OBJECT, LSM_PROGRAMS, PROGRAMS};
+
+    /// aya's macros name maps and programs after the identifiers in
+    /// guard-ebpf, so the constants are checked against the built object.
+    #[test]
+    fn the_names_are_those_of_the_object() {
+        if EBPF_OBJECT.is_empty() {
+            return; // built with AYA_BUILD_SKIP
+        }
+        let object = aya_obj::Object::parse(EBPF_OBJECT).expect("the embedded object parses");
+        let maps: BTreeSet<&str> = object
+            .maps
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        assert_eq!(maps, BTreeSet::from(map::ALL), "map names");
+        let programs: BTreeSet<&str> = object.programs.keys().map(String::as_str).collect();
+        assert_eq!(programs, BTreeSet::from(program::ALL), "program names");
+        let loaded: BTreeSet<&str> = PROGRAMS
+            .iter()
+            .map(|(name, _, _)| *name)
+            .chain(LSM_PROGRAMS.iter().map(|(name, _, _)| *name))
+            .chain([program::REPORT_SYSCALL])
+            .collect();
+        assert_eq!(loaded, programs, "programs guardd loads");
+    }
 }

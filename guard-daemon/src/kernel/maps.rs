@@ -6,9 +6,9 @@ use aya::{
     Pod,
 };
 use guard_common::{
-    comm_key, Comm, FileKey, GateDecision, GateDecisionKey, GateHeldEntry, GateRoot, HeldEntry,
-    ReportCall, SessionEntry, OVERFLOW_EVENTS_LOST, OVERFLOW_STOPS_KILLED, PROGRAM_AGENT,
-    PROGRAM_INTERPRETER, PROGRAM_WATCHED, SESSION_SECCOMP,
+    comm_key, names::map, Comm, FileKey, GateDecision, GateDecisionKey, GateHeldEntry, GateRoot,
+    HeldEntry, ReportCall, SessionEntry, OVERFLOW_EVENTS_LOST, OVERFLOW_STOPS_KILLED,
+    PROGRAM_AGENT, PROGRAM_INTERPRETER, PROGRAM_WATCHED, SESSION_SECCOMP,
 };
 
 use super::{Continuation, Kernel, KernelError, ProgramSets};
@@ -56,7 +56,7 @@ impl Kernel {
         &mut self,
         calls: &std::collections::HashMap<u32, ReportCall>,
     ) -> Result<(), KernelError> {
-        make_exactly(&mut self.report_calls, "REPORT_CALLS", calls)
+        make_exactly(&mut self.report_calls, map::REPORT_CALLS, calls)
     }
 
     /// Events the ring buffer had no room for, summed over the CPUs.
@@ -80,20 +80,20 @@ impl Kernel {
     pub fn set_guardd(&mut self, pid: u32) -> Result<(), KernelError> {
         self.guardd
             .set(0, pid, 0)
-            .map_err(KernelError::map("GUARDD"))
+            .map_err(KernelError::map(map::GUARDD))
     }
 
     /// The policy's `SETTING_*` bits for the kernel side.
     pub fn set_settings(&mut self, bits: u32) -> Result<(), KernelError> {
         self.settings
             .set(0, bits, 0)
-            .map_err(KernelError::map("SETTINGS"))
+            .map_err(KernelError::map(map::SETTINGS))
     }
 
     /// Makes the protected-file map exactly `keys`.
     pub fn set_protected(&mut self, keys: &[(FileKey, u32)]) -> Result<(), KernelError> {
         let keys = keys.iter().copied().collect();
-        make_exactly(&mut self.protected, "PROTECTED", &keys)
+        make_exactly(&mut self.protected, map::PROTECTED, &keys)
     }
 
     /// Makes the program map exactly `sets` (entries no longer wanted are removed).
@@ -108,7 +108,7 @@ impl Kernel {
         for name in &sets.interpreters {
             *flags.entry(comm_key(name.as_bytes())).or_default() |= PROGRAM_INTERPRETER;
         }
-        make_exactly(&mut self.programs, "PROGRAMS", &flags)
+        make_exactly(&mut self.programs, map::PROGRAMS, &flags)
     }
 
     /// The session a thread belongs to, from the kernel's own map.
@@ -119,7 +119,7 @@ impl Kernel {
     pub fn add_to_session(&mut self, tid: u32, entry: SessionEntry) -> Result<(), KernelError> {
         self.sessions
             .insert(tid, entry, 0)
-            .map_err(KernelError::map("SESSIONS"))
+            .map_err(KernelError::map(map::SESSIONS))
     }
 
     /// The stop the kernel recorded for `pid`, if it is still undecided.
@@ -176,7 +176,7 @@ impl Kernel {
         &mut self,
         roots: &std::collections::HashMap<FileKey, GateRoot>,
     ) -> Result<(), KernelError> {
-        make_exactly(&mut self.gate_roots, "GATE_ROOTS", roots)
+        make_exactly(&mut self.gate_roots, map::GATE_ROOTS, roots)
     }
 
     /// The gated calls the kernel holds, by pid.
@@ -209,7 +209,7 @@ impl Kernel {
         };
         self.gate_decided
             .insert(key, decision, 0)
-            .map_err(KernelError::map("GATE_DECIDED"))?;
+            .map_err(KernelError::map(map::GATE_DECIDED))?;
         let _ = self.gate_held.remove(&pid);
         Ok(())
     }

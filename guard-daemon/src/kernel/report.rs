@@ -8,13 +8,14 @@ use aya::programs::{
     TracePoint,
 };
 
+use guard_common::names::program;
+
 use super::{offsets::TRACEFS, Kernel, KernelError};
 
 /// How long after a failed attach of the report-only program it is tried again.
 const REPORT_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
-/// The report-only program and the `syscalls` tracepoints it is attached to
+/// The `syscalls` tracepoints the report-only program is attached to
 /// where the BPF LSM does not run (those this kernel has).
-const REPORT_PROGRAM: &str = "report_syscall";
 pub(super) const REPORT_TRACEPOINTS: [&str; 16] = [
     "sys_enter_unlink",
     "sys_enter_unlinkat",
@@ -43,7 +44,7 @@ fn report_tracepoints() -> impl Iterator<Item = &'static str> {
 
 /// Where a report link is pinned (bpffs refuses dots in names).
 pub(super) fn report_link(tracepoint: &str) -> String {
-    format!("{REPORT_PROGRAM}-{tracepoint}")
+    format!("{}-{tracepoint}", program::REPORT_SYSCALL)
 }
 
 impl Kernel {
@@ -51,7 +52,7 @@ impl Kernel {
     /// needs it (`set_reporting`): an enabled `sys_enter` tracepoint sends
     /// every system call of every process through the kernel's slow path.
     pub(super) fn load_report(&mut self) -> Result<(), KernelError> {
-        let name = REPORT_PROGRAM;
+        let name = program::REPORT_SYSCALL;
         let program_err = KernelError::program(name);
         let program: &mut TracePoint = self.program(name)?;
         program.load().map_err(program_err)?;
@@ -73,7 +74,7 @@ impl Kernel {
         if on == self.reporting || self.report_missing.is_some() {
             return Ok(false);
         }
-        let name = REPORT_PROGRAM;
+        let name = program::REPORT_SYSCALL;
         if on {
             let retry_due = self
                 .report_failed
@@ -100,7 +101,7 @@ impl Kernel {
     }
 
     fn attach_report(&mut self) -> Result<(), KernelError> {
-        let name = REPORT_PROGRAM;
+        let name = program::REPORT_SYSCALL;
         let program_err = KernelError::program(name);
         for tracepoint in report_tracepoints() {
             let program: &mut TracePoint = self.program(name)?;

@@ -5,10 +5,10 @@ use aya::{
     maps::{HashMap, MapData},
     programs::links::PinnedLink,
 };
-use guard_common::{ContinuedEntry, GateHeldEntry, HeldEntry};
+use guard_common::{names::map, ContinuedEntry, GateHeldEntry, HeldEntry};
 
 use super::{
-    load::{LSM_PROGRAMS, MAPS, PROGRAMS},
+    load::{LSM_PROGRAMS, PROGRAMS},
     pins::{lock_pin_dir, Pins},
     report::{report_link, REPORT_TRACEPOINTS},
     Continuation, KernelError,
@@ -26,9 +26,9 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<(u32, Option<Continuation>)>, Kern
         other => other.ok(),
     };
     let mut held = Vec::new();
-    if let Ok(data) = MapData::from_pin(pins.map("HELD")) {
+    if let Ok(data) = MapData::from_pin(pins.map(map::HELD)) {
         if let Ok(map) = HashMap::<_, u32, HeldEntry>::try_from(aya::maps::Map::HashMap(data)) {
-            let continued = MapData::from_pin(pins.map("CONTINUED"))
+            let continued = MapData::from_pin(pins.map(map::CONTINUED))
                 .ok()
                 .and_then(|data| {
                     HashMap::<_, u32, ContinuedEntry>::try_from(aya::maps::Map::LruHashMap(data))
@@ -48,7 +48,7 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<(u32, Option<Continuation>)>, Kern
         }
     }
     // Processes the LSM gate stopped: without the programs their call would run.
-    if let Ok(data) = MapData::from_pin(pins.map("GATE_HELD")) {
+    if let Ok(data) = MapData::from_pin(pins.map(map::GATE_HELD)) {
         if let Ok(map) = HashMap::<_, u32, GateHeldEntry>::try_from(aya::maps::Map::HashMap(data)) {
             held.extend(map.keys().filter_map(Result::ok).map(|pid| (pid, None)));
         }
@@ -63,7 +63,7 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<(u32, Option<Continuation>)>, Kern
             drop(link.unpin());
         }
     }
-    for name in MAPS {
+    for name in map::ALL {
         let _ = fs::remove_file(pins.map(name));
     }
     for dir in ["maps", "links", ""] {
