@@ -7,6 +7,9 @@ use std::{
     time::Duration,
 };
 
+use guard_common::{
+    GATE_CHMOD, GATE_CHOWN, GATE_RENAME, GATE_RMDIR, GATE_TRUNCATE, GATE_UNLINK, GATE_WRITE,
+};
 use serde::Deserialize;
 
 use super::Action;
@@ -46,6 +49,27 @@ impl Operation {
             Self::Chmod => "chmod",
             Self::Chown => "chown",
         }
+    }
+
+    /// The operation's `GATE_*` bit, as the kernel programs and the
+    /// report-only calls carry it.
+    pub const fn gate_bit(self) -> u32 {
+        match self {
+            Self::Unlink => GATE_UNLINK,
+            Self::Rmdir => GATE_RMDIR,
+            Self::Rename => GATE_RENAME,
+            Self::Truncate => GATE_TRUNCATE,
+            Self::Write => GATE_WRITE,
+            Self::Chmod => GATE_CHMOD,
+            Self::Chown => GATE_CHOWN,
+        }
+    }
+
+    /// The first operation (in `ALL` order) whose bit `bits` has.
+    pub fn of_gate_bits(bits: u32) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|operation| bits & operation.gate_bit() != 0)
     }
 }
 
@@ -320,6 +344,20 @@ impl ProtectedSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_operation_has_its_own_gate_bit() {
+        let mut seen = 0;
+        for operation in Operation::ALL {
+            let bit = operation.gate_bit();
+            assert_eq!(bit.count_ones(), 1, "{operation:?}");
+            assert_eq!(seen & bit, 0, "{operation:?} shares a bit");
+            seen |= bit;
+            assert_eq!(Operation::of_gate_bits(bit), Some(operation));
+        }
+        assert_eq!(Operation::of_gate_bits(guard_common::ESCAPE_CONNECT), None);
+        assert_eq!(Operation::of_gate_bits(0), None);
+    }
 
     fn protections(text: &str) -> Vec<Protection> {
         #[derive(Deserialize)]
