@@ -65,6 +65,18 @@ impl KernelError {
     }
 }
 
+/// Mounts a kernel pseudo file system (tracefs, securityfs, bpf) of type
+/// `fs_type` at `at`.
+fn mount_pseudo_fs(fs_type: &str, at: &(impl AsRef<std::path::Path> + ?Sized)) -> nix::Result<()> {
+    nix::mount::mount(
+        Some(fs_type),
+        at.as_ref(),
+        Some(fs_type),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+}
+
 /// Which programs the kernel should react to.
 pub struct ProgramSets {
     pub watched: Vec<String>,

@@ -4,7 +4,7 @@ use std::{fs, path::Path};
 
 use guard_common::{ExeNameOffsets, LsmOffsets, TracepointOffsets};
 
-use super::KernelError;
+use super::{mount_pseudo_fs, KernelError};
 use crate::btf::Btf;
 
 pub(super) const TRACEFS: &str = "/sys/kernel/tracing";
@@ -83,27 +83,15 @@ fn ensure_securityfs() {
     if Path::new(SECURITYFS).join("lsm").exists() {
         return;
     }
-    let _ = nix::mount::mount(
-        Some("securityfs"),
-        SECURITYFS,
-        Some("securityfs"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    );
+    let _ = mount_pseudo_fs("securityfs", SECURITYFS);
 }
 
 pub(super) fn ensure_tracefs() -> Result<(), KernelError> {
     if Path::new(TRACEFS).join("events").exists() {
         return Ok(());
     }
-    nix::mount::mount(
-        Some("tracefs"),
-        TRACEFS,
-        Some("tracefs"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .map_err(|err| KernelError::Tracefs(format!("mounting tracefs at {TRACEFS}: {err}")))
+    mount_pseudo_fs("tracefs", TRACEFS)
+        .map_err(|err| KernelError::Tracefs(format!("mounting tracefs at {TRACEFS}: {err}")))
 }
 
 fn field_offset(category: &str, event: &str, field: &str) -> Result<u32, KernelError> {

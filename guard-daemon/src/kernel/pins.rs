@@ -6,7 +6,7 @@ use std::{
 
 use aya::programs::links::{FdLink, PinnedLink};
 
-use super::{Kernel, KernelError};
+use super::{mount_pseudo_fs, Kernel, KernelError};
 
 /// bpffs's magic number (statfs f_type).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -78,14 +78,9 @@ fn ensure_bpffs(pin_dir: &Path) -> Result<(), KernelError> {
         nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 as i64 == BPF_FS_MAGIC)
     };
     if pin_dir.starts_with(bpffs) && !is_bpffs(bpffs) {
-        nix::mount::mount(
-            Some("bpf"),
-            bpffs,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(|err| KernelError::Pin(format!("mounting bpffs at {}: {err}", bpffs.display())))?;
+        mount_pseudo_fs("bpf", bpffs).map_err(|err| {
+            KernelError::Pin(format!("mounting bpffs at {}: {err}", bpffs.display()))
+        })?;
     }
     let probe = pin_dir.ancestors().find(|p| p.exists()).unwrap_or(bpffs);
     if !is_bpffs(probe) {
