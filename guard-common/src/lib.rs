@@ -4,6 +4,8 @@
 //! check, so both sides agree on the layout byte for byte.
 #![no_std]
 
+pub mod names;
+
 /// Length of `task_struct::comm`, the key used to recognise programs in the kernel.
 pub const COMM_LEN: usize = 16;
 pub type Comm = [u8; COMM_LEN];

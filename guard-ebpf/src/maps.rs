@@ -1,4 +1,6 @@
-//! Maps and load-time constants shared by the programs.
+//! Maps and load-time constants shared by the programs. The daemon finds
+//! the maps by these identifiers, as `guard_common::names::map` spells
+//! them (a test of guard-daemon checks the two agree).
 use aya_ebpf::{
     helpers::{bpf_get_current_uid_gid, bpf_ktime_get_ns},
     macros::map,

@@ -40,18 +40,11 @@ pub(super) struct LsmGate {
 }
 
 fn bit(operation: Operation) -> u32 {
-    let at = Operation::ALL
-        .iter()
-        .position(|o| *o == operation)
-        .unwrap_or(0);
-    1 << at
+    operation.gate_bit()
 }
 
 fn operation_of(bits: u32) -> Option<Operation> {
-    Operation::ALL
-        .iter()
-        .copied()
-        .find(|operation| bits & bit(*operation) != 0)
+    Operation::of_gate_bits(bits)
 }
 
 impl Guard {

@@ -26,7 +26,7 @@ fn report_calls() -> HashMap<u32, ReportCall> {
             // unlinkat's flags say whether it is an rmdir.
             let flags_arg = gated.open_flags.or((gated.name == "unlinkat").then_some(2));
             let call = ReportCall {
-                op: 1 << Operation::ALL.iter().position(|o| *o == gated.operation)?,
+                op: gated.operation.gate_bit(),
                 flags_arg: arg_index(flags_arg),
                 open_flags: gated.open_flags.is_some().into(),
                 path_args: [arg_index(path(0)), arg_index(path(1))],
@@ -105,7 +105,7 @@ impl Guard {
         let Some(mut operation) = Operation::ALL
             .iter()
             .copied()
-            .find(|o| 1 << Operation::ALL.iter().position(|x| x == o).unwrap_or(0) == event.op)
+            .find(|o| o.gate_bit() == event.op)
         else {
             return;
         };

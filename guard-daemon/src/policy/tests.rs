@@ -1,4 +1,4 @@
-use super::*;
+use super::{file::PolicyFile, *};
 
 const TEST_POLICY: &str = r#"
 version = 1

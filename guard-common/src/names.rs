@@ -1,0 +1,99 @@
+//! Names of the maps and programs in the eBPF object, as the daemon looks
+//! them up, pins them and tears them down. aya's macros take the names from
+//! the identifiers in `guard-ebpf` (a `#[map(name = ...)]` wants a literal),
+//! so guard-daemon's tests check each of these against the built object.
+
+/// Map names (the identifiers of the `#[map]` statics in `guard-ebpf/src/maps.rs`).
+pub mod map {
+    pub const SESSIONS: &str = "SESSIONS";
+    pub const HELD: &str = "HELD";
+    pub const CONTINUED: &str = "CONTINUED";
+    pub const PROGRAMS: &str = "PROGRAMS";
+    pub const EVENTS: &str = "EVENTS";
+    pub const PROTECTED: &str = "PROTECTED";
+    pub const GUARDD: &str = "GUARDD";
+    pub const SETTINGS: &str = "SETTINGS";
+    pub const GATE_ROOTS: &str = "GATE_ROOTS";
+    pub const GATE_HELD: &str = "GATE_HELD";
+    pub const GATE_DECIDED: &str = "GATE_DECIDED";
+    pub const REPORT_CALLS: &str = "REPORT_CALLS";
+    pub const OVERFLOWS: &str = "OVERFLOWS";
+
+    /// Every map, each pinned under the pin directory.
+    pub const ALL: [&str; 13] = [
+        SESSIONS,
+        HELD,
+        PROGRAMS,
+        EVENTS,
+        PROTECTED,
+        GUARDD,
+        GATE_ROOTS,
+        GATE_HELD,
+        GATE_DECIDED,
+        REPORT_CALLS,
+        OVERFLOWS,
+        CONTINUED,
+        SETTINGS,
+    ];
+}
+
+/// Program names (the functions of `guard-ebpf`).
+pub mod program {
+    pub const SESSIONS_FORK: &str = "sessions_fork";
+    pub const SESSIONS_EXIT: &str = "sessions_exit";
+    pub const EXEC_GATE: &str = "exec_gate";
+    pub const HOLDS_SIGNAL_GENERATE: &str = "holds_signal_generate";
+    pub const REPORT_SYSCALL: &str = "report_syscall";
+
+    pub const PROTECT_TASK_KILL: &str = "protect_task_kill";
+    pub const PROTECT_PTRACE: &str = "protect_ptrace";
+    pub const PROTECT_BPF: &str = "protect_bpf";
+    pub const PROTECT_BPF_6_9: &str = "protect_bpf_6_9";
+    pub const PROTECT_FILE_OPEN: &str = "protect_file_open";
+    pub const PROTECT_PATH_UNLINK: &str = "protect_path_unlink";
+    pub const PROTECT_PATH_RMDIR: &str = "protect_path_rmdir";
+    pub const PROTECT_PATH_MKNOD: &str = "protect_path_mknod";
+    pub const PROTECT_PATH_RENAME: &str = "protect_path_rename";
+    pub const PROTECT_PATH_RENAME_5_7: &str = "protect_path_rename_5_7";
+    pub const PROTECT_PATH_TRUNCATE: &str = "protect_path_truncate";
+    pub const GATE_PATH_UNLINK: &str = "gate_path_unlink";
+    pub const GATE_PATH_RMDIR: &str = "gate_path_rmdir";
+    pub const GATE_PATH_MKNOD: &str = "gate_path_mknod";
+    pub const GATE_PATH_RENAME: &str = "gate_path_rename";
+    pub const GATE_PATH_RENAME_5_7: &str = "gate_path_rename_5_7";
+    pub const GATE_PATH_TRUNCATE: &str = "gate_path_truncate";
+    pub const GATE_PATH_CHMOD: &str = "gate_path_chmod";
+    pub const GATE_PATH_CHOWN: &str = "gate_path_chown";
+    pub const GATE_FILE_OPEN: &str = "gate_file_open";
+    pub const ESCAPE_UNIX_STREAM_CONNECT: &str = "escape_unix_stream_connect";
+
+    /// Every program of the object.
+    pub const ALL: [&str; 26] = [
+        SESSIONS_FORK,
+        SESSIONS_EXIT,
+        EXEC_GATE,
+        HOLDS_SIGNAL_GENERATE,
+        REPORT_SYSCALL,
+        PROTECT_TASK_KILL,
+        PROTECT_PTRACE,
+        PROTECT_BPF,
+        PROTECT_BPF_6_9,
+        PROTECT_FILE_OPEN,
+        PROTECT_PATH_UNLINK,
+        PROTECT_PATH_RMDIR,
+        PROTECT_PATH_MKNOD,
+        PROTECT_PATH_RENAME,
+        PROTECT_PATH_RENAME_5_7,
+        PROTECT_PATH_TRUNCATE,
+        GATE_PATH_UNLINK,
+        GATE_PATH_RMDIR,
+        GATE_PATH_MKNOD,
+        GATE_PATH_RENAME,
+        GATE_PATH_RENAME_5_7,
+        GATE_PATH_TRUNCATE,
+        GATE_PATH_CHMOD,
+        GATE_PATH_CHOWN,
+        GATE_FILE_OPEN,
+        ESCAPE_UNIX_STREAM_CONNECT,
+    ];
+}

@@ -1,0 +1,177 @@
+//! Loading and driving the kernel side: the three tracepoint programs, the
+//! BPF LSM programs where this kernel runs the BPF LSM, their maps, and the
+//! offsets they need from this kernel's tracefs and BTF.
+//!
+//! - `load`: loading the object on the pinned maps, attaching the programs;
+//! - `pins`: the pin directory (its lock, layout, and pinning again);
+//! - `offsets`: tracepoint fields from tracefs, struct members from BTF;
+//! - `maps`: typed access to the maps guardd reads and fills;
+//! - `report`: the report-only program where the BPF LSM does not run;
+//! - `teardown`: ending what a guardd pinned.
+mod load;
+mod maps;
+mod offsets;
+mod pins;
+mod report;
+mod teardown;
+
+use std::{collections::BTreeMap, fs};
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::links::PinnedLink,
+    Ebpf,
+};
+use guard_common::{
+    Comm, ContinuedEntry, FileKey, GateDecision, GateDecisionKey, GateHeldEntry, GateRoot,
+    HeldEntry, ReportCall, SessionEntry,
+};
+
+use crate::protocol::ProgramView;
+use pins::Pins;
+pub use teardown::teardown;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("tracefs: {0}")]
+    Tracefs(String),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("kernel BTF: {0}")]
+    Btf(String),
+    #[error("pinning: {0}")]
+    Pin(String),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+}
+
+impl KernelError {
+    /// For `map_err` on a call on map `name`.
+    fn map(name: &'static str) -> impl Fn(aya::maps::MapError) -> Self + Copy {
+        move |source| Self::Map { name, source }
+    }
+
+    /// For `map_err` on a call on program `name`.
+    fn program(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> Self + Copy {
+        move |source| Self::Program { name, source }
+    }
+}
+
+/// Mounts a kernel pseudo file system (tracefs, securityfs, bpf) of type
+/// `fs_type` at `at`.
+fn mount_pseudo_fs(fs_type: &str, at: &(impl AsRef<std::path::Path> + ?Sized)) -> nix::Result<()> {
+    nix::mount::mount(
+        Some(fs_type),
+        at.as_ref(),
+        Some(fs_type),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+}
+
+/// Which programs the kernel should react to.
+pub struct ProgramSets {
+    pub watched: Vec<String>,
+    pub agents: Vec<String>,
+    pub interpreters: Vec<String>,
+}
+
+impl ProgramSets {
+    pub fn of(policy: &crate::policy::Policy) -> Self {
+        Self {
+            watched: policy
+                .watched_programs()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            agents: policy.agents.programs.clone(),
+            interpreters: policy.agents.interpreters.clone(),
+        }
+    }
+}
+
+/// Map sizes other than the built-in ones; tests make them small to overflow them.
+#[derive(Debug, Default, Clone)]
+pub struct MapSizes {
+    /// Event ring buffer bytes (a power of two, at least a page).
+    pub ring_buffer_bytes: Option<u32>,
+    /// Capacity of HELD, the exec gate's record of stopped processes.
+    pub held_entries: Option<u32>,
+}
+
+pub struct Kernel {
+    /// Keeps the programs loaded and attached for as long as the daemon runs.
+    _ebpf: Ebpf,
+    sessions: HashMap<MapData, u32, SessionEntry>,
+    held: HashMap<MapData, u32, HeldEntry>,
+    continued: HashMap<MapData, u32, ContinuedEntry>,
+    programs: HashMap<MapData, Comm, u32>,
+    protected: HashMap<MapData, FileKey, u32>,
+    gate_roots: HashMap<MapData, FileKey, GateRoot>,
+    gate_held: HashMap<MapData, u32, GateHeldEntry>,
+    gate_decided: HashMap<MapData, GateDecisionKey, GateDecision>,
+    report_calls: HashMap<MapData, u32, ReportCall>,
+    guardd: Array<MapData, u32>,
+    settings: Array<MapData, u32>,
+    overflows: PerCpuArray<MapData, u64>,
+    loaded: Vec<ProgramView>,
+    /// Whether the exec gate also recognises programs by their executed file's name.
+    exe_names: bool,
+    /// Why the LSM programs are not loaded (None: they are).
+    lsm_missing: Option<String>,
+    /// Why the report-only program is not loaded, where it should be.
+    report_missing: Option<String>,
+    /// Whether the report-only program is on its tracepoints now.
+    reporting: bool,
+    /// The last failure to attach it, and when: retried after REPORT_RETRY.
+    report_failed: Option<(String, std::time::Instant)>,
+    pins: Pins,
+    /// Every link guardd pinned, with its fd kept open: removing a pin does
+    /// not detach the program while guardd runs, and `repin_missing` puts
+    /// the pin back.
+    links: BTreeMap<String, PinnedLink>,
+    /// A handle on every pinned map, to pin it again where it was removed.
+    maps: Vec<(&'static str, MapData)>,
+    /// Held while guardd runs (see `lock_pin_dir`).
+    _pin_lock: fs::File,
+}
+
+/// A SIGCONT another process than guardd (or the kernel) sent to a process
+/// the exec gate had stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Continuation {
+    pub by: u32,
+    pub from_kernel: bool,
+}
+
+impl Continuation {
+    /// The mark, when it was made for this very stop (not an older stop of
+    /// the same pid).
+    fn of_stop(mark: &ContinuedEntry, held: &HeldEntry) -> Option<Self> {
+        (mark.stop_ktime_ns == held.ktime_ns).then_some(Self {
+            by: mark.by,
+            from_kernel: mark.from_kernel != 0,
+        })
+    }
+
+    /// For the audit log and the terminal.
+    pub fn describe(&self) -> String {
+        if self.from_kernel {
+            format!(
+                "the kernel sent the stopped process SIGCONT (its process group was orphaned \
+                 as pid {} exited)",
+                self.by
+            )
+        } else {
+            format!("pid {} sent the stopped process SIGCONT", self.by)
+        }
+    }
+}
