@@ -37,7 +37,7 @@ fn public_key(key: &Path) -> String {
 /// A guard whose policy holds `terraform destroy` with `rule_extra` settings,
 /// and whose allowed_signers lists alice (for agent-guard only) and carol
 /// (for git only).
-fn guard_with_signers(rule_extra: &str, keys: &tempfile::TempDir) -> Guard {
+fn guard_with_signers(rule_extra: &str, keys: &tempfile::TempDir) -> Daemon {
     let alice = keygen(keys.path(), "alice");
     let carol = keygen(keys.path(), "carol");
     let signers = keys.path().join("allowed_signers");
@@ -51,19 +51,19 @@ fn guard_with_signers(rule_extra: &str, keys: &tempfile::TempDir) -> Guard {
     )
     .unwrap();
     // rule_extra lands in the rule; [approvals] opens its own table after it.
-    Guard::start(&format!(
+    Daemon::start(&format!(
         "{HOLD_TERRAFORM_DESTROY}{rule_extra}\n[approvals]\nallowed_signers = \"{}\"\n",
         signers.display()
     ))
 }
 
-fn sign(guard: &Guard, id: &str, key: &Path, ttl: &str) -> String {
+fn sign(guard: &Daemon, id: &str, key: &Path, ttl: &str) -> String {
     let out = guard.ctl(&["sign", id, "--key", key.to_str().unwrap(), "--ttl", ttl]);
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn approve_token(guard: &Guard, id: &str, token: &str) -> std::process::Output {
+fn approve_token(guard: &Daemon, id: &str, token: &str) -> std::process::Output {
     guard.ctl(&["approve", id, "--token", token])
 }
 
@@ -219,7 +219,7 @@ fn approver_lists_and_self_approval_are_enforced() {
 fn watch_json_shows_a_hold_and_its_decision() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
     let mut watch = guard
         .ctl_command(&["watch", "--json"])
         .stdout(Stdio::piped())
@@ -260,7 +260,7 @@ fn watch_json_shows_a_hold_and_its_decision() {
 }
 
 /// `guardctl ARGS` on a fresh pseudo-terminal of its own (util-linux script).
-fn on_a_terminal(guard: &Guard, shell: &str) -> Command {
+fn on_a_terminal(guard: &Daemon, shell: &str) -> Command {
     let socket = guard.socket.display();
     let guardctl = guardctl_bin();
     let shell = shell.replace(
@@ -278,7 +278,7 @@ fn on_a_terminal(guard: &Guard, shell: &str) -> Command {
 fn local_approvers_can_be_required_to_use_a_terminal_no_session_uses() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(&format!(
+    let guard = Daemon::start(&format!(
         "{HOLD_TERRAFORM_DESTROY}\n[approvals]\nrequire_terminal = true\n"
     ));
     // The agent runs on a terminal; a process beside it (not in the session)
@@ -357,7 +357,7 @@ fn polkit_re_authentication_fails_closed() {
         return;
     }
     let stubs = Stubs::new();
-    let guard = Guard::start(&format!(
+    let guard = Daemon::start(&format!(
         "{HOLD_TERRAFORM_DESTROY}\n[approvals]\nlocal_auth = \"polkit\"\n"
     ));
     assert_eq!(guard.status()["policy"]["local_auth"], "polkit");
@@ -391,7 +391,7 @@ fn polkit_re_authentication_fails_closed() {
 fn watch_on_a_terminal_shows_the_context_and_takes_a_decision() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
     let mut watch = on_a_terminal(&guard, "GUARDCTL watch")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -465,7 +465,7 @@ fn a_signed_denial_ends_the_request_and_encrypted_keys_sign_through_ssh_keygen()
     let askpass = write_script(keys.path(), "askpass", "echo erin-pass");
     let signers = keys.path().join("allowed_signers");
     std::fs::write(&signers, format!("erin@example {}\n", public_key(&erin))).unwrap();
-    let guard = Guard::start(&format!(
+    let guard = Daemon::start(&format!(
         "{HOLD_TERRAFORM_DESTROY}\n[approvals]\nallowed_signers = \"{}\"\n",
         signers.display()
     ));
@@ -527,7 +527,7 @@ fn escapes_to_an_approver_outside_the_tree_are_held_or_refused() {
         &format!("echo \"systemd-run $*\" >> {}", stubs.marker().display()),
     );
     // The default pack (its launcher rule) with the test's terraform rule on top.
-    let guard = Guard::start(&HOLD_TERRAFORM_DESTROY.replace("base = \"none\"\n", ""));
+    let guard = Daemon::start(&HOLD_TERRAFORM_DESTROY.replace("base = \"none\"\n", ""));
     let run = guard.session(&stubs, &["terraform", "destroy", "escape"]);
     let hold = guard.wait_hold("escape");
     let id = hold["id"].as_str().unwrap();

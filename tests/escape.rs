@@ -136,7 +136,7 @@ fn results(out: &str) -> std::collections::HashMap<String, (i64, i32)> {
 fn ptrace_vm_writes_and_pidfd_getfd_on_outside_processes_fail_and_are_audited() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(DEFAULT);
+    let guard = Daemon::start(DEFAULT);
     let outside = Outside::start();
     let run = guard.session(
         &stubs,
@@ -185,7 +185,7 @@ fn ptrace_vm_writes_and_pidfd_getfd_on_outside_processes_fail_and_are_audited() 
 fn session_escape_allow_lets_ptrace_through() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(&format!(
+    let guard = Daemon::start(&format!(
         "{DEFAULT}[defaults]\nsession_escape = \"allow\"\n"
     ));
     assert!(mechanism(&guard.status(), "session_escape").starts_with("off"));
@@ -294,7 +294,7 @@ fn typing_into_a_tmux_server_outside_the_session_is_held() {
     let dir = tempfile::tempdir().unwrap();
     let socket = socket_in(dir.path());
     let marker = dir.path().join("typed");
-    let guard = Guard::start(DEFAULT);
+    let guard = Daemon::start(DEFAULT);
     let tmux = Tmux::outside(&socket);
     let server = tmux.pid();
     let keys = format!("touch {}", marker.display());
@@ -342,7 +342,7 @@ fn a_tmux_server_started_inside_the_session_is_used_without_a_hold() {
     let dir = tempfile::tempdir().unwrap();
     let socket = socket_in(dir.path());
     let marker = dir.path().join("typed");
-    let guard = Guard::start(DEFAULT);
+    let guard = Daemon::start(DEFAULT);
     // Killed from outside if the script fails half-way.
     let _cleanup = Tmux {
         socket: socket.clone(),
@@ -382,7 +382,7 @@ print("io_uring_setup", ret, ctypes.get_errno())
 fn terminal_input_injection_and_io_uring_are_refused_in_a_session() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(DEFAULT);
+    let guard = Daemon::start(DEFAULT);
     let (status, out, err) = guard.session(&stubs, &["python3", "-c", SIDE_DOORS]).wait();
     assert!(status.success(), "{out}{err}");
     let got = results(&out);
@@ -479,7 +479,7 @@ fn a_call_on_a_session_bus_outside_the_session_is_held() {
         "/",
         "org.agentguard.Probe.Ping",
     ];
-    let guard = Guard::start(DEFAULT);
+    let guard = Daemon::start(DEFAULT);
 
     let run = guard.session(&stubs, &call);
     let hold = guard.wait_hold("org.agentguard.Probe.Ping");

@@ -11,14 +11,14 @@ use std::{
 
 use common::*;
 
-fn guard_protecting(protected: &Path) -> Guard {
-    Guard::start(&format!(
+fn guard_protecting(protected: &Path) -> Daemon {
+    Daemon::start(&format!(
         "version = 1\nbase = \"none\"\n[defaults]\nsyscall_gate = true\n[[protect]]\nid = \"precious\"\npaths = [\"{}\"]\n",
         protected.display()
     ))
 }
 
-fn python(guard: &Guard, stubs: &Stubs, code: &str, arg: &Path) -> Proc {
+fn python(guard: &Daemon, stubs: &Stubs, code: &str, arg: &Path) -> Proc {
     guard.session(stubs, &["python3", "-c", code, arg.to_str().unwrap()])
 }
 
@@ -128,7 +128,7 @@ fn guardd_protect_adds_a_held_path_and_status_says_how_each_operation_is_gated()
     let dir = tempfile::tempdir().unwrap();
     let protected = dir.path().join("cli");
     tree(&protected, 3);
-    let guard = Guard::start_with(
+    let guard = Daemon::start_with(
         "version = 1\nbase = \"none\"\n[defaults]\nsyscall_gate = true\n",
         &["--protect", protected.to_str().unwrap()],
     );
@@ -183,7 +183,7 @@ fn without_the_lsm_detected_sessions_are_reported_not_held() {
     tree(&protected, 6);
     std::fs::create_dir(&scratch).unwrap();
     // The default syscall_gate ("auto"), an agent no launcher started.
-    let guard = Guard::start(&format!(
+    let guard = Daemon::start(&format!(
         "version = 1\nbase = \"none\"\n[agents]\nprograms = [\"claude\"]\n[[protect]]\nid = \"precious\"\npaths = [\"{}\"]\n",
         protected.display()
     ));
@@ -255,7 +255,7 @@ fn without_the_lsm_detected_sessions_are_reported_not_held() {
 }
 
 /// Whether the report-only program is on its tracepoints now.
-fn reporting(guard: &Guard) -> bool {
+fn reporting(guard: &Daemon) -> bool {
     guard.status()["programs"]
         .as_array()
         .unwrap()

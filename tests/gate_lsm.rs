@@ -18,7 +18,7 @@ use common::*;
 
 /// guardd protecting `roots` (one `[[protect]]` each, hold, except `cache`), with `claude`
 /// as the agent program; None where the BPF LSM does not run here.
-fn guard_protecting(roots: &[&Path]) -> Option<Guard> {
+fn guard_protecting(roots: &[&Path]) -> Option<Daemon> {
     let mut policy =
         "version = 1\nbase = \"none\"\n[agents]\nprograms = [\"claude\"]\n".to_string();
     for (i, root) in roots.iter().enumerate() {
@@ -27,7 +27,7 @@ fn guard_protecting(roots: &[&Path]) -> Option<Guard> {
             root.display()
         ));
     }
-    let guard = Guard::start(&policy);
+    let guard = Daemon::start(&policy);
     let status = guard.status();
     if lsm_active(&status) {
         return Some(guard);
@@ -47,7 +47,7 @@ fn agent(stubs: &Stubs, script: &str) -> Proc {
     Proc::spawn(command)
 }
 
-fn decide(guard: &Guard, verb: &str, hold: &serde_json::Value) {
+fn decide(guard: &Daemon, verb: &str, hold: &serde_json::Value) {
     let out = guard.ctl(&[verb, hold["id"].as_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -239,7 +239,7 @@ fn a_held_call_stays_held_across_a_guardd_crash_and_is_raised_again() {
 
 /// The pending request whose operation contains `word` (busybox's shell runs
 /// `rm` and `mv` in its own process, so argv does not name them).
-fn wait_operation(guard: &Guard, word: &str) -> serde_json::Value {
+fn wait_operation(guard: &Daemon, word: &str) -> serde_json::Value {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         if let Some(hold) = guard

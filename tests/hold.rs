@@ -24,7 +24,7 @@ message = "nuking is never allowed"
 "#;
 
 /// `guardctl run -- ARGS` with the stubs first on PATH.
-fn session(guard: &Guard, stubs: &Stubs, args: &[&str]) -> Proc {
+fn session(guard: &Daemon, stubs: &Stubs, args: &[&str]) -> Proc {
     guard.session(stubs, args)
 }
 
@@ -32,7 +32,7 @@ fn session(guard: &Guard, stubs: &Stubs, args: &[&str]) -> Proc {
 fn held_until_approved_from_outside_the_session() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(POLICY);
+    let guard = Daemon::start(POLICY);
     let run = session(&guard, &stubs, &["terraform", "destroy", "-auto-approve"]);
 
     let hold = guard.wait_hold("destroy");
@@ -86,7 +86,7 @@ fn held_until_approved_from_outside_the_session() {
 fn deny_kills_the_command_before_it_ever_runs() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(POLICY);
+    let guard = Daemon::start(POLICY);
     let run = session(&guard, &stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
     let id = hold["id"].as_str().unwrap();
@@ -135,7 +135,7 @@ fn deny_kills_the_command_before_it_ever_runs() {
 fn approval_from_inside_a_session_is_refused() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(POLICY);
+    let guard = Daemon::start(POLICY);
     let run = session(&guard, &stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
     let id = hold["id"].as_str().unwrap().to_string();
@@ -184,7 +184,7 @@ fn approval_from_inside_a_session_is_refused() {
 fn no_hold_outside_sessions_or_for_unwatched_commands() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(POLICY);
+    let guard = Daemon::start(POLICY);
     // The same command outside any session.
     let mut outside = Command::new(stubs.bin().join("terraform"));
     outside.arg("destroy").arg("outside");
@@ -214,7 +214,7 @@ fn no_hold_outside_sessions_or_for_unwatched_commands() {
 fn wrappers_do_not_dodge_the_hold() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(POLICY);
+    let guard = Daemon::start(POLICY);
     let wrappers: [(&str, &[&str]); 9] = [
         ("w-sh", &["sh", "-c", "terraform destroy w-sh"]),
         ("w-bash", &["bash", "-c", "terraform destroy w-bash; true"]),
@@ -288,7 +288,7 @@ fn agents_are_detected_without_a_launcher() {
         "{POLICY}\n[agents]\nprograms = [\"claude\"]\ninterpreters = [\"python3\"]\npackages = [\"{}/agent-pkg/\"]\n",
         stubs.dir.path().display()
     );
-    let guard = Guard::start(&policy);
+    let guard = Daemon::start(&policy);
     std::fs::write(early_dir.join("go"), "").unwrap();
     // Started after guardd: detected by the kernel at exec.
     let mut late = Command::new(stubs.script("claude", "terraform destroy by-late-agent"));
@@ -383,7 +383,7 @@ fn guardctl_run_refuses_without_guardd() {
 fn a_stopped_guardd_keeps_holds_and_teardown_denies_them() {
     require_root();
     let stubs = Stubs::new();
-    let mut guard = Guard::start(POLICY);
+    let mut guard = Daemon::start(POLICY);
     let run = session(&guard, &stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
     let pid = hold["pid"].as_u64().unwrap();
@@ -427,7 +427,7 @@ fn a_stopped_guardd_keeps_holds_and_teardown_denies_them() {
 fn a_sigcont_while_held_takes_no_effect_when_guardd_stops() {
     require_root();
     let stubs = Stubs::new();
-    let mut guard = Guard::start(POLICY);
+    let mut guard = Daemon::start(POLICY);
     let run = session(&guard, &stubs, &["terraform", "destroy", "later"]);
     let hold = guard.wait_hold("later");
     let pid = hold["pid"].as_u64().unwrap();
@@ -458,7 +458,7 @@ fn teardown_also_ends_a_hold_another_process_let_run() {
     require_root();
     let stubs = Stubs::new();
     stubs.script("terraform", &long_running_stub(&stubs));
-    let mut guard = Guard::start(POLICY);
+    let mut guard = Daemon::start(POLICY);
     let continued = session(&guard, &stubs, &["terraform", "destroy", "continued"]);
     let held = session(&guard, &stubs, &["terraform", "destroy", "held"]);
     let continued_pid = guard.wait_hold("continued")["pid"].as_u64().unwrap();
@@ -499,7 +499,7 @@ fn a_stop_another_process_continues_before_guardd_holds_it_is_killed() {
     require_root();
     let stubs = Stubs::new();
     stubs.script("terraform", &long_running_stub(&stubs));
-    let guard = Guard::start(POLICY);
+    let guard = Daemon::start(POLICY);
     let run = session(
         &guard,
         &stubs,
@@ -548,7 +548,7 @@ fn a_stop_another_process_continues_before_guardd_holds_it_is_killed() {
 fn malformed_requests_are_refused_and_the_daemon_lives_on() {
     use std::io::{BufRead as _, BufReader, Write as _};
     require_root();
-    let guard = Guard::start(POLICY);
+    let guard = Daemon::start(POLICY);
     for line in [
         &b"not json\n"[..],
         b"{\"version\":1,\"type\":\"approve\"}\n",
@@ -577,7 +577,7 @@ fn a_hold_times_out_to_deny() {
     require_root();
     let stubs = Stubs::new();
     let guard =
-        Guard::start(&POLICY.replace("action = \"hold\"", "action = \"hold\"\ntimeout = \"1s\""));
+        Daemon::start(&POLICY.replace("action = \"hold\"", "action = \"hold\"\ntimeout = \"1s\""));
     let run = session(&guard, &stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
     let (status, _, stderr) = run.wait();
@@ -595,7 +595,7 @@ fn a_hold_times_out_to_deny() {
 fn a_held_process_killed_by_others_ends_its_request() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(POLICY);
+    let guard = Daemon::start(POLICY);
     let run = session(&guard, &stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
     let pid = hold["pid"].as_u64().unwrap();
@@ -623,7 +623,7 @@ fn a_held_process_killed_by_others_ends_its_request() {
 fn control_characters_in_argv_are_escaped_everywhere() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(POLICY);
+    let guard = Daemon::start(POLICY);
     let evil = "\x1b[2J\x1b]0;pwned\x07\nfake-line";
     let run = session(&guard, &stubs, &["terraform", "destroy", evil]);
     let hold = guard.wait_hold("destroy");
@@ -645,7 +645,7 @@ fn control_characters_in_argv_are_escaped_everywhere() {
 #[test]
 fn explain_and_status_describe_the_loaded_policy() {
     require_root();
-    let guard = Guard::start(POLICY);
+    let guard = Daemon::start(POLICY);
     let explain = |argv: &[&str]| guard.explain(argv);
     let held = explain(&["terraform", "destroy"]);
     assert_eq!(
@@ -697,7 +697,7 @@ fn explain_and_status_describe_the_loaded_policy() {
 fn every_watched_exec_is_counted_with_its_latency() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(POLICY);
+    let guard = Daemon::start(POLICY);
     let (status, _, _) = session(
         &guard,
         &stubs,
@@ -725,7 +725,7 @@ fn two_approvals_need_two_distinct_people() {
     std::fs::write(stubs.marker(), "").unwrap();
     std::fs::set_permissions(stubs.marker(), std::fs::Permissions::from_mode(0o666)).unwrap();
     let guard =
-        Guard::start(&POLICY.replace("action = \"hold\"", "action = \"hold\"\napprovals = 2"));
+        Daemon::start(&POLICY.replace("action = \"hold\"", "action = \"hold\"\napprovals = 2"));
     std::fs::set_permissions(guard.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let as_nobody = |args: &[&str]| {
         let mut command = Command::new("setpriv");
@@ -782,7 +782,7 @@ fn a_symlink_to_a_watched_binary_is_held() {
         .unwrap();
     std::fs::copy(touch, &binary).unwrap();
     std::os::unix::fs::symlink(&binary, stubs.bin().join("tf")).unwrap();
-    let guard = Guard::start(&POLICY.replace("args_any = [\"destroy\"]", ""));
+    let guard = Daemon::start(&POLICY.replace("args_any = [\"destroy\"]", ""));
     let status = guard.status();
     let recognition = status["mechanisms"]
         .as_array()
@@ -817,7 +817,7 @@ fn a_symlink_to_a_watched_binary_is_held() {
 fn sigcont_and_ptrace_from_outside_do_not_release_a_hold() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(POLICY);
+    let guard = Daemon::start(POLICY);
     let run = session(&guard, &stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
     let pid = hold["pid"].as_u64().unwrap();

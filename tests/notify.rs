@@ -111,7 +111,7 @@ fn webhooks_are_signed_retried_and_never_hold_up_a_decision() {
     let black_hole = TcpListener::bind("127.0.0.1:0").unwrap();
     let secret_file = stubs.dir.path().join("webhook.secret");
     std::fs::write(&secret_file, "s3cret-key\n").unwrap();
-    let guard = Guard::start(&format!(
+    let guard = Daemon::start(&format!(
         r#"{HOLD_TERRAFORM_DESTROY}
 [[notify.webhook]]
 url = "http://127.0.0.1:{}/hook"
@@ -283,7 +283,7 @@ fn a_hold_is_shown_on_the_desktop_of_the_user_it_belongs_to() {
     let bus_dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(bus_dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let bus = NobodysBus::start(bus_dir.path());
-    let guard = Guard::start(&format!(
+    let guard = Daemon::start(&format!(
         "{HOLD_TERRAFORM_DESTROY}\n[notify]\ndesktop = true\ndesktop_bus = \"unix:path={}/bus-{{uid}}\"\n",
         bus_dir.path().display()
     ));

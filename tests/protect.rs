@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 const ATTACK_ENV: &str = "AGENT_GUARD_TEST_ATTACK";
 
 /// On a kernel without the BPF LSM, status must say the hooks are absent and why.
-fn lsm_or_explained(guard: &Guard) -> bool {
+fn lsm_or_explained(guard: &Daemon) -> bool {
     let status = guard.status();
     if lsm_active(&status) {
         return true;
@@ -33,7 +33,7 @@ fn lsm_or_explained(guard: &Guard) -> bool {
 fn sessions_cannot_signal_trace_or_change_the_guard() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
     if !lsm_or_explained(&guard) {
         return guard.stop();
     }
@@ -100,7 +100,7 @@ fn sessions_cannot_signal_trace_or_change_the_guard() {
 fn only_guardd_continues_a_held_process_even_while_it_is_down() {
     require_root();
     let stubs = Stubs::new();
-    let mut guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let mut guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
     if !lsm_or_explained(&guard) {
         return guard.stop();
     }
@@ -315,7 +315,7 @@ impl Drop for TestUser {
 }
 
 /// `guardd` lets the user reach its socket (the harness's dir is 0700).
-fn open_socket_dir(guard: &Guard) {
+fn open_socket_dir(guard: &Daemon) {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(guard.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
 }
@@ -327,7 +327,7 @@ fn a_line_added_to_bashrc_in_a_gated_session_is_held_and_a_denial_keeps_the_file
     let bashrc = user.file(".bashrc", "# the developer's own\n");
     let before = std::fs::read(&bashrc).unwrap();
     // The default pack, with the seccomp gate in launched sessions.
-    let guard = Guard::start("version = 1\n[defaults]\nsyscall_gate = true\n");
+    let guard = Daemon::start("version = 1\n[defaults]\nsyscall_gate = true\n");
     open_socket_dir(&guard);
     let script = "echo 'touch MARKER' >> \"$HOME/.bashrc\"";
     // The user may not search a checkout in a 0700 directory (mktemp -d):
@@ -376,7 +376,7 @@ action = "hold"
 const DISABLE_RULE: &str = "[[rule]]\nid = \"tf-destroy\"\ndisabled = true\n";
 
 /// `terraform destroy` in a session is still held: denied, it never ran.
-fn destroy_is_still_held(guard: &Guard, stubs: &Stubs) {
+fn destroy_is_still_held(guard: &Daemon, stubs: &Stubs) {
     let run = guard.session(stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
     assert_eq!(hold["rule"], "tf-destroy");
@@ -389,7 +389,7 @@ fn destroy_is_still_held(guard: &Guard, stubs: &Stubs) {
 fn a_gated_session_cannot_write_guardd_policy_d_or_remove_its_pins() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(HOLD_DESTROY_GATED);
+    let guard = Daemon::start(HOLD_DESTROY_GATED);
     let dropins = guard.dir.path().join("policy.d");
     std::fs::create_dir(&dropins).unwrap();
     let zz = dropins.join("zz.toml");
@@ -437,7 +437,7 @@ fn a_policy_drop_in_written_from_a_reported_session_is_refused_at_reload() {
     require_root();
     let stubs = Stubs::new();
     // The default syscall_gate ("auto"), an agent no launcher started.
-    let guard = Guard::start(&format!(
+    let guard = Daemon::start(&format!(
         "{}\n[agents]\nprograms = [\"claude\"]\n",
         HOLD_TERRAFORM_DESTROY
     ));
@@ -523,7 +523,7 @@ fn a_policy_drop_in_written_from_a_reported_session_is_refused_at_reload() {
 }
 
 /// Whether the report-only program is on its tracepoints now.
-fn reporting(guard: &Guard) -> bool {
+fn reporting(guard: &Daemon) -> bool {
     guard.status()["programs"]
         .as_array()
         .unwrap()

@@ -59,7 +59,7 @@ impl Drop for PamService {
 }
 
 /// `guardctl approve ID` with `answer` on its stdin (no terminal: one line).
-fn approve_answering(guard: &Guard, id: &str, answer: &str) -> Output {
+fn approve_answering(guard: &Daemon, id: &str, answer: &str) -> Output {
     let mut child = guard
         .ctl_command(&["approve", id])
         .stdin(Stdio::piped())
@@ -80,8 +80,8 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn guard_with_local_auth(settings: &str) -> Guard {
-    Guard::start(&format!(
+fn guard_with_local_auth(settings: &str) -> Daemon {
+    Daemon::start(&format!(
         "{HOLD_TERRAFORM_DESTROY}\n[approvals]\n{settings}\n"
     ))
 }

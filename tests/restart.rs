@@ -12,7 +12,7 @@ const POLICY: &str = HOLD_TERRAFORM_DESTROY;
 fn a_crash_releases_nothing_and_the_restart_readopts_every_hold() {
     require_root();
     let stubs = Stubs::new();
-    let mut guard = Guard::start(POLICY);
+    let mut guard = Daemon::start(POLICY);
     let runs: Vec<Proc> = (0..5)
         .map(|i| guard.session(&stubs, &["terraform", "destroy", &format!("r{i}")]))
         .collect();
@@ -87,7 +87,7 @@ fn a_crash_releases_nothing_and_the_restart_readopts_every_hold() {
 fn a_command_run_while_guardd_is_down_is_held_and_raised_on_restart() {
     require_root();
     let stubs = Stubs::new();
-    let mut guard = Guard::start(POLICY);
+    let mut guard = Daemon::start(POLICY);
     // Handshakes, not sleeps: a slow machine (the VM) must not turn this into
     // a command run before the crash or after the restart.
     let run = guard.session(
@@ -118,8 +118,8 @@ fn a_command_run_while_guardd_is_down_is_held_and_raised_on_restart() {
 fn two_guards_do_not_interfere() {
     require_root();
     let stubs = Stubs::new();
-    let first = Guard::start(POLICY);
-    let second = Guard::start(POLICY);
+    let first = Daemon::start(POLICY);
+    let second = Daemon::start(POLICY);
     let run = first.session(&stubs, &["terraform", "destroy", "in-first"]);
     let hold = first.wait_hold("in-first");
     sleep(Duration::from_millis(200));
@@ -140,7 +140,7 @@ fn two_guards_do_not_interfere() {
 fn a_second_guardd_on_the_same_pin_dir_is_refused_and_the_first_goes_on() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(POLICY);
+    let guard = Daemon::start(POLICY);
     // The same flags: the same pin directory (and socket, never reached).
     let mut second = guard
         .daemon_command()
@@ -251,9 +251,9 @@ fn a_stop_with_no_room_to_record_it_is_killed_not_stranded() {
 /// kernel, so an overflow is certain, not a matter of speed. The shell forks
 /// only once guardd is frozen, and guardd thaws only after every fork, so a
 /// slow machine cannot move the flood out of the frozen window.
-fn flood_with_guardd_frozen(flags: &[&str]) -> (Stubs, Guard, Proc) {
+fn flood_with_guardd_frozen(flags: &[&str]) -> (Stubs, Daemon, Proc) {
     let stubs = Stubs::new();
-    let guard = Guard::start_with(POLICY, flags);
+    let guard = Daemon::start_with(POLICY, flags);
     let run = guard.session(
         &stubs,
         &[
@@ -279,7 +279,7 @@ fn a_hold_another_process_continues_while_guardd_is_down_is_killed_on_restart() 
     require_root();
     let stubs = Stubs::new();
     stubs.script("terraform", &long_running_stub(&stubs));
-    let mut guard = Guard::start(POLICY);
+    let mut guard = Daemon::start(POLICY);
     let run = guard.session(&stubs, &["terraform", "destroy", "continued"]);
     let hold = guard.wait_hold("continued");
     let pid = hold["pid"].as_u64().unwrap();
@@ -331,7 +331,7 @@ fn spawn_with_pid(pid: u32) -> Option<std::process::Child> {
 fn a_reused_pid_is_not_readopted_and_cannot_be_approved() {
     require_root();
     let stubs = Stubs::new();
-    let mut guard = Guard::start(POLICY);
+    let mut guard = Daemon::start(POLICY);
     let run = guard.session(&stubs, &["terraform", "destroy", "reused"]);
     let hold = guard.wait_hold("reused");
     let pid = hold["pid"].as_u64().unwrap() as u32;

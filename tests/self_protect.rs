@@ -23,7 +23,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 fn removing_the_pin_directory_from_a_session_detaches_nothing_and_is_repaired() {
     require_root();
     let stubs = Stubs::new();
-    let mut guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let mut guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
     let pin_dir = guard.pin_dir.clone();
     assert!(pin_dir.join("links/exec_gate").exists());
 
@@ -90,7 +90,7 @@ fn removing_the_pin_directory_from_a_session_detaches_nothing_and_is_repaired() 
 fn a_root_session_is_told_what_cannot_be_promised() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
     let status = guard.status();
     let root = mechanism(&status, "root_sessions");
     let (_, _, stderr) = guard.session(&stubs, &["true"]).wait();
@@ -118,7 +118,7 @@ fn a_report_gate_that_fails_to_attach_is_said_so_and_retried() {
     let dir = tempfile::tempdir().unwrap();
     let protected = dir.path().join("precious");
     std::fs::create_dir(&protected).unwrap();
-    let guard = Guard::start(&format!(
+    let guard = Daemon::start(&format!(
         "{HOLD_TERRAFORM_DESTROY}\n[[protect]]\nid = \"precious\"\npaths = [\"{}\"]\n",
         protected.display()
     ));
@@ -191,7 +191,7 @@ fn a_report_gate_that_fails_to_attach_is_said_so_and_retried() {
 fn a_held_command_continued_while_guardd_was_killed_is_audited_at_the_next_start() {
     require_root();
     let stubs = Stubs::new();
-    let mut guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let mut guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
     let lsm = lsm_active(&guard.status());
     let go = stubs.dir.path().join("go");
     let run = guard.session(&stubs, &["terraform", "destroy", "killed"]);
@@ -353,7 +353,7 @@ fn escape_attempts_from_a_session() {
 fn a_session_cannot_open_the_policy_file_where_the_lsm_does_not_run() {
     require_root();
     let stubs = Stubs::new();
-    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
     let how = mechanism(&guard.status(), "policy_files");
     if lsm_active(&guard.status()) {
         assert!(how.starts_with("BPF LSM"), "{how}");
@@ -405,8 +405,8 @@ fn a_session_cannot_open_the_policy_file_where_the_lsm_does_not_run() {
 /// guardd with `claude` as an agent program and what status says of the
 /// escape checks; None (after checking status says detected sessions are
 /// not covered) where the BPF LSM does not run.
-fn guard_for_detected_sessions() -> Option<(Guard, String)> {
-    let guard = Guard::start(&format!(
+fn guard_for_detected_sessions() -> Option<(Daemon, String)> {
+    let guard = Daemon::start(&format!(
         "{HOLD_TERRAFORM_DESTROY}\n[agents]\nprograms = [\"claude\"]\n"
     ));
     let escape = mechanism(&guard.status(), "session_escape");
@@ -554,7 +554,7 @@ fn the_kernel_refuses_to_detach_guardd_links() {
     const BPF_OBJ_GET: i64 = 7;
     const BPF_LINK_DETACH: i64 = 34;
     let stubs = Stubs::new();
-    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
     let lsm = lsm_active(&guard.status());
     let mut tried = Vec::new();
     for entry in std::fs::read_dir(guard.pin_dir.join("links")).unwrap() {

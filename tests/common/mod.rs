@@ -106,7 +106,8 @@ pub fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
     path
 }
 
-pub struct Guard {
+/// A guardd of the test's own (named apart from the daemon's `guard::Guard`).
+pub struct Daemon {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
@@ -117,7 +118,7 @@ pub struct Guard {
     flags: Vec<String>,
 }
 
-impl Guard {
+impl Daemon {
     /// Starts guardd with `policy` and waits until it answers on its socket.
     /// Its pins go to a bpffs directory of its own, its state to its temp dir.
     pub fn start(policy: &str) -> Self {
@@ -408,7 +409,7 @@ impl Guard {
     }
 }
 
-impl Drop for Guard {
+impl Drop for Daemon {
     fn drop(&mut self) {
         self.shutdown();
     }
