@@ -43,9 +43,9 @@ fn huge_and_numerous_arguments_are_held_and_decided() {
         }
         let run = Proc::spawn(command);
         let hold = guard.wait_hold(tag);
-        assert_eq!(hold["argv"].as_array().unwrap().len(), 3 + extra.len());
-        assert_eq!(hold["rule"], "tf-destroy");
-        wait_stopped(hold["pid"].as_u64().unwrap());
+        assert_eq!(hold.argv.len(), 3 + extra.len());
+        assert_eq!(hold.rule, "tf-destroy");
+        wait_stopped(u64::from(hold.pid));
         guard.decide("deny", &hold);
         let (status, _, _) = run.wait();
         assert!(!status.success());
@@ -70,7 +70,7 @@ fn non_utf8_argv_and_hostile_paths_are_escaped() {
         .current_dir(&dir);
     let run = Proc::spawn(command);
     let hold = guard.wait_hold("bad-\\xff\\xfe-bytes");
-    let cwd = hold["cwd"].as_str().unwrap();
+    let cwd = hold.cwd.as_str();
     assert!(cwd.ends_with("work\\u{1b}[31mred\\ndir"), "{cwd}");
     let human = guard.ctl(&["pending"]);
     assert!(!human.stdout.contains(&0x1b), "raw escape on the terminal");
@@ -104,8 +104,12 @@ fn a_thousand_clients_do_not_stall_decisions_and_per_peer_limits_hold() {
                 let _ = stream.write_all(b"{\"version\":1,\"type\":\"status\"}\n");
                 let mut line = String::new();
                 BufReader::new(&stream).read_line(&mut line).ok()?;
-                let response: serde_json::Value = serde_json::from_str(&line).ok()?;
-                Some(response["type"].as_str()?.to_string())
+                let response: Response = serde_json::from_str(&line).ok()?;
+                Some(match response {
+                    Response::Status(_) => "status".to_string(),
+                    Response::Error { .. } => "error".to_string(),
+                    other => format!("{other:?}"),
+                })
             })
         })
         .collect();

@@ -165,7 +165,7 @@ fn ptrace_vm_writes_and_pidfd_getfd_on_outside_processes_fail_and_are_audited() 
         "original",
         "the outside process was written"
     );
-    let refused = guard.audit_events("deny");
+    let refused = guard.audit_events(AuditEvent::Deny);
     assert_eq!(refused.len(), 4, "{refused:?}");
     assert!(refused.iter().all(|r| r["rule"] == "session-escape"));
     let operation = refused[0]["operation"].as_str().unwrap();
@@ -208,7 +208,7 @@ fn session_escape_allow_lets_ptrace_through() {
     // The tracer exited; its attach's SIGSTOP may leave the process stopped.
     unsafe { libc::kill(outside.pid() as i32, libc::SIGCONT) };
     assert_eq!(outside.finish(), "WRITTEN!");
-    assert!(guard.audit_events("deny").is_empty());
+    assert!(guard.audit_events(AuditEvent::Deny).is_empty());
     guard.stop();
 }
 
@@ -312,12 +312,12 @@ fn typing_into_a_tmux_server_outside_the_session_is_held() {
 
     let run = guard.session(&stubs, &send);
     let hold = guard.wait_hold("send-keys");
-    let operation = hold["operation"].as_str().unwrap();
+    let operation = hold.operation.as_deref().unwrap();
     assert_eq!(
         operation,
         format!("connect {socket_arg} (tmux server pid {server}, outside the session)")
     );
-    assert_eq!(hold["rule"], "session-escape");
+    assert_eq!(hold.rule, "session-escape");
     guard.decide("deny", &hold);
     let (status, _, stderr) = run.wait();
     assert!(!status.success(), "{stderr}");
@@ -360,7 +360,7 @@ fn a_tmux_server_started_inside_the_session_is_used_without_a_hold() {
     let (status, out, err) = run.wait();
     assert!(status.success() && out == "ok\n", "{out}{err}");
     assert!(guard.pending().is_empty());
-    assert!(guard.audit_events("hold").is_empty());
+    assert!(guard.audit_events(AuditEvent::Hold).is_empty());
     guard.stop();
 }
 
@@ -483,7 +483,7 @@ fn a_call_on_a_session_bus_outside_the_session_is_held() {
 
     let run = guard.session(&stubs, &call);
     let hold = guard.wait_hold("org.agentguard.Probe.Ping");
-    let operation = hold["operation"].as_str().unwrap();
+    let operation = hold.operation.as_deref().unwrap();
     let socket = dir.path().join("dbus-test");
     assert_eq!(
         operation,
@@ -493,7 +493,7 @@ fn a_call_on_a_session_bus_outside_the_session_is_held() {
             bus.daemon.id()
         )
     );
-    assert_eq!(hold["rule"], "session-escape");
+    assert_eq!(hold.rule, "session-escape");
     guard.decide("deny", &hold);
     let (status, _, stderr) = run.wait();
     assert!(!status.success(), "{stderr}");

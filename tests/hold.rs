@@ -36,13 +36,13 @@ fn held_until_approved_from_outside_the_session() {
     let run = session(&guard, &stubs, &["terraform", "destroy", "-auto-approve"]);
 
     let hold = guard.wait_hold("destroy");
-    assert_eq!(hold["rule"], "tf-destroy");
-    assert_eq!(hold["state"], "held");
+    assert_eq!(hold.rule, "tf-destroy");
+    assert_eq!(hold.state, HoldState::Held);
     assert_eq!(
-        hold["program"], "terraform",
+        hold.program, "terraform",
         "a shell-script stub is judged as itself"
     );
-    let pid = hold["pid"].as_u64().unwrap();
+    let pid = u64::from(hold.pid);
     wait_stopped(pid);
     assert_eq!(
         stubs.marker_text(),
@@ -50,7 +50,7 @@ fn held_until_approved_from_outside_the_session() {
         "the held command must not have run"
     );
 
-    let id = hold["id"].as_str().unwrap();
+    let id = hold.id.as_str();
     let out = guard.ctl(&["approve", id]);
     assert!(
         out.status.success(),
@@ -66,15 +66,15 @@ fn held_until_approved_from_outside_the_session() {
     );
     assert!(guard.pending().is_empty());
 
-    let held = guard.audit_events("hold");
+    let held = guard.audit_events(AuditEvent::Hold);
     assert_eq!(held.len(), 1);
     assert_eq!(held[0]["request_id"], id);
     assert_eq!(held[0]["rule"], "tf-destroy");
     assert!(held[0]["ancestry"].as_array().unwrap().len() >= 2);
-    let approved = guard.audit_events("approve");
+    let approved = guard.audit_events(AuditEvent::Approve);
     assert!(approved[0]["approver"].as_str().unwrap().contains("uid 0"));
-    assert_eq!(guard.audit_events("release").len(), 1);
-    assert_eq!(guard.audit_events("session_start").len(), 1);
+    assert_eq!(guard.audit_events(AuditEvent::Release).len(), 1);
+    assert_eq!(guard.audit_events(AuditEvent::SessionStart).len(), 1);
     eprintln!(
         "hold latency (stop -> decision): {} us",
         held[0]["decision_us"]
@@ -89,8 +89,8 @@ fn deny_kills_the_command_before_it_ever_runs() {
     let guard = Daemon::start(POLICY);
     let run = session(&guard, &stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
-    let id = hold["id"].as_str().unwrap();
-    wait_stopped(hold["pid"].as_u64().unwrap());
+    let id = hold.id.as_str();
+    wait_stopped(u64::from(hold.pid));
 
     let out = guard.ctl(&["deny", id, "--reason", "not today"]);
     assert!(
@@ -106,7 +106,7 @@ fn deny_kills_the_command_before_it_ever_runs() {
         stderr.contains("denied") && stderr.contains("not today"),
         "{stderr}"
     );
-    let denied = guard.audit_events("deny");
+    let denied = guard.audit_events(AuditEvent::Deny);
     assert_eq!(denied[0]["reason"], "not today");
 
     // A deny rule kills at once, with the rule's message to the agent.
@@ -138,8 +138,8 @@ fn approval_from_inside_a_session_is_refused() {
     let guard = Daemon::start(POLICY);
     let run = session(&guard, &stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
-    let id = hold["id"].as_str().unwrap().to_string();
-    let pid = hold["pid"].as_u64().unwrap();
+    let id = hold.id.clone();
+    let pid = u64::from(hold.pid);
 
     let ctl = guardctl_bin();
     let socket = guard.socket.to_str().unwrap().to_string();
@@ -167,7 +167,7 @@ fn approval_from_inside_a_session_is_refused() {
     assert_eq!(guard.pending().len(), 1, "the hold remains");
     wait_stopped(pid);
     assert_eq!(stubs.marker_text(), "");
-    let refusals = guard.audit_events("refuse");
+    let refusals = guard.audit_events(AuditEvent::Refuse);
     assert_eq!(refusals.len(), 2);
     assert!(refusals[0]["reason"]
         .as_str()
@@ -200,13 +200,13 @@ fn no_hold_outside_sessions_or_for_unwatched_commands() {
     assert!(status.success());
     assert_eq!(out, "hi\n");
     assert_eq!(stubs.marker_text(), "destroy outside\nplan\n");
-    assert!(guard.audit_events("hold").is_empty());
-    let stats = &guard.status()["stats"];
+    assert!(guard.audit_events(AuditEvent::Hold).is_empty());
+    let stats = &guard.status().stats;
     assert_eq!(
-        stats["stops"], 1,
-        "only the watched `terraform plan` stopped: {stats}"
+        stats.stops, 1,
+        "only the watched `terraform plan` stopped: {stats:?}"
     );
-    assert_eq!(stats["allowed"], 1);
+    assert_eq!(stats.allowed, 1);
     guard.stop();
 }
 
@@ -257,7 +257,7 @@ fn wrappers_do_not_dodge_the_hold() {
         .collect();
     for (tag, _) in &wrappers {
         let hold = guard.wait_hold(tag);
-        wait_stopped(hold["pid"].as_u64().unwrap());
+        wait_stopped(u64::from(hold.pid));
     }
     assert_eq!(stubs.marker_text(), "", "no wrapper let the command run");
     for hold in guard.pending() {
@@ -311,11 +311,11 @@ fn agents_are_detected_without_a_launcher() {
     // Adoption follows the interpreter's exec event; on a slow machine (the VM)
     // a fixed sleep could let the child run first, so wait for the session.
     let deadline = std::time::Instant::now() + WAIT;
-    while !guard.status()["sessions"]
-        .as_array()
-        .unwrap()
+    while !guard
+        .status()
+        .sessions
         .iter()
-        .any(|s| s["origin"] == "interpreter")
+        .any(|s| s.origin == "interpreter")
     {
         assert!(std::time::Instant::now() < deadline, "python never adopted");
         std::thread::sleep(Duration::from_millis(10));
@@ -324,21 +324,17 @@ fn agents_are_detected_without_a_launcher() {
 
     for (tag, proc) in [("by-late-agent", &late), ("by-python-agent", &python)] {
         let hold = guard.wait_hold(tag);
-        assert_eq!(
-            hold["session"].as_u64().unwrap(),
-            proc.pid() as u64,
-            "{hold}"
-        );
+        assert_eq!(u64::from(hold.session), proc.pid() as u64, "{hold:?}");
     }
     let hold = guard.wait_hold("by-early-agent");
-    assert_eq!(hold["session"].as_u64().unwrap(), early.pid() as u64);
-    assert_eq!(hold["agent"], "claude");
+    assert_eq!(u64::from(hold.session), early.pid() as u64);
+    assert_eq!(hold.agent.as_deref(), Some("claude"));
     assert_eq!(stubs.marker_text(), "");
-    let origins: Vec<String> = guard.status()["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["origin"].as_str().unwrap().to_string())
+    let origins: Vec<String> = guard
+        .status()
+        .sessions
+        .into_iter()
+        .map(|s| s.origin)
         .collect();
     for origin in ["scan", "detected", "interpreter"] {
         assert!(origins.iter().any(|o| o == origin), "{origins:?}");
@@ -386,7 +382,7 @@ fn a_stopped_guardd_keeps_holds_and_teardown_denies_them() {
     let mut guard = Daemon::start(POLICY);
     let run = session(&guard, &stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
-    let pid = hold["pid"].as_u64().unwrap();
+    let pid = u64::from(hold.pid);
     wait_stopped(pid);
     // SIGTERM is a restart as much as a stop: the hold stays, fail closed.
     guard.stop_daemon(libc::SIGTERM);
@@ -417,7 +413,7 @@ fn a_stopped_guardd_keeps_holds_and_teardown_denies_them() {
     assert_eq!(stubs.marker_text(), "");
     assert!(!guard.pin_dir.exists());
     assert!(guard
-        .audit_events("deny")
+        .audit_events(AuditEvent::Deny)
         .iter()
         .any(|r| r["reason"] == "guardd --teardown"));
     guard.stop();
@@ -430,7 +426,7 @@ fn a_sigcont_while_held_takes_no_effect_when_guardd_stops() {
     let mut guard = Daemon::start(POLICY);
     let run = session(&guard, &stubs, &["terraform", "destroy", "later"]);
     let hold = guard.wait_hold("later");
-    let pid = hold["pid"].as_u64().unwrap();
+    let pid = u64::from(hold.pid);
     let deadline = std::time::Instant::now() + WAIT;
     while state(pid) != 't' {
         assert!(std::time::Instant::now() < deadline, "not in ptrace-stop");
@@ -461,7 +457,7 @@ fn teardown_also_ends_a_hold_another_process_let_run() {
     let mut guard = Daemon::start(POLICY);
     let continued = session(&guard, &stubs, &["terraform", "destroy", "continued"]);
     let held = session(&guard, &stubs, &["terraform", "destroy", "held"]);
-    let continued_pid = guard.wait_hold("continued")["pid"].as_u64().unwrap();
+    let continued_pid = u64::from(guard.wait_hold("continued").pid);
     guard.wait_hold("held");
     wait_stopped(continued_pid);
     guard.stop_daemon(libc::SIGKILL);
@@ -481,7 +477,7 @@ fn teardown_also_ends_a_hold_another_process_let_run() {
         assert_eq!(status.signal(), Some(libc::SIGKILL));
     }
     let reasons: Vec<String> = guard
-        .audit_events("deny")
+        .audit_events(AuditEvent::Deny)
         .iter()
         .filter(|r| r["pid"] == continued_pid)
         .filter_map(|r| r["reason"].as_str().map(str::to_string))
@@ -534,12 +530,15 @@ fn a_stop_another_process_continues_before_guardd_holds_it_is_killed() {
     assert!(guard.pending().is_empty(), "{:?}", guard.pending());
     let me = std::process::id();
     assert!(
-        guard.audit_events("error").iter().any(|r| r["pid"] == pid
-            && r["reason"].as_str().is_some_and(
-                |why| why.contains(&format!("pid {me} sent the stopped process SIGCONT"))
-            )),
+        guard
+            .audit_events(AuditEvent::Error)
+            .iter()
+            .any(|r| r["pid"] == pid
+                && r["reason"].as_str().is_some_and(
+                    |why| why.contains(&format!("pid {me} sent the stopped process SIGCONT"))
+                )),
         "{:?}",
-        guard.audit_events("error")
+        guard.audit_events(AuditEvent::Error)
     );
     guard.stop();
 }
@@ -559,8 +558,8 @@ fn malformed_requests_are_refused_and_the_daemon_lives_on() {
         stream.write_all(line).unwrap();
         let mut response = String::new();
         BufReader::new(&stream).read_line(&mut response).unwrap();
-        let response: serde_json::Value = serde_json::from_str(&response).unwrap();
-        assert_eq!(response["type"], "error", "{response}");
+        let response: Response = serde_json::from_str(&response).unwrap();
+        assert!(matches!(response, Response::Error { .. }), "{response:?}");
     }
     // An oversized request is refused without the daemon buffering it whole.
     let mut stream = std::os::unix::net::UnixStream::connect(&guard.socket).unwrap();
@@ -584,9 +583,9 @@ fn a_hold_times_out_to_deny() {
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     assert!(stderr.contains("timed out"), "{stderr}");
     assert_eq!(stubs.marker_text(), "");
-    let timeouts = guard.audit_events("timeout");
+    let timeouts = guard.audit_events(AuditEvent::Timeout);
     assert_eq!(timeouts.len(), 1);
-    assert_eq!(timeouts[0]["request_id"], hold["id"]);
+    assert_eq!(timeouts[0]["request_id"], hold.id);
     assert_eq!(timeouts[0]["decision"], "deny");
     guard.stop();
 }
@@ -598,7 +597,7 @@ fn a_held_process_killed_by_others_ends_its_request() {
     let guard = Daemon::start(POLICY);
     let run = session(&guard, &stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
-    let pid = hold["pid"].as_u64().unwrap();
+    let pid = u64::from(hold.pid);
     wait_stopped(pid);
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let (status, _, _) = run.wait();
@@ -611,9 +610,12 @@ fn a_held_process_killed_by_others_ends_its_request() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert_eq!(guard.audit_events("exit")[0]["request_id"], hold["id"]);
+    assert_eq!(
+        guard.audit_events(AuditEvent::Exit)[0]["request_id"],
+        hold.id
+    );
     // Approving it now is refused: nothing can be released by accident.
-    let out = guard.ctl(&["approve", hold["id"].as_str().unwrap()]);
+    let out = guard.ctl(&["approve", hold.id.as_str()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no pending request"));
     guard.stop();
@@ -627,7 +629,7 @@ fn control_characters_in_argv_are_escaped_everywhere() {
     let evil = "\x1b[2J\x1b]0;pwned\x07\nfake-line";
     let run = session(&guard, &stubs, &["terraform", "destroy", evil]);
     let hold = guard.wait_hold("destroy");
-    let shown = hold["argv"][2].as_str().unwrap();
+    let shown = hold.argv[2].as_str();
     assert_eq!(shown, "\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\nfake-line");
     let human = guard.ctl(&["pending"]);
     assert!(
@@ -649,31 +651,30 @@ fn explain_and_status_describe_the_loaded_policy() {
     let explain = |argv: &[&str]| guard.explain(argv);
     let held = explain(&["terraform", "destroy"]);
     assert_eq!(
-        (held["action"].as_str(), held["rule"].as_str()),
-        (Some("hold"), Some("tf-destroy"))
+        (held.action, held.rule.as_deref()),
+        (Action::Hold, Some("tf-destroy"))
     );
     let denied = explain(&["/usr/local/bin/terraform", "destroy", "--nuke"]);
     assert_eq!(
-        (denied["action"].as_str(), denied["rule"].as_str()),
-        (Some("deny"), Some("tf-nuke"))
+        (denied.action, denied.rule.as_deref()),
+        (Action::Deny, Some("tf-nuke"))
     );
     let allowed = explain(&["terraform", "plan"]);
-    assert_eq!(allowed["action"], "allow");
-    assert!(allowed["rule"].is_null());
+    assert_eq!(allowed.action, Action::Allow);
+    assert!(allowed.rule.is_none());
 
     let status = guard.status();
-    assert_eq!(status["policy"]["rules"], 2);
-    let mechanisms = status["mechanisms"].as_array().unwrap();
-    assert!(mechanisms.iter().any(|m| m[0] == "exec_hold"));
+    assert_eq!(status.policy.rules, 2);
+    let mechanisms = &status.mechanisms;
+    assert!(mechanisms.iter().any(|(name, _)| name == "exec_hold"));
     // No [[protect]] in the policy: the gate still covers guardd's own files.
-    assert!(mechanisms.iter().any(|m| m[0] == "syscall_gate.unlink"
-        && m[1].as_str().unwrap().contains("1 [[protect]] entries")
-        || m[1].as_str().unwrap().starts_with("report only")));
-    let self_protection = mechanisms
+    assert!(mechanisms
         .iter()
-        .find(|m| m[0] == "self_protection")
-        .unwrap();
-    let self_protection = self_protection[1].as_str().unwrap();
+        .any(
+            |(name, how)| name == "syscall_gate.unlink" && how.contains("1 [[protect]] entries")
+                || how.starts_with("report only")
+        ));
+    let self_protection = mechanism(&status, "self_protection");
     assert!(
         self_protection.starts_with("no guard-* rules"),
         "{self_protection}"
@@ -706,12 +707,12 @@ fn every_watched_exec_is_counted_with_its_latency() {
     .wait();
     assert!(status.success());
     assert_eq!(stubs.marker_text().lines().count(), 200);
-    let stats = guard.status()["stats"].clone();
-    assert_eq!(stats["stops"], 200);
-    assert_eq!(stats["allowed"], 200);
-    assert_eq!(stats["event_latency"]["samples"], 200);
-    assert_eq!(stats["decision_latency"]["samples"], 200);
-    eprintln!("exec gate over 200 allowed execs: {stats}");
+    let stats = guard.status().stats;
+    assert_eq!(stats.stops, 200);
+    assert_eq!(stats.allowed, 200);
+    assert_eq!(stats.event_latency.samples, 200);
+    assert_eq!(stats.decision_latency.samples, 200);
+    eprintln!("exec gate over 200 allowed execs: {stats:?}");
     guard.stop();
 }
 
@@ -741,8 +742,8 @@ fn two_approvals_need_two_distinct_people() {
     };
     let run = Proc::spawn(as_nobody(&["run", "--", "terraform", "destroy"]));
     let hold = guard.wait_hold("destroy");
-    let id = hold["id"].as_str().unwrap();
-    assert_eq!(hold["approvals_needed"], 2);
+    let id = hold.id.as_str();
+    assert_eq!(hold.approvals_needed, 2);
 
     let first = guard.ctl(&["approve", id]);
     assert!(first.status.success());
@@ -751,8 +752,8 @@ fn two_approvals_need_two_distinct_people() {
     assert!(!again.status.success(), "the same identity counts once");
     assert!(String::from_utf8_lossy(&again.stderr).contains("counts once"));
     let pending = guard.pending();
-    assert_eq!(pending[0]["approved_by"], serde_json::json!(["uid:0"]));
-    wait_stopped(hold["pid"].as_u64().unwrap());
+    assert_eq!(pending[0].approved_by, ["uid:0"]);
+    wait_stopped(u64::from(hold.pid));
     assert_eq!(stubs.marker_text(), "");
 
     let second = as_nobody(&["approve", id]).output().unwrap();
@@ -764,7 +765,7 @@ fn two_approvals_need_two_distinct_people() {
     let (status, _, _) = run.wait();
     assert!(status.success());
     assert_eq!(stubs.marker_text(), "destroy\n");
-    let approvals = guard.audit_events("approve");
+    let approvals = guard.audit_events(AuditEvent::Approve);
     assert_eq!(approvals.len(), 2);
     assert_eq!(approvals[0]["reason"], "approval 1 of 2");
     guard.stop();
@@ -783,28 +784,15 @@ fn a_symlink_to_a_watched_binary_is_held() {
     std::fs::copy(touch, &binary).unwrap();
     std::os::unix::fs::symlink(&binary, stubs.bin().join("tf")).unwrap();
     let guard = Daemon::start(&POLICY.replace("args_any = [\"destroy\"]", ""));
-    let status = guard.status();
-    let recognition = status["mechanisms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m[0] == "program_recognition")
-        .unwrap()[1]
-        .clone();
-    assert!(
-        recognition.as_str().unwrap().contains("symlinks"),
-        "{recognition}"
-    );
+    let recognition = mechanism(&guard.status(), "program_recognition");
+    assert!(recognition.contains("symlinks"), "{recognition}");
 
     let target = stubs.marker();
     let run = session(&guard, &stubs, &["tf", target.to_str().unwrap()]);
     let hold = guard.wait_hold(target.to_str().unwrap());
-    assert_eq!(hold["rule"], "tf-destroy");
-    assert!(
-        hold["exe"].as_str().unwrap().ends_with("/bin/terraform"),
-        "{hold}"
-    );
-    wait_stopped(hold["pid"].as_u64().unwrap());
+    assert_eq!(hold.rule, "tf-destroy");
+    assert!(hold.exe.ends_with("/bin/terraform"), "{hold:?}");
+    wait_stopped(u64::from(hold.pid));
     assert!(!target.exists(), "the symlinked binary must not have run");
     guard.decide("deny", &hold);
     let (status, _, _) = run.wait();
@@ -820,14 +808,8 @@ fn sigcont_and_ptrace_from_outside_do_not_release_a_hold() {
     let guard = Daemon::start(POLICY);
     let run = session(&guard, &stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
-    let pid = hold["pid"].as_u64().unwrap();
-    assert!(
-        hold["protection"]
-            .as_str()
-            .unwrap()
-            .starts_with("ptrace-stop"),
-        "{hold}"
-    );
+    let pid = u64::from(hold.pid);
+    assert!(hold.protection.starts_with("ptrace-stop"), "{hold:?}");
     wait_stopped(pid);
     // Wait for ptrace-stop proper ('t'), then try to wake the process as the agent could.
     let deadline = std::time::Instant::now() + WAIT;

@@ -129,7 +129,7 @@ timeout = "60s"
     ));
     let run = guard.session(&stubs, &["terraform", "destroy", "-auto-approve"]);
     let hold = guard.wait_hold("destroy");
-    let id = hold["id"].as_str().unwrap().to_string();
+    let id = hold.id.clone();
 
     let delivered = receiver.wait_for("the hold", |r| r["event"] == "hold");
     assert_eq!(delivered["record"]["request_id"], id.as_str());
@@ -299,7 +299,7 @@ fn a_hold_is_shown_on_the_desktop_of_the_user_it_belongs_to() {
         .current_dir(stubs.dir.path());
     let run = Proc::spawn(session);
     let hold = guard.wait_hold("desk");
-    let id = hold["id"].as_str().unwrap();
+    let id = hold.id.as_str();
 
     // guardd (root) cannot use nobody's bus itself: the call arriving there
     // was made as nobody, with the hold in its text.

@@ -92,7 +92,7 @@ fn sessions_cannot_signal_trace_or_change_the_guard() {
     assert_eq!(std::fs::read(&config).unwrap(), config_before);
     assert!(exec_gate_pin.exists() && guard.socket.exists());
     assert!(state_dir.join("requests.json").exists());
-    assert!(guard.status()["pid"].as_u64() == Some(guard.pid() as u64));
+    assert!(guard.status().pid == guard.pid());
     guard.stop();
 }
 
@@ -106,7 +106,7 @@ fn only_guardd_continues_a_held_process_even_while_it_is_down() {
     }
     let run = guard.session(&stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
-    let pid = hold["pid"].as_u64().unwrap();
+    let pid = u64::from(hold.pid);
     wait_stopped(pid);
     let sigcont = || {
         let sent = unsafe { libc::kill(pid as i32, libc::SIGCONT) };
@@ -346,17 +346,17 @@ fn a_line_added_to_bashrc_in_a_gated_session_is_held_and_a_denial_keeps_the_file
         .current_dir(&user.home);
     let run = Proc::spawn(command);
     let hold = guard.wait_hold("-c");
-    assert_eq!(hold["rule"], "runs-later");
+    assert_eq!(hold.rule, "runs-later");
     assert_eq!(
-        hold["operation"],
-        format!("write {}", bashrc.display()),
-        "{hold}"
+        hold.operation,
+        Some(format!("write {}", bashrc.display())),
+        "{hold:?}"
     );
     guard.decide("deny", &hold);
     let (status, _, stderr) = run.wait();
     assert!(!status.success(), "{stderr}");
     assert_eq!(std::fs::read(&bashrc).unwrap(), before, "~/.bashrc changed");
-    assert_eq!(guard.audit_events("deny").len(), 1);
+    assert_eq!(guard.audit_events(AuditEvent::Deny).len(), 1);
     guard.stop();
 }
 
@@ -379,7 +379,7 @@ const DISABLE_RULE: &str = "[[rule]]\nid = \"tf-destroy\"\ndisabled = true\n";
 fn destroy_is_still_held(guard: &Daemon, stubs: &Stubs) {
     let run = guard.session(stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
-    assert_eq!(hold["rule"], "tf-destroy");
+    assert_eq!(hold.rule, "tf-destroy");
     guard.decide("deny", &hold);
     assert!(!run.wait().0.success());
     assert_eq!(stubs.marker_text(), "", "terraform destroy ran");
@@ -420,7 +420,7 @@ fn a_gated_session_cannot_write_guardd_policy_d_or_remove_its_pins() {
     assert!(!zz.exists());
     assert_eq!(std::fs::read(&config).unwrap(), config_before);
     assert!(guard.pin_dir.join("links/exec_gate").exists());
-    let denied = guard.audit_events("deny");
+    let denied = guard.audit_events(AuditEvent::Deny);
     assert!(
         denied.iter().any(|r| r["rule"] == "agent-guard-self"
             && r["operation"] == format!("write {}", zz.display())),
@@ -466,11 +466,11 @@ fn a_policy_drop_in_written_from_a_reported_session_is_refused_at_reload() {
     agent.env("PATH", stubs.path_env());
     let agent = Proc::spawn(agent);
     // Reporting starts once guardd has seen the session.
-    wait_until(|| reporting(&guard), "report-only program attached");
+    wait_until(|| guard.reporting(), "report-only program attached");
     std::fs::write(&go, "").unwrap();
     wait_until(
         || {
-            guard.audit_events("refuse").iter().any(|r| {
+            guard.audit_events(AuditEvent::Refuse).iter().any(|r| {
                 r["rule"] == "agent-guard-self"
                     && r["operation"] == format!("write {}", zz.display())
                     && r["pid"].as_u64().is_some()
@@ -481,15 +481,12 @@ fn a_policy_drop_in_written_from_a_reported_session_is_refused_at_reload() {
     );
     assert!(zz.exists(), "report only: the write ran");
     let refused: Vec<Value> = guard
-        .audit_events("policy_reload")
+        .audit_events(AuditEvent::PolicyReload)
         .into_iter()
         .filter(|r| r["decision"] == "refused")
         .collect();
     assert!(!refused.is_empty());
-    let error = guard.status()["policy"]["last_reload_error"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let error = guard.status().policy.last_reload_error.unwrap_or_default();
     assert!(
         error.starts_with("refused: a policy file was changed from inside an agent session")
             && error.contains(zz.to_str().unwrap()),
@@ -503,7 +500,7 @@ fn a_policy_drop_in_written_from_a_reported_session_is_refused_at_reload() {
     // The old policy is in force: the drop-in's change is not.
     std::fs::write(&then, "").unwrap();
     let hold = guard.wait_hold("destroy");
-    assert_eq!(hold["rule"], "tf-destroy");
+    assert_eq!(hold.rule, "tf-destroy");
     guard.decide("deny", &hold);
     let _ = agent.wait();
     assert_eq!(stubs.marker_text(), "", "terraform destroy ran");
@@ -511,24 +508,15 @@ fn a_policy_drop_in_written_from_a_reported_session_is_refused_at_reload() {
     std::fs::remove_file(&zz).unwrap();
     wait_until(
         || {
-            guard.status()["policy"]["last_reload_error"].is_null()
+            guard.status().policy.last_reload_error.is_none()
                 && guard
-                    .audit_events("policy_reload")
+                    .audit_events(AuditEvent::PolicyReload)
                     .iter()
                     .any(|r| r["decision"].as_str().unwrap_or("").starts_with("loaded"))
         },
         "a reload after the drop-in was removed",
     );
     guard.stop();
-}
-
-/// Whether the report-only program is on its tracepoints now.
-fn reporting(guard: &Daemon) -> bool {
-    guard.status()["programs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|p| p["name"] == "report_syscall" && p["attached"] == true)
 }
 
 fn wait_until(condition: impl Fn() -> bool, what: &str) {

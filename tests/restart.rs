@@ -18,15 +18,15 @@ fn a_crash_releases_nothing_and_the_restart_readopts_every_hold() {
         .collect();
     let holds: Vec<_> = (0..5).map(|i| guard.wait_hold(&format!("r{i}"))).collect();
     for hold in &holds {
-        wait_stopped(hold["pid"].as_u64().unwrap());
+        wait_stopped(u64::from(hold.pid));
     }
 
     guard.stop_daemon(libc::SIGKILL);
     sleep(Duration::from_millis(300));
     for hold in &holds {
         assert!(
-            is_stopped(hold["pid"].as_u64().unwrap()),
-            "released by the crash: {hold}"
+            is_stopped(u64::from(hold.pid)),
+            "released by the crash: {hold:?}"
         );
     }
     assert_eq!(stubs.marker_text(), "");
@@ -37,21 +37,15 @@ fn a_crash_releases_nothing_and_the_restart_readopts_every_hold() {
     for hold in &holds {
         let again = pending
             .iter()
-            .find(|p| p["id"] == hold["id"])
+            .find(|p| p.id == hold.id)
             .expect("same id after restart");
-        assert_eq!(again["pid"], hold["pid"]);
-        assert!(
-            again["protection"]
-                .as_str()
-                .unwrap()
-                .starts_with("ptrace-stop"),
-            "{again}"
-        );
+        assert_eq!(again.pid, hold.pid);
+        assert!(again.protection.starts_with("ptrace-stop"), "{again:?}");
     }
-    assert_eq!(guard.audit_events("readopt").len(), 5);
+    assert_eq!(guard.audit_events(AuditEvent::Readopt).len(), 5);
     // Their launchers' seccomp listeners died with the old guardd: said.
     let lost = guard
-        .audit_events("error")
+        .audit_events(AuditEvent::Error)
         .into_iter()
         .filter(|r| {
             r["reason"]
@@ -106,8 +100,8 @@ fn a_command_run_while_guardd_is_down_is_held_and_raised_on_restart() {
 
     guard.restart();
     let hold = guard.wait_hold("while-down");
-    assert_eq!(hold["rule"], "tf-destroy");
-    assert_eq!(hold["pid"].as_u64(), Some(held));
+    assert_eq!(hold.rule, "tf-destroy");
+    assert_eq!(Some(u64::from(hold.pid)), Some(held));
     guard.decide("approve", &hold);
     assert!(run.wait().0.success());
     assert_eq!(stubs.marker_text(), "destroy while-down\n");
@@ -127,9 +121,9 @@ fn two_guards_do_not_interfere() {
         second.pending().is_empty(),
         "the second guard saw the first one's session"
     );
-    let out = second.ctl(&["approve", hold["id"].as_str().unwrap()]);
+    let out = second.ctl(&["approve", hold.id.as_str()]);
     assert!(!out.status.success());
-    assert!(is_stopped(hold["pid"].as_u64().unwrap()));
+    assert!(is_stopped(u64::from(hold.pid)));
     second.stop();
     first.decide("approve", &hold);
     assert!(run.wait().0.success());
@@ -177,7 +171,7 @@ fn a_second_guardd_on_the_same_pin_dir_is_refused_and_the_first_goes_on() {
     // The first one still holds and answers.
     let run = guard.session(&stubs, &["terraform", "destroy", "still-guarded"]);
     let hold = guard.wait_hold("still-guarded");
-    let id = hold["id"].as_str().unwrap();
+    let id = hold.id.as_str();
     assert!(guard.ctl(&["deny", id]).status.success());
     assert!(!run.wait().0.success());
     assert_eq!(stubs.marker_text(), "");
@@ -196,17 +190,17 @@ fn an_exec_flood_past_the_ring_buffer_strands_no_process() {
         300,
         "every allowed command ran"
     );
-    let stats = guard.status()["stats"].clone();
-    assert_eq!(stats["stops"], 300, "{stats}");
+    let stats = guard.status().stats;
+    assert_eq!(stats.stops, 300, "{stats:?}");
     assert!(
-        stats["recovered_from_map"].as_u64().unwrap() > 0,
-        "the flood never overflowed: {stats}"
+        stats.recovered_from_map > 0,
+        "the flood never overflowed: {stats:?}"
     );
     assert!(
-        stats["events_lost"].as_u64().unwrap() > 0,
-        "the kernel did not count the events it could not send: {stats}"
+        stats.events_lost > 0,
+        "the kernel did not count the events it could not send: {stats:?}"
     );
-    eprintln!("flood of 300 parallel watched execs: {stats}");
+    eprintln!("flood of 300 parallel watched execs: {stats:?}");
     guard.stop();
 }
 
@@ -219,18 +213,18 @@ fn a_stop_with_no_room_to_record_it_is_killed_not_stranded() {
         flood_with_guardd_frozen(&["--ring-buffer-bytes", "4096", "--held-entries", "16"]);
     // A stop nothing recorded would keep the shell waiting: wait() fails then.
     run.wait();
-    let stats = guard.status()["stats"].clone();
-    let killed = stats["stops_killed"].as_u64().unwrap();
+    let stats = guard.status().stats;
+    let killed = stats.stops_killed;
     let ran = stubs.marker_text().lines().count() as u64;
-    assert!(killed > 0, "nothing overflowed: {stats}");
-    assert_eq!(ran, stats["stops"].as_u64().unwrap(), "{stats}");
+    assert!(killed > 0, "nothing overflowed: {stats:?}");
+    assert_eq!(ran, stats.stops, "{stats:?}");
     assert_eq!(
         ran + killed,
         300,
-        "every exec ran judged or was killed: {stats}"
+        "every exec ran judged or was killed: {stats:?}"
     );
     let deadline = std::time::Instant::now() + WAIT;
-    while !guard.audit_events("error").iter().any(|r| {
+    while !guard.audit_events(AuditEvent::Error).iter().any(|r| {
         r["reason"]
             .as_str()
             .is_some_and(|why| why.contains("killed by the kernel"))
@@ -241,7 +235,7 @@ fn a_stop_with_no_room_to_record_it_is_killed_not_stranded() {
         );
         sleep(Duration::from_millis(50));
     }
-    eprintln!("flood of 300 with room for 16 stops: {stats}");
+    eprintln!("flood of 300 with room for 16 stops: {stats:?}");
     guard.stop();
 }
 
@@ -282,7 +276,7 @@ fn a_hold_another_process_continues_while_guardd_is_down_is_killed_on_restart() 
     let mut guard = Daemon::start(POLICY);
     let run = guard.session(&stubs, &["terraform", "destroy", "continued"]);
     let hold = guard.wait_hold("continued");
-    let pid = hold["pid"].as_u64().unwrap();
+    let pid = u64::from(hold.pid);
     wait_stopped(pid);
     guard.stop_daemon(libc::SIGKILL);
     if !sigcont(pid) {
@@ -301,12 +295,15 @@ fn a_hold_another_process_continues_while_guardd_is_down_is_killed_on_restart() 
     assert!(guard.pending().is_empty(), "{:?}", guard.pending());
     let me = std::process::id();
     assert!(
-        guard.audit_events("error").iter().any(|r| r["pid"] == pid
-            && r["reason"].as_str().is_some_and(
-                |why| why.contains(&format!("pid {me} sent the stopped process SIGCONT"))
-            )),
+        guard
+            .audit_events(AuditEvent::Error)
+            .iter()
+            .any(|r| r["pid"] == pid
+                && r["reason"].as_str().is_some_and(
+                    |why| why.contains(&format!("pid {me} sent the stopped process SIGCONT"))
+                )),
         "{:?}",
-        guard.audit_events("error")
+        guard.audit_events(AuditEvent::Error)
     );
     guard.stop();
 }
@@ -334,7 +331,7 @@ fn a_reused_pid_is_not_readopted_and_cannot_be_approved() {
     let mut guard = Daemon::start(POLICY);
     let run = guard.session(&stubs, &["terraform", "destroy", "reused"]);
     let hold = guard.wait_hold("reused");
-    let pid = hold["pid"].as_u64().unwrap() as u32;
+    let pid = hold.pid;
     wait_stopped(pid as u64);
     // While guardd is down, the held process dies and another takes its pid.
     guard.stop_daemon(libc::SIGKILL);
@@ -348,12 +345,12 @@ fn a_reused_pid_is_not_readopted_and_cannot_be_approved() {
         guard.pending().is_empty(),
         "a process with a reused pid was re-adopted"
     );
-    let out = guard.ctl(&["approve", hold["id"].as_str().unwrap()]);
+    let out = guard.ctl(&["approve", hold.id.as_str()]);
     assert!(!out.status.success());
     assert!(guard
-        .audit_events("exit")
+        .audit_events(AuditEvent::Exit)
         .iter()
-        .any(|r| r["request_id"] == hold["id"]));
+        .any(|r| r["request_id"] == hold.id));
     assert_eq!(state(pid as u64), 'S', "the impostor was touched");
     let _ = impostor.kill();
     let _ = impostor.wait();

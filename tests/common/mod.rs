@@ -14,6 +14,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// The daemon's own types for what guardctl prints with `--json` and for
+/// audit events: a renamed field fails to compile here, not at run time.
+#[allow(unused_imports)] // each test binary uses some of them
+pub use guard_daemon::{
+    audit::AuditEvent,
+    policy::{Action, Explanation, LocalAuth},
+    protocol::{HoldState, HoldView, Response, StatusView},
+};
 use serde_json::Value;
 
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -185,21 +193,16 @@ impl Daemon {
             }
             let out = self.ctl(&["status", "--json"]);
             if out.status.success() {
-                let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-                let programs = status["programs"].as_array().unwrap();
-                self.program_ids
-                    .extend(programs.iter().map(|p| p["id"].as_u64().unwrap() as u32));
-                self.map_ids.extend(
-                    programs
-                        .iter()
-                        .flat_map(|p| p["map_ids"].as_array().unwrap())
-                        .map(|id| id.as_u64().unwrap() as u32),
-                );
+                let status: StatusView = serde_json::from_slice(&out.stdout).unwrap();
+                let programs = &status.programs;
+                self.program_ids.extend(programs.iter().map(|p| p.id));
+                self.map_ids
+                    .extend(programs.iter().flat_map(|p| p.map_ids.iter().copied()));
                 // Four tracepoints, and 18 LSM programs (9 protect_*, 8 gate_*, one escape_*)
                 // where the BPF LSM runs, else the report-only program.
                 let expected = if lsm_active(&status) { 22 } else { 5 };
-                assert_eq!(programs.len(), expected, "{status}");
-                assert!(!self.map_ids.is_empty(), "{status}");
+                assert_eq!(programs.len(), expected, "{status:?}");
+                assert!(!self.map_ids.is_empty(), "{status:?}");
                 return;
             }
             assert!(
@@ -267,8 +270,8 @@ impl Daemon {
     }
 
     /// `guardctl approve|deny ID` on a pending request; asserts it was taken.
-    pub fn decide(&self, verb: &str, hold: &Value) {
-        let out = self.ctl(&[verb, hold["id"].as_str().unwrap()]);
+    pub fn decide(&self, verb: &str, hold: &HoldView) {
+        let out = self.ctl(&[verb, &hold.id]);
         assert!(
             out.status.success(),
             "{verb}: {}",
@@ -276,22 +279,19 @@ impl Daemon {
         );
     }
 
-    pub fn pending(&self) -> Vec<Value> {
+    /// `guardctl pending --json`, read as the protocol's `HoldView`s.
+    pub fn pending(&self) -> Vec<HoldView> {
         let out = self.ctl(&["pending", "--json"]);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice::<Value>(&out.stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     /// Waits for a pending request whose argv contains `word`.
-    pub fn wait_hold(&self, word: &str) -> Value {
+    pub fn wait_hold(&self, word: &str) -> HoldView {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(hold) = self.pending().into_iter().find(|h| argv_has(h, word)) {
@@ -317,7 +317,7 @@ impl Daemon {
     }
 
     /// `guardctl explain --json -- ARGV` against this daemon.
-    pub fn explain(&self, argv: &[&str]) -> Value {
+    pub fn explain(&self, argv: &[&str]) -> Explanation {
         let mut args = vec!["explain", "--json", "--"];
         args.extend_from_slice(argv);
         let out = self.ctl(&args);
@@ -329,7 +329,8 @@ impl Daemon {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    pub fn status(&self) -> Value {
+    /// `guardctl status --json`, read as the protocol's `StatusView`.
+    pub fn status(&self) -> StatusView {
         let out = self.ctl(&["status", "--json"]);
         assert!(out.status.success());
         serde_json::from_slice(&out.stdout).unwrap()
@@ -343,11 +344,21 @@ impl Daemon {
             .collect()
     }
 
-    pub fn audit_events(&self, event: &str) -> Vec<Value> {
+    /// The audit records of one event (named by the daemon's `AuditEvent`).
+    pub fn audit_events(&self, event: AuditEvent) -> Vec<Value> {
+        let event = serde_json::to_value(event).unwrap();
         self.audit()
             .into_iter()
             .filter(|r| r["event"] == event)
             .collect()
+    }
+
+    /// Whether the report-only program is on its tracepoints now.
+    pub fn reporting(&self) -> bool {
+        self.status()
+            .programs
+            .iter()
+            .any(|p| p.name == "report_syscall" && p.attached)
     }
 
     /// Stops guardd with SIGTERM and checks it left nothing loaded.
@@ -387,7 +398,7 @@ impl Daemon {
         }
         // Nothing this guard ever held may be left stopped.
         let stopped: Vec<u64> = self
-            .audit_events("hold")
+            .audit_events(AuditEvent::Hold)
             .iter()
             .filter_map(|record| record["pid"].as_u64())
             .filter(|pid| is_stopped(*pid))
@@ -415,10 +426,8 @@ impl Drop for Daemon {
     }
 }
 
-pub fn argv_has(hold: &Value, word: &str) -> bool {
-    hold["argv"]
-        .as_array()
-        .is_some_and(|argv| argv.iter().any(|a| a == word))
+pub fn argv_has(hold: &HoldView, word: &str) -> bool {
+    hold.argv.iter().any(|a| a == word)
 }
 
 /// A process tree the test started, in its own process group so that it can
@@ -533,26 +542,24 @@ pub fn wait_stopped(pid: u64) {
 }
 
 /// What `guardctl status --json` says about one capability.
-pub fn mechanism(status: &Value, capability: &str) -> String {
-    status["mechanisms"]
-        .as_array()
-        .unwrap()
+pub fn mechanism(status: &StatusView, capability: &str) -> String {
+    status
+        .mechanisms
         .iter()
-        .find(|pair| pair[0] == capability)
-        .and_then(|pair| pair[1].as_str())
-        .unwrap_or_else(|| panic!("no mechanism {capability}: {status}"))
-        .to_string()
+        .find(|(name, _)| name == capability)
+        .map(|(_, mechanism)| mechanism.clone())
+        .unwrap_or_else(|| panic!("no mechanism {capability}: {status:?}"))
 }
 
 /// Whether this guardd runs the BPF LSM hooks. Where the test environment
 /// says the kernel has the BPF LSM (`cargo xtask vm-test` sets
 /// AGENT_GUARD_EXPECT_LSM=1), a guardd without them fails the test.
-pub fn lsm_active(status: &Value) -> bool {
+pub fn lsm_active(status: &StatusView) -> bool {
     let active = !mechanism(status, "hold_release_protection").contains("task_kill: not here");
     if std::env::var("AGENT_GUARD_EXPECT_LSM").as_deref() == Ok("1") {
         assert!(
             active,
-            "the BPF LSM is expected here but guardd did not load it: {status}"
+            "the BPF LSM is expected here but guardd did not load it: {status:?}"
         );
     }
     active
