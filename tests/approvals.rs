@@ -214,9 +214,7 @@ fn approver_lists_and_self_approval_are_enforced() {
 
 #[test]
 fn watch_json_shows_a_hold_and_its_decision() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
+    let (stubs, guard) = setup(HOLD_TERRAFORM_DESTROY);
     let mut watch = guard
         .ctl_command(&["watch", "--json"])
         .stdout(Stdio::piped())
@@ -273,9 +271,7 @@ fn on_a_terminal(guard: &Daemon, shell: &str) -> Command {
 
 #[test]
 fn local_approvers_can_be_required_to_use_a_terminal_no_session_uses() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(&format!(
+    let (stubs, guard) = setup(&format!(
         "{HOLD_TERRAFORM_DESTROY}\n[approvals]\nrequire_terminal = true\n"
     ));
     // The agent runs on a terminal; a process beside it (not in the session)
@@ -386,9 +382,7 @@ fn polkit_re_authentication_fails_closed() {
 
 #[test]
 fn watch_on_a_terminal_shows_the_context_and_takes_a_decision() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
+    let (stubs, guard) = setup(HOLD_TERRAFORM_DESTROY);
     let mut watch = on_a_terminal(&guard, "GUARDCTL watch")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

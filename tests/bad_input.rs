@@ -16,9 +16,7 @@ const POLICY: &str = HOLD_TERRAFORM_DESTROY;
 
 #[test]
 fn huge_and_numerous_arguments_are_held_and_decided() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(POLICY);
+    let (stubs, guard) = setup(POLICY);
     // 2 MiB of argv in 17 arguments (one argument may be at most 128 KiB), then 10,000 arguments.
     let big: Vec<String> = (0..17)
         .map(|i| format!("{i}{}", "x".repeat(124 * 1024)))
@@ -58,9 +56,7 @@ fn huge_and_numerous_arguments_are_held_and_decided() {
 
 #[test]
 fn non_utf8_argv_and_hostile_paths_are_escaped() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(POLICY);
+    let (stubs, guard) = setup(POLICY);
     let dir = stubs.dir.path().join("work\x1b[31mred\ndir");
     std::fs::create_dir(&dir).unwrap();
     let mut command = guard.ctl_command(&["run", "--", "terraform", "destroy"]);
@@ -86,9 +82,7 @@ fn non_utf8_argv_and_hostile_paths_are_escaped() {
 
 #[test]
 fn a_thousand_clients_do_not_stall_decisions_and_per_peer_limits_hold() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(POLICY);
+    let (stubs, guard) = setup(POLICY);
     let socket = guard.socket.clone();
     let clients = 1000;
     let barrier = Arc::new(Barrier::new(clients + 1));

@@ -134,9 +134,7 @@ fn results(out: &str) -> std::collections::HashMap<String, (i64, i32)> {
 
 #[test]
 fn ptrace_vm_writes_and_pidfd_getfd_on_outside_processes_fail_and_are_audited() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(DEFAULT);
+    let (stubs, guard) = setup(DEFAULT);
     let outside = Outside::start();
     let run = guard.session(
         &stubs,
@@ -183,9 +181,7 @@ fn ptrace_vm_writes_and_pidfd_getfd_on_outside_processes_fail_and_are_audited() 
 
 #[test]
 fn session_escape_allow_lets_ptrace_through() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(&format!(
+    let (stubs, guard) = setup(&format!(
         "{DEFAULT}[defaults]\nsession_escape = \"allow\"\n"
     ));
     assert!(mechanism(&guard.status(), "session_escape").starts_with("off"));
@@ -380,9 +376,7 @@ print("io_uring_setup", ret, ctypes.get_errno())
 
 #[test]
 fn terminal_input_injection_and_io_uring_are_refused_in_a_session() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(DEFAULT);
+    let (stubs, guard) = setup(DEFAULT);
     let (status, out, err) = guard.session(&stubs, &["python3", "-c", SIDE_DOORS]).wait();
     assert!(status.success(), "{out}{err}");
     let got = results(&out);

@@ -30,12 +30,11 @@ fn session(guard: &Daemon, stubs: &Stubs, args: &[&str]) -> Proc {
 
 #[test]
 fn held_until_approved_from_outside_the_session() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(POLICY);
-    let run = session(&guard, &stubs, &["terraform", "destroy", "-auto-approve"]);
-
-    let hold = guard.wait_hold("destroy");
+    let (stubs, guard, run, hold) = setup_held(
+        POLICY,
+        &["terraform", "destroy", "-auto-approve"],
+        "destroy",
+    );
     assert_eq!(hold.rule, "tf-destroy");
     assert_eq!(hold.state, HoldState::Held);
     assert_eq!(
@@ -84,11 +83,7 @@ fn held_until_approved_from_outside_the_session() {
 
 #[test]
 fn deny_kills_the_command_before_it_ever_runs() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(POLICY);
-    let run = session(&guard, &stubs, &["terraform", "destroy"]);
-    let hold = guard.wait_hold("destroy");
+    let (stubs, guard, run, hold) = setup_held(POLICY, &["terraform", "destroy"], "destroy");
     let id = hold.id.as_str();
     wait_stopped(u64::from(hold.pid));
 
@@ -133,11 +128,7 @@ fn deny_kills_the_command_before_it_ever_runs() {
 
 #[test]
 fn approval_from_inside_a_session_is_refused() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(POLICY);
-    let run = session(&guard, &stubs, &["terraform", "destroy"]);
-    let hold = guard.wait_hold("destroy");
+    let (stubs, guard, run, hold) = setup_held(POLICY, &["terraform", "destroy"], "destroy");
     let id = hold.id.clone();
     let pid = u64::from(hold.pid);
 
@@ -182,9 +173,7 @@ fn approval_from_inside_a_session_is_refused() {
 
 #[test]
 fn no_hold_outside_sessions_or_for_unwatched_commands() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(POLICY);
+    let (stubs, guard) = setup(POLICY);
     // The same command outside any session.
     let mut outside = Command::new(stubs.bin().join("terraform"));
     outside.arg("destroy").arg("outside");
@@ -212,9 +201,7 @@ fn no_hold_outside_sessions_or_for_unwatched_commands() {
 
 #[test]
 fn wrappers_do_not_dodge_the_hold() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(POLICY);
+    let (stubs, guard) = setup(POLICY);
     let wrappers: [(&str, &[&str]); 9] = [
         ("w-sh", &["sh", "-c", "terraform destroy w-sh"]),
         ("w-bash", &["bash", "-c", "terraform destroy w-bash; true"]),
@@ -377,11 +364,7 @@ fn guardctl_run_refuses_without_guardd() {
 
 #[test]
 fn a_stopped_guardd_keeps_holds_and_teardown_denies_them() {
-    require_root();
-    let stubs = Stubs::new();
-    let mut guard = Daemon::start(POLICY);
-    let run = session(&guard, &stubs, &["terraform", "destroy"]);
-    let hold = guard.wait_hold("destroy");
+    let (stubs, mut guard, run, hold) = setup_held(POLICY, &["terraform", "destroy"], "destroy");
     let pid = u64::from(hold.pid);
     wait_stopped(pid);
     // SIGTERM is a restart as much as a stop: the hold stays, fail closed.
@@ -421,11 +404,8 @@ fn a_stopped_guardd_keeps_holds_and_teardown_denies_them() {
 
 #[test]
 fn a_sigcont_while_held_takes_no_effect_when_guardd_stops() {
-    require_root();
-    let stubs = Stubs::new();
-    let mut guard = Daemon::start(POLICY);
-    let run = session(&guard, &stubs, &["terraform", "destroy", "later"]);
-    let hold = guard.wait_hold("later");
+    let (stubs, mut guard, run, hold) =
+        setup_held(POLICY, &["terraform", "destroy", "later"], "later");
     let pid = u64::from(hold.pid);
     let deadline = std::time::Instant::now() + WAIT;
     while state(pid) != 't' {
@@ -573,12 +553,11 @@ fn malformed_requests_are_refused_and_the_daemon_lives_on() {
 
 #[test]
 fn a_hold_times_out_to_deny() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard =
-        Daemon::start(&POLICY.replace("action = \"hold\"", "action = \"hold\"\ntimeout = \"1s\""));
-    let run = session(&guard, &stubs, &["terraform", "destroy"]);
-    let hold = guard.wait_hold("destroy");
+    let (stubs, guard, run, hold) = setup_held(
+        &POLICY.replace("action = \"hold\"", "action = \"hold\"\ntimeout = \"1s\""),
+        &["terraform", "destroy"],
+        "destroy",
+    );
     let (status, _, stderr) = run.wait();
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     assert!(stderr.contains("timed out"), "{stderr}");
@@ -592,11 +571,7 @@ fn a_hold_times_out_to_deny() {
 
 #[test]
 fn a_held_process_killed_by_others_ends_its_request() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(POLICY);
-    let run = session(&guard, &stubs, &["terraform", "destroy"]);
-    let hold = guard.wait_hold("destroy");
+    let (_stubs, guard, run, hold) = setup_held(POLICY, &["terraform", "destroy"], "destroy");
     let pid = u64::from(hold.pid);
     wait_stopped(pid);
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -623,9 +598,7 @@ fn a_held_process_killed_by_others_ends_its_request() {
 
 #[test]
 fn control_characters_in_argv_are_escaped_everywhere() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(POLICY);
+    let (stubs, guard) = setup(POLICY);
     let evil = "\x1b[2J\x1b]0;pwned\x07\nfake-line";
     let run = session(&guard, &stubs, &["terraform", "destroy", evil]);
     let hold = guard.wait_hold("destroy");
@@ -696,9 +669,7 @@ fn explain_and_status_describe_the_loaded_policy() {
 /// timing belongs to `cargo xtask bench`).
 #[test]
 fn every_watched_exec_is_counted_with_its_latency() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(POLICY);
+    let (stubs, guard) = setup(POLICY);
     let (status, _, _) = session(
         &guard,
         &stubs,
@@ -803,11 +774,7 @@ fn a_symlink_to_a_watched_binary_is_held() {
 
 #[test]
 fn sigcont_and_ptrace_from_outside_do_not_release_a_hold() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(POLICY);
-    let run = session(&guard, &stubs, &["terraform", "destroy"]);
-    let hold = guard.wait_hold("destroy");
+    let (stubs, guard, run, hold) = setup_held(POLICY, &["terraform", "destroy"], "destroy");
     let pid = u64::from(hold.pid);
     assert!(hold.protection.starts_with("ptrace-stop"), "{hold:?}");
     wait_stopped(pid);

@@ -20,9 +20,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn policy_reloads_on_change_and_sighup_and_a_broken_one_is_refused() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(FIRST);
+    let (stubs, guard) = setup(FIRST);
     let config = guard.dir.path().join("policy.toml");
     let first_version = guard.status().policy.version;
     assert_eq!(

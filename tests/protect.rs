@@ -31,9 +31,7 @@ fn lsm_or_explained(guard: &Daemon) -> bool {
 
 #[test]
 fn sessions_cannot_signal_trace_or_change_the_guard() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
+    let (stubs, guard) = setup(HOLD_TERRAFORM_DESTROY);
     if !lsm_or_explained(&guard) {
         return guard.stop();
     }
@@ -98,9 +96,7 @@ fn sessions_cannot_signal_trace_or_change_the_guard() {
 
 #[test]
 fn only_guardd_continues_a_held_process_even_while_it_is_down() {
-    require_root();
-    let stubs = Stubs::new();
-    let mut guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
+    let (stubs, mut guard) = setup(HOLD_TERRAFORM_DESTROY);
     if !lsm_or_explained(&guard) {
         return guard.stop();
     }
@@ -387,9 +383,7 @@ fn destroy_is_still_held(guard: &Daemon, stubs: &Stubs) {
 
 #[test]
 fn a_gated_session_cannot_write_guardd_policy_d_or_remove_its_pins() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(HOLD_DESTROY_GATED);
+    let (stubs, guard) = setup(HOLD_DESTROY_GATED);
     let dropins = guard.dir.path().join("policy.d");
     std::fs::create_dir(&dropins).unwrap();
     let zz = dropins.join("zz.toml");

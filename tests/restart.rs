@@ -10,9 +10,7 @@ const POLICY: &str = HOLD_TERRAFORM_DESTROY;
 
 #[test]
 fn a_crash_releases_nothing_and_the_restart_readopts_every_hold() {
-    require_root();
-    let stubs = Stubs::new();
-    let mut guard = Daemon::start(POLICY);
+    let (stubs, mut guard) = setup(POLICY);
     let runs: Vec<Proc> = (0..5)
         .map(|i| guard.session(&stubs, &["terraform", "destroy", &format!("r{i}")]))
         .collect();
@@ -79,9 +77,7 @@ fn a_crash_releases_nothing_and_the_restart_readopts_every_hold() {
 
 #[test]
 fn a_command_run_while_guardd_is_down_is_held_and_raised_on_restart() {
-    require_root();
-    let stubs = Stubs::new();
-    let mut guard = Daemon::start(POLICY);
+    let (stubs, mut guard) = setup(POLICY);
     // Handshakes, not sleeps: a slow machine (the VM) must not turn this into
     // a command run before the crash or after the restart.
     let run = guard.session(
@@ -132,9 +128,7 @@ fn two_guards_do_not_interfere() {
 
 #[test]
 fn a_second_guardd_on_the_same_pin_dir_is_refused_and_the_first_goes_on() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(POLICY);
+    let (stubs, guard) = setup(POLICY);
     // The same flags: the same pin directory (and socket, never reached).
     let mut second = guard
         .daemon_command()
@@ -326,11 +320,8 @@ fn spawn_with_pid(pid: u32) -> Option<std::process::Child> {
 
 #[test]
 fn a_reused_pid_is_not_readopted_and_cannot_be_approved() {
-    require_root();
-    let stubs = Stubs::new();
-    let mut guard = Daemon::start(POLICY);
-    let run = guard.session(&stubs, &["terraform", "destroy", "reused"]);
-    let hold = guard.wait_hold("reused");
+    let (stubs, mut guard, run, hold) =
+        setup_held(POLICY, &["terraform", "destroy", "reused"], "reused");
     let pid = hold.pid;
     wait_stopped(pid as u64);
     // While guardd is down, the held process dies and another takes its pid.

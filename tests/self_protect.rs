@@ -21,9 +21,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn removing_the_pin_directory_from_a_session_detaches_nothing_and_is_repaired() {
-    require_root();
-    let stubs = Stubs::new();
-    let mut guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
+    let (stubs, mut guard) = setup(HOLD_TERRAFORM_DESTROY);
     let pin_dir = guard.pin_dir.clone();
     assert!(pin_dir.join("links/exec_gate").exists());
 
@@ -88,9 +86,7 @@ fn removing_the_pin_directory_from_a_session_detaches_nothing_and_is_repaired() 
 
 #[test]
 fn a_root_session_is_told_what_cannot_be_promised() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
+    let (stubs, guard) = setup(HOLD_TERRAFORM_DESTROY);
     let status = guard.status();
     let root = mechanism(&status, "root_sessions");
     let (_, _, stderr) = guard.session(&stubs, &["true"]).wait();
@@ -191,9 +187,7 @@ fn a_report_gate_that_fails_to_attach_is_said_so_and_retried() {
 /// command ran without a decision, and who continued it.
 #[test]
 fn a_held_command_continued_while_guardd_was_killed_is_audited_at_the_next_start() {
-    require_root();
-    let stubs = Stubs::new();
-    let mut guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
+    let (stubs, mut guard) = setup(HOLD_TERRAFORM_DESTROY);
     let lsm = lsm_active(&guard.status());
     let go = stubs.dir.path().join("go");
     let run = guard.session(&stubs, &["terraform", "destroy", "killed"]);
@@ -353,9 +347,7 @@ fn escape_attempts_from_a_session() {
 /// guardd and processes outside every session use it as before.
 #[test]
 fn a_session_cannot_open_the_policy_file_where_the_lsm_does_not_run() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
+    let (stubs, guard) = setup(HOLD_TERRAFORM_DESTROY);
     let how = mechanism(&guard.status(), "policy_files");
     if lsm_active(&guard.status()) {
         assert!(how.starts_with("BPF LSM"), "{how}");

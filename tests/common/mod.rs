@@ -565,6 +565,25 @@ pub fn lsm_active(status: &StatusView) -> bool {
     active
 }
 
+/// The preamble of most tests: as root, fresh stubs and a guardd with
+/// `policy`. Bind both (`let (stubs, guard) = ...`) so that they are dropped
+/// in that order's reverse, as separate `let`s were.
+pub fn setup(policy: &str) -> (Stubs, Daemon) {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Daemon::start(policy);
+    (stubs, guard)
+}
+
+/// `setup`, then `guardctl run -- ARGS` in a session and the pending request
+/// whose argv contains `word`.
+pub fn setup_held(policy: &str, args: &[&str], word: &str) -> (Stubs, Daemon, Proc, HoldView) {
+    let (stubs, guard) = setup(policy);
+    let run = guard.session(&stubs, args);
+    let hold = guard.wait_hold(word);
+    (stubs, guard, run, hold)
+}
+
 pub fn require_root() {
     assert_eq!(
         unsafe { libc::geteuid() },
