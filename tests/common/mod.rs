@@ -37,6 +37,25 @@ subcommand = ["destroy"]
 action = "hold"
 "#;
 
+/// Hold `terraform` with `destroy` anywhere in its argv, deny `destroy --nuke`
+/// (the policy of the hold_lifecycle, detection, release_integrity and control tests).
+pub const HOLD_DESTROY_DENY_NUKE: &str = r#"
+version = 1
+base = "none"
+[[rule]]
+id = "tf-destroy"
+programs = ["terraform"]
+args_any = ["destroy"]
+action = "hold"
+
+[[rule]]
+id = "tf-nuke"
+programs = ["terraform"]
+args_all = ["destroy", "--nuke"]
+action = "deny"
+message = "nuking is never allowed"
+"#;
+
 fn binary(var: &str, name: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(var) {
         return path.into();
