@@ -156,18 +156,7 @@ fn a_stop_another_process_continues_before_guardd_holds_it_is_killed() {
     assert_eq!(status.signal(), Some(libc::SIGKILL), "left running");
     assert!(stderr.contains("Killed (fail closed)"), "{stderr}");
     assert!(guard.pending().is_empty(), "{:?}", guard.pending());
-    let me = std::process::id();
-    assert!(
-        guard
-            .audit_events(AuditEvent::Error)
-            .iter()
-            .any(|r| r["pid"] == pid
-                && r["reason"].as_str().is_some_and(
-                    |why| why.contains(&format!("pid {me} sent the stopped process SIGCONT"))
-                )),
-        "{:?}",
-        guard.audit_events(AuditEvent::Error)
-    );
+    guard.assert_sigcont_audited(pid);
     guard.stop();
 }
 

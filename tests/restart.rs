@@ -287,18 +287,7 @@ fn a_hold_another_process_continues_while_guardd_is_down_is_killed_on_restart() 
     let (status, _, _) = run.wait();
     assert_eq!(status.signal(), Some(libc::SIGKILL), "left running");
     assert!(guard.pending().is_empty(), "{:?}", guard.pending());
-    let me = std::process::id();
-    assert!(
-        guard
-            .audit_events(AuditEvent::Error)
-            .iter()
-            .any(|r| r["pid"] == pid
-                && r["reason"].as_str().is_some_and(
-                    |why| why.contains(&format!("pid {me} sent the stopped process SIGCONT"))
-                )),
-        "{:?}",
-        guard.audit_events(AuditEvent::Error)
-    );
+    guard.assert_sigcont_audited(pid);
     guard.stop();
 }
 

@@ -372,6 +372,22 @@ impl Daemon {
             .collect()
     }
 
+    /// Asserts that guardd audited this test's SIGCONT to the held `pid`.
+    pub fn assert_sigcont_audited(&self, pid: u64) {
+        let me = std::process::id();
+        assert!(
+            self.audit_events(AuditEvent::Error)
+                .iter()
+                .any(|r| r["pid"] == pid
+                    && r["reason"]
+                        .as_str()
+                        .is_some_and(|why| why
+                            .contains(&format!("pid {me} sent the stopped process SIGCONT")))),
+            "{:?}",
+            self.audit_events(AuditEvent::Error)
+        );
+    }
+
     /// Whether the report-only program is on its tracepoints now.
     pub fn reporting(&self) -> bool {
         self.status()
