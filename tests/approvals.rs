@@ -37,7 +37,7 @@ fn public_key(key: &Path) -> String {
 /// A guard whose policy holds `terraform destroy` with `rule_extra` settings,
 /// and whose allowed_signers lists alice (for agent-guard only) and carol
 /// (for git only).
-fn guard_with_signers(rule_extra: &str, keys: &tempfile::TempDir) -> Guard {
+fn guard_with_signers(rule_extra: &str, keys: &tempfile::TempDir) -> Daemon {
     let alice = keygen(keys.path(), "alice");
     let carol = keygen(keys.path(), "carol");
     let signers = keys.path().join("allowed_signers");
@@ -51,19 +51,19 @@ fn guard_with_signers(rule_extra: &str, keys: &tempfile::TempDir) -> Guard {
     )
     .unwrap();
     // rule_extra lands in the rule; [approvals] opens its own table after it.
-    Guard::start(&format!(
+    Daemon::start(&format!(
         "{HOLD_TERRAFORM_DESTROY}{rule_extra}\n[approvals]\nallowed_signers = \"{}\"\n",
         signers.display()
     ))
 }
 
-fn sign(guard: &Guard, id: &str, key: &Path, ttl: &str) -> String {
+fn sign(guard: &Daemon, id: &str, key: &Path, ttl: &str) -> String {
     let out = guard.ctl(&["sign", id, "--key", key.to_str().unwrap(), "--ttl", ttl]);
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn approve_token(guard: &Guard, id: &str, token: &str) -> std::process::Output {
+fn approve_token(guard: &Daemon, id: &str, token: &str) -> std::process::Output {
     guard.ctl(&["approve", id, "--token", token])
 }
 
@@ -84,10 +84,7 @@ fn signed_tokens_count_once_per_key_and_only_for_their_request() {
     let hold_a = guard.wait_hold("a");
     let run_b = guard.session(&stubs, &["terraform", "destroy", "b"]);
     let hold_b = guard.wait_hold("b");
-    let (a, b) = (
-        hold_a["id"].as_str().unwrap(),
-        hold_b["id"].as_str().unwrap(),
-    );
+    let (a, b) = (hold_a.id.as_str(), hold_b.id.as_str());
 
     let refused = |token: &str, why: &str| {
         let out = approve_token(&guard, a, token);
@@ -119,7 +116,7 @@ fn signed_tokens_count_once_per_key_and_only_for_their_request() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("more approvals are needed"));
     refused(&good, "replayed token");
     refused(&sign(&guard, a, &alice, "5m"), "already approved");
-    assert!(is_stopped(hold_a["pid"].as_u64().unwrap()));
+    assert!(is_stopped(u64::from(hold_a.pid)));
     assert_eq!(stubs.marker_text(), "");
     // A second, distinct identity (root, locally) releases it.
     assert!(guard.ctl(&["approve", a]).status.success());
@@ -171,8 +168,8 @@ fn approver_lists_and_self_approval_are_enforced() {
     );
     let run = guard.session(&stubs, &["terraform", "destroy", "self"]);
     let hold = guard.wait_hold("self");
-    let id = hold["id"].as_str().unwrap();
-    assert_eq!(hold["self_approval"], false);
+    let id = hold.id.as_str();
+    assert!(!hold.self_approval);
     let out = guard.ctl(&["approve", id]);
     assert!(!out.status.success());
     assert!(
@@ -194,7 +191,7 @@ fn approver_lists_and_self_approval_are_enforced() {
     // A listed key is required when keys are listed; an unlisted uid is refused.
     let run = guard.session(&stubs, &["terraform", "destroy", "listed"]);
     let hold = guard.wait_hold("listed");
-    let id = hold["id"].as_str().unwrap();
+    let id = hold.id.as_str();
     let nobody = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(guardctl_bin())
@@ -217,9 +214,7 @@ fn approver_lists_and_self_approval_are_enforced() {
 
 #[test]
 fn watch_json_shows_a_hold_and_its_decision() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let (stubs, guard) = setup(HOLD_TERRAFORM_DESTROY);
     let mut watch = guard
         .ctl_command(&["watch", "--json"])
         .stdout(Stdio::piped())
@@ -241,7 +236,7 @@ fn watch_json_shows_a_hold_and_its_decision() {
     assert_eq!(next()["type"], "pending");
     let run = guard.session(&stubs, &["terraform", "destroy", "watched"]);
     let hold = guard.wait_hold("watched");
-    let id = hold["id"].as_str().unwrap().to_string();
+    let id = hold.id.clone();
     assert!(guard.ctl(&["deny", &id]).status.success());
     let deadline = Instant::now() + WAIT;
     let mut seen = Vec::new();
@@ -260,7 +255,7 @@ fn watch_json_shows_a_hold_and_its_decision() {
 }
 
 /// `guardctl ARGS` on a fresh pseudo-terminal of its own (util-linux script).
-fn on_a_terminal(guard: &Guard, shell: &str) -> Command {
+fn on_a_terminal(guard: &Daemon, shell: &str) -> Command {
     let socket = guard.socket.display();
     let guardctl = guardctl_bin();
     let shell = shell.replace(
@@ -276,9 +271,7 @@ fn on_a_terminal(guard: &Guard, shell: &str) -> Command {
 
 #[test]
 fn local_approvers_can_be_required_to_use_a_terminal_no_session_uses() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Guard::start(&format!(
+    let (stubs, guard) = setup(&format!(
         "{HOLD_TERRAFORM_DESTROY}\n[approvals]\nrequire_terminal = true\n"
     ));
     // The agent runs on a terminal; a process beside it (not in the session)
@@ -303,7 +296,7 @@ fn local_approvers_can_be_required_to_use_a_terminal_no_session_uses() {
         .current_dir(stubs.dir.path());
     let shared = Proc::spawn(shared);
     let hold = guard.wait_hold("shared");
-    let id = hold["id"].as_str().unwrap();
+    let id = hold.id.as_str();
     std::fs::write(&fifo, format!("{id}\n")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !std::fs::read_to_string(&answer).is_ok_and(|t| t.contains("refused")) {
@@ -332,7 +325,7 @@ fn local_approvers_can_be_required_to_use_a_terminal_no_session_uses() {
         "{}",
         stderr(&detached)
     );
-    assert!(is_stopped(hold["pid"].as_u64().unwrap()));
+    assert!(is_stopped(u64::from(hold.pid)));
     assert_eq!(stubs.marker_text(), "");
     // From a terminal of its own: approved, and the command runs.
     let own = on_a_terminal(&guard, &format!("GUARDCTL approve {id}"))
@@ -341,7 +334,7 @@ fn local_approvers_can_be_required_to_use_a_terminal_no_session_uses() {
     assert!(own.status.success(), "{own:?}");
     assert!(shared.wait().0.success());
     assert_eq!(stubs.marker_text(), "destroy shared\n");
-    let refusals = guard.audit_events("refuse");
+    let refusals = guard.audit_events(AuditEvent::Refuse);
     assert_eq!(refusals.len(), 2, "{refusals:?}");
     assert!(refusals.iter().all(|r| r["channel"] == "socket"));
     guard.stop();
@@ -357,13 +350,13 @@ fn polkit_re_authentication_fails_closed() {
         return;
     }
     let stubs = Stubs::new();
-    let guard = Guard::start(&format!(
+    let guard = Daemon::start(&format!(
         "{HOLD_TERRAFORM_DESTROY}\n[approvals]\nlocal_auth = \"polkit\"\n"
     ));
-    assert_eq!(guard.status()["policy"]["local_auth"], "polkit");
+    assert_eq!(guard.status().policy.local_auth, LocalAuth::Polkit);
     let run = guard.session(&stubs, &["terraform", "destroy", "pk"]);
     let hold = guard.wait_hold("pk");
-    let id = hold["id"].as_str().unwrap();
+    let id = hold.id.as_str();
     // No polkit daemon answers here: the approval is refused, not waved through.
     let out = guard.ctl(&["approve", id]);
     assert!(!out.status.success());
@@ -372,8 +365,8 @@ fn polkit_re_authentication_fails_closed() {
         "{}",
         stderr(&out)
     );
-    assert!(is_stopped(hold["pid"].as_u64().unwrap()));
-    let refusal = &guard.audit_events("refuse")[0];
+    assert!(is_stopped(u64::from(hold.pid)));
+    let refusal = &guard.audit_events(AuditEvent::Refuse)[0];
     assert!(
         refusal["reason"].as_str().unwrap().starts_with("polkit"),
         "{refusal}"
@@ -389,9 +382,7 @@ fn polkit_re_authentication_fails_closed() {
 
 #[test]
 fn watch_on_a_terminal_shows_the_context_and_takes_a_decision() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let (stubs, guard) = setup(HOLD_TERRAFORM_DESTROY);
     let mut watch = on_a_terminal(&guard, "GUARDCTL watch")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -427,7 +418,7 @@ fn watch_on_a_terminal_shows_the_context_and_takes_a_decision() {
         .current_dir(stubs.dir.path());
     let run = Proc::spawn(session);
     let hold = guard.wait_hold("seen");
-    let id = hold["id"].as_str().unwrap();
+    let id = hold.id.as_str();
     let seen = wait_for(&format!("request {id}: [a]pprove, [d]eny, [s]kip?"));
     for shown in [
         format!("HELD {id}: "),
@@ -441,7 +432,7 @@ fn watch_on_a_terminal_shows_the_context_and_takes_a_decision() {
     watch.stdin.as_mut().unwrap().write_all(b"d\n").unwrap();
     assert!(!run.wait().0.success());
     wait_for(&format!("{id}: Denied"));
-    let denial = &guard.audit_events("deny")[0];
+    let denial = &guard.audit_events(AuditEvent::Deny)[0];
     assert_eq!(denial["reason"], "denied in guardctl watch");
     assert_eq!(stubs.marker_text(), "");
     watch.kill().unwrap();
@@ -465,13 +456,13 @@ fn a_signed_denial_ends_the_request_and_encrypted_keys_sign_through_ssh_keygen()
     let askpass = write_script(keys.path(), "askpass", "echo erin-pass");
     let signers = keys.path().join("allowed_signers");
     std::fs::write(&signers, format!("erin@example {}\n", public_key(&erin))).unwrap();
-    let guard = Guard::start(&format!(
+    let guard = Daemon::start(&format!(
         "{HOLD_TERRAFORM_DESTROY}\n[approvals]\nallowed_signers = \"{}\"\n",
         signers.display()
     ));
     let run = guard.session(&stubs, &["terraform", "destroy", "signed-deny"]);
     let hold = guard.wait_hold("signed-deny");
-    let id = hold["id"].as_str().unwrap();
+    let id = hold.id.as_str();
     let with_askpass = |args: &[&str]| {
         let mut command = guard.ctl_command(args);
         command
@@ -490,7 +481,7 @@ fn a_signed_denial_ends_the_request_and_encrypted_keys_sign_through_ssh_keygen()
     let denial = String::from_utf8(denial.stdout).unwrap();
     let out = guard.ctl(&["approve", id, "--token", denial.trim()]);
     assert!(stderr(&out).contains("bad signature"), "{}", stderr(&out));
-    assert!(is_stopped(hold["pid"].as_u64().unwrap()));
+    assert!(is_stopped(u64::from(hold.pid)));
 
     let out = with_askpass(&[
         "deny",
@@ -503,7 +494,7 @@ fn a_signed_denial_ends_the_request_and_encrypted_keys_sign_through_ssh_keygen()
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!run.wait().0.success());
     assert_eq!(stubs.marker_text(), "");
-    let denied = &guard.audit_events("deny")[0];
+    let denied = &guard.audit_events(AuditEvent::Deny)[0];
     assert_eq!(denied["channel"], "token");
     assert!(
         denied["approver"]
@@ -527,10 +518,10 @@ fn escapes_to_an_approver_outside_the_tree_are_held_or_refused() {
         &format!("echo \"systemd-run $*\" >> {}", stubs.marker().display()),
     );
     // The default pack (its launcher rule) with the test's terraform rule on top.
-    let guard = Guard::start(&HOLD_TERRAFORM_DESTROY.replace("base = \"none\"\n", ""));
+    let guard = Daemon::start(&HOLD_TERRAFORM_DESTROY.replace("base = \"none\"\n", ""));
     let run = guard.session(&stubs, &["terraform", "destroy", "escape"]);
     let hold = guard.wait_hold("escape");
-    let id = hold["id"].as_str().unwrap();
+    let id = hold.id.as_str();
     let ctl = guardctl_bin();
     let ctl = ctl.to_str().unwrap();
     let socket = guard.socket.to_str().unwrap();
@@ -546,9 +537,9 @@ fn escapes_to_an_approver_outside_the_tree_are_held_or_refused() {
     // systemd-run is held itself, before it could ask systemd for anything.
     let launcher = guard.session(&stubs, &["systemd-run", "--wait", ctl, "approve", id]);
     let held = guard.wait_hold("--wait");
-    assert_eq!(held["rule"], "tree-escape");
+    assert_eq!(held.rule, "tree-escape");
     assert_eq!(guard.pending().len(), 2);
-    assert!(is_stopped(hold["pid"].as_u64().unwrap()));
+    assert!(is_stopped(u64::from(hold.pid)));
     guard.decide("deny", &held);
     assert!(!launcher.wait().0.success());
     assert!(guard.ctl(&["deny", id]).status.success());

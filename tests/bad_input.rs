@@ -16,9 +16,7 @@ const POLICY: &str = HOLD_TERRAFORM_DESTROY;
 
 #[test]
 fn huge_and_numerous_arguments_are_held_and_decided() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Guard::start(POLICY);
+    let (stubs, guard) = setup(POLICY);
     // 2 MiB of argv in 17 arguments (one argument may be at most 128 KiB), then 10,000 arguments.
     let big: Vec<String> = (0..17)
         .map(|i| format!("{i}{}", "x".repeat(124 * 1024)))
@@ -43,9 +41,9 @@ fn huge_and_numerous_arguments_are_held_and_decided() {
         }
         let run = Proc::spawn(command);
         let hold = guard.wait_hold(tag);
-        assert_eq!(hold["argv"].as_array().unwrap().len(), 3 + extra.len());
-        assert_eq!(hold["rule"], "tf-destroy");
-        wait_stopped(hold["pid"].as_u64().unwrap());
+        assert_eq!(hold.argv.len(), 3 + extra.len());
+        assert_eq!(hold.rule, "tf-destroy");
+        wait_stopped(u64::from(hold.pid));
         guard.decide("deny", &hold);
         let (status, _, _) = run.wait();
         assert!(!status.success());
@@ -58,9 +56,7 @@ fn huge_and_numerous_arguments_are_held_and_decided() {
 
 #[test]
 fn non_utf8_argv_and_hostile_paths_are_escaped() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Guard::start(POLICY);
+    let (stubs, guard) = setup(POLICY);
     let dir = stubs.dir.path().join("work\x1b[31mred\ndir");
     std::fs::create_dir(&dir).unwrap();
     let mut command = guard.ctl_command(&["run", "--", "terraform", "destroy"]);
@@ -70,7 +66,7 @@ fn non_utf8_argv_and_hostile_paths_are_escaped() {
         .current_dir(&dir);
     let run = Proc::spawn(command);
     let hold = guard.wait_hold("bad-\\xff\\xfe-bytes");
-    let cwd = hold["cwd"].as_str().unwrap();
+    let cwd = hold.cwd.as_str();
     assert!(cwd.ends_with("work\\u{1b}[31mred\\ndir"), "{cwd}");
     let human = guard.ctl(&["pending"]);
     assert!(!human.stdout.contains(&0x1b), "raw escape on the terminal");
@@ -86,9 +82,7 @@ fn non_utf8_argv_and_hostile_paths_are_escaped() {
 
 #[test]
 fn a_thousand_clients_do_not_stall_decisions_and_per_peer_limits_hold() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Guard::start(POLICY);
+    let (stubs, guard) = setup(POLICY);
     let socket = guard.socket.clone();
     let clients = 1000;
     let barrier = Arc::new(Barrier::new(clients + 1));
@@ -104,8 +98,12 @@ fn a_thousand_clients_do_not_stall_decisions_and_per_peer_limits_hold() {
                 let _ = stream.write_all(b"{\"version\":1,\"type\":\"status\"}\n");
                 let mut line = String::new();
                 BufReader::new(&stream).read_line(&mut line).ok()?;
-                let response: serde_json::Value = serde_json::from_str(&line).ok()?;
-                Some(response["type"].as_str()?.to_string())
+                let response: Response = serde_json::from_str(&line).ok()?;
+                Some(match response {
+                    Response::Status(_) => "status".to_string(),
+                    Response::Error { .. } => "error".to_string(),
+                    other => format!("{other:?}"),
+                })
             })
         })
         .collect();
@@ -148,7 +146,7 @@ fn a_thousand_clients_do_not_stall_decisions_and_per_peer_limits_hold() {
 #[test]
 fn a_refused_peer_gets_an_error_not_a_hang() {
     require_root();
-    let guard = Guard::start(POLICY);
+    let guard = Daemon::start(POLICY);
     // Hold the per-process limit of idle connections open, then one more.
     let idle: Vec<UnixStream> = (0..32)
         .map(|_| UnixStream::connect(&guard.socket).unwrap())

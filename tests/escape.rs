@@ -134,9 +134,7 @@ fn results(out: &str) -> std::collections::HashMap<String, (i64, i32)> {
 
 #[test]
 fn ptrace_vm_writes_and_pidfd_getfd_on_outside_processes_fail_and_are_audited() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Guard::start(DEFAULT);
+    let (stubs, guard) = setup(DEFAULT);
     let outside = Outside::start();
     let run = guard.session(
         &stubs,
@@ -165,7 +163,7 @@ fn ptrace_vm_writes_and_pidfd_getfd_on_outside_processes_fail_and_are_audited() 
         "original",
         "the outside process was written"
     );
-    let refused = guard.audit_events("deny");
+    let refused = guard.audit_events(AuditEvent::Deny);
     assert_eq!(refused.len(), 4, "{refused:?}");
     assert!(refused.iter().all(|r| r["rule"] == "session-escape"));
     let operation = refused[0]["operation"].as_str().unwrap();
@@ -183,9 +181,7 @@ fn ptrace_vm_writes_and_pidfd_getfd_on_outside_processes_fail_and_are_audited() 
 
 #[test]
 fn session_escape_allow_lets_ptrace_through() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Guard::start(&format!(
+    let (stubs, guard) = setup(&format!(
         "{DEFAULT}[defaults]\nsession_escape = \"allow\"\n"
     ));
     assert!(mechanism(&guard.status(), "session_escape").starts_with("off"));
@@ -208,7 +204,7 @@ fn session_escape_allow_lets_ptrace_through() {
     // The tracer exited; its attach's SIGSTOP may leave the process stopped.
     unsafe { libc::kill(outside.pid() as i32, libc::SIGCONT) };
     assert_eq!(outside.finish(), "WRITTEN!");
-    assert!(guard.audit_events("deny").is_empty());
+    assert!(guard.audit_events(AuditEvent::Deny).is_empty());
     guard.stop();
 }
 
@@ -294,7 +290,7 @@ fn typing_into_a_tmux_server_outside_the_session_is_held() {
     let dir = tempfile::tempdir().unwrap();
     let socket = socket_in(dir.path());
     let marker = dir.path().join("typed");
-    let guard = Guard::start(DEFAULT);
+    let guard = Daemon::start(DEFAULT);
     let tmux = Tmux::outside(&socket);
     let server = tmux.pid();
     let keys = format!("touch {}", marker.display());
@@ -312,12 +308,12 @@ fn typing_into_a_tmux_server_outside_the_session_is_held() {
 
     let run = guard.session(&stubs, &send);
     let hold = guard.wait_hold("send-keys");
-    let operation = hold["operation"].as_str().unwrap();
+    let operation = hold.operation.as_deref().unwrap();
     assert_eq!(
         operation,
         format!("connect {socket_arg} (tmux server pid {server}, outside the session)")
     );
-    assert_eq!(hold["rule"], "session-escape");
+    assert_eq!(hold.rule, "session-escape");
     guard.decide("deny", &hold);
     let (status, _, stderr) = run.wait();
     assert!(!status.success(), "{stderr}");
@@ -342,7 +338,7 @@ fn a_tmux_server_started_inside_the_session_is_used_without_a_hold() {
     let dir = tempfile::tempdir().unwrap();
     let socket = socket_in(dir.path());
     let marker = dir.path().join("typed");
-    let guard = Guard::start(DEFAULT);
+    let guard = Daemon::start(DEFAULT);
     // Killed from outside if the script fails half-way.
     let _cleanup = Tmux {
         socket: socket.clone(),
@@ -360,7 +356,7 @@ fn a_tmux_server_started_inside_the_session_is_used_without_a_hold() {
     let (status, out, err) = run.wait();
     assert!(status.success() && out == "ok\n", "{out}{err}");
     assert!(guard.pending().is_empty());
-    assert!(guard.audit_events("hold").is_empty());
+    assert!(guard.audit_events(AuditEvent::Hold).is_empty());
     guard.stop();
 }
 
@@ -380,9 +376,7 @@ print("io_uring_setup", ret, ctypes.get_errno())
 
 #[test]
 fn terminal_input_injection_and_io_uring_are_refused_in_a_session() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Guard::start(DEFAULT);
+    let (stubs, guard) = setup(DEFAULT);
     let (status, out, err) = guard.session(&stubs, &["python3", "-c", SIDE_DOORS]).wait();
     assert!(status.success(), "{out}{err}");
     let got = results(&out);
@@ -479,11 +473,11 @@ fn a_call_on_a_session_bus_outside_the_session_is_held() {
         "/",
         "org.agentguard.Probe.Ping",
     ];
-    let guard = Guard::start(DEFAULT);
+    let guard = Daemon::start(DEFAULT);
 
     let run = guard.session(&stubs, &call);
     let hold = guard.wait_hold("org.agentguard.Probe.Ping");
-    let operation = hold["operation"].as_str().unwrap();
+    let operation = hold.operation.as_deref().unwrap();
     let socket = dir.path().join("dbus-test");
     assert_eq!(
         operation,
@@ -493,7 +487,7 @@ fn a_call_on_a_session_bus_outside_the_session_is_held() {
             bus.daemon.id()
         )
     );
-    assert_eq!(hold["rule"], "session-escape");
+    assert_eq!(hold.rule, "session-escape");
     guard.decide("deny", &hold);
     let (status, _, stderr) = run.wait();
     assert!(!status.success(), "{stderr}");

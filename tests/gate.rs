@@ -11,14 +11,14 @@ use std::{
 
 use common::*;
 
-fn guard_protecting(protected: &Path) -> Guard {
-    Guard::start(&format!(
+fn guard_protecting(protected: &Path) -> Daemon {
+    Daemon::start(&format!(
         "version = 1\nbase = \"none\"\n[defaults]\nsyscall_gate = true\n[[protect]]\nid = \"precious\"\npaths = [\"{}\"]\n",
         protected.display()
     ))
 }
 
-fn python(guard: &Guard, stubs: &Stubs, code: &str, arg: &Path) -> Proc {
+fn python(guard: &Daemon, stubs: &Stubs, code: &str, arg: &Path) -> Proc {
     guard.session(stubs, &["python3", "-c", code, arg.to_str().unwrap()])
 }
 
@@ -37,13 +37,13 @@ fn deleting_a_protected_tree_is_one_request_and_a_denial_keeps_every_file() {
 
     let run = python(&guard, &stubs, RMTREE, &protected);
     let hold = guard.wait_hold(RMTREE);
-    let id = hold["id"].as_str().unwrap().to_string();
-    let operation = hold["operation"].as_str().unwrap();
+    let id = hold.id.clone();
+    let operation = hold.operation.as_deref().unwrap();
     assert!(
         operation.starts_with("unlink ") && operation.contains(protected.to_str().unwrap()),
         "{operation}"
     );
-    assert_eq!(hold["rule"], "precious");
+    assert_eq!(hold.rule, "precious");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(guard.pending().len(), 1, "one request for the tree");
     assert!(guard.ctl(&["deny", &id]).status.success());
@@ -55,13 +55,17 @@ fn deleting_a_protected_tree_is_one_request_and_a_denial_keeps_every_file() {
     // Approved: the whole tree goes, still with one request.
     let run = python(&guard, &stubs, RMTREE, &protected);
     let hold = guard.wait_hold(RMTREE);
-    assert_ne!(hold["id"].as_str().unwrap(), id);
+    assert_ne!(hold.id.as_str(), id);
     guard.decide("approve", &hold);
     let (status, _, stderr) = run.wait();
     assert!(status.success(), "{stderr}");
     assert!(!protected.exists());
-    assert_eq!(guard.audit_events("hold").len(), 2, "one hold per run");
-    let approved = &guard.audit_events("approve")[0];
+    assert_eq!(
+        guard.audit_events(AuditEvent::Hold).len(),
+        2,
+        "one hold per run"
+    );
+    let approved = &guard.audit_events(AuditEvent::Approve)[0];
     assert!(approved["operation"]
         .as_str()
         .unwrap()
@@ -108,8 +112,9 @@ fn unprotected_trees_and_writes_pass_and_moving_a_protected_tree_away_is_held() 
     session.current_dir(dir.path());
     let run = Proc::spawn(session);
     let hold = guard.wait_hold(RENAME);
-    assert!(hold["operation"]
-        .as_str()
+    assert!(hold
+        .operation
+        .as_deref()
         .unwrap()
         .starts_with(&format!("rename {}", protected.display())));
     guard.decide("deny", &hold);
@@ -117,7 +122,7 @@ fn unprotected_trees_and_writes_pass_and_moving_a_protected_tree_away_is_held() 
     assert!(!status.success());
     assert!(stderr.contains("PermissionError"), "{stderr}");
     assert!(protected.exists() && !elsewhere.exists());
-    assert_eq!(guard.audit_events("hold").len(), 1);
+    assert_eq!(guard.audit_events(AuditEvent::Hold).len(), 1);
     guard.stop();
 }
 
@@ -128,24 +133,15 @@ fn guardd_protect_adds_a_held_path_and_status_says_how_each_operation_is_gated()
     let dir = tempfile::tempdir().unwrap();
     let protected = dir.path().join("cli");
     tree(&protected, 3);
-    let guard = Guard::start_with(
+    let guard = Daemon::start_with(
         "version = 1\nbase = \"none\"\n[defaults]\nsyscall_gate = true\n",
         &["--protect", protected.to_str().unwrap()],
     );
-    let status = guard.status();
-    let unlink = status["mechanisms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m[0] == "syscall_gate.unlink")
-        .unwrap()[1]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let unlink = mechanism(&guard.status(), "syscall_gate.unlink");
     assert!(unlink.starts_with("seccomp user notification"), "{unlink}");
     let run = python(&guard, &stubs, RMTREE, &protected);
     let hold = guard.wait_hold(RMTREE);
-    assert_eq!(hold["rule"], "guardd --protect");
+    assert_eq!(hold.rule, "guardd --protect");
     guard.decide("deny", &hold);
     assert!(!run.wait().0.success());
     assert_eq!(count(&protected), 9);
@@ -183,7 +179,7 @@ fn without_the_lsm_detected_sessions_are_reported_not_held() {
     tree(&protected, 6);
     std::fs::create_dir(&scratch).unwrap();
     // The default syscall_gate ("auto"), an agent no launcher started.
-    let guard = Guard::start(&format!(
+    let guard = Daemon::start(&format!(
         "version = 1\nbase = \"none\"\n[agents]\nprograms = [\"claude\"]\n[[protect]]\nid = \"precious\"\npaths = [\"{}\"]\n",
         protected.display()
     ));
@@ -194,7 +190,7 @@ fn without_the_lsm_detected_sessions_are_reported_not_held() {
     let unlink = mechanism(&guard.status(), "syscall_gate.unlink");
     assert!(unlink.starts_with("report only"), "{unlink}");
     assert!(
-        !reporting(&guard),
+        !guard.reporting(),
         "no session yet: the sys_enter tracepoints would slow every call of the machine"
     );
     let p = protected.display();
@@ -211,7 +207,7 @@ fn without_the_lsm_detected_sessions_are_reported_not_held() {
     agent.env("PATH", stubs.path_env());
     let agent = Proc::spawn(agent);
     // Reporting starts once guardd has seen the session (documented).
-    wait_for(|| reporting(&guard), "report-only program attached");
+    wait_for(|| guard.reporting(), "report-only program attached");
     std::fs::write(&go, "").unwrap();
     let (status, out, err) = agent.wait();
     assert!(status.success() && out == "ok\n", "{out}{err}");
@@ -224,7 +220,7 @@ fn without_the_lsm_detected_sessions_are_reported_not_held() {
     ];
     loop {
         let reported: Vec<String> = guard
-            .audit_events("audit")
+            .audit_events(AuditEvent::Audit)
             .iter()
             .filter(|r| {
                 r["reason"]
@@ -248,19 +244,10 @@ fn without_the_lsm_detected_sessions_are_reported_not_held() {
         std::thread::sleep(Duration::from_millis(50));
     }
     wait_for(
-        || !reporting(&guard),
+        || !guard.reporting(),
         "report-only program detached after the session",
     );
     guard.stop();
-}
-
-/// Whether the report-only program is on its tracepoints now.
-fn reporting(guard: &Guard) -> bool {
-    guard.status()["programs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|p| p["name"] == "report_syscall" && p["attached"] == true)
 }
 
 fn wait_for(condition: impl Fn() -> bool, what: &str) {

@@ -18,7 +18,7 @@ use common::*;
 
 /// guardd protecting `roots` (one `[[protect]]` each, hold, except `cache`), with `claude`
 /// as the agent program; None where the BPF LSM does not run here.
-fn guard_protecting(roots: &[&Path]) -> Option<Guard> {
+fn guard_protecting(roots: &[&Path]) -> Option<Daemon> {
     let mut policy =
         "version = 1\nbase = \"none\"\n[agents]\nprograms = [\"claude\"]\n".to_string();
     for (i, root) in roots.iter().enumerate() {
@@ -27,7 +27,7 @@ fn guard_protecting(roots: &[&Path]) -> Option<Guard> {
             root.display()
         ));
     }
-    let guard = Guard::start(&policy);
+    let guard = Daemon::start(&policy);
     let status = guard.status();
     if lsm_active(&status) {
         return Some(guard);
@@ -47,15 +47,6 @@ fn agent(stubs: &Stubs, script: &str) -> Proc {
     Proc::spawn(command)
 }
 
-fn decide(guard: &Guard, verb: &str, hold: &serde_json::Value) {
-    let out = guard.ctl(&[verb, hold["id"].as_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn deleting_a_protected_tree_is_one_request_denied_keeps_every_file() {
     require_root();
@@ -72,17 +63,14 @@ fn deleting_a_protected_tree_is_one_request_denied_keeps_every_file() {
 
     let run = agent(&stubs, &script);
     let hold = wait_operation(&guard, path);
-    let operation = hold["operation"].as_str().unwrap();
+    let operation = hold.operation.as_deref().unwrap();
     assert!(
         operation.starts_with("unlink ") && operation.contains(path),
         "{operation}"
     );
-    assert_eq!(hold["rule"], "p0");
-    assert!(
-        hold["protection"].as_str().unwrap().starts_with("BPF LSM"),
-        "{hold}"
-    );
-    let pid = hold["pid"].as_u64().unwrap();
+    assert_eq!(hold.rule, "p0");
+    assert!(hold.protection.starts_with("BPF LSM"), "{hold:?}");
+    let pid = u64::from(hold.pid);
     wait_stopped(pid);
     // Nobody but guardd continues it: not root's kill, not a session process.
     let cont = unsafe { libc::kill(pid as i32, libc::SIGCONT) };
@@ -96,7 +84,7 @@ fn deleting_a_protected_tree_is_one_request_denied_keeps_every_file() {
     assert_eq!(guard.pending().len(), 1, "one request for the tree");
     assert_eq!(count(&protected), before, "a file went before the decision");
 
-    decide(&guard, "deny", &hold);
+    guard.decide("deny", &hold);
     let (status, out, err) = run.wait();
     assert!(status.success());
     assert_eq!(out, "rm=1\n", "{err}");
@@ -106,11 +94,15 @@ fn deleting_a_protected_tree_is_one_request_denied_keeps_every_file() {
     // Approved: the whole tree goes, with one request.
     let run = agent(&stubs, &script);
     let hold = wait_operation(&guard, path);
-    decide(&guard, "approve", &hold);
+    guard.decide("approve", &hold);
     let (_, out, err) = run.wait();
     assert_eq!(out, "rm=0\n", "{err}");
     assert!(!protected.exists());
-    assert_eq!(guard.audit_events("hold").len(), 2, "one hold per run");
+    assert_eq!(
+        guard.audit_events(AuditEvent::Hold).len(),
+        2,
+        "one hold per run"
+    );
     guard.stop();
 }
 
@@ -155,13 +147,13 @@ fn unprotected_trees_and_writes_pass_and_moving_a_protected_tree_away_is_held() 
     );
     let hold = wait_operation(&guard, "/precious -> ");
     assert!(
-        hold["operation"]
-            .as_str()
+        hold.operation
+            .as_deref()
             .unwrap()
             .starts_with(&format!("rename {}", protected.display())),
-        "{hold}"
+        "{hold:?}"
     );
-    decide(&guard, "deny", &hold);
+    guard.decide("deny", &hold);
     let (_, out, err) = run.wait();
     assert_eq!(out, "mv=1\n", "{err}");
     assert!(protected.exists() && !moved.exists());
@@ -192,15 +184,15 @@ fn an_approval_releases_exactly_the_held_call_and_the_next_tree_is_held_again() 
         ),
     );
     let hold = wait_operation(&guard, "/first/");
-    assert_eq!(hold["rule"], "p0");
-    decide(&guard, "approve", &hold);
+    assert_eq!(hold.rule, "p0");
+    guard.decide("approve", &hold);
     let hold = wait_operation(&guard, "/second/");
-    assert_eq!(hold["rule"], "p1");
+    assert_eq!(hold.rule, "p1");
     assert_eq!(
         std::fs::read_to_string(first.join("a")).unwrap(),
         "old\nnew\n"
     );
-    decide(&guard, "deny", &hold);
+    guard.decide("deny", &hold);
     let (_, out, err) = run.wait();
     assert_eq!(out, "a=0\nb=1\n", "{err}");
     assert_eq!(std::fs::read_to_string(second.join("b")).unwrap(), "old\n");
@@ -220,7 +212,7 @@ fn a_held_call_stays_held_across_a_guardd_crash_and_is_raised_again() {
     let path = protected.to_str().unwrap();
     let run = agent(&stubs, &format!("rm -rf {path}; echo rm=$?"));
     let hold = wait_operation(&guard, path);
-    let pid = hold["pid"].as_u64().unwrap();
+    let pid = u64::from(hold.pid);
     wait_stopped(pid);
     guard.stop_daemon(libc::SIGKILL);
     sleep(Duration::from_millis(500));
@@ -229,8 +221,8 @@ fn a_held_call_stays_held_across_a_guardd_crash_and_is_raised_again() {
 
     guard.restart();
     let again = wait_operation(&guard, path);
-    assert_eq!(again["pid"].as_u64(), Some(pid));
-    decide(&guard, "approve", &again);
+    assert_eq!(u64::from(again.pid), pid);
+    guard.decide("approve", &again);
     let (_, out, err) = run.wait();
     assert_eq!(out, "rm=0\n", "{err}");
     assert!(!protected.exists());
@@ -239,13 +231,13 @@ fn a_held_call_stays_held_across_a_guardd_crash_and_is_raised_again() {
 
 /// The pending request whose operation contains `word` (busybox's shell runs
 /// `rm` and `mv` in its own process, so argv does not name them).
-fn wait_operation(guard: &Guard, word: &str) -> serde_json::Value {
+fn wait_operation(guard: &Daemon, word: &str) -> HoldView {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         if let Some(hold) = guard
             .pending()
             .into_iter()
-            .find(|h| h["operation"].as_str().is_some_and(|o| o.contains(word)))
+            .find(|h| h.operation.as_ref().is_some_and(|o| o.contains(word)))
         {
             return hold;
         }

@@ -111,7 +111,7 @@ fn webhooks_are_signed_retried_and_never_hold_up_a_decision() {
     let black_hole = TcpListener::bind("127.0.0.1:0").unwrap();
     let secret_file = stubs.dir.path().join("webhook.secret");
     std::fs::write(&secret_file, "s3cret-key\n").unwrap();
-    let guard = Guard::start(&format!(
+    let guard = Daemon::start(&format!(
         r#"{HOLD_TERRAFORM_DESTROY}
 [[notify.webhook]]
 url = "http://127.0.0.1:{}/hook"
@@ -129,7 +129,7 @@ timeout = "60s"
     ));
     let run = guard.session(&stubs, &["terraform", "destroy", "-auto-approve"]);
     let hold = guard.wait_hold("destroy");
-    let id = hold["id"].as_str().unwrap().to_string();
+    let id = hold.id.clone();
 
     let delivered = receiver.wait_for("the hold", |r| r["event"] == "hold");
     assert_eq!(delivered["record"]["request_id"], id.as_str());
@@ -283,7 +283,7 @@ fn a_hold_is_shown_on_the_desktop_of_the_user_it_belongs_to() {
     let bus_dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(bus_dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let bus = NobodysBus::start(bus_dir.path());
-    let guard = Guard::start(&format!(
+    let guard = Daemon::start(&format!(
         "{HOLD_TERRAFORM_DESTROY}\n[notify]\ndesktop = true\ndesktop_bus = \"unix:path={}/bus-{{uid}}\"\n",
         bus_dir.path().display()
     ));
@@ -299,7 +299,7 @@ fn a_hold_is_shown_on_the_desktop_of_the_user_it_belongs_to() {
         .current_dir(stubs.dir.path());
     let run = Proc::spawn(session);
     let hold = guard.wait_hold("desk");
-    let id = hold["id"].as_str().unwrap();
+    let id = hold.id.as_str();
 
     // guardd (root) cannot use nobody's bus itself: the call arriving there
     // was made as nobody, with the hold in its text.

@@ -20,18 +20,16 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn policy_reloads_on_change_and_sighup_and_a_broken_one_is_refused() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Guard::start(FIRST);
+    let (stubs, guard) = setup(FIRST);
     let config = guard.dir.path().join("policy.toml");
-    let first_version = guard.status()["policy"]["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(guard.explain(&["terraform", "destroy"])["action"], "hold");
+    let first_version = guard.status().policy.version;
     assert_eq!(
-        guard.explain(&["helm", "uninstall", "x"])["action"],
-        "allow"
+        guard.explain(&["terraform", "destroy"]).action,
+        Action::Hold
+    );
+    assert_eq!(
+        guard.explain(&["helm", "uninstall", "x"]).action,
+        Action::Allow
     );
 
     // A drop-in file is picked up on change, and its program is watched in the kernel at once.
@@ -42,7 +40,7 @@ fn policy_reloads_on_change_and_sighup_and_a_broken_one_is_refused() {
     )
     .unwrap();
     wait_for("the drop-in to load", || {
-        guard.explain(&["helm", "uninstall", "x"])["action"] == "hold"
+        guard.explain(&["helm", "uninstall", "x"]).action == Action::Hold
     });
     stubs.script(
         "helm",
@@ -52,31 +50,37 @@ fn policy_reloads_on_change_and_sighup_and_a_broken_one_is_refused() {
     command.env("PATH", stubs.path_env());
     let run = Proc::spawn(command);
     let hold = guard.wait_hold("uninstall");
-    assert_eq!(hold["rule"], "helm");
+    assert_eq!(hold.rule, "helm");
     guard.decide("deny", &hold);
     drop(run);
 
     // A broken policy is refused: the old one stays in force and status says why.
     fs::write(&config, "version = 1\n[[rule]]\nid = 'oops'\n").unwrap();
     wait_for("the refusal", || {
-        !guard.status()["policy"]["last_reload_error"].is_null()
+        guard.status().policy.last_reload_error.is_some()
     });
     let status = guard.status();
-    let error = status["policy"]["last_reload_error"].as_str().unwrap();
+    let error = status.policy.last_reload_error.as_deref().unwrap();
     assert!(error.contains("policy.toml"), "{error}");
-    assert_eq!(guard.explain(&["terraform", "destroy"])["action"], "hold");
-    assert_eq!(guard.explain(&["helm", "uninstall", "x"])["action"], "hold");
+    assert_eq!(
+        guard.explain(&["terraform", "destroy"]).action,
+        Action::Hold
+    );
+    assert_eq!(
+        guard.explain(&["helm", "uninstall", "x"]).action,
+        Action::Hold
+    );
 
     // Fixed and reloaded by SIGHUP: the new rules apply, the error is gone.
     fs::write(&config, FIRST.replace("\"hold\"", "\"deny\"")).unwrap();
     unsafe { libc::kill(guard.pid() as i32, libc::SIGHUP) };
     wait_for("the fixed policy", || {
-        guard.explain(&["terraform", "destroy"])["action"] == "deny"
+        guard.explain(&["terraform", "destroy"]).action == Action::Deny
     });
     let status = guard.status();
-    assert!(status["policy"]["last_reload_error"].is_null());
-    assert_ne!(status["policy"]["version"], first_version.as_str());
-    let reloads = guard.audit_events("policy_reload");
+    assert!(status.policy.last_reload_error.is_none());
+    assert_ne!(status.policy.version, first_version);
+    let reloads = guard.audit_events(AuditEvent::PolicyReload);
     assert!(reloads.iter().any(|r| r["decision"] == "refused"));
     assert!(reloads.iter().any(|r| r["reason"] == "SIGHUP"));
     guard.stop();
@@ -97,7 +101,7 @@ fn explain_without_a_daemon_and_with_a_policy_file() {
             String::from_utf8_lossy(&out.stderr)
         );
         (
-            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+            serde_json::from_slice::<Explanation>(&out.stdout).unwrap(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
@@ -111,8 +115,8 @@ fn explain_without_a_daemon_and_with_a_policy_file() {
         "-fr",
         "~",
     ]);
-    assert_eq!(held["action"], "hold");
-    assert_eq!(held["rule"], "rm-recursive");
+    assert_eq!(held.action, Action::Hold);
+    assert_eq!(held.rule.as_deref(), Some("rm-recursive"));
     assert!(stderr.contains("embedded default policy"), "{stderr}");
     let (allowed, _) = explain(&[
         "--cwd",
@@ -122,8 +126,8 @@ fn explain_without_a_daemon_and_with_a_policy_file() {
         "-rf",
         "node_modules",
     ]);
-    assert_eq!(allowed["action"], "allow");
-    assert!(allowed["rule"].is_null());
+    assert_eq!(allowed.action, Action::Allow);
+    assert!(allowed.rule.is_none());
 
     let file = dir.path().join("p.toml");
     fs::write(
@@ -133,8 +137,8 @@ fn explain_without_a_daemon_and_with_a_policy_file() {
     .unwrap();
     let (denied, _) = explain(&["--policy", file.to_str().unwrap(), "--", "ls", "-la"]);
     assert_eq!(
-        (denied["action"].as_str(), denied["rule"].as_str()),
-        (Some("deny"), Some("ls"))
+        (denied.action, denied.rule.as_deref()),
+        (Action::Deny, Some("ls"))
     );
 }
 

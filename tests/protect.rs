@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 const ATTACK_ENV: &str = "AGENT_GUARD_TEST_ATTACK";
 
 /// On a kernel without the BPF LSM, status must say the hooks are absent and why.
-fn lsm_or_explained(guard: &Guard) -> bool {
+fn lsm_or_explained(guard: &Daemon) -> bool {
     let status = guard.status();
     if lsm_active(&status) {
         return true;
@@ -31,9 +31,7 @@ fn lsm_or_explained(guard: &Guard) -> bool {
 
 #[test]
 fn sessions_cannot_signal_trace_or_change_the_guard() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let (stubs, guard) = setup(HOLD_TERRAFORM_DESTROY);
     if !lsm_or_explained(&guard) {
         return guard.stop();
     }
@@ -92,21 +90,19 @@ fn sessions_cannot_signal_trace_or_change_the_guard() {
     assert_eq!(std::fs::read(&config).unwrap(), config_before);
     assert!(exec_gate_pin.exists() && guard.socket.exists());
     assert!(state_dir.join("requests.json").exists());
-    assert!(guard.status()["pid"].as_u64() == Some(guard.pid() as u64));
+    assert!(guard.status().pid == guard.pid());
     guard.stop();
 }
 
 #[test]
 fn only_guardd_continues_a_held_process_even_while_it_is_down() {
-    require_root();
-    let stubs = Stubs::new();
-    let mut guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let (stubs, mut guard) = setup(HOLD_TERRAFORM_DESTROY);
     if !lsm_or_explained(&guard) {
         return guard.stop();
     }
     let run = guard.session(&stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
-    let pid = hold["pid"].as_u64().unwrap();
+    let pid = u64::from(hold.pid);
     wait_stopped(pid);
     let sigcont = || {
         let sent = unsafe { libc::kill(pid as i32, libc::SIGCONT) };
@@ -315,7 +311,7 @@ impl Drop for TestUser {
 }
 
 /// `guardd` lets the user reach its socket (the harness's dir is 0700).
-fn open_socket_dir(guard: &Guard) {
+fn open_socket_dir(guard: &Daemon) {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(guard.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
 }
@@ -327,7 +323,7 @@ fn a_line_added_to_bashrc_in_a_gated_session_is_held_and_a_denial_keeps_the_file
     let bashrc = user.file(".bashrc", "# the developer's own\n");
     let before = std::fs::read(&bashrc).unwrap();
     // The default pack, with the seccomp gate in launched sessions.
-    let guard = Guard::start("version = 1\n[defaults]\nsyscall_gate = true\n");
+    let guard = Daemon::start("version = 1\n[defaults]\nsyscall_gate = true\n");
     open_socket_dir(&guard);
     let script = "echo 'touch MARKER' >> \"$HOME/.bashrc\"";
     // The user may not search a checkout in a 0700 directory (mktemp -d):
@@ -346,17 +342,17 @@ fn a_line_added_to_bashrc_in_a_gated_session_is_held_and_a_denial_keeps_the_file
         .current_dir(&user.home);
     let run = Proc::spawn(command);
     let hold = guard.wait_hold("-c");
-    assert_eq!(hold["rule"], "runs-later");
+    assert_eq!(hold.rule, "runs-later");
     assert_eq!(
-        hold["operation"],
-        format!("write {}", bashrc.display()),
-        "{hold}"
+        hold.operation,
+        Some(format!("write {}", bashrc.display())),
+        "{hold:?}"
     );
     guard.decide("deny", &hold);
     let (status, _, stderr) = run.wait();
     assert!(!status.success(), "{stderr}");
     assert_eq!(std::fs::read(&bashrc).unwrap(), before, "~/.bashrc changed");
-    assert_eq!(guard.audit_events("deny").len(), 1);
+    assert_eq!(guard.audit_events(AuditEvent::Deny).len(), 1);
     guard.stop();
 }
 
@@ -376,10 +372,10 @@ action = "hold"
 const DISABLE_RULE: &str = "[[rule]]\nid = \"tf-destroy\"\ndisabled = true\n";
 
 /// `terraform destroy` in a session is still held: denied, it never ran.
-fn destroy_is_still_held(guard: &Guard, stubs: &Stubs) {
+fn destroy_is_still_held(guard: &Daemon, stubs: &Stubs) {
     let run = guard.session(stubs, &["terraform", "destroy"]);
     let hold = guard.wait_hold("destroy");
-    assert_eq!(hold["rule"], "tf-destroy");
+    assert_eq!(hold.rule, "tf-destroy");
     guard.decide("deny", &hold);
     assert!(!run.wait().0.success());
     assert_eq!(stubs.marker_text(), "", "terraform destroy ran");
@@ -387,9 +383,7 @@ fn destroy_is_still_held(guard: &Guard, stubs: &Stubs) {
 
 #[test]
 fn a_gated_session_cannot_write_guardd_policy_d_or_remove_its_pins() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Guard::start(HOLD_DESTROY_GATED);
+    let (stubs, guard) = setup(HOLD_DESTROY_GATED);
     let dropins = guard.dir.path().join("policy.d");
     std::fs::create_dir(&dropins).unwrap();
     let zz = dropins.join("zz.toml");
@@ -420,7 +414,7 @@ fn a_gated_session_cannot_write_guardd_policy_d_or_remove_its_pins() {
     assert!(!zz.exists());
     assert_eq!(std::fs::read(&config).unwrap(), config_before);
     assert!(guard.pin_dir.join("links/exec_gate").exists());
-    let denied = guard.audit_events("deny");
+    let denied = guard.audit_events(AuditEvent::Deny);
     assert!(
         denied.iter().any(|r| r["rule"] == "agent-guard-self"
             && r["operation"] == format!("write {}", zz.display())),
@@ -437,7 +431,7 @@ fn a_policy_drop_in_written_from_a_reported_session_is_refused_at_reload() {
     require_root();
     let stubs = Stubs::new();
     // The default syscall_gate ("auto"), an agent no launcher started.
-    let guard = Guard::start(&format!(
+    let guard = Daemon::start(&format!(
         "{}\n[agents]\nprograms = [\"claude\"]\n",
         HOLD_TERRAFORM_DESTROY
     ));
@@ -466,11 +460,11 @@ fn a_policy_drop_in_written_from_a_reported_session_is_refused_at_reload() {
     agent.env("PATH", stubs.path_env());
     let agent = Proc::spawn(agent);
     // Reporting starts once guardd has seen the session.
-    wait_until(|| reporting(&guard), "report-only program attached");
+    wait_until(|| guard.reporting(), "report-only program attached");
     std::fs::write(&go, "").unwrap();
     wait_until(
         || {
-            guard.audit_events("refuse").iter().any(|r| {
+            guard.audit_events(AuditEvent::Refuse).iter().any(|r| {
                 r["rule"] == "agent-guard-self"
                     && r["operation"] == format!("write {}", zz.display())
                     && r["pid"].as_u64().is_some()
@@ -481,15 +475,12 @@ fn a_policy_drop_in_written_from_a_reported_session_is_refused_at_reload() {
     );
     assert!(zz.exists(), "report only: the write ran");
     let refused: Vec<Value> = guard
-        .audit_events("policy_reload")
+        .audit_events(AuditEvent::PolicyReload)
         .into_iter()
         .filter(|r| r["decision"] == "refused")
         .collect();
     assert!(!refused.is_empty());
-    let error = guard.status()["policy"]["last_reload_error"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let error = guard.status().policy.last_reload_error.unwrap_or_default();
     assert!(
         error.starts_with("refused: a policy file was changed from inside an agent session")
             && error.contains(zz.to_str().unwrap()),
@@ -503,7 +494,7 @@ fn a_policy_drop_in_written_from_a_reported_session_is_refused_at_reload() {
     // The old policy is in force: the drop-in's change is not.
     std::fs::write(&then, "").unwrap();
     let hold = guard.wait_hold("destroy");
-    assert_eq!(hold["rule"], "tf-destroy");
+    assert_eq!(hold.rule, "tf-destroy");
     guard.decide("deny", &hold);
     let _ = agent.wait();
     assert_eq!(stubs.marker_text(), "", "terraform destroy ran");
@@ -511,24 +502,15 @@ fn a_policy_drop_in_written_from_a_reported_session_is_refused_at_reload() {
     std::fs::remove_file(&zz).unwrap();
     wait_until(
         || {
-            guard.status()["policy"]["last_reload_error"].is_null()
+            guard.status().policy.last_reload_error.is_none()
                 && guard
-                    .audit_events("policy_reload")
+                    .audit_events(AuditEvent::PolicyReload)
                     .iter()
                     .any(|r| r["decision"].as_str().unwrap_or("").starts_with("loaded"))
         },
         "a reload after the drop-in was removed",
     );
     guard.stop();
-}
-
-/// Whether the report-only program is on its tracepoints now.
-fn reporting(guard: &Guard) -> bool {
-    guard.status()["programs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|p| p["name"] == "report_syscall" && p["attached"] == true)
 }
 
 fn wait_until(condition: impl Fn() -> bool, what: &str) {

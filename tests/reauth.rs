@@ -59,7 +59,7 @@ impl Drop for PamService {
 }
 
 /// `guardctl approve ID` with `answer` on its stdin (no terminal: one line).
-fn approve_answering(guard: &Guard, id: &str, answer: &str) -> Output {
+fn approve_answering(guard: &Daemon, id: &str, answer: &str) -> Output {
     let mut child = guard
         .ctl_command(&["approve", id])
         .stdin(Stdio::piped())
@@ -80,8 +80,8 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn guard_with_local_auth(settings: &str) -> Guard {
-    Guard::start(&format!(
+fn guard_with_local_auth(settings: &str) -> Daemon {
+    Daemon::start(&format!(
         "{HOLD_TERRAFORM_DESTROY}\n[approvals]\n{settings}\n"
     ))
 }
@@ -100,8 +100,8 @@ fn a_same_uid_approval_needs_the_approvers_password_every_time() {
 
     let run = guard.session(&stubs, &["terraform", "destroy", "pam"]);
     let hold = guard.wait_hold("pam");
-    let id = hold["id"].as_str().unwrap();
-    let pid = hold["pid"].as_u64().unwrap();
+    let id = hold.id.as_str();
+    let pid = u64::from(hold.pid);
 
     // Nobody answers (the agent's keystrokes stop at the prompt), or a guess.
     for answer in ["", "hunter2\n"] {
@@ -119,7 +119,7 @@ fn a_same_uid_approval_needs_the_approvers_password_every_time() {
         );
         assert!(is_stopped(pid), "a failed authentication released it");
     }
-    let refusals = guard.audit_events("refuse");
+    let refusals = guard.audit_events(AuditEvent::Refuse);
     assert_eq!(refusals.len(), 2, "{refusals:?}");
     assert!(refusals
         .iter()
@@ -131,7 +131,7 @@ fn a_same_uid_approval_needs_the_approvers_password_every_time() {
     let (status, _, _) = run.wait();
     assert!(status.success());
     assert!(stubs.marker_text().contains("destroy pam"));
-    let approved = &guard.audit_events("approve")[0];
+    let approved = &guard.audit_events(AuditEvent::Approve)[0];
     assert!(
         approved["approver"]
             .as_str()
@@ -143,12 +143,9 @@ fn a_same_uid_approval_needs_the_approvers_password_every_time() {
     // Never cached: the next hold asks again.
     let run = guard.session(&stubs, &["terraform", "destroy", "again"]);
     let hold = guard.wait_hold("again");
-    let out = approve_answering(&guard, hold["id"].as_str().unwrap(), "");
+    let out = approve_answering(&guard, hold.id.as_str(), "");
     assert!(!out.status.success(), "a cached authentication approved it");
-    assert!(guard
-        .ctl(&["deny", hold["id"].as_str().unwrap()])
-        .status
-        .success());
+    assert!(guard.ctl(&["deny", hold.id.as_str()]).status.success());
     assert!(!run.wait().0.success());
     guard.stop();
 }
@@ -172,7 +169,7 @@ fn where_pam_cannot_run_same_uid_approvals_are_said_to_be_unauthenticated() {
         stderr.contains("Same-uid approvals here are unauthenticated"),
         "{stderr}"
     );
-    let approved = &guard.audit_events("approve")[0];
+    let approved = &guard.audit_events(AuditEvent::Approve)[0];
     assert!(
         approved["approver"]
             .as_str()
@@ -188,9 +185,9 @@ fn where_pam_cannot_run_same_uid_approvals_are_said_to_be_unauthenticated() {
     assert!(mechanism(&guard.status(), "approval_authentication").starts_with("refused"));
     let run = guard.session(&stubs, &["terraform", "destroy", "strict"]);
     let hold = guard.wait_hold("strict");
-    let out = guard.ctl(&["approve", hold["id"].as_str().unwrap()]);
+    let out = guard.ctl(&["approve", hold.id.as_str()]);
     assert!(!out.status.success());
-    assert!(is_stopped(hold["pid"].as_u64().unwrap()));
+    assert!(is_stopped(u64::from(hold.pid)));
     guard.decide("deny", &hold);
     assert!(!run.wait().0.success());
     guard.stop();
@@ -259,7 +256,7 @@ fn approve_through_tmux(local_auth: &str) -> (bool, String) {
     let tmux = Tmux::start();
     let run = guard.session(&stubs, &["terraform", "destroy", "tmux"]);
     let hold = guard.wait_hold("tmux");
-    let id = hold["id"].as_str().unwrap();
+    let id = hold.id.as_str();
     let typed = format!(
         "{} --socket {} approve {id}",
         guardctl_bin().display(),
@@ -279,7 +276,7 @@ fn approve_through_tmux(local_auth: &str) -> (bool, String) {
     let (status, _, stderr) = agent.wait();
     assert!(status.success(), "send-keys: {stderr}");
     let deadline = Instant::now() + Duration::from_secs(5);
-    let pid = hold["pid"].as_u64().unwrap();
+    let pid = u64::from(hold.pid);
     let approved = loop {
         if !is_stopped(pid) {
             break true;
@@ -356,7 +353,7 @@ fn watch_asks_for_the_password_on_its_terminal() {
     };
     let run = guard.session(&stubs, &["terraform", "destroy", "watched"]);
     let hold = guard.wait_hold("watched");
-    let id = hold["id"].as_str().unwrap();
+    let id = hold.id.as_str();
     wait_for(&format!("request {id}: [a]pprove, [d]eny, [s]kip?"));
     let stdin = watch.stdin.as_mut().unwrap();
     stdin.write_all(b"a\n").unwrap();

@@ -10,23 +10,21 @@ const POLICY: &str = HOLD_TERRAFORM_DESTROY;
 
 #[test]
 fn a_crash_releases_nothing_and_the_restart_readopts_every_hold() {
-    require_root();
-    let stubs = Stubs::new();
-    let mut guard = Guard::start(POLICY);
+    let (stubs, mut guard) = setup(POLICY);
     let runs: Vec<Proc> = (0..5)
         .map(|i| guard.session(&stubs, &["terraform", "destroy", &format!("r{i}")]))
         .collect();
     let holds: Vec<_> = (0..5).map(|i| guard.wait_hold(&format!("r{i}"))).collect();
     for hold in &holds {
-        wait_stopped(hold["pid"].as_u64().unwrap());
+        wait_stopped(u64::from(hold.pid));
     }
 
     guard.stop_daemon(libc::SIGKILL);
     sleep(Duration::from_millis(300));
     for hold in &holds {
         assert!(
-            is_stopped(hold["pid"].as_u64().unwrap()),
-            "released by the crash: {hold}"
+            is_stopped(u64::from(hold.pid)),
+            "released by the crash: {hold:?}"
         );
     }
     assert_eq!(stubs.marker_text(), "");
@@ -37,21 +35,15 @@ fn a_crash_releases_nothing_and_the_restart_readopts_every_hold() {
     for hold in &holds {
         let again = pending
             .iter()
-            .find(|p| p["id"] == hold["id"])
+            .find(|p| p.id == hold.id)
             .expect("same id after restart");
-        assert_eq!(again["pid"], hold["pid"]);
-        assert!(
-            again["protection"]
-                .as_str()
-                .unwrap()
-                .starts_with("ptrace-stop"),
-            "{again}"
-        );
+        assert_eq!(again.pid, hold.pid);
+        assert!(again.protection.starts_with("ptrace-stop"), "{again:?}");
     }
-    assert_eq!(guard.audit_events("readopt").len(), 5);
+    assert_eq!(guard.audit_events(AuditEvent::Readopt).len(), 5);
     // Their launchers' seccomp listeners died with the old guardd: said.
     let lost = guard
-        .audit_events("error")
+        .audit_events(AuditEvent::Error)
         .into_iter()
         .filter(|r| {
             r["reason"]
@@ -85,9 +77,7 @@ fn a_crash_releases_nothing_and_the_restart_readopts_every_hold() {
 
 #[test]
 fn a_command_run_while_guardd_is_down_is_held_and_raised_on_restart() {
-    require_root();
-    let stubs = Stubs::new();
-    let mut guard = Guard::start(POLICY);
+    let (stubs, mut guard) = setup(POLICY);
     // Handshakes, not sleeps: a slow machine (the VM) must not turn this into
     // a command run before the crash or after the restart.
     let run = guard.session(
@@ -106,8 +96,8 @@ fn a_command_run_while_guardd_is_down_is_held_and_raised_on_restart() {
 
     guard.restart();
     let hold = guard.wait_hold("while-down");
-    assert_eq!(hold["rule"], "tf-destroy");
-    assert_eq!(hold["pid"].as_u64(), Some(held));
+    assert_eq!(hold.rule, "tf-destroy");
+    assert_eq!(Some(u64::from(hold.pid)), Some(held));
     guard.decide("approve", &hold);
     assert!(run.wait().0.success());
     assert_eq!(stubs.marker_text(), "destroy while-down\n");
@@ -118,8 +108,8 @@ fn a_command_run_while_guardd_is_down_is_held_and_raised_on_restart() {
 fn two_guards_do_not_interfere() {
     require_root();
     let stubs = Stubs::new();
-    let first = Guard::start(POLICY);
-    let second = Guard::start(POLICY);
+    let first = Daemon::start(POLICY);
+    let second = Daemon::start(POLICY);
     let run = first.session(&stubs, &["terraform", "destroy", "in-first"]);
     let hold = first.wait_hold("in-first");
     sleep(Duration::from_millis(200));
@@ -127,9 +117,9 @@ fn two_guards_do_not_interfere() {
         second.pending().is_empty(),
         "the second guard saw the first one's session"
     );
-    let out = second.ctl(&["approve", hold["id"].as_str().unwrap()]);
+    let out = second.ctl(&["approve", hold.id.as_str()]);
     assert!(!out.status.success());
-    assert!(is_stopped(hold["pid"].as_u64().unwrap()));
+    assert!(is_stopped(u64::from(hold.pid)));
     second.stop();
     first.decide("approve", &hold);
     assert!(run.wait().0.success());
@@ -138,9 +128,7 @@ fn two_guards_do_not_interfere() {
 
 #[test]
 fn a_second_guardd_on_the_same_pin_dir_is_refused_and_the_first_goes_on() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Guard::start(POLICY);
+    let (stubs, guard) = setup(POLICY);
     // The same flags: the same pin directory (and socket, never reached).
     let mut second = guard
         .daemon_command()
@@ -177,7 +165,7 @@ fn a_second_guardd_on_the_same_pin_dir_is_refused_and_the_first_goes_on() {
     // The first one still holds and answers.
     let run = guard.session(&stubs, &["terraform", "destroy", "still-guarded"]);
     let hold = guard.wait_hold("still-guarded");
-    let id = hold["id"].as_str().unwrap();
+    let id = hold.id.as_str();
     assert!(guard.ctl(&["deny", id]).status.success());
     assert!(!run.wait().0.success());
     assert_eq!(stubs.marker_text(), "");
@@ -196,17 +184,17 @@ fn an_exec_flood_past_the_ring_buffer_strands_no_process() {
         300,
         "every allowed command ran"
     );
-    let stats = guard.status()["stats"].clone();
-    assert_eq!(stats["stops"], 300, "{stats}");
+    let stats = guard.status().stats;
+    assert_eq!(stats.stops, 300, "{stats:?}");
     assert!(
-        stats["recovered_from_map"].as_u64().unwrap() > 0,
-        "the flood never overflowed: {stats}"
+        stats.recovered_from_map > 0,
+        "the flood never overflowed: {stats:?}"
     );
     assert!(
-        stats["events_lost"].as_u64().unwrap() > 0,
-        "the kernel did not count the events it could not send: {stats}"
+        stats.events_lost > 0,
+        "the kernel did not count the events it could not send: {stats:?}"
     );
-    eprintln!("flood of 300 parallel watched execs: {stats}");
+    eprintln!("flood of 300 parallel watched execs: {stats:?}");
     guard.stop();
 }
 
@@ -219,18 +207,18 @@ fn a_stop_with_no_room_to_record_it_is_killed_not_stranded() {
         flood_with_guardd_frozen(&["--ring-buffer-bytes", "4096", "--held-entries", "16"]);
     // A stop nothing recorded would keep the shell waiting: wait() fails then.
     run.wait();
-    let stats = guard.status()["stats"].clone();
-    let killed = stats["stops_killed"].as_u64().unwrap();
+    let stats = guard.status().stats;
+    let killed = stats.stops_killed;
     let ran = stubs.marker_text().lines().count() as u64;
-    assert!(killed > 0, "nothing overflowed: {stats}");
-    assert_eq!(ran, stats["stops"].as_u64().unwrap(), "{stats}");
+    assert!(killed > 0, "nothing overflowed: {stats:?}");
+    assert_eq!(ran, stats.stops, "{stats:?}");
     assert_eq!(
         ran + killed,
         300,
-        "every exec ran judged or was killed: {stats}"
+        "every exec ran judged or was killed: {stats:?}"
     );
     let deadline = std::time::Instant::now() + WAIT;
-    while !guard.audit_events("error").iter().any(|r| {
+    while !guard.audit_events(AuditEvent::Error).iter().any(|r| {
         r["reason"]
             .as_str()
             .is_some_and(|why| why.contains("killed by the kernel"))
@@ -241,7 +229,7 @@ fn a_stop_with_no_room_to_record_it_is_killed_not_stranded() {
         );
         sleep(Duration::from_millis(50));
     }
-    eprintln!("flood of 300 with room for 16 stops: {stats}");
+    eprintln!("flood of 300 with room for 16 stops: {stats:?}");
     guard.stop();
 }
 
@@ -251,9 +239,9 @@ fn a_stop_with_no_room_to_record_it_is_killed_not_stranded() {
 /// kernel, so an overflow is certain, not a matter of speed. The shell forks
 /// only once guardd is frozen, and guardd thaws only after every fork, so a
 /// slow machine cannot move the flood out of the frozen window.
-fn flood_with_guardd_frozen(flags: &[&str]) -> (Stubs, Guard, Proc) {
+fn flood_with_guardd_frozen(flags: &[&str]) -> (Stubs, Daemon, Proc) {
     let stubs = Stubs::new();
-    let guard = Guard::start_with(POLICY, flags);
+    let guard = Daemon::start_with(POLICY, flags);
     let run = guard.session(
         &stubs,
         &[
@@ -279,10 +267,10 @@ fn a_hold_another_process_continues_while_guardd_is_down_is_killed_on_restart() 
     require_root();
     let stubs = Stubs::new();
     stubs.script("terraform", &long_running_stub(&stubs));
-    let mut guard = Guard::start(POLICY);
+    let mut guard = Daemon::start(POLICY);
     let run = guard.session(&stubs, &["terraform", "destroy", "continued"]);
     let hold = guard.wait_hold("continued");
-    let pid = hold["pid"].as_u64().unwrap();
+    let pid = u64::from(hold.pid);
     wait_stopped(pid);
     guard.stop_daemon(libc::SIGKILL);
     if !sigcont(pid) {
@@ -299,15 +287,7 @@ fn a_hold_another_process_continues_while_guardd_is_down_is_killed_on_restart() 
     let (status, _, _) = run.wait();
     assert_eq!(status.signal(), Some(libc::SIGKILL), "left running");
     assert!(guard.pending().is_empty(), "{:?}", guard.pending());
-    let me = std::process::id();
-    assert!(
-        guard.audit_events("error").iter().any(|r| r["pid"] == pid
-            && r["reason"].as_str().is_some_and(
-                |why| why.contains(&format!("pid {me} sent the stopped process SIGCONT"))
-            )),
-        "{:?}",
-        guard.audit_events("error")
-    );
+    guard.assert_sigcont_audited(pid);
     guard.stop();
 }
 
@@ -329,12 +309,9 @@ fn spawn_with_pid(pid: u32) -> Option<std::process::Child> {
 
 #[test]
 fn a_reused_pid_is_not_readopted_and_cannot_be_approved() {
-    require_root();
-    let stubs = Stubs::new();
-    let mut guard = Guard::start(POLICY);
-    let run = guard.session(&stubs, &["terraform", "destroy", "reused"]);
-    let hold = guard.wait_hold("reused");
-    let pid = hold["pid"].as_u64().unwrap() as u32;
+    let (stubs, mut guard, run, hold) =
+        setup_held(POLICY, &["terraform", "destroy", "reused"], "reused");
+    let pid = hold.pid;
     wait_stopped(pid as u64);
     // While guardd is down, the held process dies and another takes its pid.
     guard.stop_daemon(libc::SIGKILL);
@@ -348,12 +325,12 @@ fn a_reused_pid_is_not_readopted_and_cannot_be_approved() {
         guard.pending().is_empty(),
         "a process with a reused pid was re-adopted"
     );
-    let out = guard.ctl(&["approve", hold["id"].as_str().unwrap()]);
+    let out = guard.ctl(&["approve", hold.id.as_str()]);
     assert!(!out.status.success());
     assert!(guard
-        .audit_events("exit")
+        .audit_events(AuditEvent::Exit)
         .iter()
-        .any(|r| r["request_id"] == hold["id"]));
+        .any(|r| r["request_id"] == hold.id));
     assert_eq!(state(pid as u64), 'S', "the impostor was touched");
     let _ = impostor.kill();
     let _ = impostor.wait();

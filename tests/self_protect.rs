@@ -21,9 +21,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn removing_the_pin_directory_from_a_session_detaches_nothing_and_is_repaired() {
-    require_root();
-    let stubs = Stubs::new();
-    let mut guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let (stubs, mut guard) = setup(HOLD_TERRAFORM_DESTROY);
     let pin_dir = guard.pin_dir.clone();
     assert!(pin_dir.join("links/exec_gate").exists());
 
@@ -44,7 +42,7 @@ fn removing_the_pin_directory_from_a_session_detaches_nothing_and_is_repaired() 
     // The exec gate still stops a watched command at once.
     let run = guard.session(&stubs, &["terraform", "destroy", "after-rmtree"]);
     let hold = guard.wait_hold("after-rmtree");
-    wait_stopped(hold["pid"].as_u64().unwrap());
+    wait_stopped(u64::from(hold.pid));
     assert_eq!(stubs.marker_text(), "", "it ran");
 
     // The pins are back, and the removal is in the audit log and in status.
@@ -60,7 +58,7 @@ fn removing_the_pin_directory_from_a_session_detaches_nothing_and_is_repaired() 
     });
     wait_until("the audit record", || {
         lsm || guard
-            .audit_events("error")
+            .audit_events(AuditEvent::Error)
             .iter()
             .any(|r| r["reason"].as_str().unwrap_or("").contains("were removed"))
     });
@@ -76,10 +74,10 @@ fn removing_the_pin_directory_from_a_session_detaches_nothing_and_is_repaired() 
     // guardd re-adopts it from them with the same id.
     guard.stop_daemon(libc::SIGKILL);
     sleep(Duration::from_millis(200));
-    assert!(is_stopped(hold["pid"].as_u64().unwrap()));
+    assert!(is_stopped(u64::from(hold.pid)));
     guard.spawn();
     let again = guard.wait_hold("after-rmtree");
-    assert_eq!(again["id"], hold["id"]);
+    assert_eq!(again.id, hold.id);
     guard.decide("deny", &again);
     assert!(!run.wait().0.success());
     assert_eq!(stubs.marker_text(), "");
@@ -88,9 +86,7 @@ fn removing_the_pin_directory_from_a_session_detaches_nothing_and_is_repaired() 
 
 #[test]
 fn a_root_session_is_told_what_cannot_be_promised() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let (stubs, guard) = setup(HOLD_TERRAFORM_DESTROY);
     let status = guard.status();
     let root = mechanism(&status, "root_sessions");
     let (_, _, stderr) = guard.session(&stubs, &["true"]).wait();
@@ -118,7 +114,7 @@ fn a_report_gate_that_fails_to_attach_is_said_so_and_retried() {
     let dir = tempfile::tempdir().unwrap();
     let protected = dir.path().join("precious");
     std::fs::create_dir(&protected).unwrap();
-    let guard = Guard::start(&format!(
+    let guard = Daemon::start(&format!(
         "{HOLD_TERRAFORM_DESTROY}\n[[protect]]\nid = \"precious\"\npaths = [\"{}\"]\n",
         protected.display()
     ));
@@ -146,23 +142,25 @@ fn a_report_gate_that_fails_to_attach_is_said_so_and_retried() {
         sleep(Duration::from_millis(100));
     };
     assert!(report_status.contains("NOT WORKING"), "{report_status}");
-    let program = guard.status()["programs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "report_syscall")
-        .cloned()
+    let program = guard
+        .status()
+        .programs
+        .into_iter()
+        .find(|p| p.name == "report_syscall")
         .unwrap();
-    assert_eq!(program["attached"], false, "{program}");
+    assert!(!program.attached, "{program:?}");
     let (_, _, stderr) = guard.session(&stubs, &["true"]).wait();
     assert!(
         stderr.contains("report-only syscall gate is NOT working"),
         "{stderr}"
     );
-    assert!(guard.audit_events("error").iter().any(|r| r["reason"]
-        .as_str()
-        .unwrap_or("")
-        .contains("report-only syscall gate not attached")));
+    assert!(guard
+        .audit_events(AuditEvent::Error)
+        .iter()
+        .any(|r| r["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("report-only syscall gate not attached")));
 
     // Repaired: the retry attaches it and reports resume.
     let _ = std::fs::remove_file(&links);
@@ -175,7 +173,7 @@ fn a_report_gate_that_fails_to_attach_is_said_so_and_retried() {
     assert!(status.success());
     wait_until("the report of the rmdir", || {
         guard
-            .audit_events("audit")
+            .audit_events(AuditEvent::Audit)
             .iter()
             .any(|r| r["rule"] == "precious")
     });
@@ -189,14 +187,12 @@ fn a_report_gate_that_fails_to_attach_is_said_so_and_retried() {
 /// command ran without a decision, and who continued it.
 #[test]
 fn a_held_command_continued_while_guardd_was_killed_is_audited_at_the_next_start() {
-    require_root();
-    let stubs = Stubs::new();
-    let mut guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let (stubs, mut guard) = setup(HOLD_TERRAFORM_DESTROY);
     let lsm = lsm_active(&guard.status());
     let go = stubs.dir.path().join("go");
     let run = guard.session(&stubs, &["terraform", "destroy", "killed"]);
     let hold = guard.wait_hold("killed");
-    let pid = hold["pid"].as_u64().unwrap();
+    let pid = u64::from(hold.pid);
     wait_stopped(pid);
     let agent = guard.session(
         &stubs,
@@ -225,9 +221,9 @@ fn a_held_command_continued_while_guardd_was_killed_is_audited_at_the_next_start
     guard.stop_daemon(libc::SIGKILL);
     guard.spawn();
     let record = guard
-        .audit_events("error")
+        .audit_events(AuditEvent::Error)
         .into_iter()
-        .find(|r| r["request_id"] == hold["id"])
+        .find(|r| r["request_id"] == hold.id)
         .unwrap_or_else(|| panic!("no record of the run: {:?}", guard.audit()));
     assert_eq!(record["decision"], "ran");
     let reason = record["reason"].as_str().unwrap();
@@ -351,9 +347,7 @@ fn escape_attempts_from_a_session() {
 /// guardd and processes outside every session use it as before.
 #[test]
 fn a_session_cannot_open_the_policy_file_where_the_lsm_does_not_run() {
-    require_root();
-    let stubs = Stubs::new();
-    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let (stubs, guard) = setup(HOLD_TERRAFORM_DESTROY);
     let how = mechanism(&guard.status(), "policy_files");
     if lsm_active(&guard.status()) {
         assert!(how.starts_with("BPF LSM"), "{how}");
@@ -384,7 +378,7 @@ fn a_session_cannot_open_the_policy_file_where_the_lsm_does_not_run() {
     );
     wait_until("the refusal in the audit log", || {
         guard
-            .audit_events("deny")
+            .audit_events(AuditEvent::Deny)
             .iter()
             .any(|r| r["rule"] == "agent-guard-self" && r["operation"] == format!("open {c}"))
     });
@@ -394,19 +388,19 @@ fn a_session_cannot_open_the_policy_file_where_the_lsm_does_not_run() {
     std::fs::write(&config, text).unwrap();
     wait_until("the reload of the admin's change", || {
         guard
-            .audit_events("policy_reload")
+            .audit_events(AuditEvent::PolicyReload)
             .iter()
             .any(|r| r["decision"].as_str().unwrap_or("").starts_with("loaded"))
     });
-    assert!(guard.status()["policy"]["last_reload_error"].is_null());
+    assert!(guard.status().policy.last_reload_error.is_none());
     guard.stop();
 }
 
 /// guardd with `claude` as an agent program and what status says of the
 /// escape checks; None (after checking status says detected sessions are
 /// not covered) where the BPF LSM does not run.
-fn guard_for_detected_sessions() -> Option<(Guard, String)> {
-    let guard = Guard::start(&format!(
+fn guard_for_detected_sessions() -> Option<(Daemon, String)> {
+    let guard = Daemon::start(&format!(
         "{HOLD_TERRAFORM_DESTROY}\n[agents]\nprograms = [\"claude\"]\n"
     ));
     let escape = mechanism(&guard.status(), "session_escape");
@@ -489,14 +483,14 @@ fn a_detected_session_connecting_to_an_outside_tmux_server_is_held_where_the_lsm
     let run = detected();
     let hold = guard.wait_hold("status");
     assert_eq!(
-        hold["operation"],
-        format!(
+        hold.operation,
+        Some(format!(
             "connect {} (tmux server pid {}, outside the session)",
             tmux.path.display(),
             std::process::id()
-        )
+        ))
     );
-    assert_eq!(hold["rule"], "session-escape");
+    assert_eq!(hold.rule, "session-escape");
     wait_until("the plain socket, reached at once", || {
         plain.accepted() == 1
     });
@@ -521,7 +515,7 @@ fn a_detected_session_connecting_to_an_outside_tmux_server_is_held_where_the_lsm
     wait_until("the launched session's connect", || tmux.accepted() == 2);
     run.wait();
     assert!(guard.pending().is_empty(), "{:?}", guard.pending());
-    assert_eq!(guard.audit_events("hold").len(), 3);
+    assert_eq!(guard.audit_events(AuditEvent::Hold).len(), 3);
     guard.stop();
 }
 
@@ -554,7 +548,7 @@ fn the_kernel_refuses_to_detach_guardd_links() {
     const BPF_OBJ_GET: i64 = 7;
     const BPF_LINK_DETACH: i64 = 34;
     let stubs = Stubs::new();
-    let guard = Guard::start(HOLD_TERRAFORM_DESTROY);
+    let guard = Daemon::start(HOLD_TERRAFORM_DESTROY);
     let lsm = lsm_active(&guard.status());
     let mut tried = Vec::new();
     for entry in std::fs::read_dir(guard.pin_dir.join("links")).unwrap() {
@@ -579,7 +573,7 @@ fn the_kernel_refuses_to_detach_guardd_links() {
 
     let run = guard.session(&stubs, &["terraform", "destroy", "after-detach"]);
     let hold = guard.wait_hold("after-detach");
-    wait_stopped(hold["pid"].as_u64().unwrap());
+    wait_stopped(u64::from(hold.pid));
     guard.decide("deny", &hold);
     assert!(!run.wait().0.success());
     assert_eq!(stubs.marker_text(), "", "it ran");

@@ -14,6 +14,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// The daemon's own types for what guardctl prints with `--json` and for
+/// audit events: a renamed field fails to compile here, not at run time.
+#[allow(unused_imports)] // each test binary uses some of them
+pub use guard_daemon::{
+    audit::AuditEvent,
+    policy::{Action, Explanation, LocalAuth},
+    protocol::{HoldState, HoldView, Response, StatusView},
+};
 use serde_json::Value;
 
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -27,6 +35,25 @@ id = "tf-destroy"
 programs = ["terraform"]
 subcommand = ["destroy"]
 action = "hold"
+"#;
+
+/// Hold `terraform` with `destroy` anywhere in its argv, deny `destroy --nuke`
+/// (the policy of the hold_lifecycle, detection, release_integrity and control tests).
+pub const HOLD_DESTROY_DENY_NUKE: &str = r#"
+version = 1
+base = "none"
+[[rule]]
+id = "tf-destroy"
+programs = ["terraform"]
+args_any = ["destroy"]
+action = "hold"
+
+[[rule]]
+id = "tf-nuke"
+programs = ["terraform"]
+args_all = ["destroy", "--nuke"]
+action = "deny"
+message = "nuking is never allowed"
 "#;
 
 fn binary(var: &str, name: &str) -> PathBuf {
@@ -106,7 +133,8 @@ pub fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
     path
 }
 
-pub struct Guard {
+/// A guardd of the test's own (named apart from the daemon's `guard::Guard`).
+pub struct Daemon {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
@@ -117,7 +145,7 @@ pub struct Guard {
     flags: Vec<String>,
 }
 
-impl Guard {
+impl Daemon {
     /// Starts guardd with `policy` and waits until it answers on its socket.
     /// Its pins go to a bpffs directory of its own, its state to its temp dir.
     pub fn start(policy: &str) -> Self {
@@ -184,21 +212,16 @@ impl Guard {
             }
             let out = self.ctl(&["status", "--json"]);
             if out.status.success() {
-                let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-                let programs = status["programs"].as_array().unwrap();
-                self.program_ids
-                    .extend(programs.iter().map(|p| p["id"].as_u64().unwrap() as u32));
-                self.map_ids.extend(
-                    programs
-                        .iter()
-                        .flat_map(|p| p["map_ids"].as_array().unwrap())
-                        .map(|id| id.as_u64().unwrap() as u32),
-                );
+                let status: StatusView = serde_json::from_slice(&out.stdout).unwrap();
+                let programs = &status.programs;
+                self.program_ids.extend(programs.iter().map(|p| p.id));
+                self.map_ids
+                    .extend(programs.iter().flat_map(|p| p.map_ids.iter().copied()));
                 // Four tracepoints, and 18 LSM programs (9 protect_*, 8 gate_*, one escape_*)
                 // where the BPF LSM runs, else the report-only program.
                 let expected = if lsm_active(&status) { 22 } else { 5 };
-                assert_eq!(programs.len(), expected, "{status}");
-                assert!(!self.map_ids.is_empty(), "{status}");
+                assert_eq!(programs.len(), expected, "{status:?}");
+                assert!(!self.map_ids.is_empty(), "{status:?}");
                 return;
             }
             assert!(
@@ -266,8 +289,8 @@ impl Guard {
     }
 
     /// `guardctl approve|deny ID` on a pending request; asserts it was taken.
-    pub fn decide(&self, verb: &str, hold: &Value) {
-        let out = self.ctl(&[verb, hold["id"].as_str().unwrap()]);
+    pub fn decide(&self, verb: &str, hold: &HoldView) {
+        let out = self.ctl(&[verb, &hold.id]);
         assert!(
             out.status.success(),
             "{verb}: {}",
@@ -275,22 +298,19 @@ impl Guard {
         );
     }
 
-    pub fn pending(&self) -> Vec<Value> {
+    /// `guardctl pending --json`, read as the protocol's `HoldView`s.
+    pub fn pending(&self) -> Vec<HoldView> {
         let out = self.ctl(&["pending", "--json"]);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice::<Value>(&out.stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     /// Waits for a pending request whose argv contains `word`.
-    pub fn wait_hold(&self, word: &str) -> Value {
+    pub fn wait_hold(&self, word: &str) -> HoldView {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(hold) = self.pending().into_iter().find(|h| argv_has(h, word)) {
@@ -316,7 +336,7 @@ impl Guard {
     }
 
     /// `guardctl explain --json -- ARGV` against this daemon.
-    pub fn explain(&self, argv: &[&str]) -> Value {
+    pub fn explain(&self, argv: &[&str]) -> Explanation {
         let mut args = vec!["explain", "--json", "--"];
         args.extend_from_slice(argv);
         let out = self.ctl(&args);
@@ -328,7 +348,8 @@ impl Guard {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    pub fn status(&self) -> Value {
+    /// `guardctl status --json`, read as the protocol's `StatusView`.
+    pub fn status(&self) -> StatusView {
         let out = self.ctl(&["status", "--json"]);
         assert!(out.status.success());
         serde_json::from_slice(&out.stdout).unwrap()
@@ -342,11 +363,37 @@ impl Guard {
             .collect()
     }
 
-    pub fn audit_events(&self, event: &str) -> Vec<Value> {
+    /// The audit records of one event (named by the daemon's `AuditEvent`).
+    pub fn audit_events(&self, event: AuditEvent) -> Vec<Value> {
+        let event = serde_json::to_value(event).unwrap();
         self.audit()
             .into_iter()
             .filter(|r| r["event"] == event)
             .collect()
+    }
+
+    /// Asserts that guardd audited this test's SIGCONT to the held `pid`.
+    pub fn assert_sigcont_audited(&self, pid: u64) {
+        let me = std::process::id();
+        assert!(
+            self.audit_events(AuditEvent::Error)
+                .iter()
+                .any(|r| r["pid"] == pid
+                    && r["reason"]
+                        .as_str()
+                        .is_some_and(|why| why
+                            .contains(&format!("pid {me} sent the stopped process SIGCONT")))),
+            "{:?}",
+            self.audit_events(AuditEvent::Error)
+        );
+    }
+
+    /// Whether the report-only program is on its tracepoints now.
+    pub fn reporting(&self) -> bool {
+        self.status()
+            .programs
+            .iter()
+            .any(|p| p.name == "report_syscall" && p.attached)
     }
 
     /// Stops guardd with SIGTERM and checks it left nothing loaded.
@@ -386,7 +433,7 @@ impl Guard {
         }
         // Nothing this guard ever held may be left stopped.
         let stopped: Vec<u64> = self
-            .audit_events("hold")
+            .audit_events(AuditEvent::Hold)
             .iter()
             .filter_map(|record| record["pid"].as_u64())
             .filter(|pid| is_stopped(*pid))
@@ -408,16 +455,14 @@ impl Guard {
     }
 }
 
-impl Drop for Guard {
+impl Drop for Daemon {
     fn drop(&mut self) {
         self.shutdown();
     }
 }
 
-pub fn argv_has(hold: &Value, word: &str) -> bool {
-    hold["argv"]
-        .as_array()
-        .is_some_and(|argv| argv.iter().any(|a| a == word))
+pub fn argv_has(hold: &HoldView, word: &str) -> bool {
+    hold.argv.iter().any(|a| a == word)
 }
 
 /// A process tree the test started, in its own process group so that it can
@@ -532,29 +577,46 @@ pub fn wait_stopped(pid: u64) {
 }
 
 /// What `guardctl status --json` says about one capability.
-pub fn mechanism(status: &Value, capability: &str) -> String {
-    status["mechanisms"]
-        .as_array()
-        .unwrap()
+pub fn mechanism(status: &StatusView, capability: &str) -> String {
+    status
+        .mechanisms
         .iter()
-        .find(|pair| pair[0] == capability)
-        .and_then(|pair| pair[1].as_str())
-        .unwrap_or_else(|| panic!("no mechanism {capability}: {status}"))
-        .to_string()
+        .find(|(name, _)| name == capability)
+        .map(|(_, mechanism)| mechanism.clone())
+        .unwrap_or_else(|| panic!("no mechanism {capability}: {status:?}"))
 }
 
 /// Whether this guardd runs the BPF LSM hooks. Where the test environment
 /// says the kernel has the BPF LSM (`cargo xtask vm-test` sets
 /// AGENT_GUARD_EXPECT_LSM=1), a guardd without them fails the test.
-pub fn lsm_active(status: &Value) -> bool {
+pub fn lsm_active(status: &StatusView) -> bool {
     let active = !mechanism(status, "hold_release_protection").contains("task_kill: not here");
     if std::env::var("AGENT_GUARD_EXPECT_LSM").as_deref() == Ok("1") {
         assert!(
             active,
-            "the BPF LSM is expected here but guardd did not load it: {status}"
+            "the BPF LSM is expected here but guardd did not load it: {status:?}"
         );
     }
     active
+}
+
+/// The preamble of most tests: as root, fresh stubs and a guardd with
+/// `policy`. Bind both (`let (stubs, guard) = ...`) so that they are dropped
+/// in that order's reverse, as separate `let`s were.
+pub fn setup(policy: &str) -> (Stubs, Daemon) {
+    require_root();
+    let stubs = Stubs::new();
+    let guard = Daemon::start(policy);
+    (stubs, guard)
+}
+
+/// `setup`, then `guardctl run -- ARGS` in a session and the pending request
+/// whose argv contains `word`.
+pub fn setup_held(policy: &str, args: &[&str], word: &str) -> (Stubs, Daemon, Proc, HoldView) {
+    let (stubs, guard) = setup(policy);
+    let run = guard.session(&stubs, args);
+    let hold = guard.wait_hold(word);
+    (stubs, guard, run, hold)
 }
 
 pub fn require_root() {

@@ -15,16 +15,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::{
+    exec::{Bench, Guardd},
+    results::{Burst, ExecLoad, Sustained},
+};
 use anyhow::{bail, Context as _};
-use serde_json::{json, Value};
-
-use super::exec::{Bench, Guardd};
 
 pub const BURSTS: [u32; 3] = [1_000, 3_000, 5_000];
 /// A burst not done by then has stranded processes.
 const BURST_DEADLINE: Duration = Duration::from_secs(120);
 
-pub(super) fn run(bench: &Bench) -> anyhow::Result<Value> {
+pub(super) fn run(bench: &Bench) -> anyhow::Result<ExecLoad> {
     let per_loop = bench.execs / 4;
     let started = Instant::now();
     wait_all(&mut [
@@ -39,7 +40,12 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<Value> {
     result
 }
 
-fn with_guard(bench: &Bench, guard: &Guardd, per_loop: u32, without: f64) -> anyhow::Result<Value> {
+fn with_guard(
+    bench: &Bench,
+    guard: &Guardd,
+    per_loop: u32,
+    without: f64,
+) -> anyhow::Result<ExecLoad> {
     let before = Counters::of(guard)?;
     let started = Instant::now();
     wait_all(&mut [
@@ -48,24 +54,24 @@ fn with_guard(bench: &Bench, guard: &Guardd, per_loop: u32, without: f64) -> any
     ])?;
     let with = f64::from(2 * per_loop) / started.elapsed().as_secs_f64();
     let sustained = Counters::of(guard)?.since(&before);
-    let sustained = json!({
-        "execs": 2 * per_loop,
-        "execs_per_second_no_guard": without,
-        "execs_per_second": with,
-        "stops": sustained.stops,
-        "events_lost": sustained.lost,
-        "raised_from_map": sustained.from_map,
-    });
+    let sustained = Sustained {
+        execs: 2 * per_loop,
+        execs_per_second_no_guard: without,
+        execs_per_second: with,
+        stops: sustained.stops,
+        events_lost: sustained.lost,
+        raised_from_map: sustained.from_map,
+    };
 
     let mut bursts = Vec::new();
     for size in BURSTS {
         eprintln!("xtask: bench burst of {size} with guardd frozen");
         bursts.push(burst(bench, guard, size)?);
     }
-    Ok(json!({ "sustained": sustained, "bursts": bursts }))
+    Ok(ExecLoad { sustained, bursts })
 }
 
-fn burst(bench: &Bench, guard: &Guardd, size: u32) -> anyhow::Result<Value> {
+fn burst(bench: &Bench, guard: &Guardd, size: u32) -> anyhow::Result<Burst> {
     let before = Counters::of(guard)?;
     let mut session = spawner(bench, Some(guard), "burst", size)?;
     let mut lines = BufReader::new(session.stdout.take().context("spawner stdout")?).lines();
@@ -96,15 +102,15 @@ fn burst(bench: &Bench, guard: &Guardd, size: u32) -> anyhow::Result<Value> {
     };
     let drain_ms = thawed.elapsed().as_secs_f64() * 1e3;
     let counts = Counters::of(guard)?.since(&before);
-    Ok(json!({
-        "size": size,
-        "spawn_ms_while_frozen": spawn_ms,
-        "completed": completed,
-        "drain_ms_after_thaw": drain_ms,
-        "stops": counts.stops,
-        "events_lost": counts.lost,
-        "raised_from_map": counts.from_map,
-    }))
+    Ok(Burst {
+        size,
+        spawn_ms_while_frozen: spawn_ms,
+        completed,
+        drain_ms_after_thaw: drain_ms,
+        stops: counts.stops,
+        events_lost: counts.lost,
+        raised_from_map: counts.from_map,
+    })
 }
 
 /// `spawner MODE tfbench COUNT`, in a `guardctl run` session when guarded.
@@ -158,12 +164,11 @@ struct Counters {
 
 impl Counters {
     fn of(guard: &Guardd) -> anyhow::Result<Self> {
-        let stats = guard.status()?["stats"].clone();
-        let get = |key: &str| stats[key].as_u64().unwrap_or(0);
+        let stats = guard.status()?.stats;
         Ok(Self {
-            stops: get("stops"),
-            lost: get("events_lost"),
-            from_map: get("recovered_from_map"),
+            stops: stats.stops,
+            lost: stats.events_lost,
+            from_map: stats.recovered_from_map,
         })
     }
 

@@ -15,6 +15,7 @@
 //! 7. real workloads (`super::workload`): make -j2 and git, in a session
 //!    of the default policy against outside without the guard.
 use std::{
+    collections::BTreeMap,
     fmt::Write as _,
     fs,
     io::Write as _,
@@ -28,7 +29,13 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
-use super::workload::{Session, Workload};
+use super::{
+    results::{
+        GateStats, KernelCost, Measured, PairSummary, Pending, ProgramCost, Results, Status,
+        Summary,
+    },
+    workload::{Session, Workload},
+};
 use crate::{build, cmd};
 
 pub(super) const ROUNDS: usize = 5;
@@ -92,9 +99,9 @@ pub fn run() -> anyhow::Result<()> {
         Pair::default(),
         Pair::default(),
     );
-    let mut gate = Value::Null;
-    let (mut kernel_ns, mut kernel_programs) = (Vec::new(), Value::Null);
-    let (mut session_kernel_ns, mut session_kernel_programs) = (Vec::new(), Value::Null);
+    let mut gate = GateStats::default();
+    let (mut kernel_ns, mut kernel_programs) = (Vec::new(), Default::default());
+    let (mut session_kernel_ns, mut session_kernel_programs) = (Vec::new(), Default::default());
     let (mut rss_idle, mut rss_load, mut cpu_load, mut map_memory) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
@@ -122,13 +129,13 @@ pub fn run() -> anyhow::Result<()> {
         watched
             .with
             .push(bench.per_exec_us(bench.tiny_loop(Some(&guard), true))?);
-        gate = guard.status()?["stats"].clone();
-        let cost = super::kernel_cost::per_exec(&bench, &guard, false)?;
-        kernel_ns.push(cost["ns_per_iteration"].as_f64().unwrap_or(0.0));
-        kernel_programs = cost["programs"].clone();
+        gate = guard.status()?.stats;
+        let cost: KernelCost = super::kernel_cost::per_exec(&bench, &guard, false)?;
+        kernel_ns.push(cost.ns_per_iteration);
+        kernel_programs = cost.programs;
         let cost = super::kernel_cost::per_exec(&bench, &guard, true)?;
-        session_kernel_ns.push(cost["ns_per_iteration"].as_f64().unwrap_or(0.0));
-        session_kernel_programs = cost["programs"].clone();
+        session_kernel_ns.push(cost.ns_per_iteration);
+        session_kernel_programs = cost.programs;
         unlinks
             .with
             .push(bench.unlink_loop(Unlinks::Launched(&guard))?);
@@ -145,47 +152,49 @@ pub fn run() -> anyhow::Result<()> {
     session.without = outside.without.clone();
     reported.without = unlinks.without.clone();
     let (make, git) = workloads(&bench)?;
-    let bpftrace = super::peers::bpftrace(&bench)
-        .map_or_else(|why| json!({ "skipped": why }), |pair| pair.json());
-    let auditd =
-        super::auditd::run(&bench).map_or_else(|why| json!({ "skipped": why }), |pair| pair.json());
-    let fapolicyd = super::fapolicyd::run(&bench)
-        .map_or_else(|why| json!({ "skipped": why }), |pair| pair.json());
-    let floor = super::peers::stop_continue_floor(&bench)
-        .map_or_else(|why| json!({ "skipped": why }), |pair| pair.added_json());
+    let bpftrace = Measured::of(super::peers::bpftrace(&bench), Pair::summary);
+    let auditd = Measured::of(super::auditd::run(&bench), Pair::summary);
+    let fapolicyd = Measured::of(super::fapolicyd::run(&bench), Pair::summary);
+    let floor = Measured::of(
+        super::peers::stop_continue_floor(&bench),
+        Pair::added_summary,
+    );
     let approve = approve_to_running(&bench)?;
     let load = super::burst::run(&bench)?;
 
-    let results = json!({
-        "machine": machine(),
-        "commit": cmd::output(Command::new("git").args(["rev-parse", "--short", "HEAD"])).unwrap_or_default().trim(),
-        "execs_per_run": bench.execs,
-        "rounds": ROUNDS,
-        "outside_session": outside.json(),
-        "outside_session_bpf_ns_per_exec": summary(&kernel_ns),
-        "outside_session_bpf_programs_last_round": kernel_programs,
-        "in_session_bpf_ns_per_exec": summary(&session_kernel_ns),
-        "in_session_bpf_programs_last_round": session_kernel_programs,
-        "in_session_unwatched": session.json(),
-        "watched_allowed_added_us": watched.added_json(),
-        "guardd_stop_to_decision_us": gate["decision_latency"],
-        "guardd_stop_to_event_us": gate["event_latency"],
-        "approve_to_running_us": summary(&approve),
-        "guardd_rss_idle_mib": summary(&rss_idle),
-        "guardd_rss_under_load_mib": summary(&rss_load),
-        "guardd_cpu_percent_under_load": summary(&cpu_load),
-        "bpf_map_memlock_mib": summary(&map_memory),
-        "unlinks_per_run": UNLINKS,
-        "gated_unlink": unlinks.json(),
-        "detected_session_unlink": reported.json(),
-        "workload_make_j2": make.json(),
-        "workload_git": git.json(),
-        "peer_bpftrace_exec_tracepoint": bpftrace,
-        "peer_auditd_execve_rule": auditd,
-        "peer_fapolicyd": fapolicyd,
-        "stop_continue_floor_added_us": floor,
-        "exec_load": load,
-    });
+    let results = Results {
+        machine: machine(),
+        commit: cmd::output(Command::new("git").args(["rev-parse", "--short", "HEAD"]))
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        execs_per_run: bench.execs,
+        rounds: ROUNDS,
+        outside_session: outside.summary(),
+        outside_session_bpf_ns_per_exec: summary(&kernel_ns),
+        outside_session_bpf_programs_last_round: kernel_programs,
+        in_session_bpf_ns_per_exec: summary(&session_kernel_ns),
+        in_session_bpf_programs_last_round: session_kernel_programs,
+        in_session_unwatched: session.summary(),
+        watched_allowed_added_us: watched.added_summary(),
+        guardd_stop_to_decision_us: gate.decision_latency,
+        guardd_stop_to_event_us: gate.event_latency,
+        approve_to_running_us: summary(&approve),
+        guardd_rss_idle_mib: summary(&rss_idle),
+        guardd_rss_under_load_mib: summary(&rss_load),
+        guardd_cpu_percent_under_load: summary(&cpu_load),
+        bpf_map_memlock_mib: summary(&map_memory),
+        unlinks_per_run: UNLINKS,
+        gated_unlink: unlinks.summary(),
+        detected_session_unlink: reported.summary(),
+        workload_make_j2: make.summary(),
+        workload_git: git.summary(),
+        peer_bpftrace_exec_tracepoint: bpftrace,
+        peer_auditd_execve_rule: auditd,
+        peer_fapolicyd: fapolicyd,
+        stop_continue_floor_added_us: floor,
+        exec_load: load,
+    };
     fs::write(
         bench.dir.join("results.json"),
         serde_json::to_string_pretty(&results)?,
@@ -201,7 +210,7 @@ pub fn rewrite_report() -> anyhow::Result<()> {
     write_report(&serde_json::from_str(&text)?)
 }
 
-fn write_report(results: &Value) -> anyhow::Result<()> {
+fn write_report(results: &Results) -> anyhow::Result<()> {
     fs::write(cmd::workspace_root().join("BENCHMARKS.md"), report(results))?;
     println!("{}", report(results));
     Ok(())
@@ -367,7 +376,7 @@ impl Guardd {
             socket: bench.dir.join("guardd.sock"),
         };
         for _ in 0..200 {
-            if guard.status().is_ok() {
+            if guard.status_answer().is_ok() {
                 return Ok(guard);
             }
             sleep(Duration::from_millis(25));
@@ -383,7 +392,11 @@ impl Guardd {
         Ok(serde_json::from_str(&line)?)
     }
 
-    pub(super) fn status(&self) -> anyhow::Result<Value> {
+    pub(super) fn status(&self) -> anyhow::Result<Status> {
+        Ok(serde_json::from_value(self.status_answer()?)?)
+    }
+
+    fn status_answer(&self) -> anyhow::Result<Value> {
         self.request(json!({"version": 1, "type": "status"}))
     }
 
@@ -443,9 +456,10 @@ fn approve_to_running(bench: &Bench) -> anyhow::Result<Vec<f64>> {
             .stderr(Stdio::null())
             .spawn()?;
         let id = loop {
-            let pending = guard.request(json!({"version": 1, "type": "pending"}))?;
-            if let Some(id) = pending["holds"][0]["id"].as_str() {
-                break id.to_string();
+            let pending: Pending =
+                serde_json::from_value(guard.request(json!({"version": 1, "type": "pending"}))?)?;
+            if let Some(hold) = pending.holds.into_iter().next() {
+                break hold.id;
             }
             sleep(Duration::from_millis(5));
         };
@@ -487,14 +501,18 @@ pub(super) struct Pair {
 }
 
 impl Pair {
-    fn json(&self) -> Value {
+    fn summary(&self) -> PairSummary {
         let ratios: Vec<f64> = self
             .with
             .iter()
             .zip(&self.without)
             .map(|(w, o)| w / o)
             .collect();
-        json!({"no_guard_us": summary(&self.without), "guard_us": summary(&self.with), "ratio": summary(&ratios)})
+        PairSummary {
+            no_guard_us: summary(&self.without),
+            guard_us: summary(&self.with),
+            ratio: summary(&ratios),
+        }
     }
 
     /// Microseconds added per run, with against without.
@@ -506,12 +524,12 @@ impl Pair {
             .collect()
     }
 
-    pub(super) fn added_json(&self) -> Value {
+    pub(super) fn added_summary(&self) -> Summary {
         summary(&self.added())
     }
 }
 
-fn summary(values: &[f64]) -> Value {
+fn summary(values: &[f64]) -> Summary {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let at = |q: f64| {
@@ -520,18 +538,24 @@ fn summary(values: &[f64]) -> Value {
             .copied()
             .unwrap_or(0.0)
     };
-    json!({"median": at(0.5), "p99": at(0.99), "min": at(0.0), "max": at(1.0), "n": sorted.len()})
+    Summary {
+        median: at(0.5),
+        p99: at(0.99),
+        min: at(0.0),
+        max: at(1.0),
+        n: sorted.len(),
+    }
 }
 
 /// A summary in microseconds, as milliseconds.
-fn ms(summary: &Value) -> Value {
-    let mut out = summary.clone();
-    for key in ["median", "p99", "min", "max"] {
-        if let Some(us) = summary[key].as_f64() {
-            out[key] = json!(us / 1000.0);
-        }
+fn ms(summary: &Summary) -> Summary {
+    Summary {
+        median: summary.median / 1000.0,
+        p99: summary.p99 / 1000.0,
+        min: summary.min / 1000.0,
+        max: summary.max / 1000.0,
+        n: summary.n,
     }
-    out
 }
 
 fn machine() -> String {
@@ -540,14 +564,11 @@ fn machine() -> String {
     format!("Linux {}, {cpus} CPUs", kernel.trim())
 }
 
-fn report(r: &Value) -> String {
-    let f = |v: &Value| format!("{:.3}", v.as_f64().unwrap_or(0.0));
-    let row = |name: &str, goal: &str, s: &Value| {
+fn report(r: &Results) -> String {
+    let row = |name: &str, goal: &str, s: &Summary| {
         format!(
-            "| {name} | {goal} | {} | {} – {} |\n",
-            f(&s["median"]),
-            f(&s["min"]),
-            f(&s["max"])
+            "| {name} | {goal} | {:.3} | {:.3} – {:.3} |\n",
+            s.median, s.min, s.max
         )
     };
     let mut out =
@@ -555,203 +576,198 @@ fn report(r: &Value) -> String {
     let _ = writeln!(
         out,
         "Machine: {}. Commit: {}. Date: {}.",
-        r["machine"].as_str().unwrap_or(""),
-        r["commit"].as_str().unwrap_or(""),
+        r.machine,
+        r.commit,
         cmd::output(Command::new("date").args(["-u", "+%Y-%m-%d"]))
             .unwrap_or_default()
             .trim()
     );
-    let _ = writeln!(out, "Each figure is over {} alternating rounds (no guard, guard) of {} execs of a tiny static program; in each round the exec loops with the guard are bracketed by a loop without it just before guardd starts and one just after it stops, and the mean of the two is that round's figure without the guard.\n", r["rounds"], r["execs_per_run"]);
+    let _ = writeln!(out, "Each figure is over {} alternating rounds (no guard, guard) of {} execs of a tiny static program; in each round the exec loops with the guard are bracketed by a loop without it just before guardd starts and one just after it stops, and the mean of the two is that round's figure without the guard.\n", r.rounds, r.execs_per_run);
     out.push_str("| figure | goal | median | min – max |\n|---|---|---|---|\n");
     out += &row(
         "outside sessions: ratio guard / no guard",
         "<= 1.01",
-        &r["outside_session"]["ratio"],
+        &r.outside_session.ratio,
     );
     out += &row(
         "outside sessions, no guard: us per exec",
         "",
-        &r["outside_session"]["no_guard_us"],
+        &r.outside_session.no_guard_us,
     );
     out += &row(
         "outside sessions: the guard's BPF programs, ns per fork+exec+exit (kernel run-time statistics, their own clock reads included)",
         "",
-        &r["outside_session_bpf_ns_per_exec"],
+        &r.outside_session_bpf_ns_per_exec,
     );
     let _ = writeln!(
         out,
         "| outside sessions: 1 + the BPF programs' time / an exec without the guard (medians) | <= 1.01 | {:.4} | |",
-        1.0 + bpf_share(r, "outside_session_bpf_ns_per_exec")
+        1.0 + bpf_share(r, &r.outside_session_bpf_ns_per_exec)
     );
     out += &row(
         "in a session, unwatched: ratio guard / no guard",
         "<= 1.03",
-        &r["in_session_unwatched"]["ratio"],
+        &r.in_session_unwatched.ratio,
     );
     out += &row(
         "in a session: the guard's BPF programs, ns per fork+exec+exit (the session's seccomp filter not included)",
         "",
-        &r["in_session_bpf_ns_per_exec"],
+        &r.in_session_bpf_ns_per_exec,
     );
     let _ = writeln!(
         out,
         "| in a session: 1 + the BPF programs' time / an exec without the guard (medians) | <= 1.03 | {:.4} | |",
-        1.0 + bpf_share(r, "in_session_bpf_ns_per_exec")
+        1.0 + bpf_share(r, &r.in_session_bpf_ns_per_exec)
     );
     out += &row(
         "watched and allowed: added us per exec",
         "",
-        &r["watched_allowed_added_us"],
+        &r.watched_allowed_added_us,
     );
-    match r["stop_continue_floor_added_us"]["skipped"].as_str() {
-        None => {
+    match &r.stop_continue_floor_added_us {
+        Measured::Done(floor) => {
             out += &row(
                 "floor: the same stop and continue with no policy work (bpftrace stops, a C reader continues): added us per exec",
                 "",
-                &r["stop_continue_floor_added_us"],
+                floor,
             )
         }
-        Some(why) => out += &format!("| floor: stop and continue with no policy work | | skipped: {why} | |\n"),
+        Measured::Skipped { skipped: why } => out += &format!("| floor: stop and continue with no policy work | | skipped: {why} | |\n"),
     }
     out += &row(
         "approve to running: us",
         "<= 5000",
-        &r["approve_to_running_us"],
+        &r.approve_to_running_us,
     );
     out += &row(
         "syscall gate: 10,000 unlinks of unprotected files in a session, ratio guard / no guard",
         "",
-        &r["gated_unlink"]["ratio"],
+        &r.gated_unlink.ratio,
     );
     out += &row(
         "syscall gate: us per unlink, gated",
         "",
-        &r["gated_unlink"]["guard_us"],
+        &r.gated_unlink.guard_us,
     );
     out += &row(
         "syscall gate: us per unlink, no guard",
         "",
-        &r["gated_unlink"]["no_guard_us"],
+        &r.gated_unlink.no_guard_us,
     );
     out += &row(
         "detected session, 10,000 unlinks (report only here, or the BPF LSM gate): ratio guard / no guard",
         "",
-        &r["detected_session_unlink"]["ratio"],
+        &r.detected_session_unlink.ratio,
     );
     out += &row(
         "make -j2 of a 61-file C project in a session (default policy) / outside, no guard",
         "",
-        &r["workload_make_j2"]["ratio"],
+        &r.workload_make_j2.ratio,
     );
     out += &row(
         "make -j2: ms outside, no guard",
         "",
-        &ms(&r["workload_make_j2"]["no_guard_us"]),
+        &ms(&r.workload_make_j2.no_guard_us),
     );
     out += &row(
         "git status/add/commit/log/diff/checkout on 2,000 files, in a session / outside",
         "",
-        &r["workload_git"]["ratio"],
+        &r.workload_git.ratio,
     );
     out += &row(
         "git script: ms outside, no guard",
         "",
-        &ms(&r["workload_git"]["no_guard_us"]),
+        &ms(&r.workload_git.no_guard_us),
     );
-    for (key, name) in [
+    for (peer, name) in [
         (
-            "peer_bpftrace_exec_tracepoint",
+            &r.peer_bpftrace_exec_tracepoint,
             "bpftrace counting sched_process_exec",
         ),
         (
-            "peer_auditd_execve_rule",
+            &r.peer_auditd_execve_rule,
             "auditd with an execve rule (records of the loop only)",
         ),
         (
-            "peer_fapolicyd",
+            &r.peer_fapolicyd,
             "fapolicyd judging every exec (file trust, permissive)",
         ),
     ] {
-        match r[key]["skipped"].as_str() {
-            None => {
+        match peer {
+            Measured::Done(pair) => {
                 out += &row(
                     &format!("peer: {name}, outside loop: ratio / none"),
                     "",
-                    &r[key]["ratio"],
+                    &pair.ratio,
                 )
             }
-            Some(why) => out += &format!("| peer: {name} | | skipped: {why} | |\n"),
+            Measured::Skipped { skipped: why } => {
+                out += &format!("| peer: {name} | | skipped: {why} | |\n")
+            }
         }
     }
-    let s = &r["exec_load"]["sustained"];
+    let s = &r.exec_load.sustained;
     let _ = writeln!(
         out,
         "| sustained watched execs (allowed) in two sessions: execs/s with guard, no guard | | {:.0}, {:.0} | stops {}, events lost {}, raised from the map {} |",
-        s["execs_per_second"].as_f64().unwrap_or(0.0),
-        s["execs_per_second_no_guard"].as_f64().unwrap_or(0.0),
-        s["stops"], s["events_lost"], s["raised_from_map"]
+        s.execs_per_second,
+        s.execs_per_second_no_guard,
+        s.stops, s.events_lost, s.raised_from_map
     );
-    for b in r["exec_load"]["bursts"].as_array().into_iter().flatten() {
+    for b in &r.exec_load.bursts {
         let _ = writeln!(
             out,
             "| burst of {} watched execs with guardd frozen: all ran / ms after the thaw | | {} / {:.0} | events lost {}, raised from the map {}, stops {} |",
-            b["size"], b["completed"], b["drain_ms_after_thaw"].as_f64().unwrap_or(0.0),
-            b["events_lost"], b["raised_from_map"], b["stops"]
+            b.size, b.completed, b.drain_ms_after_thaw,
+            b.events_lost, b.raised_from_map, b.stops
         );
     }
     out += &row(
         "guardd resident memory, idle: MiB",
         "<= 40",
-        &r["guardd_rss_idle_mib"],
+        &r.guardd_rss_idle_mib,
     );
     out += &row(
         "guardd resident memory after the loops: MiB",
         "<= 40",
-        &r["guardd_rss_under_load_mib"],
+        &r.guardd_rss_under_load_mib,
     );
     out += &row(
         "guardd CPU during the gated unlinks and exec loops: % of one core",
         "",
-        &r["guardd_cpu_percent_under_load"],
+        &r.guardd_cpu_percent_under_load,
     );
     out += &row(
         "BPF maps (memlock of guardd's map fds): MiB",
         "",
-        &r["bpf_map_memlock_mib"],
+        &r.bpf_map_memlock_mib,
     );
-    let g = &r["guardd_stop_to_decision_us"];
-    let e = &r["guardd_stop_to_event_us"];
+    let g = &r.guardd_stop_to_decision_us;
+    let e = &r.guardd_stop_to_event_us;
     let _ = writeln!(
         out,
         "\nThe guard's BPF programs per iteration of the loop (last round), outside sessions: {}; in a session: {}. Wall-clock ratios move by several percent from round to round on a shared machine (see the min – max columns, and the bpftrace peer, which does next to nothing); the programs' own time is what the guard adds to each fork, exec and exit in the kernel.",
-        programs(&r["outside_session_bpf_programs_last_round"]),
-        programs(&r["in_session_bpf_programs_last_round"])
+        programs(&r.outside_session_bpf_programs_last_round),
+        programs(&r.in_session_bpf_programs_last_round)
     );
     let _ = writeln!(out, "\nguardd's own stop-to-decision latency in the last watched run: p50 {} us, p99 {} us, max {} us ({} samples; goal p50 <= 100 us, p99 <= 1 ms). Of it, stop to the event in guardd (the kernel waking guardd, no policy work): p50 {} us, p99 {} us.",
-        g["p50_us"], g["p99_us"], g["max_us"], g["samples"], e["p50_us"], e["p99_us"]);
+        g.p50_us, g.p99_us, g.max_us, g.samples, e.p50_us, e.p99_us);
     out
 }
 
-/// The median BPF time per iteration under `key`, as a share of the median exec without the guard.
-fn bpf_share(r: &Value, key: &str) -> f64 {
-    r[key]["median"].as_f64().unwrap_or(0.0)
-        / 1000.0
-        / r["outside_session"]["no_guard_us"]["median"]
-            .as_f64()
-            .unwrap_or(f64::INFINITY)
+/// The median BPF time per iteration of `bpf_ns`, as a share of the median exec without the guard.
+fn bpf_share(r: &Results, bpf_ns: &Summary) -> f64 {
+    bpf_ns.median / 1000.0 / r.outside_session.no_guard_us.median
 }
 
 /// "name N ns x R runs, ..." for each program of a run-time breakdown.
-fn programs(breakdown: &Value) -> String {
+fn programs(breakdown: &BTreeMap<String, ProgramCost>) -> String {
     breakdown
-        .as_object()
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|(name, p)| {
             format!(
                 "{name} {:.0} ns x {:.2} runs",
-                p["ns_per_run"].as_f64().unwrap_or(0.0),
-                p["runs_per_iteration"].as_f64().unwrap_or(0.0)
+                p.ns_per_run, p.runs_per_iteration
             )
         })
         .collect::<Vec<_>>()

@@ -7,29 +7,34 @@
 //! (BPF_ENABLE_STATS), so a crash cannot leave them on.
 use std::{collections::BTreeMap, fs, os::fd::FromRawFd as _, os::fd::OwnedFd};
 
-use anyhow::{bail, Context as _};
-use serde_json::{json, Value};
-
-use super::exec::{Bench, Guardd};
+use super::{
+    exec::{Bench, Guardd},
+    results::{KernelCost, ProgramCost},
+};
+use anyhow::bail;
 
 const BPF_ENABLE_STATS: libc::c_long = 32;
 const BPF_STATS_RUN_TIME: u32 = 0;
 
 /// Nanoseconds per loop iteration, in total and per program, over one loop
 /// of the tiny program outside sessions, or in a session of `guard`.
-pub(super) fn per_exec(bench: &Bench, guard: &Guardd, in_session: bool) -> anyhow::Result<Value> {
-    let names: BTreeMap<u64, String> = guard.status()?["programs"]
-        .as_array()
-        .context("status: programs")?
-        .iter()
-        .filter_map(|p| Some((p["id"].as_u64()?, p["name"].as_str()?.to_string())))
+pub(super) fn per_exec(
+    bench: &Bench,
+    guard: &Guardd,
+    in_session: bool,
+) -> anyhow::Result<KernelCost> {
+    let names: BTreeMap<u64, String> = guard
+        .status()?
+        .programs
+        .into_iter()
+        .map(|p| (u64::from(p.id), p.name))
         .collect();
     let _stats = enable_run_time_stats()?;
     let before = run_times(guard.child.id())?;
     let (command, count) = bench.tiny_loop(in_session.then_some(guard), false);
     bench.per_exec_us((command, count))?;
     let after = run_times(guard.child.id())?;
-    let mut programs = serde_json::Map::new();
+    let mut programs = BTreeMap::new();
     let mut total = 0.0;
     for (id, (ns, runs)) in &after {
         let (ns_before, runs_before) = before.get(id).copied().unwrap_or_default();
@@ -42,10 +47,17 @@ pub(super) fn per_exec(bench: &Bench, guard: &Guardd, in_session: bool) -> anyho
         let name = names.get(id).cloned().unwrap_or_else(|| format!("id {id}"));
         programs.insert(
             name,
-            json!({"ns_per_iteration": per_iteration, "ns_per_run": ns as f64 / runs as f64, "runs_per_iteration": runs as f64 / f64::from(count)}),
+            ProgramCost {
+                ns_per_iteration: per_iteration,
+                ns_per_run: ns as f64 / runs as f64,
+                runs_per_iteration: runs as f64 / f64::from(count),
+            },
         );
     }
-    Ok(json!({"ns_per_iteration": total, "programs": programs}))
+    Ok(KernelCost {
+        ns_per_iteration: total,
+        programs,
+    })
 }
 
 /// Program id -> (run time ns, runs), for every program fd `pid` holds.

@@ -6,6 +6,7 @@ mod exec;
 mod fapolicyd;
 mod kernel_cost;
 mod peers;
+mod results;
 mod workload;
 
 use crate::cmd;

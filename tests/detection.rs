@@ -1,0 +1,230 @@
+//! What is held: watched programs in sessions, through wrappers and symlinks,
+//! in agents found without the launcher; and nothing else.
+//! Run as root by `cargo xtask test`.
+mod common;
+
+use std::{os::unix::process::ExitStatusExt as _, process::Command, time::Duration};
+
+use common::*;
+
+#[test]
+fn no_hold_outside_sessions_or_for_unwatched_commands() {
+    let (stubs, guard) = setup(HOLD_DESTROY_DENY_NUKE);
+    // The same command outside any session.
+    let mut outside = Command::new(stubs.bin().join("terraform"));
+    outside.arg("destroy").arg("outside");
+    let (status, _, _) = Proc::spawn(outside).wait();
+    assert!(status.success());
+    // Unwatched programs, and a watched program the policy allows, in a session.
+    let (status, out, _) = guard
+        .session(
+            &stubs,
+            &["sh", "-c", "echo hi; ls / >/dev/null; terraform plan"],
+        )
+        .wait();
+    assert!(status.success());
+    assert_eq!(out, "hi\n");
+    assert_eq!(stubs.marker_text(), "destroy outside\nplan\n");
+    assert!(guard.audit_events(AuditEvent::Hold).is_empty());
+    let stats = &guard.status().stats;
+    assert_eq!(
+        stats.stops, 1,
+        "only the watched `terraform plan` stopped: {stats:?}"
+    );
+    assert_eq!(stats.allowed, 1);
+    guard.stop();
+}
+
+#[test]
+fn wrappers_do_not_dodge_the_hold() {
+    let (stubs, guard) = setup(HOLD_DESTROY_DENY_NUKE);
+    let wrappers: [(&str, &[&str]); 9] = [
+        ("w-sh", &["sh", "-c", "terraform destroy w-sh"]),
+        ("w-bash", &["bash", "-c", "terraform destroy w-bash; true"]),
+        ("w-env", &["env", "terraform", "destroy", "w-env"]),
+        ("w-nohup", &["nohup", "terraform", "destroy", "w-nohup"]),
+        (
+            "w-setsid",
+            &["setsid", "--wait", "terraform", "destroy", "w-setsid"],
+        ),
+        (
+            "w-xargs",
+            &["sh", "-c", "echo destroy w-xargs | xargs terraform"],
+        ),
+        (
+            "w-subshell",
+            &["sh", "-c", "(terraform destroy w-subshell &); sleep 30"],
+        ),
+        (
+            "w-doublefork",
+            // The outer shell stays: were it to exit while the grandchild is
+            // stopped, the kernel would SIGHUP the orphaned process group.
+            &[
+                "sh",
+                "-c",
+                "sh -c 'terraform destroy w-doublefork &' & sleep 30",
+            ],
+        ),
+        (
+            "w-script",
+            &[
+                "sh",
+                "-c",
+                "printf '#!/bin/sh\\nterraform destroy w-script\\n' > s; chmod +x s; ./s",
+            ],
+        ),
+    ];
+    let runs: Vec<Proc> = wrappers
+        .iter()
+        .map(|(_, args)| guard.session(&stubs, args))
+        .collect();
+    for (tag, _) in &wrappers {
+        let hold = guard.wait_hold(tag);
+        wait_stopped(u64::from(hold.pid));
+    }
+    assert_eq!(stubs.marker_text(), "", "no wrapper let the command run");
+    for hold in guard.pending() {
+        guard.decide("deny", &hold);
+    }
+    assert!(guard.pending().is_empty());
+    drop(runs);
+    assert_eq!(stubs.marker_text(), "");
+    guard.stop();
+}
+
+#[test]
+fn agents_are_detected_without_a_launcher() {
+    require_root();
+    let stubs = Stubs::new();
+    // Started before guardd: found by the /proc scan.
+    let early_dir = stubs.dir.path().join("early");
+    std::fs::create_dir(&early_dir).unwrap();
+    let early = write_script(
+        &early_dir,
+        "claude",
+        "while [ ! -e go ]; do sleep 0.05; done\nterraform destroy by-early-agent\necho early-done",
+    );
+    let mut early = Command::new(early);
+    early.env("PATH", stubs.path_env()).current_dir(&early_dir);
+    let early = Proc::spawn(early);
+    let policy = format!(
+        "{HOLD_DESTROY_DENY_NUKE}\n[agents]\nprograms = [\"claude\"]\ninterpreters = [\"python3\"]\npackages = [\"{}/agent-pkg/\"]\n",
+        stubs.dir.path().display()
+    );
+    let guard = Daemon::start(&policy);
+    std::fs::write(early_dir.join("go"), "").unwrap();
+    // Started after guardd: detected by the kernel at exec.
+    let mut late = Command::new(stubs.script("claude", "terraform destroy by-late-agent"));
+    late.env("PATH", stubs.path_env());
+    let late = Proc::spawn(late);
+    // An agent package run by an interpreter.
+    let pkg = stubs.dir.path().join("agent-pkg");
+    std::fs::create_dir(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("cli.py"),
+        "import os, subprocess, time\nwhile not os.path.exists('go'): time.sleep(0.05)\nsubprocess.run(['terraform', 'destroy', 'by-python-agent'])\n",
+    )
+    .unwrap();
+    let mut python = Command::new("/usr/bin/python3");
+    python
+        .arg(pkg.join("cli.py"))
+        .env("PATH", stubs.path_env())
+        .current_dir(&pkg);
+    let python = Proc::spawn(python);
+    // Adoption follows the interpreter's exec event; on a slow machine (the VM)
+    // a fixed sleep could let the child run first, so wait for the session.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !guard
+        .status()
+        .sessions
+        .iter()
+        .any(|s| s.origin == "interpreter")
+    {
+        assert!(std::time::Instant::now() < deadline, "python never adopted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::write(pkg.join("go"), "").unwrap();
+
+    for (tag, proc) in [("by-late-agent", &late), ("by-python-agent", &python)] {
+        let hold = guard.wait_hold(tag);
+        assert_eq!(u64::from(hold.session), proc.pid() as u64, "{hold:?}");
+    }
+    let hold = guard.wait_hold("by-early-agent");
+    assert_eq!(u64::from(hold.session), early.pid() as u64);
+    assert_eq!(hold.agent.as_deref(), Some("claude"));
+    assert_eq!(stubs.marker_text(), "");
+    let origins: Vec<String> = guard
+        .status()
+        .sessions
+        .into_iter()
+        .map(|s| s.origin)
+        .collect();
+    for origin in ["scan", "detected", "interpreter"] {
+        assert!(origins.iter().any(|o| o == origin), "{origins:?}");
+    }
+    for hold in guard.pending() {
+        guard.decide("approve", &hold);
+    }
+    let (status, out, _) = early.wait();
+    assert!(status.success());
+    assert_eq!(out, "early-done\n");
+    assert!(late.wait().0.success());
+    assert!(python.wait().0.success());
+    let marker = stubs.marker_text();
+    for tag in ["by-early-agent", "by-late-agent", "by-python-agent"] {
+        assert!(marker.contains(tag), "{marker}");
+    }
+    guard.stop();
+}
+
+#[test]
+fn a_symlink_to_a_watched_binary_is_held() {
+    require_root();
+    let stubs = Stubs::new();
+    // A real binary named `terraform` (a copy of touch), run through a symlink `tf`.
+    let binary = stubs.bin().join("terraform");
+    // (Under busybox, touch resolves to busybox itself; the hold is what is tested.)
+    let touch = std::fs::canonicalize("/usr/bin/touch")
+        .or_else(|_| std::fs::canonicalize("/bin/touch"))
+        .unwrap();
+    std::fs::copy(touch, &binary).unwrap();
+    std::os::unix::fs::symlink(&binary, stubs.bin().join("tf")).unwrap();
+    let guard = Daemon::start(&HOLD_DESTROY_DENY_NUKE.replace("args_any = [\"destroy\"]", ""));
+    let recognition = mechanism(&guard.status(), "program_recognition");
+    assert!(recognition.contains("symlinks"), "{recognition}");
+
+    let target = stubs.marker();
+    let run = guard.session(&stubs, &["tf", target.to_str().unwrap()]);
+    let hold = guard.wait_hold(target.to_str().unwrap());
+    assert_eq!(hold.rule, "tf-destroy");
+    assert!(hold.exe.ends_with("/bin/terraform"), "{hold:?}");
+    wait_stopped(u64::from(hold.pid));
+    assert!(!target.exists(), "the symlinked binary must not have run");
+    guard.decide("deny", &hold);
+    let (status, _, _) = run.wait();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(!target.exists());
+    guard.stop();
+}
+
+/// Counts every stop and reports the latency figures (printed, not asserted:
+/// timing belongs to `cargo xtask bench`).
+#[test]
+fn every_watched_exec_is_counted_with_its_latency() {
+    let (stubs, guard) = setup(HOLD_DESTROY_DENY_NUKE);
+    let (status, _, _) = guard
+        .session(
+            &stubs,
+            &["sh", "-c", "for i in $(seq 200); do terraform plan; done"],
+        )
+        .wait();
+    assert!(status.success());
+    assert_eq!(stubs.marker_text().lines().count(), 200);
+    let stats = guard.status().stats;
+    assert_eq!(stats.stops, 200);
+    assert_eq!(stats.allowed, 200);
+    assert_eq!(stats.event_latency.samples, 200);
+    assert_eq!(stats.decision_latency.samples, 200);
+    eprintln!("exec gate over 200 allowed execs: {stats:?}");
+    guard.stop();
+}

@@ -1,0 +1,164 @@
+//! The shape of `target/bench/results.json`, written by a bench run and read
+//! back by `--report`, and the parts of guardd's answers the bench reads.
+//! A renamed figure fails to compile instead of leaving a hole in
+//! BENCHMARKS.md. guardd's answers are mirrored here, not taken from
+//! guard-daemon's protocol module: xtask cannot depend on guard-daemon, whose
+//! build script needs the bpf-linker that `cargo xtask setup` installs.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Median, p99, min and max of a set of runs, and how many there were.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Summary {
+    pub median: f64,
+    pub p99: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+/// The same runs without and with the guard, and their ratios (with / without).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct PairSummary {
+    pub no_guard_us: Summary,
+    pub guard_us: Summary,
+    pub ratio: Summary,
+}
+
+/// A measurement that may not run on this machine (a peer, the floor).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(super) enum Measured<T> {
+    Skipped { skipped: String },
+    Done(T),
+}
+
+impl<T> Measured<T> {
+    pub fn of<P>(result: Result<P, String>, summarize: impl FnOnce(&P) -> T) -> Self {
+        match result {
+            Ok(pair) => Self::Done(summarize(&pair)),
+            Err(skipped) => Self::Skipped { skipped },
+        }
+    }
+}
+
+/// The guard's BPF programs over one loop (`super::kernel_cost`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct KernelCost {
+    pub ns_per_iteration: f64,
+    /// By program name.
+    pub programs: BTreeMap<String, ProgramCost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct ProgramCost {
+    pub ns_per_iteration: f64,
+    pub ns_per_run: f64,
+    pub runs_per_iteration: f64,
+}
+
+/// Exec load on the exec gate (`super::burst`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct ExecLoad {
+    pub sustained: Sustained,
+    pub bursts: Vec<Burst>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Sustained {
+    pub execs: u32,
+    pub execs_per_second_no_guard: f64,
+    pub execs_per_second: f64,
+    pub stops: u64,
+    pub events_lost: u64,
+    pub raised_from_map: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Burst {
+    pub size: u32,
+    pub spawn_ms_while_frozen: f64,
+    pub completed: bool,
+    pub drain_ms_after_thaw: f64,
+    pub stops: u64,
+    pub events_lost: u64,
+    pub raised_from_map: u64,
+}
+
+/// Everything one `cargo xtask bench` measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Results {
+    pub machine: String,
+    pub commit: String,
+    pub execs_per_run: u32,
+    pub rounds: usize,
+    pub outside_session: PairSummary,
+    pub outside_session_bpf_ns_per_exec: Summary,
+    pub outside_session_bpf_programs_last_round: BTreeMap<String, ProgramCost>,
+    pub in_session_bpf_ns_per_exec: Summary,
+    pub in_session_bpf_programs_last_round: BTreeMap<String, ProgramCost>,
+    pub in_session_unwatched: PairSummary,
+    pub watched_allowed_added_us: Summary,
+    pub guardd_stop_to_decision_us: Latency,
+    pub guardd_stop_to_event_us: Latency,
+    pub approve_to_running_us: Summary,
+    pub guardd_rss_idle_mib: Summary,
+    pub guardd_rss_under_load_mib: Summary,
+    pub guardd_cpu_percent_under_load: Summary,
+    pub bpf_map_memlock_mib: Summary,
+    pub unlinks_per_run: u32,
+    pub gated_unlink: PairSummary,
+    pub detected_session_unlink: PairSummary,
+    pub workload_make_j2: PairSummary,
+    pub workload_git: PairSummary,
+    pub peer_bpftrace_exec_tracepoint: Measured<PairSummary>,
+    pub peer_auditd_execve_rule: Measured<PairSummary>,
+    pub peer_fapolicyd: Measured<PairSummary>,
+    pub stop_continue_floor_added_us: Measured<Summary>,
+    pub exec_load: ExecLoad,
+}
+
+/// guardd's `status` answer, the part the bench reads (protocol::StatusView).
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct Status {
+    pub programs: Vec<Program>,
+    pub stats: GateStats,
+}
+
+/// protocol::ProgramView, the part the bench reads.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct Program {
+    pub name: String,
+    pub id: u32,
+}
+
+/// protocol::GateStats, the part the bench reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(super) struct GateStats {
+    pub stops: u64,
+    pub events_lost: u64,
+    pub recovered_from_map: u64,
+    pub event_latency: Latency,
+    pub decision_latency: Latency,
+}
+
+/// protocol::Latency: the daemon's stop-to-event or stop-to-decision figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Latency {
+    pub samples: usize,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+/// guardd's `pending` answer: the ids of the held requests.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct Pending {
+    pub holds: Vec<PendingHold>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct PendingHold {
+    pub id: String,
+}
