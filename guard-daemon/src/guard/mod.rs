@@ -8,6 +8,7 @@ use std::{
 
 use finish::{lsm_call_ending, stop_ending, Ending, Held, Outcome};
 use guard_common::{Event, EventKind, SessionEntry, SESSION_DETECTED, SESSION_LAUNCHED};
+use record::{ancestry, context_of, identity};
 
 use crate::{
     audit::{AuditEvent, AuditLog, AuditRecord},
@@ -194,7 +195,9 @@ struct Stop<'a> {
     stop_failed: bool,
 }
 
+mod approvals;
 mod events;
+mod exec_gate;
 pub(crate) mod finish;
 mod gate;
 mod gate_lsm;
@@ -203,7 +206,11 @@ mod outside;
 mod pin_watch;
 mod policy_lock;
 mod policy_writes;
+mod record;
 mod requests;
+mod restore;
+mod sessions;
+mod status;
 
 impl Guard {
     pub fn new(
@@ -290,131 +297,6 @@ impl Guard {
         }
     }
 
-    /// Re-adopts the sessions and holds of a previous run. A held process is
-    /// re-adopted only if it is the same process (pid and start time).
-    fn restore(&mut self, saved: SavedState) {
-        for session in saved.sessions {
-            if session.listener && procfs::stat(session.id).is_ok() {
-                self.audit_lost_listener(session.id);
-            }
-            self.sessions.insert(
-                session.id,
-                Session {
-                    id: session.id,
-                    agent: session.agent,
-                    origin: session.origin,
-                    uid: session.uid,
-                    // Its listener died with the previous guardd.
-                    listener: false,
-                },
-            );
-        }
-        let now = Instant::now();
-        let now_unix = unix_now();
-        for entry in saved.holds {
-            let process = ProcessHandle::open(entry.pid)
-                .ok()
-                .filter(|p| p.start_time == entry.start_time && p.is_alive());
-            let (Some(process), Ok(stat)) = (process, procfs::stat(entry.pid)) else {
-                self.audit_ended_while_down(&entry, now_unix);
-                continue;
-            };
-            let request = Some((entry.id.as_str(), entry.rule.as_str()));
-            match Recorded::of(&stat, self.kernel.continued_by(entry.pid)) {
-                Recorded::Held => {}
-                Recorded::LetGo => {
-                    // Approved, then guardd ended before it saved the state.
-                    self.leave_let_go(entry.pid, entry.session, request);
-                    continue;
-                }
-                Recorded::Continued(continuation) => {
-                    self.end_continued(&process, entry.session, continuation, request);
-                    continue;
-                }
-            }
-            let comm = stat.comm;
-            let exe = procfs::link(entry.pid, "exe");
-            let (program, argv) = procfs::judged_command(
-                &comm,
-                &exe,
-                &procfs::cmdline(entry.pid).unwrap_or_default(),
-            );
-            let hold = Hold {
-                id: entry.id.clone(),
-                session: entry.session,
-                agent: self
-                    .sessions
-                    .get(&entry.session)
-                    .and_then(|s| s.agent.clone()),
-                uid: procfs::uid(entry.pid).unwrap_or(u32::MAX),
-                program,
-                cwd: procfs::link(entry.pid, "cwd"),
-                exe,
-                argv,
-                rule: entry.rule,
-                approvals_needed: entry.approvals_needed,
-                approved_by: entry.approved_by,
-                approvers: entry.approvers,
-                self_approval: entry.self_approval,
-                tokens_seen: Vec::new(),
-                on_timeout: entry.on_timeout,
-                traced: false,
-                protection: "ptrace-stop: only guardd can release it".into(),
-                ancestry: entry.ancestry,
-                context: context_of(entry.pid),
-                why: entry.why,
-                created: now - Duration::from_secs(now_unix.saturating_sub(entry.created_unix)),
-                deadline: now + Duration::from_secs(entry.deadline_unix.saturating_sub(now_unix)),
-                created_unix: entry.created_unix,
-                deadline_unix: entry.deadline_unix,
-                stderr: notice::stderr_of(&process),
-                gate: None,
-                process,
-            };
-            let mut record = self.hold_record(&hold, AuditEvent::Readopt);
-            record.decision = Some("hold".into());
-            self.protect_and_insert(hold, record);
-        }
-        self.persist();
-    }
-
-    /// Writes the state file when the holds or sessions changed.
-    pub fn persist(&mut self) {
-        let state = SavedState {
-            // A held system call cannot outlive guardd: its listener closes with it.
-            holds: self
-                .holds
-                .iter()
-                .filter(|h| h.gate.is_none())
-                .map(Hold::saved)
-                .collect(),
-            sessions: self
-                .sessions
-                .values()
-                .map(|s| SavedSession {
-                    id: s.id,
-                    agent: s.agent.clone(),
-                    origin: s.origin.clone(),
-                    uid: s.uid,
-                    listener: s.listener,
-                })
-                .collect(),
-            id_prefix: self.holds.prefix().to_string(),
-            next_id: self.holds.next_number(),
-            ..crate::state::new_state(String::new())
-        };
-        if self.saved.as_ref() == Some(&state) {
-            return;
-        }
-        match self.state.save(&state) {
-            Ok(()) => self.saved = Some(state),
-            Err(err) => {
-                // The holds stand; only a restart would not find them (the kernel map still would).
-                tracing::error!("cannot write the state file: {err}");
-            }
-        }
-    }
-
     /// Loads the policy files again. A policy that fails to load is refused
     /// and the one in force stays; holds already raised keep their rule.
     pub fn reload(&mut self, reason: &str) {
@@ -487,238 +369,7 @@ impl Guard {
         (self.audit.broadcaster(), self.notify.subscribe())
     }
 
-    pub fn status(&self) -> Response {
-        Response::Status(Box::new(StatusView {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            pid: std::process::id(),
-            policy: PolicySummary {
-                source: self.policy.source.clone(),
-                version: self.policy.version.clone(),
-                last_reload_error: self.last_reload_error.clone(),
-                rules: self.policy.rules.len(),
-                watched_programs: self.policy.watched_programs().len(),
-                agents: self.policy.agents.programs.clone(),
-                local_auth: self.policy.approvals.local_auth,
-            },
-            sessions: self
-                .sessions
-                .values()
-                .map(|s| SessionView {
-                    id: s.id,
-                    agent: s.agent.clone(),
-                    origin: s.origin.clone(),
-                    uid: s.uid,
-                })
-                .collect(),
-            pending: self.holds.len(),
-            mechanisms: mechanisms(&self.kernel, &self.policy)
-                .into_iter()
-                .chain(self.own_mechanisms())
-                .collect(),
-            programs: self.kernel.loaded_programs().to_vec(),
-            stats: GateStats {
-                events_lost: self.kernel.events_lost(),
-                stops_killed: self.kernel.stops_killed(),
-                ..self.stats.view()
-            },
-        }))
-    }
-
     // ---- records ------------------------------------------------------------
-
-    fn record_for(
-        &self,
-        process: &ProcessHandle,
-        session: u32,
-        argv: &[Vec<u8>],
-        exe: &str,
-    ) -> AuditRecord {
-        let mut record = AuditRecord::new(AuditEvent::Hold);
-        record.pid = Some(process.pid);
-        record.session = Some(session);
-        record.agent = self.sessions.get(&session).and_then(|s| s.agent.clone());
-        record.uid = procfs::uid(process.pid).ok();
-        record.cwd = Some(procfs::link(process.pid, "cwd"));
-        record.exe = Some(exe.to_string());
-        record.argv = argv.iter().map(|a| escape_bytes(a)).collect();
-        record.ancestry = ancestry(process.pid);
-        record.context = context_of(process.pid);
-        record
-    }
-
-    fn hold_record(&self, hold: &Hold, event: AuditEvent) -> AuditRecord {
-        let mut record = AuditRecord::new(event);
-        record.request_id = Some(hold.id.clone());
-        record.session = Some(hold.session);
-        record.agent = hold.agent.clone();
-        record.pid = Some(hold.process.pid);
-        record.uid = Some(hold.uid);
-        record.cwd = Some(hold.cwd.clone());
-        record.exe = Some(hold.exe.clone());
-        record.argv = hold.argv.iter().map(|a| escape_bytes(a)).collect();
-        record.rule = Some(hold.rule.clone());
-        record.ancestry = hold.ancestry.clone();
-        record.operation = hold.gate.as_ref().map(|g| g.operation.clone());
-        record.context = hold.context.clone();
-        record.why = hold.why.clone();
-        record
-    }
-}
-
-/// Default-pack rules that keep sessions from disabling agent-guard.
-const SELF_PROTECTION_RULES: &[&str] = &[
-    "guard-stop-service",
-    "guard-signal",
-    "guard-files",
-    "guard-bpftool",
-];
-
-fn mechanisms(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {
-    let rules: Vec<&str> = SELF_PROTECTION_RULES
-        .iter()
-        .copied()
-        .filter(|id| policy.rule(id).is_some())
-        .collect();
-    let rules = if rules.is_empty() {
-        "no guard-* rules in the loaded policy".to_string()
-    } else {
-        format!("policy rules {}", rules.join(", "))
-    };
-    let (lsm_self, lsm_release) = match kernel.lsm_missing() {
-        None => (
-            "BPF LSM: session processes may not signal or trace guardd, use bpf(2), or write, truncate, unlink or rename agent-guard's files".to_string(),
-            "BPF LSM task_kill: only guardd may SIGCONT a held process".to_string(),
-        ),
-        Some(why) => (
-            format!("BPF LSM (task_kill, ptrace, bpf, file_open, path_*): not here: {why}"),
-            format!("BPF LSM task_kill: not here: {why}"),
-        ),
-    };
-    let program_recognition = if kernel.recognises_exe_names() {
-        "comm and the executed file's name (BTF offsets): symlinks to watched programs are stopped"
-    } else {
-        "none beyond comm: no kernel BTF, a symlink to a watched program under another name is not stopped"
-    };
-    let own_paths = policy
-        .protections
-        .iter()
-        .find(|p| p.id == crate::policy::protect::SELF_ID)
-        .map_or_else(
-            || "none".to_string(),
-            |p| format!("{:?} {}", p.action, p.paths.join(" ")),
-        );
-    [
-        ("program_recognition", program_recognition.to_string()),
-        ("exec_hold", "tracepoint sched/sched_process_exec + SIGSTOP before the first instruction".into()),
-        ("session_tracking", "tracepoints sched/sched_process_fork and sched/sched_process_exit".into()),
-        ("agent_detection", "exec of agent programs (kernel), interpreter argv (daemon), /proc scan at start".into()),
-        ("hold_release_protection", format!("ptrace-stop (PTRACE_SEIZE + PTRACE_INTERRUPT): SIGCONT from others does not wake a held process; {lsm_release}")),
-        ("self_protection", format!(
-            "{rules}; {lsm_self}; [[protect]] {} (built in, by the syscall gate below): {own_paths}",
-            crate::policy::protect::SELF_ID
-        )),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .chain(syscall_gate(kernel, policy))
-    .chain(std::iter::once(session_escape(kernel, policy)))
-    .collect()
-}
-
-/// `[defaults] session_escape`: how session processes are kept from using
-/// processes outside the session.
-fn session_escape(kernel: &Kernel, policy: &Policy) -> (String, String) {
-    let how = match (policy.session_escape, kernel.lsm_missing()) {
-        (crate::policy::EscapeMode::Allow, _) => {
-            "off: [defaults] session_escape = \"allow\"".to_string()
-        }
-        (crate::policy::EscapeMode::Deny, Some(why)) => {
-            format!("{SESSION_ESCAPE_SECCOMP}; not here: detected sessions (no seccomp filter; the BPF LSM does not run: {why})")
-        }
-        (crate::policy::EscapeMode::Deny, None) => format!(
-            "{SESSION_ESCAPE_SECCOMP}; BPF LSM in every session, launched or detected: \
-             ptrace_access_check makes attaching to, or reading or writing the memory of, a \
-             process outside the session fail with EPERM, and unix_stream_connect holds a \
-             detected session's connects to those sockets"
-        ),
-    };
-    ("session_escape".into(), how)
-}
-
-/// What `guardctl status` says of the escape checks where they are on.
-const SESSION_ESCAPE_SECCOMP: &str = "seccomp in `guardctl run` sessions: ptrace attach/seize, \
-     process_vm_writev and pidfd_getfd on processes outside the session fail with EPERM; connects \
-     to tmux, screen, systemd manager and D-Bus session bus sockets served from outside are held";
-
-/// Per gated operation: how it is held, where.
-fn syscall_gate(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {
-    use crate::policy::{protect::Operation, GateMode};
-    Operation::ALL
-        .iter()
-        .map(|operation| {
-            let protected = policy
-                .protections
-                .iter()
-                .filter(|p| p.operations.contains(operation))
-                .count();
-            let report = match (kernel.report_missing(), kernel.report_failed()) {
-                (Some(why), _) => format!("not reported either ({why})"),
-                (None, Some(why)) => format!(
-                    "NOT WORKING: report only, but attaching its tracepoints failed ({why}); \
-                     retried every few seconds, each failure audited"
-                ),
-                (None, None) => "report only (tracepoints syscalls/sys_enter_*, attached while a session \
-                         runs: the call runs, an audit record says so)"
-                    .to_string(),
-            };
-            let how = match (policy.syscall_gate, kernel.lsm_missing()) {
-                (GateMode::Off, _) => {
-                    "off: [defaults] syscall_gate = false (see docs/syscall-gate.md)".to_string()
-                }
-                _ if protected == 0 => "none: no [[protect]] entry covers it".to_string(),
-                (_, None) => format!(
-                    "BPF LSM in every session, launched or detected ({protected} [[protect]] entries); \
-                     a hold stops the process and its call restarts after the decision"
-                ),
-                (GateMode::On, Some(why)) => format!(
-                    "seccomp user notification in `guardctl run` sessions ({protected} [[protect]] entries); \
-                     other sessions: {report} (no BPF LSM: {why})"
-                ),
-                (_, Some(why)) => format!(
-                    "{report} in every session: the BPF LSM does not run here ({why}); \
-                     [defaults] syscall_gate = true holds the calls of `guardctl run` sessions with seccomp"
-                ),
-            };
-            (format!("syscall_gate.{}", operation.name()), how)
-        })
-        .collect()
-}
-
-fn identity(peer: Peer) -> String {
-    let name = nix::unistd::User::from_uid(peer.uid.into())
-        .ok()
-        .flatten()
-        .map(|u| u.name);
-    match (name, peer.pid) {
-        (Some(name), Some(pid)) => format!("{name} (uid {}, pid {pid})", peer.uid),
-        (None, Some(pid)) => format!("uid {} (pid {pid})", peer.uid),
-        (_, None) => format!("uid {}", peer.uid),
-    }
-}
-
-/// `NAME=value` of the CONTEXT_ENV variables the process has.
-fn context_of(pid: u32) -> Vec<String> {
-    procfs::environ(pid, CONTEXT_ENV)
-        .iter()
-        .map(|(k, v)| format!("{k}={}", escape_bytes(v.as_bytes())))
-        .collect()
-}
-
-fn ancestry(pid: u32) -> Vec<String> {
-    procfs::ancestry(pid)
-        .into_iter()
-        .map(|(pid, comm)| format!("{pid}:{}", escape_bytes(comm.as_bytes())))
-        .collect()
 }
 
 fn comm_str(comm: &[u8]) -> String {

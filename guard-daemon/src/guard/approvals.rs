@@ -1,0 +1,464 @@
+//! Approvals and denials: who may decide (never a session process), how an
+//! approver proves a person, tokens, and counting distinct approvers.
+use super::*;
+use crate::approval::Decision;
+
+impl Guard {
+    /// A local approval, by the caller's uid (SO_PEERCRED); `proof` says how
+    /// the approver proved a person (or that it was not asked), for the audit log.
+    pub fn approve(&mut self, peer: Peer, id: &str, proof: Option<&str>) -> Response {
+        let identity = match self.authorize(peer, id, "approve") {
+            Ok(identity) => identity,
+            Err(response) => return response,
+        };
+        let display = match proof {
+            Some(proof) => format!("{identity}, {proof}"),
+            None => identity,
+        };
+        self.add_approval(
+            id,
+            Approver {
+                key: format!("uid:{}", peer.uid),
+                display,
+                channel: "socket",
+            },
+        )
+    }
+
+    /// An approval signed elsewhere: it counts for the principal that signed
+    /// it, whoever submits it.
+    pub fn approve_token(&mut self, peer: Peer, id: &str, token: &str) -> Response {
+        let Some(hold) = self.holds.get(id) else {
+            return error(&format!("no pending request {id}"));
+        };
+        let checked = self.check_token(hold, token, Decision::Approve);
+        let hold = self.holds.get_mut(id).expect("present");
+        match checked {
+            Ok((principal, key, seen)) => {
+                hold.tokens_seen.push(seen);
+                self.add_approval(
+                    id,
+                    Approver {
+                        key: format!("key:{principal}"),
+                        display: format!(
+                            "key:{principal} ({key}), submitted by {}",
+                            identity(peer)
+                        ),
+                        channel: "token",
+                    },
+                )
+            }
+            Err(why) => self.refuse_token(peer, id, "approve", &why),
+        }
+    }
+
+    /// A denial signed elsewhere: it ends the request like a local deny.
+    pub fn deny_token(
+        &mut self,
+        peer: Peer,
+        id: &str,
+        token: &str,
+        reason: Option<String>,
+    ) -> Response {
+        let Some(hold) = self.holds.get(id) else {
+            return error(&format!("no pending request {id}"));
+        };
+        match self.check_token(hold, token, Decision::Deny) {
+            Ok((principal, key, _)) => {
+                let by = format!("key:{principal} ({key}), submitted by {}", identity(peer));
+                self.end_denied(id, by, "token", reason)
+            }
+            Err(why) => self.refuse_token(peer, id, "deny", &why),
+        }
+    }
+
+    fn refuse_token(&mut self, peer: Peer, id: &str, verb: &str, why: &str) -> Response {
+        let hold = self.holds.get(id).expect("the caller checked the id");
+        tracing::warn!(id, "refused signed {verb}: {why}");
+        let mut record = self.hold_record(hold, AuditEvent::Refuse);
+        record.approver = Some(format!("token submitted by {}", identity(peer)));
+        record.channel = Some("token".into());
+        record.decision = Some(format!("refused {verb}"));
+        record.reason = Some(why.to_string());
+        self.audit.write(&record);
+        error(&format!("refused: {why}"))
+    }
+
+    /// (principal, key fingerprint, token fingerprint) of a valid token for `hold`.
+    fn check_token(
+        &self,
+        hold: &Hold,
+        token: &str,
+        decision: Decision,
+    ) -> Result<(String, String, String), String> {
+        let token = crate::approval::Token::parse(token).map_err(|e| e.to_string())?;
+        let seen = token.fingerprint();
+        if hold.tokens_seen.contains(&seen) {
+            return Err("replayed token: it was already used on this request".into());
+        }
+        let settings = &self.policy.approvals;
+        let path = settings
+            .allowed_signers
+            .as_deref()
+            .ok_or_else(|| crate::approval::ApprovalError::NoSigners.to_string())?;
+        let signers = crate::approval::load_allowed_signers(path).map_err(|e| e.to_string())?;
+        let (principal, key) = crate::approval::verify(
+            &token,
+            &hold.view(Instant::now()),
+            decision,
+            &signers,
+            unix_now(),
+            settings.max_token_ttl.as_secs(),
+        )
+        .map_err(|e| e.to_string())?;
+        let listed = hold.approvers.iter().any(|a| a.starts_with("key:"));
+        if listed && !hold.approvers.contains(&format!("key:{principal}")) {
+            return Err(format!(
+                "key:{principal} is not among the rule's approvers ({})",
+                hold.approvers.join(", ")
+            ));
+        }
+        Ok((principal, key, seen))
+    }
+
+    /// Counts one approval (each identity once) and releases the process
+    /// when the rule's number is reached.
+    fn add_approval(&mut self, id: &str, approver: Approver) -> Response {
+        let hold = self.holds.get_mut(id).expect("the caller checked the id");
+        let count = count_approval(&mut hold.approved_by, hold.approvals_needed, &approver.key);
+        if count == Count::AlreadyCounted {
+            let why = format!("{} has already approved; it counts once", approver.key);
+            let mut record =
+                self.hold_record(self.holds.get(id).expect("present"), AuditEvent::Refuse);
+            record.approver = Some(approver.display);
+            record.channel = Some(approver.channel.into());
+            record.decision = Some("refused approve".into());
+            record.reason = Some(why.clone());
+            self.audit.write(&record);
+            return error(&format!("refused: {why}"));
+        }
+        if let Count::Progress { have, need } = count {
+            let progress = format!("approval {have} of {need}");
+            if let Some(stderr) = &hold.stderr {
+                notice::write(
+                    stderr,
+                    &format!(
+                        "agent-guard: request {id}: {progress}, by {}; still held.\n",
+                        approver.display
+                    ),
+                );
+            }
+            let hold = self.holds.get(id).expect("present");
+            let mut record = self.hold_record(hold, AuditEvent::Approve);
+            record.decision = Some("hold".into());
+            record.approver = Some(approver.display);
+            record.channel = Some(approver.channel.into());
+            record.reason = Some(progress);
+            self.audit.write(&record);
+            return Response::Decided {
+                id: id.to_string(),
+                state: HoldState::Held,
+            };
+        }
+        let hold = self.holds.remove(id).expect("present");
+        if !hold.process.is_alive() {
+            let approver = Some(approver.display);
+            self.finish(self.hold_ending(&hold), Outcome::Exited { approver });
+            return error(&format!("request {id}: the process has already exited"));
+        }
+        let mut record = self.hold_record(&hold, AuditEvent::Approve);
+        record.decision = Some("allow".into());
+        record.approver = Some(approver.display.clone());
+        record.channel = Some(approver.channel.into());
+        self.audit.write(&record);
+        let approver = approver.display;
+        self.finish(self.hold_ending(&hold), Outcome::Approved { approver });
+        Response::Decided {
+            id: id.to_string(),
+            state: HoldState::Approved,
+        }
+    }
+
+    /// The checks of a local approval that need no person; Ok says how the
+    /// approver must still prove a person (done without the lock).
+    pub fn check_local_approver(&mut self, peer: Peer, id: &str) -> Result<Reauth, Response> {
+        self.authorize(peer, id, "approve")?;
+        let hold = self.holds.get(id).expect("authorize checked the id");
+        let agent_uid = peer.uid == hold.uid
+            || self
+                .sessions
+                .values()
+                .any(|session| session.uid == peer.uid);
+        if !agent_uid {
+            return Ok(Reauth::NotNeeded);
+        }
+        Ok(match self.same_uid_auth() {
+            SameUidAuth::Pam(service) => match nix::unistd::User::from_uid(peer.uid.into()) {
+                Ok(Some(user)) => Reauth::Pam {
+                    service,
+                    user: user.name,
+                },
+                _ => Reauth::Refused(format!(
+                    "PAM: uid {} has no user name to authenticate",
+                    peer.uid
+                )),
+            },
+            SameUidAuth::Polkit => Reauth::Polkit,
+            SameUidAuth::Unavailable(why) => Reauth::Refused(why),
+            SameUidAuth::Unauthenticated(why) => Reauth::Unauthenticated(why),
+        })
+    }
+
+    /// How an approver whose uid runs agent sessions proves a person here.
+    pub(super) fn same_uid_auth(&self) -> SameUidAuth {
+        let settings = &self.policy.approvals;
+        let service = &settings.pam_service;
+        match settings.local_auth {
+            LocalAuth::Auto => match crate::pam::availability(service) {
+                Ok(()) => SameUidAuth::Pam(service.clone()),
+                Err(why) => {
+                    SameUidAuth::Unauthenticated(format!("local_auth = \"auto\" and {why}"))
+                }
+            },
+            LocalAuth::Pam => match crate::pam::availability(service) {
+                Ok(()) => SameUidAuth::Pam(service.clone()),
+                Err(why) => SameUidAuth::Unavailable(format!(
+                    "local_auth = \"pam\" but PAM cannot run here: {why}"
+                )),
+            },
+            LocalAuth::Polkit => SameUidAuth::Polkit,
+            LocalAuth::None => SameUidAuth::Unauthenticated("local_auth = \"none\"".into()),
+        }
+    }
+
+    /// A local approval whose re-authentication failed: refused and audited.
+    pub fn refuse_local_approval(&mut self, peer: Peer, id: &str, why: &str) -> Response {
+        let Some(hold) = self.holds.get(id) else {
+            return error(&format!("no pending request {id}"));
+        };
+        tracing::warn!(id, "refused approve: {why}");
+        let mut record = self.hold_record(hold, AuditEvent::Refuse);
+        record.approver = Some(identity(peer));
+        record.channel = Some("socket".into());
+        record.decision = Some("refused approve".into());
+        record.reason = Some(why.to_string());
+        self.audit.write(&record);
+        error(&format!("refused: {why}"))
+    }
+
+    pub fn deny(&mut self, peer: Peer, id: &str, reason: Option<String>) -> Response {
+        match self.authorize(peer, id, "deny") {
+            Ok(approver) => self.end_denied(id, approver, "socket", reason),
+            Err(response) => response,
+        }
+    }
+
+    /// One authorised deny ends the request: the process is killed unrun.
+    fn end_denied(
+        &mut self,
+        id: &str,
+        approver: String,
+        channel: &str,
+        reason: Option<String>,
+    ) -> Response {
+        let hold = self.holds.remove(id).expect("the caller checked the id");
+        let outcome = Outcome::Denied {
+            approver,
+            channel: channel.into(),
+            reason,
+        };
+        self.finish(self.hold_ending(&hold), outcome);
+        Response::Decided {
+            id: id.to_string(),
+            state: HoldState::Denied,
+        }
+    }
+
+    /// Who may decide: never a process inside an agent session (nor one whose
+    /// ancestor is), and only root or the user the held process runs as.
+    pub(super) fn authorize(
+        &mut self,
+        peer: Peer,
+        id: &str,
+        verb: &str,
+    ) -> Result<String, Response> {
+        let Some(hold) = self.holds.get(id) else {
+            return Err(error(&format!("no pending request {id}")));
+        };
+        let identity = identity(peer);
+        let refusal = match peer.pid.filter(|pid| *pid != 0) {
+            None => Some("the caller's process cannot be identified".to_string()),
+            Some(pid) => self.session_ancestor(pid).map(|(inside, session)| {
+                format!("self-approval attempt: the caller (pid {pid}) is inside agent session {session} (via pid {inside})")
+            }),
+        }
+        .or_else(|| {
+            let terminal = verb == "approve" && self.policy.approvals.require_terminal;
+            terminal.then(|| self.terminal_refusal(peer.pid?)).flatten()
+        })
+        .or_else(|| {
+            let owner = self.sessions.get(&hold.session).map_or(hold.uid, |s| s.uid);
+            local_refusal(hold, peer, owner, verb)
+        });
+        if let Some(why) = refusal {
+            tracing::warn!(id, identity, "refused {verb}: {why}");
+            let mut record = self.hold_record(hold, AuditEvent::Refuse);
+            record.approver = Some(identity);
+            record.channel = Some("socket".into());
+            record.decision = Some(format!("refused {verb}"));
+            record.reason = Some(why.clone());
+            self.audit.write(&record);
+            return Err(error(&format!("refused: {why}")));
+        }
+        Ok(identity)
+    }
+
+    /// `require_terminal`: the approver must have a controlling terminal, and
+    /// no process of an agent session may have the same one (it could type
+    /// into it or read what is shown there).
+    fn terminal_refusal(&self, pid: u32) -> Option<String> {
+        let tty = match procfs::stat(pid) {
+            Ok(stat) if stat.tty_nr != 0 => stat.tty_nr,
+            Ok(_) => {
+                return Some("require_terminal: the caller has no controlling terminal".to_string())
+            }
+            Err(err) => return Some(format!("require_terminal: cannot read the caller: {err}")),
+        };
+        procfs::all_pids().into_iter().find_map(|other| {
+            let same = procfs::stat(other).is_ok_and(|stat| stat.tty_nr == tty);
+            let (inside, session) = self.session_ancestor(other).filter(|_| same)?;
+            Some(format!(
+                "require_terminal: the caller's terminal is also used by pid {other}, in agent session {session} (via pid {inside})"
+            ))
+        })
+    }
+}
+
+/// Who approved, and through which channel.
+struct Approver {
+    /// What counts once: `uid:N` or `key:PRINCIPAL`.
+    key: String,
+    display: String,
+    channel: &'static str,
+}
+
+/// Where a request stands after one more approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Count {
+    /// This identity approved before: it counts once.
+    AlreadyCounted,
+    /// Still held: `have` of the `need` distinct approvals.
+    Progress { have: usize, need: u32 },
+    /// The last approval it needed.
+    Enough,
+}
+
+/// Counts `key` once among the identities that approved so far.
+fn count_approval(approved_by: &mut Vec<String>, needed: u32, key: &str) -> Count {
+    if approved_by.iter().any(|k| k == key) {
+        return Count::AlreadyCounted;
+    }
+    approved_by.push(key.to_string());
+    if (approved_by.len() as u32) < needed {
+        Count::Progress {
+            have: approved_by.len(),
+            need: needed,
+        }
+    } else {
+        Count::Enough
+    }
+}
+
+/// Why a local caller (not inside a session) may not decide `hold`, if it may not.
+/// Without `approvers`, root and the command's own uid may; with them, only
+/// the users and groups listed (root and the session's owner may still deny).
+fn local_refusal(hold: &Hold, peer: Peer, owner: u32, verb: &str) -> Option<String> {
+    if verb == "approve" && !hold.self_approval && peer.uid == owner {
+        return Some(format!(
+            "rule {} does not allow self-approval: uid {owner} runs the session",
+            hold.rule
+        ));
+    }
+    if hold.approvers.is_empty() {
+        return (peer.uid != 0 && peer.uid != hold.uid).then(|| {
+            format!(
+                "uid {} may not {verb} a request of uid {}",
+                peer.uid, hold.uid
+            )
+        });
+    }
+    if verb == "deny" && (peer.uid == 0 || peer.uid == owner) {
+        return None;
+    }
+    let groups = peer.pid.map(procfs::groups).unwrap_or_default();
+    let listed = hold.approvers.iter().any(|approver| {
+        if let Some(name) = approver.strip_prefix("user:") {
+            nix::unistd::User::from_name(name)
+                .ok()
+                .flatten()
+                .is_some_and(|user| user.uid.as_raw() == peer.uid)
+        } else if let Some(name) = approver.strip_prefix("group:") {
+            nix::unistd::Group::from_name(name)
+                .ok()
+                .flatten()
+                .is_some_and(|group| groups.contains(&group.gid.as_raw()))
+        } else {
+            false
+        }
+    });
+    (!listed).then(|| {
+        format!(
+            "uid {} is not among the rule's approvers ({})",
+            peer.uid,
+            hold.approvers.join(", ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_identity_counts_once_until_the_rule_has_enough() {
+        let mut approved = Vec::new();
+        assert_eq!(
+            count_approval(&mut approved, 2, "uid:1000"),
+            Count::Progress { have: 1, need: 2 }
+        );
+        assert_eq!(
+            count_approval(&mut approved, 2, "uid:1000"),
+            Count::AlreadyCounted
+        );
+        assert_eq!(count_approval(&mut approved, 2, "key:alice"), Count::Enough);
+        assert_eq!(approved, ["uid:1000", "key:alice"]);
+        assert_eq!(count_approval(&mut Vec::new(), 1, "uid:0"), Count::Enough);
+    }
+
+    fn peer(uid: u32) -> Peer {
+        Peer { uid, pid: None }
+    }
+
+    #[test]
+    fn root_or_the_commands_user_may_decide_unless_the_rule_names_approvers() {
+        let process = crate::process::ProcessHandle::open(std::process::id()).unwrap();
+        let mut hold = crate::holds::tests::hold_of(process);
+        hold.uid = 1000;
+        let owner = 1000;
+        assert_eq!(local_refusal(&hold, peer(0), owner, "approve"), None);
+        assert_eq!(local_refusal(&hold, peer(1000), owner, "approve"), None);
+        assert!(local_refusal(&hold, peer(1001), owner, "approve")
+            .is_some_and(|why| why.contains("uid 1001 may not approve")));
+        hold.self_approval = false;
+        assert!(local_refusal(&hold, peer(1000), owner, "approve")
+            .is_some_and(|why| why.contains("does not allow self-approval")));
+        assert_eq!(local_refusal(&hold, peer(1000), owner, "deny"), None);
+        hold.approvers = vec!["user:root".into()];
+        hold.self_approval = true;
+        assert_eq!(local_refusal(&hold, peer(0), owner, "approve"), None);
+        assert!(local_refusal(&hold, peer(1000), owner, "approve")
+            .is_some_and(|why| why.contains("not among the rule's approvers")));
+        // The session's owner may still deny.
+        assert_eq!(local_refusal(&hold, peer(1000), owner, "deny"), None);
+    }
+}

@@ -1,0 +1,353 @@
+//! The exec gate's half in guardd: a stop the kernel reported is judged by
+//! the policy and let go, denied or raised as a hold; stops another process
+//! continued, or that cannot be read, fail closed.
+use super::*;
+
+impl Guard {
+    /// An ExecHeld event is stale when the kernel no longer lists that stop
+    /// (or lists a later one) and the process is not stopped. With no entry
+    /// but a stopped process (the HELD map was full), it is handled.
+    pub(super) fn is_stale(&self, event: &Event, held: Option<guard_common::HeldEntry>) -> bool {
+        match held {
+            Some(entry) => entry.ktime_ns > event.ktime_ns,
+            None => !procfs::stat(event.pid).is_ok_and(|stat| stat.is_stopped()),
+        }
+    }
+
+    pub(super) fn on_stop(&mut self, stop: Stop<'_>) {
+        self.stats.counts.stops += 1;
+        if let Some(at) = stop.stopped_at_ns {
+            self.stats
+                .event_us
+                .push(monotonic_ns().saturating_sub(at) / 1000);
+        }
+        let Ok(pidfd) = Pidfd::open(stop.pid) else {
+            // Gone before we looked: nothing can run.
+            let ending = stop_ending(stop.pid, None, stop.session, None, None);
+            return self.finish(ending, Outcome::Gone);
+        };
+        let command = self.stopped_command(&stop);
+        let explanation = command
+            .as_ref()
+            .map(|(_, _, context)| self.policy.judge(context));
+        let decision_us = stop
+            .stopped_at_ns
+            .map(|at| monotonic_ns().saturating_sub(at) / 1000);
+        let allowed = explanation
+            .as_ref()
+            .is_some_and(|e| e.action == Action::Allow);
+        if allowed && self.holds.id_of_pid(stop.pid).is_none() {
+            // The common case: let it run before anything else is done. With no
+            // hold on this pid, its start time (another /proc read) is not needed.
+            let ending = stop_ending(stop.pid, Some(&pidfd), stop.session, None, None);
+            self.finish(ending, Outcome::PolicyAllowed { audited: false });
+            // Looked up after the resume, off the decision's path: a stop
+            // another process continued ran already, and what was judged may
+            // be a later exec's command line. One map lookup, a miss.
+            let continued = self
+                .kernel
+                .continued_mark(stop.pid)
+                .filter(|(_, marked_stop)| Some(*marked_stop) == stop.recorded_ns)
+                .map(|(continuation, _)| continuation);
+            if let Some(continuation) = continued {
+                if let Ok(process) = pidfd.identify() {
+                    self.end_continued(&process, stop.session, continuation, None);
+                }
+                return;
+            }
+            self.stats.counts.allowed += 1;
+            if let Some(us) = decision_us {
+                self.stats.decision_us.push(us);
+            }
+            return;
+        }
+        let Ok(process) = pidfd.identify() else {
+            let ending = stop_ending(stop.pid, None, stop.session, None, None);
+            return self.finish(ending, Outcome::Gone);
+        };
+        if self.holds.holds_process(process.pid, process.start_time) {
+            return; // already raised (event and map recovery both saw it)
+        }
+        if let Some(continuation) = self.kernel.continued_by(stop.pid) {
+            self.end_continued(&process, stop.session, continuation, None);
+            return;
+        }
+        if let Some(us) = decision_us {
+            self.stats.decision_us.push(us);
+        }
+        let (Some((judged, exe, context)), Some(explanation)) = (command, explanation) else {
+            // A stopped process whose command we cannot read is not run blind.
+            self.fail_closed(
+                &process,
+                stop.session,
+                "could not read the command line of a stopped process",
+                None,
+            );
+            return;
+        };
+        let program = context.program;
+        if stop.stop_failed && explanation.action != Action::Allow {
+            self.fail_closed(
+                &process,
+                stop.session,
+                "bpf_send_signal failed: the process was not stopped",
+                None,
+            );
+            return;
+        }
+        if explanation.action == Action::Allow {
+            let ending = stop_ending(stop.pid, Some(&process), stop.session, None, None);
+            self.finish(ending, Outcome::PolicyAllowed { audited: false });
+            self.stats.counts.allowed += 1;
+            return;
+        }
+        let mut record = self.record_for(&process, stop.session, &judged, &exe);
+        record.rule = explanation.rule.clone();
+        record.decision_us = decision_us;
+        let outcome = match explanation.action {
+            Action::Allow | Action::Audit => {
+                self.stats.counts.allowed += 1;
+                Outcome::PolicyAllowed { audited: true }
+            }
+            Action::Deny => {
+                self.stats.counts.denied += 1;
+                Outcome::PolicyDenied {
+                    message: explanation
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| "the policy forbids it".into()),
+                }
+            }
+            Action::Hold => {
+                return self.raise_hold(
+                    process,
+                    stop.session,
+                    program,
+                    judged,
+                    exe,
+                    &explanation,
+                    record,
+                )
+            }
+        };
+        let stderr = notice::stderr_of(&process);
+        let ending = Ending {
+            pid: process.pid,
+            held: Held::Exec {
+                process: Some(&process),
+                traced: false,
+            },
+            request: None,
+            subject: display_argv(&judged),
+            stderr: stderr.as_ref(),
+            record,
+        };
+        self.finish(ending, outcome);
+    }
+
+    /// The stopped process's judged argv, exe and command context (cwd,
+    /// environment and uid only where a rule may read them), or None when its
+    /// command line cannot be read.
+    fn stopped_command(&self, stop: &Stop<'_>) -> Option<(Vec<Vec<u8>>, String, CommandContext)> {
+        let argv = procfs::cmdline(stop.pid).ok().filter(|a| !a.is_empty())?;
+        let exe = procfs::link(stop.pid, "exe");
+        let (program, judged) = procfs::judged_command(stop.comm, &exe, &argv);
+        let mut context = CommandContext {
+            program,
+            exe: Some(exe.clone()),
+            argv: judged
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect(),
+            cwd: None,
+            env: Vec::new(),
+            uid: None,
+            agent: self
+                .sessions
+                .get(&stop.session)
+                .and_then(|s| s.agent.clone()),
+        };
+        if self.policy.reads_context(&context.program, Some(&exe)) {
+            let mut env_names = self.policy.env_names();
+            env_names.extend_from_slice(CONTEXT_ENV);
+            context.cwd = Some(procfs::link(stop.pid, "cwd"));
+            context.env = procfs::environ(stop.pid, &env_names);
+            context.uid = procfs::uid(stop.pid).ok();
+        }
+        Some((judged, exe, context))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn raise_hold(
+        &mut self,
+        process: ProcessHandle,
+        session: u32,
+        program: String,
+        argv: Vec<Vec<u8>>,
+        exe: String,
+        explanation: &Explanation,
+        mut record: AuditRecord,
+    ) {
+        let now = Instant::now();
+        let timeout = Duration::from_secs(explanation.timeout_secs);
+        let id = self.holds.next_id();
+        let stderr = notice::stderr_of(&process);
+        let mut hold = Hold {
+            id: id.clone(),
+            session,
+            agent: self.sessions.get(&session).and_then(|s| s.agent.clone()),
+            uid: procfs::uid(process.pid).unwrap_or(u32::MAX),
+            program,
+            cwd: procfs::link(process.pid, "cwd"),
+            exe,
+            argv,
+            rule: explanation.rule.clone().unwrap_or_default(),
+            approvals_needed: explanation.approvals.max(1),
+            traced: false,
+            protection: "ptrace-stop: only guardd can release it".into(),
+            approved_by: Vec::new(),
+            approvers: explanation.approvers.clone(),
+            self_approval: explanation.self_approval,
+            tokens_seen: Vec::new(),
+            on_timeout: explanation.on_timeout,
+            ancestry: record.ancestry.clone(),
+            context: record.context.clone(),
+            why: explanation.why.clone(),
+            created: now,
+            deadline: now + timeout,
+            created_unix: unix_now(),
+            deadline_unix: unix_now() + timeout.as_secs(),
+            stderr,
+            gate: None,
+            process,
+        };
+        self.protect(&mut hold, &mut record);
+        // Looked again in ptrace-stop, where a SIGCONT no longer wakes it.
+        if let Some(continuation) = self.kernel.continued_by(hold.process.pid) {
+            let mut ending = self.hold_ending(&hold);
+            ending.request = None;
+            ending.record = stop_ending(hold.process.pid, None, hold.session, None, None).record;
+            self.finish(ending, Outcome::Continued(continuation));
+            return;
+        }
+        self.stats.counts.held += 1;
+        if let Some(stderr) = &hold.stderr {
+            let who = if hold.approvers.is_empty() {
+                "root or the command's own user".to_string()
+            } else {
+                hold.approvers.join(", ")
+            };
+            notice::write(
+                stderr,
+                &format!(
+                    "agent-guard: held `{}` (request {id}, rule {}). It will not run until {} \
+                     approval(s) from {who}, given outside this agent session; without a decision \
+                     it is denied in {}.{} Do not try to approve or bypass it.\n",
+                    hold.command(),
+                    hold.rule,
+                    hold.approvals_needed,
+                    format_duration(timeout),
+                    self.same_uid_auth().notice_warning(),
+                ),
+            );
+        }
+        tracing::info!(
+            id,
+            pid = hold.process.pid,
+            rule = hold.rule,
+            command = hold.command(),
+            "held"
+        );
+        record.event = Some(AuditEvent::Hold);
+        record.request_id = Some(id);
+        record.decision = Some("hold".into());
+        self.audit.write(&record);
+        self.holds.insert(hold);
+    }
+
+    /// Takes the process into ptrace-stop, so that only guardd can end the
+    /// hold, then records and registers it.
+    pub(super) fn protect_and_insert(&mut self, mut hold: Hold, mut record: AuditRecord) {
+        self.protect(&mut hold, &mut record);
+        self.audit.write(&record);
+        self.holds.insert(hold);
+    }
+
+    /// Takes the process into ptrace-stop, so that only guardd can end the hold.
+    fn protect(&mut self, hold: &mut Hold, record: &mut AuditRecord) {
+        match self.tracer.seize(hold.process.pid) {
+            Ok(()) => hold.traced = true,
+            Err(err) => {
+                let why = format!(
+                    "ptrace unavailable ({err}): held by SIGSTOP only, which others may undo"
+                );
+                tracing::warn!(id = hold.id, "{why}");
+                hold.protection = why.clone();
+                record.reason = Some(why);
+            }
+        }
+    }
+
+    /// Ends a stop another process (or the kernel) let run before guardd
+    /// held it: it may have run part of its command, or exec'd another,
+    /// without a decision. `request`: the saved request (id, rule) it ends.
+    pub(super) fn end_continued(
+        &mut self,
+        process: &ProcessHandle,
+        session: u32,
+        continuation: Continuation,
+        request: Option<(&str, &str)>,
+    ) {
+        let stderr = notice::stderr_of(process);
+        let ending = stop_ending(
+            process.pid,
+            Some(process),
+            session,
+            request,
+            stderr.as_ref(),
+        );
+        self.finish(ending, Outcome::Continued(continuation));
+    }
+
+    /// A recorded stop whose process runs, and no other process sent it
+    /// SIGCONT: an earlier guardd let it go and ended before it forgot the
+    /// stop (or saved the state). Holding it now could end it mid-run.
+    pub(super) fn leave_let_go(&mut self, pid: u32, session: u32, request: Option<(&str, &str)>) {
+        let ending = stop_ending(pid, None, session, request, None);
+        self.finish(ending, Outcome::LetGo);
+    }
+
+    /// Kills a stopped process we cannot judge, and says so.
+    /// `request`: the saved request (id, rule) it ends, if any.
+    pub(super) fn fail_closed(
+        &mut self,
+        process: &ProcessHandle,
+        session: u32,
+        why: &str,
+        request: Option<(&str, &str)>,
+    ) {
+        let ending = stop_ending(process.pid, Some(process), session, request, None);
+        let why = why.to_string();
+        self.finish(ending, Outcome::FailedClosed { why });
+    }
+
+    /// Says so when the kernel killed watched execs whose stop it had no room
+    /// to record (they never ran; a stop nothing records would stay forever).
+    pub(super) fn report_stops_killed(&mut self) {
+        let total = self.kernel.stops_killed();
+        if total <= self.stops_killed_seen {
+            return;
+        }
+        let killed = total - self.stops_killed_seen;
+        self.stops_killed_seen = total;
+        let why = format!(
+            "{killed} watched exec(s) killed by the kernel: neither the map of stops nor the event \
+             ring buffer had room to record them ({total} since the maps were created; fail closed)"
+        );
+        tracing::error!("{why}");
+        let mut record = AuditRecord::new(AuditEvent::Error);
+        record.decision = Some("deny".into());
+        record.reason = Some(why);
+        self.audit.write(&record);
+    }
+}

@@ -1,0 +1,130 @@
+//! The state file: what a restarted guardd takes over (sessions and holds),
+//! written whenever they change.
+use super::*;
+
+impl Guard {
+    /// Re-adopts the sessions and holds of a previous run. A held process is
+    /// re-adopted only if it is the same process (pid and start time).
+    pub(super) fn restore(&mut self, saved: SavedState) {
+        for session in saved.sessions {
+            if session.listener && procfs::stat(session.id).is_ok() {
+                self.audit_lost_listener(session.id);
+            }
+            self.sessions.insert(
+                session.id,
+                Session {
+                    id: session.id,
+                    agent: session.agent,
+                    origin: session.origin,
+                    uid: session.uid,
+                    // Its listener died with the previous guardd.
+                    listener: false,
+                },
+            );
+        }
+        let now = Instant::now();
+        let now_unix = unix_now();
+        for entry in saved.holds {
+            let process = ProcessHandle::open(entry.pid)
+                .ok()
+                .filter(|p| p.start_time == entry.start_time && p.is_alive());
+            let (Some(process), Ok(stat)) = (process, procfs::stat(entry.pid)) else {
+                self.audit_ended_while_down(&entry, now_unix);
+                continue;
+            };
+            let request = Some((entry.id.as_str(), entry.rule.as_str()));
+            match Recorded::of(&stat, self.kernel.continued_by(entry.pid)) {
+                Recorded::Held => {}
+                Recorded::LetGo => {
+                    // Approved, then guardd ended before it saved the state.
+                    self.leave_let_go(entry.pid, entry.session, request);
+                    continue;
+                }
+                Recorded::Continued(continuation) => {
+                    self.end_continued(&process, entry.session, continuation, request);
+                    continue;
+                }
+            }
+            let comm = stat.comm;
+            let exe = procfs::link(entry.pid, "exe");
+            let (program, argv) = procfs::judged_command(
+                &comm,
+                &exe,
+                &procfs::cmdline(entry.pid).unwrap_or_default(),
+            );
+            let hold = Hold {
+                id: entry.id.clone(),
+                session: entry.session,
+                agent: self
+                    .sessions
+                    .get(&entry.session)
+                    .and_then(|s| s.agent.clone()),
+                uid: procfs::uid(entry.pid).unwrap_or(u32::MAX),
+                program,
+                cwd: procfs::link(entry.pid, "cwd"),
+                exe,
+                argv,
+                rule: entry.rule,
+                approvals_needed: entry.approvals_needed,
+                approved_by: entry.approved_by,
+                approvers: entry.approvers,
+                self_approval: entry.self_approval,
+                tokens_seen: Vec::new(),
+                on_timeout: entry.on_timeout,
+                traced: false,
+                protection: "ptrace-stop: only guardd can release it".into(),
+                ancestry: entry.ancestry,
+                context: context_of(entry.pid),
+                why: entry.why,
+                created: now - Duration::from_secs(now_unix.saturating_sub(entry.created_unix)),
+                deadline: now + Duration::from_secs(entry.deadline_unix.saturating_sub(now_unix)),
+                created_unix: entry.created_unix,
+                deadline_unix: entry.deadline_unix,
+                stderr: notice::stderr_of(&process),
+                gate: None,
+                process,
+            };
+            let mut record = self.hold_record(&hold, AuditEvent::Readopt);
+            record.decision = Some("hold".into());
+            self.protect_and_insert(hold, record);
+        }
+        self.persist();
+    }
+
+    /// Writes the state file when the holds or sessions changed.
+    pub fn persist(&mut self) {
+        let state = SavedState {
+            // A held system call cannot outlive guardd: its listener closes with it.
+            holds: self
+                .holds
+                .iter()
+                .filter(|h| h.gate.is_none())
+                .map(Hold::saved)
+                .collect(),
+            sessions: self
+                .sessions
+                .values()
+                .map(|s| SavedSession {
+                    id: s.id,
+                    agent: s.agent.clone(),
+                    origin: s.origin.clone(),
+                    uid: s.uid,
+                    listener: s.listener,
+                })
+                .collect(),
+            id_prefix: self.holds.prefix().to_string(),
+            next_id: self.holds.next_number(),
+            ..crate::state::new_state(String::new())
+        };
+        if self.saved.as_ref() == Some(&state) {
+            return;
+        }
+        match self.state.save(&state) {
+            Ok(()) => self.saved = Some(state),
+            Err(err) => {
+                // The holds stand; only a restart would not find them (the kernel map still would).
+                tracing::error!("cannot write the state file: {err}");
+            }
+        }
+    }
+}
