@@ -1,8 +1,22 @@
 //! agent-guard: holds destructive commands run by AI coding agents until a
-//! human approves them. Reading order, kernel to audit log:
-//! `kernel` (programs, maps) -> `daemon` (event loop) -> `guard` (sessions,
-//! policy, holds, approvals) -> `policy` -> `holds` -> `server`/`protocol`
+//! human approves them. Reading order, kernel to audit log: `kernel`
+//! (programs, maps) -> `daemon` (event reader) -> `guard` (events,
+//! exec_gate, approvals, finish) -> `policy` -> `holds` -> `server`/`protocol`
 //! (control socket) -> `audit`.
+//!
+//! Words (docs/architecture.md has the long form):
+//! - *session*: an agent's process tree, launched by `guardctl run` or
+//!   detected at an agent's exec; the kernel's `SESSIONS` map lists it.
+//! - *stop*: a process the kernel stopped for guardd to judge; *hold*: a stop
+//!   waiting for people (`holds::Hold`).
+//! - *exec gate*: stops watched programs at exec. *syscall gate*: holds file
+//!   calls on `[[protect]]` paths, by the BPF LSM (`guard::gate_lsm`),
+//!   seccomp (`gate`, `guard::gate`) or report-only tracepoints.
+//! - *escape checks*: calls that make outside processes do a session's work.
+//! - *self-protection*: keeping sessions off guardd, its holds and its own
+//!   files (`protected`).
+//! - *outcome* and *finish*: how a stop or hold ends, and the one function
+//!   every end goes through (`guard::finish`).
 pub mod approval;
 pub mod audit;
 pub mod btf;

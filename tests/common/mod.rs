@@ -205,7 +205,14 @@ impl Daemon {
             .spawn()
             .expect("start guardd");
         self.child = Some(child);
-        let deadline = Instant::now() + WAIT;
+        // Loading and verifying the 18 LSM programs under QEMU's TCG on a
+        // busy 2-core host has taken longer than WAIT.
+        let startup = if std::env::var_os("AGENT_GUARD_EXPECT_LSM").is_some() {
+            WAIT * 4
+        } else {
+            WAIT
+        };
+        let deadline = Instant::now() + startup;
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("guardd exited with {status}: {}", self.log());
