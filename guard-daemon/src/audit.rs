@@ -29,6 +29,57 @@ pub enum AuditEvent {
     Error,
 }
 
+/// What was decided, as the record's `decision` says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditDecision {
+    Allow,
+    Deny,
+    Hold,
+    /// The held process ended first.
+    Exited,
+    /// It ran without a decision (found after a restart).
+    Ran,
+    /// Taken over from the kernel's map after its event was lost.
+    Recovered,
+    Refuse,
+    /// A policy change refused.
+    Refused,
+    /// A decision request refused (`refused approve`, `refused deny`).
+    RefusedRequest(String),
+    /// A policy loaded, by its version.
+    Loaded(String),
+}
+
+impl serde::Serialize for AuditDecision {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Hold => "hold",
+            Self::Exited => "exited",
+            Self::Ran => "ran",
+            Self::Recovered => "recovered",
+            Self::Refuse => "refuse",
+            Self::Refused => "refused",
+            Self::RefusedRequest(verb) => {
+                return serializer.serialize_str(&format!("refused {verb}"))
+            }
+            Self::Loaded(version) => return serializer.serialize_str(&format!("loaded {version}")),
+        };
+        serializer.serialize_str(text)
+    }
+}
+
+/// How a decision arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// A local person, on the control socket.
+    Socket,
+    /// A signed approval token.
+    Token,
+}
+
 /// One record. Untrusted text (argv, paths) is escaped before it gets here.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AuditRecord {
@@ -63,12 +114,12 @@ pub struct AuditRecord {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub why: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub decision: Option<String>,
+    pub decision: Option<AuditDecision>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approver: Option<String>,
     /// How a decision arrived: `socket` (a local person) or `token` (a signed approval).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
+    pub channel: Option<Channel>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Microseconds from the kernel's stop to the daemon's decision.

@@ -20,7 +20,7 @@ impl Guard {
             Approver {
                 key: format!("uid:{}", peer.uid),
                 display,
-                channel: "socket",
+                channel: Channel::Socket,
             },
         )
     }
@@ -44,7 +44,7 @@ impl Guard {
                             "key:{principal} ({key}), submitted by {}",
                             identity(peer)
                         ),
-                        channel: "token",
+                        channel: Channel::Token,
                     },
                 )
             }
@@ -66,7 +66,7 @@ impl Guard {
         match self.check_token(hold, token, Decision::Deny) {
             Ok((principal, key, _)) => {
                 let by = format!("key:{principal} ({key}), submitted by {}", identity(peer));
-                self.end_denied(id, by, "token", reason)
+                self.end_denied(id, by, Channel::Token, reason)
             }
             Err(why) => self.refuse_token(peer, id, "deny", &why),
         }
@@ -77,8 +77,8 @@ impl Guard {
         tracing::warn!(id, "refused signed {verb}: {why}");
         let mut record = self.hold_record(hold, AuditEvent::Refuse);
         record.approver = Some(format!("token submitted by {}", identity(peer)));
-        record.channel = Some("token".into());
-        record.decision = Some(format!("refused {verb}"));
+        record.channel = Some(Channel::Token);
+        record.decision = Some(AuditDecision::RefusedRequest(verb.into()));
         record.reason = Some(why.to_string());
         self.audit.write(&record);
         error(&format!("refused: {why}"))
@@ -131,8 +131,8 @@ impl Guard {
             let mut record =
                 self.hold_record(self.holds.get(id).expect("present"), AuditEvent::Refuse);
             record.approver = Some(approver.display);
-            record.channel = Some(approver.channel.into());
-            record.decision = Some("refused approve".into());
+            record.channel = Some(approver.channel);
+            record.decision = Some(AuditDecision::RefusedRequest("approve".into()));
             record.reason = Some(why.clone());
             self.audit.write(&record);
             return error(&format!("refused: {why}"));
@@ -150,9 +150,9 @@ impl Guard {
             }
             let hold = self.holds.get(id).expect("present");
             let mut record = self.hold_record(hold, AuditEvent::Approve);
-            record.decision = Some("hold".into());
+            record.decision = Some(AuditDecision::Hold);
             record.approver = Some(approver.display);
-            record.channel = Some(approver.channel.into());
+            record.channel = Some(approver.channel);
             record.reason = Some(progress);
             self.audit.write(&record);
             return Response::Decided {
@@ -167,9 +167,9 @@ impl Guard {
             return error(&format!("request {id}: the process has already exited"));
         }
         let mut record = self.hold_record(&hold, AuditEvent::Approve);
-        record.decision = Some("allow".into());
+        record.decision = Some(AuditDecision::Allow);
         record.approver = Some(approver.display.clone());
-        record.channel = Some(approver.channel.into());
+        record.channel = Some(approver.channel);
         self.audit.write(&record);
         let approver = approver.display;
         self.finish(self.hold_ending(&hold), Outcome::Approved { approver });
@@ -239,8 +239,8 @@ impl Guard {
         tracing::warn!(id, "refused approve: {why}");
         let mut record = self.hold_record(hold, AuditEvent::Refuse);
         record.approver = Some(identity(peer));
-        record.channel = Some("socket".into());
-        record.decision = Some("refused approve".into());
+        record.channel = Some(Channel::Socket);
+        record.decision = Some(AuditDecision::RefusedRequest("approve".into()));
         record.reason = Some(why.to_string());
         self.audit.write(&record);
         error(&format!("refused: {why}"))
@@ -248,7 +248,7 @@ impl Guard {
 
     pub fn deny(&mut self, peer: Peer, id: &str, reason: Option<String>) -> Response {
         match self.authorize(peer, id, "deny") {
-            Ok(approver) => self.end_denied(id, approver, "socket", reason),
+            Ok(approver) => self.end_denied(id, approver, Channel::Socket, reason),
             Err(response) => response,
         }
     }
@@ -258,13 +258,13 @@ impl Guard {
         &mut self,
         id: &str,
         approver: String,
-        channel: &str,
+        channel: Channel,
         reason: Option<String>,
     ) -> Response {
         let hold = self.holds.remove(id).expect("the caller checked the id");
         let outcome = Outcome::Denied {
             approver,
-            channel: channel.into(),
+            channel,
             reason,
         };
         self.finish(self.hold_ending(&hold), outcome);
@@ -304,8 +304,8 @@ impl Guard {
             tracing::warn!(id, identity, "refused {verb}: {why}");
             let mut record = self.hold_record(hold, AuditEvent::Refuse);
             record.approver = Some(identity);
-            record.channel = Some("socket".into());
-            record.decision = Some(format!("refused {verb}"));
+            record.channel = Some(Channel::Socket);
+            record.decision = Some(AuditDecision::RefusedRequest(verb.into()));
             record.reason = Some(why.clone());
             self.audit.write(&record);
             return Err(error(&format!("refused: {why}")));
@@ -339,7 +339,7 @@ struct Approver {
     /// What counts once: `uid:N` or `key:PRINCIPAL`.
     key: String,
     display: String,
-    channel: &'static str,
+    channel: Channel,
 }
 
 /// Where a request stands after one more approval.

@@ -260,7 +260,7 @@ impl Guard {
         );
         record.event = Some(AuditEvent::Hold);
         record.request_id = Some(id);
-        record.decision = Some("hold".into());
+        record.decision = Some(AuditDecision::Hold);
         self.audit.write(&record);
         self.holds.insert(hold);
     }
@@ -346,7 +346,7 @@ impl Guard {
         );
         tracing::error!("{why}");
         let mut record = AuditRecord::new(AuditEvent::Error);
-        record.decision = Some("deny".into());
+        record.decision = Some(AuditDecision::Deny);
         record.reason = Some(why);
         self.audit.write(&record);
     }

@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 use guard_common::FileKey;
 
 use crate::{
-    audit::{AuditEvent, AuditRecord},
+    audit::{AuditDecision, AuditEvent, AuditRecord, Channel},
     escape::escape_bytes,
     holds::{GateHold, GateWaiter, Hold},
     kernel::Continuation,
@@ -86,7 +86,7 @@ pub(crate) enum Outcome {
     /// A person denied it.
     Denied {
         approver: String,
-        channel: String,
+        channel: Channel,
         reason: Option<String>,
     },
     /// No decision in time; `allow`: the rule's `on_timeout = "allow"`.
@@ -235,22 +235,21 @@ fn plan(ending: &Ending<'_>, outcome: &Outcome, id: &str) -> (Signal, Option<Str
 
 /// The final record, or None for a plain allow (not audited by design).
 fn record(record: &mut AuditRecord, outcome: Outcome) -> Option<&AuditRecord> {
+    use AuditDecision::{Allow, Deny, Exited};
     let (event, decision) = match &outcome {
         Outcome::PolicyAllowed { audited: false } | Outcome::Gone => return None,
-        Outcome::PolicyAllowed { audited: true } => (AuditEvent::Audit, Some("allow")),
-        Outcome::PolicyDenied { .. } | Outcome::Denied { .. } => (AuditEvent::Deny, Some("deny")),
+        Outcome::PolicyAllowed { audited: true } => (AuditEvent::Audit, Some(Allow)),
+        Outcome::PolicyDenied { .. } | Outcome::Denied { .. } => (AuditEvent::Deny, Some(Deny)),
         Outcome::Approved { .. } => (AuditEvent::Release, None),
-        Outcome::TimedOut { allow, .. } => (
-            AuditEvent::Timeout,
-            Some(if *allow { "allow" } else { "deny" }),
-        ),
-        Outcome::Exited { .. } => (AuditEvent::Exit, Some("exited")),
-        Outcome::FailedClosed { .. } | Outcome::Continued(_) => (AuditEvent::Error, Some("deny")),
+        Outcome::TimedOut { allow: true, .. } => (AuditEvent::Timeout, Some(Allow)),
+        Outcome::TimedOut { .. } => (AuditEvent::Timeout, Some(Deny)),
+        Outcome::Exited { .. } => (AuditEvent::Exit, Some(Exited)),
+        Outcome::FailedClosed { .. } | Outcome::Continued(_) => (AuditEvent::Error, Some(Deny)),
         Outcome::LetGo => (AuditEvent::Error, None),
-        Outcome::TornDown { .. } => (AuditEvent::Deny, Some("deny")),
+        Outcome::TornDown { .. } => (AuditEvent::Deny, Some(Deny)),
     };
     record.event = Some(event);
-    record.decision = decision.map(Into::into);
+    record.decision = decision;
     match outcome {
         Outcome::PolicyAllowed { .. } | Outcome::Gone => {}
         Outcome::PolicyDenied { message } => record.reason = Some(message),

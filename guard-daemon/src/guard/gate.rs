@@ -149,13 +149,13 @@ impl Guard {
             Action::Allow => Verdict::Continue,
             Action::Audit => {
                 record.event = Some(AuditEvent::Audit);
-                record.decision = Some("allow".into());
+                record.decision = Some(AuditDecision::Allow);
                 self.audit.write(&record);
                 Verdict::Continue
             }
             Action::Deny => {
                 record.event = Some(AuditEvent::Deny);
-                record.decision = Some("deny".into());
+                record.decision = Some(AuditDecision::Deny);
                 record.reason = protection.message.clone();
                 self.audit.write(&record);
                 Verdict::Errno(libc::EPERM)
@@ -286,7 +286,7 @@ impl Guard {
         tracing::info!(id, operation, "held a system call");
         record.event = Some(AuditEvent::Hold);
         record.request_id = Some(id);
-        record.decision = Some("hold".into());
+        record.decision = Some(AuditDecision::Hold);
         record.why = hold.why.clone();
         self.audit.write(&record);
         self.holds.insert(hold);

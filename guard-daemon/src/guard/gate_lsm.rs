@@ -170,18 +170,18 @@ impl Guard {
         match kind {
             EventKind::GateDenied => {
                 record.event = Some(AuditEvent::Deny);
-                record.decision = Some("deny".into());
+                record.decision = Some(AuditDecision::Deny);
             }
             EventKind::GateAudited => {
                 record.event = Some(AuditEvent::Audit);
-                record.decision = Some("allow".into());
+                record.decision = Some(AuditDecision::Allow);
             }
             _ => {
                 tracing::error!(
                     pid = event.pid,
                     "syscall gate: the stop failed, the call was refused"
                 );
-                record.decision = Some("deny".into());
+                record.decision = Some(AuditDecision::Deny);
                 record.reason =
                     Some("the stop could not be sent: the call was refused (EPERM)".into());
             }

@@ -75,7 +75,7 @@ impl Guard {
                 tracing::info!(elapsed = ?started.elapsed(), "report-only syscall tracepoints attached");
                 if failing {
                     let mut record = AuditRecord::new(AuditEvent::Error);
-                    record.decision = Some("recovered".into());
+                    record.decision = Some(AuditDecision::Recovered);
                     record.reason =
                         Some("report-only syscall gate attached after earlier failures".into());
                     self.audit.write(&record);
@@ -157,7 +157,7 @@ impl Guard {
             operation.name(),
             escape_bytes(path.as_os_str().as_encoded_bytes())
         ));
-        record.decision = Some("allow".into());
+        record.decision = Some(AuditDecision::Allow);
         record.reason = Some(format!(
             "report only: no BPF LSM here, the call ran (protect {} wanted {:?})",
             protection.id, protection.action

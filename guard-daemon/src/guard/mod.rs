@@ -11,7 +11,7 @@ use guard_common::{Event, EventKind, SessionEntry, SESSION_DETECTED, SESSION_LAU
 use record::{ancestry, context_of, identity};
 
 use crate::{
-    audit::{AuditEvent, AuditLog, AuditRecord},
+    audit::{AuditDecision, AuditEvent, AuditLog, AuditRecord, Channel},
     escape::{display_argv, escape_bytes},
     holds::{format_duration, Hold, HoldRegistry},
     kernel::{Continuation, Kernel, ProgramSets},
@@ -321,7 +321,7 @@ impl Guard {
                         rules = policy.rules.len(),
                         "{reason}: policy reloaded"
                     );
-                    record.decision = Some(format!("loaded {}", policy.version));
+                    record.decision = Some(AuditDecision::Loaded(policy.version.clone()));
                     self.notify.send_replace(policy.notify.clone());
                     self.protected_sets.clear();
                     self.policy = policy;
@@ -343,7 +343,7 @@ impl Guard {
             }
         }
         if let Some(err) = &self.last_reload_error {
-            record.decision = Some("refused".into());
+            record.decision = Some(AuditDecision::Refused);
             record.reason = Some(format!("{reason}: {err}"));
         }
         self.audit.write(&record);

@@ -77,7 +77,7 @@ impl Guard {
         let exe = procfs::link(tgid, "exe");
         let mut record = self.record_for(&process, session, &argv, &exe);
         record.event = Some(AuditEvent::Deny);
-        record.decision = Some("deny".into());
+        record.decision = Some(AuditDecision::Deny);
         record.rule = Some(RULE.into());
         record.operation = Some(operation.clone());
         record.reason = Some(format!(

@@ -98,7 +98,7 @@ impl Guard {
         let mut record = match continued {
             Some(continuation) => {
                 let mut record = AuditRecord::new(AuditEvent::Error);
-                record.decision = Some("ran".into());
+                record.decision = Some(AuditDecision::Ran);
                 record.reason = Some(format!(
                     "{} while guardd was down: it ran without a decision, and has ended",
                     continuation.describe()
@@ -112,7 +112,7 @@ impl Guard {
             }
             None => {
                 let mut record = AuditRecord::new(AuditEvent::Exit);
-                record.decision = Some("exited".into());
+                record.decision = Some(AuditDecision::Exited);
                 record.reason = Some("the held process ended while guardd was down".into());
                 record
             }

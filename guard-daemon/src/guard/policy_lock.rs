@@ -96,7 +96,7 @@ impl Guard {
                 .iter()
                 .map(|a| escape_bytes(a))
                 .collect();
-            record.decision = Some("deny".into());
+            record.decision = Some(AuditDecision::Deny);
             record.reason =
                 Some("fanotify: a session process may not open agent-guard's policy files".into());
             self.audit.write(&record);

@@ -170,7 +170,7 @@ impl Guard {
                 .and_then(|s| s.agent.clone());
             record.rule = Some(crate::policy::protect::SELF_ID.into());
             record.operation = Some(write.operation.clone());
-            record.decision = Some("refuse".into());
+            record.decision = Some(AuditDecision::Refuse);
             record.reason = Some(format!(
                 "policy reload ({reason}) refused: this change was made from inside an agent \
                  session"
@@ -178,7 +178,7 @@ impl Guard {
             self.audit.write(&record);
         }
         let mut record = AuditRecord::new(AuditEvent::PolicyReload);
-        record.decision = Some("refused".into());
+        record.decision = Some(AuditDecision::Refused);
         record.reason = Some(format!("{reason}: {why}"));
         self.audit.write(&record);
         self.last_reload_error = Some(why);

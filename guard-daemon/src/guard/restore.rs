@@ -85,7 +85,7 @@ impl Guard {
                 process,
             };
             let mut record = self.hold_record(&hold, AuditEvent::Readopt);
-            record.decision = Some("hold".into());
+            record.decision = Some(AuditDecision::Hold);
             self.protect_and_insert(hold, record);
         }
         self.persist();

@@ -121,7 +121,7 @@ fn a_denial_by_a_person_kills_with_the_reason() {
     assert_eq!(
         effects_of(Outcome::Denied {
             approver: "alice".into(),
-            channel: "socket".into(),
+            channel: Channel::Socket,
             reason: Some("not now".into()),
         }),
         [
@@ -250,7 +250,7 @@ fn a_gated_call_is_answered_and_forgotten_only_when_unanswered() {
     assert_eq!(
         run(Outcome::Denied {
             approver: "bob".into(),
-            channel: "socket".into(),
+            channel: Channel::Socket,
             reason: None
         }),
         [
