@@ -200,6 +200,7 @@ mod gate;
 mod gate_lsm;
 mod gate_report;
 mod outside;
+mod pin_layout;
 mod pin_watch;
 mod policy_lock;
 mod policy_writes;
@@ -293,6 +294,7 @@ impl Guard {
     /// Re-adopts the sessions and holds of a previous run. A held process is
     /// re-adopted only if it is the same process (pid and start time).
     fn restore(&mut self, saved: SavedState) {
+        self.rehold_after_layout_change(&saved);
         for session in saved.sessions {
             if session.listener && procfs::stat(session.id).is_ok() {
                 self.audit_lost_listener(session.id);
@@ -514,6 +516,7 @@ impl Guard {
             mechanisms: mechanisms(&self.kernel, &self.policy)
                 .into_iter()
                 .chain(self.own_mechanisms())
+                .chain([self.pin_layout_status()])
                 .collect(),
             programs: self.kernel.loaded_programs().to_vec(),
             stats: GateStats {
