@@ -337,3 +337,118 @@ fn a_reused_pid_is_not_readopted_and_cannot_be_approved() {
     assert_eq!(stubs.marker_text(), "");
     guard.stop();
 }
+
+/// The layout marker guardd keeps in its pin directory (`layout-N`).
+fn layout_marker(guard: &Daemon) -> std::path::PathBuf {
+    let markers: Vec<_> = std::fs::read_dir(&guard.pin_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("layout-"))
+        })
+        .collect();
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    markers[0].clone()
+}
+
+/// Holds `terraform destroy WORD`, kills guardd and marks its pins as of
+/// another layout, as an upgrade's new guardd would find them. Returns also
+/// the marker guardd wrote (its own layout).
+fn held_on_pins_of_another_layout(
+    args: &[&str],
+    word: &str,
+) -> (Stubs, Daemon, Proc, HoldView, std::path::PathBuf) {
+    let (stubs, mut guard) = setup(POLICY);
+    let run = guard.session(&stubs, args);
+    let hold = guard.wait_hold(word);
+    wait_stopped(u64::from(hold.pid));
+    guard.stop_daemon(libc::SIGKILL);
+    let ours = layout_marker(&guard);
+    std::fs::rename(&ours, guard.pin_dir.join("layout-999")).unwrap();
+    (stubs, guard, run, hold, ours)
+}
+
+/// The audit records that name the layout change.
+fn layout_records(guard: &Daemon) -> Vec<serde_json::Value> {
+    guard
+        .audit_events(AuditEvent::Error)
+        .into_iter()
+        .filter(|r| r["reason"].as_str().unwrap_or("").contains("layout 999"))
+        .collect()
+}
+
+#[test]
+fn pins_of_another_layout_are_not_reused_and_their_holds_stay_held() {
+    // A second command after it: the session must still be known to the kernel.
+    let script = "terraform destroy relayout; terraform destroy after-relayout";
+    let (stubs, mut guard, run, hold, ours) =
+        held_on_pins_of_another_layout(&["sh", "-c", script], "relayout");
+    guard.spawn();
+    assert!(is_stopped(u64::from(hold.pid)), "released by the migration");
+    // Re-adopted from the state file, with its id.
+    let pending = guard.pending();
+    let again = pending
+        .iter()
+        .find(|p| p.id == hold.id)
+        .expect("still held");
+    assert_eq!(again.pid, hold.pid);
+    assert_eq!(layout_marker(&guard), ours);
+    let records = layout_records(&guard);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["pid"].as_u64() == Some(u64::from(hold.pid)) && r["decision"] == "hold"),
+        "{records:?}"
+    );
+    assert!(
+        records.iter().any(|r| r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1 stopped process(es) held again")),
+        "{records:?}"
+    );
+    assert!(mechanism(&guard.status(), "pin_layout").starts_with("MIGRATED"));
+    guard.decide("deny", &hold);
+    // The session was put back into the fresh session map: its next command is held too.
+    let next = guard.wait_hold("after-relayout");
+    guard.decide("deny", &next);
+    assert_eq!(run.wait().0.code(), Some(128 + libc::SIGKILL));
+    assert_eq!(stubs.marker_text(), "");
+    guard.stop();
+}
+
+#[test]
+fn a_hold_only_the_old_held_map_names_is_raised_again_after_a_layout_change() {
+    let (stubs, mut guard, run, hold, _) =
+        held_on_pins_of_another_layout(&["terraform", "destroy", "relayout-map"], "relayout-map");
+    // No state file either: only the old HELD's keys name the process.
+    std::fs::remove_file(guard.dir.path().join("state/requests.json")).unwrap();
+    guard.spawn();
+    let raised = guard.wait_hold("relayout-map");
+    assert_eq!(raised.pid, hold.pid);
+    assert!(layout_records(&guard).iter().any(|r| {
+        r["pid"].as_u64() == Some(u64::from(hold.pid))
+            && r["reason"].as_str().unwrap().contains("by the old HELD")
+    }));
+    guard.decide("deny", &raised);
+    assert_eq!(run.wait().0.signal(), Some(libc::SIGKILL));
+    assert_eq!(stubs.marker_text(), "");
+    guard.stop();
+}
+
+#[test]
+fn teardown_denies_the_holds_of_pins_of_another_layout() {
+    let (stubs, guard, run, hold, _) =
+        held_on_pins_of_another_layout(&["terraform", "destroy", "relayout-down"], "relayout-down");
+    // Only the old HELD's keys name the process.
+    std::fs::remove_file(guard.dir.path().join("state/requests.json")).unwrap();
+    let teardown = guard.teardown();
+    assert!(teardown.status.success(), "{teardown:?}");
+    assert!(!guard.pin_dir.exists());
+    assert_eq!(run.wait().0.signal(), Some(libc::SIGKILL));
+    assert!(!is_stopped(u64::from(hold.pid)));
+    assert_eq!(stubs.marker_text(), "");
+    guard.stop();
+}

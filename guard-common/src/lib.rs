@@ -48,6 +48,19 @@ pub const SESSION_ESCAPE_FILTER: u32 = 1 << 3;
 /// session_escape = "deny"`), checked by the BPF LSM where it runs.
 pub const SETTING_ESCAPE_DENY: u32 = 1 << 0;
 
+/// Layout version of the pinned maps. The maps outlive guardd (a package
+/// upgrade restarts it on the pins of the previous one), so a guardd reuses
+/// pinned maps only when the pin directory says they have this layout;
+/// otherwise it loads fresh maps and re-holds the stopped processes it can
+/// identify (see guard-daemon/src/kernel/layout.rs).
+///
+/// BUMP THIS whenever the key or value of any map changes (a struct below
+/// gains, loses or reorders a field, a key type changes), or a map's type,
+/// or what an entry means. Version 1 is the first marked one: pins without a
+/// marker count as version 0: they come from before it, in whichever layout
+/// (`ContinuedEntry` had already changed once).
+pub const LAYOUT_VERSION: u32 = 1;
+
 /// Value of the `SESSIONS` map, keyed by thread id; children inherit it on fork.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -333,6 +346,8 @@ pub struct GateDecision {
     pub _pad: u32,
 }
 
+// A change to any of these sizes (or to a field of a struct pinned as a map's
+// key or value) must come with a new LAYOUT_VERSION.
 const _: () = assert!(core::mem::size_of::<LsmOffsets>() == 56);
 const _: () = assert!(core::mem::size_of::<GateRoot>() == 24);
 const _: () = assert!(core::mem::size_of::<ReportCall>() == 32);

@@ -203,6 +203,7 @@ mod gate;
 mod gate_lsm;
 mod gate_report;
 mod outside;
+mod pin_layout;
 mod pin_watch;
 mod policy_lock;
 mod policy_writes;

@@ -6,6 +6,7 @@ impl Guard {
     /// Re-adopts the sessions and holds of a previous run. A held process is
     /// re-adopted only if it is the same process (pid and start time).
     pub(super) fn restore(&mut self, saved: SavedState) {
+        self.rehold_after_layout_change(&saved);
         for session in saved.sessions {
             if session.listener && procfs::stat(session.id).is_ok() {
                 self.audit_lost_listener(session.id);

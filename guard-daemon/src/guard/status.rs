@@ -30,6 +30,7 @@ impl Guard {
             mechanisms: mechanisms(&self.kernel, &self.policy)
                 .into_iter()
                 .chain(self.own_mechanisms())
+                .chain([self.pin_layout_status()])
                 .collect(),
             programs: self.kernel.loaded_programs().to_vec(),
             stats: GateStats {

@@ -8,10 +8,11 @@ use std::{
 use guard_common::names::{map, program};
 
 use super::{
+    layout::{self, Found, OldPins},
     offsets::{ensure_tracefs, exe_name_offsets, lsm_offsets, tracepoint_offsets},
     pins::{lock_pin_dir, Pins},
     report::{report_link, REPORT_TRACEPOINTS},
-    Kernel, KernelError, MapSizes, ProgramSets,
+    Kernel, KernelError, LayoutChange, MapSizes, ProgramSets,
 };
 use crate::{btf::Btf, protocol::ProgramView};
 use aya::{
@@ -82,6 +83,19 @@ impl Kernel {
         ensure_tracefs()?;
         let pins = Pins::prepare(pin_dir)?;
         let pin_lock = lock_pin_dir(pin_dir, "another guardd is running with")?;
+        // Maps of another layout are never loaded on: set aside, and fresh ones pinned.
+        let old_pins = match layout::found(pin_dir) {
+            Found::Other(version) => {
+                tracing::warn!(
+                    "pins under {} have {}, this guardd has layout {}: loading fresh maps",
+                    pin_dir.display(),
+                    layout::describe(version),
+                    guard_common::LAYOUT_VERSION
+                );
+                Some(OldPins::set_aside(&pins, version)?)
+            }
+            Found::NoPins | Found::Same => None,
+        };
         let offsets = tracepoint_offsets()?;
         let exe_offsets = exe_name_offsets();
         let lsm = lsm_offsets();
@@ -106,6 +120,9 @@ impl Kernel {
             loader.map_max_entries(map::CONTINUED, entries);
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
+        layout::mark(pin_dir).map_err(|err| {
+            KernelError::Pin(format!("{}: {err}", layout::marker(pin_dir).display()))
+        })?;
         let sessions = take_map(&mut ebpf, map::SESSIONS)?;
         let held = take_map(&mut ebpf, map::HELD)?;
         let continued = take_map(&mut ebpf, map::CONTINUED)?;
@@ -146,6 +163,7 @@ impl Kernel {
                 .filter_map(|name| Some((*name, MapData::from_pin(pins.map(name)).ok()?)))
                 .collect(),
             _pin_lock: pin_lock,
+            layout_change: None,
         };
         // Fill the program map before anything is attached.
         kernel.set_programs(sets)?;
@@ -203,7 +221,17 @@ impl Kernel {
                 kernel.report_missing = Some(err.to_string());
             }
         }
+        if let Some(old) = old_pins {
+            // The old programs are detached now: what they stopped is all listed.
+            let ours: Vec<&str> = kernel.links.keys().map(String::as_str).collect();
+            kernel.layout_change = Some(old.finish(&pins, &ours));
+        }
         Ok((kernel, events))
+    }
+
+    /// What this start found of pins of another layout, if it found any.
+    pub fn layout_change(&self) -> Option<&LayoutChange> {
+        self.layout_change.as_ref()
     }
 
     /// Why the BPF LSM hooks are not loaded here, or None when they are.

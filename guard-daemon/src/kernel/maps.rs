@@ -167,6 +167,21 @@ impl Kernel {
         held
     }
 
+    /// Records a stop in HELD that maps of another layout recorded (see
+    /// `layout`), so that the kernel guards it again and guardd raises it
+    /// as a stop whose event was lost.
+    pub fn rehold(&mut self, pid: u32, session_id: u32, uid: u32) -> Result<(), KernelError> {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let entry = HeldEntry {
+            ktime_ns: now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64,
+            session_id,
+            uid,
+        };
+        self.held
+            .insert(pid, entry, 0)
+            .map_err(KernelError::map(map::HELD))
+    }
+
     pub fn forget_held(&mut self, pid: u32) {
         let _ = self.held.remove(&pid);
     }

@@ -4,10 +4,12 @@
 //!
 //! - `load`: loading the object on the pinned maps, attaching the programs;
 //! - `pins`: the pin directory (its lock, layout, and pinning again);
+//! - `layout`: the version of the pinned maps' layout, and pins of another;
 //! - `offsets`: tracepoint fields from tracefs, struct members from BTF;
 //! - `maps`: typed access to the maps guardd reads and fills;
 //! - `report`: the report-only program where the BPF LSM does not run;
 //! - `teardown`: ending what a guardd pinned.
+mod layout;
 mod load;
 mod maps;
 mod offsets;
@@ -28,6 +30,7 @@ use guard_common::{
 };
 
 use crate::protocol::ProgramView;
+pub use layout::{describe as describe_layout, LayoutChange};
 use pins::Pins;
 pub use teardown::teardown;
 
@@ -142,6 +145,8 @@ pub struct Kernel {
     maps: Vec<(&'static str, MapData)>,
     /// Held while guardd runs (see `lock_pin_dir`).
     _pin_lock: fs::File,
+    /// Pins of another layout this start found and did not reuse.
+    layout_change: Option<LayoutChange>,
 }
 
 /// A SIGCONT another process than guardd (or the kernel) sent to a process

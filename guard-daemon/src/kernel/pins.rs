@@ -6,7 +6,7 @@ use std::{
 
 use aya::programs::links::{FdLink, PinnedLink};
 
-use super::{mount_pseudo_fs, Kernel, KernelError};
+use super::{layout, mount_pseudo_fs, Kernel, KernelError};
 
 /// bpffs's magic number (statfs f_type).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -109,11 +109,19 @@ impl Kernel {
             .map(|(name, _)| *name)
             .filter(|name| !self.pins.map(name).exists())
             .collect();
-        if links_gone.is_empty() && maps_gone.is_empty() {
+        let marker = layout::marker(&self.pins.root);
+        let unmarked = !marker.exists();
+        if links_gone.is_empty() && maps_gone.is_empty() && !unmarked {
             return Ok(Vec::new());
         }
         Pins::prepare(&self.pins.root)?;
         let mut repinned = Vec::new();
+        if unmarked {
+            // Without it the next guardd would take these maps for another layout's.
+            layout::mark(&self.pins.root)
+                .map_err(|err| KernelError::Pin(format!("{}: {err}", marker.display())))?;
+            repinned.extend(marker.file_name().map(|n| n.to_string_lossy().into_owned()));
+        }
         for name in links_gone {
             let path = self.pins.link(&name);
             let link = FdLink::from(self.links.remove(&name).expect("listed above"));
