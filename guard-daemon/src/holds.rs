@@ -70,7 +70,7 @@ pub struct GateHold {
 pub enum GateWaiter {
     /// In seccomp user notification: the notification ids to answer.
     Seccomp {
-        listener: std::sync::Arc<crate::gate::Listener>,
+        listener: std::sync::Arc<crate::seccomp::Listener>,
         waiting: Vec<u64>,
     },
     /// Stopped by the BPF LSM gate: the decision goes into the kernel's

@@ -10,8 +10,8 @@
 //! - *stop*: a process the kernel stopped for guardd to judge; *hold*: a stop
 //!   waiting for people (`holds::Hold`).
 //! - *exec gate*: stops watched programs at exec. *syscall gate*: holds file
-//!   calls on `[[protect]]` paths, by the BPF LSM (`guard::gate_lsm`),
-//!   seccomp (`gate`, `guard::gate`) or report-only tracepoints.
+//!   calls on `[[protect]]` paths, by the BPF LSM, seccomp (`seccomp`) or report-only
+//!   tracepoints (`guard::syscall_gate`).
 //! - *escape checks*: calls that make outside processes do a session's work.
 //! - *self-protection*: keeping sessions off guardd, its holds and its own
 //!   files (`protected`).
@@ -25,7 +25,6 @@ pub mod daemon;
 pub mod docs;
 pub mod escape;
 pub mod fuzzing;
-pub mod gate;
 pub mod guard;
 pub mod holds;
 pub mod kernel;
@@ -39,6 +38,7 @@ pub mod process;
 pub mod procfs;
 pub mod protected;
 pub mod protocol;
+pub mod seccomp;
 pub mod server;
 pub mod state;
 pub mod stats;

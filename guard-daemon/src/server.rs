@@ -214,7 +214,7 @@ fn start_gate(guard: &Arc<Mutex<Guard>>, peer: Peer, mut passed: Vec<OwnedFd>) -
         return error("gate_syscalls needs exactly one seccomp listener fd (SCM_RIGHTS)".into());
     }
     let fd = passed.remove(0);
-    if let Err(why) = crate::gate::Listener::check(&fd) {
+    if let Err(why) = crate::seccomp::Listener::check(&fd) {
         return error(why);
     }
     let session = match guard
@@ -225,7 +225,7 @@ fn start_gate(guard: &Arc<Mutex<Guard>>, peer: Peer, mut passed: Vec<OwnedFd>) -
         Ok(session) => session,
         Err(response) => return response,
     };
-    tokio::spawn(crate::gate::serve(fd, session, guard.clone()));
+    tokio::spawn(crate::seccomp::serve(fd, session, guard.clone()));
     Response::GateStarted {
         session_id: session,
     }

@@ -33,8 +33,9 @@ impl Samples {
     }
 }
 
+/// The exec gate's counters and latencies (`guardctl status`, `stats`).
 #[derive(Debug, Default)]
-pub struct Stats {
+pub struct ExecStats {
     pub counts: GateStats,
     /// Kernel stop -> the daemon handles the event.
     pub event_us: Samples,
@@ -42,7 +43,7 @@ pub struct Stats {
     pub decision_us: Samples,
 }
 
-impl Stats {
+impl ExecStats {
     pub fn view(&self) -> GateStats {
         GateStats {
             event_latency: self.event_us.summary(),

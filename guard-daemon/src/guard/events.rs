@@ -122,7 +122,7 @@ impl Guard {
                 Recorded::LetGo => true,
             };
             tracing::warn!(pid, "raising a stop whose event was lost");
-            self.stats.counts.recovered_from_map += 1;
+            self.exec_stats.counts.recovered_from_map += 1;
             self.on_stop(Stop {
                 pid,
                 session: entry.session_id,

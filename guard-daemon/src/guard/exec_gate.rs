@@ -15,9 +15,9 @@ impl Guard {
     }
 
     pub(super) fn on_stop(&mut self, stop: Stop<'_>) {
-        self.stats.counts.stops += 1;
+        self.exec_stats.counts.stops += 1;
         if let Some(at) = stop.stopped_at_ns {
-            self.stats
+            self.exec_stats
                 .event_us
                 .push(monotonic_ns().saturating_sub(at) / 1000);
         }
@@ -55,9 +55,9 @@ impl Guard {
                 }
                 return;
             }
-            self.stats.counts.allowed += 1;
+            self.exec_stats.counts.allowed += 1;
             if let Some(us) = decision_us {
-                self.stats.decision_us.push(us);
+                self.exec_stats.decision_us.push(us);
             }
             return;
         }
@@ -73,7 +73,7 @@ impl Guard {
             return;
         }
         if let Some(us) = decision_us {
-            self.stats.decision_us.push(us);
+            self.exec_stats.decision_us.push(us);
         }
         let (Some((judged, exe, context)), Some(explanation)) = (command, explanation) else {
             // A stopped process whose command we cannot read is not run blind.
@@ -98,7 +98,7 @@ impl Guard {
         if explanation.action == Action::Allow {
             let ending = stop_ending(stop.pid, Some(&process), stop.session, None, None);
             self.finish(ending, Outcome::PolicyAllowed { audited: false });
-            self.stats.counts.allowed += 1;
+            self.exec_stats.counts.allowed += 1;
             return;
         }
         let mut record = self.record_for(&process, stop.session, &judged, &exe);
@@ -106,11 +106,11 @@ impl Guard {
         record.decision_us = decision_us;
         let outcome = match explanation.action {
             Action::Allow | Action::Audit => {
-                self.stats.counts.allowed += 1;
+                self.exec_stats.counts.allowed += 1;
                 Outcome::PolicyAllowed { audited: true }
             }
             Action::Deny => {
-                self.stats.counts.denied += 1;
+                self.exec_stats.counts.denied += 1;
                 Outcome::PolicyDenied {
                     message: explanation
                         .message
@@ -230,7 +230,7 @@ impl Guard {
             self.finish(ending, Outcome::Continued(continuation));
             return;
         }
-        self.stats.counts.held += 1;
+        self.exec_stats.counts.held += 1;
         if let Some(stderr) = &hold.stderr {
             let who = if hold.approvers.is_empty() {
                 "root or the command's own user".to_string()

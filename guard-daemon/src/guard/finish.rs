@@ -390,6 +390,22 @@ pub(super) fn stop_ending<'a>(
     }
 }
 
+impl super::Guard {
+    /// A held system call's answer, through its gate.
+    fn answer_call(&mut self, ending: &Ending<'_>, allowed: bool) {
+        match ending.held {
+            Held::Exec { .. } => {}
+            Held::Call { hold, gate } => self.answer_gate(hold, gate, allowed),
+            Held::LsmCall {
+                process: Some(process),
+                root,
+                start_ns,
+            } => self.answer_lsm_call(process, root, start_ns, allowed, &ending.record),
+            Held::LsmCall { process: None, .. } => {}
+        }
+    }
+}
+
 /// The effects on the real kernel and processes.
 impl Effects for super::Guard {
     fn release(&mut self, ending: &Ending<'_>) {
@@ -404,16 +420,7 @@ impl Effects for super::Guard {
                     tracing::error!(pid = ending.pid, "resume failed: {err}");
                 }
             }
-            Held::Call { hold, gate } => self.answer_gate(hold, gate, true),
-            Held::LsmCall {
-                process,
-                root,
-                start_ns,
-            } => {
-                if let Some(process) = process {
-                    self.answer_lsm_call(process, root, start_ns, true, &ending.record);
-                }
-            }
+            _ => self.answer_call(ending, true),
         }
     }
 
@@ -425,16 +432,7 @@ impl Effects for super::Guard {
                     tracing::error!(pid = ending.pid, "kill failed: {err}");
                 }
             }
-            Held::Call { hold, gate } => self.answer_gate(hold, gate, false),
-            Held::LsmCall {
-                process,
-                root,
-                start_ns,
-            } => {
-                if let Some(process) = process {
-                    self.answer_lsm_call(process, root, start_ns, false, &ending.record);
-                }
-            }
+            _ => self.answer_call(ending, false),
         }
     }
 

@@ -22,7 +22,7 @@ use crate::{
     protected::OwnFiles,
     protocol::{GateStats, HoldState, PolicySummary, Response, SessionView, StatusView},
     state::{SavedSession, SavedState, StateStore},
-    stats::Stats,
+    stats::ExecStats,
     tracer::Tracer,
 };
 
@@ -130,7 +130,7 @@ pub struct Guard {
     sessions: BTreeMap<u32, Session>,
     holds: HoldRegistry,
     audit: AuditLog,
-    stats: Stats,
+    exec_stats: ExecStats,
     state: StateStore,
     /// What the state file holds, to write it only on change.
     saved: Option<SavedState>,
@@ -141,7 +141,7 @@ pub struct Guard {
     /// Decisions on gated trees, for the rest of the process's calls there.
     gate_decisions: std::collections::HashMap<crate::holds::GateGroup, bool>,
     /// The BPF LSM gate's roots and decisions.
-    lsm_gate: gate_lsm::LsmGate,
+    lsm_gate: syscall_gate::LsmGate,
     /// Sessions whose calls the seccomp gate sees.
     seccomp_sessions: std::collections::HashSet<u32>,
     /// When the kernel's HELD map is next read for stops without an event.
@@ -199,9 +199,6 @@ mod approvals;
 mod events;
 mod exec_gate;
 pub(crate) mod finish;
-mod gate;
-mod gate_lsm;
-mod gate_report;
 mod outside;
 mod pin_layout;
 mod pin_watch;
@@ -212,6 +209,7 @@ mod requests;
 mod restore;
 mod sessions;
 mod status;
+mod syscall_gate;
 
 impl Guard {
     pub fn new(
@@ -258,7 +256,7 @@ impl Guard {
             sessions: BTreeMap::new(),
             holds: HoldRegistry::new(restored.id_prefix.clone(), restored.next_id),
             audit,
-            stats: Stats::default(),
+            exec_stats: ExecStats::default(),
             state,
             saved,
         };

@@ -1,15 +1,15 @@
-//! The escape checks (see `crate::gate::outside`): a session process may not
+//! The escape checks (see `crate::seccomp::outside`): a session process may not
 //! attach to, write into or take fds from a process outside its session
 //! (EPERM, audited), and its connect to a multiplexer or service-manager
 //! socket served from outside is held like a protected path.
-use super::{gate::GateRequest, *};
+use super::{syscall_gate::GateRequest, *};
 use crate::{
-    gate::{
+    holds::{GateGroup, GateWaiter},
+    policy::{protect::Protection, EscapeMode},
+    seccomp::{
         outside::{self, EscapeCall, Server, Target},
         Listener, Verdict,
     },
-    holds::{GateGroup, GateWaiter},
-    policy::{protect::Protection, EscapeMode},
 };
 
 /// The rule name in holds and audit records.

@@ -36,7 +36,7 @@ impl Guard {
             stats: GateStats {
                 events_lost: self.kernel.events_lost(),
                 stops_killed: self.kernel.stops_killed(),
-                ..self.stats.view()
+                ..self.exec_stats.view()
             },
         }))
     }

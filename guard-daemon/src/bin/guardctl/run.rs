@@ -7,8 +7,8 @@ use std::{
 
 use anyhow::Context as _;
 use guard_daemon::{
-    gate::filter::Calls,
     protocol::{Request, Response},
+    seccomp::filter::Calls,
 };
 
 /// Arguments of the command sent to guardd for the audit record (the command
@@ -26,7 +26,7 @@ fn gate_syscalls(socket: &Path, calls: Calls) -> anyhow::Result<()> {
     // sends connect to guardd, which does not have the listener yet.
     let stream = std::os::unix::net::UnixStream::connect(socket)
         .with_context(|| format!("connecting to guardd at {}", socket.display()))?;
-    let listener = match guard_daemon::gate::filter::install(calls) {
+    let listener = match guard_daemon::seccomp::filter::install(calls) {
         Ok(listener) => listener,
         Err(err) => {
             eprintln!(

@@ -1,18 +1,18 @@
-//! Gated system calls (see `crate::gate`): protected paths are held as one
+//! Gated system calls (see `crate::seccomp`): protected paths are held as one
 //! request per process and protected tree; the decision answers every call
 //! waiting on it and the later calls of that process there.
 use super::*;
 use crate::{
-    gate::{Call, Listener, Verdict},
     holds::{GateGroup, GateHold, GateWaiter},
     policy::{
         basename,
         protect::{Protected, ProtectedSet},
     },
+    seccomp::{Call, Listener, Verdict},
 };
 
 /// A protected call to hold, with what was read about its process.
-pub(super) struct GateRequest {
+pub(in crate::guard) struct GateRequest {
     pub session: u32,
     /// `unlink`, `rename`, ...
     pub operation_name: &'static str,
@@ -79,7 +79,7 @@ impl Guard {
 
     /// The answer for a call of a process and root already decided (the
     /// decision), or already held (it waits with the others); None: new.
-    pub(super) fn known_group_verdict(
+    pub(in crate::guard) fn known_group_verdict(
         &mut self,
         group: &GateGroup,
         call_id: u64,
@@ -182,7 +182,7 @@ impl Guard {
     }
 
     /// The first protected path of the call, by the session owner's `~`.
-    pub(super) fn protected(
+    pub(in crate::guard) fn protected(
         &mut self,
         owner: u32,
         call: &Call,
@@ -204,7 +204,7 @@ impl Guard {
         })
     }
 
-    pub(super) fn raise_gate_hold(&mut self, request: GateRequest) {
+    pub(in crate::guard) fn raise_gate_hold(&mut self, request: GateRequest) {
         let GateRequest {
             session,
             operation_name,
@@ -217,7 +217,7 @@ impl Guard {
             operation,
             mut record,
         } = request;
-        self.stats.counts.held += 1;
+        self.exec_stats.counts.held += 1;
         let now = Instant::now();
         let id = self.holds.next_id();
         let why = format!(
@@ -293,7 +293,7 @@ impl Guard {
     }
 
     /// Answers the calls waiting on `hold` and remembers the decision for the tree.
-    pub(super) fn answer_gate(&mut self, hold: &Hold, gate: &GateHold, allowed: bool) {
+    pub(in crate::guard) fn answer_gate(&mut self, hold: &Hold, gate: &GateHold, allowed: bool) {
         match &gate.waiter {
             GateWaiter::Seccomp { listener, waiting } => {
                 for id in waiting {
@@ -313,7 +313,7 @@ impl Guard {
     }
 
     /// Forgets decisions of processes that ended.
-    pub(super) fn prune_gate_decisions(&mut self) {
+    pub(in crate::guard) fn prune_gate_decisions(&mut self) {
         self.gate_decisions.retain(|group, _| {
             procfs::stat(group.pid).is_ok_and(|stat| stat.start_time == group.start_time)
         });

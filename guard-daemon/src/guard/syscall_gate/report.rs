@@ -7,8 +7,8 @@ use guard_common::{ReportCall, ReportEvent, NO_ARG};
 
 use super::*;
 use crate::{
-    gate::{syscalls, Call},
     policy::{protect::Operation, GateMode},
+    seccomp::{syscalls, Call},
 };
 
 fn arg_index(arg: Option<usize>) -> u32 {
@@ -40,7 +40,7 @@ fn report_calls() -> HashMap<u32, ReportCall> {
 
 impl Guard {
     /// Whether calls are reported: no BPF LSM here, and the gate not off.
-    pub(super) fn reports_calls(&self) -> bool {
+    pub(in crate::guard) fn reports_calls(&self) -> bool {
         self.policy.syscall_gate != GateMode::Off
             && self.kernel.lsm_missing().is_some()
             && self.kernel.report_missing().is_none()
@@ -48,7 +48,7 @@ impl Guard {
     }
 
     /// Fills (or empties) the kernel's table of calls to report.
-    pub(super) fn set_report_calls(&mut self) {
+    pub(in crate::guard) fn set_report_calls(&mut self) {
         if self.kernel.lsm_missing().is_none() {
             return;
         }
@@ -66,7 +66,7 @@ impl Guard {
     /// Attaches the report-only program while a session needs it and
     /// detaches it after: attached, it slows every system call of the
     /// machine (~40 ns each here), sessions or not.
-    pub(super) fn sync_reporting(&mut self) {
+    pub(in crate::guard) fn sync_reporting(&mut self) {
         let wanted = self.reports_calls() && self.kernel.any_session_without_seccomp();
         let started = std::time::Instant::now();
         let failing = self.kernel.report_failed().is_some();
@@ -118,7 +118,7 @@ impl Guard {
                 let len = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
                 // The thread may be gone: its cwd and fds with it, then the path stays as given.
                 (len > 0).then(|| {
-                    crate::gate::resolve_path(event.tid, report.dirfd[i], &raw[..len], operation)
+                    crate::seccomp::resolve_path(event.tid, report.dirfd[i], &raw[..len], operation)
                 })
             })
             .collect();

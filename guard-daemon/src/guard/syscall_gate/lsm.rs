@@ -11,7 +11,7 @@ use std::{
 
 use guard_common::{FileKey, GateHeldEntry, GateRoot, ANY_OWNER, ESCAPE_CONNECT};
 
-use super::{gate::GateRequest, *};
+use super::{syscall_gate::GateRequest, *};
 use crate::{
     holds::{GateGroup, GateWaiter},
     policy::{protect::Operation, GateMode},
@@ -20,11 +20,11 @@ use crate::{
 
 /// How often the roots are looked up again (a protected directory created or
 /// replaced later gets a new inode).
-pub(super) const ROOT_REFRESH: Duration = Duration::from_secs(5);
+pub(in crate::guard) const ROOT_REFRESH: Duration = Duration::from_secs(5);
 
 /// One protected root the kernel knows, for reading its events back.
 #[derive(Debug, Clone)]
-pub(super) struct GateRootInfo {
+pub(in crate::guard) struct GateRootInfo {
     pub protection: usize,
     pub path: PathBuf,
     pub owner: u32,
@@ -32,7 +32,7 @@ pub(super) struct GateRootInfo {
 
 /// The LSM gate's bookkeeping in `Guard`.
 #[derive(Debug, Default)]
-pub(super) struct LsmGate {
+pub(in crate::guard) struct LsmGate {
     pub roots: HashMap<FileKey, Vec<GateRootInfo>>,
     pub synced: Option<Instant>,
     /// Pid -> /proc start time of processes with decisions in the kernel.
@@ -50,16 +50,16 @@ fn operation_of(bits: u32) -> Option<Operation> {
 impl Guard {
     /// Whether `guardctl run` installs the seccomp gate: only asked for, and
     /// only where the BPF LSM gate does not run.
-    pub(super) fn seccomp_gate(&self) -> bool {
+    pub(in crate::guard) fn seccomp_gate(&self) -> bool {
         self.policy.syscall_gate == GateMode::On && self.kernel.lsm_missing().is_some()
     }
 
-    pub(super) fn lsm_gate_active(&self) -> bool {
+    pub(in crate::guard) fn lsm_gate_active(&self) -> bool {
         self.policy.syscall_gate != GateMode::Off && self.kernel.lsm_missing().is_none()
     }
 
     /// Puts the current device and inode of every protected root into the kernel.
-    pub(super) fn sync_gate_roots(&mut self) {
+    pub(in crate::guard) fn sync_gate_roots(&mut self) {
         self.lsm_gate.synced = Some(Instant::now());
         let mut roots: HashMap<FileKey, GateRoot> = HashMap::new();
         let mut infos: HashMap<FileKey, Vec<GateRootInfo>> = HashMap::new();
@@ -140,7 +140,7 @@ impl Guard {
             .collect()
     }
 
-    pub(super) fn on_gate_event(&mut self, kind: EventKind, event: &Event) {
+    pub(in crate::guard) fn on_gate_event(&mut self, kind: EventKind, event: &Event) {
         let operation = operation_of(event.op).unwrap_or(Operation::Write);
         if kind == EventKind::GateHeld {
             // Raised already (from the map), or decided before its event was read.
@@ -245,7 +245,7 @@ impl Guard {
             return self.finish(ending, Outcome::PolicyAllowed { audited: false });
         };
         let protection = self.policy.protections[root.protection].clone();
-        let described = crate::gate::describe_stopped(entry.tid)
+        let described = crate::seccomp::describe_stopped(entry.tid)
             .map(|paths| {
                 paths
                     .iter()
@@ -286,7 +286,7 @@ impl Guard {
     /// The decision into the kernel first, then SIGCONT: the restarted call
     /// finds it. If the kernel refuses the write, nothing is continued.
     /// `record`: the call's record, for the error.
-    pub(super) fn answer_lsm_call(
+    pub(in crate::guard) fn answer_lsm_call(
         &mut self,
         process: &ProcessHandle,
         root: FileKey,
@@ -324,7 +324,7 @@ impl Guard {
 
     /// Periodic work: roots looked up again, stops whose event was lost
     /// raised, decisions of ended processes dropped.
-    pub(super) fn tick_lsm_gate(&mut self) {
+    pub(in crate::guard) fn tick_lsm_gate(&mut self) {
         if self
             .lsm_gate
             .synced
@@ -347,7 +347,7 @@ impl Guard {
                 continue;
             }
             tracing::warn!(pid, "raising a gated call whose event was lost");
-            self.stats.counts.recovered_from_map += 1;
+            self.exec_stats.counts.recovered_from_map += 1;
             self.raise_lsm_hold(pid, entry);
         }
     }
