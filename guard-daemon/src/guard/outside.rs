@@ -143,7 +143,7 @@ impl Guard {
         record.rule = Some(RULE.into());
         record.operation = Some("connect (unix socket served from outside)".into());
         let subject = "connect".to_string();
-        let target = match outside::stopped_connect(entry.tid) {
+        let target = match outside::stopped_connect(entry.tid, entry.root) {
             Ok(target) => target,
             Err(why) => {
                 tracing::warn!(pid = process.pid, "escape check: {why}; connect refused");

@@ -10,6 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use guard_common::FileKey;
 use libseccomp::{notify_id_valid, ScmpNotifReq};
 
 use super::{resolve, syscalls, syscalls::Escape, Listener, Undecodable};
@@ -75,7 +76,7 @@ pub(super) fn decode(
             // Not a pidfd, or its process has ended: the kernel fails it.
             None => return Ok(None),
         },
-        Escape::Connect => match socket_target(tid, args[1], args[2] as u32)? {
+        Escape::Connect => match socket_target(tid, args[1], args[2] as u32, None)? {
             Some(target) => target,
             None => return Ok(None),
         },
@@ -96,8 +97,10 @@ use std::os::fd::AsRawFd as _;
 
 /// The guarded socket a thread the BPF LSM stopped in `connect` asked for
 /// (`escape_unix_stream_connect`), None for any other socket. An error when
-/// the call cannot be read: the caller then refuses it.
-pub fn stopped_connect(tid: u32) -> Result<Option<Target>, String> {
+/// the call cannot be read, or names another socket than the one the kernel
+/// stopped it on (`stopped_on`, by its file; a second thread may rewrite the
+/// address): the caller then refuses it.
+pub fn stopped_connect(tid: u32, stopped_on: FileKey) -> Result<Option<Target>, String> {
     let (number, args) = super::stopped_call(tid)
         .ok_or_else(|| format!("thread {tid}: its stopped call cannot be read"))?;
     if i64::from(number) != libc::SYS_connect {
@@ -105,7 +108,7 @@ pub fn stopped_connect(tid: u32) -> Result<Option<Target>, String> {
             "thread {tid} is stopped in system call {number}, not connect (io_uring?)"
         ));
     }
-    socket_target(tid, args[1], args[2] as u32).map_err(|err| match err {
+    socket_target(tid, args[1], args[2] as u32, Some(stopped_on)).map_err(|err| match err {
         Undecodable::Gone => format!("thread {tid} has ended"),
         Undecodable::Unreadable(why) => why,
     })
@@ -152,7 +155,19 @@ const SOCKADDR_UN: usize = 110;
 /// The guarded socket an address names, with its server; None for other
 /// addresses (every family but AF_UNIX, other paths, abstract names but
 /// D-Bus's).
-fn socket_target(tid: u32, address: u64, length: u32) -> Result<Option<Target>, Undecodable> {
+/// `stopped_on`: the socket file the kernel found (dev 0: an abstract name,
+/// which has none); an address naming another one is an error.
+fn socket_target(
+    tid: u32,
+    address: u64,
+    length: u32,
+    stopped_on: Option<FileKey>,
+) -> Result<Option<Target>, Undecodable> {
+    let other_socket = || {
+        Undecodable::Unreadable(
+            "the address names another socket than the one the kernel stopped the call on".into(),
+        )
+    };
     let length = (length as usize).min(SOCKADDR_UN);
     if length <= 2 || address == 0 {
         return Ok(None);
@@ -165,6 +180,9 @@ fn socket_target(tid: u32, address: u64, length: u32) -> Result<Option<Target>, 
     }
     let name = &bytes[2..length];
     if name[0] == 0 {
+        if stopped_on.is_some_and(|key| key.dev != 0) {
+            return Err(other_socket());
+        }
         // An abstract name is its bytes, NULs included, up to the length.
         let abstract_name = &name[1..];
         let Some(kind) = guarded_abstract(abstract_name) else {
@@ -181,6 +199,13 @@ fn socket_target(tid: u32, address: u64, length: u32) -> Result<Option<Target>, 
     let raw = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
     // connect follows a symlink in the last component too.
     let path = resolve::resolve(tid, syscalls::AT_FDCWD, raw, true);
+    if let Some(key) = stopped_on {
+        use std::os::unix::fs::MetadataExt as _;
+        let found = std::fs::metadata(&path).map(|m| crate::protected::file_key(m.dev(), m.ino()));
+        if found.ok() != Some(key) {
+            return Err(other_socket());
+        }
+    }
     let Some(kind) = guarded_socket(&path) else {
         return Ok(None);
     };
