@@ -6,9 +6,12 @@ use std::{
 };
 
 use crate::{
-    escape::{display_argv, escape_bytes},
+    audit::{AuditEvent, AuditRecord},
+    escape::escape_bytes,
+    policy::HoldTerms,
     process::ProcessHandle,
     protocol::{HoldState, HoldView},
+    request::Request,
     state::SavedHold,
 };
 
@@ -16,35 +19,21 @@ use crate::{
 pub struct Hold {
     pub id: String,
     pub process: ProcessHandle,
-    pub session: u32,
-    pub agent: Option<String>,
-    pub uid: u32,
-    pub program: String,
-    pub argv: Vec<Vec<u8>>,
-    pub cwd: String,
-    pub exe: String,
+    /// What the process runs, where, for whom: read once when it was held.
+    pub request: Request,
     pub rule: String,
-    /// Distinct approvers the rule needs.
-    pub approvals_needed: u32,
+    /// What the rule asks: approvals, approvers, timeout.
+    pub terms: HoldTerms,
+    /// Why the rule matched.
+    pub why: Vec<String>,
     /// Approver identities so far (`uid:N`, `key:PRINCIPAL`): each counts once.
     pub approved_by: Vec<String>,
-    /// The rule's `approvers` (empty: root or the command's own uid, or any signer).
-    pub approvers: Vec<String>,
-    /// Whether the session's uid may approve.
-    pub self_approval: bool,
     /// Signed tokens already used on this request (replays are refused).
     pub tokens_seen: Vec<String>,
-    pub on_timeout: crate::policy::OnTimeout,
     /// Whether guardd's tracer thread holds the process in ptrace-stop.
     pub traced: bool,
     /// How the hold is kept, for status and audit.
     pub protection: String,
-    /// `pid:comm` from the held process up, captured when it was stopped.
-    pub ancestry: Vec<String>,
-    /// Where it acts: `AWS_PROFILE=...`, `KUBECONFIG=...` from its environment.
-    pub context: Vec<String>,
-    /// Why the rule matched.
-    pub why: Vec<String>,
     pub created: Instant,
     pub deadline: Instant,
     /// The same two as seconds since the Unix epoch, for the state file.
@@ -98,45 +87,55 @@ impl Hold {
             id: self.id.clone(),
             pid: self.process.pid,
             start_time: self.process.start_time,
-            session: self.session,
+            session: self.request.session,
             rule: self.rule.clone(),
-            approvals_needed: self.approvals_needed,
+            terms: self.terms.clone(),
             approved_by: self.approved_by.clone(),
-            approvers: self.approvers.clone(),
-            self_approval: self.self_approval,
-            on_timeout: self.on_timeout,
             created_unix: self.created_unix,
             deadline_unix: self.deadline_unix,
-            ancestry: self.ancestry.clone(),
+            ancestry: self.request.ancestry.clone(),
             why: self.why.clone(),
         }
     }
 
     pub fn command(&self) -> String {
-        display_argv(&self.argv)
+        self.request.command()
+    }
+
+    /// The record of this hold: its request, id, rule and operation.
+    pub fn record(&self, event: AuditEvent) -> AuditRecord {
+        let mut record = AuditRecord::from(&self.request);
+        record.event = Some(event);
+        record.request_id = Some(self.id.clone());
+        record.pid = Some(self.process.pid);
+        record.rule = Some(self.rule.clone());
+        record.operation = self.gate.as_ref().map(|g| g.operation.clone());
+        record.why = self.why.clone();
+        record
     }
 
     pub fn view(&self, now: Instant) -> HoldView {
+        let request = &self.request;
         HoldView {
             id: self.id.clone(),
             pid: self.process.pid,
-            session: self.session,
-            agent: self.agent.clone(),
-            uid: self.uid,
-            program: self.program.clone(),
-            argv: self.argv.iter().map(|arg| escape_bytes(arg)).collect(),
-            cwd: self.cwd.clone(),
-            exe: self.exe.clone(),
+            session: request.session,
+            agent: request.agent.clone(),
+            uid: request.uid.unwrap_or(u32::MAX),
+            program: request.program.clone(),
+            argv: request.argv.iter().map(|arg| escape_bytes(arg)).collect(),
+            cwd: request.cwd.clone(),
+            exe: request.exe.clone(),
             rule: self.rule.clone(),
             state: HoldState::Held,
-            approvals_needed: self.approvals_needed,
+            approvals_needed: self.terms.approvals_needed(),
             protection: self.protection.clone(),
             approved_by: self.approved_by.clone(),
-            approvers: self.approvers.clone(),
-            self_approval: self.self_approval,
+            approvers: self.terms.approvers.clone(),
+            self_approval: self.terms.self_approval,
             operation: self.gate.as_ref().map(|g| g.operation.clone()),
-            ancestry: self.ancestry.clone(),
-            context: self.context.clone(),
+            ancestry: request.ancestry.clone(),
+            context: request.context.clone(),
             why: self.why.clone(),
             held_secs: now.saturating_duration_since(self.created).as_secs(),
             expires_in_secs: self.deadline.saturating_duration_since(now).as_secs(),
@@ -256,26 +255,24 @@ pub(crate) mod tests {
         let now = Instant::now();
         Hold {
             id: "h-test".into(),
+            request: Request {
+                pid: process.pid,
+                session: 1,
+                uid: Some(0),
+                program: "terraform".into(),
+                argv: vec![b"terraform".to_vec(), b"destroy".to_vec()],
+                cwd: "/".into(),
+                exe: "/usr/bin/terraform".into(),
+                ..Request::default()
+            },
             process,
-            session: 1,
-            agent: None,
-            uid: 0,
-            program: "terraform".into(),
-            argv: vec![b"terraform".to_vec(), b"destroy".to_vec()],
-            cwd: "/".into(),
-            exe: "/usr/bin/terraform".into(),
             rule: "rule-1".into(),
-            approvals_needed: 1,
+            terms: HoldTerms::gate(1, Duration::ZERO),
+            why: Vec::new(),
             approved_by: Vec::new(),
-            approvers: Vec::new(),
-            self_approval: true,
             tokens_seen: Vec::new(),
-            on_timeout: crate::policy::OnTimeout::Deny,
             traced: false,
             protection: String::new(),
-            ancestry: Vec::new(),
-            context: Vec::new(),
-            why: Vec::new(),
             created: now,
             deadline: now,
             created_unix: 0,

@@ -38,6 +38,7 @@ pub mod process;
 pub mod procfs;
 pub mod protected;
 pub mod protocol;
+pub mod request;
 pub mod seccomp;
 pub mod server;
 pub mod state;

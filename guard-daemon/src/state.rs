@@ -10,7 +10,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::OnTimeout;
+use crate::policy::HoldTerms;
 
 const FILE: &str = "requests.json";
 const FORMAT: u32 = 1;
@@ -23,24 +23,17 @@ pub struct SavedHold {
     pub start_time: u64,
     pub session: u32,
     pub rule: String,
-    pub approvals_needed: u32,
+    /// The rule's terms, flattened: the keys of older state files still read.
+    #[serde(flatten)]
+    pub terms: HoldTerms,
     /// Approver identities so far (`uid:N`, `key:PRINCIPAL`).
     pub approved_by: Vec<String>,
-    #[serde(default)]
-    pub approvers: Vec<String>,
-    #[serde(default = "yes")]
-    pub self_approval: bool,
-    pub on_timeout: OnTimeout,
     /// Seconds since the Unix epoch.
     pub created_unix: u64,
     pub deadline_unix: u64,
     pub ancestry: Vec<String>,
     #[serde(default)]
     pub why: Vec<String>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +130,22 @@ pub fn new_state(id_prefix: String) -> SavedState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::OnTimeout;
+
+    /// A state file an older guardd wrote (`approvals_needed`, no
+    /// `timeout_secs`) still reads: its holds are adopted again, not lost.
+    #[test]
+    fn an_older_saved_hold_still_reads() {
+        let old = r#"{"id":"ab12-6","pid":42,"start_time":99,"session":40,"rule":"r",
+            "approvals_needed":2,"approved_by":[],"approvers":["key:alice"],
+            "self_approval":false,"on_timeout":"deny","created_unix":1,
+            "deadline_unix":2,"ancestry":[],"why":[]}"#;
+        let hold: SavedHold = serde_json::from_str(old).unwrap();
+        assert_eq!(hold.terms.approvals, 2);
+        assert_eq!(hold.terms.approvers, vec!["key:alice".to_string()]);
+        assert!(!hold.terms.self_approval);
+        assert_eq!(hold.terms.timeout_secs, 0);
+    }
 
     #[test]
     fn state_round_trips_atomically() {
@@ -153,11 +162,14 @@ mod tests {
             start_time: 99,
             session: 40,
             rule: "r".into(),
-            approvals_needed: 2,
+            terms: HoldTerms {
+                approvals: 2,
+                approvers: vec!["key:alice".into()],
+                self_approval: false,
+                timeout_secs: 60,
+                on_timeout: OnTimeout::Deny,
+            },
             approved_by: vec!["uid:0".into()],
-            approvers: vec!["key:alice".into()],
-            self_approval: false,
-            on_timeout: OnTimeout::Deny,
             created_unix: 1,
             deadline_unix: 2,
             ancestry: vec!["42:terraform".into()],

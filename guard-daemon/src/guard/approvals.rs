@@ -75,7 +75,7 @@ impl Guard {
     fn refuse_token(&mut self, peer: Peer, id: &str, verb: &str, why: &str) -> Response {
         let hold = self.holds.get(id).expect("the caller checked the id");
         tracing::warn!(id, "refused signed {verb}: {why}");
-        let mut record = self.hold_record(hold, AuditEvent::Refuse);
+        let mut record = hold.record(AuditEvent::Refuse);
         record.approver = Some(format!("token submitted by {}", identity(peer)));
         record.channel = Some(Channel::Token);
         record.decision = Some(AuditDecision::RefusedRequest(verb.into()));
@@ -111,11 +111,11 @@ impl Guard {
             settings.max_token_ttl.as_secs(),
         )
         .map_err(|e| e.to_string())?;
-        let listed = hold.approvers.iter().any(|a| a.starts_with("key:"));
-        if listed && !hold.approvers.contains(&format!("key:{principal}")) {
+        let listed = hold.terms.approvers.iter().any(|a| a.starts_with("key:"));
+        if listed && !hold.terms.approvers.contains(&format!("key:{principal}")) {
             return Err(format!(
                 "key:{principal} is not among the rule's approvers ({})",
-                hold.approvers.join(", ")
+                hold.terms.approvers.join(", ")
             ));
         }
         Ok((principal, key, seen))
@@ -125,11 +125,18 @@ impl Guard {
     /// when the rule's number is reached.
     fn add_approval(&mut self, id: &str, approver: Approver) -> Response {
         let hold = self.holds.get_mut(id).expect("the caller checked the id");
-        let count = count_approval(&mut hold.approved_by, hold.approvals_needed, &approver.key);
+        let count = count_approval(
+            &mut hold.approved_by,
+            hold.terms.approvals_needed(),
+            &approver.key,
+        );
         if count == Count::AlreadyCounted {
             let why = format!("{} has already approved; it counts once", approver.key);
-            let mut record =
-                self.hold_record(self.holds.get(id).expect("present"), AuditEvent::Refuse);
+            let mut record = self
+                .holds
+                .get(id)
+                .expect("present")
+                .record(AuditEvent::Refuse);
             record.approver = Some(approver.display);
             record.channel = Some(approver.channel);
             record.decision = Some(AuditDecision::RefusedRequest("approve".into()));
@@ -149,7 +156,7 @@ impl Guard {
                 );
             }
             let hold = self.holds.get(id).expect("present");
-            let mut record = self.hold_record(hold, AuditEvent::Approve);
+            let mut record = hold.record(AuditEvent::Approve);
             record.decision = Some(AuditDecision::Hold);
             record.approver = Some(approver.display);
             record.channel = Some(approver.channel);
@@ -166,7 +173,7 @@ impl Guard {
             self.finish(self.hold_ending(&hold), Outcome::Exited { approver });
             return error(&format!("request {id}: the process has already exited"));
         }
-        let mut record = self.hold_record(&hold, AuditEvent::Approve);
+        let mut record = hold.record(AuditEvent::Approve);
         record.decision = Some(AuditDecision::Allow);
         record.approver = Some(approver.display.clone());
         record.channel = Some(approver.channel);
@@ -184,7 +191,7 @@ impl Guard {
     pub fn check_local_approver(&mut self, peer: Peer, id: &str) -> Result<Reauth, Response> {
         self.authorize(peer, id, "approve")?;
         let hold = self.holds.get(id).expect("authorize checked the id");
-        let agent_uid = peer.uid == hold.uid
+        let agent_uid = Some(peer.uid) == hold.request.uid
             || self
                 .sessions
                 .values()
@@ -237,7 +244,7 @@ impl Guard {
             return error(&format!("no pending request {id}"));
         };
         tracing::warn!(id, "refused approve: {why}");
-        let mut record = self.hold_record(hold, AuditEvent::Refuse);
+        let mut record = hold.record(AuditEvent::Refuse);
         record.approver = Some(identity(peer));
         record.channel = Some(Channel::Socket);
         record.decision = Some(AuditDecision::RefusedRequest("approve".into()));
@@ -297,12 +304,15 @@ impl Guard {
             terminal.then(|| self.terminal_refusal(peer.pid?)).flatten()
         })
         .or_else(|| {
-            let owner = self.sessions.get(&hold.session).map_or(hold.uid, |s| s.uid);
+            let owner = self
+                .sessions
+                .get(&hold.request.session)
+                .map_or(hold.request.uid, |s| Some(s.uid));
             local_refusal(hold, peer, owner, verb)
         });
         if let Some(why) = refusal {
             tracing::warn!(id, identity, "refused {verb}: {why}");
-            let mut record = self.hold_record(hold, AuditEvent::Refuse);
+            let mut record = hold.record(AuditEvent::Refuse);
             record.approver = Some(identity);
             record.channel = Some(Channel::Socket);
             record.decision = Some(AuditDecision::RefusedRequest(verb.into()));
@@ -372,26 +382,32 @@ fn count_approval(approved_by: &mut Vec<String>, needed: u32, key: &str) -> Coun
 /// Why a local caller (not inside a session) may not decide `hold`, if it may not.
 /// Without `approvers`, root and the command's own uid may; with them, only
 /// the users and groups listed (root and the session's owner may still deny).
-fn local_refusal(hold: &Hold, peer: Peer, owner: u32, verb: &str) -> Option<String> {
-    if verb == "approve" && !hold.self_approval && peer.uid == owner {
+/// `owner`: the session's uid (None: unknown, no uid matches it).
+fn local_refusal(hold: &Hold, peer: Peer, owner: Option<u32>, verb: &str) -> Option<String> {
+    let is_owner = Some(peer.uid) == owner;
+    if verb == "approve" && !hold.terms.self_approval && is_owner {
         return Some(format!(
-            "rule {} does not allow self-approval: uid {owner} runs the session",
-            hold.rule
+            "rule {} does not allow self-approval: uid {} runs the session",
+            hold.rule, peer.uid
         ));
     }
-    if hold.approvers.is_empty() {
-        return (peer.uid != 0 && peer.uid != hold.uid).then(|| {
+    if hold.terms.approvers.is_empty() {
+        return (peer.uid != 0 && Some(peer.uid) != hold.request.uid).then(|| {
+            let command_uid = hold
+                .request
+                .uid
+                .map_or_else(|| "unknown".to_string(), |uid| uid.to_string());
             format!(
-                "uid {} may not {verb} a request of uid {}",
-                peer.uid, hold.uid
+                "uid {} may not {verb} a request of uid {command_uid}",
+                peer.uid
             )
         });
     }
-    if verb == "deny" && (peer.uid == 0 || peer.uid == owner) {
+    if verb == "deny" && (peer.uid == 0 || is_owner) {
         return None;
     }
     let groups = peer.pid.map(procfs::groups).unwrap_or_default();
-    let listed = hold.approvers.iter().any(|approver| {
+    let listed = hold.terms.approvers.iter().any(|approver| {
         if let Some(name) = approver.strip_prefix("user:") {
             nix::unistd::User::from_name(name)
                 .ok()
@@ -410,7 +426,7 @@ fn local_refusal(hold: &Hold, peer: Peer, owner: u32, verb: &str) -> Option<Stri
         format!(
             "uid {} is not among the rule's approvers ({})",
             peer.uid,
-            hold.approvers.join(", ")
+            hold.terms.approvers.join(", ")
         )
     })
 }
@@ -443,18 +459,18 @@ mod tests {
     fn root_or_the_commands_user_may_decide_unless_the_rule_names_approvers() {
         let process = crate::process::ProcessHandle::open(std::process::id()).unwrap();
         let mut hold = crate::holds::tests::hold_of(process);
-        hold.uid = 1000;
-        let owner = 1000;
+        hold.request.uid = Some(1000);
+        let owner = Some(1000);
         assert_eq!(local_refusal(&hold, peer(0), owner, "approve"), None);
         assert_eq!(local_refusal(&hold, peer(1000), owner, "approve"), None);
         assert!(local_refusal(&hold, peer(1001), owner, "approve")
             .is_some_and(|why| why.contains("uid 1001 may not approve")));
-        hold.self_approval = false;
+        hold.terms.self_approval = false;
         assert!(local_refusal(&hold, peer(1000), owner, "approve")
             .is_some_and(|why| why.contains("does not allow self-approval")));
         assert_eq!(local_refusal(&hold, peer(1000), owner, "deny"), None);
-        hold.approvers = vec!["user:root".into()];
-        hold.self_approval = true;
+        hold.terms.approvers = vec!["user:root".into()];
+        hold.terms.self_approval = true;
         assert_eq!(local_refusal(&hold, peer(0), owner, "approve"), None);
         assert!(local_refusal(&hold, peer(1000), owner, "approve")
             .is_some_and(|why| why.contains("not among the rule's approvers")));

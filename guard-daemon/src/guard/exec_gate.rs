@@ -29,7 +29,7 @@ impl Guard {
         let command = self.stopped_command(&stop);
         let explanation = command
             .as_ref()
-            .map(|(_, _, context)| self.policy.judge(context));
+            .map(|(_, context)| self.policy.judge(context));
         let decision_us = stop
             .stopped_at_ns
             .map(|at| monotonic_ns().saturating_sub(at) / 1000);
@@ -75,7 +75,7 @@ impl Guard {
         if let Some(us) = decision_us {
             self.exec_stats.decision_us.push(us);
         }
-        let (Some((judged, exe, context)), Some(explanation)) = (command, explanation) else {
+        let (Some((judged, context)), Some(explanation)) = (command, explanation) else {
             // A stopped process whose command we cannot read is not run blind.
             self.fail_closed(
                 &process,
@@ -85,7 +85,6 @@ impl Guard {
             );
             return;
         };
-        let program = context.program;
         if stop.stop_failed && explanation.action != Action::Allow {
             self.fail_closed(
                 &process,
@@ -101,7 +100,8 @@ impl Guard {
             self.exec_stats.counts.allowed += 1;
             return;
         }
-        let mut record = self.record_for(&process, stop.session, &judged, &exe);
+        let request = Request::judged(process.pid, stop.session, judged, context);
+        let mut record = AuditRecord::from(&request);
         record.rule = explanation.rule.clone();
         record.decision_us = decision_us;
         let outcome = match explanation.action {
@@ -118,17 +118,7 @@ impl Guard {
                         .unwrap_or_else(|| "the policy forbids it".into()),
                 }
             }
-            Action::Hold => {
-                return self.raise_hold(
-                    process,
-                    stop.session,
-                    program,
-                    judged,
-                    exe,
-                    &explanation,
-                    record,
-                )
-            }
+            Action::Hold => return self.raise_hold(process, request, &explanation, record),
         };
         let stderr = notice::stderr_of(&process);
         let ending = Ending {
@@ -138,17 +128,17 @@ impl Guard {
                 traced: false,
             },
             request: None,
-            subject: display_argv(&judged),
+            subject: request.command(),
             stderr: stderr.as_ref(),
             record,
         };
         self.finish(ending, outcome);
     }
 
-    /// The stopped process's judged argv, exe and command context (cwd,
+    /// The stopped process's judged argv and command context (cwd,
     /// environment and uid only where a rule may read them), or None when its
     /// command line cannot be read.
-    fn stopped_command(&self, stop: &Stop<'_>) -> Option<(Vec<Vec<u8>>, String, CommandContext)> {
+    fn stopped_command(&self, stop: &Stop<'_>) -> Option<(Vec<Vec<u8>>, CommandContext)> {
         let argv = procfs::cmdline(stop.pid).ok().filter(|a| !a.is_empty())?;
         let exe = procfs::link(stop.pid, "exe");
         let (program, judged) = procfs::judged_command(stop.comm, &exe, &argv);
@@ -162,57 +152,41 @@ impl Guard {
             cwd: None,
             env: Vec::new(),
             uid: None,
-            agent: self
-                .sessions
-                .get(&stop.session)
-                .and_then(|s| s.agent.clone()),
+            agent: self.agent_of(stop.session),
         };
         if self.policy.reads_context(&context.program, Some(&exe)) {
             let mut env_names = self.policy.env_names();
-            env_names.extend_from_slice(CONTEXT_ENV);
+            env_names.extend_from_slice(crate::request::CONTEXT_ENV);
             context.cwd = Some(procfs::link(stop.pid, "cwd"));
             context.env = procfs::environ(stop.pid, &env_names);
             context.uid = procfs::uid(stop.pid).ok();
         }
-        Some((judged, exe, context))
+        Some((judged, context))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Holds a stopped command the policy said to hold: the rule's terms
+    /// go with it unchanged.
     pub(super) fn raise_hold(
         &mut self,
         process: ProcessHandle,
-        session: u32,
-        program: String,
-        argv: Vec<Vec<u8>>,
-        exe: String,
+        request: Request,
         explanation: &Explanation,
         mut record: AuditRecord,
     ) {
         let now = Instant::now();
-        let timeout = Duration::from_secs(explanation.timeout_secs);
+        let timeout = explanation.terms.timeout();
         let id = self.holds.next_id();
         let stderr = notice::stderr_of(&process);
         let mut hold = Hold {
             id: id.clone(),
-            session,
-            agent: self.sessions.get(&session).and_then(|s| s.agent.clone()),
-            uid: procfs::uid(process.pid).unwrap_or(u32::MAX),
-            program,
-            cwd: procfs::link(process.pid, "cwd"),
-            exe,
-            argv,
+            request,
             rule: explanation.rule.clone().unwrap_or_default(),
-            approvals_needed: explanation.approvals.max(1),
+            terms: explanation.terms.clone(),
+            why: explanation.why.clone(),
+            approved_by: Vec::new(),
+            tokens_seen: Vec::new(),
             traced: false,
             protection: "ptrace-stop: only guardd can release it".into(),
-            approved_by: Vec::new(),
-            approvers: explanation.approvers.clone(),
-            self_approval: explanation.self_approval,
-            tokens_seen: Vec::new(),
-            on_timeout: explanation.on_timeout,
-            ancestry: record.ancestry.clone(),
-            context: record.context.clone(),
-            why: explanation.why.clone(),
             created: now,
             deadline: now + timeout,
             created_unix: unix_now(),
@@ -226,16 +200,17 @@ impl Guard {
         if let Some(continuation) = self.kernel.continued_by(hold.process.pid) {
             let mut ending = self.hold_ending(&hold);
             ending.request = None;
-            ending.record = stop_ending(hold.process.pid, None, hold.session, None, None).record;
+            ending.record =
+                stop_ending(hold.process.pid, None, hold.request.session, None, None).record;
             self.finish(ending, Outcome::Continued(continuation));
             return;
         }
         self.exec_stats.counts.held += 1;
         if let Some(stderr) = &hold.stderr {
-            let who = if hold.approvers.is_empty() {
+            let who = if hold.terms.approvers.is_empty() {
                 "root or the command's own user".to_string()
             } else {
-                hold.approvers.join(", ")
+                hold.terms.approvers.join(", ")
             };
             notice::write(
                 stderr,
@@ -245,7 +220,7 @@ impl Guard {
                      it is denied in {}.{} Do not try to approve or bypass it.\n",
                     hold.command(),
                     hold.rule,
-                    hold.approvals_needed,
+                    hold.terms.approvals_needed(),
                     format_duration(timeout),
                     self.same_uid_auth().notice_warning(),
                 ),

@@ -334,7 +334,7 @@ impl super::Guard {
             request: Some(hold.id.clone()),
             subject,
             stderr: hold.stderr.as_ref(),
-            record: self.hold_record(hold, AuditEvent::Hold),
+            record: hold.record(AuditEvent::Hold),
         }
     }
 }

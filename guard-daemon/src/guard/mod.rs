@@ -8,11 +8,11 @@ use std::{
 
 use finish::{lsm_call_ending, stop_ending, Ending, Held, Outcome};
 use guard_common::{Event, EventKind, SessionEntry, SESSION_DETECTED, SESSION_LAUNCHED};
-use record::{ancestry, context_of, identity};
+use record::identity;
 
 use crate::{
     audit::{AuditDecision, AuditEvent, AuditLog, AuditRecord, Channel},
-    escape::{display_argv, escape_bytes},
+    escape::escape_bytes,
     holds::{format_duration, Hold, HoldRegistry},
     kernel::{Continuation, Kernel, ProgramSets},
     notice,
@@ -21,6 +21,7 @@ use crate::{
     procfs,
     protected::OwnFiles,
     protocol::{GateStats, HoldState, PolicySummary, Response, SessionView, StatusView},
+    request::Request,
     state::{SavedSession, SavedState, StateStore},
     stats::ExecStats,
     tracer::Tracer,
@@ -29,15 +30,6 @@ use crate::{
 /// A process stopped by the kernel is raised from the HELD map when its ring
 /// buffer event has not arrived after this long.
 const RECOVERY_GRACE: Duration = Duration::from_secs(1);
-/// Environment variables that say where a command acts; recorded with holds.
-const CONTEXT_ENV: &[&str] = &[
-    "AWS_PROFILE",
-    "AWS_REGION",
-    "KUBECONFIG",
-    "CLOUDSDK_CORE_PROJECT",
-    "TF_WORKSPACE",
-];
-
 #[derive(Debug, Clone)]
 pub struct Session {
     pub id: u32,

@@ -73,9 +73,8 @@ impl Guard {
             .map(|a| escape_bytes(a))
             .collect();
         let operation = format!("{what} pid {target} ({comm}: {})", target_argv.join(" "));
-        let argv = procfs::cmdline(tgid).unwrap_or_default();
-        let exe = procfs::link(tgid, "exe");
-        let mut record = self.record_for(&process, session, &argv, &exe);
+        let request = self.request_of(process.pid, session);
+        let mut record = AuditRecord::from(&request);
         record.event = Some(AuditEvent::Deny);
         record.decision = Some(AuditDecision::Deny);
         record.rule = Some(RULE.into());
@@ -137,9 +136,8 @@ impl Guard {
         process: ProcessHandle,
         entry: guard_common::GateHeldEntry,
     ) {
-        let argv = procfs::cmdline(process.pid).unwrap_or_default();
-        let exe = procfs::link(process.pid, "exe");
-        let mut record = self.record_for(&process, entry.session_id, &argv, &exe);
+        let request = self.request_of(process.pid, entry.session_id);
+        let mut record = AuditRecord::from(&request);
         record.rule = Some(RULE.into());
         record.operation = Some("connect (unix socket served from outside)".into());
         let subject = "connect".to_string();
@@ -201,23 +199,19 @@ impl Guard {
             except: Vec::new(),
             action: Action::Hold,
             operations: Vec::new(),
-            approvals: 1,
-            timeout: self.policy.hold_timeout,
+            terms: crate::policy::HoldTerms::gate(1, self.policy.hold_timeout),
             message: None,
         };
-        let argv = procfs::cmdline(process.pid).unwrap_or_default();
-        let exe = procfs::link(process.pid, "exe");
-        let mut record = self.record_for(&process, session, &argv, &exe);
+        let request = self.request_of(process.pid, session);
+        let mut record = AuditRecord::from(&request);
         record.rule = Some(RULE.into());
         record.operation = Some(operation.clone());
         self.raise_gate_hold(GateRequest {
-            session,
             operation_name: "connect",
             waiter,
             group: connect_group(&process, path),
             process,
-            argv,
-            exe,
+            request,
             protection,
             operation,
             record,

@@ -35,7 +35,7 @@ impl Guard {
         let outcome = Outcome::TimedOut {
             waited: format_duration(hold.deadline - hold.created),
             // The rule's author chose this; it is audited like an approval.
-            allow: hold.on_timeout == OnTimeout::Allow,
+            allow: hold.terms.on_timeout == OnTimeout::Allow,
         };
         self.finish(self.hold_ending(&hold), outcome);
     }

@@ -53,30 +53,28 @@ impl Guard {
                 &exe,
                 &procfs::cmdline(entry.pid).unwrap_or_default(),
             );
+            let request = Request::with_command(
+                entry.pid,
+                entry.session,
+                self.agent_of(entry.session),
+                program,
+                argv,
+                exe,
+            );
             let hold = Hold {
                 id: entry.id.clone(),
-                session: entry.session,
-                agent: self
-                    .sessions
-                    .get(&entry.session)
-                    .and_then(|s| s.agent.clone()),
-                uid: procfs::uid(entry.pid).unwrap_or(u32::MAX),
-                program,
-                cwd: procfs::link(entry.pid, "cwd"),
-                exe,
-                argv,
+                request: Request {
+                    // What was seen when it was held, not what its parents are now.
+                    ancestry: entry.ancestry,
+                    ..request
+                },
                 rule: entry.rule,
-                approvals_needed: entry.approvals_needed,
+                terms: entry.terms,
+                why: entry.why,
                 approved_by: entry.approved_by,
-                approvers: entry.approvers,
-                self_approval: entry.self_approval,
                 tokens_seen: Vec::new(),
-                on_timeout: entry.on_timeout,
                 traced: false,
                 protection: "ptrace-stop: only guardd can release it".into(),
-                ancestry: entry.ancestry,
-                context: context_of(entry.pid),
-                why: entry.why,
                 created: now - Duration::from_secs(now_unix.saturating_sub(entry.created_unix)),
                 deadline: now + Duration::from_secs(entry.deadline_unix.saturating_sub(now_unix)),
                 created_unix: entry.created_unix,
@@ -85,7 +83,7 @@ impl Guard {
                 gate: None,
                 process,
             };
-            let mut record = self.hold_record(&hold, AuditEvent::Readopt);
+            let mut record = hold.record(AuditEvent::Readopt);
             record.decision = Some(AuditDecision::Hold);
             self.protect_and_insert(hold, record);
         }

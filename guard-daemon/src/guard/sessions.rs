@@ -53,7 +53,7 @@ impl Guard {
         record.agent = agent.clone();
         record.uid = Some(uid);
         record.argv = argv.iter().map(|a| escape_bytes(a)).collect();
-        record.ancestry = ancestry(id);
+        record.ancestry = crate::request::ancestry(id);
         record.reason = Some(origin.into());
         self.audit.write(&record);
         let new_owner = !self.sessions.values().any(|s| s.uid == uid);

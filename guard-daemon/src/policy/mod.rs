@@ -23,7 +23,9 @@ pub use file::{LocalAuth, OnTimeout};
 pub use matcher::ArgPattern;
 use rule::Judged;
 pub use rule::{basename, CommandContext, Rule};
-pub use settings::{Action, Agents, ApprovalSettings, EscapeMode, Explanation, GateMode};
+pub use settings::{
+    Action, Agents, ApprovalSettings, EscapeMode, Explanation, GateMode, HoldTerms,
+};
 use spec::Spec;
 
 /// The policy compiled into guardd, used when no `--config` is given.
@@ -132,11 +134,7 @@ impl Policy {
                 matched,
                 why,
                 message: rule.message.clone(),
-                timeout_secs: rule.timeout.as_secs(),
-                approvals: rule.approvals,
-                approvers: rule.approvers.clone(),
-                self_approval: rule.self_approval,
-                on_timeout: rule.on_timeout,
+                terms: rule.terms.clone(),
             },
             None => Explanation {
                 action: Action::Allow,
@@ -145,11 +143,7 @@ impl Policy {
                 matched,
                 why: Vec::new(),
                 message: None,
-                timeout_secs: 0,
-                approvals: 0,
-                approvers: Vec::new(),
-                self_approval: true,
-                on_timeout: OnTimeout::Deny,
+                terms: HoldTerms::none(),
             },
         }
     }

@@ -93,11 +93,7 @@ pub struct Rule {
     uid: Vec<u32>,
     agents: Vec<String>,
     pub action: Action,
-    pub approvals: u32,
-    pub approvers: Vec<String>,
-    pub self_approval: bool,
-    pub timeout: Duration,
-    pub on_timeout: OnTimeout,
+    pub terms: super::HoldTerms,
     pub message: Option<String>,
 }
 
@@ -194,11 +190,13 @@ impl Rule {
             uid: file.uid.clone(),
             agents: file.agents.clone(),
             action,
-            approvals: file.approvals.unwrap_or(1),
-            approvers: file.approvers.clone(),
-            self_approval: file.self_approval.unwrap_or(true),
-            timeout: file.timeout.unwrap_or(default_timeout),
-            on_timeout: file.on_timeout.unwrap_or(OnTimeout::Deny),
+            terms: super::HoldTerms {
+                approvals: file.approvals.unwrap_or(1),
+                approvers: file.approvers.clone(),
+                self_approval: file.self_approval.unwrap_or(true),
+                timeout_secs: file.timeout.unwrap_or(default_timeout).as_secs(),
+                on_timeout: file.on_timeout.unwrap_or(OnTimeout::Deny),
+            },
             message: file.message.clone(),
         })
     }

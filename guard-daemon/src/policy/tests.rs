@@ -93,10 +93,13 @@ fn explanations_say_why() {
 fn timeouts_come_from_rule_or_defaults() {
     let p = test_policy();
     assert_eq!(
-        p.rule("tf-destroy").unwrap().timeout,
+        p.rule("tf-destroy").unwrap().terms.timeout(),
         Duration::from_secs(90)
     );
-    assert_eq!(p.rule("tf-log").unwrap().timeout, Duration::from_secs(5));
+    assert_eq!(
+        p.rule("tf-log").unwrap().terms.timeout(),
+        Duration::from_secs(5)
+    );
 }
 
 #[test]

@@ -255,9 +255,8 @@ impl Guard {
             })
             .unwrap_or_else(|| format!("under {}", root.path.display()));
         let operation_text = format!("{} {described}", operation.name());
-        let argv = procfs::cmdline(pid).unwrap_or_default();
-        let exe = procfs::link(pid, "exe");
-        let mut record = self.record_for(&process, entry.session_id, &argv, &exe);
+        let request = self.request_of(process.pid, entry.session_id);
+        let mut record = AuditRecord::from(&request);
         record.rule = Some(protection.id.clone());
         record.operation = Some(operation_text.clone());
         let group = GateGroup {
@@ -267,15 +266,13 @@ impl Guard {
             root: root.path.clone(),
         };
         self.raise_gate_hold(GateRequest {
-            session: entry.session_id,
             operation_name: operation.name(),
             waiter: GateWaiter::Lsm {
                 root: entry.root,
                 start_ns: entry.start_ns,
             },
             process,
-            argv,
-            exe,
+            request,
             protection,
             group,
             operation: operation_text,

@@ -4,22 +4,17 @@
 use super::*;
 use crate::{
     holds::{GateGroup, GateHold, GateWaiter},
-    policy::{
-        basename,
-        protect::{Protected, ProtectedSet},
-    },
+    policy::protect::{Protected, ProtectedSet},
     seccomp::{Call, Listener, Verdict},
 };
 
 /// A protected call to hold, with what was read about its process.
 pub(in crate::guard) struct GateRequest {
-    pub session: u32,
     /// `unlink`, `rename`, ...
     pub operation_name: &'static str,
     pub waiter: GateWaiter,
     pub process: ProcessHandle,
-    pub argv: Vec<Vec<u8>>,
-    pub exe: String,
+    pub request: Request,
     pub protection: crate::policy::protect::Protection,
     pub group: GateGroup,
     pub operation: String,
@@ -140,9 +135,8 @@ impl Guard {
                 return verdict;
             }
         }
-        let argv = procfs::cmdline(tgid).unwrap_or_default();
-        let exe = procfs::link(tgid, "exe");
-        let mut record = self.record_for(&process, listener.session, &argv, &exe);
+        let request = self.request_of(process.pid, listener.session);
+        let mut record = AuditRecord::from(&request);
         record.rule = Some(protection.id.clone());
         record.operation = Some(operation.clone());
         match protection.action {
@@ -162,15 +156,13 @@ impl Guard {
             }
             Action::Hold => {
                 self.raise_gate_hold(GateRequest {
-                    session: listener.session,
                     operation_name: call.operation.name(),
                     waiter: GateWaiter::Seccomp {
                         listener: listener.clone(),
                         waiting: vec![call.id],
                     },
                     process,
-                    argv,
-                    exe,
+                    request,
                     protection,
                     group,
                     operation,
@@ -206,12 +198,10 @@ impl Guard {
 
     pub(in crate::guard) fn raise_gate_hold(&mut self, request: GateRequest) {
         let GateRequest {
-            session,
             operation_name,
             waiter,
             process,
-            argv,
-            exe,
+            request,
             protection,
             group,
             operation,
@@ -228,23 +218,12 @@ impl Guard {
         );
         let hold = Hold {
             id: id.clone(),
-            session,
-            agent: self
-                .sessions
-                .get(&session)
-                .and_then(|s| s.agent.clone()),
-            uid: record.uid.unwrap_or(u32::MAX),
-            program: basename(&exe).to_string(),
-            cwd: record.cwd.clone().unwrap_or_default(),
-            exe,
-            argv,
+            request,
             rule: protection.id.clone(),
-            approvals_needed: protection.approvals,
+            terms: protection.terms.clone(),
+            why: vec![why],
             approved_by: Vec::new(),
-            approvers: Vec::new(),
-            self_approval: true,
             tokens_seen: Vec::new(),
-            on_timeout: OnTimeout::Deny,
             traced: false,
             protection: match waiter {
                 GateWaiter::Seccomp { .. } => {
@@ -254,13 +233,10 @@ impl Guard {
                     "BPF LSM: the process is stopped; only guardd may continue it, and its call restarts".into()
                 }
             },
-            ancestry: record.ancestry.clone(),
-            context: record.context.clone(),
-            why: vec![why],
             created: now,
-            deadline: now + protection.timeout,
+            deadline: now + protection.terms.timeout(),
             created_unix: unix_now(),
-            deadline_unix: unix_now() + protection.timeout.as_secs(),
+            deadline_unix: unix_now() + protection.terms.timeout_secs,
             stderr: notice::stderr_of(&process),
             gate: Some(GateHold {
                 waiter,
@@ -277,8 +253,8 @@ impl Guard {
                      {} approval(s) from root or the session's user, given outside this agent \
                      session; without a decision it fails in {}.{} Do not try to approve or bypass it.\n",
                     protection.id,
-                    protection.approvals,
-                    format_duration(protection.timeout),
+                    protection.terms.approvals_needed(),
+                    format_duration(protection.terms.timeout()),
                     self.same_uid_auth().notice_warning(),
                 ),
             );
@@ -305,7 +281,7 @@ impl Guard {
                 }
             }
             GateWaiter::Lsm { root, start_ns } => {
-                let record = self.hold_record(hold, AuditEvent::Error);
+                let record = hold.record(AuditEvent::Error);
                 self.answer_lsm_call(&hold.process, *root, *start_ns, allowed, &record);
             }
         }

@@ -14,7 +14,7 @@ use guard_common::{
 };
 use serde::Deserialize;
 
-use super::Action;
+use super::{Action, HoldTerms};
 pub use matching::{Protected, ProtectedSet};
 
 /// The operations the gate sees.
@@ -112,8 +112,8 @@ pub struct Protection {
     pub except: Vec<String>,
     pub action: Action,
     pub operations: Vec<Operation>,
-    pub approvals: u32,
-    pub timeout: Duration,
+    /// What its holds need: approvals and timeout from the entry, the rest fixed.
+    pub terms: HoldTerms,
     pub message: Option<String>,
 }
 
@@ -149,8 +149,10 @@ impl ProtectFile {
                 .operations
                 .clone()
                 .unwrap_or_else(|| Operation::ALL.to_vec()),
-            approvals: self.approvals.unwrap_or(1).max(1),
-            timeout: self.timeout.unwrap_or(default_timeout),
+            terms: HoldTerms::gate(
+                self.approvals.unwrap_or(1),
+                self.timeout.unwrap_or(default_timeout),
+            ),
             message: self.message.clone(),
         })
     }
@@ -197,8 +199,7 @@ impl super::Policy {
             except: Vec::new(),
             action: Action::Deny,
             operations: Operation::ALL.to_vec(),
-            approvals: 1,
-            timeout: self.hold_timeout,
+            terms: HoldTerms::gate(1, self.hold_timeout),
             message: Some(
                 "agent-guard's own files (policy, policy.d, pins, state, audit log, socket) \
                  cannot be changed from inside an agent session"
