@@ -252,7 +252,7 @@ pub fn teardown(pin_dir: &Path, state_dir: &Path, audit_log: &Path) -> anyhow::R
             .into_iter()
             .map(|(pid, continued)| (pid, (continued, None)))
             .collect();
-    let state = StateStore::open(state_dir)?;
+    let mut state = StateStore::open(state_dir)?;
     if let Ok(Some(saved)) = state.load() {
         for hold in &saved.holds {
             held.entry(hold.pid).or_default().1 = Some(hold.start_time);

@@ -58,6 +58,8 @@ pub struct SavedState {
 
 pub struct StateStore {
     dir: PathBuf,
+    /// What the file holds as far as this guardd knows: it is written only on change.
+    written: Option<SavedState>,
 }
 
 impl StateStore {
@@ -69,10 +71,11 @@ impl StateStore {
             .create(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            written: None,
         })
     }
 
-    pub fn load(&self) -> Result<Option<SavedState>, String> {
+    pub fn load(&mut self) -> Result<Option<SavedState>, String> {
         let path = self.dir.join(FILE);
         let text = match fs::read(&path) {
             Ok(text) => text,
@@ -88,7 +91,18 @@ impl StateStore {
                 state.format
             ));
         }
+        self.written = Some(state.clone());
         Ok(Some(state))
+    }
+
+    /// Writes `state` unless the file holds it already.
+    pub fn save_if_changed(&mut self, state: SavedState) -> std::io::Result<()> {
+        if self.written.as_ref() == Some(&state) {
+            return Ok(());
+        }
+        self.save(&state)?;
+        self.written = Some(state);
+        Ok(())
     }
 
     pub fn save(&self, state: &SavedState) -> std::io::Result<()> {
@@ -152,7 +166,7 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("agent-guard-state-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let store = StateStore::open(&dir).unwrap();
+        let mut store = StateStore::open(&dir).unwrap();
         assert_eq!(store.load().unwrap(), None);
         let mut state = new_state("ab12".into());
         state.next_id = 7;

@@ -83,7 +83,7 @@ impl Guard {
         self.sync_reporting();
         self.report_stops_killed();
         let lost = self.kernel.events_lost();
-        if !self.held_scan.due(lost, now) {
+        if !self.exec_gate.held_scan_due(lost, now) {
             return;
         }
         let grace_ns = RECOVERY_GRACE.as_nanos() as u64;
@@ -113,7 +113,7 @@ impl Guard {
                 }
                 // This guardd forgets a stop as it lets it go: only an
                 // earlier one can have let go a stop it still lists.
-                Recorded::LetGo if entry.ktime_ns < self.started_ns => {
+                Recorded::LetGo if self.exec_gate.before_start(entry.ktime_ns) => {
                     self.leave_let_go(pid, entry.session_id, None);
                     continue;
                 }
@@ -122,7 +122,7 @@ impl Guard {
                 Recorded::LetGo => true,
             };
             tracing::warn!(pid, "raising a stop whose event was lost");
-            self.exec_stats.counts.recovered_from_map += 1;
+            self.exec_gate.stats.counts.recovered_from_map += 1;
             self.on_stop(Stop {
                 pid,
                 session: entry.session_id,
@@ -132,6 +132,6 @@ impl Guard {
                 stop_failed: running,
             });
         }
-        self.held_scan.done(lost, now, waiting);
+        self.exec_gate.held_scan_done(lost, now, waiting);
     }
 }

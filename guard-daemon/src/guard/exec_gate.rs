@@ -3,6 +3,78 @@
 //! continued, or that cannot be read, fail closed.
 use super::*;
 
+/// The exec gate's own state: its counters, the schedule of HELD map reads
+/// and what the kernel last said of the stops it killed.
+pub(super) struct ExecGate {
+    pub(super) stats: ExecStats,
+    held_scan: HeldScan,
+    /// The kernel's count of stops it killed for lack of room, as last reported.
+    stops_killed_seen: u64,
+    /// When this guardd started (CLOCK_MONOTONIC ns): stops the kernel
+    /// recorded before it may have been let go by an earlier guardd.
+    started_ns: u64,
+}
+
+impl ExecGate {
+    pub(super) fn new() -> Self {
+        Self {
+            stats: ExecStats::default(),
+            held_scan: HeldScan::default(),
+            stops_killed_seen: 0,
+            started_ns: monotonic_ns(),
+        }
+    }
+
+    /// Whether the HELD map is to be read now (`lost`: the ring buffer's
+    /// lost-event count).
+    pub(super) fn held_scan_due(&self, lost: u64, now: Instant) -> bool {
+        self.held_scan.due(lost, now)
+    }
+
+    /// `waiting`: a stop still waits out its grace, so read again soon.
+    pub(super) fn held_scan_done(&mut self, lost: u64, now: Instant, waiting: bool) {
+        self.held_scan.done(lost, now, waiting);
+    }
+
+    /// Whether the kernel recorded a stop at `ktime_ns` before this guardd started.
+    pub(super) fn before_start(&self, ktime_ns: u64) -> bool {
+        ktime_ns < self.started_ns
+    }
+
+    /// How many more stops the kernel killed since last asked (`total`: its count).
+    fn newly_killed(&mut self, total: u64) -> Option<u64> {
+        let killed = total
+            .checked_sub(self.stops_killed_seen)
+            .filter(|n| *n > 0)?;
+        self.stops_killed_seen = total;
+        Some(killed)
+    }
+}
+
+/// Reading the HELD map costs a syscall per entry, and a hash map read while
+/// the kernel deletes from it starts over: so it is read when events were
+/// lost, while a stop waits out its grace, and every few seconds otherwise.
+#[derive(Default)]
+struct HeldScan {
+    lost_seen: u64,
+    next: Option<Instant>,
+    again: bool,
+}
+
+impl HeldScan {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn due(&self, lost: u64, now: Instant) -> bool {
+        self.again || lost != self.lost_seen || self.next.is_none_or(|next| now >= next)
+    }
+
+    fn done(&mut self, lost: u64, now: Instant, waiting: bool) {
+        self.lost_seen = lost;
+        self.next = Some(now + Self::EVERY);
+        self.again = waiting;
+    }
+}
+
 impl Guard {
     /// An ExecHeld event is stale when the kernel no longer lists that stop
     /// (or lists a later one) and the process is not stopped. With no entry
@@ -15,9 +87,10 @@ impl Guard {
     }
 
     pub(super) fn on_stop(&mut self, stop: Stop<'_>) {
-        self.exec_stats.counts.stops += 1;
+        self.exec_gate.stats.counts.stops += 1;
         if let Some(at) = stop.stopped_at_ns {
-            self.exec_stats
+            self.exec_gate
+                .stats
                 .event_us
                 .push(monotonic_ns().saturating_sub(at) / 1000);
         }
@@ -55,9 +128,9 @@ impl Guard {
                 }
                 return;
             }
-            self.exec_stats.counts.allowed += 1;
+            self.exec_gate.stats.counts.allowed += 1;
             if let Some(us) = decision_us {
-                self.exec_stats.decision_us.push(us);
+                self.exec_gate.stats.decision_us.push(us);
             }
             return;
         }
@@ -73,7 +146,7 @@ impl Guard {
             return;
         }
         if let Some(us) = decision_us {
-            self.exec_stats.decision_us.push(us);
+            self.exec_gate.stats.decision_us.push(us);
         }
         let (Some((judged, context)), Some(explanation)) = (command, explanation) else {
             // A stopped process whose command we cannot read is not run blind.
@@ -97,7 +170,7 @@ impl Guard {
         if explanation.action == Action::Allow {
             let ending = stop_ending(stop.pid, Some(&process), stop.session, None, None);
             self.finish(ending, Outcome::PolicyAllowed { audited: false });
-            self.exec_stats.counts.allowed += 1;
+            self.exec_gate.stats.counts.allowed += 1;
             return;
         }
         let request = Request::judged(process.pid, stop.session, judged, context);
@@ -106,11 +179,11 @@ impl Guard {
         record.decision_us = decision_us;
         let outcome = match explanation.action {
             Action::Allow | Action::Audit => {
-                self.exec_stats.counts.allowed += 1;
+                self.exec_gate.stats.counts.allowed += 1;
                 Outcome::PolicyAllowed { audited: true }
             }
             Action::Deny => {
-                self.exec_stats.counts.denied += 1;
+                self.exec_gate.stats.counts.denied += 1;
                 Outcome::PolicyDenied {
                     message: explanation
                         .message
@@ -152,7 +225,7 @@ impl Guard {
             cwd: None,
             env: Vec::new(),
             uid: None,
-            agent: self.agent_of(stop.session),
+            agent: self.sessions.agent_of(stop.session),
         };
         if self.policy.reads_context(&context.program, Some(&exe)) {
             let mut env_names = self.policy.env_names();
@@ -205,7 +278,7 @@ impl Guard {
             self.finish(ending, Outcome::Continued(continuation));
             return;
         }
-        self.exec_stats.counts.held += 1;
+        self.exec_gate.stats.counts.held += 1;
         if let Some(stderr) = &hold.stderr {
             let who = if hold.terms.approvers.is_empty() {
                 "root or the command's own user".to_string()
@@ -310,11 +383,9 @@ impl Guard {
     /// to record (they never ran; a stop nothing records would stay forever).
     pub(super) fn report_stops_killed(&mut self) {
         let total = self.kernel.stops_killed();
-        if total <= self.stops_killed_seen {
+        let Some(killed) = self.exec_gate.newly_killed(total) else {
             return;
-        }
-        let killed = total - self.stops_killed_seen;
-        self.stops_killed_seen = total;
+        };
         let why = format!(
             "{killed} watched exec(s) killed by the kernel: neither the map of stops nor the event \
              ring buffer had room to record them ({total} since the maps were created; fail closed)"

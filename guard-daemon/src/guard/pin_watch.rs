@@ -9,15 +9,29 @@ use super::*;
 /// How often the pins are looked at (a stat per pin).
 pub(super) const PIN_CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// When the pins were last looked at, and how often they had to be put back.
+#[derive(Default)]
+pub(super) struct PinWatch {
+    checked: Option<Instant>,
+    repairs: u64,
+}
+
+impl PinWatch {
+    /// Whether to look now; if so, counts this look.
+    fn due(&mut self, now: Instant) -> bool {
+        if self.checked.is_some_and(|at| now - at < PIN_CHECK_EVERY) {
+            return false;
+        }
+        self.checked = Some(now);
+        true
+    }
+}
+
 impl Guard {
     pub(super) fn watch_pins(&mut self, now: Instant) {
-        if self
-            .pins_checked
-            .is_some_and(|at| now - at < PIN_CHECK_EVERY)
-        {
+        if !self.pins.due(now) {
             return;
         }
-        self.pins_checked = Some(now);
         let (repinned, failure) = match self.kernel.repin_missing() {
             Ok(repinned) if repinned.is_empty() => return,
             Ok(repinned) => (repinned, None),
@@ -34,7 +48,7 @@ impl Guard {
                 format!("pins under {dir} were removed and could not be pinned again: {err}")
             }
         };
-        self.pin_repairs += 1;
+        self.pins.repairs += 1;
         tracing::error!("{reason}");
         let mut record = AuditRecord::new(AuditEvent::Error);
         record.reason = Some(reason);
@@ -51,7 +65,7 @@ impl Guard {
              repaired {} time(s) since start (a re-pin that fails is audited: that program is then DETACHED)",
             self.kernel.pin_dir().display(),
             PIN_CHECK_EVERY.as_secs(),
-            self.pin_repairs
+            self.pins.repairs
         );
         let root = match self.kernel.lsm_missing() {
             None => "root sessions: the BPF LSM keeps them from signalling or tracing guardd, \

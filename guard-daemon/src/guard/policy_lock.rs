@@ -25,16 +25,16 @@ impl Guard {
     /// kernel keeps session processes off them.
     pub(super) fn start_policy_lock(&mut self) {
         if let Some(why) = self.kernel.lsm_missing().map(str::to_string) {
-            let Some(paths) = self.policy_paths.clone() else {
-                self.policy_files.how = "none: guardd runs the embedded policy (no file)".into();
+            let Some(paths) = self.own.policy_paths.clone() else {
+                self.own.lock.how = "none: guardd runs the embedded policy (no file)".into();
                 return;
             };
             let (send, receive) = std::sync::mpsc::channel();
             let sessions = self.kernel.pin_dir().join("maps/SESSIONS");
             match PolicyLock::start(&sessions, send) {
                 Ok(lock) => {
-                    self.policy_files.lock = Some(lock);
-                    self.policy_files.refusals = Some(receive);
+                    self.own.lock.lock = Some(lock);
+                    self.own.lock.refusals = Some(receive);
                     self.mark_policy_files();
                 }
                 Err(err) => {
@@ -42,7 +42,7 @@ impl Guard {
                     let mut record = AuditRecord::new(AuditEvent::Error);
                     record.reason = Some(format!("policy files not guarded by fanotify: {err}"));
                     self.audit.write(&record);
-                    self.policy_files.how = format!(
+                    self.own.lock.how = format!(
                         "NOT WORKING: fanotify failed ({err}); the BPF LSM does not run ({why}); \
                          only the syscall gate's reports refuse a reload ({})",
                         paths.config.display()
@@ -50,7 +50,7 @@ impl Guard {
                 }
             }
         } else {
-            self.policy_files.how =
+            self.own.lock.how =
                 "BPF LSM: session processes may not write, truncate, unlink or rename them".into();
         }
     }
@@ -58,12 +58,12 @@ impl Guard {
     /// (Re)marks the config file and `policy.d`: a reload may follow a
     /// replacement of either, and a new inode carries no mark.
     pub(super) fn mark_policy_files(&mut self) {
-        let (Some(lock), Some(paths)) = (&self.policy_files.lock, &self.policy_paths) else {
+        let (Some(lock), Some(paths)) = (&self.own.lock.lock, &self.own.policy_paths) else {
             return;
         };
         let marked = lock.mark(&paths.config, &paths.dropins);
         let marked: Vec<String> = marked.iter().map(|p| p.display().to_string()).collect();
-        self.policy_files.how = format!(
+        self.own.lock.how = format!(
             "fanotify permission events (no BPF LSM here): a session process's open of {} is \
              refused (EPERM); renames and unlinks are left to the syscall gate",
             if marked.is_empty() {
@@ -76,7 +76,7 @@ impl Guard {
 
     /// Audits the opens the fanotify thread refused since the last tick.
     pub(super) fn audit_policy_lock(&mut self) {
-        let Some(refusals) = &self.policy_files.refusals else {
+        let Some(refusals) = &self.own.lock.refusals else {
             return;
         };
         let refused: Vec<Refusal> = refusals.try_iter().collect();
@@ -104,6 +104,6 @@ impl Guard {
     }
 
     pub(super) fn policy_files_status(&self) -> String {
-        self.policy_files.how.clone()
+        self.own.lock.how.clone()
     }
 }

@@ -114,10 +114,10 @@ impl Guard {
         operation: Operation,
         paths: &[PathBuf],
     ) {
-        let Some(policy_paths) = &self.policy_paths else {
+        let Some(policy_paths) = &self.own.policy_paths else {
             return;
         };
-        let locked = self.policy_files.locks_opens();
+        let locked = self.own.lock.locks_opens();
         for write in policy_writes(policy_paths, pid, session, uid, operation, paths) {
             if locked && operation == Operation::Write && write.path == policy_paths.config {
                 // fanotify refused that open: the config file is as it was.
@@ -129,22 +129,23 @@ impl Guard {
                 operation = write.operation,
                 "a session process changed a policy file: the next reload is refused"
             );
-            self.policy_writes.retain(|w| w.path != write.path);
-            self.policy_writes.push(write);
+            self.own.writes.retain(|w| w.path != write.path);
+            self.own.writes.push(write);
         }
     }
 
     /// The changes by session processes that still stand; the others are forgotten.
     pub(super) fn standing_policy_writes(&mut self) -> Vec<PolicyWrite> {
         for write in self
-            .policy_writes
+            .own
+            .writes
             .iter_mut()
             .filter(|w| w.exists && w.stamp.is_none())
         {
             write.stamp = stamp(&write.path);
         }
-        self.policy_writes.retain(PolicyWrite::stands);
-        self.policy_writes.clone()
+        self.own.writes.retain(PolicyWrite::stands);
+        self.own.writes.clone()
     }
 
     /// Refuses a reload because of `writes`: the policy in force stays.
@@ -164,10 +165,7 @@ impl Guard {
             let mut record = AuditRecord::new(AuditEvent::Refuse);
             record.pid = Some(write.pid);
             record.session = Some(write.session);
-            record.agent = self
-                .sessions
-                .get(&write.session)
-                .and_then(|s| s.agent.clone());
+            record.agent = self.sessions.agent_of(write.session);
             record.rule = Some(crate::policy::protect::SELF_ID.into());
             record.operation = Some(write.operation.clone());
             record.decision = Some(AuditDecision::Refuse);
@@ -181,7 +179,7 @@ impl Guard {
         record.decision = Some(AuditDecision::Refused);
         record.reason = Some(format!("{reason}: {why}"));
         self.audit.write(&record);
-        self.last_reload_error = Some(why);
+        self.source.last_reload_error = Some(why);
     }
 }
 

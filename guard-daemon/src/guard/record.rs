@@ -5,11 +5,7 @@ impl Guard {
     /// The request of a process whose command no rule judged (a gated call's
     /// caller), read whole from /proc.
     pub(super) fn request_of(&self, pid: u32, session: u32) -> Request {
-        Request::read(pid, session, self.agent_of(session))
-    }
-
-    pub(super) fn agent_of(&self, session: u32) -> Option<String> {
-        self.sessions.get(&session).and_then(|s| s.agent.clone())
+        Request::read(pid, session, self.sessions.agent_of(session))
     }
 }
 

@@ -11,17 +11,7 @@ impl Guard {
             if session.listener && procfs::stat(session.id).is_ok() {
                 self.audit_lost_listener(session.id);
             }
-            self.sessions.insert(
-                session.id,
-                Session {
-                    id: session.id,
-                    agent: session.agent,
-                    origin: session.origin,
-                    uid: session.uid,
-                    // Its listener died with the previous guardd.
-                    listener: false,
-                },
-            );
+            self.sessions.insert(Session::from(session));
         }
         let now = Instant::now();
         let now_unix = unix_now();
@@ -56,7 +46,7 @@ impl Guard {
             let request = Request::with_command(
                 entry.pid,
                 entry.session,
-                self.agent_of(entry.session),
+                self.sessions.agent_of(entry.session),
                 program,
                 argv,
                 exe,
@@ -100,30 +90,14 @@ impl Guard {
                 .filter(|h| h.gate.is_none())
                 .map(Hold::saved)
                 .collect(),
-            sessions: self
-                .sessions
-                .values()
-                .map(|s| SavedSession {
-                    id: s.id,
-                    agent: s.agent.clone(),
-                    origin: s.origin.clone(),
-                    uid: s.uid,
-                    listener: s.listener,
-                })
-                .collect(),
+            sessions: self.sessions.iter().map(SavedSession::from).collect(),
             id_prefix: self.holds.prefix().to_string(),
             next_id: self.holds.next_number(),
             ..crate::state::new_state(String::new())
         };
-        if self.saved.as_ref() == Some(&state) {
-            return;
-        }
-        match self.state.save(&state) {
-            Ok(()) => self.saved = Some(state),
-            Err(err) => {
-                // The holds stand; only a restart would not find them (the kernel map still would).
-                tracing::error!("cannot write the state file: {err}");
-            }
+        if let Err(err) = self.state.save_if_changed(state) {
+            // The holds stand; only a restart would not find them (the kernel map still would).
+            tracing::error!("cannot write the state file: {err}");
         }
     }
 }

@@ -1,7 +1,119 @@
 //! The session table: sessions started by `guardctl run`, detected by the
 //! kernel at an agent's exec, adopted from an interpreter's argv or found by
 //! the /proc scan at start.
+use std::collections::{BTreeSet, HashSet};
+
 use super::*;
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: u32,
+    pub agent: Option<String>,
+    pub origin: String,
+    pub uid: u32,
+    /// Whether its launcher handed this guardd a seccomp listener.
+    pub listener: bool,
+}
+
+impl From<SavedSession> for Session {
+    fn from(saved: SavedSession) -> Self {
+        Self {
+            id: saved.id,
+            agent: saved.agent,
+            origin: saved.origin,
+            uid: saved.uid,
+            // Its listener died with the guardd that saved it.
+            listener: false,
+        }
+    }
+}
+
+impl From<&Session> for SavedSession {
+    fn from(session: &Session) -> Self {
+        Self {
+            id: session.id,
+            agent: session.agent.clone(),
+            origin: session.origin.clone(),
+            uid: session.uid,
+            listener: session.listener,
+        }
+    }
+}
+
+impl From<&Session> for SessionView {
+    fn from(session: &Session) -> Self {
+        Self {
+            id: session.id,
+            agent: session.agent.clone(),
+            origin: session.origin.clone(),
+            uid: session.uid,
+        }
+    }
+}
+
+/// The session table, and which sessions the seccomp gate sees.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    table: BTreeMap<u32, Session>,
+    seccomp: HashSet<u32>,
+}
+
+impl Sessions {
+    pub fn get(&self, id: u32) -> Option<&Session> {
+        self.table.get(&id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Session> {
+        self.table.values()
+    }
+
+    pub fn agent_of(&self, id: u32) -> Option<String> {
+        self.get(id).and_then(|s| s.agent.clone())
+    }
+
+    /// The uid that runs session `id`, if guardd knows the session.
+    pub fn owner_of(&self, id: u32) -> Option<u32> {
+        self.get(id).map(|s| s.uid)
+    }
+
+    /// Whether `uid` runs any agent session.
+    pub fn runs_agents(&self, uid: u32) -> bool {
+        self.iter().any(|s| s.uid == uid)
+    }
+
+    /// The uids that run agent sessions.
+    pub fn owners(&self) -> BTreeSet<u32> {
+        self.iter().map(|s| s.uid).collect()
+    }
+
+    /// Adds a session; true when its uid ran none before.
+    pub fn insert(&mut self, session: Session) -> bool {
+        let new_owner = !self.runs_agents(session.uid);
+        self.table.insert(session.id, session);
+        new_owner
+    }
+
+    /// Marks session `id`'s launcher `pid` as having handed over its
+    /// listener: once, and only for the process that started a launched session.
+    pub fn take_listener(&mut self, id: u32, pid: u32) -> bool {
+        match self.table.get_mut(&id) {
+            Some(known) if known.origin == "launched" && pid == known.id && !known.listener => {
+                known.listener = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Session `id`'s file calls are gated by seccomp from now on.
+    pub fn gate_by_seccomp(&mut self, id: u32) {
+        self.seccomp.insert(id);
+    }
+
+    pub fn gated_by_seccomp(&self, id: u32) -> bool {
+        self.seccomp.contains(&id)
+    }
+}
 
 impl Guard {
     pub(super) fn on_interpreter(&mut self, pid: u32) {
@@ -56,17 +168,13 @@ impl Guard {
         record.ancestry = crate::request::ancestry(id);
         record.reason = Some(origin.into());
         self.audit.write(&record);
-        let new_owner = !self.sessions.values().any(|s| s.uid == uid);
-        self.sessions.insert(
+        let new_owner = self.sessions.insert(Session {
             id,
-            Session {
-                id,
-                agent,
-                origin: origin.to_string(),
-                uid,
-                listener: false,
-            },
-        );
+            agent,
+            origin: origin.to_string(),
+            uid,
+            listener: false,
+        });
         if new_owner {
             self.sync_gate_roots();
         }

@@ -10,22 +10,13 @@ impl Guard {
             policy: PolicySummary {
                 source: self.policy.source.clone(),
                 version: self.policy.version.clone(),
-                last_reload_error: self.last_reload_error.clone(),
+                last_reload_error: self.source.last_reload_error.clone(),
                 rules: self.policy.rules.len(),
                 watched_programs: self.policy.watched_programs().len(),
                 agents: self.policy.agents.programs.clone(),
                 local_auth: self.policy.approvals.local_auth,
             },
-            sessions: self
-                .sessions
-                .values()
-                .map(|s| SessionView {
-                    id: s.id,
-                    agent: s.agent.clone(),
-                    origin: s.origin.clone(),
-                    uid: s.uid,
-                })
-                .collect(),
+            sessions: self.sessions.iter().map(SessionView::from).collect(),
             pending: self.holds.len(),
             mechanisms: mechanisms(&self.kernel, &self.policy)
                 .into_iter()
@@ -36,7 +27,7 @@ impl Guard {
             stats: GateStats {
                 events_lost: self.kernel.events_lost(),
                 stops_killed: self.kernel.stops_killed(),
-                ..self.exec_stats.view()
+                ..self.exec_gate.stats.view()
             },
         }))
     }

@@ -3,11 +3,7 @@
 //! policy and the session owners' homes, raises a hold for each process the
 //! kernel stopped, and answers it by writing the decision into the kernel
 //! before it continues the process.
-use std::{
-    collections::{BTreeSet, HashMap},
-    os::unix::fs::MetadataExt as _,
-    path::PathBuf,
-};
+use std::{collections::HashMap, os::unix::fs::MetadataExt as _, path::PathBuf};
 
 use guard_common::{FileKey, GateHeldEntry, GateRoot, ANY_OWNER, ESCAPE_CONNECT};
 
@@ -60,7 +56,7 @@ impl Guard {
 
     /// Puts the current device and inode of every protected root into the kernel.
     pub(in crate::guard) fn sync_gate_roots(&mut self) {
-        self.lsm_gate.synced = Some(Instant::now());
+        self.gates.lsm.synced = Some(Instant::now());
         let mut roots: HashMap<FileKey, GateRoot> = HashMap::new();
         let mut infos: HashMap<FileKey, Vec<GateRootInfo>> = HashMap::new();
         if self.lsm_gate_active() {
@@ -116,12 +112,12 @@ impl Guard {
             record.reason = Some(format!("syscall gate root map: {err}"));
             self.audit.write(&record);
         }
-        self.lsm_gate.roots = infos;
+        self.gates.lsm.roots = infos;
     }
 
     /// Users whose `~` is protected: session owners, root and local users.
     fn gate_owners(&self) -> Vec<(u32, PathBuf)> {
-        let mut uids: BTreeSet<u32> = self.sessions.values().map(|s| s.uid).collect();
+        let mut uids = self.sessions.owners();
         uids.insert(0);
         if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
             for line in passwd.lines() {
@@ -196,7 +192,7 @@ impl Guard {
         operation: Operation,
         owner: Option<u32>,
     ) -> Option<GateRootInfo> {
-        let infos = self.lsm_gate.roots.get(&key)?;
+        let infos = self.gates.lsm.roots.get(&key)?;
         let fits = |info: &&GateRootInfo| {
             owner.is_none_or(|o| info.owner == o || info.owner == ANY_OWNER)
                 && self.policy.protections[info.protection]
@@ -225,7 +221,7 @@ impl Guard {
             return;
         }
         let operation = operation_of(entry.op).unwrap_or(Operation::Write);
-        let owner = self.sessions.get(&entry.session_id).map(|s| s.uid);
+        let owner = self.sessions.owner_of(entry.session_id);
         let Some(root) = self.gate_root(entry.root, operation, owner) else {
             // The policy no longer protects that root: the call may run.
             tracing::info!(
@@ -294,7 +290,7 @@ impl Guard {
         let pid = process.pid;
         match self.kernel.decide_gate(pid, root, start_ns, allowed) {
             Ok(()) => {
-                self.lsm_gate.decided.insert(pid, process.start_time);
+                self.gates.lsm.decided.insert(pid, process.start_time);
                 if let Err(err) = process.resume() {
                     tracing::error!(pid, "resume failed: {err}");
                 }
@@ -323,19 +319,20 @@ impl Guard {
     /// raised, decisions of ended processes dropped.
     pub(in crate::guard) fn tick_lsm_gate(&mut self) {
         if self
-            .lsm_gate
+            .gates
+            .lsm
             .synced
             .is_none_or(|at| at.elapsed() >= ROOT_REFRESH)
         {
             self.sync_gate_roots();
-            let decided = std::mem::take(&mut self.lsm_gate.decided);
+            let decided = std::mem::take(&mut self.gates.lsm.decided);
             let alive = |pid: u32| match decided.get(&pid) {
                 Some(start) => procfs::stat(pid).is_ok_and(|s| s.start_time == *start),
                 None => procfs::stat(pid).is_ok(),
             };
             self.kernel.prune_gate_decisions(|pid, _| alive(pid));
             let kept = decided.iter().filter(|(pid, _)| alive(**pid));
-            self.lsm_gate.decided = kept.map(|(pid, start)| (*pid, *start)).collect();
+            self.gates.lsm.decided = kept.map(|(pid, start)| (*pid, *start)).collect();
         }
         let grace_ns = RECOVERY_GRACE.as_nanos() as u64;
         let now_ns = monotonic_ns();
@@ -344,7 +341,7 @@ impl Guard {
                 continue;
             }
             tracing::warn!(pid, "raising a gated call whose event was lost");
-            self.exec_stats.counts.recovered_from_map += 1;
+            self.exec_gate.stats.counts.recovered_from_map += 1;
             self.raise_lsm_hold(pid, entry);
         }
     }

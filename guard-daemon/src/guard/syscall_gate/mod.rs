@@ -9,3 +9,21 @@ mod seccomp;
 
 pub(in crate::guard) use lsm::LsmGate;
 pub(in crate::guard) use seccomp::GateRequest;
+
+/// What the syscall gates keep between calls.
+#[derive(Default)]
+pub(in crate::guard) struct SyscallGates {
+    /// Decisions on gated trees, for the rest of the process's calls there.
+    decisions: std::collections::HashMap<crate::holds::GateGroup, bool>,
+    /// The BPF LSM gate's roots and the processes it has decisions for.
+    lsm: LsmGate,
+    /// `[[protect]]` with `~` expanded, per session owner uid.
+    protected_sets: std::collections::HashMap<u32, crate::policy::protect::ProtectedSet>,
+}
+
+impl SyscallGates {
+    /// A new policy: the expanded `[[protect]]` sets are built again on use.
+    pub(in crate::guard) fn policy_changed(&mut self) {
+        self.protected_sets.clear();
+    }
+}

@@ -99,7 +99,7 @@ impl Guard {
 
     pub fn on_report(&mut self, report: &ReportEvent) {
         let event = &report.event;
-        if self.seccomp_sessions.contains(&event.session_id) || !self.reports_calls() {
+        if self.sessions.gated_by_seccomp(event.session_id) || !self.reports_calls() {
             return;
         }
         let Some(mut operation) = Operation::ALL
@@ -124,8 +124,8 @@ impl Guard {
             .collect();
         let owner = self
             .sessions
-            .get(&event.session_id)
-            .map_or(event.uid, |s| s.uid);
+            .owner_of(event.session_id)
+            .unwrap_or(event.uid);
         self.note_policy_writes(event.pid, event.session_id, event.uid, operation, &paths);
         let call = Call {
             id: 0,
@@ -142,10 +142,7 @@ impl Guard {
         record.pid = Some(event.pid);
         record.session = Some(event.session_id);
         record.uid = Some(event.uid);
-        record.agent = self
-            .sessions
-            .get(&event.session_id)
-            .and_then(|s| s.agent.clone());
+        record.agent = self.sessions.agent_of(event.session_id);
         record.argv = procfs::cmdline(event.pid)
             .unwrap_or_default()
             .iter()

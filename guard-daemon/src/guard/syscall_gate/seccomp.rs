@@ -36,14 +36,7 @@ impl Guard {
         // by seccomp: another session process handing over a filter of its
         // own (a nested guardctl run, or an agent's dummy) gets it served, but
         // its calls stay reported.
-        let launcher = match self.sessions.get_mut(&session.session_id) {
-            Some(known) if known.origin == "launched" && pid == known.id && !known.listener => {
-                known.listener = true;
-                true
-            }
-            _ => false,
-        };
-        if !launcher {
+        if !self.sessions.take_listener(session.session_id, pid) {
             return Ok(session.session_id);
         }
         // Children inherit these flags: the launcher has not exec'd yet.
@@ -57,7 +50,7 @@ impl Guard {
             // Its file calls are gated: the report-only tracepoint need not
             // report them too. (A filter with the escape checks only leaves
             // file calls to the report-only tracepoint.)
-            self.seccomp_sessions.insert(session.session_id);
+            self.sessions.gate_by_seccomp(session.session_id);
             flags |= guard_common::SESSION_SECCOMP;
         }
         let flagged = SessionEntry {
@@ -79,7 +72,7 @@ impl Guard {
         group: &GateGroup,
         call_id: u64,
     ) -> Option<Verdict> {
-        if let Some(&allowed) = self.gate_decisions.get(group) {
+        if let Some(&allowed) = self.gates.decisions.get(group) {
             return Some(if allowed {
                 Verdict::Continue
             } else {
@@ -104,8 +97,8 @@ impl Guard {
     pub fn on_gated_call(&mut self, listener: &std::sync::Arc<Listener>, call: Call) -> Verdict {
         let owner = self
             .sessions
-            .get(&listener.session)
-            .map_or_else(|| procfs::uid(call.tid).unwrap_or(0), |s| s.uid);
+            .owner_of(listener.session)
+            .unwrap_or_else(|| procfs::uid(call.tid).unwrap_or(0));
         let Some((protected, path)) = self.protected(owner, &call) else {
             return Verdict::Continue;
         };
@@ -183,7 +176,7 @@ impl Guard {
             return None;
         }
         let protections = &self.policy.protections;
-        let set = self.protected_sets.entry(owner).or_insert_with(|| {
+        let set = self.gates.protected_sets.entry(owner).or_insert_with(|| {
             let home = nix::unistd::User::from_uid(owner.into())
                 .ok()
                 .flatten()
@@ -207,7 +200,7 @@ impl Guard {
             operation,
             mut record,
         } = request;
-        self.exec_stats.counts.held += 1;
+        self.exec_gate.stats.counts.held += 1;
         let now = Instant::now();
         let id = self.holds.next_id();
         let why = format!(
@@ -285,12 +278,12 @@ impl Guard {
                 self.answer_lsm_call(&hold.process, *root, *start_ns, allowed, &record);
             }
         }
-        self.gate_decisions.insert(gate.group.clone(), allowed);
+        self.gates.decisions.insert(gate.group.clone(), allowed);
     }
 
     /// Forgets decisions of processes that ended.
     pub(in crate::guard) fn prune_gate_decisions(&mut self) {
-        self.gate_decisions.retain(|group, _| {
+        self.gates.decisions.retain(|group, _| {
             procfs::stat(group.pid).is_ok_and(|stat| stat.start_time == group.start_time)
         });
     }

@@ -1,7 +1,16 @@
 //! Approvals and denials: who may decide (never a session process), how an
-//! approver proves a person, tokens, and counting distinct approvers.
+//! approver proves a person, tokens, and counting distinct approvers. The
+//! rules themselves are pure functions in `rules`; this file applies them to
+//! the holds and writes what they decided.
 use super::*;
 use crate::approval::Decision;
+
+mod rules;
+pub use rules::Reauth;
+pub(in crate::guard) use rules::SameUidAuth;
+use rules::{
+    count_approval, local_refusal, reauth, same_uid_auth, signer_refusal, Approver, Count,
+};
 
 impl Guard {
     /// A local approval, by the caller's uid (SO_PEERCRED); `proof` says how
@@ -111,12 +120,8 @@ impl Guard {
             settings.max_token_ttl.as_secs(),
         )
         .map_err(|e| e.to_string())?;
-        let listed = hold.terms.approvers.iter().any(|a| a.starts_with("key:"));
-        if listed && !hold.terms.approvers.contains(&format!("key:{principal}")) {
-            return Err(format!(
-                "key:{principal} is not among the rule's approvers ({})",
-                hold.terms.approvers.join(", ")
-            ));
+        if let Some(why) = signer_refusal(&hold.terms, &principal) {
+            return Err(why);
         }
         Ok((principal, key, seen))
     }
@@ -191,51 +196,25 @@ impl Guard {
     pub fn check_local_approver(&mut self, peer: Peer, id: &str) -> Result<Reauth, Response> {
         self.authorize(peer, id, "approve")?;
         let hold = self.holds.get(id).expect("authorize checked the id");
-        let agent_uid = Some(peer.uid) == hold.request.uid
-            || self
-                .sessions
-                .values()
-                .any(|session| session.uid == peer.uid);
+        let agent_uid = Some(peer.uid) == hold.request.uid || self.sessions.runs_agents(peer.uid);
         if !agent_uid {
             return Ok(Reauth::NotNeeded);
         }
-        Ok(match self.same_uid_auth() {
-            SameUidAuth::Pam(service) => match nix::unistd::User::from_uid(peer.uid.into()) {
-                Ok(Some(user)) => Reauth::Pam {
-                    service,
-                    user: user.name,
-                },
-                _ => Reauth::Refused(format!(
-                    "PAM: uid {} has no user name to authenticate",
-                    peer.uid
-                )),
-            },
-            SameUidAuth::Polkit => Reauth::Polkit,
-            SameUidAuth::Unavailable(why) => Reauth::Refused(why),
-            SameUidAuth::Unauthenticated(why) => Reauth::Unauthenticated(why),
-        })
+        let user = nix::unistd::User::from_uid(peer.uid.into())
+            .ok()
+            .flatten()
+            .map(|user| user.name);
+        Ok(reauth(self.same_uid_auth(), peer.uid, user))
     }
 
     /// How an approver whose uid runs agent sessions proves a person here.
-    pub(super) fn same_uid_auth(&self) -> SameUidAuth {
+    pub(in crate::guard) fn same_uid_auth(&self) -> SameUidAuth {
         let settings = &self.policy.approvals;
-        let service = &settings.pam_service;
-        match settings.local_auth {
-            LocalAuth::Auto => match crate::pam::availability(service) {
-                Ok(()) => SameUidAuth::Pam(service.clone()),
-                Err(why) => {
-                    SameUidAuth::Unauthenticated(format!("local_auth = \"auto\" and {why}"))
-                }
-            },
-            LocalAuth::Pam => match crate::pam::availability(service) {
-                Ok(()) => SameUidAuth::Pam(service.clone()),
-                Err(why) => SameUidAuth::Unavailable(format!(
-                    "local_auth = \"pam\" but PAM cannot run here: {why}"
-                )),
-            },
-            LocalAuth::Polkit => SameUidAuth::Polkit,
-            LocalAuth::None => SameUidAuth::Unauthenticated("local_auth = \"none\"".into()),
-        }
+        same_uid_auth(
+            settings.local_auth,
+            &settings.pam_service,
+            crate::pam::availability(&settings.pam_service),
+        )
     }
 
     /// A local approval whose re-authentication failed: refused and audited.
@@ -306,8 +285,8 @@ impl Guard {
         .or_else(|| {
             let owner = self
                 .sessions
-                .get(&hold.request.session)
-                .map_or(hold.request.uid, |s| Some(s.uid));
+                .owner_of(hold.request.session)
+                .or(hold.request.uid);
             local_refusal(hold, peer, owner, verb)
         });
         if let Some(why) = refusal {
@@ -341,140 +320,5 @@ impl Guard {
                 "require_terminal: the caller's terminal is also used by pid {other}, in agent session {session} (via pid {inside})"
             ))
         })
-    }
-}
-
-/// Who approved, and through which channel.
-struct Approver {
-    /// What counts once: `uid:N` or `key:PRINCIPAL`.
-    key: String,
-    display: String,
-    channel: Channel,
-}
-
-/// Where a request stands after one more approval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Count {
-    /// This identity approved before: it counts once.
-    AlreadyCounted,
-    /// Still held: `have` of the `need` distinct approvals.
-    Progress { have: usize, need: u32 },
-    /// The last approval it needed.
-    Enough,
-}
-
-/// Counts `key` once among the identities that approved so far.
-fn count_approval(approved_by: &mut Vec<String>, needed: u32, key: &str) -> Count {
-    if approved_by.iter().any(|k| k == key) {
-        return Count::AlreadyCounted;
-    }
-    approved_by.push(key.to_string());
-    if (approved_by.len() as u32) < needed {
-        Count::Progress {
-            have: approved_by.len(),
-            need: needed,
-        }
-    } else {
-        Count::Enough
-    }
-}
-
-/// Why a local caller (not inside a session) may not decide `hold`, if it may not.
-/// Without `approvers`, root and the command's own uid may; with them, only
-/// the users and groups listed (root and the session's owner may still deny).
-/// `owner`: the session's uid (None: unknown, no uid matches it).
-fn local_refusal(hold: &Hold, peer: Peer, owner: Option<u32>, verb: &str) -> Option<String> {
-    let is_owner = Some(peer.uid) == owner;
-    if verb == "approve" && !hold.terms.self_approval && is_owner {
-        return Some(format!(
-            "rule {} does not allow self-approval: uid {} runs the session",
-            hold.rule, peer.uid
-        ));
-    }
-    if hold.terms.approvers.is_empty() {
-        return (peer.uid != 0 && Some(peer.uid) != hold.request.uid).then(|| {
-            let command_uid = hold
-                .request
-                .uid
-                .map_or_else(|| "unknown".to_string(), |uid| uid.to_string());
-            format!(
-                "uid {} may not {verb} a request of uid {command_uid}",
-                peer.uid
-            )
-        });
-    }
-    if verb == "deny" && (peer.uid == 0 || is_owner) {
-        return None;
-    }
-    let groups = peer.pid.map(procfs::groups).unwrap_or_default();
-    let listed = hold.terms.approvers.iter().any(|approver| {
-        if let Some(name) = approver.strip_prefix("user:") {
-            nix::unistd::User::from_name(name)
-                .ok()
-                .flatten()
-                .is_some_and(|user| user.uid.as_raw() == peer.uid)
-        } else if let Some(name) = approver.strip_prefix("group:") {
-            nix::unistd::Group::from_name(name)
-                .ok()
-                .flatten()
-                .is_some_and(|group| groups.contains(&group.gid.as_raw()))
-        } else {
-            false
-        }
-    });
-    (!listed).then(|| {
-        format!(
-            "uid {} is not among the rule's approvers ({})",
-            peer.uid,
-            hold.terms.approvers.join(", ")
-        )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_identity_counts_once_until_the_rule_has_enough() {
-        let mut approved = Vec::new();
-        assert_eq!(
-            count_approval(&mut approved, 2, "uid:1000"),
-            Count::Progress { have: 1, need: 2 }
-        );
-        assert_eq!(
-            count_approval(&mut approved, 2, "uid:1000"),
-            Count::AlreadyCounted
-        );
-        assert_eq!(count_approval(&mut approved, 2, "key:alice"), Count::Enough);
-        assert_eq!(approved, ["uid:1000", "key:alice"]);
-        assert_eq!(count_approval(&mut Vec::new(), 1, "uid:0"), Count::Enough);
-    }
-
-    fn peer(uid: u32) -> Peer {
-        Peer { uid, pid: None }
-    }
-
-    #[test]
-    fn root_or_the_commands_user_may_decide_unless_the_rule_names_approvers() {
-        let process = crate::process::ProcessHandle::open(std::process::id()).unwrap();
-        let mut hold = crate::holds::tests::hold_of(process);
-        hold.request.uid = Some(1000);
-        let owner = Some(1000);
-        assert_eq!(local_refusal(&hold, peer(0), owner, "approve"), None);
-        assert_eq!(local_refusal(&hold, peer(1000), owner, "approve"), None);
-        assert!(local_refusal(&hold, peer(1001), owner, "approve")
-            .is_some_and(|why| why.contains("uid 1001 may not approve")));
-        hold.terms.self_approval = false;
-        assert!(local_refusal(&hold, peer(1000), owner, "approve")
-            .is_some_and(|why| why.contains("does not allow self-approval")));
-        assert_eq!(local_refusal(&hold, peer(1000), owner, "deny"), None);
-        hold.terms.approvers = vec!["user:root".into()];
-        hold.terms.self_approval = true;
-        assert_eq!(local_refusal(&hold, peer(0), owner, "approve"), None);
-        assert!(local_refusal(&hold, peer(1000), owner, "approve")
-            .is_some_and(|why| why.contains("not among the rule's approvers")));
-        // The session's owner may still deny.
-        assert_eq!(local_refusal(&hold, peer(1000), owner, "deny"), None);
     }
 }

@@ -1,0 +1,117 @@
+//! Where the policy in force comes from: its files, `guardd --protect`, the
+//! last reload's verdict, and what follows a reload (the kernel's program
+//! set, gate roots, settings and the `[notify]` subscribers).
+use std::path::PathBuf;
+
+use super::*;
+use crate::policy::notify::NotifySettings;
+
+pub(super) struct PolicySource {
+    /// The config file (None: the embedded policy).
+    pub(super) config: Option<PathBuf>,
+    /// `guardd --protect` paths, added to every policy loaded.
+    cli_protections: Vec<PathBuf>,
+    /// Why the last reload was refused (the policy before it stays in force).
+    pub(super) last_reload_error: Option<String>,
+    /// The policy's `[notify]` settings, followed by `notify::run`.
+    notify: tokio::sync::watch::Sender<NotifySettings>,
+}
+
+impl PolicySource {
+    pub(super) fn new(config: Option<PathBuf>, policy: &Policy) -> Self {
+        Self {
+            config,
+            cli_protections: Vec::new(),
+            last_reload_error: None,
+            notify: tokio::sync::watch::Sender::new(policy.notify.clone()),
+        }
+    }
+}
+
+impl Guard {
+    /// Gives the kernel side the policy's settings it obeys itself.
+    pub(super) fn sync_settings(&mut self) {
+        let mut bits = 0;
+        if self.policy.session_escape == crate::policy::EscapeMode::Deny {
+            bits |= guard_common::SETTING_ESCAPE_DENY;
+        }
+        if let Err(err) = self.kernel.set_settings(bits) {
+            tracing::error!("kernel settings: {err}");
+            let mut record = AuditRecord::new(AuditEvent::Error);
+            record.reason = Some(format!("kernel settings map: {err}"));
+            self.audit.write(&record);
+        }
+    }
+
+    /// Loads the policy files again. A policy that fails to load is refused
+    /// and the one in force stays; holds already raised keep their rule.
+    pub fn reload(&mut self, reason: &str) {
+        let Some(config) = self.source.config.clone() else {
+            tracing::info!("{reason}: running on the embedded default policy, nothing to reload");
+            return;
+        };
+        let standing = self.standing_policy_writes();
+        if !standing.is_empty() {
+            return self.refuse_reload(reason, &standing);
+        }
+        let mut record = AuditRecord::new(AuditEvent::PolicyReload);
+        record.reason = Some(reason.to_string());
+        match Policy::load(&config)
+            .and_then(|p| p.with_protected_paths(&self.source.cli_protections))
+            .and_then(|p| p.with_self_protection(&self.own.files.gate_paths()))
+        {
+            Ok(policy) => match self.kernel.set_programs(&ProgramSets::of(&policy)) {
+                Ok(()) => {
+                    tracing::info!(
+                        version = policy.version,
+                        rules = policy.rules.len(),
+                        "{reason}: policy reloaded"
+                    );
+                    record.decision = Some(AuditDecision::Loaded(policy.version.clone()));
+                    self.source.notify.send_replace(policy.notify.clone());
+                    self.gates.policy_changed();
+                    self.policy = policy;
+                    self.sync_gate_roots();
+                    self.set_report_calls();
+                    self.sync_settings();
+                    self.mark_policy_files();
+                    self.source.last_reload_error = None;
+                }
+                Err(err) => {
+                    // Put the old program set back: the kernel must match the policy in force.
+                    let _ = self.kernel.set_programs(&ProgramSets::of(&self.policy));
+                    self.source.last_reload_error = Some(format!("kernel program map: {err}"));
+                }
+            },
+            Err(err) => {
+                tracing::error!("{reason}: new policy refused, the old one stays in force: {err}");
+                self.source.last_reload_error = Some(err.to_string());
+            }
+        }
+        if let Some(err) = &self.source.last_reload_error {
+            record.decision = Some(AuditDecision::Refused);
+            record.reason = Some(format!("{reason}: {err}"));
+        }
+        self.audit.write(&record);
+        // An editor may have replaced a policy file with a new inode.
+        self.protect_own_files();
+    }
+
+    pub fn set_cli_protections(&mut self, paths: Vec<std::path::PathBuf>) {
+        self.source.cli_protections = paths;
+    }
+
+    pub fn subscribe_audit(&self) -> tokio::sync::broadcast::Receiver<serde_json::Value> {
+        self.audit.subscribe()
+    }
+
+    /// What `notify::run` follows: the audit records and the `[notify]` settings.
+    pub fn notifications(
+        &self,
+    ) -> (
+        tokio::sync::broadcast::Sender<serde_json::Value>,
+        tokio::sync::watch::Receiver<crate::policy::notify::NotifySettings>,
+    ) {
+        (self.audit.broadcaster(), self.source.notify.subscribe())
+    }
+}
