@@ -1,14 +1,16 @@
 //! agent-guard: holds destructive commands run by AI coding agents until a
 //! human approves them. Reading order, kernel to audit log: `kernel`
 //! (programs, maps) -> `daemon` (event reader) -> `guard` (events,
-//! exec_gate, approvals, finish) -> `policy` -> `holds` -> `server`/`protocol`
-//! (control socket) -> `audit`.
+//! exec_gate, approvals, finish) -> `policy` -> `request` -> `holds` ->
+//! `server`/`protocol` (control socket) -> `audit`.
 //!
 //! Words (docs/architecture.md has the long form):
 //! - *session*: an agent's process tree, launched by `guardctl run` or
 //!   detected at an agent's exec; the kernel's `SESSIONS` map lists it.
 //! - *stop*: a process the kernel stopped for guardd to judge; *hold*: a stop
 //!   waiting for people (`holds::Hold`).
+//! - *request*: what a stopped process runs and where, read from /proc once
+//!   (`request::Request`); *hold terms*: what its rule asks (`policy::HoldTerms`).
 //! - *exec gate*: stops watched programs at exec. *syscall gate*: holds file
 //!   calls on `[[protect]]` paths, by the BPF LSM, seccomp (`seccomp`) or report-only
 //!   tracepoints (`guard::syscall_gate`).

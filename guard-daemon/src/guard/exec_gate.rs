@@ -268,7 +268,7 @@ impl Guard {
             gate: None,
             process,
         };
-        self.protect(&mut hold, &mut record);
+        self.seize(&mut hold, &mut record);
         // Looked again in ptrace-stop, where a SIGCONT no longer wakes it.
         if let Some(continuation) = self.kernel.continued_by(hold.process.pid) {
             let mut ending = self.hold_ending(&hold);
@@ -315,14 +315,14 @@ impl Guard {
 
     /// Takes the process into ptrace-stop, so that only guardd can end the
     /// hold, then records and registers it.
-    pub(super) fn protect_and_insert(&mut self, mut hold: Hold, mut record: AuditRecord) {
-        self.protect(&mut hold, &mut record);
+    pub(super) fn seize_and_insert(&mut self, mut hold: Hold, mut record: AuditRecord) {
+        self.seize(&mut hold, &mut record);
         self.audit.write(&record);
         self.holds.insert(hold);
     }
 
     /// Takes the process into ptrace-stop, so that only guardd can end the hold.
-    fn protect(&mut self, hold: &mut Hold, record: &mut AuditRecord) {
+    fn seize(&mut self, hold: &mut Hold, record: &mut AuditRecord) {
         match self.tracer.seize(hold.process.pid) {
             Ok(()) => hold.traced = true,
             Err(err) => {

@@ -122,7 +122,7 @@ impl Guard {
             state,
         };
         guard.restore(restored);
-        guard.protect_own_files();
+        guard.sync_own_files();
         guard.sync_gate_roots();
         guard.set_report_calls();
         guard.sync_settings();

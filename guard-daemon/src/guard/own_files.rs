@@ -26,7 +26,7 @@ impl OwnFileGuard {
 
 impl Guard {
     /// Gives the kernel the current inodes of agent-guard's own files.
-    pub(super) fn protect_own_files(&mut self) {
+    pub(super) fn sync_own_files(&mut self) {
         if self.kernel.lsm_missing().is_some() {
             return;
         }

@@ -94,7 +94,7 @@ impl Guard {
         }
         self.audit.write(&record);
         // An editor may have replaced a policy file with a new inode.
-        self.protect_own_files();
+        self.sync_own_files();
     }
 
     pub fn set_cli_protections(&mut self, paths: Vec<std::path::PathBuf>) {

@@ -75,7 +75,7 @@ impl Guard {
             };
             let mut record = hold.record(AuditEvent::Readopt);
             record.decision = Some(AuditDecision::Hold);
-            self.protect_and_insert(hold, record);
+            self.seize_and_insert(hold, record);
         }
         self.persist();
     }
