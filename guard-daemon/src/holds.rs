@@ -82,22 +82,6 @@ pub struct GateGroup {
 }
 
 impl Hold {
-    pub fn saved(&self) -> SavedHold {
-        SavedHold {
-            id: self.id.clone(),
-            pid: self.process.pid,
-            start_time: self.process.start_time,
-            session: self.request.session,
-            rule: self.rule.clone(),
-            terms: self.terms.clone(),
-            approved_by: self.approved_by.clone(),
-            created_unix: self.created_unix,
-            deadline_unix: self.deadline_unix,
-            ancestry: self.request.ancestry.clone(),
-            why: self.why.clone(),
-        }
-    }
-
     pub fn command(&self) -> String {
         self.request.command()
     }
@@ -139,6 +123,26 @@ impl Hold {
             why: self.why.clone(),
             held_secs: now.saturating_duration_since(self.created).as_secs(),
             expires_in_secs: self.deadline.saturating_duration_since(now).as_secs(),
+        }
+    }
+}
+
+/// What the state file keeps of a hold: enough to take it over after a
+/// restart, with the request read again from the same process.
+impl From<&Hold> for SavedHold {
+    fn from(hold: &Hold) -> Self {
+        SavedHold {
+            id: hold.id.clone(),
+            pid: hold.process.pid,
+            start_time: hold.process.start_time,
+            session: hold.request.session,
+            rule: hold.rule.clone(),
+            terms: hold.terms.clone(),
+            approved_by: hold.approved_by.clone(),
+            created_unix: hold.created_unix,
+            deadline_unix: hold.deadline_unix,
+            ancestry: hold.request.ancestry.clone(),
+            why: hold.why.clone(),
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::{
     protected::OwnFiles,
     protocol::{GateStats, HoldState, PolicySummary, Response, SessionView, StatusView},
     request::Request,
-    state::{SavedSession, SavedState, StateStore},
+    state::{SavedHold, SavedSession, SavedState, StateStore},
     stats::ExecStats,
     tracer::Tracer,
 };

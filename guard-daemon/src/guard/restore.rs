@@ -88,7 +88,7 @@ impl Guard {
                 .holds
                 .iter()
                 .filter(|h| h.gate.is_none())
-                .map(Hold::saved)
+                .map(SavedHold::from)
                 .collect(),
             sessions: self.sessions.iter().map(SavedSession::from).collect(),
             id_prefix: self.holds.prefix().to_string(),
