@@ -10,7 +10,7 @@ use guard_common::names::{map, program};
 use super::{
     layout::{self, Found, OldPins},
     offsets::{ensure_tracefs, exe_name_offsets, lsm_offsets, tracepoint_offsets},
-    pins::{lock_pin_dir, Pins},
+    pins::{lock_pin_dir, Pins, StaleLink},
     report::{report_link, REPORT_TRACEPOINTS},
     Kernel, KernelError, LayoutChange, MapSizes, ProgramSets,
 };
@@ -168,6 +168,7 @@ impl Kernel {
                 .collect(),
             _pin_lock: pin_lock,
             layout_change: None,
+            stale_links: Vec::new(),
         };
         // Fill the program map before anything is attached.
         kernel.set_programs(sets)?;
@@ -225,10 +226,29 @@ impl Kernel {
                 kernel.report_missing = Some(err.to_string());
             }
         }
+        // Every program of this guardd is attached and pinned: links an older
+        // guardd left under other names (a program renamed since) go now.
+        let ours: Vec<&str> = kernel.links.keys().map(String::as_str).collect();
+        kernel.stale_links = pins.remove_links_except(&ours);
+        for link in &kernel.stale_links {
+            match &link.left {
+                None => tracing::warn!(
+                    "removed {}/{}: no program of this guardd has that name (another \
+                     version's link)",
+                    pin_dir.display(),
+                    link.pin
+                ),
+                Some(err) => tracing::error!(
+                    "{}/{}: no program of this guardd has that name, and the link could NOT \
+                     be removed: {err}",
+                    pin_dir.display(),
+                    link.pin
+                ),
+            }
+        }
         if let Some(old) = old_pins {
             // The old programs are detached now: what they stopped is all listed.
-            let ours: Vec<&str> = kernel.links.keys().map(String::as_str).collect();
-            kernel.layout_change = Some(old.finish(&pins, &ours));
+            kernel.layout_change = Some(old.finish());
         }
         Ok((kernel, events))
     }
@@ -236,6 +256,11 @@ impl Kernel {
     /// What this start found of pins of another layout, if it found any.
     pub fn layout_change(&self) -> Option<&LayoutChange> {
         self.layout_change.as_ref()
+    }
+
+    /// Links this start found pinned under names it has no program of.
+    pub fn stale_links(&self) -> &[StaleLink] {
+        &self.stale_links
     }
 
     /// Why the BPF LSM hooks are not loaded here, or None when they are.
