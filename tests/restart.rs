@@ -458,3 +458,88 @@ fn teardown_denies_the_holds_of_pins_of_another_layout() {
     assert_eq!(stubs.marker_text(), "");
     guard.stop();
 }
+
+/// The kernel's id of the link pinned at `path` (the fd opened for it is closed again).
+fn pinned_link_id(path: &std::path::Path) -> u32 {
+    let link = aya::programs::links::PinnedLink::from_pin(path)
+        .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    aya::programs::links::FdLink::from(link)
+        .info()
+        .unwrap()
+        .id()
+}
+
+/// Whether the kernel still has link `id`, waiting a moment for it to go
+/// (a detached link is freed after an RCU grace period).
+fn link_stays(id: u32) -> bool {
+    let loaded = || {
+        aya::programs::loaded_links()
+            .filter_map(Result::ok)
+            .any(|link| link.id() == id)
+    };
+    (0..100).all(|_| {
+        let here = loaded();
+        if here {
+            sleep(Duration::from_millis(20));
+        }
+        here
+    })
+}
+
+#[test]
+fn links_another_guardd_pinned_under_other_names_are_removed_on_restart() {
+    let (stubs, mut guard) = setup(POLICY);
+    // Where the BPF LSM runs, the self-protection program that refuses foreign
+    // SIGCONTs under its old name; elsewhere a tracepoint's link under a name
+    // no guardd has (the cleanup goes by name alone).
+    let (current, stale) = if lsm_active(&guard.status()) {
+        ("self_protect_task_kill", "protect_task_kill")
+    } else {
+        ("sessions_fork", "protect_old")
+    };
+    guard.stop_daemon(libc::SIGTERM);
+    let links = guard.pin_dir.join("links");
+    // As the older guardd an upgrade replaces left it: attached, pinned by its name.
+    std::fs::rename(links.join(current), links.join(stale)).unwrap();
+    let id = pinned_link_id(&links.join(stale));
+    assert!(link_stays(id), "link {id} went with the rename");
+
+    guard.spawn();
+    assert!(
+        !links.join(stale).exists(),
+        "links/{stale} is still pinned: {}",
+        guard.log()
+    );
+    assert!(
+        !link_stays(id),
+        "link {id} (links/{stale}) is still attached"
+    );
+    assert_ne!(pinned_link_id(&links.join(current)), id);
+    let records: Vec<_> = guard
+        .audit_events(AuditEvent::Error)
+        .into_iter()
+        .filter(|r| {
+            r["reason"]
+                .as_str()
+                .is_some_and(|why| why.contains(&format!("links/{stale}")))
+        })
+        .collect();
+    assert_eq!(records.len(), 1, "{:?}", guard.audit());
+    // Still guarded by the new links.
+    let run = guard.session(&stubs, &["terraform", "destroy", "after-rename"]);
+    let hold = guard.wait_hold("after-rename");
+    guard.decide("deny", &hold);
+    assert!(!run.wait().0.success());
+    assert_eq!(stubs.marker_text(), "");
+
+    // --teardown removes a link of any name (Daemon::stop tears down and
+    // checks that no program of these guardds is left).
+    guard.stop_daemon(libc::SIGTERM);
+    std::fs::rename(links.join(current), links.join("renamed_by_hand")).unwrap();
+    let id = pinned_link_id(&links.join("renamed_by_hand"));
+    guard.stop();
+    assert!(
+        !link_stays(id),
+        "link {id} (links/renamed_by_hand) outlived --teardown"
+    );
+}

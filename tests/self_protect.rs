@@ -567,7 +567,7 @@ fn the_kernel_refuses_to_detach_guardd_links() {
     assert!(tried.iter().any(|n| n == "exec_gate"), "{tried:?}");
     assert_eq!(
         lsm,
-        tried.iter().any(|n| n == "protect_task_kill"),
+        tried.iter().any(|n| n == "self_protect_task_kill"),
         "{tried:?}"
     );
 

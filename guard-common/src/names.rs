@@ -45,17 +45,17 @@ pub mod program {
     pub const HOLDS_SIGNAL_GENERATE: &str = "holds_signal_generate";
     pub const REPORT_SYSCALL: &str = "report_syscall";
 
-    pub const PROTECT_TASK_KILL: &str = "protect_task_kill";
-    pub const PROTECT_PTRACE: &str = "protect_ptrace";
-    pub const PROTECT_BPF: &str = "protect_bpf";
-    pub const PROTECT_BPF_6_9: &str = "protect_bpf_6_9";
-    pub const PROTECT_FILE_OPEN: &str = "protect_file_open";
-    pub const PROTECT_PATH_UNLINK: &str = "protect_path_unlink";
-    pub const PROTECT_PATH_RMDIR: &str = "protect_path_rmdir";
-    pub const PROTECT_PATH_MKNOD: &str = "protect_path_mknod";
-    pub const PROTECT_PATH_RENAME: &str = "protect_path_rename";
-    pub const PROTECT_PATH_RENAME_5_7: &str = "protect_path_rename_5_7";
-    pub const PROTECT_PATH_TRUNCATE: &str = "protect_path_truncate";
+    pub const SELF_PROTECT_TASK_KILL: &str = "self_protect_task_kill";
+    pub const SELF_PROTECT_PTRACE: &str = "self_protect_ptrace";
+    pub const SELF_PROTECT_BPF: &str = "self_protect_bpf";
+    pub const SELF_PROTECT_BPF_6_9: &str = "self_protect_bpf_6_9";
+    pub const SELF_PROTECT_FILE_OPEN: &str = "self_protect_file_open";
+    pub const SELF_PROTECT_PATH_UNLINK: &str = "self_protect_path_unlink";
+    pub const SELF_PROTECT_PATH_RMDIR: &str = "self_protect_path_rmdir";
+    pub const SELF_PROTECT_PATH_MKNOD: &str = "self_protect_path_mknod";
+    pub const SELF_PROTECT_PATH_RENAME: &str = "self_protect_path_rename";
+    pub const SELF_PROTECT_PATH_RENAME_5_7: &str = "self_protect_path_rename_5_7";
+    pub const SELF_PROTECT_PATH_TRUNCATE: &str = "self_protect_path_truncate";
     pub const GATE_PATH_UNLINK: &str = "gate_path_unlink";
     pub const GATE_PATH_RMDIR: &str = "gate_path_rmdir";
     pub const GATE_PATH_MKNOD: &str = "gate_path_mknod";
@@ -74,17 +74,17 @@ pub mod program {
         EXEC_GATE,
         HOLDS_SIGNAL_GENERATE,
         REPORT_SYSCALL,
-        PROTECT_TASK_KILL,
-        PROTECT_PTRACE,
-        PROTECT_BPF,
-        PROTECT_BPF_6_9,
-        PROTECT_FILE_OPEN,
-        PROTECT_PATH_UNLINK,
-        PROTECT_PATH_RMDIR,
-        PROTECT_PATH_MKNOD,
-        PROTECT_PATH_RENAME,
-        PROTECT_PATH_RENAME_5_7,
-        PROTECT_PATH_TRUNCATE,
+        SELF_PROTECT_TASK_KILL,
+        SELF_PROTECT_PTRACE,
+        SELF_PROTECT_BPF,
+        SELF_PROTECT_BPF_6_9,
+        SELF_PROTECT_FILE_OPEN,
+        SELF_PROTECT_PATH_UNLINK,
+        SELF_PROTECT_PATH_RMDIR,
+        SELF_PROTECT_PATH_MKNOD,
+        SELF_PROTECT_PATH_RENAME,
+        SELF_PROTECT_PATH_RENAME_5_7,
+        SELF_PROTECT_PATH_TRUNCATE,
         GATE_PATH_UNLINK,
         GATE_PATH_RMDIR,
         GATE_PATH_MKNOD,

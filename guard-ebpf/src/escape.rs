@@ -12,7 +12,7 @@ use guard_common::{FileKey, ESCAPE_CONNECT, SESSION_ESCAPE_FILTER, SETTING_ESCAP
 use crate::{
     gate::{dentry_key, hold, peek},
     maps::{SESSIONS, SETTINGS},
-    protect::off,
+    self_protect::off,
 };
 
 /// `unix_stream_connect(struct sock *sock, struct sock *other, struct sock *newsk)`

@@ -6,7 +6,7 @@
 //!
 //! A hold records the call in `GATE_HELD`, stops the process with SIGSTOP and
 //! returns -ERESTARTNOINTR: the kernel runs the call again once the process
-//! is continued, and only guardd may continue it (`protect_task_kill`). Before
+//! is continued, and only guardd may continue it (`self_protect_task_kill`). Before
 //! that guardd writes its decision for the process and root into
 //! `GATE_DECIDED`, which the restarted call and the process's later calls on
 //! that tree obey. A stop that cannot be sent refuses the call: nothing held
@@ -24,7 +24,7 @@ use guard_common::{
 
 use crate::{
     maps::{current_uid, emit_gate, GATE_DECIDED, GATE_HELD, GATE_ROOTS, SESSIONS},
-    protect::{off, read},
+    self_protect::{off, read},
 };
 
 const EPERM: i32 = 1;

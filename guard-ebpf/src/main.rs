@@ -2,7 +2,7 @@
 //! - `sessions`: which threads belong to an agent session (fork/exit);
 //! - `exec`: the exec gate (stop watched programs in sessions, detect agents);
 //! - `holds`: marks a held process another process continued (SIGCONT);
-//! - `protect`: BPF LSM hooks for hold integrity and self-protection;
+//! - `self_protect`: BPF LSM hooks for hold integrity and self-protection;
 //! - `gate`: BPF LSM syscall gate on protected paths (hold, deny, audit);
 //! - `report`: report-only syscall gate where the BPF LSM does not run;
 //! - `escape`: BPF LSM hold of connects to servers outside the session.
@@ -17,14 +17,14 @@
 //! | `exec_gate`      | `sched/sched_process_exec` | 5.8        | ring buffer, send_signal (5.3) |
 //! | `holds_signal_generate` | `signal/signal_generate` | 4.10 | LRU hash map        |
 //! | `report_syscall` | `syscalls/sys_enter_*` of the gated calls | 5.8 | ring buffer; CONFIG_FTRACE_SYSCALLS |
-//! | `protect_task_kill` | LSM `task_kill`         | 5.7        | BPF LSM                 |
-//! | `protect_ptrace` | LSM `ptrace_access_check`  | 5.7        | BPF LSM                 |
-//! | `protect_bpf`    | LSM `bpf` (3 parameters)   | 5.7        | BPF LSM; before 6.9     |
-//! | `protect_bpf_6_9` | LSM `bpf` (4 parameters)  | 6.9        | gained `kernel`         |
-//! | `protect_file_open` | LSM `file_open`         | 5.7        | BPF LSM                 |
-//! | `protect_path_*` | LSM `path_{unlink,rmdir,mknod,truncate}` | 5.7 | CONFIG_SECURITY_PATH |
-//! | `protect_path_rename` | LSM `path_rename` (5 parameters) | 5.19 | gained `flags` |
-//! | `protect_path_rename_5_7` | LSM `path_rename` (4 parameters) | 5.7 | before 5.19 |
+//! | `self_protect_task_kill` | LSM `task_kill`         | 5.7        | BPF LSM                 |
+//! | `self_protect_ptrace` | LSM `ptrace_access_check`  | 5.7        | BPF LSM                 |
+//! | `self_protect_bpf`    | LSM `bpf` (3 parameters)   | 5.7        | BPF LSM; before 6.9     |
+//! | `self_protect_bpf_6_9` | LSM `bpf` (4 parameters)  | 6.9        | gained `kernel`         |
+//! | `self_protect_file_open` | LSM `file_open`         | 5.7        | BPF LSM                 |
+//! | `self_protect_path_*` | LSM `path_{unlink,rmdir,mknod,truncate}` | 5.7 | CONFIG_SECURITY_PATH |
+//! | `self_protect_path_rename` | LSM `path_rename` (5 parameters) | 5.19 | gained `flags` |
+//! | `self_protect_path_rename_5_7` | LSM `path_rename` (4 parameters) | 5.7 | before 5.19 |
 //! | `gate_path_{unlink,rmdir,mknod,truncate,chmod,chown}` | LSM `path_*` | 5.7 | CONFIG_SECURITY_PATH, bounded loop (5.3) |
 //! | `gate_file_open` | LSM `file_open`            | 5.7        | BPF LSM                 |
 //! | `gate_path_rename` | LSM `path_rename` (5 parameters) | 5.19 | gained `flags`      |
@@ -47,9 +47,9 @@ mod holds;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
-mod protect;
-#[cfg(target_arch = "bpf")]
 mod report;
+#[cfg(target_arch = "bpf")]
+mod self_protect;
 #[cfg(target_arch = "bpf")]
 mod sessions;
 

@@ -4,6 +4,9 @@
 //! put back from what can be trusted: the state file's sessions (their
 //! process trees) and a fresh HELD entry for every process still stopped
 //! that the state file or the old HELD names. Nothing is continued.
+//!
+//! Also, at every start: the links of another guardd version's programs,
+//! pinned under names this one does not use, which the load removed.
 use std::collections::BTreeMap;
 
 use guard_common::{SessionEntry, LAYOUT_VERSION, SESSION_DETECTED, SESSION_LAUNCHED};
@@ -20,9 +23,12 @@ struct Named {
 }
 
 impl Guard {
-    /// Before the state's holds are re-adopted: re-fills the fresh maps and
-    /// audits each process the old maps held, then the change itself.
+    /// Before the state's holds are re-adopted: audits the links of another
+    /// guardd's programs the load removed; after a change of layout, re-fills
+    /// the fresh maps and audits each process the old maps held, then the
+    /// change itself.
     pub(super) fn rehold_after_layout_change(&mut self, saved: &SavedState) {
+        self.audit_stale_links();
         let Some(change) = self.kernel.layout_change().cloned() else {
             return;
         };
@@ -74,6 +80,30 @@ impl Guard {
         tracing::warn!("{reason}");
         let mut record = AuditRecord::new(AuditEvent::Error);
         record.reason = Some(reason);
+        self.audit.write(&record);
+    }
+
+    /// One record for the links the load found pinned under names no program
+    /// of this guardd has (a program another version named differently): they
+    /// were unpinned, so detached, once this guardd's own were attached.
+    fn audit_stale_links(&mut self) {
+        let stale = self.kernel.stale_links();
+        if stale.is_empty() {
+            return;
+        }
+        let describe = |link: &crate::kernel::StaleLink| match &link.left {
+            None => link.pin.clone(),
+            Some(err) => format!("{} (NOT removed: {err})", link.pin),
+        };
+        let pins: Vec<String> = stale.iter().map(describe).collect();
+        let mut record = AuditRecord::new(AuditEvent::Error);
+        record.reason = Some(format!(
+            "links under {} named no program of this guardd (pinned by another version of \
+             guardd): {}; unpinned, detaching their programs, after this guardd's own were \
+             attached",
+            self.kernel.pin_dir().display(),
+            pins.join(", ")
+        ));
         self.audit.write(&record);
     }
 

@@ -14,7 +14,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::{maps::MapData, programs::links::PinnedLink};
+use aya::maps::MapData;
 use guard_common::{names::map, LAYOUT_VERSION};
 
 use super::{pins::Pins, KernelError};
@@ -202,23 +202,11 @@ impl OldPins {
         Ok(old)
     }
 
-    /// Once the new programs are attached: reads the pids the old maps
-    /// listed (what the old programs stopped until they were detached
-    /// included), and unpins links no program of this guardd has (programs
-    /// the other layout had and this one has not).
-    pub(super) fn finish(self, pins: &Pins, ours: &[&str]) -> LayoutChange {
-        if let Ok(dir) = fs::read_dir(pins.root.join("links")) {
-            for entry in dir.filter_map(Result::ok) {
-                let name = entry.file_name();
-                if ours.iter().any(|own| name.to_str() == Some(own)) {
-                    continue;
-                }
-                match PinnedLink::from_pin(entry.path()) {
-                    Ok(link) => drop(link.unpin()),
-                    Err(_) => drop(fs::remove_file(entry.path())),
-                }
-            }
-        }
+    /// Once the new programs are attached (and links no program of this
+    /// guardd has are gone, `Pins::remove_links_except`): reads the pids the
+    /// old maps listed, what the old programs stopped until they were
+    /// detached included.
+    pub(super) fn finish(self) -> LayoutChange {
         LayoutChange {
             found: self.found,
             held: self.held.and_then(|data| pids(&data)),

@@ -10,7 +10,7 @@ use guard_common::names::{map, program};
 use super::{
     layout::{self, Found, OldPins},
     offsets::{ensure_tracefs, exe_name_offsets, lsm_offsets, tracepoint_offsets},
-    pins::{lock_pin_dir, Pins},
+    pins::{lock_pin_dir, Pins, StaleLink},
     report::{report_link, REPORT_TRACEPOINTS},
     Kernel, KernelError, LayoutChange, MapSizes, ProgramSets,
 };
@@ -38,17 +38,21 @@ pub(super) const PROGRAMS: [(&str, &str, &str); 4] = [
 /// only where the BPF LSM is active. Hooks whose signature changed have one
 /// program per signature; the one matching this kernel's BTF is loaded.
 pub(super) const LSM_PROGRAMS: [(&str, &str, Option<u32>); 21] = [
-    (program::PROTECT_TASK_KILL, "task_kill", None),
-    (program::PROTECT_PTRACE, "ptrace_access_check", None),
-    (program::PROTECT_BPF, "bpf", Some(3)),
-    (program::PROTECT_BPF_6_9, "bpf", Some(4)),
-    (program::PROTECT_FILE_OPEN, "file_open", None),
-    (program::PROTECT_PATH_UNLINK, "path_unlink", None),
-    (program::PROTECT_PATH_RMDIR, "path_rmdir", None),
-    (program::PROTECT_PATH_MKNOD, "path_mknod", None),
-    (program::PROTECT_PATH_RENAME, "path_rename", Some(5)),
-    (program::PROTECT_PATH_RENAME_5_7, "path_rename", Some(4)),
-    (program::PROTECT_PATH_TRUNCATE, "path_truncate", None),
+    (program::SELF_PROTECT_TASK_KILL, "task_kill", None),
+    (program::SELF_PROTECT_PTRACE, "ptrace_access_check", None),
+    (program::SELF_PROTECT_BPF, "bpf", Some(3)),
+    (program::SELF_PROTECT_BPF_6_9, "bpf", Some(4)),
+    (program::SELF_PROTECT_FILE_OPEN, "file_open", None),
+    (program::SELF_PROTECT_PATH_UNLINK, "path_unlink", None),
+    (program::SELF_PROTECT_PATH_RMDIR, "path_rmdir", None),
+    (program::SELF_PROTECT_PATH_MKNOD, "path_mknod", None),
+    (program::SELF_PROTECT_PATH_RENAME, "path_rename", Some(5)),
+    (
+        program::SELF_PROTECT_PATH_RENAME_5_7,
+        "path_rename",
+        Some(4),
+    ),
+    (program::SELF_PROTECT_PATH_TRUNCATE, "path_truncate", None),
     (program::GATE_PATH_UNLINK, "path_unlink", None),
     (program::GATE_PATH_RMDIR, "path_rmdir", None),
     (program::GATE_PATH_MKNOD, "path_mknod", None),
@@ -164,6 +168,7 @@ impl Kernel {
                 .collect(),
             _pin_lock: pin_lock,
             layout_change: None,
+            stale_links: Vec::new(),
         };
         // Fill the program map before anything is attached.
         kernel.set_programs(sets)?;
@@ -221,10 +226,29 @@ impl Kernel {
                 kernel.report_missing = Some(err.to_string());
             }
         }
+        // Every program of this guardd is attached and pinned: links an older
+        // guardd left under other names (a program renamed since) go now.
+        let ours: Vec<&str> = kernel.links.keys().map(String::as_str).collect();
+        kernel.stale_links = pins.remove_links_except(&ours);
+        for link in &kernel.stale_links {
+            match &link.left {
+                None => tracing::warn!(
+                    "removed {}/{}: no program of this guardd has that name (another \
+                     version's link)",
+                    pin_dir.display(),
+                    link.pin
+                ),
+                Some(err) => tracing::error!(
+                    "{}/{}: no program of this guardd has that name, and the link could NOT \
+                     be removed: {err}",
+                    pin_dir.display(),
+                    link.pin
+                ),
+            }
+        }
         if let Some(old) = old_pins {
             // The old programs are detached now: what they stopped is all listed.
-            let ours: Vec<&str> = kernel.links.keys().map(String::as_str).collect();
-            kernel.layout_change = Some(old.finish(&pins, &ours));
+            kernel.layout_change = Some(old.finish());
         }
         Ok((kernel, events))
     }
@@ -232,6 +256,11 @@ impl Kernel {
     /// What this start found of pins of another layout, if it found any.
     pub fn layout_change(&self) -> Option<&LayoutChange> {
         self.layout_change.as_ref()
+    }
+
+    /// Links this start found pinned under names it has no program of.
+    pub fn stale_links(&self) -> &[StaleLink] {
+        &self.stale_links
     }
 
     /// Why the BPF LSM hooks are not loaded here, or None when they are.

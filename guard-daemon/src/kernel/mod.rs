@@ -32,6 +32,7 @@ use guard_common::{
 use crate::protocol::ProgramView;
 pub use layout::{describe as describe_layout, LayoutChange};
 use pins::Pins;
+pub use pins::StaleLink;
 pub use teardown::teardown;
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +148,8 @@ pub struct Kernel {
     _pin_lock: fs::File,
     /// Pins of another layout this start found and did not reuse.
     layout_change: Option<LayoutChange>,
+    /// Links pinned under names this guardd has no program of, found at start.
+    stale_links: Vec<pins::StaleLink>,
 }
 
 /// A SIGCONT another process than guardd (or the kernel) sent to a process

@@ -67,6 +67,49 @@ impl Pins {
         link.pin(&path)
             .map_err(|err| KernelError::Pin(format!("{}: {err}", path.display())))
     }
+
+    /// Unpins (and so detaches) every link under `links/` that is not named in
+    /// `ours`: those another version of guardd pinned under names this one
+    /// does not use (programs renamed or dropped since). Called once this
+    /// guardd's own links are attached and pinned, so that nothing runs
+    /// unguarded in between. Returns what it found, each as `links/NAME`,
+    /// with why it could not be removed.
+    pub(super) fn remove_links_except(&self, ours: &[&str]) -> Vec<StaleLink> {
+        let Ok(dir) = fs::read_dir(self.root.join("links")) else {
+            return Vec::new();
+        };
+        let mut stale: Vec<StaleLink> = dir
+            .filter_map(Result::ok)
+            .filter(|entry| {
+                !ours
+                    .iter()
+                    .any(|own| entry.file_name().to_str() == Some(own))
+            })
+            .map(|entry| {
+                let path = entry.path();
+                let removed = match PinnedLink::from_pin(&path) {
+                    // Dropping the fd (the last reference) detaches the program.
+                    Ok(link) => link.unpin().map(drop),
+                    Err(_) => fs::remove_file(&path),
+                };
+                StaleLink {
+                    pin: format!("links/{}", entry.file_name().to_string_lossy()),
+                    left: removed.err().map(|err| err.to_string()),
+                }
+            })
+            .collect();
+        stale.sort_by(|a, b| a.pin.cmp(&b.pin));
+        stale
+    }
+}
+
+/// A link pinned under a name this guardd does not use, found at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleLink {
+    /// `links/NAME`, under the pin directory.
+    pub pin: String,
+    /// Why it is still pinned (None: it was removed, its program detached).
+    pub left: Option<String>,
 }
 
 /// Mounts bpffs at /sys/fs/bpf when the pin directory is there and it is not mounted.

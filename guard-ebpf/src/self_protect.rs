@@ -1,15 +1,15 @@
 //! Self-protection and hold integrity with the BPF LSM (only where
 //! `/sys/kernel/security/lsm` lists `bpf`; the daemon loads these on demand).
 //!
-//! - `protect_task_kill`: only guardd may SIGCONT a process the exec gate
+//! - `self_protect_task_kill`: only guardd may SIGCONT a process the exec gate
 //!   or the syscall gate holds; session processes may not signal guardd.
-//! - `protect_ptrace`: session processes may not trace guardd or a held process,
+//! - `self_protect_ptrace`: session processes may not trace guardd or a held process,
 //!   nor (with `SETTING_ESCAPE_DENY`) attach to any process outside their own
 //!   session: ptrace, /proc/PID/mem, process_vm_readv/writev and
 //!   pidfd_getfd all pass this check with PTRACE_MODE_ATTACH.
-//! - `protect_bpf`: session processes may not use bpf(2) at all (no detaching,
+//! - `self_protect_bpf`: session processes may not use bpf(2) at all (no detaching,
 //!   no map writes, no reading the pins).
-//! - `protect_file_open`, `protect_path_{unlink,rename,rmdir,truncate,mknod}`:
+//! - `self_protect_file_open`, `self_protect_path_{unlink,rename,rmdir,truncate,mknod}`:
 //!   session processes may not change the files in `PROTECTED` (guardd's
 //!   binary, config, state, audit log, pins).
 //!
@@ -73,7 +73,7 @@ fn in_session() -> bool {
 }
 
 #[lsm(hook = "task_kill")]
-pub fn protect_task_kill(ctx: LsmContext) -> i32 {
+pub fn self_protect_task_kill(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(4);
     if previous != 0 {
         return previous;
@@ -100,7 +100,7 @@ pub fn protect_task_kill(ctx: LsmContext) -> i32 {
 }
 
 #[lsm(hook = "ptrace_access_check")]
-pub fn protect_ptrace(ctx: LsmContext) -> i32 {
+pub fn self_protect_ptrace(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(2);
     if previous != 0 {
         return previous;
@@ -131,13 +131,13 @@ pub fn protect_ptrace(ctx: LsmContext) -> i32 {
 
 /// `bpf(int cmd, union bpf_attr *attr, unsigned int size)`, before 6.9.
 #[lsm(hook = "bpf")]
-pub fn protect_bpf(ctx: LsmContext) -> i32 {
+pub fn self_protect_bpf(ctx: LsmContext) -> i32 {
     deny_in_session(ctx.arg(3))
 }
 
 /// `bpf(int cmd, union bpf_attr *attr, unsigned int size, bool kernel)`, 6.9 on.
 #[lsm(hook = "bpf")]
-pub fn protect_bpf_6_9(ctx: LsmContext) -> i32 {
+pub fn self_protect_bpf_6_9(ctx: LsmContext) -> i32 {
     deny_in_session(ctx.arg(4))
 }
 
@@ -153,7 +153,7 @@ fn deny_in_session(previous: i32) -> i32 {
 }
 
 #[lsm(hook = "file_open")]
-pub fn protect_file_open(ctx: LsmContext) -> i32 {
+pub fn self_protect_file_open(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(1);
     if previous != 0 {
         return previous;
@@ -176,33 +176,33 @@ pub fn protect_file_open(ctx: LsmContext) -> i32 {
 
 /// `path_unlink(const struct path *dir, struct dentry *dentry)`
 #[lsm(hook = "path_unlink")]
-pub fn protect_path_unlink(ctx: LsmContext) -> i32 {
+pub fn self_protect_path_unlink(ctx: LsmContext) -> i32 {
     deny_on_dentry(&ctx, 1, 2)
 }
 
 /// `path_rmdir(const struct path *dir, struct dentry *dentry)`
 #[lsm(hook = "path_rmdir")]
-pub fn protect_path_rmdir(ctx: LsmContext) -> i32 {
+pub fn self_protect_path_rmdir(ctx: LsmContext) -> i32 {
     deny_on_dentry(&ctx, 1, 2)
 }
 
 /// `path_mknod(const struct path *dir, struct dentry *dentry, umode_t, unsigned int)`:
 /// also asked for `open(O_CREAT)` of a new file.
 #[lsm(hook = "path_mknod")]
-pub fn protect_path_mknod(ctx: LsmContext) -> i32 {
+pub fn self_protect_path_mknod(ctx: LsmContext) -> i32 {
     deny_on_dentry(&ctx, 1, 4)
 }
 
 /// `path_rename(old_dir, old_dentry, new_dir, new_dentry, flags)` (5.19 on):
 /// the source or the target (replaced, or created in a protected directory).
 #[lsm(hook = "path_rename")]
-pub fn protect_path_rename(ctx: LsmContext) -> i32 {
+pub fn self_protect_path_rename(ctx: LsmContext) -> i32 {
     deny_on_rename(&ctx, ctx.arg(5))
 }
 
 /// `path_rename(old_dir, old_dentry, new_dir, new_dentry)`, before 5.19.
 #[lsm(hook = "path_rename")]
-pub fn protect_path_rename_5_7(ctx: LsmContext) -> i32 {
+pub fn self_protect_path_rename_5_7(ctx: LsmContext) -> i32 {
     deny_on_rename(&ctx, ctx.arg(4))
 }
 
@@ -224,7 +224,7 @@ fn deny_on_rename(ctx: &LsmContext, previous: i32) -> i32 {
 
 /// `path_truncate(const struct path *path)`
 #[lsm(hook = "path_truncate")]
-pub fn protect_path_truncate(ctx: LsmContext) -> i32 {
+pub fn self_protect_path_truncate(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(1);
     if previous != 0 {
         return previous;
