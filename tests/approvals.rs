@@ -13,7 +13,6 @@ use std::{
 };
 
 use common::*;
-use serde_json::Value;
 
 /// An ed25519 key pair made by ssh-keygen; returns the private key's path.
 fn keygen(dir: &Path, name: &str) -> PathBuf {
@@ -126,9 +125,9 @@ fn signed_tokens_count_once_per_key_and_only_for_their_request() {
     drop(run_b);
 
     let audit = guard.audit();
-    let refusals: Vec<&Value> = audit
+    let refusals: Vec<&AuditRecord> = audit
         .iter()
-        .filter(|r| r["event"] == "refuse" && r["channel"] == "token")
+        .filter(|r| r.event == Some(AuditEvent::Refuse) && r.channel == Some(Channel::Token))
         .collect();
     for why in [
         "bad signature",
@@ -139,20 +138,21 @@ fn signed_tokens_count_once_per_key_and_only_for_their_request() {
         assert!(
             refusals
                 .iter()
-                .any(|r| r["reason"].as_str().unwrap().contains(why)),
+                .any(|r| r.reason.as_deref().unwrap().contains(why)),
             "no audited refusal for {why}: {refusals:?}"
         );
     }
-    let approvals: Vec<&Value> = audit
+    let approvals: Vec<&AuditRecord> = audit
         .iter()
-        .filter(|r| r["event"] == "approve" && r["request_id"] == a)
+        .filter(|r| r.event == Some(AuditEvent::Approve) && r.request_id.as_deref() == Some(a))
         .collect();
     assert_eq!(approvals.len(), 2, "{approvals:?}");
-    assert!(approvals[0]["approver"]
-        .as_str()
+    assert!(approvals[0]
+        .approver
+        .as_deref()
         .unwrap()
         .starts_with("key:alice@example (SHA256:"));
-    assert_eq!(approvals[1]["channel"], "socket");
+    assert_eq!(approvals[1].channel, Some(Channel::Socket));
     guard.stop();
 }
 
@@ -228,24 +228,27 @@ fn watch_json_shows_a_hold_and_its_decision() {
             let _ = lines.send(line);
         }
     });
-    let next = || -> Value {
+    let next = || -> Response {
         let line = received.recv_timeout(WAIT).expect("watch said nothing");
         serde_json::from_str(&line).unwrap()
     };
     // First the holds pending now (none): from here on every record streams.
-    assert_eq!(next()["type"], "pending");
+    assert!(matches!(next(), Response::Pending { .. }));
     let run = guard.session(&stubs, &["terraform", "destroy", "watched"]);
     let hold = guard.wait_hold("watched");
     let id = hold.id.clone();
     assert!(guard.ctl(&["deny", &id]).status.success());
     let deadline = Instant::now() + WAIT;
     let mut seen = Vec::new();
-    while !(seen.contains(&"hold".to_string()) && seen.contains(&"deny".to_string())) {
+    while !(seen.contains(&AuditEvent::Hold) && seen.contains(&AuditEvent::Deny)) {
         assert!(Instant::now() < deadline, "saw only {seen:?}");
         let event = next();
-        assert_eq!(event["type"], "event", "{event}");
-        if event["record"]["request_id"] == id.as_str() {
-            seen.push(event["record"]["event"].as_str().unwrap().to_string());
+        let Response::Event { record } = event else {
+            panic!("not an event: {event:?}");
+        };
+        let record: AuditRecord = serde_json::from_value(record).unwrap();
+        if record.request_id == Some(id.clone()) {
+            seen.push(record.event.unwrap());
         }
     }
     watch.kill().unwrap();
@@ -336,7 +339,7 @@ fn local_approvers_can_be_required_to_use_a_terminal_no_session_uses() {
     assert_eq!(stubs.marker_text(), "destroy shared\n");
     let refusals = guard.audit_events(AuditEvent::Refuse);
     assert_eq!(refusals.len(), 2, "{refusals:?}");
-    assert!(refusals.iter().all(|r| r["channel"] == "socket"));
+    assert!(refusals.iter().all(|r| r.channel == Some(Channel::Socket)));
     guard.stop();
 }
 
@@ -368,8 +371,8 @@ fn polkit_re_authentication_fails_closed() {
     assert!(is_stopped(u64::from(hold.pid)));
     let refusal = &guard.audit_events(AuditEvent::Refuse)[0];
     assert!(
-        refusal["reason"].as_str().unwrap().starts_with("polkit"),
-        "{refusal}"
+        refusal.reason.as_deref().unwrap().starts_with("polkit"),
+        "{refusal:?}"
     );
     assert!(
         guard.ctl(&["deny", id]).status.success(),
@@ -433,7 +436,7 @@ fn watch_on_a_terminal_shows_the_context_and_takes_a_decision() {
     assert!(!run.wait().0.success());
     wait_for(&format!("{id}: Denied"));
     let denial = &guard.audit_events(AuditEvent::Deny)[0];
-    assert_eq!(denial["reason"], "denied in guardctl watch");
+    assert_eq!(denial.reason.as_deref(), Some("denied in guardctl watch"));
     assert_eq!(stubs.marker_text(), "");
     watch.kill().unwrap();
     watch.wait().unwrap();
@@ -495,15 +498,16 @@ fn a_signed_denial_ends_the_request_and_encrypted_keys_sign_through_ssh_keygen()
     assert!(!run.wait().0.success());
     assert_eq!(stubs.marker_text(), "");
     let denied = &guard.audit_events(AuditEvent::Deny)[0];
-    assert_eq!(denied["channel"], "token");
+    assert_eq!(denied.channel, Some(Channel::Token));
     assert!(
-        denied["approver"]
-            .as_str()
+        denied
+            .approver
+            .as_deref()
             .unwrap()
             .starts_with("key:erin@example"),
-        "{denied}"
+        "{denied:?}"
     );
-    assert_eq!(denied["reason"], "not today");
+    assert_eq!(denied.reason.as_deref(), Some("not today"));
     guard.stop();
 }
 

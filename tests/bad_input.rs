@@ -72,6 +72,8 @@ fn non_utf8_argv_and_hostile_paths_are_escaped() {
     assert!(!human.stdout.contains(&0x1b), "raw escape on the terminal");
     let audit = std::fs::read(&guard.audit_log).unwrap();
     assert!(!audit.contains(&0x1b) && !audit.contains(&0xff));
+    // Raw JSON on purpose: what is checked is the file's bytes, escaped and
+    // still one JSON object a line, whatever type reads them.
     for line in audit.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         serde_json::from_slice::<serde_json::Value>(line).expect("one JSON object per line");
     }

@@ -165,8 +165,10 @@ fn ptrace_vm_writes_and_pidfd_getfd_on_outside_processes_fail_and_are_audited() 
     );
     let refused = guard.audit_events(AuditEvent::Deny);
     assert_eq!(refused.len(), 4, "{refused:?}");
-    assert!(refused.iter().all(|r| r["rule"] == "session-escape"));
-    let operation = refused[0]["operation"].as_str().unwrap();
+    assert!(refused
+        .iter()
+        .all(|r| r.rule.as_deref() == Some("session-escape")));
+    let operation = refused[0].operation.as_deref().unwrap();
     assert!(
         operation.starts_with("ptrace attach pid ") && operation.contains("python3"),
         "{operation}"

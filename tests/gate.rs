@@ -66,8 +66,9 @@ fn deleting_a_protected_tree_is_one_request_and_a_denial_keeps_every_file() {
         "one hold per run"
     );
     let approved = &guard.audit_events(AuditEvent::Approve)[0];
-    assert!(approved["operation"]
-        .as_str()
+    assert!(approved
+        .operation
+        .as_deref()
         .unwrap()
         .starts_with("unlink "));
     guard.stop();
@@ -222,13 +223,8 @@ fn without_the_lsm_detected_sessions_are_reported_not_held() {
         let reported: Vec<String> = guard
             .audit_events(AuditEvent::Audit)
             .iter()
-            .filter(|r| {
-                r["reason"]
-                    .as_str()
-                    .unwrap_or("")
-                    .starts_with("report only")
-            })
-            .filter_map(|r| r["operation"].as_str().map(str::to_string))
+            .filter(|r| r.reason.as_deref().unwrap_or("").starts_with("report only"))
+            .filter_map(|r| r.operation.clone())
             .collect();
         assert!(
             !reported.iter().any(|o| o.contains("scratch")),

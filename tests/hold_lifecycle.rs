@@ -46,16 +46,16 @@ fn held_until_approved_from_outside_the_session() {
 
     let held = guard.audit_events(AuditEvent::Hold);
     assert_eq!(held.len(), 1);
-    assert_eq!(held[0]["request_id"], id);
-    assert_eq!(held[0]["rule"], "tf-destroy");
-    assert!(held[0]["ancestry"].as_array().unwrap().len() >= 2);
+    assert_eq!(held[0].request_id.as_deref(), Some(id));
+    assert_eq!(held[0].rule.as_deref(), Some("tf-destroy"));
+    assert!(held[0].ancestry.len() >= 2);
     let approved = guard.audit_events(AuditEvent::Approve);
-    assert!(approved[0]["approver"].as_str().unwrap().contains("uid 0"));
+    assert!(approved[0].approver.as_deref().unwrap().contains("uid 0"));
     assert_eq!(guard.audit_events(AuditEvent::Release).len(), 1);
     assert_eq!(guard.audit_events(AuditEvent::SessionStart).len(), 1);
     eprintln!(
-        "hold latency (stop -> decision): {} us",
-        held[0]["decision_us"]
+        "hold latency (stop -> decision): {:?} us",
+        held[0].decision_us
     );
     guard.stop();
 }
@@ -82,7 +82,7 @@ fn deny_kills_the_command_before_it_ever_runs() {
         "{stderr}"
     );
     let denied = guard.audit_events(AuditEvent::Deny);
-    assert_eq!(denied[0]["reason"], "not today");
+    assert_eq!(denied[0].reason.as_deref(), Some("not today"));
 
     // A deny rule kills at once, with the rule's message to the agent.
     let run = guard.session(&stubs, &["terraform", "destroy", "--nuke"]);
@@ -137,8 +137,9 @@ fn approval_from_inside_a_session_is_refused() {
     assert_eq!(stubs.marker_text(), "");
     let refusals = guard.audit_events(AuditEvent::Refuse);
     assert_eq!(refusals.len(), 2);
-    assert!(refusals[0]["reason"]
-        .as_str()
+    assert!(refusals[0]
+        .reason
+        .as_deref()
         .unwrap()
         .contains("self-approval attempt"));
 
@@ -161,8 +162,8 @@ fn a_hold_times_out_to_deny() {
     assert_eq!(stubs.marker_text(), "");
     let timeouts = guard.audit_events(AuditEvent::Timeout);
     assert_eq!(timeouts.len(), 1);
-    assert_eq!(timeouts[0]["request_id"], hold.id);
-    assert_eq!(timeouts[0]["decision"], "deny");
+    assert_eq!(timeouts[0].request_id.as_ref(), Some(&hold.id));
+    assert_eq!(timeouts[0].decision, Some(AuditDecision::Deny));
     guard.stop();
 }
 
@@ -184,8 +185,8 @@ fn a_held_process_killed_by_others_ends_its_request() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert_eq!(
-        guard.audit_events(AuditEvent::Exit)[0]["request_id"],
-        hold.id
+        guard.audit_events(AuditEvent::Exit)[0].request_id.as_ref(),
+        Some(&hold.id)
     );
     // Approving it now is refused: nothing can be released by accident.
     let out = guard.ctl(&["approve", hold.id.as_str()]);
@@ -246,6 +247,6 @@ fn two_approvals_need_two_distinct_people() {
     assert_eq!(stubs.marker_text(), "destroy\n");
     let approvals = guard.audit_events(AuditEvent::Approve);
     assert_eq!(approvals.len(), 2);
-    assert_eq!(approvals[0]["reason"], "approval 1 of 2");
+    assert_eq!(approvals[0].reason.as_deref(), Some("approval 1 of 2"));
     guard.stop();
 }

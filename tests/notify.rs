@@ -15,8 +15,8 @@ use std::{
 };
 
 use common::*;
+use guard_daemon::notify::WebhookBody;
 use hmac::{Hmac, Mac as _};
-use serde_json::Value;
 
 struct Received {
     headers: HashMap<String, String>,
@@ -25,7 +25,8 @@ struct Received {
 }
 
 impl Received {
-    fn json(&self) -> Value {
+    /// The body as guardd's own type, with the record as an `AuditRecord`.
+    fn json(&self) -> WebhookBody<AuditRecord> {
         serde_json::from_slice(&self.body).unwrap()
     }
 }
@@ -77,7 +78,11 @@ impl Receiver {
     }
 
     /// Waits for a request the server answered with 200 whose body's record matches.
-    fn wait_for(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    fn wait_for(
+        &self,
+        what: &str,
+        matches: impl Fn(&AuditRecord) -> bool,
+    ) -> WebhookBody<AuditRecord> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(found) = self
@@ -85,7 +90,7 @@ impl Receiver {
                 .lock()
                 .unwrap()
                 .iter()
-                .find(|r| r.status == 200 && matches(&r.json()["record"]))
+                .find(|r| r.status == 200 && matches(&r.json().record))
             {
                 return found.json();
             }
@@ -131,19 +136,14 @@ timeout = "60s"
     let hold = guard.wait_hold("destroy");
     let id = hold.id.clone();
 
-    let delivered = receiver.wait_for("the hold", |r| r["event"] == "hold");
-    assert_eq!(delivered["record"]["request_id"], id.as_str());
+    let delivered = receiver.wait_for("the hold", |r| r.event == Some(AuditEvent::Hold));
+    assert_eq!(delivered.event, "hold");
+    assert_eq!(delivered.record.request_id.as_deref(), Some(id.as_str()));
     // argv[0] is the script the shebang ran.
-    assert_eq!(
-        delivered["record"]["argv"].as_array().unwrap()[1..],
-        [
-            serde_json::json!("destroy"),
-            serde_json::json!("-auto-approve")
-        ]
-    );
-    assert_eq!(delivered["record"]["rule"], "tf-destroy");
-    assert!(delivered["record"]["cwd"].as_str().is_some());
-    let text = delivered["text"].as_str().unwrap();
+    assert_eq!(delivered.record.argv[1..], ["destroy", "-auto-approve"]);
+    assert_eq!(delivered.record.rule.as_deref(), Some("tf-destroy"));
+    assert!(delivered.record.cwd.is_some());
+    let text = &delivered.text;
     assert!(
         text.contains(&format!("held request {id}")) && text.contains("terraform destroy"),
         "{text}"
@@ -187,12 +187,14 @@ timeout = "60s"
     );
     assert_eq!(stubs.marker_text(), "destroy -auto-approve\n");
     let approved = receiver.wait_for("the approval", |r| {
-        r["event"] == "approve" && r["request_id"] == id.as_str()
+        r.event == Some(AuditEvent::Approve) && r.request_id.as_deref() == Some(id.as_str())
     });
-    assert_eq!(approved["record"]["decision"], "allow");
-    assert_eq!(approved["record"]["channel"], "socket");
-    assert!(approved["record"]["approver"]
-        .as_str()
+    assert_eq!(approved.record.decision, Some(AuditDecision::Allow));
+    assert_eq!(approved.record.channel, Some(Channel::Socket));
+    assert!(approved
+        .record
+        .approver
+        .as_deref()
         .unwrap()
         .contains("uid 0"));
     drop(black_hole);

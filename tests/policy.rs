@@ -81,8 +81,12 @@ fn policy_reloads_on_change_and_sighup_and_a_broken_one_is_refused() {
     assert!(status.policy.last_reload_error.is_none());
     assert_ne!(status.policy.version, first_version);
     let reloads = guard.audit_events(AuditEvent::PolicyReload);
-    assert!(reloads.iter().any(|r| r["decision"] == "refused"));
-    assert!(reloads.iter().any(|r| r["reason"] == "SIGHUP"));
+    assert!(reloads
+        .iter()
+        .any(|r| r.decision == Some(AuditDecision::Refused)));
+    assert!(reloads
+        .iter()
+        .any(|r| r.reason.as_deref() == Some("SIGHUP")));
     guard.stop();
 }
 

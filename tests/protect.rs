@@ -416,8 +416,10 @@ fn a_gated_session_cannot_write_guardd_policy_d_or_remove_its_pins() {
     assert!(guard.pin_dir.join("links/exec_gate").exists());
     let denied = guard.audit_events(AuditEvent::Deny);
     assert!(
-        denied.iter().any(|r| r["rule"] == "agent-guard-self"
-            && r["operation"] == format!("write {}", zz.display())),
+        denied
+            .iter()
+            .any(|r| r.rule.as_deref() == Some("agent-guard-self")
+                && r.operation == Some(format!("write {}", zz.display()))),
         "{denied:?}"
     );
     // Past a reload tick: the rule still holds.
@@ -465,19 +467,19 @@ fn a_policy_drop_in_written_from_a_reported_session_is_refused_at_reload() {
     wait_until(
         || {
             guard.audit_events(AuditEvent::Refuse).iter().any(|r| {
-                r["rule"] == "agent-guard-self"
-                    && r["operation"] == format!("write {}", zz.display())
-                    && r["pid"].as_u64().is_some()
-                    && r["session"].as_u64().is_some()
+                r.rule.as_deref() == Some("agent-guard-self")
+                    && r.operation == Some(format!("write {}", zz.display()))
+                    && r.pid.is_some()
+                    && r.session.is_some()
             })
         },
         "the reload refused and audited",
     );
     assert!(zz.exists(), "report only: the write ran");
-    let refused: Vec<Value> = guard
+    let refused: Vec<AuditRecord> = guard
         .audit_events(AuditEvent::PolicyReload)
         .into_iter()
-        .filter(|r| r["decision"] == "refused")
+        .filter(|r| r.decision == Some(AuditDecision::Refused))
         .collect();
     assert!(!refused.is_empty());
     let error = guard.status().policy.last_reload_error.unwrap_or_default();
@@ -506,7 +508,7 @@ fn a_policy_drop_in_written_from_a_reported_session_is_refused_at_reload() {
                 && guard
                     .audit_events(AuditEvent::PolicyReload)
                     .iter()
-                    .any(|r| r["decision"].as_str().unwrap_or("").starts_with("loaded"))
+                    .any(|r| matches!(r.decision, Some(AuditDecision::Loaded(_))))
         },
         "a reload after the drop-in was removed",
     );

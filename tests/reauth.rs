@@ -123,7 +123,7 @@ fn a_same_uid_approval_needs_the_approvers_password_every_time() {
     assert_eq!(refusals.len(), 2, "{refusals:?}");
     assert!(refusals
         .iter()
-        .all(|r| r["reason"].as_str().unwrap().starts_with("PAM")));
+        .all(|r| r.reason.as_deref().unwrap().starts_with("PAM")));
 
     // The person's password: approved, and the audit record says how.
     let out = approve_answering(&guard, id, &format!("{PASSWORD}\n"));
@@ -133,11 +133,12 @@ fn a_same_uid_approval_needs_the_approvers_password_every_time() {
     assert!(stubs.marker_text().contains("destroy pam"));
     let approved = &guard.audit_events(AuditEvent::Approve)[0];
     assert!(
-        approved["approver"]
-            .as_str()
+        approved
+            .approver
+            .as_deref()
             .unwrap()
             .contains("re-authenticated by PAM"),
-        "{approved}"
+        "{approved:?}"
     );
 
     // Never cached: the next hold asks again.
@@ -171,11 +172,12 @@ fn where_pam_cannot_run_same_uid_approvals_are_said_to_be_unauthenticated() {
     );
     let approved = &guard.audit_events(AuditEvent::Approve)[0];
     assert!(
-        approved["approver"]
-            .as_str()
+        approved
+            .approver
+            .as_deref()
             .unwrap()
             .contains("unauthenticated"),
-        "{approved}"
+        "{approved:?}"
     );
     guard.stop();
 

@@ -44,7 +44,7 @@ fn a_stopped_guardd_keeps_holds_and_teardown_denies_them() {
     assert!(guard
         .audit_events(AuditEvent::Deny)
         .iter()
-        .any(|r| r["reason"] == "guardd --teardown"));
+        .any(|r| r.reason.as_deref() == Some("guardd --teardown")));
     guard.stop();
 }
 
@@ -108,8 +108,8 @@ fn teardown_also_ends_a_hold_another_process_let_run() {
     let reasons: Vec<String> = guard
         .audit_events(AuditEvent::Deny)
         .iter()
-        .filter(|r| r["pid"] == continued_pid)
-        .filter_map(|r| r["reason"].as_str().map(str::to_string))
+        .filter(|r| r.pid.map(u64::from) == Some(continued_pid))
+        .filter_map(|r| r.reason.clone())
         .collect();
     let me = std::process::id();
     let told = reasons

@@ -46,8 +46,8 @@ fn a_crash_releases_nothing_and_the_restart_readopts_every_hold() {
         .audit_events(AuditEvent::Error)
         .into_iter()
         .filter(|r| {
-            r["reason"]
-                .as_str()
+            r.reason
+                .as_deref()
                 .unwrap_or("")
                 .contains("lost its seccomp listener")
         })
@@ -219,8 +219,8 @@ fn a_stop_with_no_room_to_record_it_is_killed_not_stranded() {
     );
     let deadline = std::time::Instant::now() + WAIT;
     while !guard.audit_events(AuditEvent::Error).iter().any(|r| {
-        r["reason"]
-            .as_str()
+        r.reason
+            .as_deref()
             .is_some_and(|why| why.contains("killed by the kernel"))
     }) {
         assert!(
@@ -330,7 +330,7 @@ fn a_reused_pid_is_not_readopted_and_cannot_be_approved() {
     assert!(guard
         .audit_events(AuditEvent::Exit)
         .iter()
-        .any(|r| r["request_id"] == hold.id));
+        .any(|r| r.request_id.as_ref() == Some(&hold.id)));
     assert_eq!(state(pid as u64), 'S', "the impostor was touched");
     let _ = impostor.kill();
     let _ = impostor.wait();
@@ -371,11 +371,11 @@ fn held_on_pins_of_another_layout(
 }
 
 /// The audit records that name the layout change.
-fn layout_records(guard: &Daemon) -> Vec<serde_json::Value> {
+fn layout_records(guard: &Daemon) -> Vec<AuditRecord> {
     guard
         .audit_events(AuditEvent::Error)
         .into_iter()
-        .filter(|r| r["reason"].as_str().unwrap_or("").contains("layout 999"))
+        .filter(|r| r.reason.as_deref().unwrap_or("").contains("layout 999"))
         .collect()
 }
 
@@ -399,12 +399,13 @@ fn pins_of_another_layout_are_not_reused_and_their_holds_stay_held() {
     assert!(
         records
             .iter()
-            .any(|r| r["pid"].as_u64() == Some(u64::from(hold.pid)) && r["decision"] == "hold"),
+            .any(|r| r.pid == Some(hold.pid) && r.decision == Some(AuditDecision::Hold)),
         "{records:?}"
     );
     assert!(
-        records.iter().any(|r| r["reason"]
-            .as_str()
+        records.iter().any(|r| r
+            .reason
+            .as_deref()
             .unwrap()
             .contains("1 stopped process(es) held again")),
         "{records:?}"
@@ -435,8 +436,7 @@ fn a_hold_only_the_old_held_map_names_is_raised_again_after_a_layout_change() {
     let raised = guard.wait_hold("relayout-map");
     assert_eq!(raised.pid, hold.pid);
     assert!(layout_records(&guard).iter().any(|r| {
-        r["pid"].as_u64() == Some(u64::from(hold.pid))
-            && r["reason"].as_str().unwrap().contains("by the old HELD")
+        r.pid == Some(hold.pid) && r.reason.as_deref().unwrap().contains("by the old HELD")
     }));
     guard.decide("deny", &raised);
     assert_eq!(run.wait().0.signal(), Some(libc::SIGKILL));

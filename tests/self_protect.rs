@@ -60,7 +60,7 @@ fn removing_the_pin_directory_from_a_session_detaches_nothing_and_is_repaired() 
         lsm || guard
             .audit_events(AuditEvent::Error)
             .iter()
-            .any(|r| r["reason"].as_str().unwrap_or("").contains("were removed"))
+            .any(|r| r.reason.as_deref().unwrap_or("").contains("were removed"))
     });
     let watch = mechanism(&guard.status(), "pin_watch");
     let repairs = if lsm {
@@ -154,13 +154,11 @@ fn a_report_gate_that_fails_to_attach_is_said_so_and_retried() {
         stderr.contains("report-only syscall gate is NOT working"),
         "{stderr}"
     );
-    assert!(guard
-        .audit_events(AuditEvent::Error)
-        .iter()
-        .any(|r| r["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("report-only syscall gate not attached")));
+    assert!(guard.audit_events(AuditEvent::Error).iter().any(|r| r
+        .reason
+        .as_deref()
+        .unwrap_or("")
+        .contains("report-only syscall gate not attached")));
 
     // Repaired: the retry attaches it and reports resume.
     let _ = std::fs::remove_file(&links);
@@ -175,7 +173,7 @@ fn a_report_gate_that_fails_to_attach_is_said_so_and_retried() {
         guard
             .audit_events(AuditEvent::Audit)
             .iter()
-            .any(|r| r["rule"] == "precious")
+            .any(|r| r.rule.as_deref() == Some("precious"))
     });
     drop(blocker);
     guard.stop();
@@ -223,10 +221,10 @@ fn a_held_command_continued_while_guardd_was_killed_is_audited_at_the_next_start
     let record = guard
         .audit_events(AuditEvent::Error)
         .into_iter()
-        .find(|r| r["request_id"] == hold.id)
+        .find(|r| r.request_id.as_ref() == Some(&hold.id))
         .unwrap_or_else(|| panic!("no record of the run: {:?}", guard.audit()));
-    assert_eq!(record["decision"], "ran");
-    let reason = record["reason"].as_str().unwrap();
+    assert_eq!(record.decision, Some(AuditDecision::Ran));
+    let reason = record.reason.as_deref().unwrap();
     assert!(
         reason.contains("sent the stopped process SIGCONT while guardd was down: it ran"),
         "{reason}"
@@ -377,10 +375,10 @@ fn a_session_cannot_open_the_policy_file_where_the_lsm_does_not_run() {
         "the config changed"
     );
     wait_until("the refusal in the audit log", || {
-        guard
-            .audit_events(AuditEvent::Deny)
-            .iter()
-            .any(|r| r["rule"] == "agent-guard-self" && r["operation"] == format!("open {c}"))
+        guard.audit_events(AuditEvent::Deny).iter().any(|r| {
+            r.rule.as_deref() == Some("agent-guard-self")
+                && r.operation == Some(format!("open {c}"))
+        })
     });
     // Outside every session the file is the admin's: a change is loaded.
     let mut text = before.clone();
@@ -390,7 +388,7 @@ fn a_session_cannot_open_the_policy_file_where_the_lsm_does_not_run() {
         guard
             .audit_events(AuditEvent::PolicyReload)
             .iter()
-            .any(|r| r["decision"].as_str().unwrap_or("").starts_with("loaded"))
+            .any(|r| matches!(r.decision, Some(AuditDecision::Loaded(_))))
     });
     assert!(guard.status().policy.last_reload_error.is_none());
     guard.stop();

@@ -18,11 +18,10 @@ use std::{
 /// audit events: a renamed field fails to compile here, not at run time.
 #[allow(unused_imports)] // each test binary uses some of them
 pub use guard_daemon::{
-    audit::AuditEvent,
+    audit::{AuditDecision, AuditEvent, AuditRecord, Channel},
     policy::{Action, Explanation, LocalAuth},
     protocol::{HoldState, HoldView, Response, StatusView},
 };
-use serde_json::Value;
 
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -362,20 +361,24 @@ impl Daemon {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    pub fn audit(&self) -> Vec<Value> {
+    /// The audit log, read as the daemon's `AuditRecord`s (each line's
+    /// `time` is not kept).
+    pub fn audit(&self) -> Vec<AuditRecord> {
         fs::read_to_string(&self.audit_log)
             .unwrap_or_default()
             .lines()
-            .map(|line| serde_json::from_str(line).expect("audit lines are JSON"))
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|err| panic!("audit line not an AuditRecord ({err}): {line}"))
+            })
             .collect()
     }
 
-    /// The audit records of one event (named by the daemon's `AuditEvent`).
-    pub fn audit_events(&self, event: AuditEvent) -> Vec<Value> {
-        let event = serde_json::to_value(event).unwrap();
+    /// The audit records of one event.
+    pub fn audit_events(&self, event: AuditEvent) -> Vec<AuditRecord> {
         self.audit()
             .into_iter()
-            .filter(|r| r["event"] == event)
+            .filter(|r| r.event == Some(event))
             .collect()
     }
 
@@ -385,9 +388,9 @@ impl Daemon {
         assert!(
             self.audit_events(AuditEvent::Error)
                 .iter()
-                .any(|r| r["pid"] == pid
-                    && r["reason"]
-                        .as_str()
+                .any(|r| r.pid.map(u64::from) == Some(pid)
+                    && r.reason
+                        .as_deref()
                         .is_some_and(|why| why
                             .contains(&format!("pid {me} sent the stopped process SIGCONT")))),
             "{:?}",
@@ -442,7 +445,7 @@ impl Daemon {
         let stopped: Vec<u64> = self
             .audit_events(AuditEvent::Hold)
             .iter()
-            .filter_map(|record| record["pid"].as_u64())
+            .filter_map(|record| record.pid.map(u64::from))
             .filter(|pid| is_stopped(*pid))
             .collect();
         self.program_ids.clear();

@@ -12,6 +12,8 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch, Semaphore};
 
 use crate::policy::notify::NotifySettings;
+/// A webhook's JSON, for receivers written in Rust (and the tests).
+pub use webhook::WebhookBody;
 
 /// Deliveries (with their retries) one webhook may have under way; beyond it
 /// new ones are dropped and logged rather than queued without bound.

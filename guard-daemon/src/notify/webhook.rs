@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, Mac as _};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::Sha256;
 
 use crate::policy::notify::Webhook;
@@ -29,22 +29,39 @@ pub struct Delivery {
     pub body: Vec<u8>,
 }
 
+/// The JSON a webhook receives. `R` is the audit record: the line as
+/// broadcast when guardd sends, `audit::AuditRecord` for a reader (the tests).
+/// Fields in name order, as the untyped body had them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WebhookBody<R> {
+    /// The same on every attempt of one delivery.
+    pub delivery: String,
+    /// The record's event (`hold`, `approve`...).
+    pub event: String,
+    pub host: String,
+    pub record: R,
+    pub sent_at: String,
+    pub source: String,
+    /// The record as a line for chat (Slack mrkdwn).
+    pub text: String,
+}
+
 impl Delivery {
     pub fn new(host: &str, id: String, record: &Value) -> Self {
         let event = record["event"].as_str().unwrap_or_default().to_string();
-        let body = json!({
-            "source": "agent-guard",
-            "host": host,
-            "delivery": id,
-            "sent_at": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-            "event": event,
-            "text": super::text::slack(host, record),
-            "record": record,
-        });
+        let body = WebhookBody {
+            source: "agent-guard".to_string(),
+            host: host.to_string(),
+            delivery: id.clone(),
+            sent_at: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            event: event.clone(),
+            text: super::text::slack(host, record),
+            record,
+        };
         Self {
             id,
             event,
-            body: serde_json::to_vec(&body).expect("JSON values serialize"),
+            body: serde_json::to_vec(&body).expect("webhook bodies serialize"),
         }
     }
 }
@@ -124,6 +141,8 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -144,5 +163,19 @@ mod tests {
         assert_eq!(body["event"], "hold");
         assert_eq!(body["delivery"], "h-1-1");
         assert!(body["text"].as_str().unwrap().contains("`rm -rf /`"));
+    }
+
+    /// The typed body writes the bytes the `json!` map did (serde_json
+    /// without preserve_order: keys in name order), so receivers see no change.
+    #[test]
+    fn body_is_written_as_the_json_map_was() {
+        let record = json!({"event": "hold", "request_id": "x-1", "argv": ["rm"]});
+        let delivery = Delivery::new("h", "h-1-1".into(), &record);
+        let as_map: Value = serde_json::from_slice(&delivery.body).unwrap();
+        assert_eq!(
+            serde_json::to_vec(&as_map).unwrap(),
+            delivery.body,
+            "{as_map}"
+        );
     }
 }

@@ -4,7 +4,9 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::Deserialize;
 
+// Moved to guard-protocol (the control socket carries them); still found here.
 use super::{spec::SpecFile, Action};
+pub use super::{LocalAuth, OnTimeout};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,30 +79,6 @@ pub struct ApprovalsFile {
     pub pam_service: Option<String>,
     /// Local approvers need a controlling terminal that no session process uses.
     pub require_terminal: Option<bool>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LocalAuth {
-    /// PAM where the host has the service file and libpam, else none, said
-    /// in `guardctl status` and in every held notice.
-    #[default]
-    Auto,
-    /// PAM re-authentication of the approver (`pam_service`), every time;
-    /// refused where PAM cannot run.
-    Pam,
-    /// `pkcheck` for action `org.agent-guard.approve`, with user interaction.
-    Polkit,
-    /// No re-authentication: any process of the approver's uid outside the
-    /// sessions can approve (an agent driving the user's tmux, for one).
-    None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnTimeout {
-    Deny,
-    Allow,
 }
 
 #[derive(Debug, Clone, Deserialize)]

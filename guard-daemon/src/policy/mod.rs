@@ -19,13 +19,12 @@ mod sql;
 
 use std::{collections::HashMap, time::Duration};
 
-pub use file::{LocalAuth, OnTimeout};
+/// The policy's types that the control socket carries, in guard-protocol.
+pub use guard_protocol::{Action, Explanation, HoldTerms, LocalAuth, OnTimeout};
 pub use matcher::ArgPattern;
 use rule::Judged;
 pub use rule::{basename, CommandContext, Rule};
-pub use settings::{
-    Action, Agents, ApprovalSettings, EscapeMode, Explanation, GateMode, HoldTerms,
-};
+pub use settings::{Agents, ApprovalSettings, EscapeMode, GateMode};
 use spec::Spec;
 
 /// The policy compiled into guardd, used when no `--config` is given.

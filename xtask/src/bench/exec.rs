@@ -27,13 +27,12 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use serde_json::{json, Value};
+use guard_protocol::{
+    encode_line, GateStats, Request, RequestEnvelope, Response, StatusView, PROTOCOL_VERSION,
+};
 
 use super::{
-    results::{
-        GateStats, KernelCost, Measured, PairSummary, Pending, ProgramCost, Results, Status,
-        Summary,
-    },
+    results::{KernelCost, Measured, PairSummary, ProgramCost, Results, Summary},
     workload::{Session, Workload},
 };
 use crate::{build, cmd};
@@ -376,7 +375,7 @@ impl Guardd {
             socket: bench.dir.join("guardd.sock"),
         };
         for _ in 0..200 {
-            if guard.status_answer().is_ok() {
+            if guard.status().is_ok() {
                 return Ok(guard);
             }
             sleep(Duration::from_millis(25));
@@ -384,20 +383,19 @@ impl Guardd {
         bail!("guardd did not come up")
     }
 
-    fn request(&self, request: Value) -> anyhow::Result<Value> {
+    fn request(&self, request: Request) -> anyhow::Result<Response> {
         let mut stream = UnixStream::connect(&self.socket)?;
-        stream.write_all(format!("{request}\n").as_bytes())?;
+        stream.write_all(&encode_line(&RequestEnvelope {
+            version: PROTOCOL_VERSION,
+            request,
+        }))?;
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(&stream), &mut line)?;
         Ok(serde_json::from_str(&line)?)
     }
 
-    pub(super) fn status(&self) -> anyhow::Result<Status> {
-        Ok(serde_json::from_value(self.status_answer()?)?)
-    }
-
-    fn status_answer(&self) -> anyhow::Result<Value> {
-        self.request(json!({"version": 1, "type": "status"}))
+    pub(super) fn status(&self) -> anyhow::Result<StatusView> {
+        status_of(self.request(Request::Status)?)
     }
 
     pub(super) fn stop(mut self, bench: &Bench) -> anyhow::Result<()> {
@@ -411,6 +409,14 @@ impl Guardd {
             bail!("guardd --teardown failed");
         }
         Ok(())
+    }
+}
+
+/// The view in guardd's answer to a `status` request.
+fn status_of(response: Response) -> anyhow::Result<StatusView> {
+    match response {
+        Response::Status(view) => Ok(*view),
+        other => bail!("status: guardd answered {other:?}"),
     }
 }
 
@@ -456,15 +462,17 @@ fn approve_to_running(bench: &Bench) -> anyhow::Result<Vec<f64>> {
             .stderr(Stdio::null())
             .spawn()?;
         let id = loop {
-            let pending: Pending =
-                serde_json::from_value(guard.request(json!({"version": 1, "type": "pending"}))?)?;
-            if let Some(hold) = pending.holds.into_iter().next() {
+            let holds = match guard.request(Request::Pending)? {
+                Response::Pending { holds } => holds,
+                other => bail!("pending: guardd answered {other:?}"),
+            };
+            if let Some(hold) = holds.into_iter().next() {
                 break hold.id;
             }
             sleep(Duration::from_millis(5));
         };
         let before = monotonic_ns();
-        guard.request(json!({"version": 1, "type": "approve", "id": id}))?;
+        guard.request(Request::Approve { id })?;
         run.wait()?;
         let started: u64 = fs::read_to_string(&stamp)?
             .trim()
@@ -772,4 +780,91 @@ fn programs(breakdown: &BTreeMap<String, ProgramCost>) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use guard_protocol::{
+        decode_request, Latency, LocalAuth, PolicySummary, ProgramView, SessionView,
+    };
+
+    use super::*;
+
+    /// The bench reads guardd's status answer as the `StatusView` guardd
+    /// writes it from: the line a real view makes is read back whole.
+    #[test]
+    fn a_status_answer_reads_back_as_the_view_guardd_wrote() {
+        let view = StatusView {
+            version: "0.1.0".into(),
+            pid: 4242,
+            policy: PolicySummary {
+                source: "/etc/agent-guard/policy.toml".into(),
+                version: "bench".into(),
+                last_reload_error: None,
+                rules: 1,
+                watched_programs: 1,
+                agents: vec!["claude".into()],
+                local_auth: LocalAuth::None,
+            },
+            sessions: vec![SessionView {
+                id: 1,
+                agent: None,
+                origin: "launched".into(),
+                uid: 0,
+            }],
+            pending: 0,
+            mechanisms: vec![("exec gate".into(), "tracepoint".into())],
+            programs: vec![ProgramView {
+                name: "exec_gate".into(),
+                id: 77,
+                tracepoint: "sched/sched_process_exec".into(),
+                map_ids: vec![5, 6],
+                attached: true,
+            }],
+            stats: GateStats {
+                stops: 200,
+                allowed: 150,
+                held: 20,
+                denied: 30,
+                recovered_from_map: 3,
+                events_lost: 4,
+                stops_killed: 0,
+                event_latency: Latency {
+                    samples: 200,
+                    p50_us: 40,
+                    p99_us: 90,
+                    max_us: 120,
+                },
+                decision_latency: Latency {
+                    samples: 200,
+                    p50_us: 60,
+                    p99_us: 150,
+                    max_us: 400,
+                },
+            },
+        };
+        let line = encode_line(&Response::Status(Box::new(view.clone())));
+        let answer: Response = serde_json::from_slice(&line).unwrap();
+        assert_eq!(status_of(answer).unwrap(), view);
+        let error = Response::Error {
+            message: "no".into(),
+        };
+        assert!(status_of(error).is_err());
+    }
+
+    /// The bench's requests are ones guardd's own decoder accepts.
+    #[test]
+    fn the_bench_requests_decode_as_guardd_reads_them() {
+        for request in [
+            Request::Status,
+            Request::Pending,
+            Request::Approve { id: "a-1".into() },
+        ] {
+            let line = encode_line(&RequestEnvelope {
+                version: PROTOCOL_VERSION,
+                request: request.clone(),
+            });
+            assert_eq!(decode_request(line.trim_ascii_end()).unwrap(), request);
+        }
+    }
 }

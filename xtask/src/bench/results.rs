@@ -1,11 +1,10 @@
 //! The shape of `target/bench/results.json`, written by a bench run and read
-//! back by `--report`, and the parts of guardd's answers the bench reads.
-//! A renamed figure fails to compile instead of leaving a hole in
-//! BENCHMARKS.md. guardd's answers are mirrored here, not taken from
-//! guard-daemon's protocol module: xtask cannot depend on guard-daemon, whose
-//! build script needs the bpf-linker that `cargo xtask setup` installs.
+//! back by `--report`. A renamed figure fails to compile instead of leaving a
+//! hole in BENCHMARKS.md. guardd's answers are read as guard-protocol's types
+//! (`StatusView`, `GateStats`, `Latency`...), the ones guardd writes them with.
 use std::collections::BTreeMap;
 
+use guard_protocol::Latency;
 use serde::{Deserialize, Serialize};
 
 /// Median, p99, min and max of a set of runs, and how many there were.
@@ -117,48 +116,4 @@ pub(super) struct Results {
     pub peer_fapolicyd: Measured<PairSummary>,
     pub stop_continue_floor_added_us: Measured<Summary>,
     pub exec_load: ExecLoad,
-}
-
-/// guardd's `status` answer, the part the bench reads (protocol::StatusView).
-#[derive(Debug, Clone, Deserialize)]
-pub(super) struct Status {
-    pub programs: Vec<Program>,
-    pub stats: GateStats,
-}
-
-/// protocol::ProgramView, the part the bench reads.
-#[derive(Debug, Clone, Deserialize)]
-pub(super) struct Program {
-    pub name: String,
-    pub id: u32,
-}
-
-/// protocol::GateStats, the part the bench reads.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub(super) struct GateStats {
-    pub stops: u64,
-    pub events_lost: u64,
-    pub recovered_from_map: u64,
-    pub event_latency: Latency,
-    pub decision_latency: Latency,
-}
-
-/// protocol::Latency: the daemon's stop-to-event or stop-to-decision figures.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub(super) struct Latency {
-    pub samples: usize,
-    pub p50_us: u64,
-    pub p99_us: u64,
-    pub max_us: u64,
-}
-
-/// guardd's `pending` answer: the ids of the held requests.
-#[derive(Debug, Clone, Deserialize)]
-pub(super) struct Pending {
-    pub holds: Vec<PendingHold>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub(super) struct PendingHold {
-    pub id: String,
 }
