@@ -519,8 +519,8 @@ fn links_another_guardd_pinned_under_other_names_are_removed_on_restart() {
         .audit_events(AuditEvent::Error)
         .into_iter()
         .filter(|r| {
-            r["reason"]
-                .as_str()
+            r.reason
+                .as_deref()
                 .is_some_and(|why| why.contains(&format!("links/{stale}")))
         })
         .collect();
