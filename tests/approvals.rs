@@ -156,6 +156,48 @@ fn signed_tokens_count_once_per_key_and_only_for_their_request() {
     guard.stop();
 }
 
+/// A policy file that adds a stricter rule for a command the pack already
+/// holds makes the hold stricter: the first matching rule does not decide
+/// the terms alone (it used to, and the added `approvals = 2` was ignored).
+#[test]
+fn a_second_matching_hold_rule_makes_the_hold_stricter() {
+    require_root();
+    let stubs = Stubs::new();
+    let keys = tempfile::tempdir().unwrap();
+    let guard = guard_with_signers(
+        "\n[[rule]]\nid = \"tf-destroy-two-people\"\nprograms = [\"terraform\"]\n\
+         subcommand = [\"destroy\"]\naction = \"hold\"\napprovals = 2\n\
+         approvers = [\"key:alice@example\", \"user:root\"]",
+        &keys,
+    );
+    let explained = guard.explain(&["terraform", "destroy", "twice"]);
+    assert_eq!(explained.terms.approvals, 2, "{explained:?}");
+    assert_eq!(
+        explained.terms_from,
+        ["tf-destroy", "tf-destroy-two-people"]
+    );
+    let run = guard.session(&stubs, &["terraform", "destroy", "twice"]);
+    let hold = guard.wait_hold("twice");
+    let id = hold.id.as_str();
+    assert_eq!(hold.approvals_needed, 2);
+    assert_eq!(hold.rule, "tf-destroy");
+    // Root is accepted by both rules' lists, but is one approval of two.
+    let out = guard.ctl(&["approve", id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("more approvals are needed"));
+    assert!(is_stopped(u64::from(hold.pid)));
+    assert_eq!(stubs.marker_text(), "");
+    let out = approve_token(
+        &guard,
+        id,
+        &sign(&guard, id, &keys.path().join("alice"), "5m"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(run.wait().0.success());
+    assert_eq!(stubs.marker_text(), "destroy twice\n");
+    guard.stop();
+}
+
 #[test]
 fn approver_lists_and_self_approval_are_enforced() {
     require_root();

@@ -116,6 +116,7 @@ impl Hold {
             protection: self.protection.clone(),
             approved_by: self.approved_by.clone(),
             approvers: self.terms.approvers.clone(),
+            also_approvers: self.terms.also_approvers.clone(),
             self_approval: self.terms.self_approval,
             operation: self.gate.as_ref().map(|g| g.operation.clone()),
             ancestry: request.ancestry.clone(),

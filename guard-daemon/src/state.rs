@@ -182,6 +182,7 @@ mod tests {
                 self_approval: false,
                 timeout_secs: 60,
                 on_timeout: OnTimeout::Deny,
+                also_approvers: vec![vec!["user:root".into()]],
             },
             approved_by: vec!["uid:0".into()],
             created_unix: 1,

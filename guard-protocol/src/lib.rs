@@ -148,6 +148,10 @@ pub struct HoldView {
     /// Who may approve (the rule's `approvers`; empty: root or the command's uid, or any signer).
     #[serde(default)]
     pub approvers: Vec<String>,
+    /// Further `approvers` lists of other hold rules that matched: an
+    /// approver must be in each too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_approvers: Vec<Vec<String>>,
     #[serde(default)]
     pub self_approval: bool,
     /// For a held system call: what it does (`unlink /home/dev/.ssh/id_ed25519`).

@@ -26,10 +26,14 @@ pub struct Explanation {
     /// Why the deciding rule matched: the words, flags, paths... it saw.
     pub why: Vec<String>,
     pub message: Option<String>,
-    /// What a hold under the deciding rule needs (flattened: the JSON keeps
+    /// What a hold needs: the deciding rule's terms, made stricter by every
+    /// other hold rule that matched (flattened: the JSON keeps
     /// `timeout_secs`, `approvals`, ... at the top level).
     #[serde(flatten)]
     pub terms: HoldTerms,
+    /// The hold rules whose terms were combined, when more than one matched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub terms_from: Vec<String>,
 }
 
 /// What a rule asks of the holds it raises. Carried unchanged from the rule
@@ -50,6 +54,10 @@ pub struct HoldTerms {
     #[serde(default)]
     pub timeout_secs: u64,
     pub on_timeout: OnTimeout,
+    /// The `approvers` of other hold rules that matched the same command:
+    /// an approver must be accepted by each of these lists too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_approvers: Vec<Vec<String>>,
 }
 
 impl HoldTerms {
@@ -61,7 +69,43 @@ impl HoldTerms {
             self_approval: true,
             timeout_secs: 0,
             on_timeout: OnTimeout::Deny,
+            also_approvers: Vec::new(),
         }
+    }
+
+    /// Makes these terms as strict as `other` too, for a command two hold
+    /// rules match: the larger number of approvals, every rule's approvers,
+    /// self-approval only if both allow it, denied on timeout if either
+    /// says so, and the longer wait.
+    pub fn tighten(&mut self, other: &HoldTerms) {
+        self.approvals = self.approvals.max(other.approvals);
+        for list in std::iter::once(&other.approvers).chain(&other.also_approvers) {
+            if !self.approver_lists().any(|known| known == list) {
+                self.also_approvers.push(list.clone());
+            }
+        }
+        self.self_approval &= other.self_approval;
+        if other.on_timeout == OnTimeout::Deny {
+            self.on_timeout = OnTimeout::Deny;
+        }
+        self.timeout_secs = self.timeout_secs.max(other.timeout_secs);
+    }
+
+    /// Who may approve, in words: each list an approver must satisfy.
+    pub fn approvers_in_words(&self) -> String {
+        self.approver_lists()
+            .map(|list| match list.is_empty() {
+                true => "root or the command's own user".to_string(),
+                false => list.join(", "),
+            })
+            .collect::<Vec<_>>()
+            .join(", each also among ")
+    }
+
+    /// Each list an approver must be accepted by (an empty list: root or
+    /// the command's own uid locally, any allowed signer for tokens).
+    pub fn approver_lists(&self) -> impl Iterator<Item = &Vec<String>> {
+        std::iter::once(&self.approvers).chain(&self.also_approvers)
     }
 
     /// The terms of a syscall-gate hold: any approver, denied on timeout.

@@ -280,11 +280,7 @@ impl Guard {
         }
         self.exec_gate.stats.counts.held += 1;
         if let Some(stderr) = &hold.stderr {
-            let who = if hold.terms.approvers.is_empty() {
-                "root or the command's own user".to_string()
-            } else {
-                hold.terms.approvers.join(", ")
-            };
+            let who = hold.terms.approvers_in_words();
             notice::write(
                 stderr,
                 &format!(

@@ -108,13 +108,13 @@ impl Policy {
     pub fn judge(&self, command: &CommandContext) -> Explanation {
         let judged = Judged::new(command, self.spec_for(&command.program));
         let candidates = self.candidates(&command.program, command.exe.as_deref());
-        let mut matched = Vec::new();
+        let mut matched: Vec<&Rule> = Vec::new();
         let mut decisive: Option<(&Rule, Vec<String>)> = None;
         for rule in candidates.into_iter().map(|at| &self.rules[at]) {
             let Some(why) = rule.matches(&judged) else {
                 continue;
             };
-            matched.push(rule.id.clone());
+            matched.push(rule);
             let replace = match &decisive {
                 None => true,
                 Some((current, _)) if current.action == Action::Allow => false,
@@ -125,25 +125,40 @@ impl Policy {
                 decisive = Some((rule, why));
             }
         }
-        match decisive {
-            Some((rule, why)) => Explanation {
-                action: rule.action,
-                rule: Some(rule.id.clone()),
-                program: command.program.clone(),
-                matched,
-                why,
-                message: rule.message.clone(),
-                terms: rule.terms.clone(),
-            },
-            None => Explanation {
+        let Some((rule, why)) = decisive else {
+            return Explanation {
                 action: Action::Allow,
                 rule: None,
                 program: command.program.clone(),
-                matched,
+                matched: Vec::new(),
                 why: Vec::new(),
                 message: None,
                 terms: HoldTerms::none(),
-            },
+                terms_from: Vec::new(),
+            };
+        };
+        // A hold needs what every matching hold rule asks, not only the
+        // first one's: adding a stricter rule never weakens a hold.
+        let mut terms = rule.terms.clone();
+        let mut terms_from = Vec::new();
+        if rule.action == Action::Hold {
+            let holds = matched.iter().filter(|r| r.action == Action::Hold);
+            for other in holds.clone().filter(|r| r.id != rule.id) {
+                terms.tighten(&other.terms);
+            }
+            if holds.clone().count() > 1 {
+                terms_from = holds.map(|r| r.id.clone()).collect();
+            }
+        }
+        Explanation {
+            action: rule.action,
+            rule: Some(rule.id.clone()),
+            program: command.program.clone(),
+            matched: matched.iter().map(|r| r.id.clone()).collect(),
+            why,
+            message: rule.message.clone(),
+            terms,
+            terms_from,
         }
     }
 

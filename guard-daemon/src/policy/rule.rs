@@ -196,6 +196,7 @@ impl Rule {
                 self_approval: file.self_approval.unwrap_or(true),
                 timeout_secs: file.timeout.unwrap_or(default_timeout).as_secs(),
                 on_timeout: file.on_timeout.unwrap_or(OnTimeout::Deny),
+                also_approvers: Vec::new(),
             },
             message: file.message.clone(),
         })

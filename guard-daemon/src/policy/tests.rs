@@ -448,3 +448,49 @@ fn context_is_skipped_only_where_no_rule_could_read_it() {
     assert!(!conditions.reads_context("terraform", None));
     assert!(conditions.reads_context("x", Some("/usr/bin/make")));
 }
+
+/// A second hold rule for the same command can only make its hold
+/// stricter: the first matching rule no longer decides the terms alone.
+#[test]
+fn every_matching_hold_rule_tightens_the_terms() {
+    let policy = Policy::parse(
+        &format!(
+            "{TEST_POLICY}\n\
+             [[rule]]\nid = \"tf-destroy-two\"\nprograms = [\"terraform\"]\n\
+             subcommand = [\"destroy\"]\naction = \"hold\"\napprovals = 2\n\
+             approvers = [\"group:ops\"]\nself_approval = false\ntimeout = \"10m\"\n\
+             on_timeout = \"allow\"\n"
+        ),
+        "test",
+    )
+    .unwrap();
+    let held = policy.evaluate(&["terraform", "destroy"]);
+    assert_eq!(held.action, Action::Hold);
+    assert_eq!(held.rule.as_deref(), Some("tf-destroy"));
+    assert_eq!(held.terms.approvals, 2);
+    assert_eq!(held.terms.approvers, Vec::<String>::new());
+    assert_eq!(
+        held.terms.also_approvers,
+        vec![vec!["group:ops".to_string()]]
+    );
+    assert!(!held.terms.self_approval);
+    assert_eq!(held.terms.timeout_secs, 600, "the longer wait");
+    assert_eq!(
+        held.terms.on_timeout,
+        OnTimeout::Deny,
+        "deny if either says so"
+    );
+    assert_eq!(held.terms_from, ["tf-destroy", "tf-destroy-two"]);
+    // The allow carve-out and the deny rule still decide alone.
+    let carved = policy.evaluate(&["terraform", "destroy", "-target=scratch1"]);
+    assert_eq!(carved.action, Action::Allow);
+    assert!(carved.terms_from.is_empty());
+    let denied = policy.evaluate(&["terraform", "destroy", "-nuke"]);
+    assert_eq!(denied.action, Action::Deny);
+    assert!(denied.terms_from.is_empty());
+    // One hold rule: its own terms, nothing combined.
+    let single = Policy::parse(TEST_POLICY, "test").unwrap();
+    let alone = single.evaluate(&["terraform", "destroy"]);
+    assert_eq!(alone.terms.approvals, 1);
+    assert!(alone.terms.also_approvers.is_empty() && alone.terms_from.is_empty());
+}

@@ -3,7 +3,7 @@ use std::{path::Path, process::ExitCode};
 use anyhow::Context as _;
 use guard_daemon::{
     client::{self, ClientError},
-    policy::{CommandContext, Explanation, Policy},
+    policy::{Action, CommandContext, Explanation, OnTimeout, Policy},
     protocol::{Request, Response},
 };
 
@@ -98,6 +98,30 @@ fn print(explanation: &Explanation, json: bool) -> anyhow::Result<()> {
     }
     if let Some(message) = &explanation.message {
         println!("  message: {message}");
+    }
+    if explanation.action == Action::Hold {
+        let terms = &explanation.terms;
+        println!(
+            "  hold: {} approval(s) from {}{}; {} after {}s",
+            terms.approvals_needed(),
+            terms.approvers_in_words(),
+            if terms.self_approval {
+                ""
+            } else {
+                " (not the session's own user)"
+            },
+            match terms.on_timeout {
+                OnTimeout::Allow => "allowed",
+                OnTimeout::Deny => "denied",
+            },
+            terms.timeout_secs
+        );
+    }
+    if !explanation.terms_from.is_empty() {
+        println!(
+            "  terms: the strictest of rules {}",
+            explanation.terms_from.join(", ")
+        );
     }
     Ok(())
 }

@@ -231,11 +231,17 @@ impl std::fmt::Display for HoldText<'_> {
 }
 
 fn describe_hold(hold: &HoldView) -> String {
-    let who = if hold.approvers.is_empty() {
+    let mut who = if hold.approvers.is_empty() {
         String::new()
     } else {
         format!(", from {}", hold.approvers.join(" or "))
     };
+    for list in &hold.also_approvers {
+        match list.is_empty() {
+            true => who.push_str(", also root or the command's own user"),
+            false => who.push_str(&format!(", also from {}", list.join(" or "))),
+        }
+    }
     HoldText {
         id: &hold.id,
         argv: &hold.argv,

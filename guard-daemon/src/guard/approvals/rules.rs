@@ -120,7 +120,23 @@ pub(super) fn local_refusal(
             hold.rule, peer.uid
         ));
     }
-    if hold.terms.approvers.is_empty() {
+    // Every matching hold rule's list must accept the caller.
+    let groups = peer.pid.map(procfs::groups).unwrap_or_default();
+    hold.terms
+        .approver_lists()
+        .find_map(|list| list_refusal(list, hold, peer, is_owner, &groups, verb))
+}
+
+/// Why one rule's `approvers` list does not accept `peer`, if it does not.
+fn list_refusal(
+    list: &[String],
+    hold: &Hold,
+    peer: Peer,
+    is_owner: bool,
+    groups: &[u32],
+    verb: &str,
+) -> Option<String> {
+    if list.is_empty() {
         return (peer.uid != 0 && Some(peer.uid) != hold.request.uid).then(|| {
             let command_uid = hold
                 .request
@@ -135,8 +151,7 @@ pub(super) fn local_refusal(
     if verb == "deny" && (peer.uid == 0 || is_owner) {
         return None;
     }
-    let groups = peer.pid.map(procfs::groups).unwrap_or_default();
-    let listed = hold.terms.approvers.iter().any(|approver| {
+    let listed = list.iter().any(|approver| {
         if let Some(name) = approver.strip_prefix("user:") {
             nix::unistd::User::from_name(name)
                 .ok()
@@ -155,7 +170,7 @@ pub(super) fn local_refusal(
         format!(
             "uid {} is not among the rule's approvers ({})",
             peer.uid,
-            hold.terms.approvers.join(", ")
+            list.join(", ")
         )
     })
 }
@@ -197,17 +212,15 @@ pub(super) fn reauth(auth: SameUidAuth, uid: u32, user: Option<String>) -> Reaut
 /// Why a token signed by `principal` does not count, if it does not: a rule
 /// that lists `key:` approvers takes only those.
 pub(super) fn signer_refusal(terms: &HoldTerms, principal: &str) -> Option<String> {
-    let listed = terms.approvers.iter().any(|a| a.starts_with("key:"));
-    (listed
-        && !terms
-            .approvers
-            .iter()
-            .any(|a| a == &format!("key:{principal}")))
-    .then(|| {
-        format!(
-            "key:{principal} is not among the rule's approvers ({})",
-            terms.approvers.join(", ")
-        )
+    let signer = format!("key:{principal}");
+    terms.approver_lists().find_map(|list| {
+        let keys_listed = list.iter().any(|a| a.starts_with("key:"));
+        (keys_listed && !list.contains(&signer)).then(|| {
+            format!(
+                "{signer} is not among the rule's approvers ({})",
+                list.join(", ")
+            )
+        })
     })
 }
 
@@ -302,5 +315,29 @@ mod tests {
         assert_eq!(signer_refusal(&terms, "alice@example"), None);
         assert!(signer_refusal(&terms, "alice")
             .is_some_and(|why| why.contains("not among the rule's approvers")));
+    }
+
+    /// Two hold rules matched: each one's approvers must accept the caller.
+    #[test]
+    fn every_matching_rules_approvers_must_accept_the_approver() {
+        let process = crate::process::ProcessHandle::open(std::process::id()).unwrap();
+        let mut hold = crate::holds::tests::hold_of(process);
+        hold.request.uid = Some(1000);
+        let owner = Some(1000);
+        hold.terms.approvers = vec!["user:root".into()];
+        assert_eq!(local_refusal(&hold, peer(0), owner, "approve"), None);
+        // A second rule with the default list (root or the command's uid)
+        // still accepts root, but one naming only `user:nobody` does not.
+        hold.terms.also_approvers = vec![Vec::new()];
+        assert_eq!(local_refusal(&hold, peer(0), owner, "approve"), None);
+        hold.terms.also_approvers.push(vec!["user:nobody".into()]);
+        assert!(local_refusal(&hold, peer(0), owner, "approve")
+            .is_some_and(|why| why.contains("(user:nobody)")));
+
+        let mut terms = HoldTerms::gate(1, std::time::Duration::ZERO);
+        terms.approvers = vec!["key:alice@example".into(), "key:bob@example".into()];
+        terms.also_approvers = vec![vec!["key:bob@example".into()]];
+        assert!(signer_refusal(&terms, "alice@example").is_some());
+        assert_eq!(signer_refusal(&terms, "bob@example"), None);
     }
 }
