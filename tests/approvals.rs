@@ -181,6 +181,14 @@ fn a_second_matching_hold_rule_makes_the_hold_stricter() {
     let id = hold.id.as_str();
     assert_eq!(hold.approvals_needed, 2);
     assert_eq!(hold.rule, "tf-destroy");
+    let combined = "terms: the strictest of rules tf-destroy, tf-destroy-two-people";
+    assert!(hold.why.iter().any(|w| w == combined), "{:?}", hold.why);
+    let held = guard.audit_events(AuditEvent::Hold);
+    assert!(
+        held.iter()
+            .any(|r| r.request_id.as_deref() == Some(id) && r.why.iter().any(|w| w == combined)),
+        "{held:?}"
+    );
     // Root is accepted by both rules' lists, but is one approval of two.
     let out = guard.ctl(&["approve", id]);
     assert!(out.status.success(), "{}", stderr(&out));

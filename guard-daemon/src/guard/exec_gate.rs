@@ -255,7 +255,7 @@ impl Guard {
             request,
             rule: explanation.rule.clone().unwrap_or_default(),
             terms: explanation.terms.clone(),
-            why: explanation.why.clone(),
+            why: why_held(explanation),
             approved_by: Vec::new(),
             tokens_seen: Vec::new(),
             traced: false,
@@ -305,6 +305,7 @@ impl Guard {
         record.event = Some(AuditEvent::Hold);
         record.request_id = Some(id);
         record.decision = Some(AuditDecision::Hold);
+        record.why = hold.why.clone();
         self.audit.write(&record);
         self.holds.insert(hold);
     }
@@ -392,4 +393,17 @@ impl Guard {
         record.reason = Some(why);
         self.audit.write(&record);
     }
+}
+
+/// Why a command is held: why its rule matched, and where its terms come
+/// from when several hold rules matched.
+fn why_held(explanation: &Explanation) -> Vec<String> {
+    let mut why = explanation.why.clone();
+    if !explanation.terms_from.is_empty() {
+        why.push(format!(
+            "terms: the strictest of rules {}",
+            explanation.terms_from.join(", ")
+        ));
+    }
+    why
 }
