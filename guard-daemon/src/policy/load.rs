@@ -189,6 +189,14 @@ impl Policy {
         for (origin, file) in &rule_files {
             rules.push(Rule::compile(file, hold_timeout).map_err(|m| invalid(origin, m))?);
         }
+        // A rule's options are the program's: an abbreviation may stand for them.
+        for rule in &rules {
+            for program in rule.program_names() {
+                if let Some(spec) = specs.get_mut(program) {
+                    spec.learn(rule.option_names());
+                }
+            }
+        }
         let protections = protect_files
             .iter()
             .map(|(origin, file)| file.compile(hold_timeout).map_err(|m| invalid(origin, m)))

@@ -264,6 +264,10 @@ impl Rule {
                 .iter()
                 .map(|f| spec.canonical(f))
                 .find(|f| parsed.flags.contains(f))
+                .map(|f| match parsed.abbreviated.contains(&f) {
+                    true => format!("{f} (abbreviated)"),
+                    false => f,
+                })
         };
         for alternatives in &self.flags {
             why.push(format!("flag {}", has_flag(alternatives)?));
@@ -274,11 +278,14 @@ impl Rule {
                 self.flags_any.iter().find_map(has_flag)?
             ));
         }
-        if self
-            .not_flags
-            .iter()
-            .any(|alternatives| has_flag(alternatives).is_some())
-        {
+        // An abbreviation the program may read otherwise never lets a command through.
+        let written_in_full = |alternatives: &Vec<String>| {
+            alternatives
+                .iter()
+                .map(|f| spec.canonical(f))
+                .any(|f| parsed.flags.contains(&f) && !parsed.abbreviated.contains(&f))
+        };
+        if self.not_flags.iter().any(written_in_full) {
             return None;
         }
         for (name, value) in &self.options {
@@ -355,6 +362,16 @@ impl Rule {
                 .programs
                 .iter()
                 .any(|p| matches!(p, ProgramMatcher::Path(_)))
+    }
+
+    /// Every option name the rule mentions, as written (for prefix expansion).
+    pub fn option_names(&self) -> impl Iterator<Item = &str> {
+        (self.flags.iter())
+            .chain(&self.flags_any)
+            .chain(&self.not_flags)
+            .flatten()
+            .map(String::as_str)
+            .chain(self.options.iter().map(|(name, _)| name.as_str()))
     }
 
     /// Environment variable names the rule reads.

@@ -26,6 +26,12 @@ pub struct SpecFile {
     pub sql_options: Vec<String>,
     /// ... and/or the 1-based positional argument holding SQL (sqlite3: 2).
     pub sql_positional: Option<usize>,
+    /// The program takes any unique prefix of a long option (`--rec` for
+    /// `--recursive`), as GNU getopt_long, git and Python's argparse do.
+    pub abbreviations: bool,
+    /// Long options not named elsewhere in the spec, so a prefix is expanded
+    /// only where the program itself finds it unique.
+    pub long_options: Vec<String>,
 }
 
 /// A compiled spec: option names are canonical (aliases applied, no dashes
@@ -39,6 +45,9 @@ pub struct Spec {
     single_dash_long: bool,
     sql_options: BTreeSet<String>,
     sql_positional: Option<usize>,
+    abbreviations: bool,
+    /// Canonical long option names a prefix may expand to.
+    long_names: BTreeSet<String>,
 }
 
 /// The meaning of one command line.
@@ -52,6 +61,9 @@ pub struct ParsedArgs {
     pub options: Vec<(String, String)>,
     /// SQL texts found where the spec says SQL goes.
     pub sql: Vec<String>,
+    /// Options present only as an abbreviation (`--dry` for `--dry-run`): they
+    /// count for holding, never for letting a command through.
+    pub abbreviated: BTreeSet<String>,
 }
 
 impl Spec {
@@ -67,15 +79,50 @@ impl Spec {
                 .cloned()
                 .unwrap_or_else(|| canonical_name(name))
         };
-        Self {
+        let long_options: Vec<String> = file.long_options.iter().map(canon).collect();
+        let mut spec = Self {
             value_options: file.value_options.iter().map(canon).collect(),
             long_options_take_values: file.long_options_take_values,
             flags: file.flags.iter().map(canon).collect(),
             single_dash_long: file.single_dash_long,
             sql_options: file.sql_options.iter().map(canon).collect(),
             sql_positional: file.sql_positional,
+            abbreviations: file.abbreviations,
+            long_names: BTreeSet::new(),
             aliases,
+        };
+        let named: Vec<String> = (spec.aliases.values().cloned())
+            .chain(spec.value_options.iter().cloned())
+            .chain(spec.flags.iter().cloned())
+            .chain(spec.sql_options.iter().cloned())
+            .chain(long_options)
+            .collect();
+        spec.learn(named.iter().map(String::as_str));
+        spec
+    }
+
+    /// Adds option names (as rules write them) to those a prefix may expand to:
+    /// every option a rule names is one the program has.
+    pub fn learn<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        for name in names {
+            let name = self.canonical(name);
+            if !name.starts_with('-') {
+                self.long_names.insert(name);
+            }
         }
+    }
+
+    /// The known long options `name` abbreviates (none when it is one itself).
+    /// Several when it is ambiguous: the program refuses those, or (git, whose
+    /// options differ per subcommand) finds it unique where we cannot tell.
+    fn expand(&self, name: &str) -> Vec<String> {
+        if !self.abbreviations || name.is_empty() || self.long_names.contains(name) {
+            return Vec::new();
+        }
+        (self.long_names.range(name.to_string()..))
+            .take_while(|known| known.starts_with(name))
+            .cloned()
+            .collect()
     }
 
     /// The canonical name of an option as a rule writes it (`-r`, `--recursive`, `recursive`).
@@ -110,6 +157,8 @@ impl Spec {
         let mut parsed = ParsedArgs::default();
         let mut iter = args.iter().map(AsRef::as_ref);
         let mut options_done = false;
+        // Options written in full (or short): these are present, abbreviated or not.
+        let mut in_full = BTreeSet::new();
         while let Some(arg) = iter.next() {
             if options_done || arg == "-" || !arg.starts_with('-') {
                 parsed.words.push(arg.to_string());
@@ -126,18 +175,31 @@ impl Spec {
                     None => (arg, None),
                 };
                 let name = self.lookup(written);
+                // An abbreviation stands for every known option it may mean.
+                let mut names = self.expand(&name);
+                if names.is_empty() {
+                    in_full.insert(name.clone());
+                    names.push(name);
+                } else {
+                    parsed.abbreviated.extend(names.iter().cloned());
+                }
                 let value = match inline {
                     Some(value) => Some(value.to_string()),
-                    None if self.takes_value(&name, true) => iter.next().map(str::to_string),
+                    None if names.iter().all(|n| self.takes_value(n, true)) => {
+                        iter.next().map(str::to_string)
+                    }
                     None => None,
                 };
-                self.record(&mut parsed, name, value);
+                for name in names {
+                    self.record(&mut parsed, name, value.clone());
+                }
                 continue;
             }
             // A short cluster: -abc, where a letter taking a value ends it (-n prod, -nprod).
             let letters: Vec<char> = arg[1..].chars().collect();
             for (at, letter) in letters.iter().enumerate() {
                 let name = self.lookup(&format!("-{letter}"));
+                in_full.insert(name.clone());
                 if self.takes_value(&name, false) {
                     let rest: String = letters[at + 1..].iter().collect();
                     let rest = rest.strip_prefix('=').map(str::to_string).unwrap_or(rest);
@@ -152,6 +214,7 @@ impl Spec {
                 self.record(&mut parsed, name, None);
             }
         }
+        parsed.abbreviated.retain(|name| !in_full.contains(name));
         if let Some(at) = self.sql_positional {
             if let Some(text) = parsed.words.get(at - 1) {
                 parsed.sql.push(text.clone());
@@ -338,5 +401,47 @@ mod tests {
         assert_eq!(rm.canonical("recursive"), "recursive");
         assert_eq!(rm.canonical("r"), "recursive");
         assert_eq!(rm.canonical("-v"), "-v");
+    }
+
+    #[test]
+    fn unique_prefixes_of_long_options_are_expanded_where_the_program_does() {
+        let mut git = spec(
+            r#"
+            abbreviations = true
+            value_options = ["--receive-pack", "--repo"]
+            aliases = { "-f" = "--force", "-n" = "--dry-run" }
+            long_options = ["dry-run", "hard"]
+            "#,
+        );
+        git.learn(["--force-with-lease", "mirror"]);
+        let push = git.parse(&["push", "--mir", "--har"]);
+        assert!(push.flags.contains("mirror") && push.flags.contains("hard"));
+        assert_eq!(
+            push.abbreviated,
+            ["hard", "mirror"].map(String::from).into()
+        );
+        // Ambiguous: git may find it unique for this subcommand, so both count.
+        let forced = git.parse(&["clean", "--forc"]);
+        assert!(forced.flags.contains("force") && forced.flags.contains("force-with-lease"));
+        // Written in full it is not an abbreviation, whatever else is.
+        let full = git.parse(&["clean", "--dry", "-n", "--force"]);
+        assert!(full.abbreviated.is_empty(), "{full:?}");
+        // A value is taken when every option it may mean takes one.
+        let repo = git.parse(&["push", "--rep", "origin", "main"]);
+        assert_eq!(
+            repo.options,
+            vec![("repo".to_string(), "origin".to_string())]
+        );
+        assert_eq!(repo.words, ["push", "main"]);
+        let inline = git.parse(&["push", "--rec=/x", "origin"]);
+        assert_eq!(
+            inline.options,
+            vec![("receive-pack".to_string(), "/x".to_string())]
+        );
+        // Unknown names and programs without abbreviations stay as written.
+        assert!(git.parse(&["push", "--zz"]).flags.contains("zz"));
+        let mut strict = spec(r#"aliases = { "-r" = "--recursive" }"#);
+        strict.learn(["recursive"]);
+        assert!(strict.parse(&["--rec"]).flags.contains("rec"));
     }
 }

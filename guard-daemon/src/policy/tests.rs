@@ -90,6 +90,21 @@ fn explanations_say_why() {
 }
 
 #[test]
+fn an_abbreviated_option_is_the_rules_option_and_says_so() {
+    let policy = Policy::embedded_default();
+    let explanation = policy.evaluate(&["git", "reset", "--har", "HEAD~1"]);
+    assert_eq!(explanation.rule.as_deref(), Some("git-reset-hard"));
+    assert_eq!(
+        explanation.why,
+        vec!["program git", "subcommand reset", "flag hard (abbreviated)"]
+    );
+    // A not_flags exception needs the option written in full.
+    let dry = |argv: &[&str]| policy.evaluate(argv).action;
+    assert_eq!(dry(&["git", "clean", "--force", "--dry"]), Action::Hold);
+    assert_eq!(dry(&["git", "clean", "--forc", "--dry-run"]), Action::Allow);
+}
+
+#[test]
 fn timeouts_come_from_rule_or_defaults() {
     let p = test_policy();
     assert_eq!(
