@@ -93,6 +93,74 @@ fn wrappers_do_not_dodge_the_hold() {
 }
 
 #[test]
+fn busybox_and_the_loader_run_as_a_program_do_not_dodge_the_hold() {
+    let (stubs, guard) = setup(
+        r#"
+version = 1
+base = "none"
+[[rule]]
+id = "rm-recursive"
+programs = ["rm"]
+args_any = ["-r"]
+action = "hold"
+"#,
+    );
+    let dir = stubs.dir.path();
+    let rm = ["/usr/bin/rm", "/bin/rm"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap();
+    let loader = "/lib64/ld-linux-x86-64.so.2";
+    let mut cases: Vec<(&str, Vec<String>)> = vec![(
+        "v-busybox",
+        vec!["busybox".into(), "rm".into(), "-rf".into()],
+    )];
+    // The VM's initramfs has static binaries and no loader.
+    if std::path::Path::new(loader).exists() {
+        cases.push(("v-loader", vec![loader.into(), rm.into(), "-rf".into()]));
+        cases.push((
+            "v-argv0",
+            vec![
+                loader.into(),
+                "--argv0".into(),
+                "rm".into(),
+                rm.into(),
+                "-rf".into(),
+            ],
+        ));
+    }
+    let mut runs = Vec::new();
+    for (victim, argv) in &cases {
+        std::fs::create_dir_all(dir.join(victim).join("src")).unwrap();
+        let target = dir.join(victim).display().to_string();
+        let args: Vec<&str> = argv
+            .iter()
+            .map(String::as_str)
+            .chain([target.as_str()])
+            .collect();
+        runs.push(guard.session(&stubs, &args));
+    }
+    for (victim, _) in &cases {
+        let hold = guard.wait_hold(&dir.join(victim).display().to_string());
+        wait_stopped(u64::from(hold.pid));
+        assert_eq!(hold.rule, "rm-recursive", "{hold:?}");
+    }
+    for hold in guard.pending() {
+        guard.decide("deny", &hold);
+    }
+    for run in runs {
+        assert!(!run.wait().0.success());
+    }
+    for (victim, _) in &cases {
+        assert!(
+            dir.join(victim).join("src").exists(),
+            "{victim} was deleted"
+        );
+    }
+    guard.stop();
+}
+
+#[test]
 fn agents_are_detected_without_a_launcher() {
     require_root();
     let stubs = Stubs::new();

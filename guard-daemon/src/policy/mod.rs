@@ -16,6 +16,7 @@ mod rule;
 mod settings;
 mod spec;
 mod sql;
+mod wrappers;
 
 use std::{collections::HashMap, time::Duration};
 
@@ -84,6 +85,12 @@ impl Policy {
             .filter(|rule| rule.action != Action::Allow)
             .flat_map(Rule::program_names)
             .collect();
+        // A wrapper runs its program without an exec the kernel could stop.
+        if !names.is_empty() {
+            for name in wrappers::names() {
+                names.push(name);
+            }
+        }
         names.sort_unstable();
         names.dedup();
         names
@@ -106,6 +113,8 @@ impl Policy {
     /// carve-out); otherwise the most severe matching rule (deny > hold >
     /// audit); no match is allow.
     pub fn judge(&self, command: &CommandContext) -> Explanation {
+        let unwrapped = wrappers::unwrap(command);
+        let command = unwrapped.as_ref().unwrap_or(command);
         let judged = Judged::new(command, self.spec_for(&command.program));
         let candidates = self.candidates(&command.program, command.exe.as_deref());
         let mut matched: Vec<&Rule> = Vec::new();
@@ -188,9 +197,11 @@ impl Policy {
     /// or uid: when no rule that may match reads them, guardd does not
     /// read them from /proc (the common allow stays cheap).
     pub fn reads_context(&self, program: &str, exe: Option<&str>) -> bool {
-        self.candidates(program, exe)
-            .into_iter()
-            .any(|at| self.rules[at].reads_context())
+        wrappers::is_wrapper(program, exe)
+            || self
+                .candidates(program, exe)
+                .into_iter()
+                .any(|at| self.rules[at].reads_context())
     }
 
     /// Judges a bare argv (program = basename of argv[0]).

@@ -139,7 +139,45 @@ action = "audit"
         "t",
     )
     .unwrap();
-    assert_eq!(p.watched_programs(), vec!["rm", "shred"]);
+    let watched = p.watched_programs();
+    let rules: Vec<&str> = (watched.iter().copied())
+        .filter(|name| !wrappers::is_wrapper(name, None))
+        .collect();
+    assert_eq!(rules, vec!["rm", "shred"]);
+    // Wrappers run their program without an exec: watched whenever any is.
+    assert!(watched.contains(&"busybox") && watched.contains(&"ld-linux-x86-64.so.2"));
+    assert!(Policy::parse("version = 1\nbase = \"none\"", "t")
+        .unwrap()
+        .watched_programs()
+        .is_empty());
+}
+
+#[test]
+fn a_wrapper_is_judged_as_the_program_it_runs() {
+    let policy = Policy::embedded_default();
+    for argv in [
+        &["busybox", "rm", "-rf", "/srv/data"][..],
+        &["/lib64/ld-linux-x86-64.so.2", "/bin/rm", "-rf", "/srv/data"],
+        &[
+            "ld-linux-x86-64.so.2",
+            "--argv0",
+            "rm",
+            "/usr/bin/busybox",
+            "-rf",
+            "/srv",
+        ],
+        &["toybox", "git", "push", "--force"],
+    ] {
+        let explanation = policy.evaluate(argv);
+        assert_eq!(explanation.action, Action::Hold, "{argv:?}");
+    }
+    let explanation = policy.evaluate(&["busybox", "rm", "-rf", "/srv/data"]);
+    assert_eq!(explanation.program, "rm");
+    assert_eq!(
+        policy.evaluate(&["busybox", "ls", "-la"]).action,
+        Action::Allow
+    );
+    assert!(policy.reads_context("busybox", None));
 }
 
 #[test]
