@@ -60,7 +60,8 @@ fn sessions_cannot_signal_trace_or_change_the_guard() {
     assert!(status.success(), "{out}\n{err}");
     let line = out
         .lines()
-        .find_map(|l| l.strip_prefix("ATTACKS "))
+        // libtest may have printed "test NAME ... " on the same line first.
+        .find_map(|l| l.split_once("ATTACKS ").map(|(_, rest)| rest))
         .unwrap_or_else(|| panic!("no result from the session: {out}\n{err}"));
     let results: BTreeMap<String, i32> = serde_json::from_str(line).unwrap();
     let expected: BTreeMap<String, i32> = [

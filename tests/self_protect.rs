@@ -267,7 +267,8 @@ fn a_detected_session_cannot_attach_to_an_outside_process_where_the_lsm_runs() {
     assert!(status.success(), "{out}\n{err}");
     let line = out
         .lines()
-        .find_map(|l| l.strip_prefix("ESCAPES "))
+        // libtest may have printed "test NAME ... " on the same line first.
+        .find_map(|l| l.split_once("ESCAPES ").map(|(_, rest)| rest))
         .unwrap_or_else(|| panic!("no result from the session: {out}\n{err}"));
     let results: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(
