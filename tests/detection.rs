@@ -93,7 +93,7 @@ fn wrappers_do_not_dodge_the_hold() {
 }
 
 #[test]
-fn busybox_and_the_loader_run_as_a_program_do_not_dodge_the_hold() {
+fn busybox_the_loader_and_git_libexec_do_not_dodge_the_hold() {
     let (stubs, guard) = setup(
         r#"
 version = 1
@@ -102,6 +102,13 @@ base = "none"
 id = "rm-recursive"
 programs = ["rm"]
 args_any = ["-r"]
+action = "hold"
+
+[[rule]]
+id = "git-push-force"
+programs = ["git"]
+subcommand = ["push"]
+args_any = ["--force"]
 action = "hold"
 "#,
     );
@@ -129,6 +136,15 @@ action = "hold"
             ],
         ));
     }
+    // git's libexec form of a subcommand, where git is installed (not in the VM).
+    let exec_path = Command::new("git").arg("--exec-path").output();
+    if let Some(out) = exec_path.ok().filter(|out| out.status.success()) {
+        let git_push = std::path::Path::new(String::from_utf8_lossy(&out.stdout).trim())
+            .join("git-push")
+            .display()
+            .to_string();
+        cases.push(("v-git-push", vec![git_push, "--force".into(), "origin".into()]));
+    }
     let mut runs = Vec::new();
     for (victim, argv) in &cases {
         std::fs::create_dir_all(dir.join(victim).join("src")).unwrap();
@@ -143,7 +159,8 @@ action = "hold"
     for (victim, _) in &cases {
         let hold = guard.wait_hold(&dir.join(victim).display().to_string());
         wait_stopped(u64::from(hold.pid));
-        assert_eq!(hold.rule, "rm-recursive", "{hold:?}");
+        let rule = if *victim == "v-git-push" { "git-push-force" } else { "rm-recursive" };
+        assert_eq!(hold.rule, rule, "{hold:?}");
     }
     for hold in guard.pending() {
         guard.decide("deny", &hold);

@@ -91,11 +91,7 @@ pub struct ProgramSets {
 impl ProgramSets {
     pub fn of(policy: &crate::policy::Policy) -> Self {
         Self {
-            watched: policy
-                .watched_programs()
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
+            watched: policy.watched_programs(),
             agents: policy.agents.programs.clone(),
             interpreters: policy.agents.interpreters.clone(),
         }

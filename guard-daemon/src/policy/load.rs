@@ -261,8 +261,11 @@ impl Policy {
             let mut command = CommandContext::from_argv(&words);
             command.cwd = Some(EXAMPLE_CWD.into());
             command.env = vec![("HOME".into(), EXAMPLE_HOME.into())];
-            let spec = self.spec_for(&command.program);
-            let matched = rule.matches(&Judged::new(&command, spec)).is_some();
+            let inner = self.unwrapped(&command);
+            let matched = [Some(&command), inner.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|c| rule.matches(&Judged::new(c, self.spec_for(&c.program))).is_some());
             if matched != expected {
                 let should = if expected {
                     "should match but does not"

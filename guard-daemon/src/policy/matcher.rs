@@ -43,6 +43,14 @@ impl ArgPattern {
     pub fn matches(&self, arg: &str) -> bool {
         self.0.iter().any(|alt| alt.matches(arg))
     }
+
+    /// The plain words among the alternatives (`push|send-pack`).
+    pub fn words(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().filter_map(|alt| match alt {
+            Alternative::Word(word) => Some(word.as_str()),
+            _ => None,
+        })
+    }
 }
 
 impl Alternative {

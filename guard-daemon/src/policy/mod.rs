@@ -18,6 +18,9 @@ mod spec;
 mod sql;
 mod wrappers;
 
+/// The program whose subcommands also run as `PROGRAM-SUBCOMMAND`.
+const DASHED_SUBCOMMANDS: &str = "git";
+
 use std::{collections::HashMap, time::Duration};
 
 /// The policy's types that the control socket carries, in guard-protocol.
@@ -77,19 +80,21 @@ impl Policy {
     }
 
     /// Program names whose exec in a session must stop for a decision: those
-    /// a rule can do more than allow.
-    pub fn watched_programs(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self
-            .rules
-            .iter()
-            .filter(|rule| rule.action != Action::Allow)
-            .flat_map(Rule::program_names)
-            .collect();
+    /// a rule can do more than allow, the dashed forms of git's subcommands
+    /// they name (`git-push`, run from git's libexec), and the wrappers.
+    pub fn watched_programs(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.action != Action::Allow) {
+            for program in rule.program_names() {
+                names.push(program.to_string());
+                if program == DASHED_SUBCOMMANDS {
+                    names.extend(rule.first_words().map(|w| format!("{program}-{w}")));
+                }
+            }
+        }
         // A wrapper runs its program without an exec the kernel could stop.
         if !names.is_empty() {
-            for name in wrappers::names() {
-                names.push(name);
-            }
+            names.extend(wrappers::names().map(str::to_string));
         }
         names.sort_unstable();
         names.dedup();
@@ -112,9 +117,31 @@ impl Policy {
     /// Judges a command. Precedence: a matching `allow` rule wins (a narrow
     /// carve-out); otherwise the most severe matching rule (deny > hold >
     /// audit); no match is allow.
+    ///
+    /// A wrapper's command (`busybox rm -rf x`, `git-push -f`) is judged as
+    /// the command it runs, and as itself where a rule names the wrapper:
+    /// the more severe decision stands.
     pub fn judge(&self, command: &CommandContext) -> Explanation {
-        let unwrapped = wrappers::unwrap(command);
-        let command = unwrapped.as_ref().unwrap_or(command);
+        let outer = self.judge_one(command);
+        match self.unwrapped(command) {
+            Some(inner) => {
+                let inner = self.judge_one(&inner);
+                if outer.action > inner.action {
+                    outer
+                } else {
+                    inner
+                }
+            }
+            None => outer,
+        }
+    }
+
+    /// The command a wrapper runs, if `command` is a wrapper's.
+    pub(crate) fn unwrapped(&self, command: &CommandContext) -> Option<CommandContext> {
+        wrappers::unwrap(command).or_else(|| self.undashed(command))
+    }
+
+    fn judge_one(&self, command: &CommandContext) -> Explanation {
         let judged = Judged::new(command, self.spec_for(&command.program));
         let candidates = self.candidates(&command.program, command.exe.as_deref());
         let mut matched: Vec<&Rule> = Vec::new();
@@ -171,6 +198,26 @@ impl Policy {
         }
     }
 
+    /// `git-push ARGS` (git's libexec form) as `git push ARGS`.
+    fn undashed(&self, command: &CommandContext) -> Option<CommandContext> {
+        let prefix = format!("{DASHED_SUBCOMMANDS}-");
+        let subcommand = command.program.strip_prefix(&prefix)?;
+        if subcommand.is_empty() {
+            return None;
+        }
+        let argv = [DASHED_SUBCOMMANDS, subcommand]
+            .into_iter()
+            .map(str::to_string)
+            .chain(command.argv.iter().skip(1).cloned())
+            .collect();
+        Some(CommandContext {
+            program: DASHED_SUBCOMMANDS.into(),
+            exe: None,
+            argv,
+            ..command.clone()
+        })
+    }
+
     /// The rules that may match a program (by name or executed file) and
     /// those that match on paths only.
     fn candidates(&self, program: &str, exe: Option<&str>) -> Vec<usize> {
@@ -198,6 +245,7 @@ impl Policy {
     /// read them from /proc (the common allow stays cheap).
     pub fn reads_context(&self, program: &str, exe: Option<&str>) -> bool {
         wrappers::is_wrapper(program, exe)
+            || program.starts_with(&format!("{DASHED_SUBCOMMANDS}-"))
             || self
                 .candidates(program, exe)
                 .into_iter()

@@ -210,6 +210,18 @@ impl Rule {
         })
     }
 
+    /// The plain words the subcommand may start with (`push` of `git push`).
+    pub fn first_words(&self) -> impl Iterator<Item = &str> {
+        self.subcommand
+            .first()
+            .into_iter()
+            .flat_map(|first| match first {
+                WordMatcher::Word(pattern) => Some(pattern.words()),
+                WordMatcher::AnyRun => None,
+            })
+            .flatten()
+    }
+
     /// Path-glob program entries: their basenames are unknown up front.
     pub fn has_path_programs(&self) -> bool {
         self.programs
