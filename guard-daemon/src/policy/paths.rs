@@ -19,6 +19,13 @@ impl PathContext {
             home: home.map(normalise),
         }
     }
+
+    /// `{cwd}` globs stand for the project being worked on; run from `/` or
+    /// from HOME itself (or where the cwd is unknown), there is none, and
+    /// `{cwd}/**` must not cover the whole disk or the whole home.
+    fn cwd_is_a_project(&self) -> bool {
+        self.cwd != Path::new("/") && Some(&self.cwd) != self.home.as_ref()
+    }
 }
 
 /// A rule's path globs, compiled into one set per anchor. `~/...` and
@@ -110,7 +117,8 @@ impl PathSet {
             }
         };
         under(context.home.as_ref(), self.home_itself, &self.home)
-            || under(Some(&context.cwd), self.cwd_itself, &self.cwd)
+            || (context.cwd_is_a_project()
+                && under(Some(&context.cwd), self.cwd_itself, &self.cwd))
     }
 }
 
@@ -219,5 +227,18 @@ mod tests {
             assert_eq!(set.matches(&resolve(arg, &c), &c), expected, "{arg}");
         }
         assert!(PathSet::default().is_empty());
+    }
+
+    #[test]
+    fn the_root_and_home_are_never_the_project() {
+        let set = PathSet::parse(&["{cwd}/**".into(), "{cwd}".into()]).unwrap();
+        let at = |cwd: &str| PathContext::new(Path::new(cwd), Some(Path::new("/home/dev")));
+        for cwd in ["/", "/home/dev", "/home/dev/"] {
+            let context = at(cwd);
+            assert!(!set.matches(&resolve("etc", &context), &context), "{cwd}");
+            assert!(!set.matches(&resolve(".", &context), &context), "{cwd}");
+        }
+        let project = at("/home/dev/project");
+        assert!(set.matches(&resolve("src", &project), &project));
     }
 }
