@@ -143,7 +143,10 @@ action = "hold"
             .join("git-push")
             .display()
             .to_string();
-        cases.push(("v-git-push", vec![git_push, "--force".into(), "origin".into()]));
+        cases.push((
+            "v-git-push",
+            vec![git_push, "--force".into(), "origin".into()],
+        ));
     }
     let mut runs = Vec::new();
     for (victim, argv) in &cases {
@@ -159,7 +162,11 @@ action = "hold"
     for (victim, _) in &cases {
         let hold = guard.wait_hold(&dir.join(victim).display().to_string());
         wait_stopped(u64::from(hold.pid));
-        let rule = if *victim == "v-git-push" { "git-push-force" } else { "rm-recursive" };
+        let rule = if *victim == "v-git-push" {
+            "git-push-force"
+        } else {
+            "rm-recursive"
+        };
         assert_eq!(hold.rule, rule, "{hold:?}");
     }
     for hold in guard.pending() {
@@ -174,6 +181,46 @@ action = "hold"
             "{victim} was deleted"
         );
     }
+    guard.stop();
+}
+
+#[test]
+fn a_command_sent_over_ssh_is_judged_as_a_command() {
+    let (stubs, guard) = setup(
+        r#"
+version = 1
+base = "none"
+[[rule]]
+id = "rm-recursive"
+programs = ["rm"]
+args_any = ["-r"]
+action = "hold"
+"#,
+    );
+    // A stand-in for ssh: it records what it would have sent.
+    stubs.script(
+        "ssh",
+        &format!("echo \"$*\" >> {}", stubs.marker().display()),
+    );
+    let held = guard.session(&stubs, &["ssh", "-p", "2222", "db1", "rm -rf /srv/data"]);
+    let hold = guard.wait_hold("rm -rf /srv/data");
+    wait_stopped(u64::from(hold.pid));
+    assert_eq!(hold.rule, "rm-recursive");
+    assert_eq!(
+        guard
+            .explain(&hold.argv.iter().map(String::as_str).collect::<Vec<_>>())
+            .why[0],
+        "runs via ssh on db1: rm -rf /srv/data"
+    );
+    guard.decide("deny", &hold);
+    assert!(!held.wait().0.success());
+    let (status, _, _) = guard.session(&stubs, &["ssh", "db1", "uptime"]).wait();
+    assert!(status.success());
+    assert_eq!(
+        stubs.marker_text(),
+        "db1 uptime\n",
+        "only the harmless command went"
+    );
     guard.stop();
 }
 

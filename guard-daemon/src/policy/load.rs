@@ -265,7 +265,10 @@ impl Policy {
             let matched = [Some(&command), inner.as_ref()]
                 .into_iter()
                 .flatten()
-                .any(|c| rule.matches(&Judged::new(c, self.spec_for(&c.program))).is_some());
+                .any(|c| {
+                    rule.matches(&Judged::new(c, self.spec_for(&c.program)))
+                        .is_some()
+                });
             if matched != expected {
                 let should = if expected {
                     "should match but does not"

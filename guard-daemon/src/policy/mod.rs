@@ -6,6 +6,7 @@
 //! file says `base = "none"`), the main file, then `policy.d/*.toml` beside it
 //! in file-name order. Later layers extend agent lists, override defaults and
 //! specs, and replace (or, with `disabled = true`, remove) rules by id.
+mod elsewhere;
 mod file;
 mod load;
 mod matcher;
@@ -92,9 +93,11 @@ impl Policy {
                 }
             }
         }
-        // A wrapper runs its program without an exec the kernel could stop.
+        // A wrapper runs its program without an exec the kernel could stop;
+        // ssh, docker and kubectl run theirs where no exec is seen.
         if !names.is_empty() {
             names.extend(wrappers::names().map(str::to_string));
+            names.extend(elsewhere::programs().map(str::to_string));
         }
         names.sort_unstable();
         names.dedup();
@@ -121,19 +124,40 @@ impl Policy {
     /// A wrapper's command (`busybox rm -rf x`, `git-push -f`) is judged as
     /// the command it runs, and as itself where a rule names the wrapper:
     /// the more severe decision stands.
+    ///
+    /// A command that runs others elsewhere (`ssh host CMD`, `docker exec`,
+    /// `kubectl exec -- CMD`) is judged with each of them too.
     pub fn judge(&self, command: &CommandContext) -> Explanation {
-        let outer = self.judge_one(command);
-        match self.unwrapped(command) {
+        self.judge_nested(command, 0)
+    }
+
+    fn judge_nested(&self, command: &CommandContext, depth: usize) -> Explanation {
+        let mut decision = self.judge_one(command);
+        let inner = self.unwrapped(command);
+        let command = match inner {
             Some(inner) => {
-                let inner = self.judge_one(&inner);
-                if outer.action > inner.action {
-                    outer
-                } else {
-                    inner
+                let judged = self.judge_one(&inner);
+                if judged.action >= decision.action {
+                    decision = judged;
+                }
+                inner
+            }
+            None => command.clone(),
+        };
+        if depth < 3 {
+            for elsewhere in elsewhere::commands(&command) {
+                let mut judged = self.judge_nested(&elsewhere.command, depth + 1);
+                if judged.action > decision.action {
+                    let argv = shlex::try_join(elsewhere.command.argv.iter().map(String::as_str))
+                        .unwrap_or_else(|_| elsewhere.command.argv.join(" "));
+                    judged
+                        .why
+                        .insert(0, format!("runs via {}: {argv}", elsewhere.via));
+                    decision = judged;
                 }
             }
-            None => outer,
         }
+        decision
     }
 
     /// The command a wrapper runs, if `command` is a wrapper's.

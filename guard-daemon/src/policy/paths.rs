@@ -117,8 +117,7 @@ impl PathSet {
             }
         };
         under(context.home.as_ref(), self.home_itself, &self.home)
-            || (context.cwd_is_a_project()
-                && under(Some(&context.cwd), self.cwd_itself, &self.cwd))
+            || (context.cwd_is_a_project() && under(Some(&context.cwd), self.cwd_itself, &self.cwd))
     }
 }
 

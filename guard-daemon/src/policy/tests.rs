@@ -142,10 +142,11 @@ action = "audit"
     let watched = p.watched_programs();
     let rules: Vec<&String> = (watched.iter())
         .filter(|name| !wrappers::is_wrapper(name, None))
+        .filter(|name| !elsewhere::programs().any(|p| p == name.as_str()))
         .collect();
     assert_eq!(rules, vec!["rm", "shred"]);
-    // Wrappers run their program without an exec: watched whenever any is.
-    for wrapper in ["busybox", "ld-linux-x86-64.so.2"] {
+    // Wrappers and what runs commands elsewhere: watched whenever any is.
+    for wrapper in ["busybox", "ld-linux-x86-64.so.2", "ssh", "kubectl"] {
         assert!(watched.iter().any(|name| name == wrapper), "{watched:?}");
     }
     assert!(Policy::parse("version = 1\nbase = \"none\"", "t")

@@ -1,0 +1,596 @@
+//! Commands that run elsewhere: the remote shell of `ssh`/`mosh`, a container
+//! (`docker`/`podman`/`nerdctl` `exec` and `run`), a pod (`kubectl exec`,
+//! `debug`, `run`). What runs them (sshd, containerd, the kubelet) is outside
+//! the session, so their argv is the only chance to judge them. Each simple
+//! command is judged as a command with an unknown cwd (`/`, so no `{cwd}`
+//! exemption applies) and no HOME; a container's bind mounts are mapped back
+//! to the host paths they expose.
+use super::rule::{basename, CommandContext};
+
+/// A command found inside another one's argv, and how it gets run.
+pub struct Elsewhere {
+    pub via: String,
+    pub command: CommandContext,
+}
+
+const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ash", "ksh", "busybox"];
+const SSH_VALUE_LETTERS: &str = "BbcDEeFIiJLlmOoPpQRSWw";
+const CONTAINER_PROGRAMS: &[&str] = &["docker", "podman", "nerdctl"];
+const KUBECTL_PROGRAMS: &[&str] = &["kubectl", "oc", "kubecolor"];
+/// Options of `docker`/`podman` themselves that take a value.
+const CONTAINER_GLOBAL_VALUES: &[&str] = &[
+    "-H",
+    "--host",
+    "--context",
+    "-c",
+    "--config",
+    "-l",
+    "--log-level",
+    "--tlscacert",
+    "--tlscert",
+    "--tlskey",
+    "--url",
+    "--connection",
+    "--root",
+    "--runroot",
+    "--namespace",
+    "-n",
+];
+/// kubectl's options before the verb that take a value.
+const KUBECTL_GLOBAL_VALUES: &[&str] = &[
+    "-n",
+    "--namespace",
+    "--context",
+    "--kubeconfig",
+    "--cluster",
+    "--user",
+    "-s",
+    "--server",
+    "--token",
+    "--as",
+    "--as-group",
+    "--request-timeout",
+    "--cache-dir",
+];
+/// Options of `run`/`exec`/`create` that take a value.
+const CONTAINER_RUN_VALUES: &[&str] = &[
+    "-a",
+    "--attach",
+    "--add-host",
+    "--annotation",
+    "--blkio-weight",
+    "--cap-add",
+    "--cap-drop",
+    "--cgroup-parent",
+    "--cgroupns",
+    "--cidfile",
+    "--cpu-period",
+    "--cpu-quota",
+    "--cpu-shares",
+    "-c",
+    "--cpus",
+    "--cpuset-cpus",
+    "--cpuset-mems",
+    "--device",
+    "--device-cgroup-rule",
+    "--dns",
+    "--dns-option",
+    "--dns-search",
+    "--domainname",
+    "-e",
+    "--env",
+    "--entrypoint",
+    "--env-file",
+    "--expose",
+    "--gpus",
+    "--group-add",
+    "--health-cmd",
+    "--health-interval",
+    "--health-retries",
+    "--health-timeout",
+    "--health-start-period",
+    "-h",
+    "--hostname",
+    "--ip",
+    "--ip6",
+    "--ipc",
+    "--isolation",
+    "-l",
+    "--label",
+    "--label-file",
+    "--link",
+    "--log-driver",
+    "--log-opt",
+    "--mac-address",
+    "-m",
+    "--memory",
+    "--memory-reservation",
+    "--memory-swap",
+    "--mount",
+    "--name",
+    "--network",
+    "--net",
+    "--network-alias",
+    "--oom-score-adj",
+    "--pid",
+    "--pids-limit",
+    "--platform",
+    "-p",
+    "--publish",
+    "--pull",
+    "--restart",
+    "--runtime",
+    "--security-opt",
+    "--shm-size",
+    "--stop-signal",
+    "--stop-timeout",
+    "--storage-opt",
+    "--sysctl",
+    "--tmpfs",
+    "--ulimit",
+    "-u",
+    "--user",
+    "--userns",
+    "--uts",
+    "-v",
+    "--volume",
+    "--volume-driver",
+    "--volumes-from",
+    "-w",
+    "--workdir",
+    "--detach-keys",
+    "--pod",
+];
+
+/// The commands `command` runs elsewhere (none for most commands).
+pub fn commands(command: &CommandContext) -> Vec<Elsewhere> {
+    let program = command.program.as_str();
+    let args = command.argv.get(1..).unwrap_or_default();
+    if matches!(program, "ssh" | "mosh") {
+        return remote_shell(args, program);
+    }
+    if CONTAINER_PROGRAMS.contains(&program) {
+        return in_container(args, program);
+    }
+    if KUBECTL_PROGRAMS.contains(&program) {
+        return in_pod(args, program);
+    }
+    Vec::new()
+}
+
+/// `ssh [options] HOST COMMAND...`: the words after HOST are one shell line.
+fn remote_shell(args: &[String], program: &str) -> Vec<Elsewhere> {
+    let mut rest = args.iter();
+    let host = loop {
+        let Some(arg) = rest.next() else {
+            return Vec::new();
+        };
+        if arg == "--" {
+            match rest.next() {
+                Some(host) => break host,
+                None => return Vec::new(),
+            }
+        }
+        if !arg.starts_with('-') || arg == "-" {
+            break arg;
+        }
+        if arg.starts_with("--") {
+            // mosh's long options (--ssh=..., --port=...) carry their value inline.
+            continue;
+        }
+        // A cluster ends at a letter taking a value: -p 22, -p22, -vp 22.
+        let letters = &arg[1..];
+        if let Some(at) = letters.find(|c| SSH_VALUE_LETTERS.contains(c)) {
+            if at + 1 == letters.len() {
+                rest.next();
+            }
+        }
+    };
+    let words: Vec<&String> = rest.skip_while(|w| *w == "--").collect();
+    if words.is_empty() {
+        return Vec::new();
+    }
+    let line = words
+        .iter()
+        .map(|w| w.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    shell_commands(&line, 0)
+        .into_iter()
+        .map(|argv| Elsewhere {
+            via: format!("{program} on {host}"),
+            command: remote(argv, None),
+        })
+        .collect()
+}
+
+/// `docker [global] (exec|run|create|container exec|...) [options] TARGET CMD...`.
+fn in_container(args: &[String], program: &str) -> Vec<Elsewhere> {
+    let mut at = 0;
+    while let Some(arg) = args.get(at) {
+        if !arg.starts_with('-') {
+            break;
+        }
+        at += if CONTAINER_GLOBAL_VALUES.contains(&arg.as_str()) {
+            2
+        } else {
+            1
+        };
+    }
+    if args.get(at).map(String::as_str) == Some("container") {
+        at += 1;
+    }
+    let verb = match args.get(at).map(String::as_str) {
+        Some(verb @ ("exec" | "run" | "create")) => verb,
+        _ => return Vec::new(),
+    };
+    at += 1;
+    let mut mounts: Vec<(String, String)> = Vec::new();
+    let mut workdir = None;
+    let mut entrypoint = None;
+    while let Some(arg) = args.get(at) {
+        if arg == "--" {
+            at += 1;
+            break;
+        }
+        if !arg.starts_with('-') {
+            break;
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) if arg.starts_with("--") => (name, Some(value.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        // A short cluster (-it, -itv SRC:DST) takes a value if its last letter does.
+        let last = if name.starts_with("--") {
+            name.to_string()
+        } else {
+            format!("-{}", name.chars().last().unwrap_or('-'))
+        };
+        let value = if inline.is_some() {
+            inline
+        } else if CONTAINER_RUN_VALUES.contains(&last.as_str()) {
+            at += 1;
+            args.get(at).cloned()
+        } else {
+            None
+        };
+        if let Some(value) = value {
+            match last.as_str() {
+                "-v" | "--volume" => mounts.extend(volume(&value)),
+                "--mount" => mounts.extend(mount(&value)),
+                "-w" | "--workdir" => workdir = Some(value),
+                "--entrypoint" => entrypoint = Some(value),
+                _ => {}
+            }
+        }
+        at += 1;
+    }
+    let target = args.get(at).cloned().unwrap_or_default();
+    let mut argv: Vec<String> = entrypoint.into_iter().collect();
+    argv.extend(args.iter().skip(at + 1).cloned());
+    if argv.is_empty() {
+        return Vec::new();
+    }
+    let host = |path: &str| host_path(path, &mounts);
+    let cwd = workdir.map(|w| host(&w));
+    unshell(argv)
+        .into_iter()
+        .map(|argv| Elsewhere {
+            via: format!("{program} {verb} {target}"),
+            command: remote(argv.iter().map(|w| host(w)).collect(), cwd.clone()),
+        })
+        .collect()
+}
+
+/// `kubectl [global] exec|debug|run ... -- CMD...`.
+fn in_pod(args: &[String], program: &str) -> Vec<Elsewhere> {
+    let mut words = args.iter();
+    let verb = loop {
+        match words.next() {
+            None => return Vec::new(),
+            Some(arg) if KUBECTL_GLOBAL_VALUES.contains(&arg.as_str()) => {
+                words.next();
+            }
+            Some(arg) if arg.starts_with('-') => {}
+            Some(verb) => break verb,
+        }
+    };
+    if !matches!(verb.as_str(), "exec" | "debug" | "run" | "rsh") {
+        return Vec::new();
+    }
+    let Some(dash) = args.iter().position(|a| a == "--") else {
+        return Vec::new();
+    };
+    unshell(args[dash + 1..].to_vec())
+        .into_iter()
+        .map(|argv| Elsewhere {
+            via: format!("{program} {verb}"),
+            command: remote(argv, None),
+        })
+        .collect()
+}
+
+/// Programs that run commands elsewhere: the kernel must stop them so
+/// guardd can read their argv.
+pub fn programs() -> impl Iterator<Item = &'static str> {
+    ["ssh", "mosh"]
+        .iter()
+        .chain(CONTAINER_PROGRAMS)
+        .chain(KUBECTL_PROGRAMS)
+        .copied()
+}
+
+/// A command with an unknown working directory unless given, and no HOME.
+/// Run remotely under `sudo`/`doas`, it is judged as what they run: the
+/// escalation is the remote host's, not this session's.
+fn remote(argv: Vec<String>, cwd: Option<String>) -> CommandContext {
+    let argv = without_privilege(argv);
+    let mut command = CommandContext::from_argv(&argv);
+    command.cwd = Some(cwd.unwrap_or_else(|| "/".into()));
+    command
+}
+
+/// `sudo [-u USER ...] CMD` as CMD.
+fn without_privilege(argv: Vec<String>) -> Vec<String> {
+    if !argv
+        .first()
+        .is_some_and(|p| matches!(basename(p), "sudo" | "doas"))
+    {
+        return argv;
+    }
+    let mut at = 1;
+    while let Some(arg) = argv.get(at) {
+        if arg == "--" {
+            at += 1;
+            break;
+        }
+        if !arg.starts_with('-') {
+            break;
+        }
+        let takes_value = matches!(
+            arg.as_str(),
+            "-u" | "-g"
+                | "-C"
+                | "-D"
+                | "-h"
+                | "-p"
+                | "-r"
+                | "-t"
+                | "-T"
+                | "--user"
+                | "--group"
+                | "--chdir"
+                | "--host"
+                | "--prompt"
+                | "--role"
+                | "--type"
+        );
+        at += if takes_value { 2 } else { 1 };
+    }
+    match argv.get(at..) {
+        Some(rest) if !rest.is_empty() => rest.to_vec(),
+        _ => argv,
+    }
+}
+
+/// `sh -c 'a; b'` as its simple commands; any other argv as itself.
+fn unshell(argv: Vec<String>) -> Vec<Vec<String>> {
+    match shell_line(&argv) {
+        Some(line) => shell_commands(line, 1),
+        None => vec![argv],
+    }
+}
+
+/// The line of `sh -c LINE` (any shell).
+fn shell_line(argv: &[String]) -> Option<&str> {
+    let shell = argv.first().is_some_and(|p| SHELLS.contains(&basename(p)));
+    let at = argv.iter().position(|a| a == "-c").filter(|_| shell)?;
+    argv.get(at + 1).map(String::as_str)
+}
+
+/// The simple commands of a shell line: split on unquoted `;`, `&`, `|`,
+/// parentheses and newlines, leading `VAR=value` words dropped, `sh -c`
+/// lines opened (a few levels deep). Unbalanced quotes: split on blanks.
+fn shell_commands(line: &str, depth: usize) -> Vec<Vec<String>> {
+    let mut commands = Vec::new();
+    for segment in split_unquoted(line) {
+        let words = shlex::split(&segment)
+            .unwrap_or_else(|| segment.split_whitespace().map(str::to_string).collect());
+        let words: Vec<String> = words.into_iter().skip_while(|w| is_assignment(w)).collect();
+        match shell_line(&words) {
+            _ if words.is_empty() => {}
+            Some(inner) if depth < 3 => commands.extend(shell_commands(inner, depth + 1)),
+            _ => commands.push(words),
+        }
+    }
+    commands
+}
+
+fn is_assignment(word: &str) -> bool {
+    word.split_once('=').is_some_and(|(name, _)| {
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+fn split_unquoted(line: &str) -> Vec<String> {
+    let (mut parts, mut current) = (Vec::new(), String::new());
+    let (mut single, mut double, mut escaped) = (false, false, false);
+    for c in line.chars() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' && !single {
+            escaped = true;
+        } else if c == '\'' && !double {
+            single = !single;
+        } else if c == '"' && !single {
+            double = !double;
+        } else if !single && !double && matches!(c, ';' | '&' | '|' | '\n' | '(' | ')') {
+            parts.push(std::mem::take(&mut current));
+            continue;
+        }
+        current.push(c);
+    }
+    parts.push(current);
+    parts.retain(|p| !p.trim().is_empty());
+    parts
+}
+
+/// `-v SRC:DST[:opts]` (a named volume is no host path).
+fn volume(spec: &str) -> Option<(String, String)> {
+    let mut parts = spec.split(':');
+    let (source, target) = (parts.next()?, parts.next()?);
+    source
+        .starts_with('/')
+        .then(|| (target.to_string(), source.to_string()))
+}
+
+/// `--mount type=bind,source=SRC,target=DST`.
+fn mount(spec: &str) -> Option<(String, String)> {
+    let field = |names: &[&str]| {
+        spec.split(',').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            names.contains(&k).then(|| v.to_string())
+        })
+    };
+    let source = field(&["source", "src"])?;
+    let target = field(&["target", "destination", "dst"])?;
+    source.starts_with('/').then_some((target, source))
+}
+
+/// A container path under a bind mount's target, as the host path it is.
+fn host_path(path: &str, mounts: &[(String, String)]) -> String {
+    for (target, source) in mounts {
+        let target = target.trim_end_matches('/');
+        if let Some(rest) = path.strip_prefix(target) {
+            if rest.is_empty() || rest.starts_with('/') {
+                return format!("{}{rest}", source.trim_end_matches('/'));
+            }
+        }
+    }
+    path.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inner(argv: &[&str]) -> Vec<(String, Vec<String>, Option<String>)> {
+        commands(&CommandContext::from_argv(argv))
+            .into_iter()
+            .map(|e| (e.via, e.command.argv, e.command.cwd))
+            .collect()
+    }
+
+    #[test]
+    fn ssh_runs_a_shell_line_on_the_host() {
+        let found = inner(&[
+            "ssh",
+            "-p",
+            "2222",
+            "-i",
+            "key",
+            "db1",
+            "cd /srv && rm -rf data; ls",
+        ]);
+        let argvs: Vec<&Vec<String>> = found.iter().map(|(_, argv, _)| argv).collect();
+        assert_eq!(
+            argvs,
+            [
+                &vec!["cd".to_string(), "/srv".into()],
+                &vec!["rm".into(), "-rf".into(), "data".into()],
+                &vec!["ls".to_string()]
+            ]
+        );
+        assert_eq!(found[1].0, "ssh on db1");
+        assert_eq!(found[1].2.as_deref(), Some("/"));
+        let split = inner(&[
+            "ssh",
+            "-vp22",
+            "host",
+            "sudo",
+            "-u",
+            "mysql",
+            "rm",
+            "-rf",
+            "/var/lib/mysql",
+        ]);
+        assert_eq!(split[0].1, ["rm", "-rf", "/var/lib/mysql"]);
+        assert!(inner(&["ssh", "host"]).is_empty());
+        assert!(inner(&["ssh", "-L", "8080:localhost:80", "host"]).is_empty());
+        let nested = inner(&["ssh", "h", "bash -c 'FOO=1 psql -c \"DROP TABLE t\"'"]);
+        assert_eq!(nested[0].1, ["psql", "-c", "DROP TABLE t"]);
+    }
+
+    #[test]
+    fn containers_map_bind_mounts_back_to_the_host() {
+        let found = inner(&[
+            "docker",
+            "run",
+            "--rm",
+            "-v",
+            "/home/dev:/h",
+            "alpine",
+            "rm",
+            "-rf",
+            "/h/project",
+        ]);
+        assert_eq!(found[0].1, ["rm", "-rf", "/home/dev/project"]);
+        assert_eq!(found[0].0, "docker run alpine");
+        let found = inner(&[
+            "podman",
+            "container",
+            "run",
+            "-it",
+            "--mount",
+            "type=bind,src=/srv,dst=/data",
+            "-w",
+            "/data",
+            "img",
+            "sh",
+            "-c",
+            "rm -rf old",
+        ]);
+        assert_eq!(found[0].1, ["rm", "-rf", "old"]);
+        assert_eq!(found[0].2.as_deref(), Some("/srv"));
+        let found = inner(&[
+            "docker",
+            "exec",
+            "-e",
+            "A=1",
+            "db",
+            "psql",
+            "-c",
+            "DROP DATABASE app",
+        ]);
+        assert_eq!(found[0].1, ["psql", "-c", "DROP DATABASE app"]);
+        let found = inner(&["docker", "run", "--entrypoint", "rm", "alpine", "-rf", "/x"]);
+        assert_eq!(found[0].1, ["rm", "-rf", "/x"]);
+        assert!(inner(&["docker", "run", "-d", "nginx"]).is_empty());
+        assert!(inner(&["docker", "ps", "-a"]).is_empty());
+    }
+
+    #[test]
+    fn pods_run_what_follows_the_double_dash() {
+        let found = inner(&[
+            "kubectl",
+            "exec",
+            "-n",
+            "prod",
+            "-it",
+            "db-0",
+            "--",
+            "psql",
+            "-c",
+            "DROP TABLE users",
+        ]);
+        assert_eq!(found[0].1, ["psql", "-c", "DROP TABLE users"]);
+        let found = inner(&["kubectl", "exec", "web", "--", "sh", "-c", "rm -rf /data/*"]);
+        assert_eq!(found[0].1, ["rm", "-rf", "/data/*"]);
+        assert!(inner(&["kubectl", "get", "pods", "--", "x"]).is_empty());
+        assert!(inner(&["kubectl", "exec", "web"]).is_empty());
+        let found = inner(&[
+            "kubectl", "-n", "prod", "exec", "db-0", "--", "dropdb", "app",
+        ]);
+        assert_eq!(found[0].1, ["dropdb", "app"]);
+    }
+}
