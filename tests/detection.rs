@@ -225,6 +225,40 @@ action = "hold"
 }
 
 #[test]
+fn an_exemption_is_judged_on_the_path_a_symlink_leads_to() {
+    let (stubs, guard) = setup(
+        r#"
+version = 1
+base = "none"
+[[rule]]
+id = "rm-recursive"
+programs = ["rm"]
+args_any = ["-r"]
+paths_except = ["{cwd}/**/build"]
+action = "hold"
+"#,
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let victim = elsewhere.path().join("victim");
+    std::fs::create_dir_all(victim.join("src")).unwrap();
+    let dir = stubs.dir.path();
+    std::os::unix::fs::symlink(&victim, dir.join("build")).unwrap();
+    std::fs::create_dir_all(dir.join("out/build/obj")).unwrap();
+    // A real build directory is exempt and goes.
+    let (status, _, err) = guard.session(&stubs, &["rm", "-rf", "out/build"]).wait();
+    assert!(status.success(), "{err}");
+    assert!(!dir.join("out/build").exists());
+    // Through the link, the exemption does not apply.
+    let held = guard.session(&stubs, &["rm", "-rf", "build/"]);
+    let hold = guard.wait_hold("build/");
+    wait_stopped(u64::from(hold.pid));
+    guard.decide("deny", &hold);
+    assert!(!held.wait().0.success());
+    assert!(victim.join("src").exists());
+    guard.stop();
+}
+
+#[test]
 fn agents_are_detected_without_a_launcher() {
     require_root();
     let stubs = Stubs::new();

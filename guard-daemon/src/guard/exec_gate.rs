@@ -226,6 +226,7 @@ impl Guard {
             env: Vec::new(),
             uid: None,
             agent: self.sessions.agent_of(stop.session),
+            root: None,
         };
         if self.policy.reads_context(&context.program, Some(&exe)) {
             let mut env_names = self.policy.env_names();
@@ -233,6 +234,7 @@ impl Guard {
             context.cwd = Some(procfs::link(stop.pid, "cwd"));
             context.env = procfs::environ(stop.pid, &env_names);
             context.uid = procfs::uid(stop.pid).ok();
+            context.root = Some(format!("/proc/{}/root", stop.pid));
         }
         Some((judged, context))
     }

@@ -144,6 +144,42 @@ pub fn resolve(arg: &str, context: &PathContext) -> PathBuf {
     normalise(&absolute)
 }
 
+/// `path` (absolute, normalised) with the symlinks of its directories
+/// followed, and with its last component's too, as seen through `root` (the
+/// process's `/proc/PID/root`). Parts that do not exist stay as written.
+pub fn follow_links(path: &Path, root: &Path) -> Vec<PathBuf> {
+    let real = |path: &Path| -> PathBuf {
+        // The deepest existing ancestor, canonicalised, then the rest as written.
+        let mut rest = Vec::new();
+        let mut at = path;
+        loop {
+            let inside = root.join(at.strip_prefix("/").unwrap_or(at));
+            if let Ok(found) = std::fs::canonicalize(&inside) {
+                let base = found
+                    .strip_prefix(root)
+                    .map(Path::to_path_buf)
+                    .unwrap_or(found);
+                let mut out = Path::new("/").join(base);
+                out.extend(rest.iter().rev());
+                return normalise(&out);
+            }
+            match (at.parent(), at.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_os_string());
+                    at = parent;
+                }
+                _ => return path.to_path_buf(),
+            }
+        }
+    };
+    let mut forms = Vec::new();
+    if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+        forms.push(real(parent).join(name));
+    }
+    forms.push(real(path));
+    forms
+}
+
 /// Removes `.`, `..` and repeated or trailing slashes without touching the file system.
 fn normalise(path: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");
@@ -239,5 +275,24 @@ mod tests {
         }
         let project = at("/home/dev/project");
         assert!(set.matches(&resolve("src", &project), &project));
+    }
+
+    #[test]
+    fn symlinks_are_followed_where_a_root_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(base.join("victim/src")).unwrap();
+        std::fs::create_dir_all(base.join("project")).unwrap();
+        std::os::unix::fs::symlink(base.join("victim"), base.join("project/build")).unwrap();
+        let inside = base.join("project/build/src");
+        let forms = follow_links(&inside, Path::new("/"));
+        assert!(forms.contains(&base.join("victim/src")), "{forms:?}");
+        // The link itself, and what it points to.
+        let link = base.join("project/build");
+        let forms = follow_links(&link, Path::new("/"));
+        assert_eq!(forms, vec![link.clone(), base.join("victim")]);
+        // What does not exist stays as written below the deepest real ancestor.
+        let missing = base.join("project/build/new/file");
+        assert!(follow_links(&missing, Path::new("/")).contains(&base.join("victim/new/file")));
     }
 }

@@ -8,7 +8,7 @@ use std::{
 use super::{
     file::{OnTimeout, RuleFile},
     matcher::ArgPattern,
-    paths::{resolve, PathContext, PathSet},
+    paths::{follow_links, resolve, PathContext, PathSet},
     spec::{ParsedArgs, Spec},
     sql, Action,
 };
@@ -27,6 +27,9 @@ pub struct CommandContext {
     pub uid: Option<u32>,
     /// The agent that owns the session, when known.
     pub agent: Option<String>,
+    /// Where guardd reaches the process's root (`/proc/PID/root`): when set,
+    /// paths are also resolved through the symlinks on the real file system.
+    pub root: Option<String>,
 }
 
 impl CommandContext {
@@ -324,7 +327,8 @@ impl Rule {
         if !self.paths.is_empty() || !self.paths_except.is_empty() {
             let resolved = judged.resolved_words();
             let skip = self.subcommand.len().min(resolved.len());
-            let hit = resolved[skip..].iter().find(|path| {
+            // Any spelling of a word (lexical, or through its symlinks) may hit.
+            let hit = resolved[skip..].iter().flatten().find(|path| {
                 (self.paths.is_empty() || self.paths.matches(path, paths))
                     && !self.paths_except.matches(path, paths)
             })?;
@@ -398,7 +402,7 @@ pub struct Judged<'a> {
     pub spec: &'a Spec,
     pub parsed: ParsedArgs,
     pub paths: PathContext,
-    resolved: OnceCell<Vec<PathBuf>>,
+    resolved: OnceCell<Vec<Vec<PathBuf>>>,
 }
 
 impl<'a> Judged<'a> {
@@ -416,12 +420,27 @@ impl<'a> Judged<'a> {
     }
 
     /// The non-option words as absolute paths, resolved on first use.
-    fn resolved_words(&self) -> &[PathBuf] {
+    /// Each non-option word as absolute paths, resolved on first use: the
+    /// lexical path and, with a root to look through, the path with its
+    /// directories' symlinks followed and the one with the last one too
+    /// (`rm -rf link/` deletes what the link points to).
+    fn resolved_words(&self) -> &[Vec<PathBuf>] {
         self.resolved.get_or_init(|| {
             self.parsed
                 .words
                 .iter()
-                .map(|w| resolve(w, &self.paths))
+                .map(|w| {
+                    let lexical = resolve(w, &self.paths);
+                    let mut forms = vec![lexical.clone()];
+                    if let Some(root) = &self.command.root {
+                        for form in follow_links(&lexical, Path::new(root)) {
+                            if !forms.contains(&form) {
+                                forms.push(form);
+                            }
+                        }
+                    }
+                    forms
+                })
                 .collect()
         })
     }
