@@ -66,9 +66,7 @@ pub fn unwrap(command: &CommandContext) -> Option<CommandContext> {
 
 fn run_by(command: &CommandContext) -> Option<CommandContext> {
     let exe_name = command.exe.as_deref().map(basename);
-    let named = |test: &dyn Fn(&str) -> bool| {
-        test(&command.program) || exe_name.is_some_and(|name| test(name))
-    };
+    let named = |test: &dyn Fn(&str) -> bool| test(&command.program) || exe_name.is_some_and(test);
     if named(&|name| MULTI_CALL.contains(&name)) {
         return applet(command);
     }
