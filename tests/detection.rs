@@ -92,16 +92,15 @@ fn wrappers_do_not_dodge_the_hold() {
     guard.stop();
 }
 
-#[test]
-fn busybox_the_loader_and_git_libexec_do_not_dodge_the_hold() {
-    let (stubs, guard) = setup(
-        r#"
+/// A recursive rm anywhere but a build directory, and a forced git push.
+const HOLD_RM_RECURSIVE_AND_FORCE_PUSH: &str = r#"
 version = 1
 base = "none"
 [[rule]]
 id = "rm-recursive"
 programs = ["rm"]
 args_any = ["-r"]
+paths_except = ["{cwd}/**/build"]
 action = "hold"
 
 [[rule]]
@@ -110,8 +109,11 @@ programs = ["git"]
 subcommand = ["push"]
 args_any = ["--force"]
 action = "hold"
-"#,
-    );
+"#;
+
+#[test]
+fn busybox_the_loader_and_git_libexec_do_not_dodge_the_hold() {
+    let (stubs, guard) = setup(HOLD_RM_RECURSIVE_AND_FORCE_PUSH);
     let dir = stubs.dir.path();
     let rm = ["/usr/bin/rm", "/bin/rm"]
         .into_iter()
@@ -186,17 +188,7 @@ action = "hold"
 
 #[test]
 fn a_command_sent_over_ssh_is_judged_as_a_command() {
-    let (stubs, guard) = setup(
-        r#"
-version = 1
-base = "none"
-[[rule]]
-id = "rm-recursive"
-programs = ["rm"]
-args_any = ["-r"]
-action = "hold"
-"#,
-    );
+    let (stubs, guard) = setup(HOLD_RM_RECURSIVE_AND_FORCE_PUSH);
     // A stand-in for ssh: it records what it would have sent.
     stubs.script(
         "ssh",
@@ -214,6 +206,14 @@ action = "hold"
     );
     guard.decide("deny", &hold);
     assert!(!held.wait().0.success());
+    // The same line given as ssh's RemoteCommand option.
+    let held = guard.session(
+        &stubs,
+        &["ssh", "-o", "RemoteCommand=rm -rf /srv/data", "db1"],
+    );
+    let hold = guard.wait_hold("RemoteCommand=rm -rf /srv/data");
+    guard.decide("deny", &hold);
+    assert!(!held.wait().0.success());
     let (status, _, _) = guard.session(&stubs, &["ssh", "db1", "uptime"]).wait();
     assert!(status.success());
     assert_eq!(
@@ -226,18 +226,7 @@ action = "hold"
 
 #[test]
 fn an_exemption_is_judged_on_the_path_a_symlink_leads_to() {
-    let (stubs, guard) = setup(
-        r#"
-version = 1
-base = "none"
-[[rule]]
-id = "rm-recursive"
-programs = ["rm"]
-args_any = ["-r"]
-paths_except = ["{cwd}/**/build"]
-action = "hold"
-"#,
-    );
+    let (stubs, guard) = setup(HOLD_RM_RECURSIVE_AND_FORCE_PUSH);
     let elsewhere = tempfile::tempdir().unwrap();
     let victim = elsewhere.path().join("victim");
     std::fs::create_dir_all(victim.join("src")).unwrap();

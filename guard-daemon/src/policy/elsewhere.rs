@@ -15,7 +15,13 @@ pub struct Elsewhere {
 
 const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ash", "ksh", "busybox"];
 const SSH_VALUE_LETTERS: &str = "BbcDEeFIiJLlmOoPpQRSWw";
-const CONTAINER_PROGRAMS: &[&str] = &["docker", "podman", "nerdctl"];
+const CONTAINER_PROGRAMS: &[&str] = &[
+    "docker",
+    "podman",
+    "nerdctl",
+    "docker-compose",
+    "podman-compose",
+];
 const KUBECTL_PROGRAMS: &[&str] = &["kubectl", "oc", "kubecolor"];
 /// Options of `docker`/`podman` themselves that take a value.
 const CONTAINER_GLOBAL_VALUES: &[&str] = &[
@@ -35,6 +41,19 @@ const CONTAINER_GLOBAL_VALUES: &[&str] = &[
     "--runroot",
     "--namespace",
     "-n",
+];
+/// `docker compose`'s own options that take a value.
+const COMPOSE_VALUES: &[&str] = &[
+    "-f",
+    "--file",
+    "-p",
+    "--project-name",
+    "--profile",
+    "--env-file",
+    "--project-directory",
+    "--ansi",
+    "--progress",
+    "--parallel",
 ];
 /// kubectl's options before the verb that take a value.
 const KUBECTL_GLOBAL_VALUES: &[&str] = &[
@@ -161,6 +180,7 @@ pub fn commands(command: &CommandContext) -> Vec<Elsewhere> {
 /// `ssh [options] HOST COMMAND...`: the words after HOST are one shell line.
 fn remote_shell(args: &[String], program: &str) -> Vec<Elsewhere> {
     let mut rest = args.iter();
+    let mut remote_command = None;
     let host = loop {
         let Some(arg) = rest.next() else {
             return Vec::new();
@@ -181,20 +201,27 @@ fn remote_shell(args: &[String], program: &str) -> Vec<Elsewhere> {
         // A cluster ends at a letter taking a value: -p 22, -p22, -vp 22.
         let letters = &arg[1..];
         if let Some(at) = letters.find(|c| SSH_VALUE_LETTERS.contains(c)) {
-            if at + 1 == letters.len() {
-                rest.next();
+            let value = match &letters[at + 1..] {
+                "" => rest.next().map(String::as_str),
+                inline => Some(inline),
+            };
+            if letters[at..].starts_with('o') {
+                // `-o RemoteCommand=LINE` is the command, as if given after HOST.
+                if let Some(line) = value.and_then(remote_command_option) {
+                    remote_command = Some(line.to_string());
+                }
             }
         }
     };
-    let words: Vec<&String> = rest.skip_while(|w| *w == "--").collect();
+    let words: Vec<&str> = rest
+        .skip_while(|w| *w == "--")
+        .map(String::as_str)
+        .chain(remote_command.as_deref())
+        .collect();
     if words.is_empty() {
         return Vec::new();
     }
-    let line = words
-        .iter()
-        .map(|w| w.as_str())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let line = words.join(" ");
     shell_commands(&line, 0)
         .into_iter()
         .map(|argv| Elsewhere {
@@ -204,7 +231,19 @@ fn remote_shell(args: &[String], program: &str) -> Vec<Elsewhere> {
         .collect()
 }
 
-/// `docker [global] (exec|run|create|container exec|...) [options] TARGET CMD...`.
+/// The line of an ssh `-o RemoteCommand=LINE` (or `RemoteCommand LINE`; the
+/// key in any case).
+fn remote_command_option(option: &str) -> Option<&str> {
+    let split = option.find(['=', ' '])?;
+    let (key, line) = (
+        &option[..split],
+        option[split + 1..].trim_start_matches(['=', ' ']),
+    );
+    key.eq_ignore_ascii_case("RemoteCommand").then_some(line)
+}
+
+/// `docker [global] (exec|run|create|container exec|...) [options] TARGET CMD...`,
+/// and the same through `docker compose`/`docker-compose` (TARGET a service).
 fn in_container(args: &[String], program: &str) -> Vec<Elsewhere> {
     let mut at = 0;
     while let Some(arg) = args.get(at) {
@@ -217,8 +256,23 @@ fn in_container(args: &[String], program: &str) -> Vec<Elsewhere> {
             1
         };
     }
-    if args.get(at).map(String::as_str) == Some("container") {
-        at += 1;
+    let mut compose = program.ends_with("-compose");
+    match args.get(at).map(String::as_str) {
+        Some("container") => at += 1,
+        Some("compose") => {
+            compose = true;
+            at += 1;
+        }
+        _ => {}
+    }
+    if compose {
+        while let Some(arg) = args.get(at).filter(|a| a.starts_with('-')) {
+            at += if COMPOSE_VALUES.contains(&arg.as_str()) {
+                2
+            } else {
+                1
+            };
+        }
     }
     let verb = match args.get(at).map(String::as_str) {
         Some(verb @ ("exec" | "run" | "create")) => verb,
@@ -474,123 +528,99 @@ fn host_path(path: &str, mounts: &[(String, String)]) -> String {
 mod tests {
     use super::*;
 
-    fn inner(argv: &[&str]) -> Vec<(String, Vec<String>, Option<String>)> {
-        commands(&CommandContext::from_argv(argv))
+    /// What a command line (split like a shell would) runs elsewhere.
+    fn inner(line: &str) -> Vec<(String, Vec<String>, Option<String>)> {
+        let argv = shlex::split(line).unwrap();
+        commands(&CommandContext::from_argv(&argv))
             .into_iter()
             .map(|e| (e.via, e.command.argv, e.command.cwd))
             .collect()
     }
 
+    fn argvs(line: &str) -> Vec<String> {
+        inner(line)
+            .into_iter()
+            .map(|(_, argv, _)| argv.join(" "))
+            .collect()
+    }
+
     #[test]
     fn ssh_runs_a_shell_line_on_the_host() {
-        let found = inner(&[
-            "ssh",
-            "-p",
-            "2222",
-            "-i",
-            "key",
-            "db1",
-            "cd /srv && rm -rf data; ls",
-        ]);
-        let argvs: Vec<&Vec<String>> = found.iter().map(|(_, argv, _)| argv).collect();
+        let found = inner("ssh -p 2222 -i key db1 'cd /srv && rm -rf data; ls'");
         assert_eq!(
-            argvs,
-            [
-                &vec!["cd".to_string(), "/srv".into()],
-                &vec!["rm".into(), "-rf".into(), "data".into()],
-                &vec!["ls".to_string()]
-            ]
+            argvs("ssh -p 2222 -i key db1 'cd /srv && rm -rf data; ls'"),
+            ["cd /srv", "rm -rf data", "ls"]
         );
         assert_eq!(found[1].0, "ssh on db1");
         assert_eq!(found[1].2.as_deref(), Some("/"));
-        let split = inner(&[
-            "ssh",
-            "-vp22",
-            "host",
-            "sudo",
-            "-u",
-            "mysql",
-            "rm",
-            "-rf",
-            "/var/lib/mysql",
-        ]);
-        assert_eq!(split[0].1, ["rm", "-rf", "/var/lib/mysql"]);
-        assert!(inner(&["ssh", "host"]).is_empty());
-        assert!(inner(&["ssh", "-L", "8080:localhost:80", "host"]).is_empty());
-        let nested = inner(&["ssh", "h", "bash -c 'FOO=1 psql -c \"DROP TABLE t\"'"]);
-        assert_eq!(nested[0].1, ["psql", "-c", "DROP TABLE t"]);
+        assert_eq!(
+            argvs("ssh -vp22 host sudo -u mysql rm -rf /var/lib/mysql"),
+            ["rm -rf /var/lib/mysql"]
+        );
+        assert!(inner("ssh host").is_empty());
+        assert!(inner("ssh -L 8080:localhost:80 host").is_empty());
+        assert_eq!(
+            argvs(r#"ssh h "bash -c 'FOO=1 psql -c \"DROP TABLE t\"'""#),
+            ["psql -c DROP TABLE t"]
+        );
+        // The command may also come as an option.
+        assert_eq!(
+            argvs("ssh -o 'RemoteCommand=rm -rf /srv' db1"),
+            ["rm -rf /srv"]
+        );
+        assert_eq!(
+            argvs("ssh -oremotecommand='rm -rf /srv' db1"),
+            ["rm -rf /srv"]
+        );
+        assert!(inner("ssh -o StrictHostKeyChecking=no db1").is_empty());
     }
 
     #[test]
     fn containers_map_bind_mounts_back_to_the_host() {
-        let found = inner(&[
-            "docker",
-            "run",
-            "--rm",
-            "-v",
-            "/home/dev:/h",
-            "alpine",
-            "rm",
-            "-rf",
-            "/h/project",
-        ]);
+        let found = inner("docker run --rm -v /home/dev:/h alpine rm -rf /h/project");
         assert_eq!(found[0].1, ["rm", "-rf", "/home/dev/project"]);
         assert_eq!(found[0].0, "docker run alpine");
-        let found = inner(&[
-            "podman",
-            "container",
-            "run",
-            "-it",
-            "--mount",
-            "type=bind,src=/srv,dst=/data",
-            "-w",
-            "/data",
-            "img",
-            "sh",
-            "-c",
-            "rm -rf old",
-        ]);
+        let found = inner(
+            "podman container run -it --mount type=bind,src=/srv,dst=/data -w /data img sh -c 'rm -rf old'",
+        );
         assert_eq!(found[0].1, ["rm", "-rf", "old"]);
         assert_eq!(found[0].2.as_deref(), Some("/srv"));
-        let found = inner(&[
-            "docker",
-            "exec",
-            "-e",
-            "A=1",
-            "db",
-            "psql",
-            "-c",
-            "DROP DATABASE app",
-        ]);
-        assert_eq!(found[0].1, ["psql", "-c", "DROP DATABASE app"]);
-        let found = inner(&["docker", "run", "--entrypoint", "rm", "alpine", "-rf", "/x"]);
-        assert_eq!(found[0].1, ["rm", "-rf", "/x"]);
-        assert!(inner(&["docker", "run", "-d", "nginx"]).is_empty());
-        assert!(inner(&["docker", "ps", "-a"]).is_empty());
+        assert_eq!(
+            argvs("docker exec -e A=1 db psql -c 'DROP DATABASE app'"),
+            ["psql -c DROP DATABASE app"]
+        );
+        assert_eq!(
+            argvs("docker run --entrypoint rm alpine -rf /x"),
+            ["rm -rf /x"]
+        );
+        assert_eq!(
+            argvs("docker compose -f dev.yml exec -T db dropdb app"),
+            ["dropdb app"]
+        );
+        assert_eq!(
+            argvs("docker-compose run --rm web rm -rf /data"),
+            ["rm -rf /data"]
+        );
+        assert!(inner("docker run -d nginx").is_empty());
+        assert!(inner("docker ps -a").is_empty());
+        assert!(inner("docker compose up -d").is_empty());
     }
 
     #[test]
     fn pods_run_what_follows_the_double_dash() {
-        let found = inner(&[
-            "kubectl",
-            "exec",
-            "-n",
-            "prod",
-            "-it",
-            "db-0",
-            "--",
-            "psql",
-            "-c",
-            "DROP TABLE users",
-        ]);
-        assert_eq!(found[0].1, ["psql", "-c", "DROP TABLE users"]);
-        let found = inner(&["kubectl", "exec", "web", "--", "sh", "-c", "rm -rf /data/*"]);
-        assert_eq!(found[0].1, ["rm", "-rf", "/data/*"]);
-        assert!(inner(&["kubectl", "get", "pods", "--", "x"]).is_empty());
-        assert!(inner(&["kubectl", "exec", "web"]).is_empty());
-        let found = inner(&[
-            "kubectl", "-n", "prod", "exec", "db-0", "--", "dropdb", "app",
-        ]);
-        assert_eq!(found[0].1, ["dropdb", "app"]);
+        assert_eq!(
+            argvs("kubectl exec -n prod -it db-0 -- psql -c 'DROP TABLE users'"),
+            ["psql -c DROP TABLE users"]
+        );
+        assert_eq!(
+            argvs("kubectl exec web -- sh -c 'rm -rf /data/*'"),
+            ["rm -rf /data/*"]
+        );
+        assert_eq!(
+            argvs("kubectl -n prod exec db-0 -- dropdb app"),
+            ["dropdb app"]
+        );
+        assert!(inner("kubectl get pods -- x").is_empty());
+        assert!(inner("kubectl exec web").is_empty());
     }
 }

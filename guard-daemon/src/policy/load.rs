@@ -261,7 +261,7 @@ impl Policy {
             let mut command = CommandContext::from_argv(&words);
             command.cwd = Some(EXAMPLE_CWD.into());
             command.env = vec![("HOME".into(), EXAMPLE_HOME.into())];
-            let inner = self.unwrapped(&command);
+            let inner = super::wrappers::unwrap(&command);
             let matched = [Some(&command), inner.as_ref()]
                 .into_iter()
                 .flatten()

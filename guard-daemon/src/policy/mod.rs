@@ -19,9 +19,6 @@ mod spec;
 mod sql;
 mod wrappers;
 
-/// The program whose subcommands also run as `PROGRAM-SUBCOMMAND`.
-const DASHED_SUBCOMMANDS: &str = "git";
-
 use std::{collections::HashMap, time::Duration};
 
 /// The policy's types that the control socket carries, in guard-protocol.
@@ -88,7 +85,7 @@ impl Policy {
         for rule in self.rules.iter().filter(|r| r.action != Action::Allow) {
             for program in rule.program_names() {
                 names.push(program.to_string());
-                if program == DASHED_SUBCOMMANDS {
+                if program == wrappers::DASHED {
                     names.extend(rule.first_words().map(|w| format!("{program}-{w}")));
                 }
             }
@@ -133,19 +130,16 @@ impl Policy {
 
     fn judge_nested(&self, command: &CommandContext, depth: usize) -> Explanation {
         let mut decision = self.judge_one(command);
-        let inner = self.unwrapped(command);
-        let command = match inner {
-            Some(inner) => {
-                let judged = self.judge_one(&inner);
-                if judged.action >= decision.action {
-                    decision = judged;
-                }
-                inner
+        let inner = wrappers::unwrap(command);
+        if let Some(inner) = &inner {
+            let judged = self.judge_one(inner);
+            if judged.action >= decision.action {
+                decision = judged;
             }
-            None => command.clone(),
-        };
+        }
+        let command = inner.as_ref().unwrap_or(command);
         if depth < 3 {
-            for elsewhere in elsewhere::commands(&command) {
+            for elsewhere in elsewhere::commands(command) {
                 let mut judged = self.judge_nested(&elsewhere.command, depth + 1);
                 if judged.action > decision.action {
                     let argv = shlex::try_join(elsewhere.command.argv.iter().map(String::as_str))
@@ -158,11 +152,6 @@ impl Policy {
             }
         }
         decision
-    }
-
-    /// The command a wrapper runs, if `command` is a wrapper's.
-    pub(crate) fn unwrapped(&self, command: &CommandContext) -> Option<CommandContext> {
-        wrappers::unwrap(command).or_else(|| self.undashed(command))
     }
 
     fn judge_one(&self, command: &CommandContext) -> Explanation {
@@ -222,26 +211,6 @@ impl Policy {
         }
     }
 
-    /// `git-push ARGS` (git's libexec form) as `git push ARGS`.
-    fn undashed(&self, command: &CommandContext) -> Option<CommandContext> {
-        let prefix = format!("{DASHED_SUBCOMMANDS}-");
-        let subcommand = command.program.strip_prefix(&prefix)?;
-        if subcommand.is_empty() {
-            return None;
-        }
-        let argv = [DASHED_SUBCOMMANDS, subcommand]
-            .into_iter()
-            .map(str::to_string)
-            .chain(command.argv.iter().skip(1).cloned())
-            .collect();
-        Some(CommandContext {
-            program: DASHED_SUBCOMMANDS.into(),
-            exe: None,
-            argv,
-            ..command.clone()
-        })
-    }
-
     /// The rules that may match a program (by name or executed file) and
     /// those that match on paths only.
     fn candidates(&self, program: &str, exe: Option<&str>) -> Vec<usize> {
@@ -269,7 +238,6 @@ impl Policy {
     /// read them from /proc (the common allow stays cheap).
     pub fn reads_context(&self, program: &str, exe: Option<&str>) -> bool {
         wrappers::is_wrapper(program, exe)
-            || program.starts_with(&format!("{DASHED_SUBCOMMANDS}-"))
             || self
                 .candidates(program, exe)
                 .into_iter()

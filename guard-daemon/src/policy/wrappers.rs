@@ -2,8 +2,9 @@
 //! process, with no exec of it the kernel could stop: multi-call binaries
 //! (`busybox rm -rf /`) and the dynamic loader run as a program
 //! (`/lib64/ld-linux-x86-64.so.2 /bin/rm -rf /`). Such a command is judged
-//! as the program it runs. Commands run by the wrapped program (a busybox
-//! shell's NOFORK applets) are not execs at all: the syscall gate sees those.
+//! as the program it runs. git's libexec form (`git-push`) is git's
+//! subcommand. Commands run by the wrapped program (a busybox shell's NOFORK
+//! applets) are not execs at all: the syscall gate sees those.
 use super::rule::{basename, CommandContext};
 
 /// Multi-call binaries: they pick the applet by argv[0]'s name, or by argv[1]
@@ -33,6 +34,9 @@ const LOADER_VALUE_OPTIONS: &[&str] = &[
     "--glibc-hwcaps-mask",
 ];
 
+/// The program whose subcommands also run as `PROGRAM-SUBCOMMAND`.
+pub const DASHED: &str = "git";
+
 /// Nesting allowed before giving up (`ld.so busybox busybox rm`).
 const MAX_DEPTH: usize = 4;
 
@@ -44,7 +48,14 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 /// Whether `program` (or the executed file) is a wrapper.
 pub fn is_wrapper(program: &str, exe: Option<&str>) -> bool {
     let is = |name: &str| MULTI_CALL.contains(&name) || is_loader(name);
-    is(program) || exe.map(basename).is_some_and(is)
+    is(program) || exe.map(basename).is_some_and(is) || subcommand_of_dashed(program).is_some()
+}
+
+fn subcommand_of_dashed(program: &str) -> Option<&str> {
+    program
+        .strip_prefix(DASHED)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .filter(|subcommand| !subcommand.is_empty())
 }
 
 fn is_loader(name: &str) -> bool {
@@ -73,7 +84,23 @@ fn run_by(command: &CommandContext) -> Option<CommandContext> {
     if named(&is_loader) {
         return loaded(command);
     }
-    None
+    undashed(command)
+}
+
+/// `git-push ARGS` (run from git's exec path) is `git push ARGS`.
+fn undashed(command: &CommandContext) -> Option<CommandContext> {
+    let subcommand = subcommand_of_dashed(&command.program)?;
+    let argv = [DASHED, subcommand]
+        .into_iter()
+        .map(str::to_string)
+        .chain(command.argv.iter().skip(1).cloned())
+        .collect();
+    Some(CommandContext {
+        program: DASHED.into(),
+        exe: None,
+        argv,
+        ..command.clone()
+    })
 }
 
 /// `busybox rm -rf x` runs `rm -rf x`; run as `rm` (a link, or ld.so's
@@ -195,5 +222,13 @@ mod tests {
             Some("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
         ));
         assert!(!is_wrapper("rm", Some("/usr/bin/rm")));
+        let (program, _, argv) = unwrapped(&["/usr/lib/git-core/git-push", "-f"]).unwrap();
+        assert_eq!(
+            (program.as_str(), argv),
+            ("git", vec!["git".into(), "push".into(), "-f".into()])
+        );
+        assert!(
+            is_wrapper("git-push", None) && !is_wrapper("git", None) && !is_wrapper("git-", None)
+        );
     }
 }
