@@ -15,13 +15,16 @@ fn no_hold_outside_sessions_or_for_unwatched_commands() {
     outside.arg("destroy").arg("outside");
     let (status, _, _) = Proc::spawn(outside).wait();
     assert!(status.success());
-    // Unwatched programs, and a watched program the policy allows, in a session.
-    let (status, out, _) = guard
-        .session(
-            &stubs,
-            &["sh", "-c", "echo hi; ls / >/dev/null; terraform plan"],
-        )
-        .wait();
+    // Unwatched programs, a busybox applet run by its link (busybox is a
+    // watched wrapper, but argv[0] names an unwatched applet), and a watched
+    // program the policy allows, in a session.
+    let applet = stubs.dir.path().join("true");
+    std::os::unix::fs::symlink("/bin/busybox", &applet).unwrap();
+    let line = format!(
+        "echo hi; ls / >/dev/null; {}; terraform plan",
+        applet.display()
+    );
+    let (status, out, _) = guard.session(&stubs, &["sh", "-c", &line]).wait();
     assert!(status.success());
     assert_eq!(out, "hi\n");
     assert_eq!(stubs.marker_text(), "destroy outside\nplan\n");
@@ -120,10 +123,26 @@ fn busybox_the_loader_and_git_libexec_do_not_dodge_the_hold() {
         .find(|p| std::path::Path::new(p).exists())
         .unwrap();
     let loader = "/lib64/ld-linux-x86-64.so.2";
-    let mut cases: Vec<(&str, Vec<String>)> = vec![(
-        "v-busybox",
-        vec!["busybox".into(), "rm".into(), "-rf".into()],
-    )];
+    // busybox runs the applet argv[0] names, whatever its link is called.
+    let link = stubs.dir.path().join("sleep");
+    std::os::unix::fs::symlink("/bin/busybox", &link).unwrap();
+    let mut cases: Vec<(&str, Vec<String>)> = vec![
+        (
+            "v-busybox",
+            vec!["busybox".into(), "rm".into(), "-rf".into()],
+        ),
+        (
+            "v-applet-by-argv0",
+            // busybox's own shell: dash has no `exec -a`.
+            vec![
+                "busybox".into(),
+                "sh".into(),
+                "-c".into(),
+                r#"exec -a rm "$0" -rf "$1""#.into(),
+                link.display().to_string(),
+            ],
+        ),
+    ];
     // The VM's initramfs has static binaries and no loader.
     if std::path::Path::new(loader).exists() {
         cases.push(("v-loader", vec![loader.into(), rm.into(), "-rf".into()]));

@@ -33,6 +33,10 @@ pub const PROGRAM_AGENT: u32 = 1 << 1;
 /// `PROGRAMS` flag: an exec outside a session is reported; the daemon decides
 /// from the command line whether it runs an agent package.
 pub const PROGRAM_INTERPRETER: u32 = 1 << 2;
+/// `PROGRAMS` flag: a multi-call binary (busybox) that runs the applet named
+/// by argv[0]; run under another name, it stops only when that applet is
+/// watched.
+pub const PROGRAM_MULTI_CALL: u32 = 1 << 3;
 
 /// `SessionEntry::flags`: the session was started by `guardctl run`.
 pub const SESSION_LAUNCHED: u32 = 1 << 0;
@@ -196,7 +200,8 @@ pub struct ExeNameOffsets {
     pub file_dentry: u32,
     /// `dentry.d_name` + `qstr.name`.
     pub dentry_name: u32,
-    pub _pad: u32,
+    /// `mm_struct.arg_start`: where argv[0] of the new image starts.
+    pub mm_arg_start: u32,
 }
 
 /// Offsets into kernel structs for the BPF LSM hooks, from BTF at load time.

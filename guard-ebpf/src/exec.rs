@@ -2,19 +2,22 @@
 //! before its first user instruction, with `comm` already set to the basename
 //! of the executed file (the script, not its interpreter, for `#!` scripts).
 //! In a session, a program run under another name (a symlink) is recognised
-//! by the name of the file the kernel actually executed.
+//! by the name of the file the kernel actually executed. A multi-call binary
+//! (busybox) runs the applet argv[0] names, whatever the file is called, so
+//! for it argv[0] decides.
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_send_signal,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes,
+        bpf_send_signal,
     },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use guard_common::{
     Comm, EventKind, SessionEntry, COMM_LEN, OVERFLOW_STOPS_KILLED, PROGRAM_AGENT,
-    PROGRAM_INTERPRETER, PROGRAM_WATCHED, SESSION_DETECTED,
+    PROGRAM_INTERPRETER, PROGRAM_MULTI_CALL, PROGRAM_WATCHED, SESSION_DETECTED,
 };
 
 use crate::maps::{
@@ -94,6 +97,8 @@ fn stop_watched(pid: u32, session_id: u32, comm: Comm) {
 
 /// Whether the executed file's own name (not the name it was run by, as for a
 /// symlink `k -> kubectl`) is a watched program. Only asked in sessions.
+/// A multi-call binary run under another name stops only when the applet
+/// argv[0] names may be watched: busybox's `sleep` or `sh` links run freely.
 #[inline(always)]
 fn exe_name_is_watched(comm: &Comm) -> bool {
     let Some(name) = exe_name() else {
@@ -102,9 +107,81 @@ fn exe_name_is_watched(comm: &Comm) -> bool {
     if name == *comm {
         return false;
     }
-    PROGRAMS
-        .get_ptr(name)
-        .is_some_and(|flags| unsafe { *flags } & PROGRAM_WATCHED != 0)
+    let flags = match PROGRAMS.get_ptr(name) {
+        Some(flags) => unsafe { *flags },
+        None => return false,
+    };
+    if flags & PROGRAM_WATCHED == 0 {
+        return false;
+    }
+    if flags & PROGRAM_MULTI_CALL == 0 {
+        return true;
+    }
+    // An argv[0] that cannot be read or is cut short stops (fail closed).
+    let Some(applet) = argv0_name() else {
+        return true;
+    };
+    is_multi_call_name(&applet)
+        || PROGRAMS
+            .get_ptr(applet)
+            .is_some_and(|flags| unsafe { *flags } & PROGRAM_WATCHED != 0)
+}
+
+/// Longest argv[0] read; a longer one is not judged here (it stops).
+const ARGV0_LEN: usize = 128;
+
+/// The applet name a multi-call binary takes from argv[0]: its basename,
+/// without the `-` of a login shell, cut like a comm.
+#[inline(always)]
+fn argv0_name() -> Option<Comm> {
+    let off = exe_offsets();
+    let mut path = [0u8; ARGV0_LEN];
+    let len = unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let mm: *const u8 = bpf_probe_read_kernel(task.add(off.task_mm as usize).cast()).ok()?;
+        let arg_start: u64 =
+            bpf_probe_read_kernel(mm.add(off.mm_arg_start as usize).cast()).ok()?;
+        bpf_probe_read_user_str_bytes(arg_start as *const u8, &mut path)
+            .ok()?
+            .len()
+    };
+    if len == 0 || len >= ARGV0_LEN - 1 {
+        return None;
+    }
+    // Backwards to the last '/': one path per step keeps the verifier linear.
+    let mut start = 0;
+    for back in 1..ARGV0_LEN {
+        if back > len {
+            break;
+        }
+        let i = len - back;
+        if path[i & (ARGV0_LEN - 1)] == b'/' {
+            start = i + 1;
+            break;
+        }
+    }
+    if path[start & (ARGV0_LEN - 1)] == b'-' {
+        start += 1;
+    }
+    let mut key = [0u8; COMM_LEN];
+    for (j, slot) in key.iter_mut().take(COMM_LEN - 1).enumerate() {
+        let i = start + j;
+        if i >= len {
+            break;
+        }
+        *slot = path[i & (ARGV0_LEN - 1)];
+    }
+    if key[0] == 0 {
+        return None;
+    }
+    Some(key)
+}
+
+/// busybox and toybox act as themselves (applet from argv[1]) under any name
+/// they start with (`busybox.static`).
+#[inline(always)]
+fn is_multi_call_name(name: &Comm) -> bool {
+    name.starts_with(b"busybox") || name.starts_with(b"toybox")
 }
 
 /// `current->mm->exe_file->f_path.dentry->d_name.name`, cut like a comm.

@@ -103,7 +103,7 @@ static EXE_OFFSETS: ExeNameOffsets = ExeNameOffsets {
     mm_exe_file: 0,
     file_dentry: 0,
     dentry_name: 0,
-    _pad: 0,
+    mm_arg_start: 0,
 };
 
 #[inline(always)]

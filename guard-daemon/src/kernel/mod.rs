@@ -86,6 +86,8 @@ pub struct ProgramSets {
     pub watched: Vec<String>,
     pub agents: Vec<String>,
     pub interpreters: Vec<String>,
+    /// Watched multi-call binaries: run under another name, argv[0] decides.
+    pub multi_call: Vec<String>,
 }
 
 impl ProgramSets {
@@ -94,6 +96,10 @@ impl ProgramSets {
             watched: policy.watched_programs(),
             agents: policy.agents.programs.clone(),
             interpreters: policy.agents.interpreters.clone(),
+            multi_call: crate::policy::wrappers::MULTI_CALL
+                .iter()
+                .map(|name| name.to_string())
+                .collect(),
         }
     }
 }

@@ -34,7 +34,7 @@ pub(super) fn exe_name_offsets() -> ExeNameOffsets {
                 + btf.member_offset("path", "dentry")?,
             dentry_name: btf.member_offset("dentry", "d_name")?
                 + btf.member_offset("qstr", "name")?,
-            _pad: 0,
+            mm_arg_start: btf.member_offset("mm_struct", "arg_start")?,
         })
     };
     read().unwrap_or_else(|err| {

@@ -17,7 +17,7 @@ mod rule;
 mod settings;
 mod spec;
 mod sql;
-mod wrappers;
+pub(crate) mod wrappers;
 
 use std::{collections::HashMap, time::Duration};
 

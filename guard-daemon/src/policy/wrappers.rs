@@ -8,8 +8,8 @@
 use super::rule::{basename, CommandContext};
 
 /// Multi-call binaries: they pick the applet by argv[0]'s name, or by argv[1]
-/// when argv[0] is their own name.
-const MULTI_CALL: &[&str] = &["busybox", "toybox"];
+/// when argv[0] starts with their own name.
+pub const MULTI_CALL: &[&str] = &["busybox", "toybox"];
 
 /// Loader names the kernel's watch list carries (every exec of them in a
 /// session stops for a decision).
@@ -47,7 +47,7 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 
 /// Whether `program` (or the executed file) is a wrapper.
 pub fn is_wrapper(program: &str, exe: Option<&str>) -> bool {
-    let is = |name: &str| MULTI_CALL.contains(&name) || is_loader(name);
+    let is = |name: &str| is_multi_call(name) || is_loader(name);
     is(program) || exe.map(basename).is_some_and(is) || subcommand_of_dashed(program).is_some()
 }
 
@@ -56,6 +56,11 @@ fn subcommand_of_dashed(program: &str) -> Option<&str> {
         .strip_prefix(DASHED)
         .and_then(|rest| rest.strip_prefix('-'))
         .filter(|subcommand| !subcommand.is_empty())
+}
+
+/// busybox acts as itself under any name it starts with (`busybox.static`).
+fn is_multi_call(name: &str) -> bool {
+    MULTI_CALL.iter().any(|multi| name.starts_with(multi))
 }
 
 fn is_loader(name: &str) -> bool {
@@ -78,7 +83,7 @@ pub fn unwrap(command: &CommandContext) -> Option<CommandContext> {
 fn run_by(command: &CommandContext) -> Option<CommandContext> {
     let exe_name = command.exe.as_deref().map(basename);
     let named = |test: &dyn Fn(&str) -> bool| test(&command.program) || exe_name.is_some_and(test);
-    if named(&|name| MULTI_CALL.contains(&name)) {
+    if named(&is_multi_call) {
         return applet(command);
     }
     if named(&is_loader) {
@@ -106,8 +111,10 @@ fn undashed(command: &CommandContext) -> Option<CommandContext> {
 /// `busybox rm -rf x` runs `rm -rf x`; run as `rm` (a link, or ld.so's
 /// `--argv0 rm`), busybox is `rm`.
 fn applet(command: &CommandContext) -> Option<CommandContext> {
+    // A login shell's `-sh` is `sh`.
     let argv0 = basename(command.argv.first()?);
-    if !MULTI_CALL.contains(&argv0) {
+    let argv0 = argv0.strip_prefix('-').unwrap_or(argv0);
+    if !is_multi_call(argv0) {
         return (command.program != argv0).then(|| CommandContext {
             program: argv0.to_string(),
             exe: None,
@@ -179,6 +186,8 @@ mod tests {
         let (program, ..) = unwrapped(&["/bin/toybox", "/bin/rm", "-r", "x"]).unwrap();
         assert_eq!(program, "rm");
         assert_eq!(unwrapped(&["busybox", "--list"]), None);
+        let (program, ..) = unwrapped(&["/bin/busybox.static", "rm", "-r", "x"]).unwrap();
+        assert_eq!(program, "rm");
         assert_eq!(unwrapped(&["busybox"]), None);
         assert_eq!(unwrapped(&["rm", "-rf", "x"]), None);
     }
