@@ -402,3 +402,66 @@ fn every_watched_exec_is_counted_with_its_latency() {
     eprintln!("exec gate over 200 allowed execs: {stats:?}");
     guard.stop();
 }
+
+/// `git stash` saves the changes and then runs `git reset --hard` itself:
+/// that reset is not held; the same reset typed by the agent is.
+#[test]
+fn git_stash_resets_its_own_tree_and_a_typed_reset_is_held() {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("git is not installed here (the VM): skipped");
+        return;
+    }
+    let (stubs, guard) = setup(
+        r#"
+version = 1
+base = "none"
+[[rule]]
+id = "git-reset-hard"
+programs = ["git"]
+subcommand = ["reset"]
+flags_any = ["--hard"]
+not_run_by = ["git stash"]
+action = "hold"
+"#,
+    );
+    let repo = stubs.dir.path().join("repo");
+    let file = repo.join("file");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    std::fs::create_dir(&repo).unwrap();
+    git(&["init", "-q"]);
+    git(&["config", "user.email", "dev@example.com"]);
+    git(&["config", "user.name", "dev"]);
+    std::fs::write(&file, "committed\n").unwrap();
+    git(&["add", "file"]);
+    git(&["commit", "-qm", "first"]);
+
+    std::fs::write(&file, "work in progress\n").unwrap();
+    let (status, _, stderr) = guard
+        .session(&stubs, &["sh", "-c", "cd repo && git stash push -m wip"])
+        .wait();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "committed\n");
+    assert!(guard.pending().is_empty(), "{:?}", guard.pending());
+    let stats = guard.status().stats;
+    assert!(
+        stats.allowed >= 2,
+        "stash and its reset were judged: {stats:?}"
+    );
+
+    std::fs::write(&file, "more work\n").unwrap();
+    let run = guard.session(&stubs, &["sh", "-c", "cd repo && git reset --hard"]);
+    let hold = guard.wait_hold("reset");
+    assert_eq!(hold.rule, "git-reset-hard");
+    guard.decide("deny", &hold);
+    assert!(!run.wait().0.success());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "more work\n");
+    guard.stop();
+}

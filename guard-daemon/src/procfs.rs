@@ -83,6 +83,23 @@ pub fn cmdline(pid: u32) -> std::io::Result<Vec<Vec<u8>>> {
     Ok(raw.split(|&b| b == 0).map(<[u8]>::to_vec).collect())
 }
 
+/// The argv of `pid`'s parent when the parent runs the very file `pid` runs
+/// (same device and inode: `git stash` starting its own `git reset`).
+pub fn parent_running_same_file(pid: u32) -> Option<Vec<String>> {
+    let parent = stat(pid).ok()?.ppid;
+    let file = |pid: u32| fs::metadata(format!("/proc/{pid}/exe")).ok();
+    let (ours, theirs) = (file(pid)?, file(parent)?);
+    if (ours.dev(), ours.ino()) != (theirs.dev(), theirs.ino()) {
+        return None;
+    }
+    let argv = cmdline(parent).ok()?;
+    Some(
+        argv.iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
 pub fn link(pid: u32, name: &str) -> String {
     fs::read_link(format!("/proc/{pid}/{name}"))
         .map(|path| crate::escape::escape_bytes(path.as_os_str().as_bytes()))

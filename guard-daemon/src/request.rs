@@ -169,6 +169,7 @@ mod tests {
             uid: Some(4242),
             agent: Some("claude".into()),
             root: None,
+            run_by: None,
         };
         let argv = vec![b"terraform".to_vec(), b"destroy".to_vec()];
         let request = Request::judged(std::process::id(), 7, argv, judged);

@@ -227,6 +227,7 @@ impl Guard {
             uid: None,
             agent: self.sessions.agent_of(stop.session),
             root: None,
+            run_by: None,
         };
         if self.policy.reads_context(&context.program, Some(&exe)) {
             let mut env_names = self.policy.env_names();
@@ -235,6 +236,7 @@ impl Guard {
             context.env = procfs::environ(stop.pid, &env_names);
             context.uid = procfs::uid(stop.pid).ok();
             context.root = Some(format!("/proc/{}/root", stop.pid));
+            context.run_by = procfs::parent_running_same_file(stop.pid);
         }
         Some((judged, context))
     }

@@ -100,6 +100,10 @@ pub struct RuleFile {
     pub flags_any: Vec<String>,
     #[serde(default)]
     pub not_flags: Vec<String>,
+    /// Commands (`git stash`) of a parent running the same executable file:
+    /// what such a parent starts itself is not this rule's.
+    #[serde(default)]
+    pub not_run_by: Vec<String>,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     #[serde(default)]

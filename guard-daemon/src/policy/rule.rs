@@ -30,6 +30,8 @@ pub struct CommandContext {
     /// Where guardd reaches the process's root (`/proc/PID/root`): when set,
     /// paths are also resolved through the symlinks on the real file system.
     pub root: Option<String>,
+    /// The parent's argv, when the parent runs the same executable file.
+    pub run_by: Option<Vec<String>>,
 }
 
 impl CommandContext {
@@ -85,6 +87,9 @@ pub struct Rule {
     flags: Vec<Vec<String>>,
     flags_any: Vec<Vec<String>>,
     not_flags: Vec<Vec<String>>,
+    /// Words (program first) of a parent running the same file whose own
+    /// commands the rule leaves alone (`git stash` and its `git reset --hard`).
+    not_run_by: Vec<Vec<String>>,
     options: Vec<(String, ArgPattern)>,
     args_all: Vec<ArgPattern>,
     args_any: Vec<ArgPattern>,
@@ -166,6 +171,11 @@ impl Rule {
             flags: alternatives(&file.flags),
             flags_any: alternatives(&file.flags_any),
             not_flags: alternatives(&file.not_flags),
+            not_run_by: file
+                .not_run_by
+                .iter()
+                .map(|line| line.split_whitespace().map(str::to_string).collect())
+                .collect(),
             options: file
                 .options
                 .iter()
@@ -303,6 +313,9 @@ impl Rule {
         if self.not_flags.iter().any(written_in_full) {
             return None;
         }
+        if self.run_by_exempt_parent(judged) {
+            return None;
+        }
         for (name, value) in &self.options {
             let name = spec.canonical(name);
             let found = parsed
@@ -374,10 +387,25 @@ impl Rule {
             || !self.cwd.is_empty()
             || !self.env.is_empty()
             || !self.uid.is_empty()
+            || !self.not_run_by.is_empty()
             || self
                 .programs
                 .iter()
                 .any(|p| matches!(p, ProgramMatcher::Path(_)))
+    }
+
+    /// Whether the command's parent runs the same file as one of the
+    /// `not_run_by` commands (its words parsed as the program's own).
+    fn run_by_exempt_parent(&self, judged: &Judged<'_>) -> bool {
+        let Some(parent) = judged.command.run_by.as_deref() else {
+            return false;
+        };
+        let words = judged.spec.parse(parent.get(1..).unwrap_or_default()).words;
+        self.not_run_by.iter().any(|exempt| {
+            exempt.first() == Some(&judged.command.program)
+                && words.len() >= exempt.len() - 1
+                && exempt[1..].iter().zip(&words).all(|(a, b)| a == b)
+        })
     }
 
     /// Every option name the rule mentions, as written (for prefix expansion).

@@ -550,3 +550,31 @@ fn every_matching_hold_rule_tightens_the_terms() {
     assert_eq!(alone.terms.approvals, 1);
     assert!(alone.terms.also_approvers.is_empty() && alone.terms_from.is_empty());
 }
+
+#[test]
+fn git_stash_may_reset_its_own_tree_and_nothing_else_may() {
+    let policy = Policy::embedded_default();
+    let reset = |run_by: Option<&[&str]>| {
+        let mut command = CommandContext::from_argv(&[
+            "/usr/lib/git-core/git",
+            "reset",
+            "--hard",
+            "-q",
+            "--no-recurse-submodules",
+        ]);
+        command.run_by = run_by.map(|argv| argv.iter().map(|a| a.to_string()).collect());
+        policy.judge(&command).action
+    };
+    // What `git stash` starts itself (guardd sets run_by only for a parent
+    // running the same executable file).
+    assert_eq!(reset(Some(&["git", "stash"])), Action::Allow);
+    assert_eq!(
+        reset(Some(&["git", "-C", "/repo", "stash", "push", "-m", "x"])),
+        Action::Allow
+    );
+    // The same reset under any other git command, or typed by the agent.
+    assert_eq!(reset(Some(&["git", "pull"])), Action::Hold);
+    assert_eq!(reset(Some(&["git", "stash-x"])), Action::Hold);
+    assert_eq!(reset(Some(&["git"])), Action::Hold);
+    assert_eq!(reset(None), Action::Hold);
+}
