@@ -465,3 +465,94 @@ action = "hold"
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "more work\n");
     guard.stop();
 }
+
+/// A watched program under a name no rule knows is judged as itself: a hard
+/// link (same inode), a copy a user owns and a memfd (same content). A copy
+/// of an unwatched program runs.
+#[test]
+fn a_link_a_copy_or_a_memfd_of_a_watched_program_is_held_as_it() {
+    let rm = std::fs::canonicalize("/usr/bin/rm")
+        .or_else(|_| std::fs::canonicalize("/bin/rm"))
+        .unwrap();
+    if rm.file_name().is_some_and(|name| name == "busybox") {
+        eprintln!("rm is busybox here (the VM): skipped");
+        return;
+    }
+    let (stubs, guard) = setup(HOLD_RM_RECURSIVE_AND_FORCE_PUSH);
+    let dir = stubs.dir.path();
+    let nobody = |path: &std::path::Path| {
+        std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+    };
+    let mut cases: Vec<(&str, Vec<String>)> = Vec::new();
+    let link = dir.join("del");
+    match std::fs::hard_link(&rm, &link) {
+        Ok(()) => cases.push((
+            "i-hard-link",
+            vec![link.display().to_string(), "-rf".into()],
+        )),
+        Err(err) => eprintln!(
+            "no hard link to {} here ({err}): case skipped",
+            rm.display()
+        ),
+    }
+    let copy = dir.join("x");
+    std::fs::copy(&rm, &copy).unwrap();
+    nobody(&copy);
+    cases.push(("i-copy", vec![copy.display().to_string(), "-rf".into()]));
+    if Command::new("python3").arg("-V").output().is_ok() {
+        let script = "import os, sys\n\
+            fd = os.memfd_create('x')\n\
+            data = open(sys.argv[1], 'rb').read()\n\
+            while data:\n    data = data[os.write(fd, data):]\n\
+            os.execv('/proc/self/fd/%d' % fd, ['x', '-rf', sys.argv[2]])\n";
+        cases.push((
+            "i-memfd",
+            vec![
+                "python3".into(),
+                "-c".into(),
+                script.into(),
+                rm.display().to_string(),
+            ],
+        ));
+    }
+    let mut runs = Vec::new();
+    for (victim, argv) in &cases {
+        std::fs::create_dir_all(dir.join(victim).join("src")).unwrap();
+        let target = dir.join(victim).display().to_string();
+        let mut args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        args.push(&target);
+        runs.push(guard.session(&stubs, &args));
+    }
+    for (victim, _) in &cases {
+        let hold = guard.wait_hold(&dir.join(victim).display().to_string());
+        wait_stopped(u64::from(hold.pid));
+        assert_eq!(hold.rule, "rm-recursive", "{victim}: {hold:?}");
+        guard.decide("deny", &hold);
+    }
+    for run in runs {
+        assert!(!run.wait().0.success());
+    }
+    for (victim, _) in &cases {
+        assert!(
+            dir.join(victim).join("src").exists(),
+            "{victim} was deleted"
+        );
+    }
+    // A copy of a program no rule names is stopped, judged and let run.
+    let echo = dir.join("say");
+    std::fs::copy(
+        std::fs::canonicalize("/usr/bin/echo")
+            .or_else(|_| std::fs::canonicalize("/bin/echo"))
+            .unwrap(),
+        &echo,
+    )
+    .unwrap();
+    nobody(&echo);
+    let (status, out, _) = guard
+        .session(&stubs, &[echo.to_str().unwrap(), "hi"])
+        .wait();
+    assert!(status.success());
+    assert_eq!(out, "hi\n");
+    assert!(guard.pending().is_empty());
+    guard.stop();
+}

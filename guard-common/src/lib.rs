@@ -202,6 +202,12 @@ pub struct ExeNameOffsets {
     pub dentry_name: u32,
     /// `mm_struct.arg_start`: where argv[0] of the new image starts.
     pub mm_arg_start: u32,
+    /// `file.f_inode`, `inode.i_uid`, `inode.i_nlink`: a file root does not
+    /// own, or with other links than one, is judged by what it is.
+    pub file_inode: u32,
+    pub inode_uid: u32,
+    pub inode_nlink: u32,
+    pub _pad: u32,
 }
 
 /// Offsets into kernel structs for the BPF LSM hooks, from BTF at load time.
@@ -361,7 +367,7 @@ const _: () = assert!(core::mem::size_of::<GateHeldEntry>() == 48);
 const _: () = assert!(core::mem::size_of::<GateDecisionKey>() == 24);
 const _: () = assert!(core::mem::size_of::<GateDecision>() == 16);
 const _: () = assert!(core::mem::size_of::<FileKey>() == 16);
-const _: () = assert!(core::mem::size_of::<ExeNameOffsets>() == 24);
+const _: () = assert!(core::mem::size_of::<ExeNameOffsets>() == 40);
 const _: () = assert!(core::mem::size_of::<SessionEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<HeldEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 64);

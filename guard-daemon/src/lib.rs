@@ -38,6 +38,7 @@ pub mod policy_lock;
 pub mod polkit;
 pub mod process;
 pub mod procfs;
+pub mod program_files;
 pub mod protected;
 pub mod protocol;
 pub mod request;

@@ -50,7 +50,10 @@ pub fn exec_gate(ctx: TracePointContext) -> u32 {
         None => 0,
     };
     match in_session {
-        true if flags & PROGRAM_WATCHED != 0 || exe_name_is_watched(&comm) => {
+        true if flags & PROGRAM_WATCHED != 0
+            || is_multi_call_name(&comm)
+            || exe_needs_judging(&comm) =>
+        {
             stop_watched(pid, session_id, comm);
         }
         true => {}
@@ -95,15 +98,24 @@ fn stop_watched(pid: u32, session_id: u32, comm: Comm) {
     }
 }
 
-/// Whether the executed file's own name (not the name it was run by, as for a
-/// symlink `k -> kubectl`) is a watched program. Only asked in sessions.
-/// A multi-call binary run under another name stops only when the applet
-/// argv[0] names may be watched: busybox's `sleep` or `sh` links run freely.
+/// Whether an exec whose comm is not watched is still to be judged: its file
+/// is a watched program by name (a symlink `k -> kubectl`), or it may be one
+/// under another name (a hard link, a copy the user made, a memfd), which
+/// guardd tells by inode and content. Only asked in sessions.
 #[inline(always)]
-fn exe_name_is_watched(comm: &Comm) -> bool {
+fn exe_needs_judging(comm: &Comm) -> bool {
     let Some(name) = exe_name() else {
         return false;
     };
+    exe_name_is_watched(comm, name) || name.starts_with(b"memfd:") || exe_file_is_unknown()
+}
+
+/// Whether the executed file's own name (not the name it was run by) is a
+/// watched program. A multi-call binary run under another name stops only
+/// when the applet argv[0] names may be watched: busybox's `sleep` or `sh`
+/// links run freely.
+#[inline(always)]
+fn exe_name_is_watched(comm: &Comm, name: Comm) -> bool {
     if name == *comm {
         return false;
     }
@@ -125,6 +137,30 @@ fn exe_name_is_watched(comm: &Comm) -> bool {
         || PROGRAMS
             .get_ptr(applet)
             .is_some_and(|flags| unsafe { *flags } & PROGRAM_WATCHED != 0)
+}
+
+/// A file that root does not own (any copy a user made) or whose link count
+/// is not one (a hard link, an unlinked file) is not known to be what its
+/// name says. An unreadable inode counts as unknown.
+#[inline(always)]
+fn exe_file_is_unknown() -> bool {
+    let off = exe_offsets();
+    let read = || -> Option<(u32, u32)> {
+        unsafe {
+            let task = bpf_get_current_task() as *const u8;
+            let mm: *const u8 =
+                bpf_probe_read_kernel(task.add(off.task_mm as usize).cast()).ok()?;
+            let file: *const u8 =
+                bpf_probe_read_kernel(mm.add(off.mm_exe_file as usize).cast()).ok()?;
+            let inode: *const u8 =
+                bpf_probe_read_kernel(file.add(off.file_inode as usize).cast()).ok()?;
+            let uid: u32 = bpf_probe_read_kernel(inode.add(off.inode_uid as usize).cast()).ok()?;
+            let nlink: u32 =
+                bpf_probe_read_kernel(inode.add(off.inode_nlink as usize).cast()).ok()?;
+            Some((uid, nlink))
+        }
+    };
+    read().is_none_or(|(uid, nlink)| uid != 0 || nlink != 1)
 }
 
 /// Longest argv[0] read; a longer one is not judged here (it stops).

@@ -104,6 +104,10 @@ static EXE_OFFSETS: ExeNameOffsets = ExeNameOffsets {
     file_dentry: 0,
     dentry_name: 0,
     mm_arg_start: 0,
+    file_inode: 0,
+    inode_uid: 0,
+    inode_nlink: 0,
+    _pad: 0,
 };
 
 #[inline(always)]

@@ -13,11 +13,14 @@ pub(super) struct ExecGate {
     /// When this guardd started (CLOCK_MONOTONIC ns): stops the kernel
     /// recorded before it may have been let go by an earlier guardd.
     started_ns: u64,
+    /// The watched programs' installed files, to know one under another name.
+    pub(super) program_files: ProgramFiles,
 }
 
 impl ExecGate {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(policy: &Policy) -> Self {
         Self {
+            program_files: ProgramFiles::of(policy),
             stats: ExecStats::default(),
             held_scan: HeldScan::default(),
             stops_killed_seen: 0,
@@ -214,7 +217,14 @@ impl Guard {
     fn stopped_command(&self, stop: &Stop<'_>) -> Option<(Vec<Vec<u8>>, CommandContext)> {
         let argv = procfs::cmdline(stop.pid).ok().filter(|a| !a.is_empty())?;
         let exe = procfs::link(stop.pid, "exe");
-        let (program, judged) = procfs::judged_command(stop.comm, &exe, &argv);
+        let (mut program, judged) = procfs::judged_command(stop.comm, &exe, &argv);
+        // A hard link, copy or memfd of a watched program is that program.
+        let exe_file = format!("/proc/{}/exe", stop.pid);
+        if let Some(real) = (self.exec_gate.program_files)
+            .identify_unless_watched(&program, std::path::Path::new(&exe_file))
+        {
+            program = real;
+        }
         let mut context = CommandContext {
             program,
             exe: Some(exe.clone()),

@@ -19,6 +19,7 @@ use crate::{
     policy::{Action, CommandContext, Explanation, OnTimeout, Policy},
     process::{Pidfd, ProcessHandle, Recorded},
     procfs,
+    program_files::ProgramFiles,
     protected::OwnFiles,
     protocol::{GateStats, HoldState, PolicySummary, Response, SessionView, StatusView},
     request::Request,
@@ -107,6 +108,7 @@ impl Guard {
         });
         let fresh = || crate::state::new_state(format!("{:04x}", (monotonic_ns() / 1000) as u16));
         let restored = saved.unwrap_or_else(fresh);
+        let exec_gate = ExecGate::new(&policy);
         let mut guard = Self {
             source: reload::PolicySource::new(own_files.config.clone(), &policy),
             pins: Default::default(),
@@ -118,7 +120,7 @@ impl Guard {
             sessions: Sessions::default(),
             holds: HoldRegistry::new(restored.id_prefix.clone(), restored.next_id),
             audit,
-            exec_gate: ExecGate::new(),
+            exec_gate,
             state,
         };
         guard.restore(restored);

@@ -70,6 +70,7 @@ impl Guard {
                     record.decision = Some(AuditDecision::Loaded(policy.version.clone()));
                     self.source.notify.send_replace(policy.notify.clone());
                     self.gates.policy_changed();
+                    self.exec_gate.program_files = ProgramFiles::of(&policy);
                     self.policy = policy;
                     self.sync_gate_roots();
                     self.set_report_calls();

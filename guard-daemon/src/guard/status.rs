@@ -18,7 +18,7 @@ impl Guard {
             },
             sessions: self.sessions.iter().map(SessionView::from).collect(),
             pending: self.holds.len(),
-            mechanisms: mechanisms(&self.kernel, &self.policy)
+            mechanisms: mechanisms(&self.kernel, &self.policy, &self.exec_gate.program_files)
                 .into_iter()
                 .chain(self.own_mechanisms())
                 .chain([self.pin_layout_status()])
@@ -41,7 +41,11 @@ const SELF_PROTECTION_RULES: &[&str] = &[
     "guard-bpftool",
 ];
 
-pub(super) fn mechanisms(kernel: &Kernel, policy: &Policy) -> Vec<(String, String)> {
+pub(super) fn mechanisms(
+    kernel: &Kernel,
+    policy: &Policy,
+    program_files: &ProgramFiles,
+) -> Vec<(String, String)> {
     let rules: Vec<&str> = SELF_PROTECTION_RULES
         .iter()
         .copied()
@@ -63,9 +67,17 @@ pub(super) fn mechanisms(kernel: &Kernel, policy: &Policy) -> Vec<(String, Strin
         ),
     };
     let program_recognition = if kernel.recognises_exe_names() {
-        "comm and the executed file's name (BTF offsets): symlinks to watched programs are stopped"
+        format!(
+            "comm, the executed file's name (symlinks) and, for busybox, argv[0] (BTF offsets); \
+             files root does not own, hard links and memfds are stopped and known by \
+             inode or content ({} installed files of watched programs); a copy that \
+             root made (an agent running as root) is known by its name only",
+            program_files.len()
+        )
     } else {
-        "none beyond comm: no kernel BTF, a symlink to a watched program under another name is not stopped"
+        "none beyond comm: no kernel BTF, a symlink, link or copy of a watched program \
+         under another name is not stopped"
+            .to_string()
     };
     let own_paths = policy
         .protections

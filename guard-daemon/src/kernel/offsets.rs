@@ -35,6 +35,10 @@ pub(super) fn exe_name_offsets() -> ExeNameOffsets {
             dentry_name: btf.member_offset("dentry", "d_name")?
                 + btf.member_offset("qstr", "name")?,
             mm_arg_start: btf.member_offset("mm_struct", "arg_start")?,
+            file_inode: btf.member_offset("file", "f_inode")?,
+            inode_uid: btf.member_offset("inode", "i_uid")?,
+            inode_nlink: btf.member_offset("inode", "i_nlink")?,
+            _pad: 0,
         })
     };
     read().unwrap_or_else(|err| {

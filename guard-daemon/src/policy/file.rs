@@ -61,6 +61,9 @@ pub struct DefaultsFile {
     /// Whether `guardctl run` sessions may reach processes outside them
     /// (`"deny"`, `"allow"`; see `EscapeMode`).
     pub session_escape: Option<super::EscapeMode>,
+    /// Directories where watched programs are installed, besides the
+    /// system's bin directories (extends earlier files).
+    pub program_dirs: Vec<std::path::PathBuf>,
 }
 
 /// How approvals are checked. Keys set here override earlier files.

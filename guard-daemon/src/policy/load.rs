@@ -107,6 +107,7 @@ impl Policy {
         let mut hold_timeout = DEFAULT_HOLD_TIMEOUT;
         let mut syscall_gate = GateMode::Auto;
         let mut session_escape = EscapeMode::Deny;
+        let mut program_dirs = Vec::new();
         let mut approvals = ApprovalSettings::default();
         let mut notify = notify::NotifySettings::default();
         let mut spec_files = BTreeMap::new();
@@ -124,6 +125,7 @@ impl Policy {
             hold_timeout = file.defaults.hold_timeout.unwrap_or(hold_timeout);
             syscall_gate = file.defaults.syscall_gate.unwrap_or(syscall_gate);
             session_escape = file.defaults.session_escape.unwrap_or(session_escape);
+            extend_unique(&mut program_dirs, file.defaults.program_dirs);
             if let Some(path) = file.approvals.allowed_signers {
                 // Relative to the file that names it.
                 let base = Path::new(&layer.origin).parent().unwrap_or(Path::new("."));
@@ -230,6 +232,7 @@ impl Policy {
             hold_timeout,
             syscall_gate,
             session_escape,
+            program_dirs,
             specs,
             by_program,
             path_rules,
@@ -336,7 +339,7 @@ fn dropin_files(main: &Path) -> Result<Vec<PathBuf>, PolicyError> {
     Ok(files)
 }
 
-fn extend_unique(list: &mut Vec<String>, more: Vec<String>) {
+fn extend_unique<T: PartialEq>(list: &mut Vec<T>, more: Vec<T>) {
     for item in more {
         if !list.contains(&item) {
             list.push(item);

@@ -62,6 +62,8 @@ pub struct Policy {
     pub syscall_gate: GateMode,
     /// `[defaults] session_escape`.
     pub session_escape: EscapeMode,
+    /// `[defaults] program_dirs`: more places watched programs are installed.
+    pub program_dirs: Vec<std::path::PathBuf>,
     specs: HashMap<String, Spec>,
     /// Program name -> indices of the rules naming it.
     by_program: HashMap<String, Vec<usize>>,

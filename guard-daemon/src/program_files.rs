@@ -1,0 +1,223 @@
+//! Watched programs known by their installed files, so that one run under
+//! another name is still judged as itself: a hard link (same inode), a copy
+//! or a memfd holding its bytes (same content). The kernel stops such
+//! execs in sessions (a file not owned by root, with other links than one,
+//! or a memfd); this says which program, if any, the file is.
+use std::{
+    collections::HashMap,
+    fs,
+    io::Read as _,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+/// Where installed programs are looked for, before the policy's own
+/// `defaults.program_dirs`.
+pub const SYSTEM_DIRS: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+    "/snap/bin",
+    // The dynamic loader, which runs a program named in its argv.
+    "/lib64",
+    "/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/lib",
+    // git's exec path (`git-push`).
+    "/usr/lib/git-core",
+    "/usr/libexec/git-core",
+    "/usr/local/libexec/git-core",
+];
+
+/// A file's identity as stat tells it; a rewrite in place changes the times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(meta: &fs::Metadata) -> Self {
+        let ns = |secs: i64, nsec: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsec);
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Installed {
+    name: String,
+    path: PathBuf,
+}
+
+/// The installed files of the watched programs, found once per policy.
+#[derive(Debug, Default)]
+pub struct ProgramFiles {
+    /// Every watched name: a command known by one of them keeps it.
+    names: std::collections::HashSet<String>,
+    by_inode: HashMap<(u64, u64), String>,
+    by_size: HashMap<u64, Vec<Installed>>,
+    /// What an unknown file turned out to be, while it is unchanged.
+    seen: Mutex<HashMap<FileStamp, Option<String>>>,
+}
+
+impl ProgramFiles {
+    /// The installed files of every program `policy` watches.
+    pub fn of(policy: &crate::policy::Policy) -> Self {
+        let dirs: Vec<PathBuf> = SYSTEM_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .chain(policy.program_dirs.iter().cloned())
+            .collect();
+        Self::find(&policy.watched_programs(), &dirs)
+    }
+
+    /// Finds each of `names` in `dirs` (symlinks followed to the file).
+    pub fn find<S: AsRef<str>>(names: &[S], dirs: &[PathBuf]) -> Self {
+        let mut files = Self::default();
+        for name in names {
+            let name = name.as_ref();
+            files.names.insert(name.to_string());
+            for dir in dirs {
+                let Ok(path) = fs::canonicalize(dir.join(name)) else {
+                    continue;
+                };
+                let Ok(meta) = fs::metadata(&path) else {
+                    continue;
+                };
+                if !meta.is_file() || files.by_inode.contains_key(&(meta.dev(), meta.ino())) {
+                    continue;
+                }
+                files
+                    .by_inode
+                    .insert((meta.dev(), meta.ino()), name.to_string());
+                files
+                    .by_size
+                    .entry(meta.size())
+                    .or_default()
+                    .push(Installed {
+                        name: name.to_string(),
+                        path,
+                    });
+            }
+        }
+        files
+    }
+
+    /// How many installed files were found.
+    pub fn len(&self) -> usize {
+        self.by_inode.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_inode.is_empty()
+    }
+
+    /// The watched program a command known as `program` is, when that name
+    /// is not watched itself: `exe` is the executed file (`/proc/PID/exe`,
+    /// which reaches it even when it is deleted or a memfd).
+    pub fn identify_unless_watched(&self, program: &str, exe: &Path) -> Option<String> {
+        if self.names.contains(program) {
+            return None;
+        }
+        self.identify(exe)
+    }
+
+    /// The watched program the file `exe` is, or None.
+    pub fn identify(&self, exe: &Path) -> Option<String> {
+        let meta = fs::metadata(exe).ok()?;
+        if let Some(name) = self.by_inode.get(&(meta.dev(), meta.ino())) {
+            return Some(name.clone());
+        }
+        let candidates = self.by_size.get(&meta.size())?;
+        let stamp = FileStamp::of(&meta);
+        if let Some(known) = self.seen.lock().ok()?.get(&stamp) {
+            return known.clone();
+        }
+        let found = candidates
+            .iter()
+            .find(|installed| same_content(exe, &installed.path).unwrap_or(false))
+            .map(|installed| installed.name.clone());
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(stamp, found.clone());
+        }
+        found
+    }
+}
+
+fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {
+    let (mut a, mut b) = (fs::File::open(a)?, fs::File::open(b)?);
+    let (mut left, mut right) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = read_full(&mut a, &mut left)?;
+        let m = read_full(&mut b, &mut right)?;
+        if n != m || left[..n] != right[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(file: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_copies_and_strangers_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        fs::create_dir(&bin).unwrap();
+        fs::write(bin.join("terraform"), b"the terraform binary").unwrap();
+        fs::write(bin.join("kubectl"), b"the kubectl binary!!").unwrap();
+        let files = ProgramFiles::find(&["terraform", "kubectl", "absent"], std::slice::from_ref(&bin));
+        assert_eq!(files.len(), 2);
+
+        let link = dir.path().join("tf");
+        fs::hard_link(bin.join("terraform"), &link).unwrap();
+        assert_eq!(files.identify(&link).as_deref(), Some("terraform"));
+
+        let copy = dir.path().join("k");
+        fs::copy(bin.join("kubectl"), &copy).unwrap();
+        assert_eq!(files.identify(&copy).as_deref(), Some("kubectl"));
+
+        // Same size, other bytes; and another size.
+        let stranger = dir.path().join("x");
+        fs::write(&stranger, b"the kubectl binary??").unwrap();
+        assert_eq!(files.identify(&stranger), None);
+        fs::write(dir.path().join("y"), b"short").unwrap();
+        assert_eq!(files.identify(&dir.path().join("y")), None);
+
+        // Rewritten in place into a copy: the cached answer is not reused.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::write(&stranger, b"the kubectl binary!!").unwrap();
+        assert_eq!(files.identify(&stranger).as_deref(), Some("kubectl"));
+    }
+}
