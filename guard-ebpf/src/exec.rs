@@ -107,7 +107,7 @@ fn exe_needs_judging(comm: &Comm) -> bool {
     let Some(name) = exe_name() else {
         return false;
     };
-    exe_name_is_watched(comm, name) || name.starts_with(b"memfd:") || exe_file_is_unknown()
+    exe_name_is_watched(comm, name) || has_prefix(&name, b"memfd:") || exe_file_is_unknown()
 }
 
 /// Whether the executed file's own name (not the name it was run by) is a
@@ -144,23 +144,28 @@ fn exe_name_is_watched(comm: &Comm, name: Comm) -> bool {
 /// name says. An unreadable inode counts as unknown.
 #[inline(always)]
 fn exe_file_is_unknown() -> bool {
+    match exe_file_owner_and_links() {
+        Some((uid, nlink)) => uid != 0 || nlink != 1,
+        None => true,
+    }
+}
+
+/// `i_uid` and `i_nlink` of `current->mm->exe_file->f_inode`. No closure:
+/// one that is not inlined becomes a BPF function the 6.1 verifier refuses.
+#[inline(always)]
+fn exe_file_owner_and_links() -> Option<(u32, u32)> {
     let off = exe_offsets();
-    let read = || -> Option<(u32, u32)> {
-        unsafe {
-            let task = bpf_get_current_task() as *const u8;
-            let mm: *const u8 =
-                bpf_probe_read_kernel(task.add(off.task_mm as usize).cast()).ok()?;
-            let file: *const u8 =
-                bpf_probe_read_kernel(mm.add(off.mm_exe_file as usize).cast()).ok()?;
-            let inode: *const u8 =
-                bpf_probe_read_kernel(file.add(off.file_inode as usize).cast()).ok()?;
-            let uid: u32 = bpf_probe_read_kernel(inode.add(off.inode_uid as usize).cast()).ok()?;
-            let nlink: u32 =
-                bpf_probe_read_kernel(inode.add(off.inode_nlink as usize).cast()).ok()?;
-            Some((uid, nlink))
-        }
-    };
-    read().is_none_or(|(uid, nlink)| uid != 0 || nlink != 1)
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let mm: *const u8 = bpf_probe_read_kernel(task.add(off.task_mm as usize).cast()).ok()?;
+        let file: *const u8 =
+            bpf_probe_read_kernel(mm.add(off.mm_exe_file as usize).cast()).ok()?;
+        let inode: *const u8 =
+            bpf_probe_read_kernel(file.add(off.file_inode as usize).cast()).ok()?;
+        let uid: u32 = bpf_probe_read_kernel(inode.add(off.inode_uid as usize).cast()).ok()?;
+        let nlink: u32 = bpf_probe_read_kernel(inode.add(off.inode_nlink as usize).cast()).ok()?;
+        Some((uid, nlink))
+    }
 }
 
 /// Longest argv[0] read; a longer one is not judged here (it stops).
@@ -217,7 +222,21 @@ fn argv0_name() -> Option<Comm> {
 /// they start with (`busybox.static`).
 #[inline(always)]
 fn is_multi_call_name(name: &Comm) -> bool {
-    name.starts_with(b"busybox") || name.starts_with(b"toybox")
+    has_prefix(name, b"busybox") || has_prefix(name, b"toybox")
+}
+
+/// Byte by byte: `starts_with` calls `bcmp`, a BPF function taking stack
+/// pointers, which the 6.1 verifier refuses.
+#[inline(always)]
+fn has_prefix(name: &Comm, prefix: &[u8]) -> bool {
+    let mut i = 0;
+    while i < prefix.len() && i < COMM_LEN {
+        if name[i] != prefix[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// `current->mm->exe_file->f_path.dentry->d_name.name`, cut like a comm.
