@@ -556,3 +556,58 @@ fn a_link_a_copy_or_a_memfd_of_a_watched_program_is_held_as_it() {
     assert!(guard.pending().is_empty());
     guard.stop();
 }
+
+/// A force push written into `.git/config` (no `git config` command seen)
+/// makes a plain `git push` a force push: held, and the remote keeps its
+/// history when denied.
+#[test]
+fn a_push_the_repository_config_forces_is_held() {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("git is not installed here (the VM): skipped");
+        return;
+    }
+    let (stubs, guard) = setup(
+        r#"
+version = 1
+base = "none"
+[[rule]]
+id = "git-push-force-refspec"
+programs = ["git"]
+subcommand = ["push"]
+args_any = ["+*"]
+action = "hold"
+"#,
+    );
+    let dir = stubs.dir.path();
+    let git = |cwd: &std::path::Path, args: &[&str]| {
+        let out = Command::new("git").current_dir(cwd).args(args).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(dir, &["init", "-q", "--bare", "remote.git"]);
+    git(dir, &["init", "-q", "-b", "main", "repo"]);
+    let repo = dir.join("repo");
+    git(&repo, &["config", "user.email", "dev@example.com"]);
+    git(&repo, &["config", "user.name", "dev"]);
+    git(&repo, &["remote", "add", "origin", "../remote.git"]);
+    std::fs::write(repo.join("file"), "one\n").unwrap();
+    git(&repo, &["add", "file"]);
+    git(&repo, &["commit", "-qm", "one"]);
+    git(&repo, &["push", "-q", "origin", "main"]);
+    let published = git(dir, &["--git-dir", "remote.git", "rev-parse", "main"]);
+    // Rewrite history, and have the config force it out.
+    git(&repo, &["commit", "-q", "--amend", "-m", "rewritten"]);
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(repo.join(".git/config"))
+        .unwrap();
+    std::io::Write::write_all(&mut config, b"\tpush = +refs/heads/main:refs/heads/main\n").unwrap();
+
+    let run = guard.session(&stubs, &["sh", "-c", "cd repo && git push -q"]);
+    let hold = guard.wait_hold("push");
+    assert_eq!(hold.rule, "git-push-force-refspec");
+    guard.decide("deny", &hold);
+    assert!(!run.wait().0.success());
+    assert_eq!(git(dir, &["--git-dir", "remote.git", "rev-parse", "main"]), published);
+    guard.stop();
+}

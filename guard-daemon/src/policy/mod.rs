@@ -8,6 +8,7 @@
 //! specs, and replace (or, with `disabled = true`, remove) rules by id.
 mod elsewhere;
 mod file;
+mod git_config;
 mod load;
 mod matcher;
 pub mod notify;
@@ -110,6 +111,7 @@ impl Policy {
             .iter()
             .flat_map(Rule::env_names)
             .chain(["HOME"])
+            .chain(git_config::ENV.iter().copied())
             .collect();
         names.sort_unstable();
         names.dedup();
@@ -151,6 +153,17 @@ impl Policy {
                         .insert(0, format!("runs via {}: {argv}", elsewhere.via));
                     decision = judged;
                 }
+            }
+        }
+        if let Some(configured) = git_config::configured_push(command, self.spec_for("git")) {
+            let mut judged = self.judge_one(&configured.command);
+            if judged.action > decision.action {
+                let argv = configured.command.argv.join(" ");
+                judged.why.insert(
+                    0,
+                    format!("pushes as configured ({}): {argv}", configured.sources.join("; ")),
+                );
+                decision = judged;
             }
         }
         decision
@@ -240,6 +253,7 @@ impl Policy {
     /// read them from /proc (the common allow stays cheap).
     pub fn reads_context(&self, program: &str, exe: Option<&str>) -> bool {
         wrappers::is_wrapper(program, exe)
+            || git_config::reads(program)
             || self
                 .candidates(program, exe)
                 .into_iter()

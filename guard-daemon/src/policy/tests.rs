@@ -578,3 +578,50 @@ fn git_stash_may_reset_its_own_tree_and_nothing_else_may() {
     assert_eq!(reset(Some(&["git"])), Action::Hold);
     assert_eq!(reset(None), Action::Hold);
 }
+
+#[test]
+fn a_plain_push_is_judged_as_the_repository_config_makes_it() {
+    let policy = Policy::embedded_default();
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("repo");
+    std::fs::create_dir_all(repo.join(".git")).unwrap();
+    std::fs::create_dir_all(repo.join("src")).unwrap();
+    let config = |text: &str| std::fs::write(repo.join(".git/config"), text).unwrap();
+    let push = |argv: &[&str], cwd: &std::path::Path| {
+        let mut command = CommandContext::from_argv(argv);
+        command.cwd = Some(cwd.display().to_string());
+        command.env = vec![
+            ("HOME".into(), home.path().display().to_string()),
+            ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
+        ];
+        policy.judge(&command)
+    };
+    config("[remote \"origin\"]\n\turl = /srv/x.git\n");
+    assert_eq!(push(&["git", "push"], &repo).action, Action::Allow);
+
+    config("[remote \"origin\"]\n\turl = /srv/x.git\n\tpush = +refs/heads/main:refs/heads/main\n");
+    let held = push(&["git", "push"], &repo.join("src"));
+    assert_eq!(held.action, Action::Hold, "{held:?}");
+    assert!(held.why[0].starts_with("pushes as configured"), "{:?}", held.why);
+    assert_eq!(push(&["git", "push", "origin"], &repo).action, Action::Hold);
+    assert_eq!(push(&["git", "-C", "repo", "push"], home.path()).action, Action::Hold);
+    // Refspecs on the command line replace the configured ones.
+    assert_eq!(push(&["git", "push", "origin", "main"], &repo).action, Action::Allow);
+    // Another remote's configuration does not apply to this one.
+    assert_eq!(push(&["git", "push", "other"], &repo).action, Action::Allow);
+
+    config("[remote \"backup\"]\n\tmirror = true\n[include]\n\tpath = ../../extra\n");
+    assert_eq!(push(&["git", "push", "backup"], &repo).action, Action::Hold);
+    assert_eq!(push(&["git", "push", "origin"], &repo).action, Action::Allow);
+    std::fs::write(home.path().join("extra"), "[remote \"origin\"]\n push = :refs/heads/old\n").unwrap();
+    assert_eq!(push(&["git", "push", "origin"], &repo).action, Action::Hold);
+
+    // A worktree's `.git` file names the git dir; the global config counts too.
+    let worktree = home.path().join("wt");
+    std::fs::create_dir_all(&worktree).unwrap();
+    std::fs::write(worktree.join(".git"), format!("gitdir: {}\n", repo.join(".git").display())).unwrap();
+    config("");
+    assert_eq!(push(&["git", "push"], &worktree).action, Action::Allow);
+    std::fs::write(home.path().join(".gitconfig"), "[remote \"origin\"]\n\tmirror\n").unwrap();
+    assert_eq!(push(&["git", "push"], &worktree).action, Action::Hold);
+}
