@@ -177,14 +177,15 @@ const ARGV0_LEN: usize = 128;
 fn argv0_name() -> Option<Comm> {
     let off = exe_offsets();
     let mut path = [0u8; ARGV0_LEN];
-    let len = unsafe {
+    let (arg_start, len) = unsafe {
         let task = bpf_get_current_task() as *const u8;
         let mm: *const u8 = bpf_probe_read_kernel(task.add(off.task_mm as usize).cast()).ok()?;
         let arg_start: u64 =
             bpf_probe_read_kernel(mm.add(off.mm_arg_start as usize).cast()).ok()?;
-        bpf_probe_read_user_str_bytes(arg_start as *const u8, &mut path)
+        let len = bpf_probe_read_user_str_bytes(arg_start as *const u8, &mut path)
             .ok()?
-            .len()
+            .len();
+        (arg_start, len)
     };
     if len == 0 || len >= ARGV0_LEN - 1 {
         return None;
@@ -204,15 +205,13 @@ fn argv0_name() -> Option<Comm> {
     if path[start & (ARGV0_LEN - 1)] == b'-' {
         start += 1;
     }
+    // The basename is read again from the process's memory: copying it out
+    // of `path` at a computed index is more than the 6.1 verifier can bound.
     let mut key = [0u8; COMM_LEN];
-    for (j, slot) in key.iter_mut().take(COMM_LEN - 1).enumerate() {
-        let i = start + j;
-        if i >= len {
-            break;
-        }
-        *slot = path[i & (ARGV0_LEN - 1)];
-    }
-    if key[0] == 0 {
+    let name = unsafe {
+        bpf_probe_read_user_str_bytes((arg_start + start as u64) as *const u8, &mut key).ok()?
+    };
+    if name.is_empty() {
         return None;
     }
     Some(key)
