@@ -445,7 +445,7 @@ fn shell_line(argv: &[String]) -> Option<&str> {
 /// The simple commands of a shell line: split on unquoted `;`, `&`, `|`,
 /// parentheses and newlines, leading `VAR=value` words dropped, `sh -c`
 /// lines opened (a few levels deep). Unbalanced quotes: split on blanks.
-fn shell_commands(line: &str, depth: usize) -> Vec<Vec<String>> {
+pub(super) fn shell_commands(line: &str, depth: usize) -> Vec<Vec<String>> {
     let mut commands = Vec::new();
     for segment in split_unquoted(line) {
         let words = shlex::split(&segment)

@@ -9,7 +9,7 @@
 //! is judged: the stricter reading stands.
 use std::path::{Path, PathBuf};
 
-use super::{rule::CommandContext, spec::Spec};
+use super::{elsewhere::Elsewhere, rule::CommandContext, spec::Spec};
 
 /// Environment variables that change which files git reads.
 pub const ENV: &[&str] = &[
@@ -23,12 +23,6 @@ pub const ENV: &[&str] = &[
 /// Nested includes followed before giving up (git allows 10).
 const MAX_INCLUDE_DEPTH: usize = 10;
 
-/// The push the configuration makes, and the files that said so.
-pub struct ConfiguredPush {
-    pub command: CommandContext,
-    pub sources: Vec<String>,
-}
-
 /// Whether judging `program` reads its configuration (so guardd collects
 /// the cwd, environment and root for it).
 pub fn reads(program: &str) -> bool {
@@ -37,7 +31,7 @@ pub fn reads(program: &str) -> bool {
 
 /// `git [opts] push [REMOTE]` as the configuration makes it, when the
 /// configuration adds refspecs or mirroring; None otherwise.
-pub fn configured_push(command: &CommandContext, spec: &Spec) -> Option<ConfiguredPush> {
+pub fn configured_push(command: &CommandContext, spec: &Spec) -> Option<Elsewhere> {
     if command.program != "git" {
         return None;
     }
@@ -103,13 +97,13 @@ pub fn configured_push(command: &CommandContext, spec: &Spec) -> Option<Configur
     }
     argv.extend(remote.map(str::to_string));
     argv.extend(refspecs);
-    Some(ConfiguredPush {
+    Some(Elsewhere {
+        via: format!("the git config ({})", sources.join("; ")),
         command: CommandContext {
             program: "git".into(),
             argv,
             ..command.clone()
         },
-        sources,
     })
 }
 

@@ -7,6 +7,7 @@
 //! in file-name order. Later layers extend agent lists, override defaults and
 //! specs, and replace (or, with `disabled = true`, remove) rules by id.
 mod elsewhere;
+mod aws_alias;
 mod file;
 mod git_config;
 mod load;
@@ -112,6 +113,7 @@ impl Policy {
             .flat_map(Rule::env_names)
             .chain(["HOME"])
             .chain(git_config::ENV.iter().copied())
+            .chain(aws_alias::ENV.iter().copied())
             .collect();
         names.sort_unstable();
         names.dedup();
@@ -143,7 +145,12 @@ impl Policy {
         }
         let command = inner.as_ref().unwrap_or(command);
         if depth < 3 {
-            for elsewhere in elsewhere::commands(command) {
+            // What it runs elsewhere, or by its configuration or an alias.
+            let others = elsewhere::commands(command)
+                .into_iter()
+                .chain(git_config::configured_push(command, self.spec_for("git")))
+                .chain(aws_alias::expand(command, self.spec_for("aws")));
+            for elsewhere in others {
                 let mut judged = self.judge_nested(&elsewhere.command, depth + 1);
                 if judged.action > decision.action {
                     let argv = shlex::try_join(elsewhere.command.argv.iter().map(String::as_str))
@@ -153,17 +160,6 @@ impl Policy {
                         .insert(0, format!("runs via {}: {argv}", elsewhere.via));
                     decision = judged;
                 }
-            }
-        }
-        if let Some(configured) = git_config::configured_push(command, self.spec_for("git")) {
-            let mut judged = self.judge_one(&configured.command);
-            if judged.action > decision.action {
-                let argv = configured.command.argv.join(" ");
-                judged.why.insert(
-                    0,
-                    format!("pushes as configured ({}): {argv}", configured.sources.join("; ")),
-                );
-                decision = judged;
             }
         }
         decision
@@ -254,6 +250,7 @@ impl Policy {
     pub fn reads_context(&self, program: &str, exe: Option<&str>) -> bool {
         wrappers::is_wrapper(program, exe)
             || git_config::reads(program)
+            || aws_alias::reads(program)
             || self
                 .candidates(program, exe)
                 .into_iter()

@@ -49,6 +49,18 @@ impl CommandContext {
         }
     }
 
+    /// This command as run by the same process context as `other` (its
+    /// cwd, environment, uid, agent and root).
+    pub fn with_context_of(self, other: &CommandContext) -> Self {
+        Self {
+            program: self.program,
+            argv: self.argv,
+            exe: None,
+            run_by: None,
+            ..other.clone()
+        }
+    }
+
     pub fn env_var(&self, name: &str) -> Option<&str> {
         self.env
             .iter()

@@ -602,7 +602,7 @@ fn a_plain_push_is_judged_as_the_repository_config_makes_it() {
     config("[remote \"origin\"]\n\turl = /srv/x.git\n\tpush = +refs/heads/main:refs/heads/main\n");
     let held = push(&["git", "push"], &repo.join("src"));
     assert_eq!(held.action, Action::Hold, "{held:?}");
-    assert!(held.why[0].starts_with("pushes as configured"), "{:?}", held.why);
+    assert!(held.why[0].starts_with("runs via the git config"), "{:?}", held.why);
     assert_eq!(push(&["git", "push", "origin"], &repo).action, Action::Hold);
     assert_eq!(push(&["git", "-C", "repo", "push"], home.path()).action, Action::Hold);
     // Refspecs on the command line replace the configured ones.
@@ -624,4 +624,32 @@ fn a_plain_push_is_judged_as_the_repository_config_makes_it() {
     assert_eq!(push(&["git", "push"], &worktree).action, Action::Allow);
     std::fs::write(home.path().join(".gitconfig"), "[remote \"origin\"]\n\tmirror\n").unwrap();
     assert_eq!(push(&["git", "push"], &worktree).action, Action::Hold);
+}
+
+#[test]
+fn an_aws_alias_is_judged_as_what_it_runs() {
+    let policy = Policy::embedded_default();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".aws/cli")).unwrap();
+    std::fs::write(
+        home.path().join(".aws/cli/alias"),
+        "[toplevel]\nnuke = ec2 terminate-instances\nwho = sts get-caller-identity\n\
+         wipe =\n  !f() {\n    aws s3 rb \"s3://$1\" --force\n  }; f\n\n\
+         [command ec2]\nkill = terminate-instances\n",
+    )
+    .unwrap();
+    let aws = |argv: &[&str]| {
+        let mut command = CommandContext::from_argv(argv);
+        command.cwd = Some("/".into());
+        command.env = vec![("HOME".into(), home.path().display().to_string())];
+        policy.judge(&command)
+    };
+    let held = aws(&["aws", "nuke", "--instance-ids", "i-1"]);
+    assert_eq!(held.action, Action::Hold, "{held:?}");
+    assert!(held.why[0].starts_with("runs via the aws alias nuke"), "{:?}", held.why);
+    assert_eq!(aws(&["aws", "--profile", "prod", "nuke", "--instance-ids", "i-1"]).action, Action::Hold);
+    assert_eq!(aws(&["aws", "ec2", "kill", "--instance-ids", "i-1"]).action, Action::Hold);
+    assert_eq!(aws(&["aws", "wipe", "logs"]).action, Action::Hold);
+    assert_eq!(aws(&["aws", "who"]).action, Action::Allow);
+    assert_eq!(aws(&["aws", "ec2", "describe-instances"]).action, Action::Allow);
 }
