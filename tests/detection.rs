@@ -580,7 +580,11 @@ action = "hold"
     );
     let dir = stubs.dir.path();
     let git = |cwd: &std::path::Path, args: &[&str]| {
-        let out = Command::new("git").current_dir(cwd).args(args).output().unwrap();
+        let out = Command::new("git")
+            .current_dir(cwd)
+            .args(args)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "git {args:?}: {out:?}");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
@@ -608,6 +612,9 @@ action = "hold"
     assert_eq!(hold.rule, "git-push-force-refspec");
     guard.decide("deny", &hold);
     assert!(!run.wait().0.success());
-    assert_eq!(git(dir, &["--git-dir", "remote.git", "rev-parse", "main"]), published);
+    assert_eq!(
+        git(dir, &["--git-dir", "remote.git", "rev-parse", "main"]),
+        published
+    );
     guard.stop();
 }

@@ -197,7 +197,10 @@ mod tests {
         fs::create_dir(&bin).unwrap();
         fs::write(bin.join("terraform"), b"the terraform binary").unwrap();
         fs::write(bin.join("kubectl"), b"the kubectl binary!!").unwrap();
-        let files = ProgramFiles::find(&["terraform", "kubectl", "absent"], std::slice::from_ref(&bin));
+        let files = ProgramFiles::find(
+            &["terraform", "kubectl", "absent"],
+            std::slice::from_ref(&bin),
+        );
         assert_eq!(files.len(), 2);
 
         let link = dir.path().join("tf");

@@ -9,8 +9,8 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes,
-        bpf_send_signal,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes, bpf_send_signal,
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -169,7 +169,7 @@ fn exe_file_owner_and_links() -> Option<(u32, u32)> {
 }
 
 /// Longest argv[0] read; a longer one is not judged here (it stops).
-const ARGV0_LEN: usize = 128;
+const ARGV0_LEN: usize = 64;
 
 /// The applet name a multi-call binary takes from argv[0]: its basename,
 /// without the `-` of a login shell, cut like a comm.
@@ -190,31 +190,23 @@ fn argv0_name() -> Option<Comm> {
     if len == 0 || len >= ARGV0_LEN - 1 {
         return None;
     }
-    // Backwards to the last '/': one path per step keeps the verifier linear.
-    let mut start = 0;
-    for back in 1..ARGV0_LEN {
-        if back > len {
-            break;
-        }
-        let i = len - back;
-        if path[i & (ARGV0_LEN - 1)] == b'/' {
-            start = i + 1;
-            break;
+    // Every byte at a constant offset (the zeroed rest has no '/'); `base`
+    // only becomes an address in the process, never an index here, which
+    // keeps this within what the 6.1 verifier accepts.
+    let mut base = 0u64;
+    for (i, byte) in path.iter().enumerate() {
+        if *byte == b'/' {
+            base = i as u64 + 1;
         }
     }
-    if path[start & (ARGV0_LEN - 1)] == b'-' {
-        start += 1;
+    let mut from = arg_start + base;
+    let first: u8 = unsafe { bpf_probe_read_user(from as *const u8).ok()? };
+    if first == b'-' {
+        from += 1;
     }
-    // The basename is read again from the process's memory: copying it out
-    // of `path` at a computed index is more than the 6.1 verifier can bound.
     let mut key = [0u8; COMM_LEN];
-    let name = unsafe {
-        bpf_probe_read_user_str_bytes((arg_start + start as u64) as *const u8, &mut key).ok()?
-    };
-    if name.is_empty() {
-        return None;
-    }
-    Some(key)
+    let name = unsafe { bpf_probe_read_user_str_bytes(from as *const u8, &mut key).ok()? };
+    (!name.is_empty()).then_some(key)
 }
 
 /// busybox and toybox act as themselves (applet from argv[1]) under any name

@@ -29,10 +29,12 @@ pub fn expand(command: &CommandContext, spec: &Spec) -> Vec<elsewhere::Elsewhere
         let sections = parse(&text);
         // `[toplevel] NAME = ...` replaces the service; `[command SERVICE]
         // NAME = ...` replaces the operation after it.
-        let found = lookup(&sections, "toplevel", first).map(|value| (first, value)).or_else(|| {
-            let second = parsed.words.get(1)?;
-            lookup(&sections, &format!("command {first}"), second).map(|value| (second, value))
-        });
+        let found = lookup(&sections, "toplevel", first)
+            .map(|value| (first, value))
+            .or_else(|| {
+                let second = parsed.words.get(1)?;
+                lookup(&sections, &format!("command {first}"), second).map(|value| (second, value))
+            });
         let Some((name, value)) = found else {
             continue;
         };
@@ -153,12 +155,18 @@ mod tests {
         let sections = parse(
             "[toplevel]\nwhoami = sts get-caller-identity\nclean =\n  !f() {\n    aws s3 rb s3://x --force\n  }; f\n\n[command ec2]\nkill = terminate-instances\n",
         );
-        assert_eq!(lookup(&sections, "toplevel", "whoami"), Some("sts get-caller-identity"));
+        assert_eq!(
+            lookup(&sections, "toplevel", "whoami"),
+            Some("sts get-caller-identity")
+        );
         assert_eq!(
             lookup(&sections, "toplevel", "clean"),
             Some("!f() {\naws s3 rb s3://x --force\n}; f")
         );
-        assert_eq!(lookup(&sections, "command ec2", "kill"), Some("terminate-instances"));
+        assert_eq!(
+            lookup(&sections, "command ec2", "kill"),
+            Some("terminate-instances")
+        );
         assert_eq!(lookup(&sections, "toplevel", "kill"), None);
     }
 }

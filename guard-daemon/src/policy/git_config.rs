@@ -57,7 +57,7 @@ pub fn configured_push(command: &CommandContext, spec: &Spec) -> Option<Elsewher
     let start = option("-C").fold(PathBuf::from(cwd), |at, dir| at.join(dir));
     let files = Files::new(command);
     let git_dir = option("--git-dir")
-        .last()
+        .next_back()
         .map(|dir| start.join(dir))
         .or_else(|| command.env_var("GIT_DIR").map(|dir| start.join(dir)))
         .or_else(|| files.discover_git_dir(&start));
@@ -221,10 +221,7 @@ impl<'a> Files<'a> {
             if include {
                 let path = match (entry.value.strip_prefix("~/"), home) {
                     (Some(rest), Some(home)) => home.join(rest),
-                    _ => file
-                        .parent()
-                        .unwrap_or(Path::new("/"))
-                        .join(&entry.value),
+                    _ => file.parent().unwrap_or(Path::new("/")).join(&entry.value),
                 };
                 self.load(&path, home, depth + 1, out);
             }
@@ -282,7 +279,11 @@ fn section_name(header: &str) -> String {
             format!("{}.{sub}", section.to_ascii_lowercase())
         }
         None => match header.split_once('.') {
-            Some((section, sub)) => format!("{}.{}", section.to_ascii_lowercase(), sub.to_ascii_lowercase()),
+            Some((section, sub)) => format!(
+                "{}.{}",
+                section.to_ascii_lowercase(),
+                sub.to_ascii_lowercase()
+            ),
             None => header.trim().to_ascii_lowercase(),
         },
     }

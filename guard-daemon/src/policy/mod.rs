@@ -6,8 +6,8 @@
 //! file says `base = "none"`), the main file, then `policy.d/*.toml` beside it
 //! in file-name order. Later layers extend agent lists, override defaults and
 //! specs, and replace (or, with `disabled = true`, remove) rules by id.
-mod elsewhere;
 mod aws_alias;
+mod elsewhere;
 mod file;
 mod git_config;
 mod load;

@@ -602,27 +602,52 @@ fn a_plain_push_is_judged_as_the_repository_config_makes_it() {
     config("[remote \"origin\"]\n\turl = /srv/x.git\n\tpush = +refs/heads/main:refs/heads/main\n");
     let held = push(&["git", "push"], &repo.join("src"));
     assert_eq!(held.action, Action::Hold, "{held:?}");
-    assert!(held.why[0].starts_with("runs via the git config"), "{:?}", held.why);
+    assert!(
+        held.why[0].starts_with("runs via the git config"),
+        "{:?}",
+        held.why
+    );
     assert_eq!(push(&["git", "push", "origin"], &repo).action, Action::Hold);
-    assert_eq!(push(&["git", "-C", "repo", "push"], home.path()).action, Action::Hold);
+    assert_eq!(
+        push(&["git", "-C", "repo", "push"], home.path()).action,
+        Action::Hold
+    );
     // Refspecs on the command line replace the configured ones.
-    assert_eq!(push(&["git", "push", "origin", "main"], &repo).action, Action::Allow);
+    assert_eq!(
+        push(&["git", "push", "origin", "main"], &repo).action,
+        Action::Allow
+    );
     // Another remote's configuration does not apply to this one.
     assert_eq!(push(&["git", "push", "other"], &repo).action, Action::Allow);
 
     config("[remote \"backup\"]\n\tmirror = true\n[include]\n\tpath = ../../extra\n");
     assert_eq!(push(&["git", "push", "backup"], &repo).action, Action::Hold);
-    assert_eq!(push(&["git", "push", "origin"], &repo).action, Action::Allow);
-    std::fs::write(home.path().join("extra"), "[remote \"origin\"]\n push = :refs/heads/old\n").unwrap();
+    assert_eq!(
+        push(&["git", "push", "origin"], &repo).action,
+        Action::Allow
+    );
+    std::fs::write(
+        home.path().join("extra"),
+        "[remote \"origin\"]\n push = :refs/heads/old\n",
+    )
+    .unwrap();
     assert_eq!(push(&["git", "push", "origin"], &repo).action, Action::Hold);
 
     // A worktree's `.git` file names the git dir; the global config counts too.
     let worktree = home.path().join("wt");
     std::fs::create_dir_all(&worktree).unwrap();
-    std::fs::write(worktree.join(".git"), format!("gitdir: {}\n", repo.join(".git").display())).unwrap();
+    std::fs::write(
+        worktree.join(".git"),
+        format!("gitdir: {}\n", repo.join(".git").display()),
+    )
+    .unwrap();
     config("");
     assert_eq!(push(&["git", "push"], &worktree).action, Action::Allow);
-    std::fs::write(home.path().join(".gitconfig"), "[remote \"origin\"]\n\tmirror\n").unwrap();
+    std::fs::write(
+        home.path().join(".gitconfig"),
+        "[remote \"origin\"]\n\tmirror\n",
+    )
+    .unwrap();
     assert_eq!(push(&["git", "push"], &worktree).action, Action::Hold);
 }
 
@@ -646,10 +671,23 @@ fn an_aws_alias_is_judged_as_what_it_runs() {
     };
     let held = aws(&["aws", "nuke", "--instance-ids", "i-1"]);
     assert_eq!(held.action, Action::Hold, "{held:?}");
-    assert!(held.why[0].starts_with("runs via the aws alias nuke"), "{:?}", held.why);
-    assert_eq!(aws(&["aws", "--profile", "prod", "nuke", "--instance-ids", "i-1"]).action, Action::Hold);
-    assert_eq!(aws(&["aws", "ec2", "kill", "--instance-ids", "i-1"]).action, Action::Hold);
+    assert!(
+        held.why[0].starts_with("runs via the aws alias nuke"),
+        "{:?}",
+        held.why
+    );
+    assert_eq!(
+        aws(&["aws", "--profile", "prod", "nuke", "--instance-ids", "i-1"]).action,
+        Action::Hold
+    );
+    assert_eq!(
+        aws(&["aws", "ec2", "kill", "--instance-ids", "i-1"]).action,
+        Action::Hold
+    );
     assert_eq!(aws(&["aws", "wipe", "logs"]).action, Action::Hold);
     assert_eq!(aws(&["aws", "who"]).action, Action::Allow);
-    assert_eq!(aws(&["aws", "ec2", "describe-instances"]).action, Action::Allow);
+    assert_eq!(
+        aws(&["aws", "ec2", "describe-instances"]).action,
+        Action::Allow
+    );
 }

@@ -34,6 +34,12 @@ const LOADER_VALUE_OPTIONS: &[&str] = &[
     "--glibc-hwcaps-mask",
 ];
 
+/// Shells that run a script named as their first operand (`sh ./terraform
+/// destroy`): where such a shell is judged (run through busybox, or named by
+/// a rule), the script is judged too, as the program it is named. The
+/// kernel does not stop a shell for its operand.
+const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "yash"];
+
 /// The program whose subcommands also run as `PROGRAM-SUBCOMMAND`.
 pub const DASHED: &str = "git";
 
@@ -89,7 +95,44 @@ fn run_by(command: &CommandContext) -> Option<CommandContext> {
     if named(&is_loader) {
         return loaded(command);
     }
+    // By its own name only: a `#!` script's exe is its shell.
+    if SHELLS.contains(&command.program.as_str()) {
+        return script(command);
+    }
     undashed(command)
+}
+
+/// `sh [OPTIONS] SCRIPT ARGS` runs SCRIPT with ARGS; with `-c` or `-s` the
+/// shell runs no script file (what it runs is execed and judged itself).
+fn script(command: &CommandContext) -> Option<CommandContext> {
+    let mut args = command.argv.iter().enumerate().skip(1);
+    let at = loop {
+        let (at, arg) = args.next()?;
+        if arg == "--" {
+            break args.next()?.0;
+        }
+        if arg.starts_with("--") {
+            if matches!(arg.as_str(), "--rcfile" | "--init-file") {
+                args.next();
+            }
+            continue;
+        }
+        match arg.strip_prefix('-').or_else(|| arg.strip_prefix('+')) {
+            Some(letters) if letters.contains(['c', 's']) => return None,
+            Some(letters) => {
+                if letters.contains(['o', 'O']) {
+                    args.next();
+                }
+            }
+            None => break at,
+        }
+    };
+    Some(CommandContext {
+        program: basename(&command.argv[at]).to_string(),
+        exe: None,
+        argv: command.argv[at..].to_vec(),
+        ..command.clone()
+    })
 }
 
 /// `git-push ARGS` (run from git's exec path) is `git push ARGS`.
@@ -190,6 +233,22 @@ mod tests {
         assert_eq!(program, "rm");
         assert_eq!(unwrapped(&["busybox"]), None);
         assert_eq!(unwrapped(&["rm", "-rf", "x"]), None);
+    }
+
+    #[test]
+    fn a_shell_runs_the_script_it_is_given() {
+        let (program, _, argv) = unwrapped(&["sh", "./terraform", "destroy"]).unwrap();
+        assert_eq!(
+            (program.as_str(), argv),
+            ("terraform", vec!["./terraform".into(), "destroy".into()])
+        );
+        let (program, ..) =
+            unwrapped(&["bash", "-e", "-o", "pipefail", "--", "bin/kubectl", "x"]).unwrap();
+        assert_eq!(program, "kubectl");
+        assert_eq!(unwrapped(&["sh", "-c", "terraform destroy"]), None);
+        assert_eq!(unwrapped(&["bash", "-ec", "x"]), None);
+        assert_eq!(unwrapped(&["sh", "-s"]), None);
+        assert_eq!(unwrapped(&["sh"]), None);
     }
 
     #[test]
