@@ -15,16 +15,12 @@ fn no_hold_outside_sessions_or_for_unwatched_commands() {
     outside.arg("destroy").arg("outside");
     let (status, _, _) = Proc::spawn(outside).wait();
     assert!(status.success());
-    // Unwatched programs, a busybox applet run by its link (busybox is a
-    // watched wrapper, but argv[0] names an unwatched applet), and a watched
-    // program the policy allows, in a session.
-    let applet = stubs.dir.path().join("true");
-    std::os::unix::fs::symlink("/bin/busybox", &applet).unwrap();
-    let line = format!(
-        "echo hi; ls / >/dev/null; {}; terraform plan",
-        applet.display()
-    );
-    let (status, out, _) = guard.session(&stubs, &["sh", "-c", &line]).wait();
+    // Unwatched programs, a busybox applet run by its link from PATH
+    // (busybox is a watched wrapper, but argv[0] names an unwatched
+    // applet), and a watched program the policy allows, in a session.
+    std::os::unix::fs::symlink("/bin/busybox", stubs.bin().join("uname")).unwrap();
+    let line = "echo hi; ls / >/dev/null; uname >/dev/null; terraform plan";
+    let (status, out, _) = guard.session(&stubs, &["sh", "-c", line]).wait();
     assert!(status.success());
     assert_eq!(out, "hi\n");
     assert_eq!(stubs.marker_text(), "destroy outside\nplan\n");
@@ -403,12 +399,43 @@ fn every_watched_exec_is_counted_with_its_latency() {
     guard.stop();
 }
 
+/// Whether git is installed (not in the VM); says so when it is not.
+fn have_git() -> bool {
+    let found = Command::new("git").arg("--version").output().is_ok();
+    if !found {
+        eprintln!("git is not installed here (the VM): skipped");
+    }
+    found
+}
+
+/// Runs git in `cwd` outside any session; its stdout.
+fn git(cwd: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A repository `name` in `dir` with one commit of `file`.
+fn repo_with_a_commit(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    git(dir, &["init", "-q", "-b", "main", name]);
+    let repo = dir.join(name);
+    git(&repo, &["config", "user.email", "dev@example.com"]);
+    git(&repo, &["config", "user.name", "dev"]);
+    std::fs::write(repo.join("file"), "committed\n").unwrap();
+    git(&repo, &["add", "file"]);
+    git(&repo, &["commit", "-qm", "first"]);
+    repo
+}
+
 /// `git stash` saves the changes and then runs `git reset --hard` itself:
 /// that reset is not held; the same reset typed by the agent is.
 #[test]
 fn git_stash_resets_its_own_tree_and_a_typed_reset_is_held() {
-    if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("git is not installed here (the VM): skipped");
+    if !have_git() {
         return;
     }
     let (stubs, guard) = setup(
@@ -424,24 +451,8 @@ not_run_by = ["git stash"]
 action = "hold"
 "#,
     );
-    let repo = stubs.dir.path().join("repo");
+    let repo = repo_with_a_commit(stubs.dir.path(), "repo");
     let file = repo.join("file");
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-    };
-    std::fs::create_dir(&repo).unwrap();
-    git(&["init", "-q"]);
-    git(&["config", "user.email", "dev@example.com"]);
-    git(&["config", "user.name", "dev"]);
-    std::fs::write(&file, "committed\n").unwrap();
-    git(&["add", "file"]);
-    git(&["commit", "-qm", "first"]);
 
     std::fs::write(&file, "work in progress\n").unwrap();
     let (status, _, stderr) = guard
@@ -562,8 +573,7 @@ fn a_link_a_copy_or_a_memfd_of_a_watched_program_is_held_as_it() {
 /// history when denied.
 #[test]
 fn a_push_the_repository_config_forces_is_held() {
-    if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("git is not installed here (the VM): skipped");
+    if !have_git() {
         return;
     }
     let (stubs, guard) = setup(
@@ -579,24 +589,9 @@ action = "hold"
 "#,
     );
     let dir = stubs.dir.path();
-    let git = |cwd: &std::path::Path, args: &[&str]| {
-        let out = Command::new("git")
-            .current_dir(cwd)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
     git(dir, &["init", "-q", "--bare", "remote.git"]);
-    git(dir, &["init", "-q", "-b", "main", "repo"]);
-    let repo = dir.join("repo");
-    git(&repo, &["config", "user.email", "dev@example.com"]);
-    git(&repo, &["config", "user.name", "dev"]);
+    let repo = repo_with_a_commit(dir, "repo");
     git(&repo, &["remote", "add", "origin", "../remote.git"]);
-    std::fs::write(repo.join("file"), "one\n").unwrap();
-    git(&repo, &["add", "file"]);
-    git(&repo, &["commit", "-qm", "one"]);
     git(&repo, &["push", "-q", "origin", "main"]);
     let published = git(dir, &["--git-dir", "remote.git", "rev-parse", "main"]);
     // Rewrite history, and have the config force it out.

@@ -168,45 +168,39 @@ fn exe_file_owner_and_links() -> Option<(u32, u32)> {
     }
 }
 
-/// Longest argv[0] read; a longer one is not judged here (it stops).
-const ARGV0_LEN: usize = 64;
-
-/// The applet name a multi-call binary takes from argv[0]: its basename,
-/// without the `-` of a login shell, cut like a comm.
+/// The applet name a multi-call binary takes from argv[0], when argv[0] is a
+/// bare name (as a shell runs a command found on PATH): read straight into
+/// a comm-sized key, without the `-` of a login shell. A path (`/bin/sleep`),
+/// or a name as long as a comm or longer, gives None, and the caller stops
+/// (fail closed): finding a basename here costs the verifier more than 6.1
+/// can give under emulation.
 #[inline(always)]
 fn argv0_name() -> Option<Comm> {
     let off = exe_offsets();
-    let mut path = [0u8; ARGV0_LEN];
-    let (arg_start, len) = unsafe {
+    let mut key = [0u8; COMM_LEN];
+    let len = unsafe {
         let task = bpf_get_current_task() as *const u8;
         let mm: *const u8 = bpf_probe_read_kernel(task.add(off.task_mm as usize).cast()).ok()?;
-        let arg_start: u64 =
-            bpf_probe_read_kernel(mm.add(off.mm_arg_start as usize).cast()).ok()?;
-        let len = bpf_probe_read_user_str_bytes(arg_start as *const u8, &mut path)
+        let mut at: u64 = bpf_probe_read_kernel(mm.add(off.mm_arg_start as usize).cast()).ok()?;
+        let first: u8 = bpf_probe_read_user(at as *const u8).ok()?;
+        if first == b'-' {
+            at += 1;
+        }
+        bpf_probe_read_user_str_bytes(at as *const u8, &mut key)
             .ok()?
-            .len();
-        (arg_start, len)
+            .len()
     };
-    if len == 0 || len >= ARGV0_LEN - 1 {
+    if len == 0 || len >= COMM_LEN - 1 {
         return None;
     }
-    // Every byte at a constant offset (the zeroed rest has no '/'); `base`
-    // only becomes an address in the process, never an index here, which
-    // keeps this within what the 6.1 verifier accepts.
-    let mut base = 0u64;
-    for (i, byte) in path.iter().enumerate() {
-        if *byte == b'/' {
-            base = i as u64 + 1;
+    // Not `contains`: that is core's memchr, with pointer masking the
+    // verifier refuses.
+    for byte in key {
+        if byte == b'/' {
+            return None;
         }
     }
-    let mut from = arg_start + base;
-    let first: u8 = unsafe { bpf_probe_read_user(from as *const u8).ok()? };
-    if first == b'-' {
-        from += 1;
-    }
-    let mut key = [0u8; COMM_LEN];
-    let name = unsafe { bpf_probe_read_user_str_bytes(from as *const u8, &mut key).ok()? };
-    (!name.is_empty()).then_some(key)
+    Some(key)
 }
 
 /// busybox and toybox act as themselves (applet from argv[1]) under any name
