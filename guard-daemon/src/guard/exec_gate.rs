@@ -15,12 +15,16 @@ pub(super) struct ExecGate {
     started_ns: u64,
     /// The watched programs' installed files, to know one under another name.
     pub(super) program_files: ProgramFiles,
+    /// When the stop being finished was let go: its HELD entry is dropped
+    /// only if the kernel recorded no later stop of the same pid.
+    pub(super) resumed_at: Option<u64>,
 }
 
 impl ExecGate {
     pub(super) fn new(policy: &Policy) -> Self {
         Self {
             program_files: ProgramFiles::of(policy),
+            resumed_at: None,
             stats: ExecStats::default(),
             held_scan: HeldScan::default(),
             stops_killed_seen: 0,
@@ -81,11 +85,18 @@ impl HeldScan {
 impl Guard {
     /// An ExecHeld event is stale when the kernel no longer lists that stop
     /// (or lists a later one) and the process is not stopped. With no entry
-    /// but a stopped process (the HELD map was full), it is handled.
+    /// but a stopped process (the HELD map was full), it is handled. A stop
+    /// just made may not have taken effect yet: it is given a moment.
     pub(super) fn is_stale(&self, event: &Event, held: Option<guard_common::HeldEntry>) -> bool {
+        let stopped = || procfs::stat(event.pid).is_ok_and(|stat| stat.is_stopped());
         match held {
             Some(entry) => entry.ktime_ns > event.ktime_ns,
-            None => !procfs::stat(event.pid).is_ok_and(|stat| stat.is_stopped()),
+            None => !(0..20).any(|attempt| {
+                if attempt > 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                stopped()
+            }),
         }
     }
 

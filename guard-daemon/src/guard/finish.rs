@@ -416,6 +416,7 @@ impl Effects for super::Guard {
                         tracing::error!(pid = ending.pid, "ptrace detach failed: {err}");
                     }
                 }
+                self.exec_gate.resumed_at = Some(super::monotonic_ns());
                 if let Some(Err(err)) = process.map(|p| p.resume()) {
                     tracing::error!(pid = ending.pid, "resume failed: {err}");
                 }
@@ -438,7 +439,10 @@ impl Effects for super::Guard {
 
     fn forget(&mut self, ending: &Ending<'_>) {
         match ending.held {
-            Held::Exec { .. } => self.kernel.forget_held(ending.pid),
+            Held::Exec { .. } => match self.exec_gate.resumed_at.take() {
+                Some(at) => self.kernel.forget_held_before(ending.pid, at),
+                None => self.kernel.forget_held(ending.pid),
+            },
             Held::Call { gate, .. } => {
                 if matches!(gate.waiter, GateWaiter::Lsm { .. }) {
                     self.kernel.forget_gate_held(ending.pid);

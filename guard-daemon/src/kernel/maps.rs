@@ -191,6 +191,19 @@ impl Kernel {
         let _ = self.held.remove(&pid);
     }
 
+    /// Forgets `pid`'s stop unless the kernel recorded it at or after
+    /// `resumed_at`: a process let go can exec and stop again before guardd
+    /// gets here, and that new stop must stay listed.
+    pub fn forget_held_before(&mut self, pid: u32, resumed_at: u64) {
+        if self
+            .held_entry(pid)
+            .is_some_and(|entry| entry.ktime_ns >= resumed_at)
+        {
+            return;
+        }
+        self.forget_held(pid);
+    }
+
     /// Makes the syscall gate's root map exactly `roots`.
     pub fn set_gate_roots(
         &mut self,
