@@ -71,7 +71,8 @@ pub(super) fn mechanisms(
             "comm, the executed file's name (symlinks) and, for busybox, argv[0] (BTF offsets); \
              files root does not own, hard links and memfds are stopped and known by \
              inode or content ({} installed files of watched programs); a copy that \
-             root made (an agent running as root) is known by its name only",
+             root made (an agent running as root) or a copy altered by one byte is \
+             known by its name only",
             program_files.len()
         )
     } else {

@@ -18,7 +18,30 @@ pub const ENV: &[&str] = &[
     "GIT_CONFIG_SYSTEM",
     "GIT_CONFIG_NOSYSTEM",
     "XDG_CONFIG_HOME",
+    // Configuration given in the environment (`-c` passes it on this way).
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+    "GIT_CONFIG_KEY_0",
+    "GIT_CONFIG_VALUE_0",
+    "GIT_CONFIG_KEY_1",
+    "GIT_CONFIG_VALUE_1",
+    "GIT_CONFIG_KEY_2",
+    "GIT_CONFIG_VALUE_2",
+    "GIT_CONFIG_KEY_3",
+    "GIT_CONFIG_VALUE_3",
+    "GIT_CONFIG_KEY_4",
+    "GIT_CONFIG_VALUE_4",
+    "GIT_CONFIG_KEY_5",
+    "GIT_CONFIG_VALUE_5",
+    "GIT_CONFIG_KEY_6",
+    "GIT_CONFIG_VALUE_6",
+    "GIT_CONFIG_KEY_7",
+    "GIT_CONFIG_VALUE_7",
 ];
+
+/// `GIT_CONFIG_KEY_<n>` entries read; a larger `GIT_CONFIG_COUNT` counts
+/// as mirroring (the stricter reading of what was not read).
+const ENV_ENTRIES: usize = 8;
 
 /// Nested includes followed before giving up (git allows 10).
 const MAX_INCLUDE_DEPTH: usize = 10;
@@ -61,7 +84,8 @@ pub fn configured_push(command: &CommandContext, spec: &Spec) -> Option<Elsewher
         .map(|dir| start.join(dir))
         .or_else(|| command.env_var("GIT_DIR").map(|dir| start.join(dir)))
         .or_else(|| files.discover_git_dir(&start));
-    let config = files.load_all(git_dir.as_deref());
+    let mut config = files.load_all(git_dir.as_deref());
+    config.extend(environment_entries(command));
     let remote = rest.first().map(String::as_str);
     let mut refspecs: Vec<String> = Vec::new();
     let mut mirror = false;
@@ -70,7 +94,7 @@ pub fn configured_push(command: &CommandContext, spec: &Spec) -> Option<Elsewher
         let Some((name, key)) = remote_key(&entry.key) else {
             continue;
         };
-        if remote.is_some_and(|wanted| wanted != name) {
+        if name != "*" && remote.is_some_and(|wanted| wanted != name) {
             continue;
         }
         let adds = match key.as_str() {
@@ -105,6 +129,61 @@ pub fn configured_push(command: &CommandContext, spec: &Spec) -> Option<Elsewher
             ..command.clone()
         },
     })
+}
+
+/// Configuration the environment gives: `GIT_CONFIG_PARAMETERS`
+/// (`'key'='value' ...`) and `GIT_CONFIG_COUNT` with its KEY_n/VALUE_n.
+fn environment_entries(command: &CommandContext) -> Vec<Entry> {
+    let entry = |key: &str, value: &str, from: &str| Entry {
+        key: normalised_key(key),
+        value: value.to_string(),
+        file: from.to_string(),
+    };
+    let mut entries = Vec::new();
+    if let Some(parameters) = command.env_var("GIT_CONFIG_PARAMETERS") {
+        let words = shlex::split(parameters).unwrap_or_default();
+        for word in words {
+            let (key, value) = word.split_once('=').unwrap_or((word.as_str(), ""));
+            entries.push(entry(key, value, "GIT_CONFIG_PARAMETERS"));
+        }
+    }
+    let count = command
+        .env_var("GIT_CONFIG_COUNT")
+        .map(|n| n.trim().parse::<usize>());
+    match count {
+        Some(Ok(count)) if count <= ENV_ENTRIES => {
+            for n in 0..count {
+                let key = command
+                    .env_var(&format!("GIT_CONFIG_KEY_{n}"))
+                    .unwrap_or("");
+                let value = command
+                    .env_var(&format!("GIT_CONFIG_VALUE_{n}"))
+                    .unwrap_or("");
+                entries.push(entry(key, value, "GIT_CONFIG_COUNT"));
+            }
+        }
+        // `*`: stands for whichever remote is pushed to.
+        Some(_) => entries.push(entry(
+            "remote.*.mirror",
+            "true",
+            "GIT_CONFIG_COUNT (entries not read)",
+        )),
+        None => {}
+    }
+    entries
+}
+
+/// `Remote.Origin.PUSH` -> `remote.Origin.push`: section and key lower-cased.
+fn normalised_key(key: &str) -> String {
+    match (key.split_once('.'), key.rsplit_once('.')) {
+        (Some((section, _)), Some((middle, name))) if middle.len() > section.len() => format!(
+            "{}.{}.{}",
+            section.to_ascii_lowercase(),
+            &middle[section.len() + 1..],
+            name.to_ascii_lowercase()
+        ),
+        _ => key.to_ascii_lowercase(),
+    }
 }
 
 /// `remote.NAME.KEY` -> (NAME, KEY).

@@ -633,6 +633,44 @@ fn a_plain_push_is_judged_as_the_repository_config_makes_it() {
     .unwrap();
     assert_eq!(push(&["git", "push", "origin"], &repo).action, Action::Hold);
 
+    // Configuration in the environment (how `-c` reaches child processes).
+    config("[remote \"origin\"]\n\turl = /srv/x.git\n");
+    let push_with = |env: &[(&str, &str)]| {
+        let mut command = CommandContext::from_argv(&["git", "push", "origin"]);
+        command.cwd = Some(repo.display().to_string());
+        command.env = [
+            ("HOME", home.path().to_str().unwrap()),
+            ("GIT_CONFIG_NOSYSTEM", "1"),
+        ]
+        .iter()
+        .chain(env)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        policy.judge(&command).action
+    };
+    assert_eq!(push_with(&[]), Action::Allow);
+    assert_eq!(
+        push_with(&[("GIT_CONFIG_PARAMETERS", "'remote.origin.push'='+main:main'")]),
+        Action::Hold
+    );
+    assert_eq!(
+        push_with(&[
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_KEY_0", "Remote.origin.Mirror"),
+            ("GIT_CONFIG_VALUE_0", "true"),
+        ]),
+        Action::Hold
+    );
+    assert_eq!(push_with(&[("GIT_CONFIG_COUNT", "99")]), Action::Hold);
+    assert_eq!(
+        push_with(&[
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_KEY_0", "user.name"),
+            ("GIT_CONFIG_VALUE_0", "dev"),
+        ]),
+        Action::Allow
+    );
+
     // A worktree's `.git` file names the git dir; the global config counts too.
     let worktree = home.path().join("wt");
     std::fs::create_dir_all(&worktree).unwrap();
