@@ -3,7 +3,7 @@
 //! runs a shell line. An aliased command is judged as what it runs.
 use std::path::{Path, PathBuf};
 
-use super::{elsewhere, rule::CommandContext, spec::Spec};
+use super::{elsewhere, rule::CommandContext, shell_line, spec::Spec};
 
 /// Environment variables that move the alias file.
 pub const ENV: &[&str] = &["AWS_CONFIG_FILE"];
@@ -40,7 +40,7 @@ pub fn expand(command: &CommandContext, spec: &Spec) -> Vec<elsewhere::Elsewhere
         };
         let via = format!("the aws alias {name} ({})", file.display());
         if let Some(line) = value.strip_prefix('!') {
-            return elsewhere::shell_commands(line, 1)
+            return shell_line::shell_commands(line, 1)
                 .into_iter()
                 .map(|argv| elsewhere::Elsewhere {
                     via: via.clone(),

@@ -5,7 +5,10 @@
 //! command is judged as a command with an unknown cwd (`/`, so no `{cwd}`
 //! exemption applies) and no HOME; a container's bind mounts are mapped back
 //! to the host paths they expose.
-use super::rule::{basename, CommandContext};
+use super::{
+    rule::{basename, CommandContext},
+    shell_line::{shell_commands, unshell},
+};
 
 /// A command found inside another one's argv, and how it gets run.
 pub struct Elsewhere {
@@ -13,7 +16,6 @@ pub struct Elsewhere {
     pub command: CommandContext,
 }
 
-const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ash", "ksh", "busybox"];
 const SSH_VALUE_LETTERS: &str = "BbcDEeFIiJLlmOoPpQRSWw";
 const CONTAINER_PROGRAMS: &[&str] = &[
     "docker",
@@ -427,68 +429,6 @@ fn without_privilege(argv: Vec<String>) -> Vec<String> {
     }
 }
 
-/// `sh -c 'a; b'` as its simple commands; any other argv as itself.
-fn unshell(argv: Vec<String>) -> Vec<Vec<String>> {
-    match shell_line(&argv) {
-        Some(line) => shell_commands(line, 1),
-        None => vec![argv],
-    }
-}
-
-/// The line of `sh -c LINE` (any shell).
-fn shell_line(argv: &[String]) -> Option<&str> {
-    let shell = argv.first().is_some_and(|p| SHELLS.contains(&basename(p)));
-    let at = argv.iter().position(|a| a == "-c").filter(|_| shell)?;
-    argv.get(at + 1).map(String::as_str)
-}
-
-/// The simple commands of a shell line: split on unquoted `;`, `&`, `|`,
-/// parentheses and newlines, leading `VAR=value` words dropped, `sh -c`
-/// lines opened (a few levels deep). Unbalanced quotes: split on blanks.
-pub(super) fn shell_commands(line: &str, depth: usize) -> Vec<Vec<String>> {
-    let mut commands = Vec::new();
-    for segment in split_unquoted(line) {
-        let words = shlex::split(&segment)
-            .unwrap_or_else(|| segment.split_whitespace().map(str::to_string).collect());
-        let words: Vec<String> = words.into_iter().skip_while(|w| is_assignment(w)).collect();
-        match shell_line(&words) {
-            _ if words.is_empty() => {}
-            Some(inner) if depth < 3 => commands.extend(shell_commands(inner, depth + 1)),
-            _ => commands.push(words),
-        }
-    }
-    commands
-}
-
-fn is_assignment(word: &str) -> bool {
-    word.split_once('=').is_some_and(|(name, _)| {
-        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    })
-}
-
-fn split_unquoted(line: &str) -> Vec<String> {
-    let (mut parts, mut current) = (Vec::new(), String::new());
-    let (mut single, mut double, mut escaped) = (false, false, false);
-    for c in line.chars() {
-        if escaped {
-            escaped = false;
-        } else if c == '\\' && !single {
-            escaped = true;
-        } else if c == '\'' && !double {
-            single = !single;
-        } else if c == '"' && !single {
-            double = !double;
-        } else if !single && !double && matches!(c, ';' | '&' | '|' | '\n' | '(' | ')') {
-            parts.push(std::mem::take(&mut current));
-            continue;
-        }
-        current.push(c);
-    }
-    parts.push(current);
-    parts.retain(|p| !p.trim().is_empty());
-    parts
-}
-
 /// `-v SRC:DST[:opts]` (a named volume is no host path).
 fn volume(spec: &str) -> Option<(String, String)> {
     let mut parts = spec.split(':');
@@ -525,102 +465,4 @@ fn host_path(path: &str, mounts: &[(String, String)]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What a command line (split like a shell would) runs elsewhere.
-    fn inner(line: &str) -> Vec<(String, Vec<String>, Option<String>)> {
-        let argv = shlex::split(line).unwrap();
-        commands(&CommandContext::from_argv(&argv))
-            .into_iter()
-            .map(|e| (e.via, e.command.argv, e.command.cwd))
-            .collect()
-    }
-
-    fn argvs(line: &str) -> Vec<String> {
-        inner(line)
-            .into_iter()
-            .map(|(_, argv, _)| argv.join(" "))
-            .collect()
-    }
-
-    #[test]
-    fn ssh_runs_a_shell_line_on_the_host() {
-        let found = inner("ssh -p 2222 -i key db1 'cd /srv && rm -rf data; ls'");
-        assert_eq!(
-            argvs("ssh -p 2222 -i key db1 'cd /srv && rm -rf data; ls'"),
-            ["cd /srv", "rm -rf data", "ls"]
-        );
-        assert_eq!(found[1].0, "ssh on db1");
-        assert_eq!(found[1].2.as_deref(), Some("/"));
-        assert_eq!(
-            argvs("ssh -vp22 host sudo -u mysql rm -rf /var/lib/mysql"),
-            ["rm -rf /var/lib/mysql"]
-        );
-        assert!(inner("ssh host").is_empty());
-        assert!(inner("ssh -L 8080:localhost:80 host").is_empty());
-        assert_eq!(
-            argvs(r#"ssh h "bash -c 'FOO=1 psql -c \"DROP TABLE t\"'""#),
-            ["psql -c DROP TABLE t"]
-        );
-        // The command may also come as an option.
-        assert_eq!(
-            argvs("ssh -o 'RemoteCommand=rm -rf /srv' db1"),
-            ["rm -rf /srv"]
-        );
-        assert_eq!(
-            argvs("ssh -oremotecommand='rm -rf /srv' db1"),
-            ["rm -rf /srv"]
-        );
-        assert!(inner("ssh -o StrictHostKeyChecking=no db1").is_empty());
-    }
-
-    #[test]
-    fn containers_map_bind_mounts_back_to_the_host() {
-        let found = inner("docker run --rm -v /home/dev:/h alpine rm -rf /h/project");
-        assert_eq!(found[0].1, ["rm", "-rf", "/home/dev/project"]);
-        assert_eq!(found[0].0, "docker run alpine");
-        let found = inner(
-            "podman container run -it --mount type=bind,src=/srv,dst=/data -w /data img sh -c 'rm -rf old'",
-        );
-        assert_eq!(found[0].1, ["rm", "-rf", "old"]);
-        assert_eq!(found[0].2.as_deref(), Some("/srv"));
-        assert_eq!(
-            argvs("docker exec -e A=1 db psql -c 'DROP DATABASE app'"),
-            ["psql -c DROP DATABASE app"]
-        );
-        assert_eq!(
-            argvs("docker run --entrypoint rm alpine -rf /x"),
-            ["rm -rf /x"]
-        );
-        assert_eq!(
-            argvs("docker compose -f dev.yml exec -T db dropdb app"),
-            ["dropdb app"]
-        );
-        assert_eq!(
-            argvs("docker-compose run --rm web rm -rf /data"),
-            ["rm -rf /data"]
-        );
-        assert!(inner("docker run -d nginx").is_empty());
-        assert!(inner("docker ps -a").is_empty());
-        assert!(inner("docker compose up -d").is_empty());
-    }
-
-    #[test]
-    fn pods_run_what_follows_the_double_dash() {
-        assert_eq!(
-            argvs("kubectl exec -n prod -it db-0 -- psql -c 'DROP TABLE users'"),
-            ["psql -c DROP TABLE users"]
-        );
-        assert_eq!(
-            argvs("kubectl exec web -- sh -c 'rm -rf /data/*'"),
-            ["rm -rf /data/*"]
-        );
-        assert_eq!(
-            argvs("kubectl -n prod exec db-0 -- dropdb app"),
-            ["dropdb app"]
-        );
-        assert!(inner("kubectl get pods -- x").is_empty());
-        assert!(inner("kubectl exec web").is_empty());
-    }
-}
+mod tests;

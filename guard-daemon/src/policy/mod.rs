@@ -17,6 +17,7 @@ mod paths;
 pub mod protect;
 mod rule;
 mod settings;
+mod shell_line;
 mod spec;
 mod sql;
 pub(crate) mod wrappers;
