@@ -253,3 +253,72 @@ fn wait_for(condition: impl Fn() -> bool, what: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The default pack's `outside-workspace` entry: a library call deleting a
+/// tree outside the session's working tree is one held request (and a denial
+/// keeps every file); the workspace and /tmp are left out.
+#[test]
+fn deleting_outside_the_workspace_is_held_by_the_default_pack() {
+    require_root();
+    let stubs = Stubs::new();
+    let home = std::path::PathBuf::from(std::env::var("HOME").unwrap_or("/root".into()));
+    let outside = tempfile::tempdir_in(&home).unwrap();
+    let victim = outside.path().join("victim");
+    tree(&victim, 20);
+    let before = count(&victim);
+    let workspace = tempfile::tempdir_in(&home).unwrap();
+    let scratch = workspace.path().join("target");
+    tree(&scratch, 10);
+    let temp = tempfile::tempdir().unwrap();
+    tree(&temp.path().join("t"), 10);
+    // The default pack, with the seccomp gate asked for where the LSM is missing.
+    let guard = Daemon::start("version = 1\n[defaults]\nsyscall_gate = true\n");
+    let rmtree = |target: &Path| {
+        let mut session = guard.ctl_command(&[
+            "run",
+            "--",
+            "python3",
+            "-c",
+            RMTREE,
+            target.to_str().unwrap(),
+        ]);
+        session
+            .env("PATH", stubs.path_env())
+            .current_dir(workspace.path());
+        Proc::spawn(session)
+    };
+
+    // In the workspace and in /tmp: no request at all.
+    for target in [scratch.clone(), temp.path().join("t")] {
+        let (status, _, stderr) = rmtree(&target).wait();
+        assert!(status.success(), "{stderr}");
+        assert!(!target.exists());
+    }
+    assert!(guard.audit_events(AuditEvent::Hold).is_empty());
+
+    let run = rmtree(&victim);
+    let hold = guard.wait_hold(RMTREE);
+    assert_eq!(hold.rule, "outside-workspace");
+    let operation = hold.operation.as_deref().unwrap();
+    assert!(
+        operation.starts_with("unlink ") && operation.contains(victim.to_str().unwrap()),
+        "{operation}"
+    );
+    // One request for the outermost directory holding no home or workspace.
+    assert!(
+        hold.why
+            .iter()
+            .any(|w| w.contains(&format!("under {}", outside.path().display()))),
+        "{:?}",
+        hold.why
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(guard.pending().len(), 1, "one request for the tree");
+    guard.decide("deny", &hold);
+    let (status, _, stderr) = run.wait();
+    assert!(!status.success());
+    assert!(stderr.contains("PermissionError: [Errno 1]"), "{stderr}");
+    assert_eq!(count(&victim), before, "a file went missing");
+    assert!(workspace.path().exists());
+    guard.stop();
+}

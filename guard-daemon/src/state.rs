@@ -45,6 +45,10 @@ pub struct SavedSession {
     /// Whether its launcher handed guardd a seccomp listener.
     #[serde(default)]
     pub listener: bool,
+    /// Its working tree (a state file of an older guardd has none: it is
+    /// found again from the session's cwd).
+    #[serde(default)]
+    pub workspace: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

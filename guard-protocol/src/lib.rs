@@ -203,6 +203,10 @@ pub struct SessionView {
     pub agent: Option<String>,
     pub origin: String,
     pub uid: u32,
+    /// The working tree the `{workspace}` of `[[protect]]` names (none where
+    /// the session started in `/` or the home directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -197,6 +197,7 @@ impl Guard {
             id: RULE.into(),
             paths: Vec::new(),
             except: Vec::new(),
+            fallback: false,
             action: Action::Hold,
             operations: Vec::new(),
             terms: crate::policy::HoldTerms::gate(1, self.policy.hold_timeout),

@@ -1,7 +1,10 @@
 //! The session table: sessions started by `guardctl run`, detected by the
 //! kernel at an agent's exec, adopted from an interpreter's argv or found by
 //! the /proc scan at start.
-use std::collections::{BTreeSet, HashSet};
+use std::{
+    collections::{BTreeSet, HashSet},
+    path::{Path, PathBuf},
+};
 
 use super::*;
 
@@ -13,11 +16,16 @@ pub struct Session {
     pub uid: u32,
     /// Whether its launcher handed this guardd a seccomp listener.
     pub listener: bool,
+    /// The working tree it started in: `{workspace}` in `[[protect]]`.
+    pub workspace: Option<PathBuf>,
 }
 
 impl From<SavedSession> for Session {
     fn from(saved: SavedSession) -> Self {
         Self {
+            workspace: saved
+                .workspace
+                .or_else(|| workspace_of(saved.id, saved.uid)),
             id: saved.id,
             agent: saved.agent,
             origin: saved.origin,
@@ -36,6 +44,7 @@ impl From<&Session> for SavedSession {
             origin: session.origin.clone(),
             uid: session.uid,
             listener: session.listener,
+            workspace: session.workspace.clone(),
         }
     }
 }
@@ -47,8 +56,27 @@ impl From<&Session> for SessionView {
             agent: session.agent.clone(),
             origin: session.origin.clone(),
             uid: session.uid,
+            workspace: session.workspace.as_ref().map(|w| w.display().to_string()),
         }
     }
+}
+
+/// The working tree of the process `pid` of `uid` starts a session in: the
+/// git work tree around its cwd, or the cwd itself. None when the cwd is `/`,
+/// the home directory or above it: those are never the project.
+pub(in crate::guard) fn workspace_of(pid: u32, uid: u32) -> Option<PathBuf> {
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    workspace_in(&cwd, &syscall_gate::home_of(uid))
+}
+
+fn workspace_in(cwd: &Path, home: &Path) -> Option<PathBuf> {
+    if !cwd.is_absolute() || home.starts_with(cwd) {
+        return None;
+    }
+    let top = (cwd.ancestors())
+        .take_while(|dir| !home.starts_with(dir))
+        .find(|dir| dir.join(".git").exists());
+    Some(top.unwrap_or(cwd).to_path_buf())
 }
 
 /// The session table, and which sessions the seccomp gate sees.
@@ -168,16 +196,16 @@ impl Guard {
         record.ancestry = crate::request::ancestry(id);
         record.reason = Some(origin.into());
         self.audit.write(&record);
-        let new_owner = self.sessions.insert(Session {
+        self.sessions.insert(Session {
             id,
             agent,
             origin: origin.to_string(),
             uid,
             listener: false,
+            workspace: workspace_of(id, uid),
         });
-        if new_owner {
-            self.sync_gate_roots();
-        }
+        // A new owner's home and a new workspace change the gate's roots.
+        self.sync_gate_roots();
         self.sync_reporting();
     }
 
@@ -279,5 +307,30 @@ impl Guard {
                 .session_of(ancestor)
                 .map(|entry| (ancestor, entry.session_id))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workspace_is_the_work_tree_around_the_cwd_and_never_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home/dev");
+        let repo = home.join("src/app");
+        std::fs::create_dir_all(repo.join(".git")).unwrap();
+        std::fs::create_dir_all(repo.join("crates/x")).unwrap();
+        std::fs::create_dir_all(home.join("scratch/y")).unwrap();
+        // A repository in the home itself (dotfiles) is not the project.
+        std::fs::create_dir_all(home.join(".git")).unwrap();
+        let at = |cwd: &Path| workspace_in(cwd, &home);
+        assert_eq!(at(&repo.join("crates/x")), Some(repo.clone()));
+        assert_eq!(at(&repo), Some(repo.clone()));
+        assert_eq!(at(&home.join("scratch/y")), Some(home.join("scratch/y")));
+        assert_eq!(at(&home), None);
+        assert_eq!(at(&dir.path().join("home")), None);
+        assert_eq!(at(Path::new("/")), None);
+        assert_eq!(at(Path::new("relative")), None);
     }
 }

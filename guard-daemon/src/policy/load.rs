@@ -39,6 +39,7 @@ impl Policy {
             disabled: false,
             paths: paths.iter().map(|p| p.display().to_string()).collect(),
             except: Vec::new(),
+            fallback: false,
             action: None,
             operations: None,
             approvals: None,

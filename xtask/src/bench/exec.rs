@@ -811,6 +811,7 @@ mod tests {
                 agent: None,
                 origin: "launched".into(),
                 uid: 0,
+                workspace: None,
             }],
             pending: 0,
             mechanisms: vec![("exec gate".into(), "tracepoint".into())],

@@ -3,14 +3,21 @@
 //! policy and the session owners' homes, raises a hold for each process the
 //! kernel stopped, and answers it by writing the decision into the kernel
 //! before it continues the process.
-use std::{collections::HashMap, os::unix::fs::MetadataExt as _, path::PathBuf};
+use std::{
+    collections::{BTreeSet, HashMap},
+    os::unix::fs::MetadataExt as _,
+    path::PathBuf,
+};
 
-use guard_common::{FileKey, GateHeldEntry, GateRoot, ANY_OWNER, ESCAPE_CONNECT};
+use guard_common::{FileKey, GateHeldEntry, GateRoot, ANY_OWNER, ESCAPE_CONNECT, MAX_GATE_ROOTS};
 
-use super::{syscall_gate::GateRequest, *};
+use super::{cover, syscall_gate::GateRequest, *};
 use crate::{
     holds::{GateGroup, GateWaiter},
-    policy::{protect::Operation, GateMode},
+    policy::{
+        protect::{literal_path, matcher, Operation, Places},
+        GateMode,
+    },
     protected::file_key,
 };
 
@@ -33,7 +40,12 @@ pub(in crate::guard) struct LsmGate {
     pub synced: Option<Instant>,
     /// Pid -> /proc start time of processes with decisions in the kernel.
     pub decided: HashMap<u32, u64>,
+    /// Whether the map's size cut a `fallback` entry's roots short.
+    pub fallback_truncated: bool,
 }
+
+/// Room left in the root map for roots that appear between two looks.
+const FALLBACK_MARGIN: usize = 64;
 
 fn bit(operation: Operation) -> u32 {
     operation.gate_bit()
@@ -62,6 +74,9 @@ impl Guard {
         if self.lsm_gate_active() {
             let owners = self.gate_owners();
             for (at, protection) in self.policy.protections.iter().enumerate() {
+                if protection.fallback {
+                    continue;
+                }
                 let mask = protection.operations.iter().fold(0, |m, o| m | bit(*o));
                 for pattern in &protection.except {
                     for (path, owner) in expand(pattern, &owners) {
@@ -106,6 +121,10 @@ impl Guard {
                 }
             }
         }
+        self.gates.lsm.fallback_truncated = false;
+        if self.lsm_gate_active() {
+            self.add_fallback_roots(&mut roots, &mut infos);
+        }
         if let Err(err) = self.kernel.set_gate_roots(&roots) {
             tracing::error!("syscall gate: protected roots not all in the kernel: {err}");
             let mut record = AuditRecord::new(AuditEvent::Error);
@@ -113,6 +132,69 @@ impl Guard {
             self.audit.write(&record);
         }
         self.gates.lsm.roots = infos;
+    }
+
+    /// The roots of `fallback` entries: their paths covered around every
+    /// session's home and workspace (see `cover.rs`), after the other entries.
+    fn add_fallback_roots(
+        &mut self,
+        roots: &mut HashMap<FileKey, GateRoot>,
+        infos: &mut HashMap<FileKey, Vec<GateRootInfo>>,
+    ) {
+        let sessions: BTreeSet<(PathBuf, Option<PathBuf>)> = (self.sessions.iter())
+            .map(|s| (super::home_of(s.uid), s.workspace.clone()))
+            .collect();
+        let named: Vec<PathBuf> = infos.values().flatten().map(|i| i.path.clone()).collect();
+        let mounts = cover::mount_points();
+        let protections = &self.policy.protections;
+        for (at, protection) in protections.iter().enumerate().filter(|(_, p)| p.fallback) {
+            let (mut excepts, mut splits, mut paths) = (Vec::new(), Vec::new(), Vec::new());
+            for (home, workspace) in &sessions {
+                let places = Places {
+                    home,
+                    workspace: workspace.as_deref(),
+                };
+                let literal = |pattern: &String| literal_path(pattern, places);
+                excepts.extend(protection.except.iter().filter_map(|e| matcher(e, places)));
+                paths.extend(protection.paths.iter().filter_map(literal));
+                splits.extend(crate::policy::protect::splits(protections, places));
+            }
+            paths.sort();
+            paths.dedup();
+            let excepted = |path: &std::path::Path| {
+                path.ancestors()
+                    .any(|a| excepts.iter().any(|e| e.is_match(a)))
+            };
+            let bounds = cover::Bounds {
+                excepted: &excepted,
+                splits: &splits,
+                named: &named,
+                mounts: &mounts,
+                limit: (MAX_GATE_ROOTS as usize).saturating_sub(roots.len() + FALLBACK_MARGIN),
+            };
+            let found = cover::cover(&paths, &bounds);
+            self.gates.lsm.fallback_truncated |= found.truncated;
+            let mask = protection.operations.iter().fold(0, |m, o| m | bit(*o));
+            for (path, key) in found.roots {
+                let root = roots.entry(key).or_default();
+                root.owner = ANY_OWNER;
+                match protection.action {
+                    Action::Deny => root.deny |= mask,
+                    Action::Audit => root.audit |= mask,
+                    _ => root.hold |= mask,
+                }
+                infos.entry(key).or_default().push(GateRootInfo {
+                    protection: at,
+                    path,
+                    owner: ANY_OWNER,
+                });
+            }
+        }
+        if self.gates.lsm.fallback_truncated {
+            tracing::error!(
+                "syscall gate: more than {MAX_GATE_ROOTS} roots; a fallback entry is not covered everywhere"
+            );
+        }
     }
 
     /// Users whose `~` is protected: session owners, root and local users.

@@ -3,12 +3,13 @@
 //! sessions) and `report` (tracepoints that only audit, where neither runs).
 use super::*;
 
+mod cover;
 mod lsm;
 mod report;
 mod seccomp;
 
 pub(in crate::guard) use lsm::LsmGate;
-pub(in crate::guard) use seccomp::GateRequest;
+pub(in crate::guard) use seccomp::{home_of, GateRequest};
 
 /// What the syscall gates keep between calls.
 #[derive(Default)]
@@ -17,8 +18,12 @@ pub(in crate::guard) struct SyscallGates {
     decisions: std::collections::HashMap<crate::holds::GateGroup, bool>,
     /// The BPF LSM gate's roots and the processes it has decisions for.
     lsm: LsmGate,
-    /// `[[protect]]` with `~` expanded, per session owner uid.
-    protected_sets: std::collections::HashMap<u32, crate::policy::protect::ProtectedSet>,
+    /// `[[protect]]` with `~` and `{workspace}` expanded, per session owner
+    /// uid and workspace.
+    protected_sets: std::collections::HashMap<
+        (u32, Option<std::path::PathBuf>),
+        crate::policy::protect::ProtectedSet,
+    >,
 }
 
 impl SyscallGates {

@@ -134,7 +134,7 @@ impl Guard {
             operation,
             paths,
         };
-        let Some((protected, path)) = self.protected(owner, &call) else {
+        let Some((protected, path)) = self.protected(event.session_id, owner, &call) else {
             return;
         };
         let protection = &self.policy.protections[protected.protection];

@@ -4,7 +4,7 @@
 use super::*;
 use crate::{
     holds::{GateGroup, GateHold, GateWaiter},
-    policy::protect::{Protected, ProtectedSet},
+    policy::protect::{Places, Protected, ProtectedSet},
     seccomp::{Call, Listener, Verdict},
 };
 
@@ -99,7 +99,7 @@ impl Guard {
             .sessions
             .owner_of(listener.session)
             .unwrap_or_else(|| procfs::uid(call.tid).unwrap_or(0));
-        let Some((protected, path)) = self.protected(owner, &call) else {
+        let Some((protected, path)) = self.protected(listener.session, owner, &call) else {
             return Verdict::Continue;
         };
         // Only now (it costs a read of /proc/TID/status): the process it belongs to.
@@ -166,9 +166,11 @@ impl Guard {
         }
     }
 
-    /// The first protected path of the call, by the session owner's `~`.
+    /// The first protected path of the call, by the session owner's `~` and
+    /// the session's workspace.
     pub(in crate::guard) fn protected(
         &mut self,
+        session: u32,
         owner: u32,
         call: &Call,
     ) -> Option<(Protected, std::path::PathBuf)> {
@@ -176,13 +178,17 @@ impl Guard {
             return None;
         }
         let protections = &self.policy.protections;
-        let set = self.gates.protected_sets.entry(owner).or_insert_with(|| {
-            let home = nix::unistd::User::from_uid(owner.into())
-                .ok()
-                .flatten()
-                .map_or_else(|| std::path::PathBuf::from("/nonexistent"), |u| u.dir);
-            ProtectedSet::new(protections, &home)
-        });
+        let workspace = self.sessions.get(session).and_then(|s| s.workspace.clone());
+        let set = (self.gates.protected_sets)
+            .entry((owner, workspace.clone()))
+            .or_insert_with(|| {
+                let home = home_of(owner);
+                let places = Places {
+                    home: &home,
+                    workspace: workspace.as_deref(),
+                };
+                ProtectedSet::new(protections, places)
+            });
         call.paths.iter().find_map(|path| {
             set.find(protections, path, call.operation)
                 .map(|found| (found, path.clone()))
@@ -287,4 +293,12 @@ impl Guard {
             procfs::stat(group.pid).is_ok_and(|stat| stat.start_time == group.start_time)
         });
     }
+}
+
+/// The home directory of `uid` (a path that does not exist when it has none).
+pub(in crate::guard) fn home_of(uid: u32) -> std::path::PathBuf {
+    nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map_or_else(|| std::path::PathBuf::from("/nonexistent"), |u| u.dir)
 }

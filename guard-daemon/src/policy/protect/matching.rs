@@ -2,9 +2,10 @@
 //! protects a path for an operation.
 use std::path::{Component, Path, PathBuf};
 
-use super::{Operation, Protection, SELF_ID};
+use super::{literal_glob, Operation, Protection, SELF_ID, WORKSPACE};
 
-/// The protections with `~` made concrete for one home directory.
+/// The protections with `~` and `{workspace}` made concrete for one session
+/// (its owner's home and its working tree).
 pub struct ProtectedSet {
     /// Every entry's paths in one set (one pass per path prefix, whatever
     /// the number of entries)...
@@ -17,18 +18,33 @@ pub struct ProtectedSet {
     has_own: bool,
     /// Per protection: its `except` paths.
     excepts: Vec<Vec<globset::GlobMatcher>>,
+    /// The `fallback` entries' paths, with the entry each belongs to.
+    fallbacks: Vec<(usize, globset::GlobMatcher)>,
+    /// Where a fallback entry's requests are split (see `fallback_root`).
+    splits: Vec<PathBuf>,
 }
 
-/// `pattern` with `~` made `home`, as a matcher of whole paths.
-fn matcher(pattern: &str, home: &Path) -> Option<globset::GlobMatcher> {
-    glob(pattern, home).map(|glob| glob.compile_matcher())
+/// Where a session's `~` and `{workspace}` are.
+#[derive(Debug, Clone, Copy)]
+pub struct Places<'a> {
+    pub home: &'a Path,
+    pub workspace: Option<&'a Path>,
 }
 
-/// `pattern` with `~` made `home`, as a glob of whole paths.
-fn glob(pattern: &str, home: &Path) -> Option<globset::Glob> {
-    let expanded = match pattern.strip_prefix('~') {
-        Some(rest) => format!("{}{rest}", home.display()),
-        None => pattern.to_string(),
+/// `pattern` with `~` and `{workspace}` made concrete, as a matcher of whole paths.
+pub fn matcher(pattern: &str, places: Places) -> Option<globset::GlobMatcher> {
+    glob(pattern, places).map(|glob| glob.compile_matcher())
+}
+
+/// `pattern` with `~` made `home` and `{workspace}` the workspace (none: no
+/// glob), as a glob of whole paths.
+fn glob(pattern: &str, places: Places) -> Option<globset::Glob> {
+    let expanded = if let Some(rest) = pattern.strip_prefix(WORKSPACE) {
+        format!("{}{rest}", literal_glob(places.workspace?))
+    } else if let Some(rest) = pattern.strip_prefix('~') {
+        format!("{}{rest}", places.home.display())
+    } else {
+        pattern.to_string()
     };
     let expanded = expanded.trim_end_matches('/');
     let expanded = if expanded.is_empty() { "/" } else { expanded };
@@ -50,12 +66,21 @@ pub struct Protected {
 const MAX_DEPTH: usize = 256;
 
 impl ProtectedSet {
-    pub fn new(protections: &[Protection], home: &Path) -> Self {
+    pub fn new(protections: &[Protection], places: Places) -> Self {
         let mut builder = globset::GlobSetBuilder::new();
         let (mut owners, mut root_named) = (Vec::new(), false);
+        let mut fallbacks = Vec::new();
         for (at, protection) in protections.iter().enumerate() {
+            if protection.fallback {
+                fallbacks.extend(
+                    (protection.paths.iter())
+                        .filter_map(|path| matcher(path, places))
+                        .map(|m| (at, m)),
+                );
+                continue;
+            }
             for path in &protection.paths {
-                if let Some(glob) = glob(path, home) {
+                if let Some(glob) = glob(path, places) {
                     root_named |= glob.glob() == "/";
                     builder.add(glob);
                     owners.push(at);
@@ -69,7 +94,7 @@ impl ProtectedSet {
         });
         let excepts = protections
             .iter()
-            .map(|p| p.except.iter().filter_map(|e| matcher(e, home)).collect())
+            .map(|p| p.except.iter().filter_map(|e| matcher(e, places)).collect())
             .collect();
         Self {
             globs,
@@ -77,6 +102,8 @@ impl ProtectedSet {
             root_named,
             has_own: protections.iter().any(|p| p.id == SELF_ID),
             excepts,
+            fallbacks,
+            splits: splits(protections, places),
         }
     }
 
@@ -93,8 +120,35 @@ impl ProtectedSet {
     /// The outermost protected root at or above `path` (absolute, resolved)
     /// whose protection covers `operation`. `agent-guard-self` comes first:
     /// guardd's files under `/etc` are denied by it, not held by an entry
-    /// protecting all of `/etc`.
+    /// protecting all of `/etc`. A `fallback` entry only where no other does.
     pub fn find(
+        &self,
+        protections: &[Protection],
+        path: &Path,
+        operation: Operation,
+    ) -> Option<Protected> {
+        self.find_named(protections, path, operation)
+            .or_else(|| self.find_fallback(protections, path, operation))
+    }
+
+    fn find_fallback(
+        &self,
+        protections: &[Protection],
+        path: &Path,
+        operation: Operation,
+    ) -> Option<Protected> {
+        let (at, _) = self.fallbacks.iter().find(|(at, paths)| {
+            protections[*at].operations.contains(&operation)
+                && path.ancestors().take(MAX_DEPTH).any(|a| paths.is_match(a))
+                && !self.excepted(*at, path)
+        })?;
+        Some(Protected {
+            protection: *at,
+            root: fallback_root(path, &self.splits),
+        })
+    }
+
+    fn find_named(
         &self,
         protections: &[Protection],
         path: &Path,
@@ -137,4 +191,54 @@ impl ProtectedSet {
         }
         outermost
     }
+}
+
+/// The places a fallback entry's requests are split at: the literal roots of
+/// the other entries, the home, the workspace and the fallback entries' own
+/// literal `except` paths. No request of a fallback entry covers one of them
+/// whole, so approving one delete under `/` or `~` never approves them all.
+pub fn splits(protections: &[Protection], places: Places) -> Vec<PathBuf> {
+    let mut splits: Vec<PathBuf> = protections
+        .iter()
+        .flat_map(|p| {
+            let own = if p.fallback { &p.except } else { &p.paths };
+            own.iter()
+                .filter_map(|pattern| literal_path(pattern, places))
+        })
+        .collect();
+    splits.push(places.home.to_path_buf());
+    splits.extend(places.workspace.map(Path::to_path_buf));
+    splits.sort();
+    splits.dedup();
+    splits
+}
+
+/// `pattern` as the one path it names for `places`; None for a glob, or for
+/// `{workspace}` in a session that has none.
+pub fn literal_path(pattern: &str, places: Places) -> Option<PathBuf> {
+    let glob = glob(pattern, places)?;
+    let text = glob.glob();
+    if text.contains(['*', '?', '[', '{']) {
+        // A workspace with glob characters is written escaped: `[*]`.
+        let unescaped = text.replace("[*]", "*").replace("[?]", "?");
+        let unescaped = ["[", "]", "{", "}", "\\"]
+            .iter()
+            .fold(unescaped, |t, c| t.replace(&format!("[{c}]"), c));
+        return (literal_glob(Path::new(&unescaped)) == text).then(|| PathBuf::from(unescaped));
+    }
+    Some(PathBuf::from(text))
+}
+
+/// The outermost directory at or above `path` that is neither a split point
+/// nor above one: what one request of a fallback entry covers. `path` itself
+/// when every directory above it holds a split point.
+pub fn fallback_root(path: &Path, splits: &[PathBuf]) -> PathBuf {
+    let mut prefix = PathBuf::new();
+    for component in path.components().take(MAX_DEPTH) {
+        prefix.push(component);
+        if !splits.iter().any(|split| split.starts_with(&prefix)) {
+            return prefix;
+        }
+    }
+    path.to_path_buf()
 }

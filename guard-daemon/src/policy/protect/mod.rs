@@ -15,7 +15,7 @@ use guard_common::{
 use serde::Deserialize;
 
 use super::{Action, HoldTerms};
-pub use matching::{Protected, ProtectedSet};
+pub use matching::{fallback_root, literal_path, matcher, splits, Places, Protected, ProtectedSet};
 
 /// The operations the gate sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
@@ -89,6 +89,10 @@ pub struct ProtectFile {
     /// everything below them are not gated by this entry.
     #[serde(default)]
     pub except: Vec<String>,
+    /// Applies only where no other entry protects the path, one request per
+    /// top directory (see `Protection::fallback`).
+    #[serde(default)]
+    pub fallback: bool,
     /// hold (default), deny or audit.
     #[serde(default)]
     pub action: Option<Action>,
@@ -108,8 +112,15 @@ pub struct Protection {
     pub id: String,
     /// As written (with `~`); globs are allowed.
     pub paths: Vec<String>,
-    /// As written; not gated by this entry.
+    /// As written; not gated by this entry. `{workspace}` is the session's
+    /// working tree.
     pub except: Vec<String>,
+    /// A catch-all such as "everything outside the workspace": it applies
+    /// only where no other entry protects the path, and its requests are
+    /// grouped by the outermost directory above the path that holds no home,
+    /// workspace, except path or other entry's root (so one approval never
+    /// opens all of `/`).
+    pub fallback: bool,
     pub action: Action,
     pub operations: Vec<Operation>,
     /// What its holds need: approvals and timeout from the entry, the rest fixed.
@@ -126,13 +137,23 @@ impl ProtectFile {
         if self.paths.is_empty() {
             return Err(fail("no paths".into()));
         }
+        if let Some(path) = self.paths.iter().find(|p| p.starts_with(WORKSPACE)) {
+            return Err(fail(format!(
+                "path {path:?}: {WORKSPACE} can only be left out (in except)"
+            )));
+        }
         for path in self.paths.iter().chain(&self.except) {
-            if !(path.starts_with('/') || path == "~" || path.starts_with("~/")) {
+            let workspace = path == WORKSPACE
+                || path
+                    .strip_prefix(WORKSPACE)
+                    .is_some_and(|rest| rest.starts_with('/'));
+            if !(workspace || path.starts_with('/') || path == "~" || path.starts_with("~/")) {
                 return Err(fail(format!(
-                    "path {path:?} must be absolute or start with ~/"
+                    "path {path:?} must be absolute or start with ~/ or {WORKSPACE}/"
                 )));
             }
-            globset::Glob::new(path).map_err(|err| fail(format!("path {path:?}: {err}")))?;
+            let glob = path.strip_prefix(WORKSPACE).unwrap_or(path);
+            globset::Glob::new(glob).map_err(|err| fail(format!("path {path:?}: {err}")))?;
         }
         let action = self.action.unwrap_or(Action::Hold);
         if action == Action::Allow {
@@ -144,6 +165,7 @@ impl ProtectFile {
             id: self.id.clone(),
             paths: self.paths.clone(),
             except: self.except.clone(),
+            fallback: self.fallback,
             action,
             operations: self
                 .operations
@@ -157,6 +179,11 @@ impl ProtectFile {
         })
     }
 }
+
+/// In `except`: the working tree of the session the call comes from (see
+/// `crate::guard` sessions: the git work tree around the session's first cwd,
+/// or that cwd; none when that is `/` or the home directory).
+pub const WORKSPACE: &str = "{workspace}";
 
 /// The id of the built-in entry that protects guardd's own files (see
 /// `Policy::with_self_protection`).
@@ -197,6 +224,7 @@ impl super::Policy {
             id: SELF_ID.into(),
             paths: paths.iter().map(|p| literal_glob(p)).collect(),
             except: Vec::new(),
+            fallback: false,
             action: Action::Deny,
             operations: Operation::ALL.to_vec(),
             terms: HoldTerms::gate(1, self.hold_timeout),

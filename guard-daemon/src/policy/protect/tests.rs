@@ -14,6 +14,13 @@ fn every_operation_has_its_own_gate_bit() {
     assert_eq!(Operation::of_gate_bits(0), None);
 }
 
+fn home() -> Places<'static> {
+    Places {
+        home: Path::new("/home/dev"),
+        workspace: None,
+    }
+}
+
 fn protections(text: &str) -> Vec<Protection> {
     #[derive(Deserialize)]
     struct File {
@@ -43,7 +50,7 @@ paths = ["/srv/*/prod"]
 action = "deny"
 "#,
     );
-    let set = ProtectedSet::new(&list, Path::new("/home/dev"));
+    let set = ProtectedSet::new(&list, home());
     let find = |path: &str, op| set.find(&list, Path::new(path), op);
     let ssh = find("/home/dev/.ssh/id_ed25519", Operation::Unlink).unwrap();
     assert_eq!(
@@ -81,7 +88,7 @@ paths = ["~/.kube"]
 except = ["~/.kube/cache", "~/.kube/*.lock"]
 "#,
     );
-    let set = ProtectedSet::new(&list, Path::new("/home/dev"));
+    let set = ProtectedSet::new(&list, home());
     let find = |path: &str| set.find(&list, Path::new(path), Operation::Write);
     assert!(find("/home/dev/.kube/config").is_some());
     assert!(find("/home/dev/.kube").is_some());
@@ -95,7 +102,7 @@ except = ["~/.kube/cache", "~/.kube/*.lock"]
 fn the_default_pack_protects_what_runs_later_outside_the_session() {
     let policy = crate::policy::Policy::embedded_default();
     let list = &policy.protections;
-    let set = ProtectedSet::new(list, Path::new("/home/dev"));
+    let set = ProtectedSet::new(list, home());
     let id = |path: &str, op| {
         set.find(list, Path::new(path), op)
             .map(|found| list[found.protection].id.as_str())
@@ -154,7 +161,7 @@ fn guardd_own_files_are_denied_first_and_cannot_be_replaced_by_a_layer() {
         ])
         .unwrap();
     let list = &policy.protections;
-    let set = ProtectedSet::new(list, Path::new("/home/dev"));
+    let set = ProtectedSet::new(list, home());
     let found = |path: &str| {
         set.find(list, Path::new(path), Operation::Write)
             .map(|f| (list[f.protection].id.clone(), f.root))
@@ -197,4 +204,97 @@ fn bad_entries_are_refused() {
         let err = file.compile(Duration::from_secs(1)).unwrap_err();
         assert!(err.contains(why), "{entry}: {err}");
     }
+}
+
+#[test]
+fn a_fallback_entry_holds_outside_the_workspace_in_requests_per_top_directory() {
+    let list = protections(
+        r#"
+[[protect]]
+id = "ssh"
+paths = ["~/.ssh"]
+action = "deny"
+[[protect]]
+id = "outside"
+paths = ["/"]
+fallback = true
+operations = ["unlink", "rmdir", "rename", "truncate"]
+except = ["{workspace}", "/tmp", "~/.cache", "~/.claude.json*"]
+"#,
+    );
+    let places = Places {
+        home: Path::new("/home/dev"),
+        workspace: Some(Path::new("/home/dev/src/app")),
+    };
+    let set = ProtectedSet::new(&list, places);
+    let find = |path: &str, op| {
+        set.find(&list, Path::new(path), op)
+            .map(|found| (list[found.protection].id.as_str(), found.root))
+    };
+    let outside = |root: &str| Some(("outside", PathBuf::from(root)));
+    // The workspace, temp, caches and globbed state files are left out.
+    for path in [
+        "/home/dev/src/app/target/x",
+        "/home/dev/src/app",
+        "/tmp/x",
+        "/home/dev/.cache/pip/y",
+        "/home/dev/.claude.json.tmp.123",
+    ] {
+        assert_eq!(find(path, Operation::Unlink), None, "{path}");
+    }
+    // Writing is not among its operations.
+    assert_eq!(find("/home/dev/notes", Operation::Write), None);
+    // Another entry comes first, with its own root and action.
+    assert_eq!(
+        find("/home/dev/.ssh/id_ed25519", Operation::Unlink),
+        Some(("ssh", PathBuf::from("/home/dev/.ssh")))
+    );
+    // One request per outermost directory that holds no home or workspace.
+    assert_eq!(
+        find("/home/dev/old/a/b", Operation::Unlink),
+        outside("/home/dev/old")
+    );
+    assert_eq!(
+        find("/home/dev/src/other/x", Operation::Rmdir),
+        outside("/home/dev/src/other")
+    );
+    assert_eq!(find("/srv/data/db", Operation::Truncate), outside("/srv"));
+    assert_eq!(
+        find("/home/other/x", Operation::Rename),
+        outside("/home/other")
+    );
+    // A directory holding the workspace is its own request, never `/` or `~`.
+    assert_eq!(
+        find("/home/dev/src", Operation::Rename),
+        outside("/home/dev/src")
+    );
+    assert_eq!(find("/home/dev", Operation::Rename), outside("/home/dev"));
+
+    // Without a workspace nothing of home is left out but what `except` says.
+    let set = ProtectedSet::new(&list, home());
+    let found = set.find(&list, Path::new("/home/dev/src/app/x"), Operation::Unlink);
+    assert_eq!(found.map(|f| f.root), Some(PathBuf::from("/home/dev/src")));
+}
+
+#[test]
+fn the_workspace_can_only_be_left_out() {
+    let file: ProtectFile = toml::from_str(
+        r#"
+id = "x"
+paths = ["{workspace}"]
+"#,
+    )
+    .unwrap();
+    let err = file.compile(Duration::from_secs(1)).unwrap_err();
+    assert!(err.contains("can only be left out"), "{err}");
+    let file: ProtectFile = toml::from_str(
+        r#"
+id = "x"
+paths = ["/srv"]
+except = ["{workspace}/build", "{workspacex}"]
+"#,
+    )
+    .unwrap();
+    let err = file.compile(Duration::from_secs(1)).unwrap_err();
+    assert!(err.contains("{workspacex}"), "{err}");
 }
