@@ -249,3 +249,62 @@ fn wait_operation(guard: &Daemon, word: &str) -> HoldView {
         sleep(Duration::from_millis(20));
     }
 }
+
+/// A `fallback` entry on `/` (the default pack's `outside-workspace`, written
+/// out so no exec rule is in the way): the kernel holds a delete outside the
+/// session's workspace as one request for the outermost directory holding no
+/// home or workspace, and lets /tmp go.
+#[test]
+fn deleting_outside_the_workspace_is_held_where_the_lsm_runs() {
+    require_root();
+    let stubs = Stubs::new();
+    let outside = tempfile::tempdir_in("/").unwrap();
+    let victim = outside.path().join("victim");
+    tree(&victim, 12);
+    let before = count(&victim);
+    let scratch = tempfile::tempdir().unwrap();
+    tree(&scratch.path().join("s"), 6);
+    let guard = Daemon::start(
+        "version = 1\nbase = \"none\"\n[agents]\nprograms = [\"claude\"]\n\
+         [[protect]]\nid = \"outside\"\npaths = [\"/\"]\nfallback = true\n\
+         operations = [\"unlink\", \"rmdir\", \"rename\", \"truncate\"]\n\
+         except = [\"{workspace}\", \"/tmp\", \"/dev\", \"/proc\", \"/sys\", \"/run\"]\n",
+    );
+    if !lsm_active(&guard.status()) {
+        return guard.stop();
+    }
+    let go = scratch.path().join("go");
+    let script = format!(
+        "while [ ! -e {go} ]; do sleep 0.05; done\n\
+         rm -rf {s}; echo tmp=$?; rm -rf {v}; echo rm=$?",
+        go = go.display(),
+        s = scratch.path().join("s").display(),
+        v = victim.display(),
+    );
+    let run = agent(&stubs, &script);
+    // The session's workspace is known once guardd has handled the detection.
+    let deadline = std::time::Instant::now() + WAIT;
+    while guard.status().sessions.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no session");
+        sleep(Duration::from_millis(20));
+    }
+    std::fs::write(&go, "").unwrap();
+    let hold = wait_operation(&guard, victim.to_str().unwrap());
+    assert_eq!(hold.rule, "outside");
+    assert!(
+        hold.why
+            .iter()
+            .any(|w| w.contains(&format!("under {}", outside.path().display()))),
+        "{:?}",
+        hold.why
+    );
+    sleep(Duration::from_millis(300));
+    assert_eq!(guard.pending().len(), 1, "one request for the tree");
+    guard.decide("deny", &hold);
+    let (status, out, err) = run.wait();
+    assert!(status.success());
+    assert_eq!(out, "tmp=0\nrm=1\n", "{err}");
+    assert!(!scratch.path().join("s").exists());
+    assert_eq!(count(&victim), before, "a file went missing");
+    guard.stop();
+}

@@ -141,8 +141,11 @@ impl Guard {
         roots: &mut HashMap<FileKey, GateRoot>,
         infos: &mut HashMap<FileKey, Vec<GateRootInfo>>,
     ) {
+        // Every user's home too: a session the kernel detects at an exec is
+        // gated before guardd has read its workspace (held there meanwhile).
         let sessions: BTreeSet<(PathBuf, Option<PathBuf>)> = (self.sessions.iter())
             .map(|s| (super::home_of(s.uid), s.workspace.clone()))
+            .chain(self.gate_owners().into_iter().map(|(_, home)| (home, None)))
             .collect();
         let named: Vec<PathBuf> = infos.values().flatten().map(|i| i.path.clone()).collect();
         let mounts = cover::mount_points();
