@@ -90,7 +90,7 @@ fn read(command: &CommandContext, path: &Path) -> Option<String> {
         Some(root) => Path::new(root).join(path.strip_prefix("/").unwrap_or(path)),
         None => path.to_path_buf(),
     };
-    std::fs::read_to_string(path).ok()
+    super::files::read_config(&path)
 }
 
 /// The index in argv of the alias word (the first plain word so named).

@@ -231,7 +231,7 @@ impl<'a> Files<'a> {
     }
 
     fn read(&self, path: &Path) -> Option<String> {
-        std::fs::read_to_string(self.inside(path)).ok()
+        super::files::read_config(&self.inside(path))
     }
 
     /// `.git` in `start` or the nearest directory above it (a directory, or

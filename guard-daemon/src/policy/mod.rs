@@ -9,6 +9,7 @@
 mod aws_alias;
 mod elsewhere;
 mod file;
+mod files;
 mod git_config;
 mod load;
 mod matcher;
