@@ -181,3 +181,40 @@ fn policy_check_names_the_file_line_and_failing_example() {
         "{stderr}"
     );
 }
+
+/// `terraform apply PLAN` in a session, judged by the saved plan's content
+/// (real plan files written by terraform 1.11, see
+/// guard-daemon/src/policy/terraform_plan/tests.rs): the destructive one as a
+/// destroy naming what it deletes and replaces, one that only creates as an
+/// apply. Neither runs without a decision.
+#[test]
+fn a_saved_plan_that_deletes_is_held_as_a_destroy_naming_the_resources() {
+    let (stubs, guard) = setup("version = 1\n");
+    let plans = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../guard-daemon/src/policy/terraform_plan");
+    for plan in ["destructive.tfplan", "creates.tfplan"] {
+        fs::copy(plans.join(plan), stubs.dir.path().join(plan)).unwrap();
+    }
+    let run = guard.session(&stubs, &["terraform", "apply", "destructive.tfplan"]);
+    let hold = guard.wait_hold("destructive.tfplan");
+    assert_eq!(hold.rule, "terraform-destroy");
+    let why = hold.why.join("\n");
+    assert!(
+        why.contains("which deletes terraform_data.gone")
+            && why.contains("replaces (delete, then create) terraform_data.db"),
+        "{why}"
+    );
+    guard.decide("deny", &hold);
+    let (status, _, _) = run.wait();
+    assert!(!status.success());
+    assert_eq!(stubs.marker_text(), "", "the denied apply ran");
+
+    let run = guard.session(&stubs, &["terraform", "apply", "creates.tfplan"]);
+    let hold = guard.wait_hold("creates.tfplan");
+    assert_eq!(hold.rule, "terraform-apply");
+    guard.decide("approve", &hold);
+    let (status, _, stderr) = run.wait();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stubs.marker_text(), "apply creates.tfplan\n");
+    guard.stop();
+}

@@ -21,6 +21,7 @@ mod settings;
 mod shell_line;
 mod spec;
 mod sql;
+mod terraform_plan;
 pub(crate) mod wrappers;
 
 use std::{collections::HashMap, time::Duration};
@@ -153,14 +154,17 @@ impl Policy {
                 .chain(git_config::configured_push(command, self.spec_for("git")))
                 .chain(aws_alias::expand(command, self.spec_for("aws")));
             for elsewhere in others {
-                let mut judged = self.judge_nested(&elsewhere.command, depth + 1);
+                let judged = self.judge_nested(&elsewhere.command, depth + 1);
                 if judged.action > decision.action {
-                    let argv = shlex::try_join(elsewhere.command.argv.iter().map(String::as_str))
-                        .unwrap_or_else(|_| elsewhere.command.argv.join(" "));
-                    judged
-                        .why
-                        .insert(0, format!("runs via {}: {argv}", elsewhere.via));
-                    decision = judged;
+                    decision = via(judged, &elsewhere);
+                }
+            }
+            // A saved plan's deletes: shown, and with the destroy's terms,
+            // even where the apply is held already.
+            if let Some(plan) = terraform_plan::destroys(command, self.spec_for(&command.program)) {
+                let judged = self.judge_nested(&plan.command, depth + 1);
+                if judged.action >= decision.action {
+                    decision = via(judged, &plan);
                 }
             }
         }
@@ -253,6 +257,7 @@ impl Policy {
         wrappers::is_wrapper(program, exe)
             || git_config::reads(program)
             || aws_alias::reads(program)
+            || terraform_plan::reads(program)
             || self
                 .candidates(program, exe)
                 .into_iter()
@@ -278,6 +283,16 @@ impl Policy {
                 .cloned()
         })
     }
+}
+
+/// `judged`, the explanation of what `elsewhere` runs, saying so first.
+fn via(mut judged: Explanation, elsewhere: &elsewhere::Elsewhere) -> Explanation {
+    let argv = shlex::try_join(elsewhere.command.argv.iter().map(String::as_str))
+        .unwrap_or_else(|_| elsewhere.command.argv.join(" "));
+    judged
+        .why
+        .insert(0, format!("runs via {}: {argv}", elsewhere.via));
+    judged
 }
 
 #[cfg(test)]

@@ -318,14 +318,16 @@ fn context_is_skipped_only_where_no_rule_could_read_it() {
     assert!(skipped > 20 && read > 20, "skipped {skipped}, read {read}");
     // Rules on env, cwd and uid make their programs read it.
     let conditions = Policy::parse(
-        "version = 1\nbase = \"none\"\n[[rule]]\nid = \"a\"\nprograms = [\"aws\"]\nenv = { AWS_PROFILE = \"prod*\" }\naction = \"hold\"\n[[rule]]\nid = \"m\"\nprograms = [\"make\"]\ncwd = [\"~/infra/**\"]\naction = \"hold\"\n[[rule]]\nid = \"u\"\nprograms = [\"apt\"]\nuid = [0]\naction = \"hold\"\n[[rule]]\nid = \"t\"\nprograms = [\"terraform\"]\nsubcommand = [\"destroy\"]\naction = \"hold\"\n",
+        "version = 1\nbase = \"none\"\n[[rule]]\nid = \"a\"\nprograms = [\"aws\"]\nenv = { AWS_PROFILE = \"prod*\" }\naction = \"hold\"\n[[rule]]\nid = \"m\"\nprograms = [\"make\"]\ncwd = [\"~/infra/**\"]\naction = \"hold\"\n[[rule]]\nid = \"u\"\nprograms = [\"apt\"]\nuid = [0]\naction = \"hold\"\n[[rule]]\nid = \"h\"\nprograms = [\"helm\"]\nsubcommand = [\"uninstall\"]\naction = \"hold\"\n",
         "t",
     )
     .unwrap();
     for program in ["aws", "make", "apt"] {
         assert!(conditions.reads_context(program, None), "{program}");
     }
-    assert!(!conditions.reads_context("terraform", None));
+    assert!(!conditions.reads_context("helm", None));
+    // A saved plan is read relative to the cwd.
+    assert!(conditions.reads_context("terraform", None));
     assert!(conditions.reads_context("x", Some("/usr/bin/make")));
 }
 
