@@ -3,7 +3,7 @@
 //! runs a shell line. An aliased command is judged as what it runs.
 use std::path::{Path, PathBuf};
 
-use super::{elsewhere, rule::CommandContext, shell_line, spec::Spec};
+use super::{command::CommandContext, elsewhere, shell_line, spec::Spec};
 
 /// Environment variables that move the alias file.
 pub const ENV: &[&str] = &["AWS_CONFIG_FILE"];

@@ -6,7 +6,7 @@
 //! exemption applies) and no HOME; a container's bind mounts are mapped back
 //! to the host paths they expose.
 use super::{
-    rule::{basename, CommandContext},
+    command::{basename, CommandContext},
     shell_line::{shell_commands, unshell},
 };
 

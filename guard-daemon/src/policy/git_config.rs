@@ -9,7 +9,7 @@
 //! is judged: the stricter reading stands.
 use std::path::{Path, PathBuf};
 
-use super::{elsewhere::Elsewhere, rule::CommandContext, spec::Spec};
+use super::{command::CommandContext, elsewhere::Elsewhere, spec::Spec};
 
 /// Environment variables that change which files git reads.
 pub const ENV: &[&str] = &[

@@ -7,6 +7,7 @@
 //! in file-name order. Later layers extend agent lists, override defaults and
 //! specs, and replace (or, with `disabled = true`, remove) rules by id.
 mod aws_alias;
+mod command;
 mod elsewhere;
 mod file;
 mod files;
@@ -26,11 +27,12 @@ pub(crate) mod wrappers;
 
 use std::{collections::HashMap, time::Duration};
 
+pub use command::{basename, CommandContext};
 /// The policy's types that the control socket carries, in guard-protocol.
 pub use guard_protocol::{Action, Explanation, HoldTerms, LocalAuth, OnTimeout};
 pub use matcher::ArgPattern;
 use rule::Judged;
-pub use rule::{basename, CommandContext, Rule};
+pub use rule::Rule;
 pub use settings::{Agents, ApprovalSettings, EscapeMode, GateMode};
 use spec::Spec;
 

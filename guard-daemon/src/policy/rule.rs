@@ -6,6 +6,7 @@ use std::{
 };
 
 use super::{
+    command::{basename, CommandContext},
     file::{OnTimeout, RuleFile},
     matcher::ArgPattern,
     paths::{follow_links, resolve, PathContext, PathSet},
@@ -13,67 +14,10 @@ use super::{
     sql, Action,
 };
 
-/// Everything known about one command when it is judged.
-#[derive(Debug, Clone, Default)]
-pub struct CommandContext {
-    /// The program's name (basename; for a `#!` script, the script's).
-    pub program: String,
-    /// The resolved executable path, when known (from /proc/PID/exe).
-    pub exe: Option<String>,
-    /// The full argv, argv[0] first.
-    pub argv: Vec<String>,
-    pub cwd: Option<String>,
-    pub env: Vec<(String, String)>,
-    pub uid: Option<u32>,
-    /// The agent that owns the session, when known.
-    pub agent: Option<String>,
-    /// Where guardd reaches the process's root (`/proc/PID/root`): when set,
-    /// paths are also resolved through the symlinks on the real file system.
-    pub root: Option<String>,
-    /// The parent's argv, when the parent runs the same executable file.
-    pub run_by: Option<Vec<String>>,
-}
-
-impl CommandContext {
-    /// A context for `argv` alone, its program the basename of argv[0].
-    pub fn from_argv<S: AsRef<str>>(argv: &[S]) -> Self {
-        let argv: Vec<String> = argv.iter().map(|a| a.as_ref().to_string()).collect();
-        let program = argv
-            .first()
-            .map(|a| basename(a).to_string())
-            .unwrap_or_default();
-        Self {
-            program,
-            argv,
-            ..Self::default()
-        }
-    }
-
-    /// This command as run by the same process context as `other` (its
-    /// cwd, environment, uid, agent and root).
-    pub fn with_context_of(self, other: &CommandContext) -> Self {
-        Self {
-            program: self.program,
-            argv: self.argv,
-            exe: None,
-            run_by: None,
-            ..other.clone()
-        }
-    }
-
-    pub fn env_var(&self, name: &str) -> Option<&str> {
-        self.env
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-pub fn basename(path: &str) -> &str {
-    path.rsplit('/')
-        .find(|part| !part.is_empty())
-        .unwrap_or(path)
-}
+/// Values of a `not_flags` flag that leave it on: Go's and pflag's truths,
+/// and kubectl's dry-run modes. Any other value (`false`, `0`, `none`)
+/// counts as the flag being absent.
+const AFFIRMATIVE: &[&str] = &["1", "t", "T", "true", "TRUE", "True", "client", "server"];
 
 #[derive(Debug, Clone)]
 enum ProgramMatcher {
@@ -315,12 +259,18 @@ impl Rule {
                 self.flags_any.iter().find_map(has_flag)?
             ));
         }
-        // An abbreviation the program may read otherwise never lets a command through.
+        // An abbreviation the program may read otherwise never lets a command
+        // through, nor a value that may turn the flag off (`--dry-run=false`,
+        // kubectl's `--dry-run=none`).
+        let affirmed = |f: &String| {
+            (parsed.options.iter())
+                .filter(|(name, _)| name == f)
+                .all(|(_, value)| AFFIRMATIVE.contains(&value.as_str()))
+        };
         let written_in_full = |alternatives: &Vec<String>| {
-            alternatives
-                .iter()
-                .map(|f| spec.canonical(f))
-                .any(|f| parsed.flags.contains(&f) && !parsed.abbreviated.contains(&f))
+            alternatives.iter().map(|f| spec.canonical(f)).any(|f| {
+                parsed.flags.contains(&f) && !parsed.abbreviated.contains(&f) && affirmed(&f)
+            })
         };
         if self.not_flags.iter().any(written_in_full) {
             return None;

@@ -1,7 +1,7 @@
 //! A shell line as the simple commands it would run, for commands that hand
 //! one to a shell elsewhere (`ssh host 'a; b'`, `docker exec c sh -c ...`, an
 //! aws `!` alias). Good enough to find each program and its words; not a shell.
-use super::rule::basename;
+use super::command::basename;
 
 /// Shells whose `-c LINE` is opened.
 const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ash", "ksh", "busybox"];

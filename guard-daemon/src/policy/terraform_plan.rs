@@ -8,7 +8,7 @@
 //! this only decides which terms apply and what the person is shown.
 use std::{io::Read as _, path::PathBuf};
 
-use super::{elsewhere::Elsewhere, files, rule::CommandContext, spec::Spec};
+use super::{command::CommandContext, elsewhere::Elsewhere, files, spec::Spec};
 use crate::escape::escape_bytes;
 
 /// The plan file's format version this reader knows (terraform >= 1.0 and

@@ -5,7 +5,7 @@
 //! as the program it runs. git's libexec form (`git-push`) is git's
 //! subcommand. Commands run by the wrapped program (a busybox shell's NOFORK
 //! applets) are not execs at all: the syscall gate sees those.
-use super::rule::{basename, CommandContext};
+use super::command::{basename, CommandContext};
 
 /// Multi-call binaries: they pick the applet by argv[0]'s name, or by argv[1]
 /// when argv[0] starts with their own name.
