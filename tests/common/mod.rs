@@ -708,3 +708,13 @@ impl Drop for Frozen {
         unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
     }
 }
+
+/// That `hold` is one request for the tree at `dir` (its reason says so).
+pub fn assert_request_under(hold: &HoldView, dir: &Path) {
+    let under = format!("under {}", dir.display());
+    assert!(
+        hold.why.iter().any(|w| w.contains(&under)),
+        "not {under}: {:?}",
+        hold.why
+    );
+}

@@ -99,24 +99,12 @@ impl Guard {
                             continue;
                         };
                         let key = file_key(meta.dev(), meta.ino());
-                        let root = roots.entry(key).or_insert(GateRoot {
-                            owner,
-                            ..Default::default()
-                        });
-                        if root.owner != owner {
-                            // The same inode for two owners (a shared home): both.
-                            root.owner = ANY_OWNER;
-                        }
-                        match protection.action {
-                            Action::Deny => root.deny |= mask,
-                            Action::Audit => root.audit |= mask,
-                            _ => root.hold |= mask,
-                        }
-                        infos.entry(key).or_default().push(GateRootInfo {
+                        let info = GateRootInfo {
                             protection: at,
                             path,
                             owner,
-                        });
+                        };
+                        add_root(&mut roots, &mut infos, key, info, protection.action, mask);
                     }
                 }
             }
@@ -179,18 +167,12 @@ impl Guard {
             self.gates.lsm.fallback_truncated |= found.truncated;
             let mask = protection.operations.iter().fold(0, |m, o| m | bit(*o));
             for (path, key) in found.roots {
-                let root = roots.entry(key).or_default();
-                root.owner = ANY_OWNER;
-                match protection.action {
-                    Action::Deny => root.deny |= mask,
-                    Action::Audit => root.audit |= mask,
-                    _ => root.hold |= mask,
-                }
-                infos.entry(key).or_default().push(GateRootInfo {
+                let info = GateRootInfo {
                     protection: at,
                     path,
                     owner: ANY_OWNER,
-                });
+                };
+                add_root(roots, infos, key, info, protection.action, mask);
             }
         }
         if self.gates.lsm.fallback_truncated {
@@ -434,6 +416,32 @@ impl Guard {
 
 /// A `[[protect]]` path made concrete: per owner for `~`, once for the rest.
 /// Glob patterns are not expanded here (the seccomp gate matches them).
+/// One protected root into the kernel's map (`roots`) and into the lookup
+/// back from its key (`infos`): entries on the same inode add up their
+/// operations, and an inode protected for two owners is protected for all.
+fn add_root(
+    roots: &mut HashMap<FileKey, GateRoot>,
+    infos: &mut HashMap<FileKey, Vec<GateRootInfo>>,
+    key: FileKey,
+    info: GateRootInfo,
+    action: Action,
+    mask: u32,
+) {
+    let root = roots.entry(key).or_insert(GateRoot {
+        owner: info.owner,
+        ..Default::default()
+    });
+    if root.owner != info.owner {
+        root.owner = ANY_OWNER;
+    }
+    match action {
+        Action::Deny => root.deny |= mask,
+        Action::Audit => root.audit |= mask,
+        _ => root.hold |= mask,
+    }
+    infos.entry(key).or_default().push(info);
+}
+
 fn expand(pattern: &str, owners: &[(u32, PathBuf)]) -> Vec<(PathBuf, u32)> {
     if pattern.contains(['*', '?', '[', '{']) {
         return Vec::new();
