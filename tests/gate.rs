@@ -314,5 +314,35 @@ fn deleting_outside_the_workspace_is_held_by_the_default_pack() {
     assert!(stderr.contains("PermissionError: [Errno 1]"), "{stderr}");
     assert_eq!(count(&victim), before, "a file went missing");
     assert!(workspace.path().exists());
+
+    // Emptying a file that exists there (`open(.., "w")`, `: > file`) is a
+    // truncate, held the same way; creating a new one is not held.
+    let victim_file = victim.join("d0/deeper/f0");
+    let truncate =
+        "import sys; open(sys.argv[1] + '.new', 'w').close(); open(sys.argv[1], 'w').close()";
+    let mut session = guard.ctl_command(&[
+        "run",
+        "--",
+        "python3",
+        "-c",
+        truncate,
+        victim_file.to_str().unwrap(),
+    ]);
+    session
+        .env("PATH", stubs.path_env())
+        .current_dir(workspace.path());
+    let run = Proc::spawn(session);
+    let hold = guard.wait_hold(truncate);
+    let operation = hold.operation.as_deref().unwrap();
+    assert_eq!(operation, format!("truncate {}", victim_file.display()));
+    guard.decide("deny", &hold);
+    let (status, _, stderr) = run.wait();
+    assert!(stderr.contains("PermissionError"), "{stderr}");
+    assert!(!status.success());
+    assert_eq!(std::fs::read_to_string(&victim_file).unwrap(), "keep me");
+    assert!(
+        victim.join("d0/deeper/f0.new").exists(),
+        "a new file was held"
+    );
     guard.stop();
 }

@@ -35,6 +35,9 @@ pub struct Call {
     pub tid: u32,
     pub syscall: &'static str,
     pub operation: Operation,
+    /// What else the call does, judged too (an open with O_TRUNC of a file
+    /// that exists is a truncate, and still a write).
+    pub also: Option<Operation>,
     /// Resolved absolute paths (two for a rename).
     pub paths: Vec<PathBuf>,
 }
@@ -265,6 +268,14 @@ fn decode(listener: &Listener, request: &ScmpNotifReq) -> Result<Option<Call>, U
         let dirfd = dirfd_arg.map_or(syscalls::AT_FDCWD, |arg| args[arg] as i32);
         paths.push(resolve::resolve(tid, dirfd, &raw, follows));
     }
+    // The call waits, so the file is as the open will find it: emptying one
+    // that exists is a truncate (`: > file`), and still a write.
+    let mut also = None;
+    if flags.is_some_and(|f| f & libc::O_TRUNC as u64 != 0)
+        && paths.first().is_some_and(|p| p.is_file())
+    {
+        (operation, also) = (Operation::Truncate, Some(Operation::Write));
+    }
     // The reads above came from the thread that is still waiting in this call.
     if notify_id_valid(listener.fd.get_ref().as_raw_fd(), request.id).is_err() {
         return Err(Undecodable::Gone);
@@ -274,6 +285,7 @@ fn decode(listener: &Listener, request: &ScmpNotifReq) -> Result<Option<Call>, U
         tid,
         syscall: gated.name,
         operation,
+        also,
         paths,
     }))
 }

@@ -132,6 +132,7 @@ impl Guard {
             tid: event.tid,
             syscall: "",
             operation,
+            also: None,
             paths,
         };
         let Some((protected, path)) = self.protected(event.session_id, owner, &call) else {

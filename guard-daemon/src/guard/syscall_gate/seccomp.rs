@@ -189,8 +189,10 @@ impl Guard {
                 };
                 ProtectedSet::new(protections, places)
             });
+        let operations = || std::iter::once(call.operation).chain(call.also);
         call.paths.iter().find_map(|path| {
-            set.find(protections, path, call.operation)
+            operations()
+                .find_map(|operation| set.find(protections, path, operation))
                 .map(|found| (found, path.clone()))
         })
     }
