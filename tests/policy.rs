@@ -218,3 +218,42 @@ fn a_saved_plan_that_deletes_is_held_as_a_destroy_naming_the_resources() {
     assert_eq!(stubs.marker_text(), "apply creates.tfplan\n");
     guard.stop();
 }
+
+/// `mv VICTIM /tmp/` in a session: the move and a free `rm -rf` in /tmp
+/// would delete VICTIM in two unheld steps, so the move is held as the
+/// delete; a rename in the working tree runs.
+#[test]
+fn moving_a_tree_where_deletes_are_free_is_held_as_deleting_it() {
+    let (stubs, guard) = setup("version = 1\n");
+    let home = std::path::PathBuf::from(std::env::var("HOME").unwrap_or("/root".into()));
+    let outside = tempfile::tempdir_in(&home).unwrap();
+    let victim = outside.path().join("victim");
+    tree(&victim, 6);
+    let before = count(&victim);
+    let parked = tempfile::tempdir().unwrap();
+    let run = guard.session(
+        &stubs,
+        &[
+            "mv",
+            victim.to_str().unwrap(),
+            parked.path().to_str().unwrap(),
+        ],
+    );
+    let hold = guard.wait_hold(victim.to_str().unwrap());
+    assert_eq!(hold.rule, "rm-recursive");
+    assert!(
+        hold.why[0].starts_with("runs via a move into"),
+        "{:?}",
+        hold.why
+    );
+    guard.decide("deny", &hold);
+    let (status, _, _) = run.wait();
+    assert!(!status.success());
+    assert_eq!(count(&victim), before, "the victim moved");
+
+    fs::write(stubs.dir.path().join("a.txt"), "x").unwrap();
+    let (status, _, stderr) = guard.session(&stubs, &["mv", "a.txt", "b.txt"]).wait();
+    assert!(status.success(), "{stderr}");
+    assert!(stubs.dir.path().join("b.txt").exists());
+    guard.stop();
+}

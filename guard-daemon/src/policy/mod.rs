@@ -14,6 +14,7 @@ mod files;
 mod git_config;
 mod load;
 mod matcher;
+mod moves;
 pub mod notify;
 mod paths;
 pub mod protect;
@@ -154,7 +155,10 @@ impl Policy {
             let others = elsewhere::commands(command)
                 .into_iter()
                 .chain(git_config::configured_push(command, self.spec_for("git")))
-                .chain(aws_alias::expand(command, self.spec_for("aws")));
+                .chain(aws_alias::expand(command, self.spec_for("aws")))
+                .chain(moves::deletes(command, |rm| {
+                    self.judge_one(rm).action == Action::Allow
+                }));
             for elsewhere in others {
                 let judged = self.judge_nested(&elsewhere.command, depth + 1);
                 if judged.action > decision.action {
@@ -260,6 +264,7 @@ impl Policy {
             || git_config::reads(program)
             || aws_alias::reads(program)
             || terraform_plan::reads(program)
+            || moves::reads(program)
             || self
                 .candidates(program, exe)
                 .into_iter()

@@ -377,5 +377,50 @@ fn every_matching_hold_rule_tightens_the_terms() {
     assert!(alone.terms.also_approvers.is_empty() && alone.terms_from.is_empty());
 }
 
+/// A move to where `rm -rf` is not held, then the delete there, would
+/// delete what neither step alone holds: the move is judged as the delete.
+#[test]
+fn moving_something_where_deletes_are_free_is_judged_as_deleting_it() {
+    let policy = Policy::embedded_default();
+    // The process's root, so the project is not under /tmp (which is free).
+    let root = tempfile::tempdir().unwrap();
+    let project = root.path().join("home/dev/project");
+    std::fs::create_dir_all(project.join("src")).unwrap();
+    std::fs::create_dir_all(project.join("build")).unwrap();
+    std::fs::write(project.join("notes.txt"), "x").unwrap();
+    let judge = |line: &str| {
+        let mut command = CommandContext::from_argv(&shlex::split(line).unwrap());
+        command.cwd = Some("/home/dev/project".into());
+        command.root = Some(root.path().display().to_string());
+        command.env = vec![("HOME".into(), "/home/dev".into())];
+        policy.judge(&command)
+    };
+    for line in [
+        "mv /home/dev/src /tmp/",
+        "mv -t /var/tmp /srv/data",
+        "mv -v /srv/data node_modules/",
+        "mv src node_modules/",
+        "mv src /tmp/x",
+    ] {
+        let judged = judge(line);
+        assert_eq!(judged.action, Action::Hold, "{line}");
+        assert!(
+            judged.why[0].starts_with("runs via a move into"),
+            "{line}: {:?}",
+            judged.why
+        );
+    }
+    for line in [
+        "mv build /tmp/",
+        "mv notes.txt /tmp/",
+        "mv notes.txt todo.txt",
+        "mv src lib",
+        "mv /home/dev/a /home/dev/b",
+        "mv /tmp/x /tmp/y",
+    ] {
+        assert_eq!(judge(line).action, Action::Allow, "{line}");
+    }
+}
+
 mod configured;
 mod files;
