@@ -346,3 +346,31 @@ fn deleting_outside_the_workspace_is_held_by_the_default_pack() {
     );
     guard.stop();
 }
+
+/// The gate judges paths as the session's mount namespace shows them: a
+/// bind mount made in a new user and mount namespace would give a protected
+/// file an unprotected name. Mounting is refused in gated sessions, so the
+/// file stays (before, `rm` through the bind mount deleted it unheld).
+#[test]
+fn a_bind_mount_cannot_give_a_protected_file_another_name() {
+    require_root();
+    let stubs = Stubs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let protected = dir.path().join("precious");
+    tree(&protected, 3);
+    let before = count(&protected);
+    let alias = dir.path().join("alias");
+    std::fs::create_dir(&alias).unwrap();
+    let guard = guard_protecting(&protected);
+    // In a namespace of its own, so a failing run leaves no mount behind.
+    let script = format!(
+        "unshare -Urm sh -c 'mount --bind {p} {a} && rm -rf {a}/d0; echo mount=$?'",
+        p = protected.display(),
+        a = alias.display()
+    );
+    // unshare itself may fail: it makes its mounts private first.
+    let (_, out, err) = guard.session(&stubs, &["sh", "-c", &script]).wait();
+    assert!(!out.contains("mount=0"), "{out}{err}");
+    assert_eq!(count(&protected), before, "a file went missing: {out}{err}");
+    guard.stop();
+}

@@ -40,6 +40,33 @@ fn refuse_in_kernel(filter: &mut ScmpFilterContext) -> Result<(), libseccomp::er
     Ok(())
 }
 
+/// Calls that would give a path another file than guardd resolves it to:
+/// the gate judges paths as the session's own mount namespace shows them, so
+/// a bind mount (`unshare -Urm` then `mount --bind ~/.ssh /tmp/x`, or a root
+/// session's plain mount) or joining another namespace would let a protected
+/// file be deleted by an unprotected name. Refused (EPERM) where the file
+/// calls are gated; a new namespace alone, or chroot, changes no path.
+fn refuse_remounts(filter: &mut ScmpFilterContext) -> Result<(), libseccomp::error::SeccompError> {
+    for name in [
+        "mount",
+        "umount2",
+        "open_tree",
+        "move_mount",
+        "fsopen",
+        "fsconfig",
+        "fsmount",
+        "fspick",
+        "mount_setattr",
+        "pivot_root",
+        "setns",
+    ] {
+        if let Ok(syscall) = ScmpSyscall::from_name(name) {
+            filter.add_rule(ScmpAction::Errno(libc::EPERM), syscall)?;
+        }
+    }
+    Ok(())
+}
+
 /// Installs the filter on the calling thread's process and returns the
 /// notification listener, which must go to guardd and be closed here before
 /// anything untrusted runs. A launcher without CAP_SYS_ADMIN must set
@@ -97,6 +124,9 @@ pub fn install(calls: Calls) -> Result<OwnedFd, FilterError> {
     }
     if calls.escape || calls.files {
         refuse_in_kernel(&mut filter).map_err(|e| fail("kernel-side refusals", e))?;
+    }
+    if calls.files {
+        refuse_remounts(&mut filter).map_err(|e| fail("mount refusals", e))?;
     }
     filter.load().map_err(|e| fail("load", e))?;
     let fd = filter.get_notify_fd().map_err(|e| fail("notify fd", e))?;
