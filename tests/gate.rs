@@ -299,6 +299,19 @@ fn deleting_outside_the_workspace_is_held_by_the_default_pack() {
     let run = rmtree(&victim);
     let hold = guard.wait_hold(RMTREE);
     assert_eq!(hold.rule, "outside-workspace");
+    // The session says which workspace is left out.
+    let workspace_text = workspace.path().display().to_string();
+    let status = guard.status();
+    assert_eq!(
+        status.sessions[0].workspace.as_deref(),
+        Some(workspace_text.as_str())
+    );
+    let human = guard.ctl(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&human.stdout).contains(&format!("workspace {workspace_text}")),
+        "{}",
+        String::from_utf8_lossy(&human.stdout)
+    );
     let operation = hold.operation.as_deref().unwrap();
     assert!(
         operation.starts_with("unlink ") && operation.contains(victim.to_str().unwrap()),

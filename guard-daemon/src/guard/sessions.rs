@@ -56,7 +56,9 @@ impl From<&Session> for SessionView {
             agent: session.agent.clone(),
             origin: session.origin.clone(),
             uid: session.uid,
-            workspace: session.workspace.as_ref().map(|w| w.display().to_string()),
+            // A directory name can hold control characters: escaped.
+            workspace: (session.workspace.as_ref())
+                .map(|w| escape_bytes(w.as_os_str().as_encoded_bytes())),
         }
     }
 }

@@ -34,6 +34,18 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
         status.sessions.len(),
         status.pending
     );
+    for session in &status.sessions {
+        println!(
+            "  {:<8} {:<12} uid {:<6} workspace {}",
+            session.id,
+            session.agent.as_deref().unwrap_or(&session.origin),
+            session.uid,
+            session
+                .workspace
+                .as_deref()
+                .unwrap_or("none (started in / or a home directory)")
+        );
+    }
     println!("mechanisms:");
     for (capability, mechanism) in &status.mechanisms {
         println!("  {capability:<24} {mechanism}");
