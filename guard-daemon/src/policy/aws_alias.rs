@@ -86,11 +86,7 @@ fn alias_files(command: &CommandContext) -> Vec<PathBuf> {
 }
 
 fn read(command: &CommandContext, path: &Path) -> Option<String> {
-    let path = match command.root.as_deref() {
-        Some(root) => Path::new(root).join(path.strip_prefix("/").unwrap_or(path)),
-        None => path.to_path_buf(),
-    };
-    super::files::read_config(&path)
+    super::files::read_config(&command.inside_root(path))
 }
 
 /// The index in argv of the alias word (the first plain word so named).

@@ -48,6 +48,15 @@ impl CommandContext {
         }
     }
 
+    /// Where guardd reaches `path` (absolute, in the process's view): under
+    /// the process's root when that is known.
+    pub fn inside_root(&self, path: &std::path::Path) -> std::path::PathBuf {
+        match self.root.as_deref() {
+            Some(root) => std::path::Path::new(root).join(path.strip_prefix("/").unwrap_or(path)),
+            None => path.to_path_buf(),
+        }
+    }
+
     pub fn env_var(&self, name: &str) -> Option<&str> {
         self.env
             .iter()

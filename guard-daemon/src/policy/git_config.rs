@@ -211,23 +211,16 @@ struct Entry {
 
 /// The process's view of the file system: through `/proc/PID/root` when set.
 struct Files<'a> {
-    root: Option<&'a str>,
     command: &'a CommandContext,
 }
 
 impl<'a> Files<'a> {
     fn new(command: &'a CommandContext) -> Self {
-        Self {
-            root: command.root.as_deref(),
-            command,
-        }
+        Self { command }
     }
 
     fn inside(&self, path: &Path) -> PathBuf {
-        match self.root {
-            Some(root) => Path::new(root).join(path.strip_prefix("/").unwrap_or(path)),
-            None => path.to_path_buf(),
-        }
+        self.command.inside_root(path)
     }
 
     fn read(&self, path: &Path) -> Option<String> {

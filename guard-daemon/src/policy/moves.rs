@@ -129,11 +129,7 @@ fn is_plain_file(command: &CommandContext, source: &str) -> bool {
     let Some(cwd) = command.cwd.as_deref() else {
         return false;
     };
-    let path = Path::new(cwd).join(source);
-    let inside = match command.root.as_deref() {
-        Some(root) => Path::new(root).join(path.strip_prefix("/").unwrap_or(&path)),
-        None => path,
-    };
+    let inside = command.inside_root(&Path::new(cwd).join(source));
     std::fs::symlink_metadata(inside).is_ok_and(|meta| !meta.is_dir())
 }
 

@@ -78,11 +78,7 @@ pub fn destroys(command: &CommandContext, spec: &Spec) -> Option<Elsewhere> {
             at.join(d)
         });
     let path = dir.join(plan);
-    let inside = match command.root.as_deref() {
-        Some(root) => PathBuf::from(root).join(path.strip_prefix("/").unwrap_or(&path)),
-        None => path.clone(),
-    };
-    let via = match read_plan(&inside) {
+    let via = match read_plan(&command.inside_root(&path)) {
         Ok(changes) if changes.is_empty() => return None,
         Ok(changes) => format!(
             "the saved plan {}, which {}",
