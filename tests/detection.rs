@@ -613,3 +613,67 @@ action = "hold"
     );
     guard.stop();
 }
+
+/// A watched `#!` script under another name runs as its interpreter: a
+/// symlink or a copy run by its `#!` line, the copy given to a shell (with
+/// options, as `/proc/self/fd/N`, or on stdin) is each held as the script.
+/// The copies are root's with one link, as an agent running as root makes
+/// them. A shell running another script is stopped and let run; `sh -c`
+/// is not stopped.
+#[test]
+fn a_copy_or_symlink_of_a_watched_script_is_held_as_it() {
+    require_root();
+    let stubs = Stubs::new();
+    let policy = format!(
+        "{HOLD_DESTROY_DENY_NUKE}\n[defaults]\nprogram_dirs = [{:?}]\n",
+        stubs.bin().display().to_string()
+    );
+    let guard = Daemon::start(&policy);
+    let dir = stubs.dir.path();
+    std::os::unix::fs::symlink(stubs.bin().join("terraform"), dir.join("tfl")).unwrap();
+    std::fs::copy(stubs.bin().join("terraform"), dir.join("tfc")).unwrap();
+    let cases: [(&str, &[&str]); 6] = [
+        ("s-link", &["./tfl", "destroy", "s-link"]),
+        ("s-copy", &["./tfc", "destroy", "s-copy"]),
+        ("s-sh", &["sh", "./tfc", "destroy", "s-sh"]),
+        (
+            "s-options",
+            &["sh", "-e", "-u", "./tfc", "destroy", "s-options"],
+        ),
+        ("s-stdin", &["sh", "-c", "sh -s destroy s-stdin < ./tfc"]),
+        (
+            "s-fd",
+            &["sh", "-c", "exec 3< ./tfc; sh /proc/self/fd/3 destroy s-fd"],
+        ),
+    ];
+    let runs: Vec<Proc> = cases
+        .iter()
+        .map(|(_, args)| guard.session(&stubs, args))
+        .collect();
+    for (tag, _) in &cases {
+        let hold = guard.wait_hold(tag);
+        wait_stopped(u64::from(hold.pid));
+        assert_eq!(hold.rule, "tf-destroy", "{tag}: {hold:?}");
+        guard.decide("deny", &hold);
+    }
+    for run in runs {
+        assert!(!run.wait().0.success());
+    }
+    assert_eq!(stubs.marker_text(), "", "no copy of the script ran");
+
+    let stops = guard.status().stats.stops;
+    write_script(dir, "other", "echo other ran");
+    let (status, out, _) = guard
+        .session(&stubs, &["sh", "-c", "sh ./other; echo done"])
+        .wait();
+    assert!(status.success());
+    assert_eq!(out, "other ran\ndone\n");
+    let stats = guard.status().stats;
+    assert_eq!(
+        stats.stops - stops,
+        1,
+        "`sh ./other` stopped and `sh -c` did not: {stats:?}"
+    );
+    assert!(guard.pending().is_empty());
+    guard.stop();
+}

@@ -37,6 +37,10 @@ pub const PROGRAM_INTERPRETER: u32 = 1 << 2;
 /// by argv[0]; run under another name, it stops only when that applet is
 /// watched.
 pub const PROGRAM_MULTI_CALL: u32 = 1 << 3;
+/// `PROGRAMS` flag: a shell or other interpreter that may run a copy of a
+/// watched `#!` script (`sh ./copy destroy`, or the copy run by its `#!`
+/// line); in a session it stops unless argv[1] is a `-c` option cluster.
+pub const PROGRAM_SCRIPT_RUNNER: u32 = 1 << 4;
 
 /// `SessionEntry::flags`: the session was started by `guardctl run`.
 pub const SESSION_LAUNCHED: u32 = 1 << 0;
@@ -207,7 +211,8 @@ pub struct ExeNameOffsets {
     pub file_inode: u32,
     pub inode_uid: u32,
     pub inode_nlink: u32,
-    pub _pad: u32,
+    /// `mm_struct.arg_end`: where the new image's argv ends.
+    pub mm_arg_end: u32,
 }
 
 /// Offsets into kernel structs for the BPF LSM hooks, from BTF at load time.

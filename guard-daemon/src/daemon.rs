@@ -21,6 +21,7 @@ use crate::{
     notice,
     policy::Policy,
     process::{ProcessHandle, Recorded},
+    program_files::ProgramFiles,
     server,
     state::StateStore,
 };
@@ -67,8 +68,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let policy = policy
         .with_self_protection(&own_files.gate_paths())
         .context("the policy")?;
-    let (kernel, events) = Kernel::load(&ProgramSets::of(&policy), &pin_dir, &map_sizes)
-        .context("loading the eBPF programs")?;
+    let program_files = ProgramFiles::of(&policy);
+    let programs = ProgramSets::of(&policy, &program_files);
+    let (kernel, events) =
+        Kernel::load(&programs, &pin_dir, &map_sizes).context("loading the eBPF programs")?;
     let state = StateStore::open(&state_dir)
         .with_context(|| format!("opening the state directory {}", state_dir.display()))?;
     tracing::info!(
@@ -83,7 +86,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let _socket_file = server::SocketFile(socket.clone());
     let tracer = crate::tracer::Tracer::start().context("starting the tracer thread")?;
     let guard = Arc::new(Mutex::new(Guard::new(
-        policy, own_files, kernel, tracer, audit, state,
+        policy,
+        program_files,
+        own_files,
+        kernel,
+        tracer,
+        audit,
+        state,
     )));
     guard.lock().unwrap().set_cli_protections(protect);
     guard.lock().unwrap().scan_running_agents();

@@ -2,15 +2,23 @@
 //! another name is still judged as itself: a hard link (same inode), a copy
 //! or a memfd holding its bytes (same content). The kernel stops such
 //! execs in sessions (a file not owned by root, with other links than one,
-//! or a memfd); this says which program, if any, the file is.
+//! or a memfd); this says which program, if any, the file is. A watched
+//! `#!` script runs as its interpreter, so shells and those interpreters
+//! given a file stop too, and the file they run is looked at (`scripts`).
+mod scripts;
 use std::{
     collections::HashMap,
     fs,
     io::Read as _,
-    os::unix::fs::MetadataExt as _,
+    os::{
+        fd::AsRawFd as _,
+        unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    },
     path::{Path, PathBuf},
     sync::Mutex,
 };
+
+use rustix::fs::{Mode, OFlags};
 
 /// Where installed programs are looked for, before the policy's own
 /// `defaults.program_dirs`.
@@ -69,6 +77,8 @@ pub struct ProgramFiles {
     names: std::collections::HashSet<String>,
     by_inode: HashMap<(u64, u64), String>,
     by_size: HashMap<u64, Vec<Installed>>,
+    /// Names of the executables that may run a copy of a watched script.
+    runners: std::collections::HashSet<String>,
     /// What an unknown file turned out to be, while it is unchanged.
     seen: Mutex<HashMap<FileStamp, Option<String>>>,
 }
@@ -104,6 +114,9 @@ impl ProgramFiles {
                     .by_inode
                     .insert((meta.dev(), meta.ino()), name.to_string());
                 files
+                    .runners
+                    .extend(scripts::interpreter_names(&path, dirs));
+                files
                     .by_size
                     .entry(meta.size())
                     .or_default()
@@ -113,7 +126,17 @@ impl ProgramFiles {
                     });
             }
         }
+        files.runners.extend(scripts::shell_names(dirs));
         files
+    }
+
+    /// The executable names (as the kernel sees the executed file) that may
+    /// run a copy of a watched script: the shells, and the interpreters
+    /// the watched `#!` scripts name.
+    pub fn script_runners(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.runners.iter().cloned().collect();
+        names.sort_unstable();
+        names
     }
 
     /// How many installed files were found.
@@ -125,30 +148,40 @@ impl ProgramFiles {
         self.by_inode.is_empty()
     }
 
+    /// Whether `program` is a watched program's name.
+    pub fn is_watched(&self, program: &str) -> bool {
+        self.names.contains(program)
+    }
+
     /// The watched program a command known as `program` is, when that name
     /// is not watched itself: `exe` is the executed file (`/proc/PID/exe`,
     /// which reaches it even when it is deleted or a memfd).
     pub fn identify_unless_watched(&self, program: &str, exe: &Path) -> Option<String> {
-        if self.names.contains(program) {
+        if self.is_watched(program) {
             return None;
         }
         self.identify(exe)
     }
 
-    /// The watched program the file `exe` is, or None.
-    pub fn identify(&self, exe: &Path) -> Option<String> {
-        let meta = fs::metadata(exe).ok()?;
+    /// The watched program the file at `path` is, or None. The path may be
+    /// the agent's choice (a script operand): only a regular file is read,
+    /// and the inode stat saw is the one compared (see `policy::files`).
+    pub fn identify(&self, path: &Path) -> Option<String> {
+        let handle = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).ok()?;
+        let meta = fs::metadata(format!("/proc/self/fd/{}", handle.as_raw_fd())).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
         if let Some(name) = self.by_inode.get(&(meta.dev(), meta.ino())) {
             return Some(name.clone());
         }
-        let candidates = self.by_size.get(&meta.size())?;
         let stamp = FileStamp::of(&meta);
         if let Some(known) = self.seen.lock().ok()?.get(&stamp) {
             return known.clone();
         }
-        let found = candidates
-            .iter()
-            .find(|installed| same_content(exe, &installed.path).unwrap_or(false))
+        let opened = Path::new("/proc/self/fd").join(handle.as_raw_fd().to_string());
+        let found = (self.by_size.get(&meta.size()).into_iter().flatten())
+            .find(|installed| same_content(&opened, &installed.path).unwrap_or(false))
             .map(|installed| installed.name.clone());
         if let Ok(mut seen) = self.seen.lock() {
             seen.insert(stamp, found.clone());
@@ -158,7 +191,13 @@ impl ProgramFiles {
 }
 
 fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {
-    let (mut a, mut b) = (fs::File::open(a)?, fs::File::open(b)?);
+    let open = |path: &Path| {
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+    };
+    let (mut a, mut b) = (open(a)?, open(b)?);
     let (mut left, mut right) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
     loop {
         let n = read_full(&mut a, &mut left)?;

@@ -4,7 +4,9 @@
 //! In a session, a program run under another name (a symlink) is recognised
 //! by the name of the file the kernel actually executed. A multi-call binary
 //! (busybox) runs the applet argv[0] names, whatever the file is called, so
-//! for it argv[0] decides.
+//! for it argv[0] decides. A script runs as its interpreter and its own file
+//! is gone by now, so a shell given a file to run stops, for guardd to look
+//! at that file.
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
@@ -17,7 +19,8 @@ use aya_ebpf::{
 };
 use guard_common::{
     Comm, EventKind, SessionEntry, COMM_LEN, OVERFLOW_STOPS_KILLED, PROGRAM_AGENT,
-    PROGRAM_INTERPRETER, PROGRAM_MULTI_CALL, PROGRAM_WATCHED, SESSION_DETECTED,
+    PROGRAM_INTERPRETER, PROGRAM_MULTI_CALL, PROGRAM_SCRIPT_RUNNER, PROGRAM_WATCHED,
+    SESSION_DETECTED,
 };
 
 use crate::maps::{
@@ -101,28 +104,31 @@ fn stop_watched(pid: u32, session_id: u32, comm: Comm) {
 /// Whether an exec whose comm is not watched is still to be judged: its file
 /// is a watched program by name (a symlink `k -> kubectl`), or it may be one
 /// under another name (a hard link, a copy the user made, a memfd), which
-/// guardd tells by inode and content. Only asked in sessions.
+/// guardd tells by inode and content, or it is a shell or interpreter given
+/// a file to run, which may be a copy of a watched `#!` script. Only asked
+/// in sessions.
 #[inline(always)]
 fn exe_needs_judging(comm: &Comm) -> bool {
     let Some(name) = exe_name() else {
         return false;
     };
-    exe_name_is_watched(comm, name) || has_prefix(&name, b"memfd:") || exe_file_is_unknown()
-}
-
-/// Whether the executed file's own name (not the name it was run by) is a
-/// watched program. A multi-call binary run under another name stops only
-/// when the applet argv[0] names may be watched: busybox's `sleep` or `sh`
-/// links run freely.
-#[inline(always)]
-fn exe_name_is_watched(comm: &Comm, name: Comm) -> bool {
-    if name == *comm {
-        return false;
-    }
     let flags = match PROGRAMS.get_ptr(name) {
         Some(flags) => unsafe { *flags },
-        None => return false,
+        None => 0,
     };
+    (name != *comm && is_watched_under_its_name(flags))
+        || runs_a_file(flags)
+        || has_prefix(&name, b"memfd:")
+        || exe_file_is_unknown()
+}
+
+/// Whether the executed file's own name (not the name it was run by), whose
+/// `PROGRAMS` flags are `flags`, is a watched program. A multi-call binary
+/// run under another name stops only when the applet argv[0] names may be
+/// watched or may run a script: busybox's `sleep` or `sh -c` links run
+/// freely.
+#[inline(always)]
+fn is_watched_under_its_name(flags: u32) -> bool {
     if flags & PROGRAM_WATCHED == 0 {
         return false;
     }
@@ -133,10 +139,90 @@ fn exe_name_is_watched(comm: &Comm, name: Comm) -> bool {
     let Some(applet) = argv0_name() else {
         return true;
     };
-    is_multi_call_name(&applet)
-        || PROGRAMS
-            .get_ptr(applet)
-            .is_some_and(|flags| unsafe { *flags } & PROGRAM_WATCHED != 0)
+    let applet_flags = match PROGRAMS.get_ptr(applet) {
+        Some(flags) => unsafe { *flags },
+        None => 0,
+    };
+    is_multi_call_name(&applet) || applet_flags & PROGRAM_WATCHED != 0 || runs_a_file(applet_flags)
+}
+
+/// Whether a script runner (flagged so by guardd: a shell, or the
+/// interpreter of a watched `#!` script) runs a file rather than a command
+/// string: anything but a `-c` option cluster as argv[1] stops, so that
+/// `sh ./copy destroy` and a copy run by its `#!` line (argv `sh ./copy
+/// destroy` too) are judged. No argv[1] stops as well: the script may come
+/// from stdin.
+#[inline(always)]
+fn runs_a_file(flags: u32) -> bool {
+    flags & PROGRAM_SCRIPT_RUNNER != 0 && !argv1_is_command_option()
+}
+
+/// Whether argv[1] is `-c`, or a cluster of lower-case options holding `c`
+/// and none that takes the next argument (`-lc`, `-ec`, not `-oc` or
+/// python's `-mc`). Anything unreadable or cut short is not.
+#[inline(always)]
+fn argv1_is_command_option() -> bool {
+    let off = exe_offsets();
+    let mut argv0 = [0u8; 128];
+    let mut argv1 = [0u8; 8];
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let Ok(mm) = bpf_probe_read_kernel::<*const u8>(task.add(off.task_mm as usize).cast())
+        else {
+            return false;
+        };
+        let Ok(start) = bpf_probe_read_kernel::<u64>(mm.add(off.mm_arg_start as usize).cast())
+        else {
+            return false;
+        };
+        let Ok(end) = bpf_probe_read_kernel::<u64>(mm.add(off.mm_arg_end as usize).cast()) else {
+            return false;
+        };
+        // argv[0]'s length says where argv[1] starts; no scan for the NUL.
+        let Ok(first) = bpf_probe_read_user_str_bytes(start as *const u8, &mut argv0) else {
+            return false;
+        };
+        let len = first.len() as u64;
+        if len >= argv0.len() as u64 - 1 {
+            return false;
+        }
+        let at = start + len + 1;
+        if at >= end {
+            return false;
+        }
+        let Ok(second) = bpf_probe_read_user_str_bytes(at as *const u8, &mut argv1) else {
+            return false;
+        };
+        if second.len() >= argv1.len() - 1 {
+            return false;
+        }
+    }
+    is_command_cluster(u64::from_le_bytes(argv1))
+}
+
+/// The test of `argv1_is_command_option` on argv[1]'s bytes in one register:
+/// shifts, not indices into a stack buffer, which the 6.1 verifier refuses
+/// when they are computed.
+#[inline(always)]
+fn is_command_cluster(word: u64) -> bool {
+    if word as u8 != b'-' {
+        return false;
+    }
+    let mut has_c = false;
+    let mut shift = 8;
+    while shift < 64 {
+        let byte = (word >> shift) as u8;
+        if byte == 0 {
+            break;
+        }
+        if byte == b'c' {
+            has_c = true;
+        } else if !byte.is_ascii_lowercase() || byte == b'o' || byte == b'm' {
+            return false;
+        }
+        shift += 8;
+    }
+    has_c
 }
 
 /// A file that root does not own (any copy a user made) or whose link count

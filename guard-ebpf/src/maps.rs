@@ -107,7 +107,7 @@ static EXE_OFFSETS: ExeNameOffsets = ExeNameOffsets {
     file_inode: 0,
     inode_uid: 0,
     inode_nlink: 0,
-    _pad: 0,
+    mm_arg_end: 0,
 };
 
 #[inline(always)]

@@ -21,9 +21,9 @@ pub(super) struct ExecGate {
 }
 
 impl ExecGate {
-    pub(super) fn new(policy: &Policy) -> Self {
+    pub(super) fn new(program_files: ProgramFiles) -> Self {
         Self {
-            program_files: ProgramFiles::of(policy),
+            program_files,
             resumed_at: None,
             stats: ExecStats::default(),
             held_scan: HeldScan::default(),
@@ -228,11 +228,19 @@ impl Guard {
     fn stopped_command(&self, stop: &Stop<'_>) -> Option<(Vec<Vec<u8>>, CommandContext)> {
         let argv = procfs::cmdline(stop.pid).ok().filter(|a| !a.is_empty())?;
         let exe = procfs::link(stop.pid, "exe");
-        let (mut program, judged) = procfs::judged_command(stop.comm, &exe, &argv);
-        // A hard link, copy or memfd of a watched program is that program.
+        let (mut program, mut judged) = procfs::judged_command(stop.comm, &exe, &argv);
+        let files = &self.exec_gate.program_files;
+        // A hard link, copy or memfd of a watched program is that program,
+        // and so is a copy or symlink of a watched script that a shell runs.
         let exe_file = format!("/proc/{}/exe", stop.pid);
-        if let Some(real) = (self.exec_gate.program_files)
-            .identify_unless_watched(&program, std::path::Path::new(&exe_file))
+        // The script first: a busybox running it is a watched file itself.
+        let script = (!files.is_watched(&program) && files.is_script_runner(&exe))
+            .then(|| files.script_run_by(stop.pid, &judged))
+            .flatten();
+        if let Some((real, argv)) = script {
+            (program, judged) = (real, argv);
+        } else if let Some(real) =
+            files.identify_unless_watched(&program, std::path::Path::new(&exe_file))
         {
             program = real;
         }

@@ -90,6 +90,7 @@ mod syscall_gate;
 impl Guard {
     pub fn new(
         policy: Policy,
+        program_files: ProgramFiles,
         own_files: OwnFiles,
         kernel: Kernel,
         tracer: Tracer,
@@ -108,7 +109,7 @@ impl Guard {
         });
         let fresh = || crate::state::new_state(format!("{:04x}", (monotonic_ns() / 1000) as u16));
         let restored = saved.unwrap_or_else(fresh);
-        let exec_gate = ExecGate::new(&policy);
+        let exec_gate = ExecGate::new(program_files);
         let mut guard = Self {
             source: reload::PolicySource::new(own_files.config.clone(), &policy),
             pins: Default::default(),

@@ -60,30 +60,7 @@ impl Guard {
             .and_then(|p| p.with_protected_paths(&self.source.cli_protections))
             .and_then(|p| p.with_self_protection(&self.own.files.gate_paths()))
         {
-            Ok(policy) => match self.kernel.set_programs(&ProgramSets::of(&policy)) {
-                Ok(()) => {
-                    tracing::info!(
-                        version = policy.version,
-                        rules = policy.rules.len(),
-                        "{reason}: policy reloaded"
-                    );
-                    record.decision = Some(AuditDecision::Loaded(policy.version.clone()));
-                    self.source.notify.send_replace(policy.notify.clone());
-                    self.gates.policy_changed();
-                    self.exec_gate.program_files = ProgramFiles::of(&policy);
-                    self.policy = policy;
-                    self.sync_gate_roots();
-                    self.set_report_calls();
-                    self.sync_settings();
-                    self.mark_policy_files();
-                    self.source.last_reload_error = None;
-                }
-                Err(err) => {
-                    // Put the old program set back: the kernel must match the policy in force.
-                    let _ = self.kernel.set_programs(&ProgramSets::of(&self.policy));
-                    self.source.last_reload_error = Some(format!("kernel program map: {err}"));
-                }
-            },
+            Ok(policy) => self.reloaded(reason, policy, &mut record),
             Err(err) => {
                 tracing::error!("{reason}: new policy refused, the old one stays in force: {err}");
                 self.source.last_reload_error = Some(err.to_string());
@@ -96,6 +73,33 @@ impl Guard {
         self.audit.write(&record);
         // An editor may have replaced a policy file with a new inode.
         self.sync_own_files();
+    }
+
+    /// Puts a policy that loaded in force, once the kernel's program map
+    /// took its programs; otherwise the old one stays, with its programs.
+    fn reloaded(&mut self, reason: &str, policy: Policy, record: &mut AuditRecord) {
+        let files = ProgramFiles::of(&policy);
+        if let Err(err) = self.kernel.set_programs(&ProgramSets::of(&policy, &files)) {
+            let old = ProgramSets::of(&self.policy, &self.exec_gate.program_files);
+            let _ = self.kernel.set_programs(&old);
+            self.source.last_reload_error = Some(format!("kernel program map: {err}"));
+            return;
+        }
+        tracing::info!(
+            version = policy.version,
+            rules = policy.rules.len(),
+            "{reason}: policy reloaded"
+        );
+        record.decision = Some(AuditDecision::Loaded(policy.version.clone()));
+        self.source.notify.send_replace(policy.notify.clone());
+        self.gates.policy_changed();
+        self.exec_gate.program_files = files;
+        self.policy = policy;
+        self.sync_gate_roots();
+        self.set_report_calls();
+        self.sync_settings();
+        self.mark_policy_files();
+        self.source.last_reload_error = None;
     }
 
     pub fn set_cli_protections(&mut self, paths: Vec<std::path::PathBuf>) {

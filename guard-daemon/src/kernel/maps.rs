@@ -8,7 +8,8 @@ use aya::{
 use guard_common::{
     comm_key, names::map, Comm, FileKey, GateDecision, GateDecisionKey, GateHeldEntry, GateRoot,
     HeldEntry, ReportCall, SessionEntry, OVERFLOW_EVENTS_LOST, OVERFLOW_STOPS_KILLED,
-    PROGRAM_AGENT, PROGRAM_INTERPRETER, PROGRAM_MULTI_CALL, PROGRAM_WATCHED, SESSION_SECCOMP,
+    PROGRAM_AGENT, PROGRAM_INTERPRETER, PROGRAM_MULTI_CALL, PROGRAM_SCRIPT_RUNNER, PROGRAM_WATCHED,
+    SESSION_SECCOMP,
 };
 
 use super::{Continuation, Kernel, KernelError, ProgramSets};
@@ -107,6 +108,9 @@ impl Kernel {
         }
         for name in &sets.interpreters {
             *flags.entry(comm_key(name.as_bytes())).or_default() |= PROGRAM_INTERPRETER;
+        }
+        for name in &sets.script_runners {
+            *flags.entry(comm_key(name.as_bytes())).or_default() |= PROGRAM_SCRIPT_RUNNER;
         }
         for name in &sets.multi_call {
             if let Some(flags) = flags.get_mut(&comm_key(name.as_bytes())) {

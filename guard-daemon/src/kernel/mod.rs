@@ -88,11 +88,19 @@ pub struct ProgramSets {
     pub interpreters: Vec<String>,
     /// Watched multi-call binaries: run under another name, argv[0] decides.
     pub multi_call: Vec<String>,
+    /// Shells and interpreters that stop when given a file to run: it may
+    /// be a copy of a watched `#!` script.
+    pub script_runners: Vec<String>,
 }
 
 impl ProgramSets {
-    pub fn of(policy: &crate::policy::Policy) -> Self {
+    pub fn of(policy: &crate::policy::Policy, files: &crate::program_files::ProgramFiles) -> Self {
         Self {
+            script_runners: if policy.watched_programs().is_empty() {
+                Vec::new()
+            } else {
+                files.script_runners()
+            },
             watched: policy.watched_programs(),
             agents: policy.agents.programs.clone(),
             interpreters: policy.agents.interpreters.clone(),

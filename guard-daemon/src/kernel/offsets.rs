@@ -38,7 +38,7 @@ pub(super) fn exe_name_offsets() -> ExeNameOffsets {
             file_inode: btf.member_offset("file", "f_inode")?,
             inode_uid: btf.member_offset("inode", "i_uid")?,
             inode_nlink: btf.member_offset("inode", "i_nlink")?,
-            _pad: 0,
+            mm_arg_end: btf.member_offset("mm_struct", "arg_end")?,
         })
     };
     read().unwrap_or_else(|err| {

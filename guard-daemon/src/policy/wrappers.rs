@@ -35,10 +35,9 @@ const LOADER_VALUE_OPTIONS: &[&str] = &[
 ];
 
 /// Shells that run a script named as their first operand (`sh ./terraform
-/// destroy`): where such a shell is judged (run through busybox, or named by
-/// a rule), the script is judged too, as the program it is named. The
-/// kernel does not stop a shell for its operand.
-const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "yash"];
+/// destroy`): the script is judged as the program it is named (and, by
+/// guardd, as the program it is when it is a copy of a watched script).
+pub const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "yash"];
 
 /// The program whose subcommands also run as `PROGRAM-SUBCOMMAND`.
 pub const DASHED: &str = "git";
