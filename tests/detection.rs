@@ -3,7 +3,11 @@
 //! Run as root by `cargo xtask test`.
 mod common;
 
-use std::{os::unix::process::ExitStatusExt as _, process::Command, time::Duration};
+use std::{
+    os::unix::{fs::PermissionsExt as _, process::ExitStatusExt as _},
+    process::Command,
+    time::Duration,
+};
 
 use common::*;
 
@@ -478,8 +482,9 @@ action = "hold"
 }
 
 /// A watched program under a name no rule knows is judged as itself: a hard
-/// link (same inode), a copy a user owns and a memfd (same content). A copy
-/// of an unwatched program runs.
+/// link (same inode), a copy a user owns and a memfd (same content), and a
+/// copy with a byte appended (same ELF build-id). A copy of an unwatched
+/// program runs.
 #[test]
 fn a_link_a_copy_or_a_memfd_of_a_watched_program_is_held_as_it() {
     let rm = std::fs::canonicalize("/usr/bin/rm")
@@ -510,6 +515,16 @@ fn a_link_a_copy_or_a_memfd_of_a_watched_program_is_held_as_it() {
     std::fs::copy(&rm, &copy).unwrap();
     nobody(&copy);
     cases.push(("i-copy", vec![copy.display().to_string(), "-rf".into()]));
+    // The same build with a byte appended: another size, the same build-id.
+    let appended = dir.join("y");
+    let bytes = std::fs::read(&rm).unwrap();
+    std::fs::write(&appended, [bytes.as_slice(), b"\0"].concat()).unwrap();
+    std::fs::set_permissions(&appended, std::fs::Permissions::from_mode(0o755)).unwrap();
+    nobody(&appended);
+    cases.push((
+        "i-appended",
+        vec![appended.display().to_string(), "-rf".into()],
+    ));
     if Command::new("python3").arg("-V").output().is_ok() {
         let script = "import os, sys\n\
             fd = os.memfd_create('x')\n\

@@ -1,11 +1,14 @@
 //! Watched programs known by their installed files, so that one run under
 //! another name is still judged as itself: a hard link (same inode), a copy
-//! or a memfd holding its bytes (same content). The kernel stops such
-//! execs in sessions (a file not owned by root, with other links than one,
-//! or a memfd); this says which program, if any, the file is. A watched
+//! or a memfd holding its bytes (same content, or for an ELF binary the
+//! same build-id, so bytes appended do not make it another program). The
+//! kernel stops such execs in sessions (a file not owned by root, with
+//! other links than one, or a memfd); this says which program, if any, the
+//! file is. A watched
 //! `#!` script runs as its interpreter, so shells and those interpreters
 //! given a file stop too, and the file they run is looked at (`scripts`).
 mod scripts;
+
 use std::{
     collections::HashMap,
     fs,
@@ -40,6 +43,9 @@ pub const SYSTEM_DIRS: &[&str] = &[
     "/usr/libexec/git-core",
     "/usr/local/libexec/git-core",
 ];
+
+/// How many answers for unknown files are kept before they are forgotten.
+const SEEN_LIMIT: usize = 4096;
 
 /// A file's identity as stat tells it; a rewrite in place changes the times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,6 +83,8 @@ pub struct ProgramFiles {
     names: std::collections::HashSet<String>,
     by_inode: HashMap<(u64, u64), String>,
     by_size: HashMap<u64, Vec<Installed>>,
+    /// ELF build-ids: the same build with bytes appended or stripped.
+    by_build_id: HashMap<Vec<u8>, String>,
     /// Names of the executables that may run a copy of a watched script.
     runners: std::collections::HashSet<String>,
     /// What an unknown file turned out to be, while it is unchanged.
@@ -116,6 +124,12 @@ impl ProgramFiles {
                 files
                     .runners
                     .extend(scripts::interpreter_names(&path, dirs));
+                if let Some(id) = build_id(&path) {
+                    files
+                        .by_build_id
+                        .entry(id)
+                        .or_insert_with(|| name.to_string());
+                }
                 files
                     .by_size
                     .entry(meta.size())
@@ -182,12 +196,34 @@ impl ProgramFiles {
         let opened = Path::new("/proc/self/fd").join(handle.as_raw_fd().to_string());
         let found = (self.by_size.get(&meta.size()).into_iter().flatten())
             .find(|installed| same_content(&opened, &installed.path).unwrap_or(false))
-            .map(|installed| installed.name.clone());
+            .map(|installed| installed.name.clone())
+            .or_else(|| self.by_build_id.get(&build_id(&opened)?).cloned());
         if let Ok(mut seen) = self.seen.lock() {
+            // Every unknown executable is remembered: an agent making
+            // endless new ones must not grow guardd without bound.
+            if seen.len() >= SEEN_LIMIT {
+                seen.clear();
+            }
             seen.insert(stamp, found.clone());
         }
         found
     }
+}
+
+/// The GNU build-id note of the ELF file at `path`, read through a cache
+/// (only the headers and notes, not a whole 100 MB binary).
+fn build_id(path: &Path) -> Option<Vec<u8>> {
+    use object::{read::elf::ElfFile64, Endianness, Object as _, ReadCache};
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    let cache = ReadCache::new(file);
+    let elf = ElfFile64::<Endianness, _>::parse(&cache).ok()?;
+    let id = elf.build_id().ok()??;
+    // A note too short to tell builds apart is no identity.
+    (id.len() >= 8).then(|| id.to_vec())
 }
 
 fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {
@@ -228,6 +264,31 @@ fn read_full(file: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_binary_with_bytes_appended_is_known_by_its_build_id() {
+        let (Ok(rm), Ok(echo)) = (fs::read("/usr/bin/rm"), fs::read("/usr/bin/echo")) else {
+            return eprintln!("no /usr/bin/rm or echo here: skipped");
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        fs::create_dir(&bin).unwrap();
+        fs::write(bin.join("rm"), &rm).unwrap();
+        let files = ProgramFiles::find(&["rm"], std::slice::from_ref(&bin));
+        assert!(
+            build_id(&bin.join("rm")).is_some(),
+            "rm here has no build-id"
+        );
+        let changed = dir.path().join("x");
+        fs::write(&changed, [rm.as_slice(), b"\0"].concat()).unwrap();
+        assert_eq!(files.identify(&changed).as_deref(), Some("rm"));
+        let other = dir.path().join("y");
+        fs::write(&other, [echo.as_slice(), b"\0"].concat()).unwrap();
+        assert_eq!(files.identify(&other), None);
+        assert_eq!(build_id(&dir.path().join("absent")), None);
+        fs::write(dir.path().join("text"), b"#!/bin/sh\n").unwrap();
+        assert_eq!(build_id(&dir.path().join("text")), None);
+    }
 
     #[test]
     fn links_copies_and_strangers_are_told_apart() {

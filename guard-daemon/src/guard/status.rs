@@ -70,10 +70,11 @@ pub(super) fn mechanisms(
         format!(
             "comm, the executed file's name (symlinks) and, for busybox, argv[0] (BTF offsets); \
              files root does not own, hard links and memfds are stopped and known by \
-             inode or content ({} installed files of watched programs); script runners \
+             inode, content or ELF build-id ({} installed files of watched programs); script runners \
              ({}) given a file stop, and a copy or symlink of a watched script they run \
              is known by inode or content; a binary copy that root made (an agent running \
-             as root), a copy altered by one byte and a script a shell sources or reads \
+             as root), a binary with its build-id altered, a script altered by one byte \
+             and a script a shell sources or reads \
              from a pipe are known by their name only",
             program_files.len(),
             program_files.script_runners().join(" ")
