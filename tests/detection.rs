@@ -482,9 +482,9 @@ action = "hold"
 }
 
 /// A watched program under a name no rule knows is judged as itself: a hard
-/// link (same inode), a copy a user owns and a memfd (same content), and a
-/// copy with a byte appended (same ELF build-id). A copy of an unwatched
-/// program runs.
+/// link (same inode), a copy a user owns, a copy root made outside the
+/// program directories and a memfd (same content), and a copy with a byte
+/// appended (same ELF build-id). A copy of an unwatched program runs.
 #[test]
 fn a_link_a_copy_or_a_memfd_of_a_watched_program_is_held_as_it() {
     let rm = std::fs::canonicalize("/usr/bin/rm")
@@ -515,6 +515,14 @@ fn a_link_a_copy_or_a_memfd_of_a_watched_program_is_held_as_it() {
     std::fs::copy(&rm, &copy).unwrap();
     nobody(&copy);
     cases.push(("i-copy", vec![copy.display().to_string(), "-rf".into()]));
+    // Root's, with one link, but outside the system's program directories
+    // (an agent running as root made it).
+    let root_copy = dir.join("z");
+    std::fs::copy(&rm, &root_copy).unwrap();
+    cases.push((
+        "i-root-copy",
+        vec![root_copy.display().to_string(), "-rf".into()],
+    ));
     // The same build with a byte appended: another size, the same build-id.
     let appended = dir.join("y");
     let bytes = std::fs::read(&rm).unwrap();

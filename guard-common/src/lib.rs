@@ -213,6 +213,14 @@ pub struct ExeNameOffsets {
     pub inode_nlink: u32,
     /// `mm_struct.arg_end`: where the new image's argv ends.
     pub mm_arg_end: u32,
+    /// `dentry.d_parent`, `dentry.d_inode`, `inode.i_ino`, `inode.i_sb`,
+    /// `super_block.s_dev`: the directory the executed file is in, which
+    /// must be one of `EXEC_DIRS` for a file of root's to run unjudged.
+    pub dentry_parent: u32,
+    pub dentry_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
 }
 
 /// Offsets into kernel structs for the BPF LSM hooks, from BTF at load time.
@@ -256,6 +264,8 @@ pub const PROTECT_FILE: u32 = 1 << 0;
 pub const PROTECT_ENTRIES: u32 = 1 << 1;
 /// Capacity of the protected-file map.
 pub const MAX_PROTECTED: u32 = 1_024;
+/// Capacity of the map of the system's program directories (`EXEC_DIRS`).
+pub const MAX_EXEC_DIRS: u32 = 256;
 
 /// Syscall gate operations, as bits (the order of the policy's `Operation`).
 pub const GATE_UNLINK: u32 = 1 << 0;
@@ -372,7 +382,7 @@ const _: () = assert!(core::mem::size_of::<GateHeldEntry>() == 48);
 const _: () = assert!(core::mem::size_of::<GateDecisionKey>() == 24);
 const _: () = assert!(core::mem::size_of::<GateDecision>() == 16);
 const _: () = assert!(core::mem::size_of::<FileKey>() == 16);
-const _: () = assert!(core::mem::size_of::<ExeNameOffsets>() == 40);
+const _: () = assert!(core::mem::size_of::<ExeNameOffsets>() == 60);
 const _: () = assert!(core::mem::size_of::<SessionEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<HeldEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 64);

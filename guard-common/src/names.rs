@@ -18,9 +18,10 @@ pub mod map {
     pub const GATE_DECIDED: &str = "GATE_DECIDED";
     pub const REPORT_CALLS: &str = "REPORT_CALLS";
     pub const OVERFLOWS: &str = "OVERFLOWS";
+    pub const EXEC_DIRS: &str = "EXEC_DIRS";
 
     /// Every map, each pinned under the pin directory.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         SESSIONS,
         HELD,
         PROGRAMS,
@@ -34,6 +35,7 @@ pub mod map {
         OVERFLOWS,
         CONTINUED,
         SETTINGS,
+        EXEC_DIRS,
     ];
 }
 

@@ -87,6 +87,8 @@ pub struct ProgramFiles {
     by_build_id: HashMap<Vec<u8>, String>,
     /// Names of the executables that may run a copy of a watched script.
     runners: std::collections::HashSet<String>,
+    /// The directories looked in, as the kernel keys them.
+    dir_keys: Vec<guard_common::FileKey>,
     /// What an unknown file turned out to be, while it is unchanged.
     seen: Mutex<HashMap<FileStamp, Option<String>>>,
 }
@@ -141,7 +143,23 @@ impl ProgramFiles {
             }
         }
         files.runners.extend(scripts::shell_names(dirs));
+        files.dir_keys = dirs
+            .iter()
+            .filter_map(|dir| fs::metadata(dir).ok().filter(fs::Metadata::is_dir))
+            .map(|meta| crate::protected::file_key(meta.dev(), meta.ino()))
+            .collect();
         files
+            .dir_keys
+            .sort_unstable_by_key(|key| (key.dev, key.ino));
+        files.dir_keys.dedup();
+        files
+    }
+
+    /// The directories programs are installed in (`/usr/bin` and the
+    /// rest, `program_dirs`): the kernel lets a file of root's run unjudged
+    /// only from one of them.
+    pub fn dir_keys(&self) -> Vec<guard_common::FileKey> {
+        self.dir_keys.clone()
     }
 
     /// The executable names (as the kernel sees the executed file) that may

@@ -18,13 +18,16 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use guard_common::{
-    Comm, EventKind, SessionEntry, COMM_LEN, OVERFLOW_STOPS_KILLED, PROGRAM_AGENT,
+    Comm, EventKind, FileKey, SessionEntry, COMM_LEN, OVERFLOW_STOPS_KILLED, PROGRAM_AGENT,
     PROGRAM_INTERPRETER, PROGRAM_MULTI_CALL, PROGRAM_SCRIPT_RUNNER, PROGRAM_WATCHED,
     SESSION_DETECTED,
 };
 
-use crate::maps::{
-    count_overflow, emit, exe_offsets, held_entry, offsets, HELD, PROGRAMS, SESSIONS,
+use crate::{
+    gate::peek,
+    maps::{
+        count_overflow, emit, exe_offsets, held_entry, offsets, EXEC_DIRS, HELD, PROGRAMS, SESSIONS,
+    },
 };
 
 const SIGKILL: u32 = 9;
@@ -225,15 +228,35 @@ fn is_command_cluster(word: u64) -> bool {
     has_c
 }
 
-/// A file that root does not own (any copy a user made) or whose link count
-/// is not one (a hard link, an unlinked file) is not known to be what its
-/// name says. An unreadable inode counts as unknown.
+/// A file that root does not own (any copy a user made), whose link count
+/// is not one (a hard link, an unlinked file) or that is not in one of the
+/// system's program directories (a copy root made) is not known to be what
+/// its name says. An unreadable inode counts as unknown.
 #[inline(always)]
 fn exe_file_is_unknown() -> bool {
     match exe_file_owner_and_links() {
-        Some((uid, nlink)) => uid != 0 || nlink != 1,
+        Some((uid, nlink)) => uid != 0 || nlink != 1 || !exe_dir_is_known(),
         None => true,
     }
+}
+
+/// Whether the directory the executed file was found in is in `EXEC_DIRS`.
+#[inline(always)]
+fn exe_dir_is_known() -> bool {
+    let off = exe_offsets();
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let mm: *const u8 = peek(task, off.task_mm);
+    let file: *const u8 = peek(mm, off.mm_exe_file);
+    let dentry: *const u8 = peek(file, off.file_dentry);
+    let dir: *const u8 = peek(dentry, off.dentry_parent);
+    let inode: *const u8 = peek(dir, off.dentry_inode);
+    let sb: *const u8 = peek(inode, off.inode_sb);
+    let key = FileKey {
+        dev: peek(sb, off.sb_dev),
+        _pad: 0,
+        ino: peek(inode, off.inode_ino),
+    };
+    EXEC_DIRS.get_ptr(key).is_some()
 }
 
 /// `i_uid` and `i_nlink` of `current->mm->exe_file->f_inode`. No closure:

@@ -9,8 +9,8 @@ use aya_ebpf::{
 use guard_common::{
     Comm, ContinuedEntry, Event, EventKind, ExeNameOffsets, FileKey, GateDecision, GateDecisionKey,
     GateHeldEntry, GateRoot, HeldEntry, ReportCall, SessionEntry, TracepointOffsets, EVENTS_BYTES,
-    MAX_GATE_DECISIONS, MAX_GATE_ROOTS, MAX_HELD, MAX_PROGRAMS, MAX_PROTECTED, MAX_REPORT_CALLS,
-    MAX_SESSION_TASKS, OVERFLOW_EVENTS_LOST, OVERFLOW_SLOTS,
+    MAX_EXEC_DIRS, MAX_GATE_DECISIONS, MAX_GATE_ROOTS, MAX_HELD, MAX_PROGRAMS, MAX_PROTECTED,
+    MAX_REPORT_CALLS, MAX_SESSION_TASKS, OVERFLOW_EVENTS_LOST, OVERFLOW_SLOTS,
 };
 
 /// Thread id -> session, for every thread in an agent session.
@@ -20,6 +20,12 @@ pub static SESSIONS: HashMap<u32, SessionEntry> = HashMap::with_max_entries(MAX_
 /// Program name (`comm`) -> `PROGRAM_*` flags, derived from the policy by the daemon.
 #[map]
 pub static PROGRAMS: HashMap<Comm, u32> = HashMap::with_max_entries(MAX_PROGRAMS, 0);
+
+/// The system's program directories (device, inode) -> 1: in a session, a
+/// file of root's elsewhere (a copy an agent running as root made) stops
+/// for guardd to tell what it is.
+#[map]
+pub static EXEC_DIRS: HashMap<FileKey, u32> = HashMap::with_max_entries(MAX_EXEC_DIRS, 0);
 
 /// Pid -> stop record, for every process the exec gate stopped and the daemon has not decided.
 #[map]
@@ -108,6 +114,11 @@ static EXE_OFFSETS: ExeNameOffsets = ExeNameOffsets {
     inode_uid: 0,
     inode_nlink: 0,
     mm_arg_end: 0,
+    dentry_parent: 0,
+    dentry_inode: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    sb_dev: 0,
 };
 
 #[inline(always)]

@@ -69,13 +69,13 @@ pub(super) fn mechanisms(
     let program_recognition = if kernel.recognises_exe_names() {
         format!(
             "comm, the executed file's name (symlinks) and, for busybox, argv[0] (BTF offsets); \
-             files root does not own, hard links and memfds are stopped and known by \
-             inode, content or ELF build-id ({} installed files of watched programs); script runners \
-             ({}) given a file stop, and a copy or symlink of a watched script they run \
-             is known by inode or content; a binary copy that root made (an agent running \
-             as root), a binary with its build-id altered, a script altered by one byte \
-             and a script a shell sources or reads \
-             from a pipe are known by their name only",
+             files root does not own or that are not in a program directory, hard links and \
+             memfds are stopped and known by inode, content or ELF build-id ({} installed \
+             files of watched programs); script runners ({}) given a file stop, and a copy \
+             or symlink of a watched script they run is known by inode or content; a copy \
+             root put into a program directory, a binary with its build-id altered, a \
+             script altered by one byte and a script a shell sources or reads from a pipe \
+             are known by their name only",
             program_files.len(),
             program_files.script_runners().join(" ")
         )

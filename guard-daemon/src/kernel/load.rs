@@ -132,6 +132,7 @@ impl Kernel {
         let continued = take_map(&mut ebpf, map::CONTINUED)?;
         let programs = take_map(&mut ebpf, map::PROGRAMS)?;
         let protected = take_map(&mut ebpf, map::PROTECTED)?;
+        let exec_dirs = take_map(&mut ebpf, map::EXEC_DIRS)?;
         let gate_roots = take_map(&mut ebpf, map::GATE_ROOTS)?;
         let gate_held = take_map(&mut ebpf, map::GATE_HELD)?;
         let gate_decided = take_map(&mut ebpf, map::GATE_DECIDED)?;
@@ -147,6 +148,7 @@ impl Kernel {
             continued,
             programs,
             protected,
+            exec_dirs,
             gate_roots,
             gate_held,
             gate_decided,

@@ -117,7 +117,9 @@ impl Kernel {
                 *flags |= PROGRAM_MULTI_CALL;
             }
         }
-        make_exactly(&mut self.programs, map::PROGRAMS, &flags)
+        make_exactly(&mut self.programs, map::PROGRAMS, &flags)?;
+        let dirs = sets.exec_dirs.iter().map(|key| (*key, 1)).collect();
+        make_exactly(&mut self.exec_dirs, map::EXEC_DIRS, &dirs)
     }
 
     /// The session a thread belongs to, from the kernel's own map.

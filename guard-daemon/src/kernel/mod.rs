@@ -91,11 +91,15 @@ pub struct ProgramSets {
     /// Shells and interpreters that stop when given a file to run: it may
     /// be a copy of a watched `#!` script.
     pub script_runners: Vec<String>,
+    /// The system's program directories: a file of root's elsewhere is
+    /// judged by what it is.
+    pub exec_dirs: Vec<FileKey>,
 }
 
 impl ProgramSets {
     pub fn of(policy: &crate::policy::Policy, files: &crate::program_files::ProgramFiles) -> Self {
         Self {
+            exec_dirs: files.dir_keys(),
             script_runners: if policy.watched_programs().is_empty() {
                 Vec::new()
             } else {
@@ -129,6 +133,7 @@ pub struct Kernel {
     continued: HashMap<MapData, u32, ContinuedEntry>,
     programs: HashMap<MapData, Comm, u32>,
     protected: HashMap<MapData, FileKey, u32>,
+    exec_dirs: HashMap<MapData, FileKey, u32>,
     gate_roots: HashMap<MapData, FileKey, GateRoot>,
     gate_held: HashMap<MapData, u32, GateHeldEntry>,
     gate_decided: HashMap<MapData, GateDecisionKey, GateDecision>,

@@ -39,6 +39,11 @@ pub(super) fn exe_name_offsets() -> ExeNameOffsets {
             inode_uid: btf.member_offset("inode", "i_uid")?,
             inode_nlink: btf.member_offset("inode", "i_nlink")?,
             mm_arg_end: btf.member_offset("mm_struct", "arg_end")?,
+            dentry_parent: btf.member_offset("dentry", "d_parent")?,
+            dentry_inode: btf.member_offset("dentry", "d_inode")?,
+            inode_ino: btf.member_offset("inode", "i_ino")?,
+            inode_sb: btf.member_offset("inode", "i_sb")?,
+            sb_dev: btf.member_offset("super_block", "s_dev")?,
         })
     };
     read().unwrap_or_else(|err| {

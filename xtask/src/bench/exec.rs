@@ -20,7 +20,7 @@ use std::{
     fs,
     io::Write as _,
     os::unix::net::UnixStream,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread::sleep,
     time::{Duration, Instant},
@@ -38,7 +38,16 @@ use super::{
 use crate::{build, cmd};
 
 pub(super) const ROUNDS: usize = 5;
-const POLICY: &str = "version = 1\nbase = \"none\"\n[agents]\nprograms = [\"agentbench\"]\n[defaults]\nsyscall_gate = true\n[[rule]]\nid = \"bench\"\nprograms = [\"tfbench\"]\nsubcommand = [\"destroy\"]\naction = \"hold\"\n[[protect]]\nid = \"bench\"\npaths = [\"/nonexistent/agent-guard-bench\"]\n";
+/// The bench's policy; its own bin dir is a program directory, so `tiny` is
+/// an unwatched program there (a root-owned file elsewhere would stop).
+fn policy(bin: &Path) -> String {
+    format!(
+        "{POLICY_HEAD}program_dirs = [\"{}\"]\n{POLICY_RULES}",
+        bin.display()
+    )
+}
+const POLICY_HEAD: &str = "version = 1\nbase = \"none\"\n[agents]\nprograms = [\"agentbench\"]\n[defaults]\nsyscall_gate = true\n";
+const POLICY_RULES: &str = "[[rule]]\nid = \"bench\"\nprograms = [\"tfbench\"]\nsubcommand = [\"destroy\"]\naction = \"hold\"\n[[protect]]\nid = \"bench\"\npaths = [\"/nonexistent/agent-guard-bench\"]\n";
 /// Unlinks per gate run.
 const UNLINKS: u32 = 10_000;
 const LOOP: &str = "i=0; while [ $i -lt $1 ]; do \"$0\" $2; i=$((i+1)); done";
@@ -80,7 +89,7 @@ pub fn run() -> anyhow::Result<()> {
     }
     // The unlink loop under an agent's name: a session the kernel detects.
     fs::copy(dir.join("bin/unlinks"), dir.join("bin/agentbench"))?;
-    fs::write(dir.join("policy.toml"), POLICY)?;
+    fs::write(dir.join("policy.toml"), policy(&dir.join("bin")))?;
     let execs = std::env::var("AGENT_GUARD_BENCH_EXECS")
         .ok()
         .and_then(|v| v.parse().ok())
