@@ -221,7 +221,8 @@ fn a_saved_plan_that_deletes_is_held_as_a_destroy_naming_the_resources() {
 
 /// `mv VICTIM /tmp/` in a session: the move and a free `rm -rf` in /tmp
 /// would delete VICTIM in two unheld steps, so the move is held as the
-/// delete; a rename in the working tree runs.
+/// delete, and so is util-linux's `rename` doing the same; a rename in the
+/// working tree runs.
 #[test]
 fn moving_a_tree_where_deletes_are_free_is_held_as_deleting_it() {
     let (stubs, guard) = setup("version = 1\n");
@@ -250,6 +251,27 @@ fn moving_a_tree_where_deletes_are_free_is_held_as_deleting_it() {
     let (status, _, _) = run.wait();
     assert!(!status.success());
     assert_eq!(count(&victim), before, "the victim moved");
+
+    // util-linux's rename, with the target in the replacement.
+    if Command::new("rename.ul").arg("--version").output().is_ok() {
+        let (from, to) = (
+            outside.path().to_str().unwrap(),
+            parked.path().to_str().unwrap(),
+        );
+        let run = guard.session(&stubs, &["rename.ul", from, to, victim.to_str().unwrap()]);
+        let hold = guard.wait_hold(victim.to_str().unwrap());
+        assert_eq!(hold.rule, "rm-recursive");
+        assert!(
+            hold.why[0].starts_with("runs via a rename to"),
+            "{:?}",
+            hold.why
+        );
+        guard.decide("deny", &hold);
+        assert!(!run.wait().0.success());
+        assert_eq!(count(&victim), before, "the victim was renamed away");
+    } else {
+        eprintln!("no rename.ul here: that case skipped");
+    }
 
     fs::write(stubs.dir.path().join("a.txt"), "x").unwrap();
     let (status, _, stderr) = guard.session(&stubs, &["mv", "a.txt", "b.txt"]).wait();

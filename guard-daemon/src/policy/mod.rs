@@ -18,6 +18,7 @@ mod moves;
 pub mod notify;
 mod paths;
 pub mod protect;
+mod renames;
 mod rule;
 mod settings;
 mod shell_line;
@@ -105,6 +106,7 @@ impl Policy {
         if !names.is_empty() {
             names.extend(wrappers::names().map(str::to_string));
             names.extend(elsewhere::programs().map(str::to_string));
+            names.extend(renames::PROGRAMS.iter().map(|name| name.to_string()));
         }
         names.sort_unstable();
         names.dedup();

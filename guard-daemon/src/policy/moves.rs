@@ -3,14 +3,53 @@
 //! delete SRC, and neither alone would be held. Such a move is judged as the
 //! recursive delete of its sources (`rm -rf SRC`), so whatever the policy
 //! holds for deleting SRC it holds for moving SRC there. Moves to places the
-//! policy guards (or within them) are left as they are.
+//! policy guards (or within them) are left as they are. `rename` is judged
+//! the same way, from where `renames.rs` says each file lands.
 use std::path::Path;
 
-use super::{command::CommandContext, elsewhere::Elsewhere};
+use super::{
+    command::CommandContext,
+    elsewhere::Elsewhere,
+    renames::{self, Landing},
+};
 
 /// Whether judging `program` may look at where it moves things (needs the cwd).
 pub fn reads(program: &str) -> bool {
-    program == "mv"
+    program == "mv" || renames::PROGRAMS.contains(&program)
+}
+
+/// Each file moved and the places it may land, and how to say so.
+struct Moved {
+    files: Vec<(String, Vec<Landing>)>,
+    how: String,
+}
+
+fn moved(command: &CommandContext) -> Option<Moved> {
+    let args = command.argv.get(1..).unwrap_or_default();
+    if command.program != "mv" {
+        let files = renames::landings(&command.program, args)?;
+        let how = match files.iter().flat_map(|(_, places)| places).next() {
+            Some(Landing::At(place)) => format!("a rename to {place}"),
+            _ => "a rename guardd cannot follow (Perl code)".to_string(),
+        };
+        return Some(Moved { files, how });
+    }
+    let parsed = parse(args)?;
+    // Where each source ends up: DEST itself, or inside it when it is a directory.
+    let landing = |source: &str| {
+        let name = Path::new(source.trim_end_matches('/')).file_name();
+        let inside = name.map(|n| Path::new(&parsed.dest).join(n).display().to_string());
+        std::iter::once(parsed.dest.clone())
+            .chain(inside.filter(|_| !parsed.no_target_dir))
+            .map(Landing::At)
+            .collect()
+    };
+    Some(Moved {
+        files: (parsed.sources.iter())
+            .map(|source| (source.clone(), landing(source)))
+            .collect(),
+        how: format!("a move into {}", parsed.dest),
+    })
 }
 
 /// What GNU and busybox `mv` take from argv: the sources and where they go.
@@ -88,38 +127,32 @@ pub fn deletes(
     if !reads(&command.program) {
         return None;
     }
-    let parsed = parse(command.argv.get(1..).unwrap_or_default())?;
+    let moved = moved(command)?;
     let rm =
         |path: &str| CommandContext::from_argv(&["rm", "-rf", "--", path]).with_context_of(command);
-    // Where each source ends up: DEST itself, or inside it when it is a directory.
-    let landing = |source: &str| {
-        let name = Path::new(source.trim_end_matches('/')).file_name();
-        let inside = name.map(|n| Path::new(&parsed.dest).join(n).display().to_string());
-        std::iter::once(parsed.dest.clone()).chain(inside.filter(|_| !parsed.no_target_dir))
-    };
     // Free: a recursive delete of the place, or of a directory above it
     // (`node_modules/old` goes with `rm -rf node_modules`), is not held.
-    let free = |place: &str| {
-        (Path::new(place).ancestors())
+    let free = |place: &Landing| match place {
+        Landing::Anywhere => true,
+        Landing::At(place) => (Path::new(place).ancestors())
             .filter(|dir| !dir.as_os_str().is_empty())
-            .any(|dir| deletable(&rm(&dir.display().to_string())))
+            .any(|dir| deletable(&rm(&dir.display().to_string()))),
     };
-    let lands_free =
-        (parsed.sources.iter()).any(|source| landing(source).any(|place| free(&place)));
-    if !lands_free {
+    let moved_free: Vec<&String> = (moved.files.iter())
+        .filter(|(_, places)| places.iter().any(free))
+        .map(|(file, _)| file)
+        .collect();
+    if moved_free.is_empty() {
         return None;
     }
     // A file moved away is an `rm -f`; a directory, or what cannot be looked
     // at, an `rm -rf`.
-    let recursive = (parsed.sources.iter()).any(|source| !is_plain_file(command, source));
+    let recursive = (moved_free.iter()).any(|file| !is_plain_file(command, file));
     let flags = if recursive { "-rf" } else { "-f" };
     let mut argv = vec!["rm".to_string(), flags.to_string(), "--".to_string()];
-    argv.extend(parsed.sources.iter().cloned());
+    argv.extend(moved_free.into_iter().cloned());
     Some(Elsewhere {
-        via: format!(
-            "a move into {}, where a recursive delete is not held",
-            parsed.dest
-        ),
+        via: format!("{}, where a recursive delete is not held", moved.how),
         command: CommandContext::from_argv(&argv).with_context_of(command),
     })
 }

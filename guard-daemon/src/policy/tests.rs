@@ -143,10 +143,17 @@ action = "audit"
     let rules: Vec<&String> = (watched.iter())
         .filter(|name| !wrappers::is_wrapper(name, None))
         .filter(|name| !elsewhere::programs().any(|p| p == name.as_str()))
+        .filter(|name| !renames::PROGRAMS.contains(&name.as_str()))
         .collect();
     assert_eq!(rules, vec!["rm", "shred"]);
-    // Wrappers and what runs commands elsewhere: watched whenever any is.
-    for wrapper in ["busybox", "ld-linux-x86-64.so.2", "ssh", "kubectl"] {
+    // Wrappers, what runs commands elsewhere and rename: watched whenever any is.
+    for wrapper in [
+        "busybox",
+        "ld-linux-x86-64.so.2",
+        "ssh",
+        "kubectl",
+        "rename",
+    ] {
         assert!(watched.iter().any(|name| name == wrapper), "{watched:?}");
     }
     assert!(Policy::parse("version = 1\nbase = \"none\"", "t")
