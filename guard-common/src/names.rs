@@ -60,6 +60,7 @@ pub mod program {
     pub const SELF_PROTECT_PATH_TRUNCATE: &str = "self_protect_path_truncate";
     pub const GATE_PATH_UNLINK: &str = "gate_path_unlink";
     pub const GATE_PATH_RMDIR: &str = "gate_path_rmdir";
+    pub const GATE_PATH_LINK: &str = "gate_path_link";
     pub const GATE_PATH_MKNOD: &str = "gate_path_mknod";
     pub const GATE_PATH_RENAME: &str = "gate_path_rename";
     pub const GATE_PATH_RENAME_5_7: &str = "gate_path_rename_5_7";
@@ -70,7 +71,7 @@ pub mod program {
     pub const ESCAPE_UNIX_STREAM_CONNECT: &str = "escape_unix_stream_connect";
 
     /// Every program of the object.
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 27] = [
         SESSIONS_FORK,
         SESSIONS_EXIT,
         EXEC_GATE,
@@ -92,6 +93,7 @@ pub mod program {
         GATE_PATH_MKNOD,
         GATE_PATH_RENAME,
         GATE_PATH_RENAME_5_7,
+        GATE_PATH_LINK,
         GATE_PATH_TRUNCATE,
         GATE_PATH_CHMOD,
         GATE_PATH_CHOWN,

@@ -1,5 +1,6 @@
 //! The syscall gate on the BPF LSM. In a session, an unlink, rmdir, rename,
-//! truncate, write-open, create, chmod or chown below a protected root
+//! hard link (as a rename), truncate, write-open, create, chmod or chown
+//! below a protected root
 //! (`GATE_ROOTS`, by device and inode, found by walking the target's parent
 //! dentries, so paths are seen as the kernel resolved them) is denied,
 //! audited or held; an `except` directory met on the way up ends the walk.
@@ -83,6 +84,13 @@ fn gate_rename(ctx: &LsmContext, previous: i32) -> i32 {
         0 => gate(GATE_RENAME, ctx.arg(3), 0),
         refused => refused,
     }
+}
+
+/// `path_link(old_dentry, new_dir, new_dentry)`: a second name for a
+/// protected file, outside its protection, is judged as renaming it away.
+#[lsm(hook = "path_link")]
+pub fn gate_path_link(ctx: LsmContext) -> i32 {
+    gate(GATE_RENAME, ctx.arg(0), ctx.arg(3))
 }
 
 /// `path_truncate(const struct path *path)`

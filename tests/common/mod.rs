@@ -223,9 +223,9 @@ impl Daemon {
                 self.program_ids.extend(programs.iter().map(|p| p.id));
                 self.map_ids
                     .extend(programs.iter().flat_map(|p| p.map_ids.iter().copied()));
-                // Four tracepoints, and 18 LSM programs (9 self_protect_*, 8 gate_*, one escape_*)
+                // Four tracepoints, and 19 LSM programs (9 self_protect_*, 9 gate_*, one escape_*)
                 // where the BPF LSM runs, else the report-only program.
-                let expected = if lsm_active(&status) { 22 } else { 5 };
+                let expected = if lsm_active(&status) { 23 } else { 5 };
                 assert_eq!(programs.len(), expected, "{status:?}");
                 assert!(!self.map_ids.is_empty(), "{status:?}");
                 return;

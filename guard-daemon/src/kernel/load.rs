@@ -37,7 +37,7 @@ pub(super) const PROGRAMS: [(&str, &str, &str); 4] = [
 /// (program, LSM hook, parameter count it is built for; None: any), loaded
 /// only where the BPF LSM is active. Hooks whose signature changed have one
 /// program per signature; the one matching this kernel's BTF is loaded.
-pub(super) const LSM_PROGRAMS: [(&str, &str, Option<u32>); 21] = [
+pub(super) const LSM_PROGRAMS: [(&str, &str, Option<u32>); 22] = [
     (program::SELF_PROTECT_TASK_KILL, "task_kill", None),
     (program::SELF_PROTECT_PTRACE, "ptrace_access_check", None),
     (program::SELF_PROTECT_BPF, "bpf", Some(3)),
@@ -58,6 +58,7 @@ pub(super) const LSM_PROGRAMS: [(&str, &str, Option<u32>); 21] = [
     (program::GATE_PATH_MKNOD, "path_mknod", None),
     (program::GATE_PATH_RENAME, "path_rename", Some(5)),
     (program::GATE_PATH_RENAME_5_7, "path_rename", Some(4)),
+    (program::GATE_PATH_LINK, "path_link", None),
     (program::GATE_PATH_TRUNCATE, "path_truncate", None),
     (program::GATE_PATH_CHMOD, "path_chmod", None),
     (program::GATE_PATH_CHOWN, "path_chown", None),

@@ -16,13 +16,15 @@ use super::{offsets::TRACEFS, Kernel, KernelError};
 const REPORT_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 /// The `syscalls` tracepoints the report-only program is attached to
 /// where the BPF LSM does not run (those this kernel has).
-pub(super) const REPORT_TRACEPOINTS: [&str; 16] = [
+pub(super) const REPORT_TRACEPOINTS: [&str; 18] = [
     "sys_enter_unlink",
     "sys_enter_unlinkat",
     "sys_enter_rmdir",
     "sys_enter_rename",
     "sys_enter_renameat",
     "sys_enter_renameat2",
+    "sys_enter_link",
+    "sys_enter_linkat",
     "sys_enter_truncate",
     "sys_enter_open",
     "sys_enter_openat",

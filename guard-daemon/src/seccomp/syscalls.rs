@@ -63,6 +63,11 @@ pub const GATED: &[Gated] = &[
         &[(Some(0), 1), (Some(2), 3)],
         false,
     ),
+    // A hard link gives the file a name outside its protection (`ln ~/x
+    // /tmp/h; : > /tmp/h` empties ~/x): judged as renaming it away. linkat
+    // follows a symlink with AT_SYMLINK_FOLLOW; judged followed either way.
+    gated("link", Operation::Rename, &[(None, 0)], false),
+    gated("linkat", Operation::Rename, &[(Some(0), 1)], true),
     gated("truncate", Operation::Truncate, &[(None, 0)], true),
     Gated {
         open_flags: Some(1),

@@ -107,9 +107,13 @@ impl Guard {
             return Verdict::Errno(libc::EPERM);
         };
         let protection = self.policy.protections[protected.protection].clone();
+        // A hard link is judged as a rename, and named for what it is.
+        let verb = match call.syscall {
+            "link" | "linkat" => "link",
+            _ => call.operation.name(),
+        };
         let operation = format!(
-            "{} {}",
-            call.operation.name(),
+            "{verb} {}",
             escape_bytes(path.as_os_str().as_encoded_bytes())
         );
         let Ok(process) = ProcessHandle::open(tgid) else {
@@ -149,7 +153,7 @@ impl Guard {
             }
             Action::Hold => {
                 self.raise_gate_hold(GateRequest {
-                    operation_name: call.operation.name(),
+                    operation_name: verb,
                     waiter: GateWaiter::Seccomp {
                         listener: listener.clone(),
                         waiting: vec![call.id],
