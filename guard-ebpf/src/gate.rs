@@ -129,8 +129,14 @@ pub fn gate_file_open(ctx: LsmContext) -> i32 {
     if (mode & FMODE_WRITE == 0 && flags & O_TRUNC == 0) || mode & FMODE_CREATED != 0 {
         return 0;
     }
+    // O_TRUNC of a file that exists empties it: a truncate too. From 6.2 the
+    // kernel no longer calls `path_truncate` for it, so it is judged here.
+    let op = match flags & O_TRUNC {
+        0 => GATE_WRITE,
+        _ => GATE_WRITE | GATE_TRUNCATE,
+    };
     match read::<*const u8>(file, o.file_dentry) {
-        Some(dentry) => gate(GATE_WRITE, dentry, 0),
+        Some(dentry) => gate(op, dentry, 0),
         None => 0,
     }
 }
@@ -157,7 +163,9 @@ fn gate(op: u32, dentry: *const u8, previous: i32) -> i32 {
         return 0;
     };
     let session = unsafe { *session };
-    let Some((root, action)) = protected_root(dentry, op, session.owner_uid) else {
+    // From here `op` is what the root protects of it (a truncating open of a
+    // root that guards truncates but not writes is a truncate to guardd).
+    let Some((root, action, op)) = protected_root(dentry, op, session.owner_uid) else {
         return 0;
     };
     let pid = (pid_tgid >> 32) as u32;
@@ -227,11 +235,12 @@ pub(crate) fn hold(pid: u32, tid: u32, session_id: u32, op: u32, root: FileKey) 
 }
 
 /// The outermost protected root at or above `dentry` whose entry covers `op`
-/// in sessions of `owner`, and what to do there. Kept cheap to verify (the
+/// in sessions of `owner`, what to do there and which bits of `op` it
+/// covers. Kept cheap to verify (the
 /// verifier walks every level): reads do not branch (a failed read gives
 /// zero, which no root has), and the loop carries only the key it found.
 #[inline(always)]
-fn protected_root(mut dentry: *const u8, op: u32, owner: u32) -> Option<(FileKey, Action)> {
+fn protected_root(mut dentry: *const u8, op: u32, owner: u32) -> Option<(FileKey, Action, u32)> {
     let o = off();
     let mut found = FileKey::default();
     for _ in 0..MAX_WALK {
@@ -267,7 +276,7 @@ fn protected_root(mut dentry: *const u8, op: u32, owner: u32) -> Option<(FileKey
     } else {
         Action::Audit
     };
-    Some((found, action))
+    Some((found, action, (root.deny | root.hold | root.audit) & op))
 }
 
 /// Device and inode of a dentry's inode (zero for a name that does not exist yet).
