@@ -58,7 +58,7 @@ pub fn exec_gate(ctx: TracePointContext) -> u32 {
     match in_session {
         true if flags & PROGRAM_WATCHED != 0
             || is_multi_call_name(&comm)
-            || exe_needs_judging(&comm) =>
+            || exe_needs_judging(&comm, flags) =>
         {
             stop_watched(pid, session_id, comm);
         }
@@ -104,20 +104,25 @@ fn stop_watched(pid: u32, session_id: u32, comm: Comm) {
     }
 }
 
-/// Whether an exec whose comm is not watched is still to be judged: its file
+/// Whether an exec whose comm (with `PROGRAMS` flags `comm_flags`) is not
+/// watched is still to be judged: its file
 /// is a watched program by name (a symlink `k -> kubectl`), or it may be one
 /// under another name (a hard link, a copy the user made, a memfd), which
 /// guardd tells by inode and content, or it is a shell or interpreter given
 /// a file to run, which may be a copy of a watched `#!` script. Only asked
 /// in sessions.
 #[inline(always)]
-fn exe_needs_judging(comm: &Comm) -> bool {
+fn exe_needs_judging(comm: &Comm, comm_flags: u32) -> bool {
     let Some(name) = exe_name() else {
         return false;
     };
-    let flags = match PROGRAMS.get_ptr(name) {
-        Some(flags) => unsafe { *flags },
-        None => 0,
+    // The file's own name is almost always the comm, looked up already.
+    let flags = match name == *comm {
+        true => comm_flags,
+        false => match PROGRAMS.get_ptr(name) {
+            Some(flags) => unsafe { *flags },
+            None => 0,
+        },
     };
     (name != *comm && is_watched_under_its_name(flags))
         || runs_a_file(flags)
