@@ -228,20 +228,36 @@ impl ProgramFiles {
     }
 }
 
-/// The GNU build-id note of the ELF file at `path`, read through a cache
-/// (only the headers and notes, not a whole 100 MB binary).
+/// The GNU build-id note of the ELF file at `path`: only the file header,
+/// the program headers and the note segments are read (not the section or
+/// symbol tables of a 100 MB binary).
 fn build_id(path: &Path) -> Option<Vec<u8>> {
-    use object::{read::elf::ElfFile64, Endianness, Object as _, ReadCache};
+    use object::{
+        elf::{FileHeader64, ELF_NOTE_GNU, NT_GNU_BUILD_ID},
+        read::elf::{FileHeader as _, ProgramHeader as _},
+        Endianness, ReadCache,
+    };
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .ok()?;
     let cache = ReadCache::new(file);
-    let elf = ElfFile64::<Endianness, _>::parse(&cache).ok()?;
-    let id = elf.build_id().ok()??;
-    // A note too short to tell builds apart is no identity.
-    (id.len() >= 8).then(|| id.to_vec())
+    let header = FileHeader64::<Endianness>::parse(&cache).ok()?;
+    let endian = header.endian().ok()?;
+    for segment in header.program_headers(endian, &cache).ok()? {
+        let Ok(Some(mut notes)) = segment.notes(endian, &cache) else {
+            continue;
+        };
+        while let Ok(Some(note)) = notes.next() {
+            if note.name() == ELF_NOTE_GNU && note.n_type(endian) == NT_GNU_BUILD_ID {
+                let id = note.desc();
+                // A note too short to tell builds apart is no identity.
+                return (id.len() >= 8).then(|| id.to_vec());
+            }
+        }
+    }
+    None
 }
 
 fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {
