@@ -396,28 +396,16 @@ fn a_hard_link_out_of_a_protected_tree_is_held() {
     require_root();
     let stubs = Stubs::new();
     let dir = tempfile::tempdir().unwrap();
-    let protected = dir.path().join("precious");
-    tree(&protected, 3);
-    let file = protected.join("d0/deeper/f0");
-    let alias = dir.path().join("alias");
-    let guard = guard_protecting(&protected);
-    let script = format!(
-        "ln {f} {a} && : > {a}; echo ln=$?",
-        f = file.display(),
-        a = alias.display()
-    );
-    let run = guard.session(&stubs, &["sh", "-c", &script]);
-    let hold = guard.wait_hold(alias.to_str().unwrap());
+    let link = LinkOut::new(dir.path());
+    let guard = guard_protecting(&link.protected);
+    let run = guard.session(&stubs, &["sh", "-c", &link.script]);
+    let hold = guard.wait_hold(link.alias.to_str().unwrap());
     assert_eq!(hold.rule, "precious");
     assert_eq!(
         hold.operation.as_deref(),
-        Some(format!("link {}", file.display()).as_str())
+        Some(format!("link {}", link.file.display()).as_str())
     );
     guard.decide("deny", &hold);
-    let (status, out, err) = run.wait();
-    assert!(status.success(), "{err}");
-    assert_eq!(out, "ln=1\n", "{err}");
-    assert!(!alias.exists(), "the second name was made");
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    link.assert_refused(run.wait());
     guard.stop();
 }

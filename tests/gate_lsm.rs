@@ -310,28 +310,14 @@ fn a_hard_link_out_of_a_protected_tree_is_held_where_the_lsm_runs() {
     require_root();
     let stubs = Stubs::new();
     let dir = tempfile::tempdir().unwrap();
-    let protected = dir.path().join("precious");
-    tree(&protected, 3);
-    let file = protected.join("d0/deeper/f0");
-    let alias = dir.path().join("alias");
-    let Some(guard) = guard_protecting(&[&protected]) else {
+    let link = LinkOut::new(dir.path());
+    let Some(guard) = guard_protecting(&[&link.protected]) else {
         return;
     };
-    let run = agent(
-        &stubs,
-        &format!(
-            "ln {f} {a} && : > {a}; echo ln=$?",
-            f = file.display(),
-            a = alias.display()
-        ),
-    );
-    let hold = wait_operation(&guard, file.to_str().unwrap());
+    let run = agent(&stubs, &link.script);
+    let hold = wait_operation(&guard, link.file.to_str().unwrap());
     assert_eq!(hold.rule, "p0");
     guard.decide("deny", &hold);
-    let (status, out, err) = run.wait();
-    assert!(status.success(), "{err}");
-    assert_eq!(out, "ln=1\n", "{err}");
-    assert!(!alias.exists(), "the second name was made");
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    link.assert_refused(run.wait());
     guard.stop();
 }

@@ -718,3 +718,41 @@ pub fn assert_request_under(hold: &HoldView, dir: &Path) {
         hold.why
     );
 }
+
+/// A protected tree in `dir` and a shell line that hard-links one of its
+/// files to a name outside it and empties the file through that name
+/// (`ln P/f A && : > A`), echoing `ln=STATUS`.
+pub struct LinkOut {
+    pub protected: PathBuf,
+    pub file: PathBuf,
+    pub alias: PathBuf,
+    pub script: String,
+}
+
+impl LinkOut {
+    pub fn new(dir: &Path) -> Self {
+        let protected = dir.join("precious");
+        tree(&protected, 3);
+        let file = protected.join("d0/deeper/f0");
+        let alias = dir.join("alias");
+        let script = format!(
+            "ln {f} {a} && : > {a}; echo ln=$?",
+            f = file.display(),
+            a = alias.display()
+        );
+        Self {
+            protected,
+            file,
+            alias,
+            script,
+        }
+    }
+
+    /// After a denial: ln failed, no second name, the file kept its bytes.
+    pub fn assert_refused(&self, (status, out, err): (std::process::ExitStatus, String, String)) {
+        assert!(status.success(), "{err}");
+        assert_eq!(out, "ln=1\n", "{err}");
+        assert!(!self.alias.exists(), "the second name was made");
+        assert_eq!(std::fs::read_to_string(&self.file).unwrap(), "keep me");
+    }
+}
