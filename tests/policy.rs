@@ -232,45 +232,29 @@ fn moving_a_tree_where_deletes_are_free_is_held_as_deleting_it() {
     tree(&victim, 6);
     let before = count(&victim);
     let parked = tempfile::tempdir().unwrap();
-    let run = guard.session(
-        &stubs,
-        &[
-            "mv",
-            victim.to_str().unwrap(),
-            parked.path().to_str().unwrap(),
-        ],
+    let (victim_text, from, to) = (
+        victim.to_str().unwrap(),
+        outside.path().to_str().unwrap(),
+        parked.path().to_str().unwrap(),
     );
-    let hold = guard.wait_hold(victim.to_str().unwrap());
-    assert_eq!(hold.rule, "rm-recursive");
-    assert!(
-        hold.why[0].starts_with("runs via a move into"),
-        "{:?}",
-        hold.why
-    );
-    guard.decide("deny", &hold);
-    let (status, _, _) = run.wait();
-    assert!(!status.success());
-    assert_eq!(count(&victim), before, "the victim moved");
-
+    let mut moves = vec![(vec!["mv", victim_text, to], "runs via a move into")];
     // util-linux's rename, with the target in the replacement.
     if Command::new("rename.ul").arg("--version").output().is_ok() {
-        let (from, to) = (
-            outside.path().to_str().unwrap(),
-            parked.path().to_str().unwrap(),
-        );
-        let run = guard.session(&stubs, &["rename.ul", from, to, victim.to_str().unwrap()]);
-        let hold = guard.wait_hold(victim.to_str().unwrap());
-        assert_eq!(hold.rule, "rm-recursive");
-        assert!(
-            hold.why[0].starts_with("runs via a rename to"),
-            "{:?}",
-            hold.why
-        );
-        guard.decide("deny", &hold);
-        assert!(!run.wait().0.success());
-        assert_eq!(count(&victim), before, "the victim was renamed away");
+        moves.push((
+            vec!["rename.ul", from, to, victim_text],
+            "runs via a rename to",
+        ));
     } else {
         eprintln!("no rename.ul here: that case skipped");
+    }
+    for (argv, via) in moves {
+        let run = guard.session(&stubs, &argv);
+        let hold = guard.wait_hold(victim_text);
+        assert_eq!(hold.rule, "rm-recursive");
+        assert!(hold.why[0].starts_with(via), "{:?}", hold.why);
+        guard.decide("deny", &hold);
+        assert!(!run.wait().0.success());
+        assert_eq!(count(&victim), before, "{argv:?} moved the victim");
     }
 
     fs::write(stubs.dir.path().join("a.txt"), "x").unwrap();
