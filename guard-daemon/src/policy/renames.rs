@@ -38,18 +38,18 @@ pub fn landings(program: &str, args: &[String]) -> Option<Vec<(String, Vec<Landi
             options_done = true;
             continue;
         }
-        let letters: Vec<&str> = match arg.strip_prefix("--") {
-            Some(long) => vec![long_letter(long)?],
-            None => arg[1..].split("").filter(|l| !l.is_empty()).collect(),
+        let letters: Vec<char> = match arg.strip_prefix("--") {
+            Some(long) => vec![long_letter(long)],
+            None => arg[1..].chars().collect(),
         };
         for letter in letters {
             match letter {
-                "n" | "s" | "h" | "V" => return None,
-                "a" => mode = Occurrence::All,
-                "l" => mode = Occurrence::Last,
+                'n' | 's' | 'h' | 'V' => return None,
+                'a' => mode = Occurrence::All,
+                'l' => mode = Occurrence::Last,
                 // Perl's `-e CODE`/`-E CODE` give the expression as an
                 // option: where files go is then not known.
-                "e" | "E" => {
+                'e' | 'E' => {
                     mode = Occurrence::Unknown;
                     args.next();
                 }
@@ -97,33 +97,29 @@ enum Occurrence {
     Unknown,
 }
 
-/// The short letter of a long option (unique prefixes, as getopt_long).
-fn long_letter(long: &str) -> Option<&'static str> {
-    const LONG: &[(&str, &str)] = &[
-        ("verbose", "v"),
-        ("no-act", "n"),
-        ("nono", "n"),
-        ("all", "a"),
-        ("last", "l"),
-        ("no-overwrite", "o"),
-        ("interactive", "i"),
-        ("symlink", "s"),
-        ("help", "h"),
-        ("version", "V"),
-        ("force", "f"),
+/// The short letter of a long option, by a unique prefix as getopt_long
+/// takes it; `?` for one that is ambiguous or unknown (the program refuses
+/// it, and the rest is read as given).
+fn long_letter(long: &str) -> char {
+    const LONG: &[(&str, char)] = &[
+        ("verbose", 'v'),
+        ("no-act", 'n'),
+        ("nono", 'n'),
+        ("all", 'a'),
+        ("last", 'l'),
+        ("no-overwrite", 'o'),
+        ("interactive", 'i'),
+        ("symlink", 's'),
+        ("help", 'h'),
+        ("version", 'V'),
+        ("force", 'f'),
     ];
     let name = long.split('=').next().unwrap_or(long);
-    let matches: Vec<_> = LONG
-        .iter()
-        .filter(|(full, _)| full.starts_with(name))
-        .collect();
-    match matches.as_slice() {
-        [(_, letter)] => Some(letter),
-        _ => LONG
-            .iter()
-            .find(|(full, _)| *full == name)
-            .map(|(_, letter)| *letter)
-            .or(Some("?")),
+    let exact = LONG.iter().find(|(full, _)| *full == name);
+    let mut prefixed = LONG.iter().filter(|(full, _)| full.starts_with(name));
+    match (exact, prefixed.next(), prefixed.next()) {
+        (Some((_, letter)), ..) | (None, Some((_, letter)), None) => *letter,
+        _ => '?',
     }
 }
 
