@@ -104,7 +104,9 @@ impl ProgramFiles {
     /// shell itself (`. ./copy`) is not seen here.
     pub fn script_run_by(&self, pid: u32, argv: &[Vec<u8>]) -> Option<(String, Vec<Vec<u8>>)> {
         for (at, arg) in argv.iter().enumerate().take(OPERANDS_LOOKED_AT) {
-            if arg.is_empty() || arg.starts_with(b"-") {
+            // Options are looked at too: `sh -- -copy` runs a file named
+            // `-copy`, and a word that names no file costs one failed open.
+            if arg.is_empty() {
                 continue;
             }
             if let Some(program) = self.identify(&as_seen_by(pid, arg)) {
@@ -219,6 +221,7 @@ mod tests {
             std::process::Command::new("sleep")
                 .arg("30")
                 .stdin(fs::File::open(&copy).unwrap())
+                .current_dir(dir.path())
                 .spawn()
                 .unwrap(),
         );
@@ -227,6 +230,21 @@ mod tests {
         assert_eq!(program, "terraform");
         assert_eq!(judged, [b"terraform".to_vec(), b"destroy".to_vec()]);
         assert_eq!(files.script_run_by(me, &argv(&[&other])), None);
+        // A copy named like an option, after `--`, from the process's cwd.
+        fs::copy(&watched, dir.path().join("-tf")).unwrap();
+        let dashed = [
+            b"sh".to_vec(),
+            b"--".to_vec(),
+            b"-tf".to_vec(),
+            b"destroy".to_vec(),
+        ];
+        let (program, judged) = files.script_run_by(child.0.id(), &dashed).unwrap();
+        assert_eq!(program, "terraform");
+        assert_eq!(
+            judged,
+            [b"-tf".to_vec(), b"destroy".to_vec()],
+            "the operand, not stdin"
+        );
     }
 
     /// Kills the child however the test ends.
