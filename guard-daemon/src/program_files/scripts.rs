@@ -127,18 +127,34 @@ impl ProgramFiles {
 }
 
 /// `arg` as a path the way process `pid` would open it: relative to its
-/// cwd, absolute under its root, and `/dev/fd/N` as its own descriptor.
+/// cwd, absolute under its root, and the names of its own descriptors
+/// (`/dev/fd/N`, `/dev/stdin`, `/proc/self/...`, `/proc/thread-self/...`)
+/// as its own, not guardd's. A symlink elsewhere that leads to one of those
+/// is still resolved as guardd's (said in docs/policy.md).
 fn as_seen_by(pid: u32, arg: &[u8]) -> PathBuf {
     use std::os::unix::ffi::OsStrExt as _;
     let path = Path::new(std::ffi::OsStr::from_bytes(arg));
-    for fds in ["/dev/fd", "/proc/self/fd"] {
-        if let Ok(fd) = path.strip_prefix(fds) {
-            return Path::new(&format!("/proc/{pid}/fd")).join(fd);
+    let own = Path::new("/proc").join(pid.to_string());
+    for (name, fd) in [
+        ("/dev/stdin", "0"),
+        ("/dev/stdout", "1"),
+        ("/dev/stderr", "2"),
+    ] {
+        if path == Path::new(name) {
+            return own.join("fd").join(fd);
+        }
+    }
+    if let Ok(fd) = path.strip_prefix("/dev/fd") {
+        return own.join("fd").join(fd);
+    }
+    for me in ["/proc/self", "/proc/thread-self"] {
+        if let Ok(rest) = path.strip_prefix(me) {
+            return own.join(rest);
         }
     }
     match path.strip_prefix("/") {
-        Ok(inside) => Path::new(&format!("/proc/{pid}/root")).join(inside),
-        Err(_) => Path::new(&format!("/proc/{pid}/cwd")).join(path),
+        Ok(inside) => own.join("root").join(inside),
+        Err(_) => own.join("cwd").join(path),
     }
 }
 
@@ -215,6 +231,12 @@ mod tests {
             "relative"
         );
         assert_eq!(as_seen_by(7, b"/dev/fd/3"), Path::new("/proc/7/fd/3"));
+        assert_eq!(as_seen_by(7, b"/proc/self/fd/3"), Path::new("/proc/7/fd/3"));
+        assert_eq!(
+            as_seen_by(7, b"/proc/thread-self/fd/3"),
+            Path::new("/proc/7/fd/3")
+        );
+        assert_eq!(as_seen_by(7, b"/dev/stderr"), Path::new("/proc/7/fd/2"));
         assert_eq!(as_seen_by(7, b"/etc/x"), Path::new("/proc/7/root/etc/x"));
         // Stdin: a child whose fd 0 is the copy.
         let child = Reaped(
