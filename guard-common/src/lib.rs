@@ -134,6 +134,14 @@ pub enum EventKind {
     /// Without the BPF LSM: a session process made a gated call (a
     /// `ReportEvent`; it ran, guardd only reports it).
     GateReported = 11,
+    /// An API probe stopped a session process before a TLS write or an SQL
+    /// call (details in `API_HELD` under `tid`; `op` is the `ApiHook`).
+    ApiHeld = 12,
+    /// As `ApiHeld`, but `bpf_send_signal` failed: the call goes on.
+    ApiStopFailed = 13,
+    /// A session process freed a TLS connection guardd keeps state of
+    /// (`API_CONNS` entry dropped; `root.ino` is the connection's address).
+    ApiConnClosed = 14,
 }
 
 impl EventKind {
@@ -150,6 +158,9 @@ impl EventKind {
             9 => Self::GateDenied,
             10 => Self::GateAudited,
             11 => Self::GateReported,
+            12 => Self::ApiHeld,
+            13 => Self::ApiStopFailed,
+            14 => Self::ApiConnClosed,
             _ => return None,
         })
     }
@@ -372,6 +383,130 @@ pub struct GateDecision {
     pub _pad: u32,
 }
 
+/// The client-library function an API probe sits on: its attach cookie.
+/// guardd fails a denied call with the function's own error value.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiHook {
+    /// OpenSSL `int SSL_write(SSL *, const void *, int)`.
+    SslWrite = 1,
+    /// OpenSSL `int SSL_write_ex(SSL *, const void *, size_t, size_t *)`.
+    SslWriteEx = 2,
+    /// GnuTLS `ssize_t gnutls_record_send(gnutls_session_t, const void *, size_t)`.
+    GnutlsRecordSend = 3,
+    /// libpq `PGresult *PQexec(PGconn *, const char *query)`.
+    PqExec = 4,
+    /// libpq `PQexecParams(PGconn *, const char *command, ...)`.
+    PqExecParams = 5,
+    /// libpq `int PQsendQuery(PGconn *, const char *query)`.
+    PqSendQuery = 6,
+    /// libpq `int PQsendQueryParams(PGconn *, const char *command, ...)`.
+    PqSendQueryParams = 7,
+    /// libpq `PQprepare(PGconn *, const char *name, const char *query, ...)`.
+    PqPrepare = 8,
+    /// libpq `int PQsendPrepare(PGconn *, const char *name, const char *query, ...)`.
+    PqSendPrepare = 9,
+    /// OpenSSL `void SSL_free(SSL *)`: the connection's state goes.
+    SslFree = 10,
+    /// GnuTLS `void gnutls_deinit(gnutls_session_t)`.
+    GnutlsDeinit = 11,
+}
+
+impl ApiHook {
+    pub const ALL: [ApiHook; 11] = [
+        Self::SslWrite,
+        Self::SslWriteEx,
+        Self::GnutlsRecordSend,
+        Self::PqExec,
+        Self::PqExecParams,
+        Self::PqSendQuery,
+        Self::PqSendQueryParams,
+        Self::PqPrepare,
+        Self::PqSendPrepare,
+        Self::SslFree,
+        Self::GnutlsDeinit,
+    ];
+
+    pub fn from_u32(value: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|hook| *hook as u32 == value)
+    }
+
+    /// The exported symbol the probe is attached to.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Self::SslWrite => "SSL_write",
+            Self::SslWriteEx => "SSL_write_ex",
+            Self::GnutlsRecordSend => "gnutls_record_send",
+            Self::PqExec => "PQexec",
+            Self::PqExecParams => "PQexecParams",
+            Self::PqSendQuery => "PQsendQuery",
+            Self::PqSendQueryParams => "PQsendQueryParams",
+            Self::PqPrepare => "PQprepare",
+            Self::PqSendPrepare => "PQsendPrepare",
+            Self::SslFree => "SSL_free",
+            Self::GnutlsDeinit => "gnutls_deinit",
+        }
+    }
+
+    /// Whether it carries SQL (else: bytes of a TLS stream, or a free).
+    pub fn is_sql(self) -> bool {
+        matches!(
+            self,
+            Self::PqExec
+                | Self::PqExecParams
+                | Self::PqSendQuery
+                | Self::PqSendQueryParams
+                | Self::PqPrepare
+                | Self::PqSendPrepare
+        )
+    }
+}
+
+/// Bytes of a TLS write the kernel reads to let a lone GET, HEAD or OPTIONS
+/// request through without a stop (longer writes stop).
+pub const API_PEEK: usize = 2048;
+/// Bytes of an SQL string the kernel reads to let a lone SELECT or SHOW through.
+pub const API_SQL_PEEK: usize = 256;
+/// Capacity of `API_HELD` and of `API_CONNS`.
+pub const MAX_API_HELD: u32 = 4_096;
+pub const MAX_API_CONNS: u32 = 16_384;
+/// `API_CONNS` value meaning "pass every write that does not start like a
+/// request line" (a connection guardd reads as another protocol).
+pub const API_OPAQUE: u64 = u64::MAX;
+
+/// Value of `API_HELD`, keyed by thread id: a client call an API probe
+/// stopped, until guardd has decided. The entry registers let guardd fail
+/// a denied call (return to `ret` with the function's error value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ApiHeldEntry {
+    pub ktime_ns: u64,
+    /// The buffer (TLS) or query string (SQL), an address in the process.
+    pub buf: u64,
+    /// The buffer's length (0 for SQL: a C string).
+    pub len: u64,
+    /// `SSL *`, `gnutls_session_t` or `PGconn *`: names the connection.
+    pub conn: u64,
+    /// Stack pointer and return address at the function's entry.
+    pub sp: u64,
+    pub ret: u64,
+    pub session_id: u32,
+    /// The thread group (process) id.
+    pub pid: u32,
+    pub uid: u32,
+    /// An `ApiHook`.
+    pub hook: u32,
+}
+
+/// Key of `API_CONNS`: a connection of a process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ApiConnKey {
+    pub pid: u32,
+    pub _pad: u32,
+    pub conn: u64,
+}
+
 // A change to any of these sizes (or to a field of a struct pinned as a map's
 // key or value) must come with a new LAYOUT_VERSION.
 const _: () = assert!(core::mem::size_of::<LsmOffsets>() == 56);
@@ -388,6 +523,8 @@ const _: () = assert!(core::mem::size_of::<HeldEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 64);
 const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 20);
 const _: () = assert!(core::mem::size_of::<ContinuedEntry>() == 16);
+const _: () = assert!(core::mem::size_of::<ApiHeldEntry>() == 64);
+const _: () = assert!(core::mem::size_of::<ApiConnKey>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -405,6 +542,8 @@ mod pod {
     unsafe impl aya::Pod for super::GateHeldEntry {}
     unsafe impl aya::Pod for super::GateDecisionKey {}
     unsafe impl aya::Pod for super::GateDecision {}
+    unsafe impl aya::Pod for super::ApiHeldEntry {}
+    unsafe impl aya::Pod for super::ApiConnKey {}
 }
 
 /// Key of the `PROGRAMS` map for a program name: the kernel's `comm`, which
@@ -430,10 +569,10 @@ mod tests {
 
     #[test]
     fn event_kind_round_trips() {
-        for kind in 1..=11 {
+        for kind in 1..=14 {
             assert_eq!(EventKind::from_u32(kind).unwrap() as u32, kind);
         }
         assert_eq!(EventKind::from_u32(0), None);
-        assert_eq!(EventKind::from_u32(12), None);
+        assert_eq!(EventKind::from_u32(15), None);
     }
 }

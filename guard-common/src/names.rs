@@ -19,9 +19,12 @@ pub mod map {
     pub const REPORT_CALLS: &str = "REPORT_CALLS";
     pub const OVERFLOWS: &str = "OVERFLOWS";
     pub const EXEC_DIRS: &str = "EXEC_DIRS";
+    pub const API_HELD: &str = "API_HELD";
+    pub const API_CONNS: &str = "API_CONNS";
+    pub const API_SCRATCH: &str = "API_SCRATCH";
 
     /// Every map, each pinned under the pin directory.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 17] = [
         SESSIONS,
         HELD,
         PROGRAMS,
@@ -36,6 +39,9 @@ pub mod map {
         CONTINUED,
         SETTINGS,
         EXEC_DIRS,
+        API_HELD,
+        API_CONNS,
+        API_SCRATCH,
     ];
 }
 
@@ -69,9 +75,12 @@ pub mod program {
     pub const GATE_PATH_CHOWN: &str = "gate_path_chown";
     pub const GATE_FILE_OPEN: &str = "gate_file_open";
     pub const ESCAPE_UNIX_STREAM_CONNECT: &str = "escape_unix_stream_connect";
+    pub const API_TLS_WRITE: &str = "api_tls_write";
+    pub const API_SQL_QUERY: &str = "api_sql_query";
+    pub const API_TLS_FREE: &str = "api_tls_free";
 
     /// Every program of the object.
-    pub const ALL: [&str; 27] = [
+    pub const ALL: [&str; 30] = [
         SESSIONS_FORK,
         SESSIONS_EXIT,
         EXEC_GATE,
@@ -99,5 +108,8 @@ pub mod program {
         GATE_PATH_CHOWN,
         GATE_FILE_OPEN,
         ESCAPE_UNIX_STREAM_CONNECT,
+        API_TLS_WRITE,
+        API_SQL_QUERY,
+        API_TLS_FREE,
     ];
 }

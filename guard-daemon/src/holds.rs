@@ -43,6 +43,22 @@ pub struct Hold {
     pub stderr: Option<OwnedFd>,
     /// A held system call (the syscall gate) instead of a stopped exec.
     pub gate: Option<GateHold>,
+    /// A held API call (the API-client gate) instead of a stopped exec.
+    pub api: Option<ApiStopped>,
+}
+
+/// A client call an API probe stopped: the thread, and its registers at the
+/// function's entry, to fail the call if it is denied.
+#[derive(Debug, Clone)]
+pub struct ApiStopped {
+    pub tid: u32,
+    pub entry: guard_common::ApiHeldEntry,
+    /// Whether guardd's tracer holds the thread in ptrace-stop.
+    pub traced: bool,
+    /// `POST ec2 us-east-1 TerminateInstances`.
+    pub call: String,
+    /// Names its identical retries: (session, call).
+    pub retry_key: (u32, String),
 }
 
 /// Calls of one process on one protected tree, waiting in the kernel for one decision.
@@ -86,6 +102,15 @@ impl Hold {
         self.request.command()
     }
 
+    /// The held call (system call or API call), when it is not an exec.
+    pub fn operation(&self) -> Option<String> {
+        match (&self.gate, &self.api) {
+            (Some(gate), _) => Some(gate.operation.clone()),
+            (None, Some(api)) => Some(api.call.clone()),
+            (None, None) => None,
+        }
+    }
+
     /// The record of this hold: its request, id, rule and operation.
     pub fn record(&self, event: AuditEvent) -> AuditRecord {
         let mut record = AuditRecord::from(&self.request);
@@ -93,7 +118,7 @@ impl Hold {
         record.request_id = Some(self.id.clone());
         record.pid = Some(self.process.pid);
         record.rule = Some(self.rule.clone());
-        record.operation = self.gate.as_ref().map(|g| g.operation.clone());
+        record.operation = self.operation();
         record.why = self.why.clone();
         record
     }
@@ -118,7 +143,7 @@ impl Hold {
             approvers: self.terms.approvers.clone(),
             also_approvers: self.terms.also_approvers.clone(),
             self_approval: self.terms.self_approval,
-            operation: self.gate.as_ref().map(|g| g.operation.clone()),
+            operation: self.operation(),
             ancestry: request.ancestry.clone(),
             context: request.context.clone(),
             why: self.why.clone(),
@@ -205,6 +230,15 @@ impl HoldRegistry {
             .any(|hold| hold.process.pid == pid && hold.process.start_time == start_time)
     }
 
+    /// Whether a hold was raised on the API stop of `tid` made at `ktime_ns`.
+    pub fn holds_api_stop(&self, tid: u32, ktime_ns: u64) -> bool {
+        self.holds.values().any(|hold| {
+            hold.api
+                .as_ref()
+                .is_some_and(|api| api.tid == tid && api.entry.ktime_ns == ktime_ns)
+        })
+    }
+
     pub fn has_pid(&self, pid: u32) -> bool {
         self.holds.values().any(|hold| hold.process.pid == pid)
     }
@@ -284,6 +318,7 @@ pub(crate) mod tests {
             deadline_unix: 0,
             stderr: None,
             gate: None,
+            api: None,
         }
     }
 }

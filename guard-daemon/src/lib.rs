@@ -19,6 +19,7 @@
 //!   files (`protected`).
 //! - *outcome* and *finish*: how a stop or hold ends, and the one function
 //!   every end goes through (`guard::finish`).
+pub mod api;
 pub mod approval;
 pub mod audit;
 pub mod btf;

@@ -33,6 +33,17 @@ enum Command {
     Detach(u32, Sender<Result<(), Errno>>),
     /// Kill while still traced, then reap, so the process never runs.
     Kill(u32, Sender<()>),
+    /// Make a traced thread return from the function it is stopped in.
+    FailCall(u32, FailCall, Sender<Result<(), Errno>>),
+}
+
+/// A return the thread did not make: to `ret`, with the stack pointer the
+/// caller had after it (`sp`) and `value` as the function's result.
+#[derive(Debug, Clone, Copy)]
+pub struct FailCall {
+    pub ret: u64,
+    pub sp: u64,
+    pub value: u64,
 }
 
 /// Handle to the tracer thread.
@@ -60,6 +71,14 @@ impl Tracer {
     /// Lets go of a process; it stays stopped until it gets SIGCONT.
     pub fn detach(&self, pid: u32) -> Result<(), Errno> {
         self.ask(|reply| Command::Detach(pid, reply))
+            .unwrap_or(Err(Errno::ESRCH))
+    }
+
+    /// Makes a thread held in ptrace-stop (seized before) return from the
+    /// function it was stopped at the entry of, as `call` says, so that a
+    /// denied client call fails without the process being killed.
+    pub fn fail_call(&self, tid: u32, call: FailCall) -> Result<(), Errno> {
+        self.ask(|reply| Command::FailCall(tid, call, reply))
             .unwrap_or(Err(Errno::ESRCH))
     }
 
@@ -105,11 +124,35 @@ fn run(commands: Receiver<Command>) {
                 }
                 let _ = reply.send(());
             }
+            Ok(Command::FailCall(tid, call, reply)) => {
+                let tid = Pid::from_raw(tid as i32);
+                drain(&mut pending);
+                let _ = reply.send(set_return(tid, call));
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
         drain(&mut pending);
     }
+}
+
+/// Sets the registers of `tid` for `call`. The interrupt after the seize
+/// takes a moment to reach ptrace-stop; until then the registers are not
+/// ours to read (ESRCH).
+fn set_return(tid: Pid, call: FailCall) -> Result<(), Errno> {
+    for _ in 0..200 {
+        match ptrace::getregs(tid) {
+            Ok(mut regs) => {
+                regs.rip = call.ret;
+                regs.rsp = call.sp;
+                regs.rax = call.value;
+                return ptrace::setregs(tid, regs);
+            }
+            Err(Errno::ESRCH) => thread::sleep(Duration::from_millis(1)),
+            Err(err) => return Err(err),
+        }
+    }
+    Err(Errno::ESRCH)
 }
 
 /// Handles every waiting tracee event without blocking: exits are reaped,

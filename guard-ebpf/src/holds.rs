@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use guard_common::ContinuedEntry;
 
-use crate::maps::{guardd, offsets, CONTINUED, HELD};
+use crate::maps::{guardd, offsets, API_HELD, CONTINUED, HELD};
 
 const SIGCONT: i32 = 18;
 /// `si_code` of a signal the kernel sent on its own.
@@ -27,8 +27,13 @@ pub fn holds_signal_generate(ctx: TracePointContext) -> u32 {
     let Ok(target) = (unsafe { ctx.read_at::<i32>(offsets().signal_pid as usize) }) else {
         return 0;
     };
-    let Some(held) = HELD.get_ptr(target as u32) else {
-        return 0;
+    // A stop of the exec gate, or of an API probe in the process's main thread.
+    let stop_ktime_ns = match HELD.get_ptr(target as u32) {
+        Some(held) => unsafe { (*held).ktime_ns },
+        None => match API_HELD.get_ptr(target as u32) {
+            Some(held) => unsafe { (*held).ktime_ns },
+            None => return 0,
+        },
     };
     let sender = (bpf_get_current_pid_tgid() >> 32) as u32;
     if sender == guardd() {
@@ -36,7 +41,7 @@ pub fn holds_signal_generate(ctx: TracePointContext) -> u32 {
     }
     let code = unsafe { ctx.read_at::<i32>(offsets().signal_code as usize) }.unwrap_or(0);
     let mark = ContinuedEntry {
-        stop_ktime_ns: unsafe { (*held).ktime_ns },
+        stop_ktime_ns,
         by: sender,
         from_kernel: u32::from(code == SI_KERNEL),
     };

@@ -5,7 +5,8 @@
 //! - `self_protect`: BPF LSM hooks for hold integrity and self-protection;
 //! - `gate`: BPF LSM syscall gate on protected paths (hold, deny, audit);
 //! - `report`: report-only syscall gate where the BPF LSM does not run;
-//! - `escape`: BPF LSM hold of connects to servers outside the session.
+//! - `escape`: BPF LSM hold of connects to servers outside the session;
+//! - `api`: uprobes on TLS and SQL client libraries (the API-client gate).
 //!
 //! Kernel compatibility. The tracepoints need no BTF; the LSM programs need
 //! BTF and a kernel booted with `bpf` in `lsm=` (loaded only there):
@@ -30,12 +31,15 @@
 //! | `gate_path_rename` | LSM `path_rename` (5 parameters) | 5.19 | gained `flags`      |
 //! | `gate_path_rename_5_7` | LSM `path_rename` (4 parameters) | 5.7 | before 5.19     |
 //! | `escape_unix_stream_connect` | LSM `unix_stream_connect` | 5.7 | CONFIG_SECURITY_NETWORK |
+//! | `api_tls_write`, `api_sql_query`, `api_tls_free` | uprobes on libssl, libgnutls, libpq | 5.15 | attach cookie (perf link) |
 //!
 //! Where a hook's signature changed, the daemon loads the variant whose
 //! parameter count matches `bpf_lsm_<hook>` in this kernel's BTF.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
+mod api;
 #[cfg(target_arch = "bpf")]
 mod escape;
 #[cfg(target_arch = "bpf")]

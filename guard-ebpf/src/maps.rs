@@ -7,10 +7,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use guard_common::{
-    Comm, ContinuedEntry, Event, EventKind, ExeNameOffsets, FileKey, GateDecision, GateDecisionKey,
-    GateHeldEntry, GateRoot, HeldEntry, ReportCall, SessionEntry, TracepointOffsets, EVENTS_BYTES,
-    MAX_EXEC_DIRS, MAX_GATE_DECISIONS, MAX_GATE_ROOTS, MAX_HELD, MAX_PROGRAMS, MAX_PROTECTED,
-    MAX_REPORT_CALLS, MAX_SESSION_TASKS, OVERFLOW_EVENTS_LOST, OVERFLOW_SLOTS,
+    ApiConnKey, ApiHeldEntry, Comm, ContinuedEntry, Event, EventKind, ExeNameOffsets, FileKey,
+    GateDecision, GateDecisionKey, GateHeldEntry, GateRoot, HeldEntry, ReportCall, SessionEntry,
+    TracepointOffsets, API_PEEK, EVENTS_BYTES, MAX_API_CONNS, MAX_API_HELD, MAX_EXEC_DIRS,
+    MAX_GATE_DECISIONS, MAX_GATE_ROOTS, MAX_HELD, MAX_PROGRAMS, MAX_PROTECTED, MAX_REPORT_CALLS,
+    MAX_SESSION_TASKS, OVERFLOW_EVENTS_LOST, OVERFLOW_SLOTS,
 };
 
 /// Thread id -> session, for every thread in an agent session.
@@ -59,6 +60,20 @@ pub static GATE_DECIDED: HashMap<GateDecisionKey, GateDecision> =
 /// (empty unless guardd reports: no BPF LSM and the gate not off).
 #[map]
 pub static REPORT_CALLS: HashMap<u32, ReportCall> = HashMap::with_max_entries(MAX_REPORT_CALLS, 0);
+
+/// Thread id -> the client call an API probe stopped, until guardd has decided.
+#[map]
+pub static API_HELD: HashMap<u32, ApiHeldEntry> = HashMap::with_max_entries(MAX_API_HELD, 0);
+
+/// (pid, connection) -> body bytes guardd expects next on a TLS connection
+/// it is in the middle of a request of, or `API_OPAQUE`. Filled by guardd;
+/// LRU, so that a process's forgotten connections make room.
+#[map]
+pub static API_CONNS: LruHashMap<ApiConnKey, u64> = LruHashMap::with_max_entries(MAX_API_CONNS, 0);
+
+/// Per CPU: the bytes of a write or query the API probes look at.
+#[map]
+pub static API_SCRATCH: PerCpuArray<[u8; API_PEEK]> = PerCpuArray::with_max_entries(1, 0);
 
 /// `[0]`: pid of the running guardd, the only process that may release a hold
 /// (0 while none runs).

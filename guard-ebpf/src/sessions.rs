@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use guard_common::EventKind;
 
-use crate::maps::{emit, offsets, GATE_HELD, HELD, SESSIONS};
+use crate::maps::{emit, offsets, API_HELD, GATE_HELD, HELD, SESSIONS};
 
 #[tracepoint]
 pub fn sessions_fork(ctx: TracePointContext) -> u32 {
@@ -47,6 +47,16 @@ pub fn sessions_exit(_ctx: TracePointContext) -> u32 {
         emit(
             EventKind::HeldExit,
             tid,
+            session_id,
+            bpf_get_current_comm().unwrap_or_default(),
+        );
+    }
+    // A thread an API probe stopped: its process's hold is moot only if
+    // the whole process goes, which guardd checks.
+    if API_HELD.get_ptr(tid).is_some() && API_HELD.remove(tid).is_ok() {
+        emit(
+            EventKind::HeldExit,
+            (pid_tgid >> 32) as u32,
             session_id,
             bpf_get_current_comm().unwrap_or_default(),
         );

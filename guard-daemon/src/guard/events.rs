@@ -58,6 +58,9 @@ impl Guard {
                 | EventKind::GateDenied
                 | EventKind::GateAudited),
             ) => self.on_gate_event(kind, event),
+            Some(
+                kind @ (EventKind::ApiHeld | EventKind::ApiStopFailed | EventKind::ApiConnClosed),
+            ) => self.on_api_event(kind, event),
             // Read as a whole `ReportEvent` by the reader, never as a bare event.
             Some(EventKind::GateReported) => {}
             None => tracing::warn!(kind = event.kind, "unknown kernel event"),
@@ -80,6 +83,7 @@ impl Guard {
         self.watch_pins(now);
         self.audit_policy_lock();
         self.tick_lsm_gate();
+        self.tick_api_gate();
         self.sync_reporting();
         self.report_stops_killed();
         let lost = self.kernel.events_lost();

@@ -299,6 +299,7 @@ impl Guard {
             deadline_unix: unix_now() + timeout.as_secs(),
             stderr,
             gate: None,
+            api: None,
             process,
         };
         self.seize(&mut hold, &mut record);

@@ -11,7 +11,7 @@ use guard_common::FileKey;
 use crate::{
     audit::{AuditDecision, AuditEvent, AuditRecord, Channel},
     escape::escape_bytes,
-    holds::{GateHold, GateWaiter, Hold},
+    holds::{ApiStopped, GateHold, GateWaiter, Hold},
     kernel::Continuation,
     process::{Pidfd, ProcessHandle},
 };
@@ -41,6 +41,12 @@ pub(crate) enum Held<'a> {
     },
     /// A system call waiting in the syscall gate.
     Call { hold: &'a Hold, gate: &'a GateHold },
+    /// A client call an API probe stopped: let go, it goes on; refused, it
+    /// returns its function's error value unsent.
+    Api {
+        process: &'a ProcessHandle,
+        stopped: &'a ApiStopped,
+    },
     /// A system call the BPF LSM stopped that is no raised hold (decided at
     /// once); no process when it is gone already.
     LsmCall {
@@ -145,7 +151,7 @@ pub(crate) fn finish(effects: &mut impl Effects, mut ending: Ending<'_>, outcome
     }
     // A gated call's kernel entry goes with its answer; one that ended
     // unanswered leaves it behind.
-    let exec = matches!(ending.held, Held::Exec { .. });
+    let exec = matches!(ending.held, Held::Exec { .. } | Held::Api { .. });
     if exec || signal == Signal::None {
         effects.forget(&ending);
     }
@@ -160,6 +166,7 @@ fn plan(ending: &Ending<'_>, outcome: &Outcome, id: &str) -> (Signal, Option<Str
     let refused = |what: String| {
         let tail = match ending.held {
             Held::Exec { .. } => format!("`{subject}` did not run"),
+            Held::Api { .. } => format!("`{subject}` was not sent: the call failed"),
             _ => format!("`{subject}` failed with EPERM"),
         };
         Some(format!("agent-guard: {what}. {tail}.\n"))
@@ -174,6 +181,7 @@ fn plan(ending: &Ending<'_>, outcome: &Outcome, id: &str) -> (Signal, Option<Str
                 escape_bytes(message.as_bytes()),
                 match ending.held {
                     Held::Exec { .. } => "It did not run",
+                    Held::Api { .. } => "It was not sent: the call failed",
                     _ => "It failed with EPERM",
                 }
             )),
@@ -318,9 +326,16 @@ impl super::Guard {
 
     /// The ending of a raised hold (taken out of the registry).
     pub(super) fn hold_ending<'a>(&self, hold: &'a Hold) -> Ending<'a> {
-        let (held, subject) = match &hold.gate {
-            Some(gate) => (Held::Call { hold, gate }, gate.operation.clone()),
-            None => (
+        let (held, subject) = match (&hold.gate, &hold.api) {
+            (Some(gate), _) => (Held::Call { hold, gate }, gate.operation.clone()),
+            (None, Some(stopped)) => (
+                Held::Api {
+                    process: &hold.process,
+                    stopped,
+                },
+                stopped.call.clone(),
+            ),
+            (None, None) => (
                 Held::Exec {
                     process: Some(&hold.process),
                     traced: hold.traced,
@@ -395,6 +410,7 @@ impl super::Guard {
     fn answer_call(&mut self, ending: &Ending<'_>, allowed: bool) {
         match ending.held {
             Held::Exec { .. } => {}
+            Held::Api { process, stopped } => self.answer_api_call(process, stopped, allowed),
             Held::Call { hold, gate } => self.answer_gate(hold, gate, allowed),
             Held::LsmCall {
                 process: Some(process),
@@ -449,6 +465,9 @@ impl Effects for super::Guard {
                 }
             }
             Held::LsmCall { .. } => self.kernel.forget_gate_held(ending.pid),
+            Held::Api { stopped, .. } => self
+                .kernel
+                .forget_api_held(stopped.tid, stopped.entry.ktime_ns),
         }
     }
 

@@ -51,6 +51,7 @@ pub struct Guard {
     state: StateStore,
     gates: syscall_gate::SyscallGates,
     pins: pin_watch::PinWatch,
+    api: api_gate::ApiGate,
 }
 
 /// What the kernel said about one stopped process.
@@ -64,6 +65,7 @@ struct Stop<'a> {
     stop_failed: bool,
 }
 
+mod api_gate;
 mod approvals;
 pub use approvals::Reauth;
 use approvals::SameUidAuth;
@@ -114,6 +116,7 @@ impl Guard {
             source: reload::PolicySource::new(own_files.config.clone(), &policy),
             pins: Default::default(),
             gates: Default::default(),
+            api: Default::default(),
             policy,
             tracer,
             own: own_files::OwnFileGuard::new(own_files),

@@ -71,6 +71,7 @@ impl Guard {
                 deadline_unix: entry.deadline_unix,
                 stderr: notice::stderr_of(&process),
                 gate: None,
+                api: None,
                 process,
             };
             let mut record = hold.record(AuditEvent::Readopt);

@@ -142,6 +142,8 @@ impl Kernel {
         let settings = take_map(&mut ebpf, map::SETTINGS)?;
         let events = take_map(&mut ebpf, map::EVENTS)?;
         let overflows = take_map(&mut ebpf, map::OVERFLOWS)?;
+        let api_held = take_map(&mut ebpf, map::API_HELD)?;
+        let api_conns = take_map(&mut ebpf, map::API_CONNS)?;
         let mut kernel = Self {
             _ebpf: ebpf,
             sessions,
@@ -157,6 +159,9 @@ impl Kernel {
             guardd,
             settings,
             overflows,
+            api_held,
+            api_conns,
+            api_targets: Vec::new(),
             loaded: Vec::new(),
             exe_names: exe_offsets.enabled != 0,
             lsm_missing: lsm.as_ref().err().cloned(),
@@ -229,6 +234,17 @@ impl Kernel {
                 kernel.report_missing = Some(err.to_string());
             }
         }
+        let started = std::time::Instant::now();
+        for path in crate::api::libs::system_targets() {
+            if let Err(err) = kernel.attach_api(&path) {
+                tracing::error!("API probes not attached to {}: {err}", path.display());
+            }
+        }
+        tracing::info!(
+            elapsed = ?started.elapsed(),
+            targets = kernel.api_targets.len(),
+            "API probes attached"
+        );
         // Every program of this guardd is attached and pinned: links an older
         // guardd left under other names (a program renamed since) go now.
         let ours: Vec<&str> = kernel.links.keys().map(String::as_str).collect();
@@ -384,7 +400,12 @@ mod tests {
             .iter()
             .map(|(name, _, _)| *name)
             .chain(LSM_PROGRAMS.iter().map(|(name, _, _)| *name))
-            .chain([program::REPORT_SYSCALL])
+            .chain([
+                program::REPORT_SYSCALL,
+                program::API_TLS_WRITE,
+                program::API_SQL_QUERY,
+                program::API_TLS_FREE,
+            ])
             .collect();
         assert_eq!(loaded, programs, "programs guardd loads");
     }

@@ -7,8 +7,10 @@
 //! - `layout`: the version of the pinned maps' layout, and pins of another;
 //! - `offsets`: tracepoint fields from tracefs, struct members from BTF;
 //! - `maps`: typed access to the maps guardd reads and fills;
+//! - `api`: the API-client gate's uprobes and maps;
 //! - `report`: the report-only program where the BPF LSM does not run;
 //! - `teardown`: ending what a guardd pinned.
+mod api;
 mod layout;
 mod load;
 mod maps;
@@ -25,11 +27,12 @@ use aya::{
     Ebpf,
 };
 use guard_common::{
-    Comm, ContinuedEntry, FileKey, GateDecision, GateDecisionKey, GateHeldEntry, GateRoot,
-    HeldEntry, ReportCall, SessionEntry,
+    ApiConnKey, ApiHeldEntry, Comm, ContinuedEntry, FileKey, GateDecision, GateDecisionKey,
+    GateHeldEntry, GateRoot, HeldEntry, ReportCall, SessionEntry,
 };
 
 use crate::protocol::ProgramView;
+pub use api::ApiTarget;
 pub use layout::{describe as describe_layout, LayoutChange};
 use pins::Pins;
 pub use pins::StaleLink;
@@ -141,6 +144,10 @@ pub struct Kernel {
     guardd: Array<MapData, u32>,
     settings: Array<MapData, u32>,
     overflows: PerCpuArray<MapData, u64>,
+    api_held: HashMap<MapData, u32, ApiHeldEntry>,
+    api_conns: HashMap<MapData, ApiConnKey, u64>,
+    /// The libraries and programs the API probes are attached to.
+    api_targets: Vec<ApiTarget>,
     loaded: Vec<ProgramView>,
     /// Whether the exec gate also recognises programs by their executed file's name.
     exe_names: bool,

@@ -32,6 +32,9 @@ pub struct PolicyFile {
     pub rules: Vec<RuleFile>,
     #[serde(default)]
     pub protect: Vec<super::protect::ProtectFile>,
+    /// `[[api]]`: rules of the API-client gate.
+    #[serde(default)]
+    pub api: Vec<super::api::ApiRuleFile>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

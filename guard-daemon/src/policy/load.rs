@@ -9,6 +9,7 @@ use std::{
 };
 
 use super::{
+    api,
     file::{Base, PolicyFile, RuleFile},
     notify, protect,
     rule::Judged,
@@ -114,6 +115,7 @@ impl Policy {
         let mut spec_files = BTreeMap::new();
         let mut rule_files: Vec<(String, RuleFile)> = Vec::new();
         let mut protect_files: Vec<(String, protect::ProtectFile)> = Vec::new();
+        let mut api_files: Vec<(String, api::ApiRuleFile)> = Vec::new();
         let mut pack = None;
         let mut digest = std::collections::hash_map::DefaultHasher::new();
         for layer in &layers {
@@ -165,6 +167,12 @@ impl Policy {
                     protect_files.push((layer.origin.clone(), entry));
                 }
             }
+            for rule in file.api {
+                api_files.retain(|(_, r)| r.id != rule.id);
+                if !rule.disabled {
+                    api_files.push((layer.origin.clone(), rule));
+                }
+            }
             for rule in file.rules {
                 rule_files.retain(|(_, r)| r.id != rule.id);
                 if !rule.disabled {
@@ -204,6 +212,12 @@ impl Policy {
             .iter()
             .map(|(origin, file)| file.compile(hold_timeout).map_err(|m| invalid(origin, m)))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut api_rules = Vec::with_capacity(api_files.len());
+        for (origin, file) in &api_files {
+            let rule = api::ApiRule::compile(file, hold_timeout).map_err(|m| invalid(origin, m))?;
+            rule.check_examples(file).map_err(|m| invalid(origin, m))?;
+            api_rules.push(rule);
+        }
         let mut by_program: HashMap<String, Vec<usize>> = HashMap::new();
         let mut path_rules = Vec::new();
         for (at, rule) in rules.iter().enumerate() {
@@ -230,6 +244,7 @@ impl Policy {
             notify,
             rules,
             protections,
+            api_rules,
             hold_timeout,
             syscall_gate,
             session_escape,

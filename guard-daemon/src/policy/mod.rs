@@ -6,6 +6,7 @@
 //! file says `base = "none"`), the main file, then `policy.d/*.toml` beside it
 //! in file-name order. Later layers extend agent lists, override defaults and
 //! specs, and replace (or, with `disabled = true`, remove) rules by id.
+pub mod api;
 mod aws_alias;
 mod command;
 mod elsewhere;
@@ -65,6 +66,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// `[[protect]]`: paths the syscall gate guards.
     pub protections: Vec<protect::Protection>,
+    /// `[[api]]`: rules of the API-client gate.
+    pub api_rules: Vec<api::ApiRule>,
     /// `[defaults] hold_timeout`.
     pub hold_timeout: Duration,
     /// `[defaults] syscall_gate`.
@@ -233,6 +236,59 @@ impl Policy {
             message: rule.message.clone(),
             terms,
             terms_from,
+        }
+    }
+
+    /// Judges an API call by the `[[api]]` rules, with the precedence of
+    /// `judge`: a matching allow wins, else the most severe; the terms of
+    /// a hold are the strictest of every matching hold rule.
+    pub fn judge_api(&self, call: &api::ApiCall) -> Explanation {
+        let matched: Vec<(&api::ApiRule, Vec<String>)> = self
+            .api_rules
+            .iter()
+            .filter_map(|rule| Some((rule, rule.matches(call)?)))
+            .collect();
+        let decisive = matched
+            .iter()
+            .find(|(rule, _)| rule.action == Action::Allow)
+            .or_else(|| matched.iter().max_by_key(|(rule, _)| rule.action));
+        let program = call.describe();
+        let Some((rule, why)) = decisive else {
+            return Explanation {
+                action: Action::Allow,
+                rule: None,
+                program,
+                matched: Vec::new(),
+                why: Vec::new(),
+                message: None,
+                terms: HoldTerms::none(),
+                terms_from: Vec::new(),
+            };
+        };
+        let mut terms = rule.terms.clone();
+        let holds: Vec<&api::ApiRule> = matched
+            .iter()
+            .map(|(r, _)| *r)
+            .filter(|r| r.action == Action::Hold)
+            .collect();
+        if rule.action == Action::Hold {
+            for other in holds.iter().filter(|r| r.id != rule.id) {
+                terms.tighten(&other.terms);
+            }
+        }
+        Explanation {
+            action: rule.action,
+            rule: Some(rule.id.clone()),
+            program,
+            matched: matched.iter().map(|(r, _)| r.id.clone()).collect(),
+            why: why.clone(),
+            message: rule.message.clone(),
+            terms,
+            terms_from: if holds.len() > 1 && rule.action == Action::Hold {
+                holds.iter().map(|r| r.id.clone()).collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 

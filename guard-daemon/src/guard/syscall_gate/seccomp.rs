@@ -248,6 +248,7 @@ impl Guard {
                 group,
                 operation: operation.clone(),
             }),
+            api: None,
             process,
         };
         if let Some(stderr) = &hold.stderr {

@@ -1,0 +1,442 @@
+//! The API-client gate's half in guardd: a client call an API probe stopped
+//! is read from the process's memory, judged by the `[[api]]` rules, and
+//! let go, failed, or raised as a hold. A denied call returns its
+//! function's error value without sending anything (the tracer rewrites
+//! the return); the process goes on. What cannot be read is held, never let
+//! through.
+use std::collections::HashMap;
+
+use guard_common::{ApiHeldEntry, ApiHook};
+
+use super::*;
+use crate::{
+    api::conns::{Conns, KernelConn, READ_LIMIT},
+    holds::ApiStopped,
+    policy::api::ApiCall,
+    tracer::FailCall,
+};
+
+/// How long a decision on a call also answers the client's identical
+/// retries (an SDK retries a failed or refused call on a new connection).
+const RETRY_WINDOW: Duration = Duration::from_secs(60);
+/// Bytes of an SQL text guardd reads.
+const SQL_LIMIT: usize = 1 << 20;
+/// The rule id of a call that could not be read whole.
+const UNREADABLE_RULE: &str = "api-unreadable";
+
+#[derive(Default)]
+pub(super) struct ApiGate {
+    conns: Conns,
+    /// (session, call) -> (allowed, when decided).
+    decided: HashMap<(u32, String), (bool, Instant)>,
+}
+
+impl Guard {
+    pub(super) fn on_api_event(&mut self, kind: EventKind, event: &Event) {
+        match kind {
+            EventKind::ApiConnClosed => self.api.conns.forget(event.pid, event.root.ino),
+            _ => {
+                let Some(entry) = self.kernel.api_held(event.tid) else {
+                    return; // decided already (raised from the map)
+                };
+                self.on_api_stop(event.tid, entry, kind == EventKind::ApiStopFailed);
+            }
+        }
+    }
+
+    fn on_api_stop(&mut self, tid: u32, entry: ApiHeldEntry, stop_failed: bool) {
+        if self.holds.holds_api_stop(tid, entry.ktime_ns) {
+            return;
+        }
+        let Ok(process) = ProcessHandle::open(entry.pid) else {
+            self.kernel.forget_api_held(tid, entry.ktime_ns);
+            return;
+        };
+        let (calls, unreadable) = self.read_api_call(&entry);
+        let session = entry.session_id;
+        let judged: Vec<(ApiCall, Explanation)> = calls
+            .into_iter()
+            .map(|call| {
+                let explanation = self.judge_api_call(session, &call);
+                (call, explanation)
+            })
+            .collect();
+        let worst = judged
+            .iter()
+            .max_by_key(|(_, e)| e.action)
+            .cloned()
+            .filter(|(_, e)| e.action != Action::Allow || unreadable.is_none());
+        let (call, explanation) = match (worst, unreadable) {
+            (Some(judged), None) => judged,
+            (Some(judged), Some(_)) if judged.1.action == Action::Deny => judged,
+            (_, Some(why)) => (
+                ApiCall::default(),
+                unreadable_explanation(&self.policy, why),
+            ),
+            (None, None) => (ApiCall::default(), allow_explanation()),
+        };
+        let stopped = ApiStopped {
+            tid,
+            entry,
+            traced: false,
+            call: call.describe(),
+            retry_key: (session, call.describe()),
+        };
+        if explanation.action == Action::Allow {
+            self.answer_api_call(&process, &stopped, true);
+            return;
+        }
+        if let Some(continuation) = self.api_continued(&entry) {
+            self.end_continued(&process, session, continuation, None);
+            return;
+        }
+        let request = self.request_of(process.pid, session);
+        let mut record = AuditRecord::from(&request);
+        record.rule = explanation.rule.clone();
+        record.operation = Some(stopped.call.clone());
+        record.why = explanation.why.clone();
+        if stop_failed {
+            // Nothing stopped the call: it went on. Said, not hidden.
+            record.event = Some(AuditEvent::Error);
+            record.reason = Some("bpf_send_signal failed: the API call was not stopped".into());
+            self.audit.write(&record);
+            self.kernel.forget_api_held(tid, entry.ktime_ns);
+            return;
+        }
+        let stderr = notice::stderr_of(&process);
+        let outcome = match explanation.action {
+            Action::Allow | Action::Audit => Outcome::PolicyAllowed { audited: true },
+            Action::Deny => Outcome::PolicyDenied {
+                message: explanation
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "the policy forbids it".into()),
+            },
+            Action::Hold => {
+                return self.raise_api_hold(process, stopped, request, &explanation, record)
+            }
+        };
+        let ending = Ending {
+            pid: process.pid,
+            held: Held::Api {
+                process: &process,
+                stopped: &stopped,
+            },
+            request: None,
+            subject: stopped.call.clone(),
+            stderr: stderr.as_ref(),
+            record,
+        };
+        self.finish(ending, outcome);
+    }
+
+    /// The calls in the stopped write or query, and why part of it could not
+    /// be read, if so. The connection's kernel entry is set here, before
+    /// the process goes on.
+    fn read_api_call(&mut self, entry: &ApiHeldEntry) -> (Vec<ApiCall>, Option<String>) {
+        let hook = ApiHook::from_u32(entry.hook);
+        if hook.is_some_and(ApiHook::is_sql) {
+            return match read_c_string(entry.pid, entry.buf, SQL_LIMIT) {
+                Ok(text) => {
+                    let call = ApiCall {
+                        sql: Some(text),
+                        ..ApiCall::default()
+                    };
+                    (vec![call], None)
+                }
+                Err(why) => (Vec::new(), Some(why)),
+            };
+        }
+        let want = entry.len.min(READ_LIMIT as u64) as usize;
+        let bytes = match read_memory(entry.pid, entry.buf, want) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                return (
+                    Vec::new(),
+                    Some(format!("the write could not be read: {err}")),
+                )
+            }
+        };
+        let unread = entry.len - bytes.len() as u64;
+        let read = self
+            .api
+            .conns
+            .read_write(entry.pid, entry.conn, entry.buf, &bytes, unread);
+        let mut unreadable = read.unreadable;
+        if let Some(kernel) = read.kernel {
+            if let Err(err) = self.kernel.set_api_conn(entry.pid, entry.conn, kernel) {
+                unreadable = Some(format!(
+                    "the connection's next writes could not be guarded: {err}"
+                ));
+                let _ = self
+                    .kernel
+                    .set_api_conn(entry.pid, entry.conn, KernelConn::Stop);
+            }
+        }
+        (read.calls, unreadable)
+    }
+
+    /// The policy's decision, or the one a person made on an identical call
+    /// of the same session moments ago (the client's retry).
+    fn judge_api_call(&self, session: u32, call: &ApiCall) -> Explanation {
+        let explanation = self.policy.judge_api(call);
+        if explanation.action != Action::Hold {
+            return explanation;
+        }
+        match self.api.decided.get(&(session, call.describe())) {
+            Some((allowed, at)) if at.elapsed() < RETRY_WINDOW => {
+                let mut decided = explanation;
+                decided.action = if *allowed {
+                    Action::Allow
+                } else {
+                    Action::Deny
+                };
+                decided.message = Some(format!(
+                    "an identical call of this session was {} moments ago",
+                    if *allowed { "approved" } else { "denied" }
+                ));
+                decided
+            }
+            _ => explanation,
+        }
+    }
+
+    fn api_continued(&self, entry: &ApiHeldEntry) -> Option<Continuation> {
+        self.kernel
+            .continued_mark(entry.pid)
+            .filter(|(_, stop)| *stop == entry.ktime_ns)
+            .map(|(continuation, _)| continuation)
+    }
+
+    fn raise_api_hold(
+        &mut self,
+        process: ProcessHandle,
+        mut stopped: ApiStopped,
+        request: Request,
+        explanation: &Explanation,
+        mut record: AuditRecord,
+    ) {
+        let now = Instant::now();
+        let timeout = explanation.terms.timeout();
+        let id = self.holds.next_id();
+        let mut protection = "ptrace-stop at the call: only guardd can release it".to_string();
+        match self.tracer.seize(stopped.tid) {
+            Ok(()) => stopped.traced = true,
+            Err(err) => {
+                protection = format!(
+                    "ptrace unavailable ({err}): held by SIGSTOP only, which others may undo"
+                );
+                record.reason = Some(protection.clone());
+            }
+        }
+        if let Some(continuation) = self.api_continued(&stopped.entry) {
+            if stopped.traced {
+                let _ = self.tracer.detach(stopped.tid);
+            }
+            self.end_continued(&process, request.session, continuation, None);
+            return;
+        }
+        let call = stopped.call.clone();
+        let hold = Hold {
+            id: id.clone(),
+            request,
+            rule: explanation.rule.clone().unwrap_or_default(),
+            terms: explanation.terms.clone(),
+            why: explanation.why.clone(),
+            approved_by: Vec::new(),
+            tokens_seen: Vec::new(),
+            traced: false,
+            protection,
+            created: now,
+            deadline: now + timeout,
+            created_unix: unix_now(),
+            deadline_unix: unix_now() + timeout.as_secs(),
+            stderr: notice::stderr_of(&process),
+            gate: None,
+            api: Some(stopped),
+            process,
+        };
+        self.exec_gate.stats.counts.held += 1;
+        if let Some(stderr) = &hold.stderr {
+            notice::write(
+                stderr,
+                &format!(
+                    "agent-guard: held the API call `{call}` (request {id}, rule {}). It is not \
+                     sent until {} approval(s) from {}, given outside this agent session; \
+                     without a decision it fails in {}.{} Do not try to approve or bypass it.\n",
+                    hold.rule,
+                    hold.terms.approvals_needed(),
+                    hold.terms.approvers_in_words(),
+                    format_duration(timeout),
+                    self.same_uid_auth().notice_warning(),
+                ),
+            );
+        }
+        tracing::info!(
+            id,
+            pid = hold.process.pid,
+            rule = hold.rule,
+            call,
+            "held an API call"
+        );
+        record.event = Some(AuditEvent::Hold);
+        record.request_id = Some(id);
+        record.decision = Some(AuditDecision::Hold);
+        self.audit.write(&record);
+        self.holds.insert(hold);
+    }
+
+    /// Lets the call go on, or makes it return its error value unsent; then
+    /// the process runs on either way. Without ptrace the thread cannot be
+    /// made to return: a refused call's process is killed (and said so).
+    pub(super) fn answer_api_call(
+        &mut self,
+        process: &ProcessHandle,
+        stopped: &ApiStopped,
+        allowed: bool,
+    ) {
+        let tid = stopped.tid;
+        if !allowed {
+            let traced = stopped.traced || self.tracer.seize(tid).is_ok();
+            let failed = traced
+                && self
+                    .tracer
+                    .fail_call(tid, fail_call(&stopped.entry))
+                    .inspect_err(|err| tracing::error!(tid, "failing the call: {err}"))
+                    .is_ok();
+            if !failed {
+                tracing::error!(
+                    tid,
+                    "a denied API call could not be failed: killing its process"
+                );
+                let _ = process.kill();
+                self.kernel.forget_api_held(tid, stopped.entry.ktime_ns);
+                return;
+            }
+            let _ = self.tracer.detach(tid);
+        } else if stopped.traced {
+            if let Err(err) = self.tracer.detach(tid) {
+                tracing::error!(tid, "ptrace detach failed: {err}");
+            }
+        }
+        self.kernel.forget_api_held(tid, stopped.entry.ktime_ns);
+        if stopped.traced || !allowed {
+            self.api
+                .decided
+                .insert(stopped.retry_key.clone(), (allowed, Instant::now()));
+        }
+        if let Err(err) = process.resume() {
+            tracing::error!(pid = process.pid, "resume failed: {err}");
+        }
+    }
+
+    /// Raises API stops whose event was lost, and forgets connections and
+    /// decisions of the past.
+    pub(super) fn tick_api_gate(&mut self) {
+        let grace_ns = RECOVERY_GRACE.as_nanos() as u64;
+        let now_ns = monotonic_ns();
+        for (tid, entry) in self.kernel.api_held_all() {
+            if self.holds.holds_api_stop(tid, entry.ktime_ns)
+                || now_ns.saturating_sub(entry.ktime_ns) < grace_ns
+            {
+                continue;
+            }
+            tracing::warn!(tid, "raising an API stop whose event was lost");
+            self.on_api_stop(tid, entry, false);
+        }
+        self.api
+            .decided
+            .retain(|_, (_, at)| at.elapsed() < RETRY_WINDOW);
+        self.api
+            .conns
+            .retain_processes(|pid| procfs::stat(pid).is_ok());
+    }
+}
+
+/// Where a denied call returns to, and with what: the function's own error.
+fn fail_call(entry: &ApiHeldEntry) -> FailCall {
+    let value = match ApiHook::from_u32(entry.hook) {
+        Some(ApiHook::SslWrite) => -1i64 as u64,
+        // GNUTLS_E_PUSH_ERROR: the transport refused the write.
+        Some(ApiHook::GnutlsRecordSend) => -53i64 as u64,
+        // SSL_write_ex's and PQsend*'s failure; PQexec's NULL.
+        _ => 0,
+    };
+    FailCall {
+        ret: entry.ret,
+        sp: entry.sp + 8,
+        value,
+    }
+}
+
+fn allow_explanation() -> Explanation {
+    Explanation {
+        action: Action::Allow,
+        rule: None,
+        program: String::new(),
+        matched: Vec::new(),
+        why: Vec::new(),
+        message: None,
+        terms: crate::policy::HoldTerms::none(),
+        terms_from: Vec::new(),
+    }
+}
+
+/// A call that could not be read whole is held (never let through), with
+/// the policy's default hold terms.
+fn unreadable_explanation(policy: &Policy, why: String) -> Explanation {
+    let mut terms = crate::policy::HoldTerms::none();
+    terms.approvals = 1;
+    terms.timeout_secs = policy.hold_timeout.as_secs();
+    Explanation {
+        action: Action::Hold,
+        rule: Some(UNREADABLE_RULE.into()),
+        program: String::new(),
+        matched: vec![UNREADABLE_RULE.into()],
+        why: vec![format!("could not be read fully: {why}")],
+        message: None,
+        terms,
+        terms_from: Vec::new(),
+    }
+}
+
+/// `len` bytes at `addr` in process `pid`.
+fn read_memory(pid: u32, addr: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buffer = vec![0u8; len];
+    let mut local = [std::io::IoSliceMut::new(&mut buffer)];
+    let remote = [nix::sys::uio::RemoteIoVec {
+        base: addr as usize,
+        len,
+    }];
+    let read = nix::sys::uio::process_vm_readv(
+        nix::unistd::Pid::from_raw(pid as i32),
+        &mut local,
+        &remote,
+    )?;
+    buffer.truncate(read);
+    Ok(buffer)
+}
+
+/// The C string at `addr` in process `pid`, read by pages up to `limit`.
+fn read_c_string(pid: u32, addr: u64, limit: usize) -> Result<String, String> {
+    let mut text = Vec::new();
+    let mut at = addr;
+    while text.len() < limit {
+        // Up to the end of the page: the next one may not be mapped.
+        let chunk = 4096 - (at % 4096) as usize;
+        let bytes =
+            read_memory(pid, at, chunk).map_err(|err| format!("query unreadable: {err}"))?;
+        if let Some(end) = bytes.iter().position(|b| *b == 0) {
+            text.extend_from_slice(&bytes[..end]);
+            return Ok(String::from_utf8_lossy(&text).into_owned());
+        }
+        if bytes.is_empty() {
+            break;
+        }
+        text.extend_from_slice(&bytes);
+        at += bytes.len() as u64;
+    }
+    Err(format!(
+        "a query longer than the {limit} bytes guardd reads"
+    ))
+}

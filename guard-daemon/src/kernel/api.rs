@@ -1,0 +1,135 @@
+//! The API-client gate's probes and maps: uprobes on every client library
+//! guardd finds (pinned like the other links, so they hold while guardd
+//! restarts), `API_HELD` of the calls they stopped, `API_CONNS` of the
+//! connections guardd is in the middle of a request of.
+use std::{
+    collections::hash_map::DefaultHasher,
+    hash::{Hash, Hasher},
+    path::{Path, PathBuf},
+};
+
+use aya::programs::{
+    links::FdLink,
+    uprobe::{UProbeAttachPoint, UProbeScope},
+    UProbe,
+};
+use guard_common::{names::program, ApiConnKey, ApiHeldEntry, ApiHook, API_OPAQUE};
+
+use super::{Kernel, KernelError};
+use crate::api::conns::KernelConn;
+
+/// One library or program the probes are attached to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTarget {
+    pub path: PathBuf,
+    pub hooks: Vec<ApiHook>,
+}
+
+impl Kernel {
+    /// Loads the three probe programs (once) and attaches them to `path`'s
+    /// functions. A library already attached is left as it is.
+    pub fn attach_api(&mut self, path: &Path) -> Result<Option<ApiTarget>, KernelError> {
+        if self.api_targets.iter().any(|t| t.path == path) {
+            return Ok(None);
+        }
+        let hooks = crate::api::libs::hooks_in(path);
+        if hooks.is_empty() {
+            return Ok(None);
+        }
+        for name in [
+            program::API_TLS_WRITE,
+            program::API_SQL_QUERY,
+            program::API_TLS_FREE,
+        ] {
+            let probe: &mut UProbe = self.program(name)?;
+            if probe.fd().is_err() {
+                probe.load().map_err(KernelError::program(name))?;
+                let info = probe.info().map_err(KernelError::program(name))?;
+                self.list_loaded(name, "uprobe (client libraries)".into(), &info, true);
+            }
+        }
+        for hook in &hooks {
+            let name = program_of(*hook);
+            let probe: &mut UProbe = self.program(name)?;
+            let point = UProbeAttachPoint {
+                location: hook.symbol().into(),
+                cookie: Some(*hook as u64),
+            };
+            let link = probe
+                .attach(point, path, UProbeScope::AllProcesses)
+                .map_err(KernelError::program(name))?;
+            let link = probe.take_link(link).map_err(KernelError::program(name))?;
+            let link = FdLink::try_from(link)
+                .map_err(|err| KernelError::Pin(format!("{name} on {}: {err}", path.display())))?;
+            self.pin_link(pin_name(*hook, path), link)?;
+        }
+        let target = ApiTarget {
+            path: path.to_path_buf(),
+            hooks,
+        };
+        self.api_targets.push(target.clone());
+        Ok(Some(target))
+    }
+
+    /// The libraries and programs the probes are on.
+    pub fn api_targets(&self) -> &[ApiTarget] {
+        &self.api_targets
+    }
+
+    /// The call an API probe stopped thread `tid` in, if it is recorded.
+    pub fn api_held(&self, tid: u32) -> Option<ApiHeldEntry> {
+        self.api_held.get(&tid, 0).ok()
+    }
+
+    /// Every recorded API stop (thread id, entry).
+    pub fn api_held_all(&self) -> Vec<(u32, ApiHeldEntry)> {
+        self.api_held.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Drops the record of `tid`'s stop, if it is still the one stopped at `ktime_ns`.
+    pub fn forget_api_held(&mut self, tid: u32, ktime_ns: u64) {
+        if self.api_held(tid).is_some_and(|e| e.ktime_ns == ktime_ns) {
+            let _ = self.api_held.remove(&tid);
+        }
+    }
+
+    /// Tells the probes what to do with the connection's next writes.
+    pub fn set_api_conn(
+        &mut self,
+        pid: u32,
+        conn: u64,
+        what: KernelConn,
+    ) -> Result<(), KernelError> {
+        let key = ApiConnKey { pid, _pad: 0, conn };
+        let value = match what {
+            KernelConn::Forget => {
+                let _ = self.api_conns.remove(&key);
+                return Ok(());
+            }
+            KernelConn::Expect(bytes) => bytes.min(API_OPAQUE - 1),
+            KernelConn::Stop => 0,
+            KernelConn::Opaque => API_OPAQUE,
+        };
+        self.api_conns
+            .insert(key, value, 0)
+            .map_err(KernelError::map(guard_common::names::map::API_CONNS))
+    }
+}
+
+fn program_of(hook: ApiHook) -> &'static str {
+    match hook {
+        ApiHook::SslWrite | ApiHook::SslWriteEx | ApiHook::GnutlsRecordSend => {
+            program::API_TLS_WRITE
+        }
+        ApiHook::SslFree | ApiHook::GnutlsDeinit => program::API_TLS_FREE,
+        _ => program::API_SQL_QUERY,
+    }
+}
+
+/// `api_SYMBOL_HASH` (bpffs refuses names with dots): one pin per function
+/// and file, the same across restarts.
+fn pin_name(hook: ApiHook, path: &Path) -> String {
+    let mut hasher = DefaultHasher::new();
+    path.hash(&mut hasher);
+    format!("api_{}_{:016x}", hook.symbol(), hasher.finish())
+}

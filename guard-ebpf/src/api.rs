@@ -1,0 +1,313 @@
+//! The API-client gate: uprobes on the client libraries that still hold a
+//! request in plaintext (OpenSSL and GnuTLS writes, libpq queries). Outside
+//! sessions a probe costs one map lookup. In a session, what cannot be
+//! destructive passes (a lone GET, HEAD or OPTIONS request that ends the
+//! write; the body bytes guardd said to expect; a short SELECT or SHOW); all
+//! else stops with SIGSTOP before the function runs, recorded in `API_HELD`,
+//! for guardd to read the request from the process's memory and judge it.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_send_signal,
+        generated as gen,
+    },
+    macros::uprobe,
+    programs::ProbeContext,
+};
+use guard_common::{
+    ApiConnKey, ApiHeldEntry, ApiHook, EventKind, FileKey, API_OPAQUE, API_PEEK, API_SQL_PEEK,
+    OVERFLOW_STOPS_KILLED,
+};
+
+use crate::maps::{
+    count_overflow, current_uid, emit_gate, API_CONNS, API_HELD, API_SCRATCH, SESSIONS,
+};
+
+const SIGKILL: u32 = 9;
+const SIGSTOP: u32 = 19;
+
+/// `SSL_write`, `SSL_write_ex`, `gnutls_record_send`: (connection, buffer, length).
+#[uprobe]
+pub fn api_tls_write(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(entry) = SESSIONS.get_ptr(pid_tgid as u32) else {
+        return 0;
+    };
+    let session_id = unsafe { (*entry).session_id };
+    let regs = unsafe { &*ctx.regs };
+    let hook = hook_of(&ctx);
+    let (conn, buf) = (regs.rdi, regs.rsi);
+    let mut len = regs.rdx;
+    if hook == ApiHook::SslWrite as u32 {
+        // An int: a negative one fails in OpenSSL before anything is sent.
+        if len as u32 > i32::MAX as u32 {
+            return 0;
+        }
+        len &= 0xffff_ffff;
+    }
+    if len == 0 {
+        return 0;
+    }
+    let key = ApiConnKey {
+        pid: (pid_tgid >> 32) as u32,
+        _pad: 0,
+        conn,
+    };
+    if tls_write_passes(&key, buf, len) {
+        return 0;
+    }
+    stop_call(&ctx, session_id, hook, conn, buf, len);
+    0
+}
+
+/// The libpq calls: the query is the second argument, or the third for the
+/// two that prepare a named statement.
+#[uprobe]
+pub fn api_sql_query(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(entry) = SESSIONS.get_ptr(pid_tgid as u32) else {
+        return 0;
+    };
+    let session_id = unsafe { (*entry).session_id };
+    let regs = unsafe { &*ctx.regs };
+    let hook = hook_of(&ctx);
+    // Both read as they are: a choice between two context fields compiles
+    // to a computed context offset, which the verifier refuses.
+    let (second, third) = unsafe {
+        (
+            core::ptr::read_volatile(&regs.rsi),
+            core::ptr::read_volatile(&regs.rdx),
+        )
+    };
+    let query = if hook == ApiHook::PqPrepare as u32 || hook == ApiHook::PqSendPrepare as u32 {
+        third
+    } else {
+        second
+    };
+    if sql_passes(query) {
+        return 0;
+    }
+    stop_call(&ctx, session_id, hook, regs.rdi, query, 0);
+    0
+}
+
+/// `SSL_free`, `gnutls_deinit`: a connection guardd keeps state of is gone,
+/// and its address may name the next one.
+#[uprobe]
+pub fn api_tls_free(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(entry) = SESSIONS.get_ptr(pid_tgid as u32) else {
+        return 0;
+    };
+    let session_id = unsafe { (*entry).session_id };
+    let conn = unsafe { (*ctx.regs).rdi };
+    let pid = (pid_tgid >> 32) as u32;
+    let key = ApiConnKey { pid, _pad: 0, conn };
+    if API_CONNS.get_ptr(&key).is_some() && API_CONNS.remove(&key).is_ok() {
+        let root = FileKey {
+            dev: 0,
+            _pad: 0,
+            ino: conn,
+        };
+        emit_gate(
+            EventKind::ApiConnClosed,
+            pid,
+            pid_tgid as u32,
+            session_id,
+            hook_of(&ctx),
+            root,
+        );
+    }
+    0
+}
+
+#[inline(always)]
+fn hook_of(ctx: &ProbeContext) -> u32 {
+    unsafe { gen::bpf_get_attach_cookie(ctx.regs.cast()) as u32 }
+}
+
+/// Stops the calling process for guardd, the call recorded first in
+/// `API_HELD` so that a lost event is still found there.
+#[inline(always)]
+fn stop_call(ctx: &ProbeContext, session_id: u32, hook: u32, conn: u64, buf: u64, len: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let sp = unsafe { (*ctx.regs).rsp };
+    let ret = unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0);
+    let entry = ApiHeldEntry {
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        buf,
+        len,
+        conn,
+        sp,
+        ret,
+        session_id,
+        pid,
+        uid: current_uid(),
+        hook,
+    };
+    let recorded = API_HELD.insert(&tid, &entry, 0).is_ok();
+    let stopped = unsafe { bpf_send_signal(SIGSTOP) } == 0;
+    let kind = if stopped {
+        EventKind::ApiHeld
+    } else {
+        EventKind::ApiStopFailed
+    };
+    let root = FileKey::default();
+    if !emit_gate(kind, pid, tid, session_id, hook, root) && !recorded {
+        // Neither map nor ring buffer had room: guardd would never learn of
+        // this call. It must not go out unjudged, nor stay stopped forever.
+        unsafe { bpf_send_signal(SIGKILL) };
+        count_overflow(OVERFLOW_STOPS_KILLED);
+    }
+}
+
+/// Whether a TLS write goes on without guardd. guardd keeps an `API_CONNS`
+/// entry for a connection whose request it is in the middle of (or reads
+/// as another protocol): then only the body bytes it expects pass, and
+/// never a write that starts like a request line. With no entry the
+/// connection is between requests: a lone GET, HEAD or OPTIONS passes.
+#[inline(always)]
+fn tls_write_passes(key: &ApiConnKey, buf: u64, len: u64) -> bool {
+    let Ok(first) = (unsafe { bpf_probe_read_user(buf as *const u8) }) else {
+        return false;
+    };
+    match API_CONNS.get_ptr_mut(key) {
+        Some(left) => {
+            if first.is_ascii_uppercase() {
+                return false;
+            }
+            let allowed = unsafe { *left };
+            if allowed == API_OPAQUE {
+                return true;
+            }
+            if allowed < len {
+                return false;
+            }
+            unsafe { *left = allowed - len };
+            true
+        }
+        None => is_lone_safe_request(buf, len),
+    }
+}
+
+/// A write holding exactly one request head whose method cannot change
+/// anything (`GET `, `HEAD `, `OPTIONS `) and nothing after its blank line:
+/// a second request pipelined behind it, or a body, stops.
+#[inline(always)]
+fn is_lone_safe_request(buf: u64, len: u64) -> bool {
+    if len > API_PEEK as u64 || len < 16 {
+        return false;
+    }
+    let Some(scratch) = API_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let scratch = unsafe { &mut *scratch };
+    let size = len as u32;
+    if size > API_PEEK as u32 {
+        return false;
+    }
+    let read = unsafe {
+        gen::bpf_probe_read_user(
+            scratch.as_mut_ptr().cast(),
+            size,
+            buf as *const core::ffi::c_void,
+        )
+    };
+    if read != 0 {
+        return false;
+    }
+    let head = u64::from_le_bytes([
+        scratch[0], scratch[1], scratch[2], scratch[3], scratch[4], scratch[5], scratch[6],
+        scratch[7],
+    ]);
+    let safe_method = head & 0xffff_ffff == u64::from(u32::from_le_bytes(*b"GET "))
+        || head & 0xff_ffff_ffff == u64::from_le_bytes(*b"HEAD \0\0\0")
+        || head == u64::from_le_bytes(*b"OPTIONS ");
+    if !safe_method {
+        return false;
+    }
+    // Where the first blank line ends: it must be the write's end.
+    let mut window: u32 = 0;
+    let mut i: usize = 0;
+    while i < API_PEEK {
+        if i as u64 >= len {
+            return false;
+        }
+        window = (window << 8) | u32::from(scratch[i]);
+        if window == 0x0d0a_0d0a {
+            return i as u64 + 1 == len;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// A query that is one SELECT or SHOW statement, short enough to be read
+/// whole: no `;` but a last one. Anything else stops, for guardd's SQL
+/// classifier.
+#[inline(always)]
+fn sql_passes(query: u64) -> bool {
+    let Some(scratch) = API_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let scratch = unsafe { &mut *scratch };
+    let read = unsafe {
+        gen::bpf_probe_read_user_str(
+            scratch.as_mut_ptr().cast(),
+            API_SQL_PEEK as u32,
+            query as *const core::ffi::c_void,
+        )
+    };
+    // The length with its NUL; a string cut at the peek is not read whole.
+    if read <= 1 || read >= API_SQL_PEEK as i64 {
+        return false;
+    }
+    let len = read as usize - 1;
+    // One flag of state per step: more (where the last `;` was, where the
+    // text ended) multiplies the paths past the verifier's limit.
+    let mut start = 0usize;
+    while start < 32 {
+        if start >= len || !scratch[start].is_ascii_whitespace() {
+            break;
+        }
+        start += 1;
+    }
+    if start >= 32 {
+        return false;
+    }
+    let mut after_semicolon = false;
+    let mut i = 0usize;
+    while i < API_SQL_PEEK {
+        if i >= len {
+            break;
+        }
+        let byte = scratch[i];
+        if after_semicolon && !byte.is_ascii_whitespace() {
+            return false;
+        }
+        if byte == b';' {
+            after_semicolon = true;
+        }
+        i += 1;
+    }
+    let mut word: u64 = 0;
+    let mut shift = 0;
+    let mut at = start;
+    while shift < 56 {
+        let byte = scratch[at & (API_PEEK - 1)] & !0x20;
+        word |= u64::from(byte) << shift;
+        shift += 8;
+        at += 1;
+    }
+    let after_select = scratch[(start + 6) & (API_PEEK - 1)];
+    let after_show = scratch[(start + 4) & (API_PEEK - 1)];
+    (word & 0xffff_ffff_ffff == u64::from_le_bytes(*b"SELECT\0\0") && ends_word(after_select))
+        || (word & 0xffff_ffff == u64::from(u32::from_le_bytes(*b"SHOW")) && ends_word(after_show))
+}
+
+/// Whether `byte` ends an SQL keyword. A function, not a closure: one that is
+/// not inlined becomes a BPF function the 6.1 verifier refuses.
+#[inline(always)]
+fn ends_word(byte: u8) -> bool {
+    !byte.is_ascii_alphanumeric() && byte != b'_'
+}
