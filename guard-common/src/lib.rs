@@ -494,9 +494,17 @@ pub struct ApiHeldEntry {
     /// The thread group (process) id.
     pub pid: u32,
     pub uid: u32,
-    /// An `ApiHook`.
+    /// The probe's attach cookie (`API_COOKIE_*`).
     pub hook: u32,
 }
+
+/// Attach cookie of an API probe: the `ApiHook` in the low byte ...
+pub const API_COOKIE_HOOK: u32 = 0xff;
+/// ... and, on OpenSSL's writes, the offset of `shutdown` in its `SSL` from
+/// bit 16 (0: not known). guardd fails a denied write by setting
+/// `SSL_SENT_SHUTDOWN` there: OpenSSL then refuses the write itself, with
+/// its own error, and the client closes the connection.
+pub const API_COOKIE_SHUTDOWN_SHIFT: u32 = 16;
 
 /// Key of `API_CONNS`: a connection of a process.
 #[repr(C)]

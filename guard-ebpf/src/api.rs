@@ -14,8 +14,8 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use guard_common::{
-    ApiConnKey, ApiHeldEntry, ApiHook, EventKind, FileKey, API_OPAQUE, API_PEEK, API_SQL_PEEK,
-    OVERFLOW_STOPS_KILLED,
+    ApiConnKey, ApiHeldEntry, ApiHook, EventKind, FileKey, API_COOKIE_HOOK, API_OPAQUE, API_PEEK,
+    API_SQL_PEEK, OVERFLOW_STOPS_KILLED,
 };
 
 use crate::maps::{
@@ -37,7 +37,7 @@ pub fn api_tls_write(ctx: ProbeContext) -> u32 {
     let hook = hook_of(&ctx);
     let (conn, buf) = (regs.rdi, regs.rsi);
     let mut len = regs.rdx;
-    if hook == ApiHook::SslWrite as u32 {
+    if hook & API_COOKIE_HOOK == ApiHook::SslWrite as u32 {
         // An int: a negative one fails in OpenSSL before anything is sent.
         if len as u32 > i32::MAX as u32 {
             return 0;
@@ -78,11 +78,13 @@ pub fn api_sql_query(ctx: ProbeContext) -> u32 {
             core::ptr::read_volatile(&regs.rdx),
         )
     };
-    let query = if hook == ApiHook::PqPrepare as u32 || hook == ApiHook::PqSendPrepare as u32 {
-        third
-    } else {
-        second
-    };
+    let function = hook & API_COOKIE_HOOK;
+    let query =
+        if function == ApiHook::PqPrepare as u32 || function == ApiHook::PqSendPrepare as u32 {
+            third
+        } else {
+            second
+        };
     if sql_passes(query) {
         return 0;
     }

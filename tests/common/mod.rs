@@ -224,8 +224,14 @@ impl Daemon {
                 self.map_ids
                     .extend(programs.iter().flat_map(|p| p.map_ids.iter().copied()));
                 // Four tracepoints, and 19 LSM programs (9 self_protect_*, 9 gate_*, one escape_*)
-                // where the BPF LSM runs, else the report-only program.
-                let expected = if lsm_active(&status) { 23 } else { 5 };
+                // where the BPF LSM runs, else the report-only program; and
+                // the three API probes where a client library is installed.
+                let api = if status.programs.iter().any(|p| p.name.starts_with("api_")) {
+                    3
+                } else {
+                    0
+                };
+                let expected = if lsm_active(&status) { 23 } else { 5 } + api;
                 assert_eq!(programs.len(), expected, "{status:?}");
                 assert!(!self.map_ids.is_empty(), "{status:?}");
                 return;
@@ -547,7 +553,7 @@ impl Drop for Proc {
     }
 }
 
-fn kill_group(pgid: u32) {
+pub fn kill_group(pgid: u32) {
     unsafe { libc::kill(-(pgid as i32), libc::SIGKILL) };
 }
 

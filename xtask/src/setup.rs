@@ -29,6 +29,10 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     ("busybox", "busybox-static"),
     ("cpio", "cpio"),
     ("pkg-config", "pkg-config"),
+    // API-client gate tests: a throwaway PostgreSQL cluster, psql, and
+    // pg_config to build psycopg2 against the system's libpq.
+    ("psql", "postgresql-client"),
+    ("pg_config", "libpq-dev"),
 ];
 
 /// Files of Debian packages the build links against: (file, package).
@@ -37,10 +41,19 @@ const BUILD_FILES: &[(&str, &str)] = &[
     ("/usr/include/seccomp.h", "libseccomp-dev"),
 ];
 
+/// The API-client gate tests' Python packages, into `target/api-venv`:
+/// boto3 and moto's server (AWS over TLS on loopback), psycopg2 built
+/// against the system's libpq (the wheel `psycopg2-binary` bundles its own).
+const API_VENV_PACKAGES: &[&str] = &["boto3==1.44.18", "moto[server]==5.2.6", "psycopg2==2.9.10"];
+/// Where the tests find it (tests/api_gate.rs reads the same path).
+pub const API_VENV: &str = "target/api-venv";
+
 pub fn run() -> anyhow::Result<()> {
     rust_toolchains()?;
     bpf_linker()?;
     apt_packages()?;
+    postgres_server()?;
+    api_venv()?;
     eprintln!("xtask: setup complete");
     Ok(())
 }
@@ -172,6 +185,50 @@ fn apt_packages() -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// The PostgreSQL server's programs (initdb, pg_ctl), which Debian keeps
+/// out of PATH under /usr/lib/postgresql/VERSION/bin.
+fn postgres_server() -> anyhow::Result<()> {
+    let found = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .any(|version| version.path().join("bin/initdb").exists());
+    if found {
+        return Ok(());
+    }
+    if !cmd::is_root() {
+        bail!(
+            "missing the PostgreSQL server (apt-get install postgresql): install it or run as root"
+        );
+    }
+    cmd::run(Command::new("apt-get").arg("update"))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "postgresql"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// A venv with the pinned packages; made again when the pins change.
+fn api_venv() -> anyhow::Result<()> {
+    let venv = cmd::workspace_root().join(API_VENV);
+    let stamp = venv.join("agent-guard-packages");
+    let wanted = API_VENV_PACKAGES.join("\n");
+    if fs::read_to_string(&stamp).is_ok_and(|have| have == wanted) {
+        return Ok(());
+    }
+    let _ = fs::remove_dir_all(&venv);
+    cmd::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    cmd::run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(["--no-binary", "psycopg2"])
+            .args(API_VENV_PACKAGES),
+    )?;
+    fs::write(&stamp, wanted)?;
+    Ok(())
 }
 
 #[cfg(test)]

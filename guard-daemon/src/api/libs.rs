@@ -68,29 +68,59 @@ fn is_client_library(path: &Path) -> bool {
     LIBRARIES.iter().any(|prefix| name.starts_with(prefix)) && name.contains(".so")
 }
 
-/// The hooks whose functions `path` exports (a program without OpenSSL
-/// exports none).
-pub fn hooks_in(path: &Path) -> Vec<ApiHook> {
+/// What the probes need of one file: the hooks whose functions it exports
+/// (a program without OpenSSL exports none), and where OpenSSL keeps an
+/// `SSL`'s `shutdown` flags, when its accessor says.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Probed {
+    pub hooks: Vec<ApiHook>,
+    pub ssl_shutdown: Option<u16>,
+}
+
+pub fn probed_in(path: &Path) -> Probed {
     let Ok(file) = std::fs::File::open(path) else {
-        return Vec::new();
+        return Probed::default();
     };
     // Mapped, not read: node is a hundred megabytes, of which the dynamic
     // symbol table is a small part.
     let Ok(map) = (unsafe { memmap(&file) }) else {
-        return Vec::new();
+        return Probed::default();
     };
     let Ok(object) = object::File::parse(&*map) else {
-        return Vec::new();
+        return Probed::default();
     };
     let exported: BTreeSet<&str> = object
         .dynamic_symbols()
         .filter(|s| s.is_definition())
         .filter_map(|s| s.name().ok())
         .collect();
-    ApiHook::ALL
+    let hooks = ApiHook::ALL
         .into_iter()
         .filter(|hook| probed(*hook) && exported.contains(hook.symbol()))
-        .collect()
+        .collect();
+    Probed {
+        hooks,
+        ssl_shutdown: ssl_shutdown_offset(&object),
+    }
+}
+
+/// The offset `SSL_get_shutdown` reads (`mov disp(%rdi),%eax` in its
+/// first bytes: `8b 47 d8` or `8b 87 d32`); None when it reads otherwise.
+fn ssl_shutdown_offset(object: &object::File<'_>) -> Option<u16> {
+    use object::ObjectSection;
+    let symbol = object
+        .dynamic_symbols()
+        .find(|s| s.is_definition() && s.name() == Ok("SSL_get_shutdown"))?;
+    let section = object.section_by_index(symbol.section_index()?).ok()?;
+    let code = section.data_range(symbol.address(), 16).ok()??;
+    let at = code
+        .windows(2)
+        .position(|w| w == [0x8b, 0x47] || w == [0x8b, 0x87])?;
+    let offset = match code[at + 1] {
+        0x47 => u32::from(*code.get(at + 2)?),
+        _ => u32::from_le_bytes(code.get(at + 2..at + 6)?.try_into().ok()?),
+    };
+    u16::try_from(offset).ok().filter(|o| *o != 0)
 }
 
 /// libpq's synchronous calls run the asynchronous ones (`PQexec` sends with
@@ -164,12 +194,14 @@ mod tests {
         else {
             return; // no OpenSSL on this machine
         };
-        let hooks = hooks_in(&libssl);
+        let probed = probed_in(&libssl);
         assert!(
-            hooks.contains(&ApiHook::SslWriteEx),
-            "{libssl:?}: {hooks:?}"
+            probed.hooks.contains(&ApiHook::SslWriteEx),
+            "{libssl:?}: {probed:?}"
         );
-        assert!(hooks.contains(&ApiHook::SslFree));
-        assert!(hooks_in(Path::new("/bin/sh")).is_empty());
+        assert!(probed.hooks.contains(&ApiHook::SslFree));
+        // OpenSSL 3.0 and 3.1 keep it at 0x44; a later one may move it.
+        assert!(probed.ssl_shutdown.is_some(), "{probed:?}");
+        assert_eq!(probed_in(Path::new("/bin/sh")), Probed::default());
     }
 }

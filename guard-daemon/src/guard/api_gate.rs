@@ -6,7 +6,7 @@
 //! through.
 use std::collections::HashMap;
 
-use guard_common::{ApiHeldEntry, ApiHook};
+use guard_common::{ApiHeldEntry, ApiHook, API_COOKIE_HOOK, API_COOKIE_SHUTDOWN_SHIFT};
 
 use super::*;
 use crate::{
@@ -134,8 +134,7 @@ impl Guard {
     /// be read, if so. The connection's kernel entry is set here, before
     /// the process goes on.
     fn read_api_call(&mut self, entry: &ApiHeldEntry) -> (Vec<ApiCall>, Option<String>) {
-        let hook = ApiHook::from_u32(entry.hook);
-        if hook.is_some_and(ApiHook::is_sql) {
+        if hook_of(entry).is_some_and(ApiHook::is_sql) {
             return match read_c_string(entry.pid, entry.buf, SQL_LIMIT) {
                 Ok(text) => {
                     let call = ApiCall {
@@ -297,13 +296,19 @@ impl Guard {
     ) {
         let tid = stopped.tid;
         if !allowed {
+            // OpenSSL refuses the write itself once its connection is shut
+            // down; elsewhere the thread returns the function's error.
+            let shut = shut_down_ssl(&stopped.entry)
+                .inspect_err(|err| tracing::warn!(tid, "OpenSSL connection not shut down: {err}"))
+                .is_ok();
             let traced = stopped.traced || self.tracer.seize(tid).is_ok();
-            let failed = traced
-                && self
-                    .tracer
-                    .fail_call(tid, fail_call(&stopped.entry))
-                    .inspect_err(|err| tracing::error!(tid, "failing the call: {err}"))
-                    .is_ok();
+            let failed = shut
+                || (traced
+                    && self
+                        .tracer
+                        .fail_call(tid, fail_call(&stopped.entry))
+                        .inspect_err(|err| tracing::error!(tid, "failing the call: {err}"))
+                        .is_ok());
             if !failed {
                 tracing::error!(
                     tid,
@@ -313,7 +318,9 @@ impl Guard {
                 self.kernel.forget_api_held(tid, stopped.entry.ktime_ns);
                 return;
             }
-            let _ = self.tracer.detach(tid);
+            if traced {
+                let _ = self.tracer.detach(tid);
+            }
         } else if stopped.traced {
             if let Err(err) = self.tracer.detach(tid) {
                 tracing::error!(tid, "ptrace detach failed: {err}");
@@ -353,9 +360,49 @@ impl Guard {
     }
 }
 
+fn hook_of(entry: &ApiHeldEntry) -> Option<ApiHook> {
+    ApiHook::from_u32(entry.hook & API_COOKIE_HOOK)
+}
+
+/// `SSL_SENT_SHUTDOWN` of OpenSSL's `shutdown` flags.
+const SSL_SENT_SHUTDOWN: u32 = 1;
+
+/// Marks a stopped OpenSSL write's connection as shut down, where the
+/// probe's cookie says where its flags are: the write then fails inside
+/// OpenSSL with `PROTOCOL_IS_SHUTDOWN`, and the client drops the
+/// connection (a bare error return leaves some clients, Node's among
+/// them, waiting to write again forever).
+fn shut_down_ssl(entry: &ApiHeldEntry) -> Result<(), String> {
+    if !matches!(
+        hook_of(entry),
+        Some(ApiHook::SslWrite | ApiHook::SslWriteEx)
+    ) {
+        return Err("not an OpenSSL write".into());
+    }
+    let offset = u64::from(entry.hook >> API_COOKIE_SHUTDOWN_SHIFT);
+    if offset == 0 {
+        return Err("where this OpenSSL keeps its shutdown flags is not known".into());
+    }
+    let at = entry.conn + offset;
+    let bytes = read_memory(entry.pid, at, 4).map_err(|err| err.to_string())?;
+    let flags = u32::from_le_bytes(bytes.try_into().map_err(|_| "short read".to_string())?);
+    let flags = (flags | SSL_SENT_SHUTDOWN).to_le_bytes();
+    let local = [std::io::IoSlice::new(&flags)];
+    let remote = [nix::sys::uio::RemoteIoVec {
+        base: at as usize,
+        len: 4,
+    }];
+    let pid = nix::unistd::Pid::from_raw(entry.pid as i32);
+    match nix::sys::uio::process_vm_writev(pid, &local, &remote) {
+        Ok(4) => Ok(()),
+        Ok(n) => Err(format!("wrote {n} of 4 bytes")),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
 /// Where a denied call returns to, and with what: the function's own error.
 fn fail_call(entry: &ApiHeldEntry) -> FailCall {
-    let value = match ApiHook::from_u32(entry.hook) {
+    let value = match hook_of(entry) {
         Some(ApiHook::SslWrite) => -1i64 as u64,
         // GNUTLS_E_PUSH_ERROR: the transport refused the write.
         Some(ApiHook::GnutlsRecordSend) => -53i64 as u64,

@@ -13,7 +13,9 @@ use aya::programs::{
     uprobe::{UProbeAttachPoint, UProbeScope},
     UProbe,
 };
-use guard_common::{names::program, ApiConnKey, ApiHeldEntry, ApiHook, API_OPAQUE};
+use guard_common::{
+    names::program, ApiConnKey, ApiHeldEntry, ApiHook, API_COOKIE_SHUTDOWN_SHIFT, API_OPAQUE,
+};
 
 use super::{Kernel, KernelError};
 use crate::api::conns::KernelConn;
@@ -23,6 +25,8 @@ use crate::api::conns::KernelConn;
 pub struct ApiTarget {
     pub path: PathBuf,
     pub hooks: Vec<ApiHook>,
+    /// Where its OpenSSL keeps an `SSL`'s shutdown flags, if known.
+    pub ssl_shutdown: Option<u16>,
 }
 
 impl Kernel {
@@ -32,7 +36,10 @@ impl Kernel {
         if self.api_targets.iter().any(|t| t.path == path) {
             return Ok(None);
         }
-        let hooks = crate::api::libs::hooks_in(path);
+        let crate::api::libs::Probed {
+            hooks,
+            ssl_shutdown,
+        } = crate::api::libs::probed_in(path);
         if hooks.is_empty() {
             return Ok(None);
         }
@@ -53,7 +60,7 @@ impl Kernel {
             let probe: &mut UProbe = self.program(name)?;
             let point = UProbeAttachPoint {
                 location: hook.symbol().into(),
-                cookie: Some(*hook as u64),
+                cookie: Some(cookie(*hook, ssl_shutdown)),
             };
             let link = probe
                 .attach(point, path, UProbeScope::AllProcesses)
@@ -66,6 +73,7 @@ impl Kernel {
         let target = ApiTarget {
             path: path.to_path_buf(),
             hooks,
+            ssl_shutdown,
         };
         self.api_targets.push(target.clone());
         Ok(Some(target))
@@ -114,6 +122,14 @@ impl Kernel {
             .insert(key, value, 0)
             .map_err(KernelError::map(guard_common::names::map::API_CONNS))
     }
+}
+
+fn cookie(hook: ApiHook, ssl_shutdown: Option<u16>) -> u64 {
+    let shutdown = match hook {
+        ApiHook::SslWrite | ApiHook::SslWriteEx => ssl_shutdown.unwrap_or(0),
+        _ => 0,
+    };
+    hook as u64 | u64::from(shutdown) << API_COOKIE_SHUTDOWN_SHIFT
 }
 
 fn program_of(hook: ApiHook) -> &'static str {

@@ -1,0 +1,404 @@
+//! The API-client gate with real clients and real servers on loopback:
+//! boto3 and Node.js against moto's AWS server over TLS, psql and psycopg2
+//! against a throwaway PostgreSQL cluster. A destructive call made in a
+//! session is held; denied, it never reaches the server and the client
+//! gets an error; approved, it goes through. Reads pass without a hold, and
+//! nothing outside a session is stopped. The Python packages come from
+//! `cargo xtask setup` (target/api-venv).
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{kill_group, Daemon, Proc};
+use guard_daemon::audit::AuditEvent;
+
+/// The default pack only (its `[[api]]` rules), and a rule for Node's
+/// unsigned requests to the local server.
+const POLICY: &str = r#"
+version = 1
+
+[[api]]
+id = "test-local-delete"
+hosts = ["127.0.0.1"]
+methods = ["DELETE"]
+action = "hold"
+examples.match = ["http DELETE 127.0.0.1 /bucket"]
+"#;
+
+fn python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/api-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `cargo xtask setup`",
+        python.display()
+    );
+    python
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("api").join(name)
+}
+
+/// Runs a client outside any session; its JSON line.
+fn outside(command: &mut Command) -> serde_json::Value {
+    let out = command.output().expect("run client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("{}"))
+        .unwrap_or_else(|err| panic!("{err}: {text}\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Runs `command` in a `guardctl run` session of `guard`.
+fn in_session(guard: &Daemon, command: &Command) -> Proc {
+    let mut run = guard.ctl_command(&["run", "--"]);
+    run.arg(command.get_program()).args(command.get_args());
+    Proc::spawn(run)
+}
+
+fn json_of(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or_default()
+}
+
+/// moto's AWS server over TLS, in its own process group.
+struct Moto {
+    child: Child,
+    port: String,
+    cert: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Moto {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(python())
+            .arg(fixture("moto_tls.py"))
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start moto");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(!line.trim().is_empty(), "moto did not start");
+        Self {
+            child,
+            port: line.trim().to_string(),
+            cert: dir.path().join("cert.pem"),
+            _dir: dir,
+        }
+    }
+
+    fn aws(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(python());
+        command
+            .arg(fixture("aws_client.py"))
+            .arg(&self.port)
+            .arg(&self.cert)
+            .args(args);
+        command
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        kill_group(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+fn no_holds_raised(guard: &Daemon) {
+    assert!(guard.pending().is_empty());
+    assert!(
+        guard.audit_events(AuditEvent::Hold).is_empty(),
+        "unexpected hold: {:?}",
+        guard.audit_events(AuditEvent::Hold)
+    );
+}
+
+#[test]
+fn boto3_terminate_is_held_and_denied_or_approved_while_reads_pass() {
+    let guard = Daemon::start(POLICY);
+    let moto = Moto::start();
+    // Outside any session nothing stops, a destructive call neither.
+    let first = outside(&mut moto.aws(&["run_instance"]))["out"].clone();
+    let second = outside(&mut moto.aws(&["run_instance"]))["out"].clone();
+    let (first, second) = (first.as_str().unwrap(), second.as_str().unwrap());
+    assert_eq!(
+        outside(&mut moto.aws(&["terminate", second]))["out"],
+        "shutting-down"
+    );
+    // Reads in a session: no hold.
+    let (status, out, err) = in_session(&guard, &moto.aws(&["describe"])).wait();
+    assert!(status.success(), "{out}{err}");
+    assert_eq!(json_of(&out)["out"][first], "running");
+    no_holds_raised(&guard);
+
+    // Denied: the call fails in the client, the instance runs on.
+    let client = in_session(&guard, &moto.aws(&["terminate", first]));
+    let hold = guard.wait_hold("terminate");
+    assert_eq!(
+        hold.operation.as_deref(),
+        Some("POST ec2 us-east-1 TerminateInstances")
+    );
+    assert_eq!(hold.rule, "aws-api-destroy");
+    guard.decide("deny", &hold);
+    let (status, out, err) = client.wait();
+    assert!(!status.success(), "{out}");
+    assert!(
+        json_of(&out)["error"]
+            .as_str()
+            .unwrap()
+            .contains("SSLError"),
+        "{out}"
+    );
+    assert!(err.contains("was not sent"), "{err}");
+    assert_eq!(
+        outside(&mut moto.aws(&["describe"]))["out"][first],
+        "running"
+    );
+    let denied = guard.audit_events(AuditEvent::Deny);
+    assert_eq!(
+        denied[0].operation.as_deref(),
+        Some("POST ec2 us-east-1 TerminateInstances")
+    );
+    // Approved: it goes through.
+    let client = in_session(&guard, &moto.aws(&["terminate", first]));
+    let hold = guard.wait_hold("terminate");
+    guard.decide("approve", &hold);
+    let (status, out, err) = client.wait();
+    assert!(status.success(), "{out}{err}");
+    let state = outside(&mut moto.aws(&["describe"]))["out"][first].clone();
+    assert!(state == "shutting-down" || state == "terminated", "{state}");
+}
+
+#[test]
+fn boto3_delete_bucket_is_held_and_a_denied_retry_is_denied_at_once() {
+    let guard = Daemon::start(POLICY);
+    let moto = Moto::start();
+    outside(&mut moto.aws(&["create_bucket", "keep-me"]));
+    let (status, out, _) = in_session(&guard, &moto.aws(&["list_buckets"])).wait();
+    assert!(status.success());
+    assert_eq!(json_of(&out)["out"][0], "keep-me");
+    no_holds_raised(&guard);
+    // With retries: the SDK sends the refused call again; it is refused again
+    // without another hold.
+    let mut delete = moto.aws(&["delete_bucket", "keep-me"]);
+    delete.env("RETRIES", "3");
+    let client = in_session(&guard, &delete);
+    let hold = guard.wait_hold("delete_bucket");
+    assert_eq!(
+        hold.operation.as_deref(),
+        Some("DELETE s3 us-east-1 DeleteBucket")
+    );
+    guard.decide("deny", &hold);
+    let (status, out, _) = client.wait();
+    assert!(!status.success(), "{out}");
+    assert_eq!(guard.audit_events(AuditEvent::Hold).len(), 1);
+    assert!(guard.pending().is_empty());
+    assert_eq!(
+        outside(&mut moto.aws(&["list_buckets"]))["out"][0],
+        "keep-me"
+    );
+}
+
+#[test]
+fn node_https_delete_is_held_in_nodes_own_openssl() {
+    let guard = Daemon::start(POLICY);
+    let moto = Moto::start();
+    outside(&mut moto.aws(&["create_bucket", "node-bucket"]));
+    let node = |method: &str, path: &str| {
+        let mut command = Command::new("node");
+        command
+            .arg(fixture("node_client.js"))
+            .arg(&moto.port)
+            .arg(&moto.cert)
+            .args([method, path]);
+        command
+    };
+    let (status, out, err) = in_session(&guard, &node("GET", "/")).wait();
+    assert!(status.success(), "{out}{err}");
+    no_holds_raised(&guard);
+    let client = in_session(&guard, &node("DELETE", "/node-bucket"));
+    let hold = guard.wait_hold("DELETE");
+    assert_eq!(
+        hold.operation.as_deref(),
+        Some("DELETE 127.0.0.1/node-bucket")
+    );
+    guard.decide("deny", &hold);
+    let (_, out, _) = client.wait();
+    assert_eq!(json_of(&out)["ok"], false, "{out}");
+    assert_eq!(
+        outside(&mut moto.aws(&["list_buckets"]))["out"][0],
+        "node-bucket"
+    );
+    // Approved: Node writes it again after the handshake; the retry goes too.
+    let client = in_session(&guard, &node("DELETE", "/node-bucket"));
+    let hold = guard.wait_hold("DELETE");
+    guard.decide("approve", &hold);
+    let (status, out, err) = client.wait();
+    assert!(status.success(), "{out}{err}");
+    assert_eq!(
+        outside(&mut moto.aws(&["list_buckets"]))["out"],
+        serde_json::json!([])
+    );
+}
+
+/// A PostgreSQL cluster of its own, run as nobody (the server refuses
+/// root), listening on a unix socket only.
+struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl Postgres {
+    fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server: run `cargo xtask setup`")
+            .filter_map(Result::ok)
+            .map(|v| v.path().join("bin"))
+            .find(|bin| bin.join("initdb").exists())
+            .expect("initdb: run `cargo xtask setup`");
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Self { dir, bin };
+        for sub in ["data", "sock"] {
+            std::fs::create_dir(cluster.dir.path().join(sub)).unwrap();
+        }
+        let chown = Command::new("chown")
+            .args(["-R", "nobody:nogroup"])
+            .arg(cluster.dir.path())
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let data = cluster.dir.path().join("data");
+        cluster.as_nobody("initdb", |c| {
+            c.arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "-A", "trust", "--no-sync"]);
+        });
+        let options = format!(
+            "-c listen_addresses='' -k {} -c fsync=off",
+            cluster.socket().display()
+        );
+        cluster.as_nobody("pg_ctl", |c| {
+            c.arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(cluster.dir.path().join("data/log"))
+                .args(["-w", "-o", &options, "start"]);
+        });
+        cluster
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("sock")
+    }
+
+    fn as_nobody(&self, program: &str, args: impl FnOnce(&mut Command)) {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(self.bin.join(program))
+            .current_dir("/")
+            .stdout(Stdio::null());
+        args(&mut command);
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{program}: {out:?}");
+    }
+
+    fn psql(&self, sql: Option<&str>) -> Command {
+        let mut command = Command::new("psql");
+        command
+            .arg("-h")
+            .arg(self.socket())
+            .args(["-U", "postgres", "-X", "-q", "-A", "-t"]);
+        if let Some(sql) = sql {
+            command.args(["-c", sql]);
+        }
+        command
+    }
+
+    fn tables(&self) -> String {
+        let out = self
+            .psql(Some("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        self.as_nobody("pg_ctl", |c| {
+            c.arg("-D")
+                .arg(&data)
+                .args(["-m", "immediate", "-w", "stop"]);
+        });
+    }
+}
+
+#[test]
+fn destructive_sql_through_libpq_is_held_and_selects_pass() {
+    let guard = Daemon::start(POLICY);
+    let postgres = Postgres::start();
+    let create = postgres
+        .psql(Some(
+            "CREATE TABLE a (x int); CREATE TABLE b (x int); CREATE TABLE c (x int)",
+        ))
+        .output()
+        .unwrap();
+    assert!(create.status.success(), "{create:?}");
+    let script = postgres.dir.path().join("drop.sql");
+    std::fs::write(&script, "SELECT 1;\nDROP TABLE a;\n").unwrap();
+    // psql -f FILE: the DROP is held, denied, the table stays.
+    let mut file = postgres.psql(None);
+    file.arg("-f").arg(&script);
+    let client = in_session(&guard, &file);
+    let hold = guard.wait_hold("-f");
+    assert_eq!(hold.operation.as_deref(), Some("SQL DROP TABLE a;"));
+    assert_eq!(hold.rule, "sql-api-destroy");
+    guard.decide("deny", &hold);
+    let _ = client.wait();
+    assert_eq!(postgres.tables(), "a,b,c");
+    // psql < FILE: the same.
+    let mut stdin = Command::new("sh");
+    stdin.arg("-c").arg(format!(
+        "psql -h {} -U postgres -X -q < {}",
+        postgres.socket().display(),
+        script.display()
+    ));
+    let client = in_session(&guard, &stdin);
+    let hold = guard.wait_hold("-q");
+    guard.decide("deny", &hold);
+    let _ = client.wait();
+    assert_eq!(postgres.tables(), "a,b,c");
+    // psycopg2 (PQexec): held; approved, the table goes.
+    let mut psycopg = Command::new(python());
+    psycopg
+        .arg(fixture("pg_client.py"))
+        .arg(postgres.socket())
+        .arg("DROP TABLE b");
+    let client = in_session(&guard, &psycopg);
+    let hold = guard.wait_hold("DROP TABLE b");
+    guard.decide("approve", &hold);
+    let (status, out, err) = client.wait();
+    assert!(status.success(), "{out}{err}");
+    assert_eq!(postgres.tables(), "a,c");
+    // A SELECT in a session: no new hold.
+    let holds = guard.audit_events(AuditEvent::Hold).len();
+    let started = Instant::now();
+    let (status, out, _) =
+        in_session(&guard, &postgres.psql(Some("SELECT count(*) FROM a"))).wait();
+    assert!(status.success());
+    assert_eq!(out.trim(), "0");
+    assert_eq!(guard.audit_events(AuditEvent::Hold).len(), holds);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
