@@ -392,6 +392,26 @@ fn destructive_sql_through_libpq_is_held_and_selects_pass() {
     let (status, out, err) = client.wait();
     assert!(status.success(), "{out}{err}");
     assert_eq!(postgres.tables(), "a,c");
+    // A libpq of the process's own (a wheel's), loaded after guardd started:
+    // probed when it is mapped, before the first query.
+    let bundled = postgres.dir.path().join("libpq-bundled.so.5");
+    std::fs::copy("/usr/lib/x86_64-linux-gnu/libpq.so.5", &bundled).unwrap();
+    let mut own = Command::new(python());
+    own.arg(fixture("pq_ctypes.py"))
+        .arg(&bundled)
+        .arg(postgres.socket())
+        .arg("DROP TABLE c");
+    let client = in_session(&guard, &own);
+    let hold = guard.wait_hold("DROP TABLE c");
+    guard.decide("deny", &hold);
+    let (status, out, _) = client.wait();
+    assert!(!status.success(), "{out}");
+    assert_eq!(postgres.tables(), "a,c");
+    assert!(
+        guard.log().contains("libpq-bundled.so.5"),
+        "{}",
+        guard.log()
+    );
     // A SELECT in a session: no new hold.
     let holds = guard.audit_events(AuditEvent::Hold).len();
     let started = Instant::now();

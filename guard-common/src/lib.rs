@@ -410,10 +410,14 @@ pub enum ApiHook {
     SslFree = 10,
     /// GnuTLS `void gnutls_deinit(gnutls_session_t)`.
     GnutlsDeinit = 11,
+    /// glibc's `dlopen`, on return: a session process mapped a library,
+    /// maybe a client library of its own (a wheel's bundled libpq) that
+    /// guardd is to probe before the process goes on.
+    Dlopen = 12,
 }
 
 impl ApiHook {
-    pub const ALL: [ApiHook; 11] = [
+    pub const ALL: [ApiHook; 12] = [
         Self::SslWrite,
         Self::SslWriteEx,
         Self::GnutlsRecordSend,
@@ -425,6 +429,7 @@ impl ApiHook {
         Self::PqSendPrepare,
         Self::SslFree,
         Self::GnutlsDeinit,
+        Self::Dlopen,
     ];
 
     pub fn from_u32(value: u32) -> Option<Self> {
@@ -445,6 +450,7 @@ impl ApiHook {
             Self::PqSendPrepare => "PQsendPrepare",
             Self::SslFree => "SSL_free",
             Self::GnutlsDeinit => "gnutls_deinit",
+            Self::Dlopen => "dlopen",
         }
     }
 

@@ -78,9 +78,10 @@ pub mod program {
     pub const API_TLS_WRITE: &str = "api_tls_write";
     pub const API_SQL_QUERY: &str = "api_sql_query";
     pub const API_TLS_FREE: &str = "api_tls_free";
+    pub const API_DLOPEN_RETURN: &str = "api_dlopen_return";
 
     /// Every program of the object.
-    pub const ALL: [&str; 30] = [
+    pub const ALL: [&str; 31] = [
         SESSIONS_FORK,
         SESSIONS_EXIT,
         EXEC_GATE,
@@ -111,5 +112,6 @@ pub mod program {
         API_TLS_WRITE,
         API_SQL_QUERY,
         API_TLS_FREE,
+        API_DLOPEN_RETURN,
     ];
 }

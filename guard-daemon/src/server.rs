@@ -386,6 +386,7 @@ fn dispatch(guard: &Mutex<Guard>, peer: Peer, request: Request) -> Response {
         Request::Deny { id, reason } => guard.deny(peer, &id, reason),
         Request::Status => guard.status(),
         Request::Explain { argv, cwd, env } => guard.explain(&argv, cwd, env),
+        Request::ExplainApi { call, request } => guard.explain_api(call, request),
     };
     guard.persist();
     response

@@ -10,8 +10,8 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_send_signal,
         generated as gen,
     },
-    macros::uprobe,
-    programs::ProbeContext,
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
 };
 use guard_common::{
     ApiConnKey, ApiHeldEntry, ApiHook, EventKind, FileKey, API_COOKIE_HOOK, API_OPAQUE, API_PEEK,
@@ -55,7 +55,7 @@ pub fn api_tls_write(ctx: ProbeContext) -> u32 {
     if tls_write_passes(&key, buf, len) {
         return 0;
     }
-    stop_call(&ctx, session_id, hook, conn, buf, len);
+    stop_call(session_id, hook, conn, buf, len, stack_of(&ctx));
     0
 }
 
@@ -88,7 +88,25 @@ pub fn api_sql_query(ctx: ProbeContext) -> u32 {
     if sql_passes(query) {
         return 0;
     }
-    stop_call(&ctx, session_id, hook, regs.rdi, query, 0);
+    stop_call(session_id, hook, regs.rdi, query, 0, stack_of(&ctx));
+    0
+}
+
+/// glibc's `dlopen` returned a library to a session process: it stops, so
+/// that guardd probes a client library the process brought along (a
+/// wheel's own libpq or libssl) before any call into it.
+#[uretprobe]
+pub fn api_dlopen_return(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(entry) = SESSIONS.get_ptr(pid_tgid as u32) else {
+        return 0;
+    };
+    let session_id = unsafe { (*entry).session_id };
+    let handle: u64 = ctx.ret();
+    if handle == 0 {
+        return 0;
+    }
+    stop_call(session_id, ApiHook::Dlopen as u32, 0, 0, 0, (0, 0));
     0
 }
 
@@ -127,14 +145,20 @@ fn hook_of(ctx: &ProbeContext) -> u32 {
     unsafe { gen::bpf_get_attach_cookie(ctx.regs.cast()) as u32 }
 }
 
+/// The stack pointer at a function's entry and the return address it points at.
+#[inline(always)]
+fn stack_of(ctx: &ProbeContext) -> (u64, u64) {
+    let sp = unsafe { (*ctx.regs).rsp };
+    let ret = unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0);
+    (sp, ret)
+}
+
 /// Stops the calling process for guardd, the call recorded first in
 /// `API_HELD` so that a lost event is still found there.
 #[inline(always)]
-fn stop_call(ctx: &ProbeContext, session_id: u32, hook: u32, conn: u64, buf: u64, len: u64) {
+fn stop_call(session_id: u32, hook: u32, conn: u64, buf: u64, len: u64, (sp, ret): (u64, u64)) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    let sp = unsafe { (*ctx.regs).rsp };
-    let ret = unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0);
     let entry = ApiHeldEntry {
         ktime_ns: unsafe { bpf_ktime_get_ns() },
         buf,

@@ -68,6 +68,15 @@ pub enum Request {
         #[serde(default)]
         env: Vec<(String, String)>,
     },
+    /// Judges an API call by the `[[api]]` rules: `call` as an example is
+    /// written (`aws ec2 TerminateInstances`), or `request`, the raw bytes
+    /// of an HTTP/1.x request.
+    ExplainApi {
+        #[serde(default)]
+        call: Option<String>,
+        #[serde(default)]
+        request: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -241,7 +241,7 @@ fn pending(data: &[u8], start: usize, judged: bool, read: &mut WriteRead) -> Opt
     })
 }
 
-fn call_of(request: &Request, aws: Aws) -> ApiCall {
+pub(crate) fn call_of(request: &Request, aws: Aws) -> ApiCall {
     ApiCall {
         http: Some(HttpCall {
             method: request.method.clone(),

@@ -13,6 +13,8 @@ use object::{Object, ObjectSymbol};
 
 /// File-name prefixes of the client libraries.
 const LIBRARIES: &[&str] = &["libssl.so", "libssl-", "libgnutls.so", "libpq.so", "libpq-"];
+/// The C libraries whose `dlopen` tells of libraries loaded later.
+const LOADERS: &[&str] = &["libc.so.6", "libdl.so.2"];
 /// Programs known to carry OpenSSL statically.
 const PROGRAMS: &[&str] = &["node", "nodejs"];
 /// Where such programs are looked for besides `PATH`.
@@ -28,7 +30,8 @@ pub fn system_targets() -> Vec<PathBuf> {
             continue;
         };
         let name = name.split_whitespace().next().unwrap_or("");
-        if is_client_library(Path::new(name)) && line.contains("x86-64") {
+        let wanted = is_client_library(Path::new(name)) || LOADERS.contains(&name);
+        if wanted && line.contains("x86-64") {
             found.extend(std::fs::canonicalize(path).ok());
         }
     }
@@ -96,7 +99,7 @@ pub fn probed_in(path: &Path) -> Probed {
         .collect();
     let hooks = ApiHook::ALL
         .into_iter()
-        .filter(|hook| probed(*hook) && exported.contains(hook.symbol()))
+        .filter(|hook| probed(*hook, path) && exported.contains(hook.symbol()))
         .collect();
     Probed {
         hooks,
@@ -124,12 +127,17 @@ fn ssl_shutdown_offset(object: &object::File<'_>) -> Option<u16> {
 }
 
 /// libpq's synchronous calls run the asynchronous ones (`PQexec` sends with
-/// `PQsendQuery`), so the latter carry every query once.
-fn probed(hook: ApiHook) -> bool {
-    !matches!(
-        hook,
-        ApiHook::PqExec | ApiHook::PqExecParams | ApiHook::PqPrepare
-    )
+/// `PQsendQuery`), so the latter carry every query once. `dlopen` is probed
+/// where glibc has it (libdl only forwards to libc since glibc 2.34).
+fn probed(hook: ApiHook, path: &Path) -> bool {
+    match hook {
+        ApiHook::PqExec | ApiHook::PqExecParams | ApiHook::PqPrepare => false,
+        ApiHook::Dlopen => path.file_name().is_some_and(|name| {
+            let name = name.to_string_lossy();
+            name.starts_with("libc.so") || name.starts_with("libdl.so")
+        }),
+        _ => true,
+    }
 }
 
 /// A read-only private mapping of `file`, unmapped on drop.

@@ -6,3 +6,15 @@ pub mod aws;
 pub mod conns;
 pub mod http;
 pub mod libs;
+
+use crate::policy::api::ApiCall;
+
+/// The call of the first request in `bytes` (for `guardctl explain`).
+pub fn call_in_request(bytes: &[u8]) -> Result<ApiCall, String> {
+    let stream = http::parse(bytes, 0);
+    let request = stream
+        .requests
+        .first()
+        .ok_or("no HTTP/1.x request head in the input (a blank line ends the head)")?;
+    Ok(conns::call_of(request, aws::call_of(request)))
+}

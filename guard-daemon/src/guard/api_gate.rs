@@ -52,6 +52,9 @@ impl Guard {
             self.kernel.forget_api_held(tid, entry.ktime_ns);
             return;
         };
+        if hook_of(&entry) == Some(ApiHook::Dlopen) {
+            return self.on_library_loaded(&process, tid, &entry);
+        }
         let (calls, unreadable) = self.read_api_call(&entry);
         let session = entry.session_id;
         let judged: Vec<(ApiCall, Explanation)> = calls
@@ -128,6 +131,37 @@ impl Guard {
             record,
         };
         self.finish(ending, outcome);
+    }
+
+    /// A session process mapped a library: any client library among its
+    /// mappings that has no probes yet gets them before it goes on.
+    fn on_library_loaded(&mut self, process: &ProcessHandle, tid: u32, entry: &ApiHeldEntry) {
+        for path in crate::api::libs::mapped_by(process.pid) {
+            match self.kernel.attach_api(&path) {
+                Ok(Some(target)) => tracing::info!(
+                    pid = process.pid,
+                    file = %target.path.display(),
+                    "API probes attached to a library a session process loaded"
+                ),
+                Ok(None) => {}
+                Err(err) => {
+                    // Unprobed, its calls would go unseen: the process is
+                    // not let go blind, and the audit log says why.
+                    let why = format!(
+                        "could not probe {} that the process loaded: {err}",
+                        path.display()
+                    );
+                    tracing::error!(pid = process.pid, "{why}");
+                    self.fail_closed(process, entry.session_id, &why, None);
+                    self.kernel.forget_api_held(tid, entry.ktime_ns);
+                    return;
+                }
+            }
+        }
+        self.kernel.forget_api_held(tid, entry.ktime_ns);
+        if let Err(err) = process.resume() {
+            tracing::error!(pid = process.pid, "resume failed: {err}");
+        }
     }
 
     /// The calls in the stopped write or query, and why part of it could not
@@ -298,9 +332,16 @@ impl Guard {
         if !allowed {
             // OpenSSL refuses the write itself once its connection is shut
             // down; elsewhere the thread returns the function's error.
-            let shut = shut_down_ssl(&stopped.entry)
-                .inspect_err(|err| tracing::warn!(tid, "OpenSSL connection not shut down: {err}"))
-                .is_ok();
+            let openssl = matches!(
+                hook_of(&stopped.entry),
+                Some(ApiHook::SslWrite | ApiHook::SslWriteEx)
+            );
+            let shut = openssl
+                && shut_down_ssl(&stopped.entry)
+                    .inspect_err(|err| {
+                        tracing::warn!(tid, "OpenSSL connection not shut down: {err}")
+                    })
+                    .is_ok();
             let traced = stopped.traced || self.tracer.seize(tid).is_ok();
             let failed = shut
                 || (traced
@@ -335,6 +376,30 @@ impl Guard {
         if let Err(err) = process.resume() {
             tracing::error!(pid = process.pid, "resume failed: {err}");
         }
+    }
+
+    /// `guardctl status`: where the probes are, and what they do not see.
+    pub(super) fn api_gate_status(&self) -> (String, String) {
+        let targets = self.kernel.api_targets();
+        let files: Vec<String> = targets
+            .iter()
+            .map(|t| t.path.display().to_string())
+            .collect();
+        let shown = if files.is_empty() {
+            "NOT active: no OpenSSL, GnuTLS or libpq library was found to probe".to_string()
+        } else {
+            format!(
+                "uprobes on {} file(s) ({}): TLS writes and libpq queries of session processes                  stop unless a lone GET/HEAD/OPTIONS or a short SELECT/SHOW; a denied OpenSSL                  write fails inside OpenSSL, other calls return their error",
+                files.len(),
+                files.join(", ")
+            )
+        };
+        (
+            "api_client_gate".into(),
+            format!(
+                "{shown}; NOT seen: Go's crypto/tls, rustls, BoringSSL in static binaries (Bun),                  HTTP/2 and gRPC (read as another protocol and passed), plain HTTP, clients                  that bypass libpq (asyncpg), and client libraries loaded from elsewhere until                  guardd finds them mapped"
+            ),
+        )
     }
 
     /// Raises API stops whose event was lost, and forgets connections and

@@ -26,6 +26,19 @@ impl Guard {
         Response::Explain(Box::new(self.policy.judge(&command)))
     }
 
+    /// `guardctl explain --api`: an example-form call, or a raw request.
+    pub fn explain_api(&self, call: Option<String>, request: Option<String>) -> Response {
+        let call = match (call, request) {
+            (Some(call), None) => crate::policy::api::ApiCall::parse(&call),
+            (None, Some(request)) => crate::api::call_in_request(request.as_bytes()),
+            _ => Err("explain --api needs a call or a request".into()),
+        };
+        match call {
+            Ok(call) => Response::Explain(Box::new(self.policy.judge_api(&call))),
+            Err(message) => error(&message),
+        }
+    }
+
     // ---- endings ------------------------------------------------------------
 
     pub(super) fn end_timed_out(&mut self, id: &str) {

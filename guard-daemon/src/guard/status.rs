@@ -21,7 +21,7 @@ impl Guard {
             mechanisms: mechanisms(&self.kernel, &self.policy, &self.exec_gate.program_files)
                 .into_iter()
                 .chain(self.own_mechanisms())
-                .chain([self.pin_layout_status()])
+                .chain([self.pin_layout_status(), self.api_gate_status()])
                 .collect(),
             programs: self.kernel.loaded_programs().to_vec(),
             stats: GateStats {

@@ -47,6 +47,7 @@ impl Kernel {
             program::API_TLS_WRITE,
             program::API_SQL_QUERY,
             program::API_TLS_FREE,
+            program::API_DLOPEN_RETURN,
         ] {
             let probe: &mut UProbe = self.program(name)?;
             if probe.fd().is_err() {
@@ -138,6 +139,7 @@ fn program_of(hook: ApiHook) -> &'static str {
             program::API_TLS_WRITE
         }
         ApiHook::SslFree | ApiHook::GnutlsDeinit => program::API_TLS_FREE,
+        ApiHook::Dlopen => program::API_DLOPEN_RETURN,
         _ => program::API_SQL_QUERY,
     }
 }

@@ -405,6 +405,7 @@ mod tests {
                 program::API_TLS_WRITE,
                 program::API_SQL_QUERY,
                 program::API_TLS_FREE,
+                program::API_DLOPEN_RETURN,
             ])
             .collect();
         assert_eq!(loaded, programs, "programs guardd loads");

@@ -21,8 +21,15 @@ pub struct Args {
     /// Environment variable for the judgement (repeatable; HOME defaults to yours).
     #[arg(long, value_name = "K=V")]
     env: Vec<String>,
+    /// Judge an API call by the `[[api]]` rules instead: ARGV is `aws
+    /// SERVICE OPERATION [REGION]`, `http METHOD HOST PATH` or `sql TEXT`.
+    #[arg(long, conflicts_with = "request")]
+    api: bool,
+    /// Judge the raw HTTP/1.x request in FILE (`-`: stdin) by the `[[api]]` rules.
+    #[arg(long, value_name = "FILE")]
+    request: Option<std::path::PathBuf>,
     #[arg(
-        required = true,
+        required_unless_present = "request",
         trailing_var_arg = true,
         allow_hyphen_values = true,
         value_name = "ARGV"
@@ -31,6 +38,9 @@ pub struct Args {
 }
 
 pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    if args.api || args.request.is_some() {
+        return run_api(socket, args);
+    }
     let mut env: Vec<(String, String)> = args
         .env
         .iter()
@@ -75,6 +85,43 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    print(&explanation, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--api` and `--request`: judged by guardd, or by `--policy` here.
+fn run_api(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    let request = match &args.request {
+        Some(path) if path.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+            Some(text)
+        }
+        Some(path) => {
+            Some(std::fs::read_to_string(path).with_context(|| path.display().to_string())?)
+        }
+        None => None,
+    };
+    let call = args.api.then(|| args.argv.join(" "));
+    let explanation = match &args.policy {
+        Some(file) => {
+            let policy = Policy::load(file)?;
+            let call = match (&call, &request) {
+                (Some(call), _) => guard_daemon::policy::api::ApiCall::parse(call),
+                (None, Some(request)) => guard_daemon::api::call_in_request(request.as_bytes()),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            policy.judge_api(&call.map_err(anyhow::Error::msg)?)
+        }
+        None => match client::call(socket, Request::ExplainApi { call, request })? {
+            Response::Explain(explanation) => *explanation,
+            Response::Error { message } => anyhow::bail!("{message}"),
+            other => return Err(super::unexpected(other)),
+        },
+    };
+    if !args.json {
+        println!("call: {}", explanation.program);
+    }
     print(&explanation, args.json)?;
     Ok(ExitCode::SUCCESS)
 }

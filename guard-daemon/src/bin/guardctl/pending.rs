@@ -38,6 +38,10 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
             escape_bytes(hold.argv.join(" ").as_bytes()),
             escape_bytes(hold.cwd.as_bytes()),
         );
+        // The held system call or API call (`POST ec2 us-east-1 TerminateInstances`).
+        if let Some(operation) = &hold.operation {
+            println!("    call {}", escape_bytes(operation.as_bytes()));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
