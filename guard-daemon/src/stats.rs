@@ -41,6 +41,8 @@ pub struct ExecStats {
     pub event_us: Samples,
     /// Kernel stop -> decision made (process resumed, killed or held).
     pub decision_us: Samples,
+    /// The same for the API-client gate's stops.
+    pub api_decision_us: Samples,
 }
 
 impl ExecStats {
@@ -48,6 +50,7 @@ impl ExecStats {
         GateStats {
             event_latency: self.event_us.summary(),
             decision_latency: self.decision_us.summary(),
+            api_decision_latency: self.api_decision_us.summary(),
             ..self.counts.clone()
         }
     }

@@ -27,3 +27,8 @@ fn protocol_decode_corpus_replays() {
 fn policy_parse_corpus_replays() {
     assert!(replay("policy_parse", guard_daemon::fuzzing::policy_text) >= 2);
 }
+
+#[test]
+fn api_writes_corpus_replays() {
+    assert!(replay("api_writes", guard_daemon::fuzzing::api_writes) >= 4);
+}

@@ -250,6 +250,12 @@ pub struct GateStats {
     pub event_latency: Latency,
     /// Stop -> decision (resumed, killed, or hold raised).
     pub decision_latency: Latency,
+    /// Client calls the API probes stopped (dlopen stops not counted).
+    #[serde(default)]
+    pub api_stops: u64,
+    /// API stop -> decision (request read and judged).
+    #[serde(default)]
+    pub api_decision_latency: Latency,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

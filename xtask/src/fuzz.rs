@@ -5,7 +5,7 @@ use std::process::Command;
 
 use crate::{cmd, setup};
 
-pub const TARGETS: &[&str] = &["protocol_decode", "policy_parse"];
+pub const TARGETS: &[&str] = &["protocol_decode", "policy_parse", "api_writes"];
 
 pub fn run(seconds: u64, target: Option<String>) -> anyhow::Result<()> {
     setup::run()?;

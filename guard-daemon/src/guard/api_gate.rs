@@ -6,11 +6,14 @@
 //! through.
 use std::collections::HashMap;
 
-use guard_common::{ApiHeldEntry, ApiHook, API_COOKIE_HOOK, API_COOKIE_SHUTDOWN_SHIFT};
+use guard_common::{ApiHeldEntry, ApiHook, API_COOKIE_HOOK};
 
 use super::*;
 use crate::{
-    api::conns::{Conns, KernelConn, READ_LIMIT},
+    api::{
+        conns::{Conns, KernelConn, READ_LIMIT},
+        memory::{read_c_string, read_memory, shared_writable, shut_down_ssl},
+    },
     holds::ApiStopped,
     policy::api::ApiCall,
     tracer::FailCall,
@@ -78,6 +81,11 @@ impl Guard {
             ),
             (None, None) => (ApiCall::default(), allow_explanation()),
         };
+        let stats = &mut self.exec_gate.stats;
+        stats.counts.api_stops += 1;
+        stats
+            .api_decision_us
+            .push(monotonic_ns().saturating_sub(entry.ktime_ns) / 1000);
         let stopped = ApiStopped {
             tid,
             entry,
@@ -169,6 +177,10 @@ impl Guard {
     /// the process goes on.
     fn read_api_call(&mut self, entry: &ApiHeldEntry) -> (Vec<ApiCall>, Option<String>) {
         if hook_of(entry).is_some_and(ApiHook::is_sql) {
+            if shared_writable(entry.pid, entry.buf, 1) {
+                let why = "the query is in memory shared with other processes";
+                return (Vec::new(), Some(why.into()));
+            }
             return match read_c_string(entry.pid, entry.buf, SQL_LIMIT) {
                 Ok(text) => {
                     let call = ApiCall {
@@ -181,6 +193,13 @@ impl Guard {
             };
         }
         let want = entry.len.min(READ_LIMIT as u64) as usize;
+        if shared_writable(entry.pid, entry.buf, want) {
+            // Another process could change it between guardd's read and the send.
+            return (
+                Vec::new(),
+                Some("the write's buffer is in memory shared with other processes".into()),
+            );
+        }
         let bytes = match read_memory(entry.pid, entry.buf, want) {
             Ok(bytes) => bytes,
             Err(err) => {
@@ -429,42 +448,6 @@ fn hook_of(entry: &ApiHeldEntry) -> Option<ApiHook> {
     ApiHook::from_u32(entry.hook & API_COOKIE_HOOK)
 }
 
-/// `SSL_SENT_SHUTDOWN` of OpenSSL's `shutdown` flags.
-const SSL_SENT_SHUTDOWN: u32 = 1;
-
-/// Marks a stopped OpenSSL write's connection as shut down, where the
-/// probe's cookie says where its flags are: the write then fails inside
-/// OpenSSL with `PROTOCOL_IS_SHUTDOWN`, and the client drops the
-/// connection (a bare error return leaves some clients, Node's among
-/// them, waiting to write again forever).
-fn shut_down_ssl(entry: &ApiHeldEntry) -> Result<(), String> {
-    if !matches!(
-        hook_of(entry),
-        Some(ApiHook::SslWrite | ApiHook::SslWriteEx)
-    ) {
-        return Err("not an OpenSSL write".into());
-    }
-    let offset = u64::from(entry.hook >> API_COOKIE_SHUTDOWN_SHIFT);
-    if offset == 0 {
-        return Err("where this OpenSSL keeps its shutdown flags is not known".into());
-    }
-    let at = entry.conn + offset;
-    let bytes = read_memory(entry.pid, at, 4).map_err(|err| err.to_string())?;
-    let flags = u32::from_le_bytes(bytes.try_into().map_err(|_| "short read".to_string())?);
-    let flags = (flags | SSL_SENT_SHUTDOWN).to_le_bytes();
-    let local = [std::io::IoSlice::new(&flags)];
-    let remote = [nix::sys::uio::RemoteIoVec {
-        base: at as usize,
-        len: 4,
-    }];
-    let pid = nix::unistd::Pid::from_raw(entry.pid as i32);
-    match nix::sys::uio::process_vm_writev(pid, &local, &remote) {
-        Ok(4) => Ok(()),
-        Ok(n) => Err(format!("wrote {n} of 4 bytes")),
-        Err(err) => Err(err.to_string()),
-    }
-}
-
 /// Where a denied call returns to, and with what: the function's own error.
 fn fail_call(entry: &ApiHeldEntry) -> FailCall {
     let value = match hook_of(entry) {
@@ -510,45 +493,4 @@ fn unreadable_explanation(policy: &Policy, why: String) -> Explanation {
         terms,
         terms_from: Vec::new(),
     }
-}
-
-/// `len` bytes at `addr` in process `pid`.
-fn read_memory(pid: u32, addr: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut buffer = vec![0u8; len];
-    let mut local = [std::io::IoSliceMut::new(&mut buffer)];
-    let remote = [nix::sys::uio::RemoteIoVec {
-        base: addr as usize,
-        len,
-    }];
-    let read = nix::sys::uio::process_vm_readv(
-        nix::unistd::Pid::from_raw(pid as i32),
-        &mut local,
-        &remote,
-    )?;
-    buffer.truncate(read);
-    Ok(buffer)
-}
-
-/// The C string at `addr` in process `pid`, read by pages up to `limit`.
-fn read_c_string(pid: u32, addr: u64, limit: usize) -> Result<String, String> {
-    let mut text = Vec::new();
-    let mut at = addr;
-    while text.len() < limit {
-        // Up to the end of the page: the next one may not be mapped.
-        let chunk = 4096 - (at % 4096) as usize;
-        let bytes =
-            read_memory(pid, at, chunk).map_err(|err| format!("query unreadable: {err}"))?;
-        if let Some(end) = bytes.iter().position(|b| *b == 0) {
-            text.extend_from_slice(&bytes[..end]);
-            return Ok(String::from_utf8_lossy(&text).into_owned());
-        }
-        if bytes.is_empty() {
-            break;
-        }
-        text.extend_from_slice(&bytes);
-        at += bytes.len() as u64;
-    }
-    Err(format!(
-        "a query longer than the {limit} bytes guardd reads"
-    ))
 }

@@ -851,6 +851,13 @@ mod tests {
                     p99_us: 150,
                     max_us: 400,
                 },
+                api_stops: 9,
+                api_decision_latency: Latency {
+                    samples: 9,
+                    p50_us: 80,
+                    p99_us: 200,
+                    max_us: 210,
+                },
             },
         };
         let line = encode_line(&Response::Status(Box::new(view.clone())));
