@@ -251,6 +251,45 @@ fn node_https_delete_is_held_in_nodes_own_openssl() {
     );
 }
 
+#[test]
+fn a_delete_pipelined_behind_a_get_in_one_write_is_held() {
+    let guard = Daemon::start(POLICY);
+    let moto = Moto::start();
+    outside(&mut moto.aws(&["create_bucket", "smuggled"]));
+    // A lone GET passes in the kernel; one that hides a second request
+    // behind its blank line (a bare LF ends a head for most servers) stops.
+    let raw = |bytes: &str| {
+        let mut command = Command::new(python());
+        command
+            .arg(fixture("raw_tls.py"))
+            .arg(&moto.port)
+            .arg(&moto.cert)
+            .arg(bytes);
+        command
+    };
+    let (status, out, err) = in_session(
+        &guard,
+        &raw("GET / HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n"),
+    )
+    .wait();
+    assert!(status.success(), "{out}{err}");
+    no_holds_raised(&guard);
+    for smuggled in [
+        "GET / HTTP/1.1\\r\\nHost: h\\r\\n\\r\\nDELETE /smuggled HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n",
+        "GET / HTTP/1.1\\nHost: h\\n\\nDELETE /smuggled HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n",
+    ] {
+        let client = in_session(&guard, &raw(smuggled));
+        let hold = guard.wait_hold(&fixture("raw_tls.py").display().to_string());
+        assert_eq!(hold.operation.as_deref(), Some("DELETE 127.0.0.1/smuggled"));
+        guard.decide("deny", &hold);
+        let _ = client.wait();
+        assert_eq!(
+            outside(&mut moto.aws(&["list_buckets"]))["out"][0],
+            "smuggled"
+        );
+    }
+}
+
 /// A PostgreSQL cluster of its own, run as nobody (the server refuses
 /// root), listening on a unix socket only.
 struct Postgres {

@@ -47,7 +47,7 @@ fn policy(bin: &Path) -> String {
     )
 }
 const POLICY_HEAD: &str = "version = 1\nbase = \"none\"\n[agents]\nprograms = [\"agentbench\"]\n[defaults]\nsyscall_gate = true\n";
-const POLICY_RULES: &str = "[[rule]]\nid = \"bench\"\nprograms = [\"tfbench\"]\nsubcommand = [\"destroy\"]\naction = \"hold\"\n[[protect]]\nid = \"bench\"\npaths = [\"/nonexistent/agent-guard-bench\"]\n";
+const POLICY_RULES: &str = "[[rule]]\nid = \"bench\"\nprograms = [\"tfbench\"]\nsubcommand = [\"destroy\"]\naction = \"hold\"\n[[protect]]\nid = \"bench\"\npaths = [\"/nonexistent/agent-guard-bench\"]\n[[api]]\nid = \"bench\"\nhosts = [\"127.0.0.1\"]\nmethods = [\"DELETE\"]\naction = \"hold\"\n";
 /// Unlinks per gate run.
 const UNLINKS: u32 = 10_000;
 const LOOP: &str = "i=0; while [ $i -lt $1 ]; do \"$0\" $2; i=$((i+1)); done";
@@ -169,6 +169,7 @@ pub fn run() -> anyhow::Result<()> {
     );
     let approve = approve_to_running(&bench)?;
     let load = super::burst::run(&bench)?;
+    let api = super::api::run(&bench)?;
 
     let results = Results {
         machine: machine(),
@@ -202,6 +203,7 @@ pub fn run() -> anyhow::Result<()> {
         peer_fapolicyd: fapolicyd,
         stop_continue_floor_added_us: floor,
         exec_load: load,
+        api_client_gate: Some(api),
     };
     fs::write(
         bench.dir.join("results.json"),
@@ -392,7 +394,7 @@ impl Guardd {
         bail!("guardd did not come up")
     }
 
-    fn request(&self, request: Request) -> anyhow::Result<Response> {
+    pub(super) fn request(&self, request: Request) -> anyhow::Result<Response> {
         let mut stream = UnixStream::connect(&self.socket)?;
         stream.write_all(&encode_line(&RequestEnvelope {
             version: PROTOCOL_VERSION,
@@ -493,7 +495,7 @@ fn approve_to_running(bench: &Bench) -> anyhow::Result<Vec<f64>> {
     Ok(samples)
 }
 
-fn monotonic_ns() -> u64 {
+pub(super) fn monotonic_ns() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -518,7 +520,7 @@ pub(super) struct Pair {
 }
 
 impl Pair {
-    fn summary(&self) -> PairSummary {
+    pub(super) fn summary(&self) -> PairSummary {
         let ratios: Vec<f64> = self
             .with
             .iter()
@@ -546,7 +548,7 @@ impl Pair {
     }
 }
 
-fn summary(values: &[f64]) -> Summary {
+pub(super) fn summary(values: &[f64]) -> Summary {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let at = |q: f64| {
@@ -769,6 +771,9 @@ fn report(r: &Results) -> String {
     );
     let _ = writeln!(out, "\nguardd's own stop-to-decision latency in the last watched run: p50 {} us, p99 {} us, max {} us ({} samples; goal p50 <= 100 us, p99 <= 1 ms). Of it, stop to the event in guardd (the kernel waking guardd, no policy work): p50 {} us, p99 {} us.",
         g.p50_us, g.p99_us, g.max_us, g.samples, e.p50_us, e.p99_us);
+    if let Some(api) = &r.api_client_gate {
+        out += &super::api::report(api, &row);
+    }
     out
 }
 

@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: policy evaluation (criterion) and the cost of the
 //! guard on real execs, written to BENCHMARKS.md and target/bench/results.json.
+mod api;
 mod auditd;
 mod burst;
 mod exec;

@@ -116,4 +116,22 @@ pub(super) struct Results {
     pub peer_fapolicyd: Measured<PairSummary>,
     pub stop_continue_floor_added_us: Measured<Summary>,
     pub exec_load: ExecLoad,
+    /// Absent from runs before the API-client gate.
+    #[serde(default)]
+    pub api_client_gate: Option<ApiCost>,
+}
+
+/// The API-client gate (`super::api`): microseconds per 1 KiB `SSL_write`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct ApiCost {
+    /// Bytes that are no request, outside any session: the probe's trap only.
+    pub outside_session_raw: PairSummary,
+    /// Whole GET request heads in a session: let through by the kernel.
+    pub in_session_get: PairSummary,
+    /// POST heads in a session: each stopped, judged and let go.
+    pub in_session_post_added_us: Summary,
+    /// guardd's API stop -> decision, over the last round's POSTs.
+    pub guardd_stop_to_decision_us: guard_protocol::Latency,
+    /// A held DELETE: the approve request -> its first bytes at the server.
+    pub approve_to_wire_us: Summary,
 }

@@ -1,0 +1,237 @@
+//! The API-client gate's cost: 1 KiB `SSL_write` calls to a local TLS sink
+//! (xtask/bench/tls_writes.c, on the system's OpenSSL) without guardd, with
+//! its probes attached (outside any session), and in a session: GET request
+//! heads the kernel lets through, POST heads it stops for guardd to judge;
+//! and a held DELETE from the approval to its first bytes at the server.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use guard_protocol::{Request, Response};
+
+use super::{
+    exec::{monotonic_ns, summary, Bench, Guardd, Pair, ROUNDS},
+    results::ApiCost,
+};
+use crate::cmd;
+
+/// Writes per loop; a stopped write costs a round trip to guardd, so
+/// the stopped loop is shorter.
+const WRITES: u32 = 200_000;
+const STOPPED_WRITES: u32 = 2_000;
+
+pub(super) fn run(bench: &Bench) -> anyhow::Result<ApiCost> {
+    let program = bench.dir.join("bin/tls_writes");
+    cmd::run(
+        Command::new("gcc")
+            .args(["-O2", "-o"])
+            .arg(&program)
+            .arg(cmd::workspace_root().join("xtask/bench/tls_writes.c"))
+            .args(["-lssl", "-lcrypto"]),
+    )?;
+    let sink = Sink::start(bench, &program)?;
+    let writes = |mode: &str, count: u32, guard: Option<&Guardd>| -> anyhow::Result<f64> {
+        let mut command = match guard {
+            Some(guard) => {
+                let mut run = Command::new(bench.release.join("guardctl"));
+                run.arg("--socket").arg(&guard.socket).args(["run", "--"]);
+                run.arg(&program);
+                run
+            }
+            None => Command::new(&program),
+        };
+        let out = command
+            .args(["write", &sink.port, mode, &count.to_string()])
+            .stderr(Stdio::null())
+            .output()?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .with_context(|| format!("tls_writes {mode}: {out:?}"))
+    };
+    let (mut outside, mut get, mut post) = (Pair::default(), Pair::default(), Pair::default());
+    let mut decision = guard_protocol::Latency::default();
+    for round in 0..ROUNDS {
+        eprintln!("xtask: bench API gate {}/{ROUNDS}", round + 1);
+        let before = writes("raw", WRITES, None)?;
+        get.without.push(writes("get", WRITES, None)?);
+        post.without.push(writes("post", STOPPED_WRITES, None)?);
+        let guard = Guardd::start(bench)?;
+        outside.with.push(writes("raw", WRITES, None)?);
+        get.with.push(writes("get", WRITES, Some(&guard))?);
+        post.with
+            .push(writes("post", STOPPED_WRITES, Some(&guard))?);
+        decision = guard.status()?.stats.api_decision_latency;
+        guard.stop(bench)?;
+        let after = writes("raw", WRITES, None)?;
+        outside.without.push((before + after) / 2.0);
+    }
+    let approve = approve_to_wire(bench, &program, &sink)?;
+    Ok(ApiCost {
+        outside_session_raw: outside.summary(),
+        in_session_get: get.summary(),
+        in_session_post_added_us: post.added_summary(),
+        guardd_stop_to_decision_us: decision,
+        approve_to_wire_us: summary(&approve),
+    })
+}
+
+/// The section of BENCHMARKS.md; `row` as the table's other rows.
+pub(super) fn report(
+    api: &ApiCost,
+    row: &dyn Fn(&str, &str, &super::results::Summary) -> String,
+) -> String {
+    let mut out = String::from(
+        "\n## API-client gate\n\n1 KiB `SSL_write` calls (the system's OpenSSL 3) to a TLS sink on loopback; \
+         microseconds per write, and ratios with / without guardd in the same round.\n\n\
+         | figure | goal | median | min – max |\n|---|---|---|---|\n",
+    );
+    out += &row(
+        "outside sessions, probes attached: ratio",
+        "<= 1.02",
+        &api.outside_session_raw.ratio,
+    );
+    out += &row(
+        "outside sessions, no guard: us per write",
+        "",
+        &api.outside_session_raw.no_guard_us,
+    );
+    out += &row(
+        "in a session, GET request heads (never stopped): ratio",
+        "<= 1.05",
+        &api.in_session_get.ratio,
+    );
+    out += &row(
+        "in a session, POST heads (stopped, judged, let go): us added per write",
+        "",
+        &api.in_session_post_added_us,
+    );
+    out += &row(
+        "held DELETE: approve -> first bytes at the server, us",
+        "<= 5000",
+        &api.approve_to_wire_us,
+    );
+    let d = &api.guardd_stop_to_decision_us;
+    out += &format!(
+        "\nguardd's API stop-to-decision latency (request read and judged) over the last round's POSTs: \
+         p50 {} us, p99 {} us, max {} us ({} samples; goal p50 <= 200 us).\n",
+        d.p50_us, d.p99_us, d.max_us, d.samples
+    );
+    out
+}
+
+/// Holds a DELETE 20 times; from the approve request to the sink's first
+/// bytes of that connection (it writes CLOCK_MONOTONIC then).
+fn approve_to_wire(bench: &Bench, program: &Path, sink: &Sink) -> anyhow::Result<Vec<f64>> {
+    let guard = Guardd::start(bench)?;
+    let mut samples = Vec::new();
+    for _ in 0..20 {
+        let _ = fs::remove_file(&sink.stamp);
+        let mut client = Command::new(bench.release.join("guardctl"))
+            .arg("--socket")
+            .arg(&guard.socket)
+            .args(["run", "--"])
+            .arg(program)
+            .args(["write", &sink.port, "delete", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let id = guard.wait_hold()?;
+        let before = monotonic_ns();
+        guard.request(Request::Approve { id })?;
+        client.wait()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let arrived: u64 = loop {
+            if let Some(ns) = fs::read_to_string(&sink.stamp)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                break ns;
+            }
+            if Instant::now() > deadline {
+                bail!("the approved DELETE never reached the sink");
+            }
+            sleep(Duration::from_millis(1));
+        };
+        samples.push(arrived.saturating_sub(before) as f64 / 1000.0);
+    }
+    guard.stop(bench)?;
+    Ok(samples)
+}
+
+/// The TLS sink, killed on drop (by the pid started here).
+struct Sink {
+    child: Child,
+    port: String,
+    stamp: PathBuf,
+}
+
+impl Sink {
+    fn start(bench: &Bench, program: &Path) -> anyhow::Result<Self> {
+        let (cert, key) = (
+            bench.dir.join("sink-cert.pem"),
+            bench.dir.join("sink-key.pem"),
+        );
+        cmd::run(
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+                .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stderr(Stdio::null()),
+        )?;
+        let port_file = bench.dir.join("sink-port");
+        let _ = fs::remove_file(&port_file);
+        let stamp = bench.dir.join("sink-stamp");
+        let child = Command::new(program)
+            .arg("serve")
+            .args([&port_file, &cert, &key, &stamp])
+            .stdout(Stdio::null())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let port = loop {
+            if let Ok(port) = fs::read_to_string(&port_file) {
+                if port.ends_with('\n') {
+                    break port.trim().to_string();
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the TLS sink did not start");
+            }
+            sleep(Duration::from_millis(10));
+        };
+        Ok(Self { child, port, stamp })
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Guardd {
+    /// The id of the first pending hold, once there is one.
+    fn wait_hold(&self) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Response::Pending { holds } = self.request(Request::Pending)? {
+                if let Some(hold) = holds.into_iter().next() {
+                    return Ok(hold.id);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the DELETE was not held");
+            }
+            sleep(Duration::from_millis(2));
+        }
+    }
+}
