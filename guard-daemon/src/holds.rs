@@ -55,6 +55,8 @@ pub struct ApiStopped {
     pub entry: guard_common::ApiHeldEntry,
     /// Whether guardd's tracer holds the thread in ptrace-stop.
     pub traced: bool,
+    /// Whether it was raised as a hold (a person decides).
+    pub held: bool,
     /// `POST ec2 us-east-1 TerminateInstances`.
     pub call: String,
     /// Names its identical retries: (session, call).

@@ -32,6 +32,8 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     // API-client gate tests: a throwaway PostgreSQL cluster, psql, and
     // pg_config to build psycopg2 against the system's libpq.
     ("psql", "postgresql-client"),
+    // Node's own OpenSSL, probed in the node binary.
+    ("node", "nodejs"),
     ("pg_config", "libpq-dev"),
 ];
 

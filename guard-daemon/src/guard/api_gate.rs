@@ -32,6 +32,9 @@ pub(super) struct ApiGate {
     conns: Conns,
     /// (session, call) -> (allowed, when decided).
     decided: HashMap<(u32, String), (bool, Instant)>,
+    /// Threads stopped at a call that guardd took into ptrace-stop before
+    /// it continued another thread of their process (see `keep_other_stops`).
+    seized: std::collections::HashSet<u32>,
 }
 
 impl Guard {
@@ -51,12 +54,13 @@ impl Guard {
         if self.holds.holds_api_stop(tid, entry.ktime_ns) {
             return;
         }
+        let traced = self.api.seized.remove(&tid);
         let Ok(process) = ProcessHandle::open(entry.pid) else {
             self.kernel.forget_api_held(tid, entry.ktime_ns);
             return;
         };
         if hook_of(&entry) == Some(ApiHook::Dlopen) {
-            return self.on_library_loaded(&process, tid, &entry);
+            return self.on_library_loaded(&process, tid, &entry, traced);
         }
         let (calls, unreadable) = self.read_api_call(&entry);
         let session = entry.session_id;
@@ -89,7 +93,8 @@ impl Guard {
         let stopped = ApiStopped {
             tid,
             entry,
-            traced: false,
+            traced,
+            held: false,
             call: call.describe(),
             retry_key: (session, call.describe()),
         };
@@ -143,7 +148,13 @@ impl Guard {
 
     /// A session process mapped a library: any client library among its
     /// mappings that has no probes yet gets them before it goes on.
-    fn on_library_loaded(&mut self, process: &ProcessHandle, tid: u32, entry: &ApiHeldEntry) {
+    fn on_library_loaded(
+        &mut self,
+        process: &ProcessHandle,
+        tid: u32,
+        entry: &ApiHeldEntry,
+        traced: bool,
+    ) {
         for path in crate::api::libs::mapped_by(process.pid) {
             match self.kernel.attach_api(&path) {
                 Ok(Some(target)) => tracing::info!(
@@ -167,8 +178,50 @@ impl Guard {
             }
         }
         self.kernel.forget_api_held(tid, entry.ktime_ns);
+        if traced {
+            let _ = self.tracer.detach(tid);
+        }
+        self.keep_other_stops(process.pid, tid);
         if let Err(err) = process.resume() {
             tracing::error!(pid = process.pid, "resume failed: {err}");
+        }
+    }
+
+    /// SIGSTOP stops a whole process, and SIGCONT continues all of it: a
+    /// second thread stopped at its own call, whose event guardd has not
+    /// handled yet, would go on unjudged. Each such thread is taken into
+    /// ptrace-stop first (SIGCONT does not wake it), and let go by its own
+    /// decision. One that cannot be seized ends the process (fail closed).
+    fn keep_other_stops(&mut self, pid: u32, tid: u32) {
+        let others: Vec<u32> = self
+            .kernel
+            .api_held_all()
+            .into_iter()
+            .filter(|(other, entry)| {
+                entry.pid == pid
+                    && *other != tid
+                    && !self.api.seized.contains(other)
+                    && !self.holds.holds_api_stop(*other, entry.ktime_ns)
+            })
+            .map(|(other, _)| other)
+            .collect();
+        for other in others {
+            match self.tracer.seize(other) {
+                Ok(()) => {
+                    self.api.seized.insert(other);
+                }
+                Err(err) => {
+                    tracing::error!(pid, other, "a stopped call's thread cannot be kept: {err}");
+                    if let Ok(process) = ProcessHandle::open(pid) {
+                        let why = format!(
+                            "thread {other} stopped at a client call could not be kept stopped \
+                             ({err}) while another thread went on"
+                        );
+                        let session = self.kernel.api_held(other).map_or(0, |e| e.session_id);
+                        self.fail_closed(&process, session, &why, None);
+                    }
+                }
+            }
         }
     }
 
@@ -272,7 +325,12 @@ impl Guard {
         let timeout = explanation.terms.timeout();
         let id = self.holds.next_id();
         let mut protection = "ptrace-stop at the call: only guardd can release it".to_string();
-        match self.tracer.seize(stopped.tid) {
+        stopped.held = true;
+        let seized = match stopped.traced {
+            true => Ok(()),
+            false => self.tracer.seize(stopped.tid),
+        };
+        match seized {
             Ok(()) => stopped.traced = true,
             Err(err) => {
                 protection = format!(
@@ -387,11 +445,12 @@ impl Guard {
             }
         }
         self.kernel.forget_api_held(tid, stopped.entry.ktime_ns);
-        if stopped.traced || !allowed {
+        if stopped.held || !allowed {
             self.api
                 .decided
                 .insert(stopped.retry_key.clone(), (allowed, Instant::now()));
         }
+        self.keep_other_stops(process.pid, tid);
         if let Err(err) = process.resume() {
             tracing::error!(pid = process.pid, "resume failed: {err}");
         }
@@ -441,6 +500,7 @@ impl Guard {
         self.api
             .conns
             .retain_processes(|pid| procfs::stat(pid).is_ok());
+        self.api.seized.retain(|tid| procfs::stat(*tid).is_ok());
     }
 }
 
