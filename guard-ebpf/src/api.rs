@@ -28,11 +28,9 @@ const SIGSTOP: u32 = 19;
 /// `SSL_write`, `SSL_write_ex`, `gnutls_record_send`: (connection, buffer, length).
 #[uprobe]
 pub fn api_tls_write(ctx: ProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(entry) = SESSIONS.get_ptr(pid_tgid as u32) else {
+    let Some((pid_tgid, session_id)) = in_session() else {
         return 0;
     };
-    let session_id = unsafe { (*entry).session_id };
     let regs = unsafe { &*ctx.regs };
     let hook = hook_of(&ctx);
     let (conn, buf) = (regs.rdi, regs.rsi);
@@ -63,11 +61,9 @@ pub fn api_tls_write(ctx: ProbeContext) -> u32 {
 /// two that prepare a named statement.
 #[uprobe]
 pub fn api_sql_query(ctx: ProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(entry) = SESSIONS.get_ptr(pid_tgid as u32) else {
+    let Some((pid_tgid, session_id)) = in_session() else {
         return 0;
     };
-    let session_id = unsafe { (*entry).session_id };
     let regs = unsafe { &*ctx.regs };
     let hook = hook_of(&ctx);
     // Both read as they are: a choice between two context fields compiles
@@ -97,11 +93,9 @@ pub fn api_sql_query(ctx: ProbeContext) -> u32 {
 /// wheel's own libpq or libssl) before any call into it.
 #[uretprobe]
 pub fn api_dlopen_return(ctx: RetProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(entry) = SESSIONS.get_ptr(pid_tgid as u32) else {
+    let Some((pid_tgid, session_id)) = in_session() else {
         return 0;
     };
-    let session_id = unsafe { (*entry).session_id };
     let handle: u64 = ctx.ret();
     if handle == 0 {
         return 0;
@@ -114,11 +108,9 @@ pub fn api_dlopen_return(ctx: RetProbeContext) -> u32 {
 /// and its address may name the next one.
 #[uprobe]
 pub fn api_tls_free(ctx: ProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(entry) = SESSIONS.get_ptr(pid_tgid as u32) else {
+    let Some((pid_tgid, session_id)) = in_session() else {
         return 0;
     };
-    let session_id = unsafe { (*entry).session_id };
     let conn = unsafe { (*ctx.regs).rdi };
     let pid = (pid_tgid >> 32) as u32;
     let key = ApiConnKey { pid, _pad: 0, conn };
@@ -138,6 +130,15 @@ pub fn api_tls_free(ctx: ProbeContext) -> u32 {
         );
     }
     0
+}
+
+/// The caller's pid_tgid and session, when it is in one: outside sessions
+/// the probes cost this one lookup.
+#[inline(always)]
+fn in_session() -> Option<(u64, u32)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let entry = SESSIONS.get_ptr(pid_tgid as u32)?;
+    Some((pid_tgid, unsafe { (*entry).session_id }))
 }
 
 #[inline(always)]

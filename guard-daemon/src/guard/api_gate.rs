@@ -83,7 +83,7 @@ impl Guard {
                 ApiCall::default(),
                 unreadable_explanation(&self.policy, why),
             ),
-            (None, None) => (ApiCall::default(), allow_explanation()),
+            (None, None) => (ApiCall::default(), crate::policy::allowed(String::new())),
         };
         let stats = &mut self.exec_gate.stats;
         stats.counts.api_stops += 1;
@@ -521,19 +521,6 @@ fn fail_call(entry: &ApiHeldEntry) -> FailCall {
         ret: entry.ret,
         sp: entry.sp + 8,
         value,
-    }
-}
-
-fn allow_explanation() -> Explanation {
-    Explanation {
-        action: Action::Allow,
-        rule: None,
-        program: String::new(),
-        matched: Vec::new(),
-        why: Vec::new(),
-        message: None,
-        terms: crate::policy::HoldTerms::none(),
-        terms_from: Vec::new(),
     }
 }
 

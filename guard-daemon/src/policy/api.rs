@@ -173,14 +173,13 @@ impl ApiRule {
             paths: file.paths.clone(),
             sql: file.sql.clone(),
             action,
-            terms: HoldTerms {
-                approvals: file.approvals.unwrap_or(1),
-                approvers: file.approvers.clone(),
-                self_approval: file.self_approval.unwrap_or(true),
-                timeout_secs: file.timeout.unwrap_or(default_timeout).as_secs(),
-                on_timeout: file.on_timeout.unwrap_or(OnTimeout::Deny),
-                also_approvers: Vec::new(),
-            },
+            terms: super::rule::hold_terms(
+                file.approvals,
+                &file.approvers,
+                file.self_approval,
+                file.timeout.unwrap_or(default_timeout),
+                file.on_timeout,
+            ),
             message: file.message.clone(),
         })
     }

@@ -39,6 +39,20 @@ pub use rule::Rule;
 pub use settings::{Agents, ApprovalSettings, EscapeMode, GateMode};
 use spec::Spec;
 
+/// No rule matched `program` (a command, or an API call as described).
+pub fn allowed(program: String) -> Explanation {
+    Explanation {
+        action: Action::Allow,
+        rule: None,
+        program,
+        matched: Vec::new(),
+        why: Vec::new(),
+        message: None,
+        terms: HoldTerms::none(),
+        terms_from: Vec::new(),
+    }
+}
+
 /// The policy compiled into guardd, used when no `--config` is given.
 pub const DEFAULT_POLICY: &str = include_str!("default.toml");
 pub const SCHEMA_VERSION: u32 = 1;
@@ -203,16 +217,7 @@ impl Policy {
             }
         }
         let Some((rule, why)) = decisive else {
-            return Explanation {
-                action: Action::Allow,
-                rule: None,
-                program: command.program.clone(),
-                matched: Vec::new(),
-                why: Vec::new(),
-                message: None,
-                terms: HoldTerms::none(),
-                terms_from: Vec::new(),
-            };
+            return allowed(command.program.clone());
         };
         // A hold needs what every matching hold rule asks, not only the
         // first one's: adding a stricter rule never weakens a hold.
@@ -254,16 +259,7 @@ impl Policy {
             .or_else(|| matched.iter().max_by_key(|(rule, _)| rule.action));
         let program = call.describe();
         let Some((rule, why)) = decisive else {
-            return Explanation {
-                action: Action::Allow,
-                rule: None,
-                program,
-                matched: Vec::new(),
-                why: Vec::new(),
-                message: None,
-                terms: HoldTerms::none(),
-                terms_from: Vec::new(),
-            };
+            return allowed(program);
         };
         let mut terms = rule.terms.clone();
         let holds: Vec<&api::ApiRule> = matched

@@ -33,6 +33,24 @@ enum WordMatcher {
     AnyRun,
 }
 
+/// A rule's hold terms from its table's fields, with their defaults.
+pub(super) fn hold_terms(
+    approvals: Option<u32>,
+    approvers: &[String],
+    self_approval: Option<bool>,
+    timeout: Duration,
+    on_timeout: Option<OnTimeout>,
+) -> super::HoldTerms {
+    super::HoldTerms {
+        approvals: approvals.unwrap_or(1),
+        approvers: approvers.to_vec(),
+        self_approval: self_approval.unwrap_or(true),
+        timeout_secs: timeout.as_secs(),
+        on_timeout: on_timeout.unwrap_or(OnTimeout::Deny),
+        also_approvers: Vec::new(),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub id: String,
@@ -159,14 +177,13 @@ impl Rule {
             uid: file.uid.clone(),
             agents: file.agents.clone(),
             action,
-            terms: super::HoldTerms {
-                approvals: file.approvals.unwrap_or(1),
-                approvers: file.approvers.clone(),
-                self_approval: file.self_approval.unwrap_or(true),
-                timeout_secs: file.timeout.unwrap_or(default_timeout).as_secs(),
-                on_timeout: file.on_timeout.unwrap_or(OnTimeout::Deny),
-                also_approvers: Vec::new(),
-            },
+            terms: hold_terms(
+                file.approvals,
+                &file.approvers,
+                file.self_approval,
+                file.timeout.unwrap_or(default_timeout),
+                file.on_timeout,
+            ),
             message: file.message.clone(),
         })
     }
