@@ -290,6 +290,54 @@ fn a_delete_pipelined_behind_a_get_in_one_write_is_held() {
     }
 }
 
+/// Known to fail in about one round in four: see issue 16's notes and
+/// README's limits. Run it with `-- --ignored` when working on the race.
+#[test]
+#[ignore = "open race: a second thread's call can go out when the first thread's call is let go"]
+fn letting_one_threads_call_go_keeps_another_threads_held_call_held() {
+    let guard = Daemon::start(POLICY);
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("two_threads");
+    let built = Command::new("cc")
+        .arg("-O2")
+        .arg("-o")
+        .arg(&program)
+        .arg(fixture("two_threads.c"))
+        .args(["-lssl", "-lcrypto", "-lpthread"])
+        .status()
+        .unwrap();
+    assert!(
+        built.success(),
+        "cc two_threads.c (libssl-dev: cargo xtask setup)"
+    );
+    // Both threads write at once: the POST is judged and let go (SIGCONT
+    // continues the whole process) while the DELETE waits for a person.
+    // The race is the scheduler's; five rounds make it likely.
+    for round in 0..5 {
+        let bucket = format!("two-threads-{round}");
+        outside(&mut moto.aws(&["create_bucket", &bucket]));
+        let mut client = Command::new(&program);
+        client.arg(&moto.port).arg(format!("/{bucket}"));
+        let client = in_session(&guard, &client);
+        let hold = guard.wait_hold(&format!("/{bucket}"));
+        guard.decide("deny", &hold);
+        let (status, out, err) = client.wait();
+        assert!(status.success(), "{out}{err}");
+        assert!(out.contains("post: HTTP/1.1"), "{out}");
+        assert!(!out.contains("delete: HTTP/1.1 2"), "{out}");
+        let buckets = outside(&mut moto.aws(&["list_buckets"]))["out"].clone();
+        assert!(
+            buckets
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|b| b == bucket.as_str()),
+            "round {round}: the held DELETE went through: {buckets}"
+        );
+    }
+}
+
 /// A PostgreSQL cluster of its own, run as nobody (the server refuses
 /// root), listening on a unix socket only.
 struct Postgres {

@@ -496,6 +496,9 @@ pub struct ApiHeldEntry {
     /// Stack pointer and return address at the function's entry.
     pub sp: u64,
     pub ret: u64,
+    /// The probed instruction: where the thread must still be (or one
+    /// instruction on) for guardd to fail its call.
+    pub ip: u64,
     pub session_id: u32,
     /// The thread group (process) id.
     pub pid: u32,
@@ -537,7 +540,7 @@ const _: () = assert!(core::mem::size_of::<HeldEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Event>() == 64);
 const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 20);
 const _: () = assert!(core::mem::size_of::<ContinuedEntry>() == 16);
-const _: () = assert!(core::mem::size_of::<ApiHeldEntry>() == 64);
+const _: () = assert!(core::mem::size_of::<ApiHeldEntry>() == 72);
 const _: () = assert!(core::mem::size_of::<ApiConnKey>() == 16);
 
 #[cfg(feature = "user")]

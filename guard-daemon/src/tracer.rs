@@ -35,6 +35,8 @@ enum Command {
     Kill(u32, Sender<()>),
     /// Make a traced thread return from the function it is stopped in.
     FailCall(u32, FailCall, Sender<Result<(), Errno>>),
+    /// Where a traced thread is: its instruction pointer.
+    Ip(u32, Sender<Result<u64, Errno>>),
 }
 
 /// A return the thread did not make: to `ret`, with the stack pointer the
@@ -79,6 +81,12 @@ impl Tracer {
     /// denied client call fails without the process being killed.
     pub fn fail_call(&self, tid: u32, call: FailCall) -> Result<(), Errno> {
         self.ask(|reply| Command::FailCall(tid, call, reply))
+            .unwrap_or(Err(Errno::ESRCH))
+    }
+
+    /// The instruction pointer of a thread held in ptrace-stop.
+    pub fn ip(&self, tid: u32) -> Result<u64, Errno> {
+        self.ask(|reply| Command::Ip(tid, reply))
             .unwrap_or(Err(Errno::ESRCH))
     }
 
@@ -129,6 +137,11 @@ fn run(commands: Receiver<Command>) {
                 drain(&mut pending);
                 let _ = reply.send(set_return(tid, call));
             }
+            Ok(Command::Ip(tid, reply)) => {
+                let tid = Pid::from_raw(tid as i32);
+                drain(&mut pending);
+                let _ = reply.send(registers(tid).map(|regs| regs.rip));
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
@@ -140,16 +153,19 @@ fn run(commands: Receiver<Command>) {
 /// takes a moment to reach ptrace-stop; until then the registers are not
 /// ours to read (ESRCH).
 fn set_return(tid: Pid, call: FailCall) -> Result<(), Errno> {
+    let mut regs = registers(tid)?;
+    regs.rip = call.ret;
+    regs.rsp = call.sp;
+    regs.rax = call.value;
+    ptrace::setregs(tid, regs)
+}
+
+/// The registers of `tid`, once it is in ptrace-stop.
+fn registers(tid: Pid) -> Result<libc::user_regs_struct, Errno> {
     for _ in 0..200 {
         match ptrace::getregs(tid) {
-            Ok(mut regs) => {
-                regs.rip = call.ret;
-                regs.rsp = call.sp;
-                regs.rax = call.value;
-                return ptrace::setregs(tid, regs);
-            }
             Err(Errno::ESRCH) => thread::sleep(Duration::from_millis(1)),
-            Err(err) => return Err(err),
+            done => return done,
         }
     }
     Err(Errno::ESRCH)

@@ -100,7 +100,7 @@ pub fn api_dlopen_return(ctx: RetProbeContext) -> u32 {
     if handle == 0 {
         return 0;
     }
-    stop_call(session_id, ApiHook::Dlopen as u32, 0, 0, 0, (0, 0));
+    stop_call(session_id, ApiHook::Dlopen as u32, 0, 0, 0, (0, 0, 0));
     0
 }
 
@@ -146,18 +146,26 @@ fn hook_of(ctx: &ProbeContext) -> u32 {
     unsafe { gen::bpf_get_attach_cookie(ctx.regs.cast()) as u32 }
 }
 
-/// The stack pointer at a function's entry and the return address it points at.
+/// The stack pointer at a function's entry, the return address it points
+/// at, and the probed instruction's address.
 #[inline(always)]
-fn stack_of(ctx: &ProbeContext) -> (u64, u64) {
-    let sp = unsafe { (*ctx.regs).rsp };
+fn stack_of(ctx: &ProbeContext) -> (u64, u64, u64) {
+    let (sp, ip) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rip) };
     let ret = unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0);
-    (sp, ret)
+    (sp, ret, ip)
 }
 
 /// Stops the calling process for guardd, the call recorded first in
 /// `API_HELD` so that a lost event is still found there.
 #[inline(always)]
-fn stop_call(session_id: u32, hook: u32, conn: u64, buf: u64, len: u64, (sp, ret): (u64, u64)) {
+fn stop_call(
+    session_id: u32,
+    hook: u32,
+    conn: u64,
+    buf: u64,
+    len: u64,
+    (sp, ret, ip): (u64, u64, u64),
+) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     let entry = ApiHeldEntry {
@@ -167,6 +175,7 @@ fn stop_call(session_id: u32, hook: u32, conn: u64, buf: u64, len: u64, (sp, ret
         conn,
         sp,
         ret,
+        ip,
         session_id,
         pid,
         uid: current_uid(),

@@ -41,6 +41,8 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
 const BUILD_FILES: &[(&str, &str)] = &[
     // guardctl run's seccomp filter and guardd's notification handling.
     ("/usr/include/seccomp.h", "libseccomp-dev"),
+    // OpenSSL clients of the API-client gate's tests and bench.
+    ("/usr/include/openssl/ssl.h", "libssl-dev"),
 ];
 
 /// The API-client gate tests' Python packages, into `target/api-venv`:

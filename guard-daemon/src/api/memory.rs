@@ -90,6 +90,12 @@ pub fn shut_down_ssl(entry: &ApiHeldEntry) -> Result<(), String> {
     let at = entry.conn + offset;
     let bytes = read_memory(entry.pid, at, 4).map_err(|err| err.to_string())?;
     let flags = u32::from_le_bytes(bytes.try_into().map_err(|_| "short read".to_string())?);
+    tracing::debug!(
+        pid = entry.pid,
+        at,
+        flags,
+        "marking an OpenSSL connection shut down"
+    );
     let flags = (flags | SSL_SENT_SHUTDOWN).to_le_bytes();
     let local = [std::io::IoSlice::new(&flags)];
     let remote = [nix::sys::uio::RemoteIoVec {

@@ -206,8 +206,15 @@ impl Guard {
             .map(|(other, _)| other)
             .collect();
         for other in others {
-            match self.tracer.seize(other) {
+            // Seized while still on its way into the stop (its own SIGSTOP
+            // waits out the probe's single-step), a thread loses that
+            // SIGSTOP to the SIGCONT below and runs on past its call's
+            // start before the ptrace interrupt lands: measured, the
+            // denied write was sent. So it is seized only once stopped.
+            let stopped = wait_stopped(other);
+            match stopped.and_then(|()| self.tracer.seize(other)) {
                 Ok(()) => {
+                    tracing::debug!(pid, other, "kept a stopped call's thread in ptrace-stop");
                     self.api.seized.insert(other);
                 }
                 Err(err) => {
@@ -346,6 +353,11 @@ impl Guard {
             self.end_continued(&process, request.session, continuation, None);
             return;
         }
+        if let Err(why) = self.at_call_start(&stopped) {
+            // Its call may be under way: it cannot be held, nor failed.
+            self.fail_closed(&process, request.session, &why, None);
+            return;
+        }
         let call = stopped.call.clone();
         let hold = Hold {
             id: id.clone(),
@@ -406,6 +418,15 @@ impl Guard {
         allowed: bool,
     ) {
         let tid = stopped.tid;
+        if !allowed && self.at_call_start(stopped).is_err() {
+            tracing::error!(
+                tid,
+                "a denied call's thread left its call's start: killing its process"
+            );
+            let _ = process.kill();
+            self.kernel.forget_api_held(tid, stopped.entry.ktime_ns);
+            return;
+        }
         if !allowed {
             // OpenSSL refuses the write itself once its connection is shut
             // down; elsewhere the thread returns the function's error.
@@ -456,6 +477,30 @@ impl Guard {
         }
     }
 
+    /// A thread held in ptrace-stop must still be at its call's start: on
+    /// the probed instruction or the one after it (x86 instructions are
+    /// at most 15 bytes). Anywhere else its call may be under way.
+    fn at_call_start(&self, stopped: &ApiStopped) -> Result<(), String> {
+        if !stopped.traced || stopped.entry.ip == 0 {
+            return Ok(());
+        }
+        let ip = self.tracer.ip(stopped.tid).map_err(|err| {
+            format!(
+                "the registers of thread {} are not readable: {err}",
+                stopped.tid
+            )
+        })?;
+        let start = stopped.entry.ip;
+        if (start..=start + 15).contains(&ip) {
+            return Ok(());
+        }
+        Err(format!(
+            "thread {} stopped at {ip:#x}, past the start of its call at {start:#x}: the call may \
+             be under way",
+            stopped.tid
+        ))
+    }
+
     /// `guardctl status`: where the probes are, and what they do not see.
     pub(super) fn api_gate_status(&self) -> (String, String) {
         let targets = self.kernel.api_targets();
@@ -467,7 +512,9 @@ impl Guard {
             "NOT active: no OpenSSL, GnuTLS or libpq library was found to probe".to_string()
         } else {
             format!(
-                "uprobes on {} file(s) ({}): TLS writes and libpq queries of session processes                  stop unless a lone GET/HEAD/OPTIONS or a short SELECT/SHOW; a denied OpenSSL                  write fails inside OpenSSL, other calls return their error",
+                "uprobes on {} file(s) ({}): TLS writes and libpq queries of session \
+                 processes stop unless a lone GET/HEAD/OPTIONS or a short SELECT/SHOW; a \
+                 denied OpenSSL write fails inside OpenSSL, other calls return their error",
                 files.len(),
                 files.join(", ")
             )
@@ -475,7 +522,11 @@ impl Guard {
         (
             "api_client_gate".into(),
             format!(
-                "{shown}; NOT seen: Go's crypto/tls, rustls, BoringSSL in static binaries (Bun),                  HTTP/2 and gRPC (read as another protocol and passed), plain HTTP, clients                  that bypass libpq (asyncpg), and client libraries loaded from elsewhere until                  guardd finds them mapped"
+                "{shown}; NOT seen: Go's crypto/tls, rustls, BoringSSL in static binaries \
+                 (Bun), HTTP/2 and gRPC (read as another protocol and passed), plain HTTP, \
+                 clients that bypass libpq (asyncpg), and client libraries loaded from \
+                 elsewhere until guardd finds them mapped; OPEN RACE: a second thread's call \
+                 made at the moment guardd lets another thread's call go can go out unjudged"
             ),
         )
     }
@@ -502,6 +553,18 @@ impl Guard {
             .retain_processes(|pid| procfs::stat(pid).is_ok());
         self.api.seized.retain(|tid| procfs::stat(*tid).is_ok());
     }
+}
+
+/// Waits (up to 100 ms) for thread `tid` to be stopped.
+fn wait_stopped(tid: u32) -> Result<(), nix::errno::Errno> {
+    for _ in 0..1000 {
+        match procfs::stat(tid) {
+            Ok(stat) if stat.is_stopped() => return Ok(()),
+            Ok(_) => std::thread::sleep(Duration::from_micros(100)),
+            Err(_) => return Err(nix::errno::Errno::ESRCH),
+        }
+    }
+    Err(nix::errno::Errno::ETIMEDOUT)
 }
 
 fn hook_of(entry: &ApiHeldEntry) -> Option<ApiHook> {
