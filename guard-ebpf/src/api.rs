@@ -8,7 +8,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_send_signal,
-        generated as gen,
+        bpf_send_signal_thread, generated as gen,
     },
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
@@ -182,7 +182,12 @@ fn stop_call(
         hook,
     };
     let recorded = API_HELD.insert(&tid, &entry, 0).is_ok();
-    let stopped = unsafe { bpf_send_signal(SIGSTOP) } == 0;
+    // To this thread, not the process: a process-directed SIGSTOP another
+    // thread's probe already queued wakes only one thread to act on it, and
+    // this one would run on past its call's start until the group stop
+    // reached it (measured: the held DELETE was sent). Directed here, it is
+    // taken right after the probe's single-step; it still stops the group.
+    let stopped = unsafe { bpf_send_signal_thread(SIGSTOP) } == 0;
     let kind = if stopped {
         EventKind::ApiHeld
     } else {

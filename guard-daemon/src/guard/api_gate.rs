@@ -388,8 +388,7 @@ impl Guard {
                 "{shown}; NOT seen: Go's crypto/tls, rustls, BoringSSL in static binaries \
                  (Bun), HTTP/2 and gRPC (read as another protocol and passed), plain HTTP, \
                  clients that bypass libpq (asyncpg), and client libraries loaded from \
-                 elsewhere until guardd finds them mapped; OPEN RACE: a second thread's call \
-                 made at the moment guardd lets another thread's call go can go out unjudged"
+                 elsewhere until guardd finds them mapped"
             ),
         )
     }
