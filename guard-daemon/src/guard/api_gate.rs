@@ -309,7 +309,7 @@ impl Guard {
             self.end_continued(&process, request.session, continuation, None);
             return;
         }
-        if let Err(why) = self.at_call_start(&stopped) {
+        if let Err(why) = self.at_call_start(&stopped, stopped.traced) {
             // Its call may be under way: it cannot be held, nor failed.
             self.fail_closed(&process, request.session, &why, None);
             return;

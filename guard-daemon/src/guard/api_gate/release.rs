@@ -22,7 +22,12 @@ impl Guard {
         allowed: bool,
     ) {
         let tid = stopped.tid;
-        if !allowed && self.at_call_start(stopped).is_err() {
+        // Seized before it is refused: a denial by the policy (no hold, so
+        // not traced yet) is checked for the thread's place as a hold is.
+        // A SIGCONT another process sent to a worker thread's stop leaves
+        // no mark (CONTINUED is keyed by pid); its call is past its start.
+        let traced = stopped.traced || (!allowed && self.tracer.seize(tid).is_ok());
+        if !allowed && self.at_call_start(stopped, traced).is_err() {
             tracing::error!(
                 tid,
                 "a denied call's thread left its call's start: killing its process"
@@ -44,7 +49,6 @@ impl Guard {
                         tracing::warn!(tid, "OpenSSL connection not shut down: {err}")
                     })
                     .is_ok();
-            let traced = stopped.traced || self.tracer.seize(tid).is_ok();
             let failed = shut
                 || (traced
                     && self
@@ -84,8 +88,8 @@ impl Guard {
     /// A thread held in ptrace-stop must still be at its call's start: on
     /// the probed instruction or the one after it (x86 instructions are
     /// at most 15 bytes). Anywhere else its call may be under way.
-    pub(super) fn at_call_start(&self, stopped: &ApiStopped) -> Result<(), String> {
-        if !stopped.traced || stopped.entry.ip == 0 {
+    pub(super) fn at_call_start(&self, stopped: &ApiStopped, traced: bool) -> Result<(), String> {
+        if !traced || stopped.entry.ip == 0 {
             return Ok(());
         }
         let ip = self.tracer.ip(stopped.tid).map_err(|err| {
