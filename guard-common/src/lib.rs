@@ -414,10 +414,14 @@ pub enum ApiHook {
     /// maybe a client library of its own (a wheel's bundled libpq) that
     /// guardd is to probe before the process goes on.
     Dlopen = 12,
+    /// OpenSSL's internal write that `SSL_write` and `SSL_write_ex` call
+    /// (`ssl_write_internal(SSL *, const void *, size_t, ...)`), probed in
+    /// their place where its first instruction is one the kernel emulates.
+    SslWriteInternal = 13,
 }
 
 impl ApiHook {
-    pub const ALL: [ApiHook; 12] = [
+    pub const ALL: [ApiHook; 13] = [
         Self::SslWrite,
         Self::SslWriteEx,
         Self::GnutlsRecordSend,
@@ -430,13 +434,14 @@ impl ApiHook {
         Self::SslFree,
         Self::GnutlsDeinit,
         Self::Dlopen,
+        Self::SslWriteInternal,
     ];
 
     pub fn from_u32(value: u32) -> Option<Self> {
         Self::ALL.into_iter().find(|hook| *hook as u32 == value)
     }
 
-    /// The exported symbol the probe is attached to.
+    /// The function the probe is attached to (exported, but for `SslWriteInternal`).
     pub fn symbol(self) -> &'static str {
         match self {
             Self::SslWrite => "SSL_write",
@@ -451,6 +456,7 @@ impl ApiHook {
             Self::SslFree => "SSL_free",
             Self::GnutlsDeinit => "gnutls_deinit",
             Self::Dlopen => "dlopen",
+            Self::SslWriteInternal => "ssl_write_internal",
         }
     }
 

@@ -61,7 +61,7 @@ pub fn api_tls_write(ctx: ProbeContext) -> u32 {
 /// two that prepare a named statement.
 #[uprobe]
 pub fn api_sql_query(ctx: ProbeContext) -> u32 {
-    let Some((pid_tgid, session_id)) = in_session() else {
+    let Some((_, session_id)) = in_session() else {
         return 0;
     };
     let regs = unsafe { &*ctx.regs };
@@ -93,7 +93,7 @@ pub fn api_sql_query(ctx: ProbeContext) -> u32 {
 /// wheel's own libpq or libssl) before any call into it.
 #[uretprobe]
 pub fn api_dlopen_return(ctx: RetProbeContext) -> u32 {
-    let Some((pid_tgid, session_id)) = in_session() else {
+    let Some((_, session_id)) = in_session() else {
         return 0;
     };
     let handle: u64 = ctx.ret();

@@ -11,6 +11,8 @@ use std::{
 use guard_common::ApiHook;
 use object::{Object, ObjectSymbol};
 
+use super::prologue;
+
 /// File-name prefixes of the client libraries.
 const LIBRARIES: &[&str] = &["libssl.so", "libssl-", "libgnutls.so", "libpq.so", "libpq-"];
 /// The C libraries whose `dlopen` tells of libraries loaded later.
@@ -71,13 +73,27 @@ fn is_client_library(path: &Path) -> bool {
     LIBRARIES.iter().any(|prefix| name.starts_with(prefix)) && name.contains(".so")
 }
 
-/// What the probes need of one file: the hooks whose functions it exports
-/// (a program without OpenSSL exports none), and where OpenSSL keeps an
-/// `SSL`'s `shutdown` flags, when its accessor says.
+/// One probe: the hook it serves and where in the file it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbePoint {
+    pub hook: ApiHook,
+    /// A file offset (a uprobe's address in its file).
+    pub offset: u64,
+}
+
+/// What the probes need of one file: where its hooked functions are (a
+/// program without OpenSSL has none), and where OpenSSL keeps an `SSL`'s
+/// `shutdown` flags, when its accessor says.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Probed {
-    pub hooks: Vec<ApiHook>,
+    pub points: Vec<ProbePoint>,
     pub ssl_shutdown: Option<u16>,
+}
+
+impl Probed {
+    pub fn hooks(&self) -> impl Iterator<Item = ApiHook> + '_ {
+        self.points.iter().map(|point| point.hook)
+    }
 }
 
 pub fn probed_in(path: &Path) -> Probed {
@@ -92,18 +108,101 @@ pub fn probed_in(path: &Path) -> Probed {
     let Ok(object) = object::File::parse(&*map) else {
         return Probed::default();
     };
-    let exported: BTreeSet<&str> = object
-        .dynamic_symbols()
-        .filter(|s| s.is_definition())
-        .filter_map(|s| s.name().ok())
-        .collect();
-    let hooks = ApiHook::ALL
+    let code = Code(&object);
+    let mut points: Vec<ProbePoint> = ApiHook::ALL
         .into_iter()
-        .filter(|hook| probed(*hook, path) && exported.contains(hook.symbol()))
+        .filter(|hook| probed(*hook, path))
+        .filter_map(|hook| {
+            let addr = code.symbol(hook.symbol())?;
+            // Past an endbr64 onto an emulated push where there is one.
+            let entry = code.at(addr, 8).and_then(prologue::emulated_entry);
+            Some((hook, addr + entry.unwrap_or(0)))
+        })
+        .filter_map(|(hook, addr)| {
+            let offset = code.file_offset(addr)?;
+            Some(ProbePoint { hook, offset })
+        })
         .collect();
+    if let Some(internal) = ssl_write_internal(&code) {
+        // One cheaper probe in place of the two wrappers' single-stepped ones.
+        points.retain(|p| !internal.covers.contains(&p.hook));
+        points.push(internal.point);
+    }
     Probed {
-        hooks,
+        points,
         ssl_shutdown: ssl_shutdown_offset(&object),
+    }
+}
+
+/// A probe on the function `SSL_write_ex` and `SSL_write` call, and which
+/// of the two it stands for.
+struct Internal {
+    point: ProbePoint,
+    covers: Vec<ApiHook>,
+}
+
+/// OpenSSL 3's `SSL_write_ex` is `sub $8,%rsp; call ssl_write_internal`,
+/// whose first instruction is a push; `SSL_write` calls it too after its
+/// own checks. None where the wrappers are not like that (or start with a
+/// push themselves: then they are probed as they are).
+fn ssl_write_internal(code: &Code<'_, '_>) -> Option<Internal> {
+    let write_ex = code.symbol(ApiHook::SslWriteEx.symbol())?;
+    let wrapper = code.at(write_ex, 16)?;
+    if prologue::emulated_entry(wrapper).is_some() {
+        return None;
+    }
+    let target = prologue::wrapped_call(wrapper, write_ex)?;
+    let entry = prologue::emulated_entry(code.at(target, 8)?)?;
+    let offset = code.file_offset(target + entry)?;
+    let mut covers = vec![ApiHook::SslWriteEx];
+    let write = code.symbol(ApiHook::SslWrite.symbol());
+    if write.is_some_and(|at| {
+        code.at(at, 64)
+            .is_some_and(|c| prologue::calls(c, at, target))
+    }) {
+        covers.push(ApiHook::SslWrite);
+    }
+    Some(Internal {
+        point: ProbePoint {
+            hook: ApiHook::SslWriteInternal,
+            offset,
+        },
+        covers,
+    })
+}
+
+/// A file's code by virtual address.
+struct Code<'d, 'f>(&'f object::File<'d>);
+
+impl Code<'_, '_> {
+    /// The address of an exported function.
+    fn symbol(&self, name: &str) -> Option<u64> {
+        self.0
+            .dynamic_symbols()
+            .find(|s| s.is_definition() && s.name() == Ok(name))
+            .map(|s| s.address())
+    }
+
+    /// `len` bytes of the section holding `addr`, from it.
+    fn at(&self, addr: u64, len: u64) -> Option<&[u8]> {
+        use object::ObjectSection;
+        let section = self.section_of(addr)?;
+        let len = len.min(section.address() + section.size() - addr);
+        section.data_range(addr, len).ok()?
+    }
+
+    fn file_offset(&self, addr: u64) -> Option<u64> {
+        use object::ObjectSection;
+        let section = self.section_of(addr)?;
+        let (start, _) = section.file_range()?;
+        Some(start + (addr - section.address()))
+    }
+
+    fn section_of(&self, addr: u64) -> Option<object::Section<'_, '_>> {
+        use object::ObjectSection;
+        self.0
+            .sections()
+            .find(|s| s.address() <= addr && addr < s.address() + s.size())
     }
 }
 
@@ -132,6 +231,8 @@ fn ssl_shutdown_offset(object: &object::File<'_>) -> Option<u16> {
 fn probed(hook: ApiHook, path: &Path) -> bool {
     match hook {
         ApiHook::PqExec | ApiHook::PqExecParams | ApiHook::PqPrepare => false,
+        // Found by following SSL_write_ex (`ssl_write_internal`).
+        ApiHook::SslWriteInternal => false,
         ApiHook::Dlopen => path.file_name().is_some_and(|name| {
             let name = name.to_string_lossy();
             name.starts_with("libc.so") || name.starts_with("libdl.so")
@@ -203,11 +304,23 @@ mod tests {
             return; // no OpenSSL on this machine
         };
         let probed = probed_in(&libssl);
+        let hooks: Vec<ApiHook> = probed.hooks().collect();
+        let writes = [ApiHook::SslWriteEx, ApiHook::SslWriteInternal];
         assert!(
-            probed.hooks.contains(&ApiHook::SslWriteEx),
+            writes.iter().any(|w| hooks.contains(w)),
             "{libssl:?}: {probed:?}"
         );
-        assert!(probed.hooks.contains(&ApiHook::SslFree));
+        assert!(hooks.contains(&ApiHook::SslFree));
+        // Every write probe sits on an instruction the kernel emulates where
+        // one is found: Debian's OpenSSL 3 through its internal write.
+        let bytes = std::fs::read(&libssl).unwrap();
+        for point in &probed.points {
+            let at = &bytes[point.offset as usize..][..8];
+            if point.hook == ApiHook::SslWriteInternal {
+                assert_eq!(prologue::emulated_entry(at), Some(0), "{point:?}");
+                assert!(!hooks.contains(&ApiHook::SslWriteEx), "{hooks:?}");
+            }
+        }
         // OpenSSL 3.0 and 3.1 keep it at 0x44; a later one may move it.
         assert!(probed.ssl_shutdown.is_some(), "{probed:?}");
         assert_eq!(probed_in(Path::new("/bin/sh")), Probed::default());

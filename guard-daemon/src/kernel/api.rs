@@ -10,7 +10,7 @@ use std::{
 
 use aya::programs::{
     links::FdLink,
-    uprobe::{UProbeAttachPoint, UProbeScope},
+    uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
     UProbe,
 };
 use guard_common::{
@@ -18,13 +18,16 @@ use guard_common::{
 };
 
 use super::{Kernel, KernelError};
-use crate::api::conns::KernelConn;
+use crate::api::{
+    conns::KernelConn,
+    libs::{ProbePoint, Probed},
+};
 
 /// One library or program the probes are attached to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiTarget {
     pub path: PathBuf,
-    pub hooks: Vec<ApiHook>,
+    pub points: Vec<ProbePoint>,
     /// Where its OpenSSL keeps an `SSL`'s shutdown flags, if known.
     pub ssl_shutdown: Option<u16>,
 }
@@ -36,11 +39,11 @@ impl Kernel {
         if self.api_targets.iter().any(|t| t.path == path) {
             return Ok(None);
         }
-        let crate::api::libs::Probed {
-            hooks,
+        let Probed {
+            points,
             ssl_shutdown,
         } = crate::api::libs::probed_in(path);
-        if hooks.is_empty() {
+        if points.is_empty() {
             return Ok(None);
         }
         for name in [
@@ -56,11 +59,11 @@ impl Kernel {
                 self.list_loaded(name, "uprobe (client libraries)".into(), &info, true);
             }
         }
-        for hook in &hooks {
+        for ProbePoint { hook, offset } in &points {
             let name = program_of(*hook);
             let probe: &mut UProbe = self.program(name)?;
             let point = UProbeAttachPoint {
-                location: hook.symbol().into(),
+                location: UProbeAttachLocation::AbsoluteOffset(*offset),
                 cookie: Some(cookie(*hook, ssl_shutdown)),
             };
             let link = probe
@@ -73,7 +76,7 @@ impl Kernel {
         }
         let target = ApiTarget {
             path: path.to_path_buf(),
-            hooks,
+            points,
             ssl_shutdown,
         };
         self.api_targets.push(target.clone());
@@ -127,7 +130,9 @@ impl Kernel {
 
 fn cookie(hook: ApiHook, ssl_shutdown: Option<u16>) -> u64 {
     let shutdown = match hook {
-        ApiHook::SslWrite | ApiHook::SslWriteEx => ssl_shutdown.unwrap_or(0),
+        ApiHook::SslWrite | ApiHook::SslWriteEx | ApiHook::SslWriteInternal => {
+            ssl_shutdown.unwrap_or(0)
+        }
         _ => 0,
     };
     hook as u64 | u64::from(shutdown) << API_COOKIE_SHUTDOWN_SHIFT
@@ -135,9 +140,10 @@ fn cookie(hook: ApiHook, ssl_shutdown: Option<u16>) -> u64 {
 
 fn program_of(hook: ApiHook) -> &'static str {
     match hook {
-        ApiHook::SslWrite | ApiHook::SslWriteEx | ApiHook::GnutlsRecordSend => {
-            program::API_TLS_WRITE
-        }
+        ApiHook::SslWrite
+        | ApiHook::SslWriteEx
+        | ApiHook::SslWriteInternal
+        | ApiHook::GnutlsRecordSend => program::API_TLS_WRITE,
         ApiHook::SslFree | ApiHook::GnutlsDeinit => program::API_TLS_FREE,
         ApiHook::Dlopen => program::API_DLOPEN_RETURN,
         _ => program::API_SQL_QUERY,

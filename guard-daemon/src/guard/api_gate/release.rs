@@ -41,7 +41,7 @@ impl Guard {
             // down; elsewhere the thread returns the function's error.
             let openssl = matches!(
                 hook_of(&stopped.entry),
-                Some(ApiHook::SslWrite | ApiHook::SslWriteEx)
+                Some(ApiHook::SslWrite | ApiHook::SslWriteEx | ApiHook::SslWriteInternal)
             );
             let shut = openssl
                 && shut_down_ssl(&stopped.entry)
