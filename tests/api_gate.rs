@@ -509,3 +509,101 @@ fn destructive_sql_through_libpq_is_held_and_selects_pass() {
     assert_eq!(guard.audit_events(AuditEvent::Hold).len(), holds);
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// Python with OpenSSL mapped (`import ssl`), writing its pid to `pid_file`
+/// and sleeping; in a session it is forked by a shell first.
+const MAPS_SSL: &str =
+    "import os, ssl, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)";
+
+fn pid_in(pid_file: &Path) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pid in {}",
+            pid_file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The byte at file offset `offset` of `library` as process `pid` sees it
+/// (a uprobe's breakpoint is an int3, 0xcc, written into the process's copy).
+fn byte_seen_by(pid: u32, library: &Path, offset: u64) -> u8 {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let address = maps
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() == 6 && Path::new(fields[5]) == library).then_some(fields)
+        })
+        .find_map(|fields| {
+            let (start, end) = fields[0].split_once('-')?;
+            let start = u64::from_str_radix(start, 16).ok()?;
+            let end = u64::from_str_radix(end, 16).ok()?;
+            let from = u64::from_str_radix(fields[2], 16).ok()?;
+            (from..from + (end - start))
+                .contains(&offset)
+                .then(|| start + offset - from)
+        })
+        .unwrap_or_else(|| panic!("{} not mapped by {pid}", library.display()));
+    let mut byte = [0u8];
+    std::fs::File::open(format!("/proc/{pid}/mem"))
+        .unwrap()
+        .read_exact_at(&mut byte, address)
+        .unwrap();
+    byte[0]
+}
+
+#[test]
+fn tls_write_probes_trap_in_session_tasks_only_and_follow_them_across_a_crash() {
+    const INT3: u8 = 0xcc;
+    let libssl = guard_daemon::api::libs::system_targets()
+        .into_iter()
+        .find(|path| path.to_string_lossy().contains("libssl.so"))
+        .expect("the system's libssl");
+    let probed = guard_daemon::api::libs::probed_in(&libssl);
+    let write = (probed.points.iter())
+        .find(|point| guard_daemon::kernel::api_hook_followed(point.hook))
+        .expect("a write probe on libssl");
+    let mut guard = Daemon::start(POLICY);
+    let dir = tempfile::tempdir().unwrap();
+    let (outside_file, inside_file) = (dir.path().join("outside"), dir.path().join("inside"));
+    let mut command = Command::new(python());
+    command.args(["-c", MAPS_SSL]).arg(&outside_file);
+    let outside = Proc::spawn(command);
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "\"$0\" -c \"$1\" \"$2\"; true"])
+        .arg(python())
+        .arg(MAPS_SSL)
+        .arg(&inside_file);
+    let inside = in_session(&guard, &command);
+    let (outside_pid, inside_pid) = (pid_in(&outside_file), pid_in(&inside_file));
+    assert_ne!(
+        byte_seen_by(outside_pid, &libssl, write.offset),
+        INT3,
+        "a process outside the sessions traps on {write:?}"
+    );
+    assert_eq!(
+        byte_seen_by(inside_pid, &libssl, write.offset),
+        INT3,
+        "a session's grandchild does not trap on {write:?}"
+    );
+    // guardd's events go with it; its next start follows the session again.
+    guard.stop_daemon(libc::SIGKILL);
+    assert_ne!(byte_seen_by(inside_pid, &libssl, write.offset), INT3);
+    guard.spawn();
+    assert_eq!(byte_seen_by(inside_pid, &libssl, write.offset), INT3);
+    assert_ne!(byte_seen_by(outside_pid, &libssl, write.offset), INT3);
+    kill_group(inside.pid());
+    kill_group(outside.pid());
+    no_holds_raised(&guard);
+}

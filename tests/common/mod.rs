@@ -447,6 +447,14 @@ impl Daemon {
             }
             sleep(Duration::from_millis(20));
         }
+        // Nor a tracefs probe of the API gate's.
+        let group = format!("{}/", guard_daemon::kernel::tracefs_group(&self.pin_dir));
+        let probes_left: Vec<String> = fs::read_to_string("/sys/kernel/tracing/uprobe_events")
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(&group))
+            .map(str::to_string)
+            .collect();
         // Nothing this guard ever held may be left stopped.
         let stopped: Vec<u64> = self
             .audit_events(AuditEvent::Hold)
@@ -467,6 +475,10 @@ impl Daemon {
                 "programs left loaded: {programs_left:?}"
             );
             assert!(maps_left.is_empty(), "maps left loaded: {maps_left:?}");
+            assert!(
+                probes_left.is_empty(),
+                "tracefs probes left: {probes_left:?}"
+            );
         }
     }
 }

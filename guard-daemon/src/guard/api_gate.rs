@@ -371,15 +371,22 @@ impl Guard {
             .iter()
             .map(|t| t.path.display().to_string())
             .collect();
+        let (followed, sessions, missed) = self.kernel.followed_probes();
         let shown = if files.is_empty() {
             "NOT active: no OpenSSL, GnuTLS or libpq library was found to probe".to_string()
         } else {
             format!(
                 "uprobes on {} file(s) ({}): TLS writes and libpq queries of session \
                  processes stop unless a lone GET/HEAD/OPTIONS or a short SELECT/SHOW; a \
-                 denied OpenSSL write fails inside OpenSSL, other calls return their error",
+                 denied OpenSSL write fails inside OpenSSL, other calls return their error; \
+                 the {} TLS write probes trap in session tasks only (followed: {sessions} \
+                 session(s)), and not while guardd is down (held calls stay held){}",
                 files.len(),
-                files.join(", ")
+                files.join(", "),
+                followed.len(),
+                missed
+                    .map(|why| format!("; a session task is NOT followed: {why}"))
+                    .unwrap_or_default()
             )
         };
         (

@@ -79,6 +79,7 @@ impl Guard {
         for id in self.holds.exited() {
             self.end_exited(&id);
         }
+        self.kernel.unfollow_ended_sessions();
         self.prune_gate_decisions();
         self.watch_pins(now);
         self.audit_policy_lock();

@@ -206,6 +206,8 @@ impl Guard {
             listener: false,
             workspace: workspace_of(id, uid),
         });
+        // Its tasks trap on the API probes from now on.
+        self.kernel.follow_sessions(Some(id));
         // A new owner's home and a new workspace change the gate's roots.
         self.sync_gate_roots();
         self.sync_reporting();

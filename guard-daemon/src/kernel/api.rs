@@ -2,11 +2,7 @@
 //! guardd finds (pinned like the other links, so they hold while guardd
 //! restarts), `API_HELD` of the calls they stopped, `API_CONNS` of the
 //! connections guardd is in the middle of a request of.
-use std::{
-    collections::hash_map::DefaultHasher,
-    hash::{Hash, Hasher},
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use aya::programs::{
     links::FdLink,
@@ -59,20 +55,25 @@ impl Kernel {
                 self.list_loaded(name, "uprobe (client libraries)".into(), &info, true);
             }
         }
-        for ProbePoint { hook, offset } in &points {
-            let name = program_of(*hook);
+        for point in &points {
+            let name = program_of(point.hook);
+            let cookie = cookie(point.hook, ssl_shutdown);
+            if super::api_follow::followed(point.hook) {
+                self.attach_followed(name, path, *point, cookie, pin_name(point.hook, path))?;
+                continue;
+            }
             let probe: &mut UProbe = self.program(name)?;
-            let point = UProbeAttachPoint {
-                location: UProbeAttachLocation::AbsoluteOffset(*offset),
-                cookie: Some(cookie(*hook, ssl_shutdown)),
+            let attach_point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(point.offset),
+                cookie: Some(cookie),
             };
             let link = probe
-                .attach(point, path, UProbeScope::AllProcesses)
+                .attach(attach_point, path, UProbeScope::AllProcesses)
                 .map_err(KernelError::program(name))?;
             let link = probe.take_link(link).map_err(KernelError::program(name))?;
             let link = FdLink::try_from(link)
                 .map_err(|err| KernelError::Pin(format!("{name} on {}: {err}", path.display())))?;
-            self.pin_link(pin_name(*hook, path), link)?;
+            self.pin_link(pin_name(point.hook, path), link)?;
         }
         let target = ApiTarget {
             path: path.to_path_buf(),
@@ -153,7 +154,9 @@ fn program_of(hook: ApiHook) -> &'static str {
 /// `api_SYMBOL_HASH` (bpffs refuses names with dots): one pin per function
 /// and file, the same across restarts.
 fn pin_name(hook: ApiHook, path: &Path) -> String {
-    let mut hasher = DefaultHasher::new();
-    path.hash(&mut hasher);
-    format!("api_{}_{:016x}", hook.symbol(), hasher.finish())
+    format!(
+        "api_{}_{:016x}",
+        hook.symbol(),
+        super::uprobe_events::hash_of(path)
+    )
 }

@@ -86,6 +86,7 @@ impl Kernel {
             ));
         }
         ensure_tracefs()?;
+        super::api_follow::raise_fd_limit();
         let pins = Pins::prepare(pin_dir)?;
         let pin_lock = lock_pin_dir(pin_dir, "another guardd is running with")?;
         // Maps of another layout are never loaded on: set aside, and fresh ones pinned.
@@ -162,6 +163,7 @@ impl Kernel {
             api_held,
             api_conns,
             api_targets: Vec::new(),
+            following: Default::default(),
             loaded: Vec::new(),
             exe_names: exe_offsets.enabled != 0,
             lsm_missing: lsm.as_ref().err().cloned(),
@@ -245,6 +247,14 @@ impl Kernel {
             targets = kernel.api_targets.len(),
             "API probes attached"
         );
+        // Probes of an earlier run on files since changed: those no event
+        // uses any more go (the kernel refuses to remove the others).
+        let group = super::uprobe_events::group_of(pin_dir);
+        for (event, err) in super::uprobe_events::remove_group(&group) {
+            if err.raw_os_error() != Some(libc::EBUSY) {
+                tracing::warn!("tracefs probe {event} not removed: {err}");
+            }
+        }
         // Every program of this guardd is attached and pinned: links an older
         // guardd left under other names (a program renamed since) go now.
         let ours: Vec<&str> = kernel.links.keys().map(String::as_str).collect();

@@ -11,6 +11,7 @@
 //! - `report`: the report-only program where the BPF LSM does not run;
 //! - `teardown`: ending what a guardd pinned.
 mod api;
+mod api_follow;
 mod layout;
 mod load;
 mod maps;
@@ -18,6 +19,7 @@ mod offsets;
 mod pins;
 mod report;
 mod teardown;
+mod uprobe_events;
 
 use std::{collections::BTreeMap, fs};
 
@@ -33,10 +35,12 @@ use guard_common::{
 
 use crate::protocol::ProgramView;
 pub use api::ApiTarget;
+pub use api_follow::{followed as api_hook_followed, FollowedProbe};
 pub use layout::{describe as describe_layout, LayoutChange};
 use pins::Pins;
 pub use pins::StaleLink;
 pub use teardown::teardown;
+pub use uprobe_events::group_of as tracefs_group;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -148,6 +152,8 @@ pub struct Kernel {
     api_conns: HashMap<MapData, ApiConnKey, u64>,
     /// The libraries and programs the API probes are attached to.
     api_targets: Vec<ApiTarget>,
+    /// The API probes that trap in session tasks only, and their events.
+    following: api_follow::Following,
     loaded: Vec<ProgramView>,
     /// Whether the exec gate also recognises programs by their executed file's name.
     exe_names: bool,

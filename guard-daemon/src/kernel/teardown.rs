@@ -80,6 +80,11 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<(u32, Option<Continuation>)>, Kern
             Err(_) => drop(fs::remove_file(entry.path())),
         }
     }
+    // The API probes' tracefs events, now that no link holds them.
+    let group = super::uprobe_events::group_of(pin_dir);
+    for (event, err) in super::uprobe_events::remove_group(&group) {
+        tracing::error!("tracefs probe {event} not removed: {err}");
+    }
     layout::unmark(pin_dir);
     for entry in fs::read_dir(pin_dir.join("maps"))
         .into_iter()

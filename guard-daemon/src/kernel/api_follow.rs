@@ -1,0 +1,203 @@
+//! The API probes on TLS writes trap in session processes only: a process
+//! outside every session runs its `SSL_write` untouched. Each such probe is
+//! a tracefs uprobe (`uprobe_events`) whose program rides on one perf event
+//! on guardd (pinned, so it stays while guardd restarts); guardd then opens
+//! an inherited event of it on every task of every session, which writes
+//! the breakpoint into that task's memory and into that of every task it
+//! clones from then on. The events of a session are closed when its last
+//! task exits. They are guardd's: while it is down, sessions do not trap
+//! there (calls already held stay held), and a restart follows them again.
+use std::{
+    collections::{HashMap, HashSet},
+    io,
+    os::fd::{AsFd, OwnedFd},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use aya::programs::{links::PinnedLink, UProbe};
+use guard_common::ApiHook;
+
+use super::{uprobe_events, Kernel, KernelError};
+use crate::api::libs::ProbePoint;
+
+/// Rounds of looking for tasks cloned while guardd was opening events on
+/// their parents; a session that keeps cloning past them is reported.
+const FOLLOW_ROUNDS: usize = 16;
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
+
+/// One tracefs probe whose breakpoints follow the sessions.
+#[derive(Debug, Clone)]
+pub struct FollowedProbe {
+    pub hook: ApiHook,
+    /// `group/event` in tracefs.
+    pub event: String,
+    id: u64,
+}
+
+/// The events guardd holds open for the sessions.
+#[derive(Default)]
+pub(super) struct Following {
+    pub(super) probes: Vec<FollowedProbe>,
+    /// Per session, the events on its tasks (each inherited below them).
+    events: HashMap<u32, Vec<OwnedFd>>,
+    /// Tasks of sessions no event could be opened on, with why (the last).
+    pub(super) missed: Option<String>,
+    /// When ended sessions were last looked for.
+    pruned: Option<Instant>,
+}
+
+/// Whether a hook's probe follows the sessions (else it traps everywhere):
+/// the writes, which every TLS client makes constantly.
+pub fn followed(hook: ApiHook) -> bool {
+    matches!(
+        hook,
+        ApiHook::SslWrite
+            | ApiHook::SslWriteEx
+            | ApiHook::SslWriteInternal
+            | ApiHook::GnutlsRecordSend
+    )
+}
+
+/// Raises the soft limit of open files to the hard one: guardd holds one
+/// event per write probe for each task a session had when guardd followed it.
+pub(super) fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum;
+    if let Err(err) = setrlimit(Resource::Nofile, limit) {
+        tracing::warn!("open-file limit not raised: {err}");
+    }
+}
+
+impl Kernel {
+    /// Puts `program` on `point` of `path` as a probe that follows the
+    /// sessions, and follows those running now.
+    pub(super) fn attach_followed(
+        &mut self,
+        program: &'static str,
+        path: &Path,
+        point: ProbePoint,
+        cookie: u64,
+        pin_name: String,
+    ) -> Result<(), KernelError> {
+        let event = format!(
+            "{}_{:016x}",
+            point.hook.symbol(),
+            uprobe_events::hash_of((path, point.offset))
+        );
+        let group = uprobe_events::group_of(&self.pins.root);
+        let tracefs = |err: io::Error| {
+            KernelError::Tracefs(format!("{group}/{event} on {}: {err}", path.display()))
+        };
+        let id =
+            uprobe_events::define(&group, &event, path, point.offset, false).map_err(tracefs)?;
+        let carrier = uprobe_events::open_event(id, std::process::id(), false).map_err(tracefs)?;
+        let probe: &mut UProbe = self.program(program)?;
+        let program_fd = probe.fd().map_err(KernelError::program(program))?;
+        let link =
+            uprobe_events::link(program_fd.as_fd(), carrier.as_fd(), cookie).map_err(tracefs)?;
+        self.pin_raw_link(&pin_name, link)?;
+        self.following.probes.push(FollowedProbe {
+            hook: point.hook,
+            event: format!("{group}/{event}"),
+            id,
+        });
+        let new = self.following.probes.len() - 1;
+        self.follow(None, &[new]);
+        Ok(())
+    }
+
+    /// Pins a raw link fd as `links/NAME` in place of an earlier run's: the
+    /// new one is attached before the old one's pin is replaced.
+    fn pin_raw_link(&mut self, name: &str, link: OwnedFd) -> Result<(), KernelError> {
+        let path = self.pins.link(name);
+        let fresh = self.pins.link(&format!("{name}_new"));
+        let _ = std::fs::remove_file(&fresh);
+        let pin_err = |err: io::Error| KernelError::Pin(format!("{}: {err}", path.display()));
+        uprobe_events::pin(link.as_fd(), &fresh).map_err(pin_err)?;
+        std::fs::rename(&fresh, &path).map_err(pin_err)?;
+        let pinned = PinnedLink::from_pin(&path)
+            .map_err(|err| KernelError::Pin(format!("{}: {err}", path.display())))?;
+        self.links.insert(name.to_string(), pinned);
+        Ok(())
+    }
+
+    /// Follows session `id`'s tasks (all sessions' when None) with every
+    /// followed probe: called when a session starts and when guardd does.
+    pub fn follow_sessions(&mut self, id: Option<u32>) {
+        let all: Vec<usize> = (0..self.following.probes.len()).collect();
+        self.follow(id, &all);
+    }
+
+    /// Opens `probes`' events on the tasks of session `only` (or all), over
+    /// rounds until no task is left without: a task cloned before its
+    /// parent's event was opened is in `SESSIONS`, one cloned after inherits it.
+    fn follow(&mut self, only: Option<u32>, probes: &[usize]) {
+        if probes.is_empty() {
+            return;
+        }
+        let mut done: HashSet<u32> = HashSet::new();
+        for _ in 0..FOLLOW_ROUNDS {
+            let fresh: Vec<(u32, u32)> = (self.sessions.iter())
+                .filter_map(Result::ok)
+                .filter(|(tid, entry)| {
+                    only.is_none_or(|id| entry.session_id == id) && !done.contains(tid)
+                })
+                .map(|(tid, entry)| (tid, entry.session_id))
+                .collect();
+            if fresh.is_empty() {
+                return;
+            }
+            for (tid, session) in fresh {
+                done.insert(tid);
+                for probe in probes {
+                    let id = self.following.probes[*probe].id;
+                    match uprobe_events::open_event(id, tid, true) {
+                        Ok(fd) => self.following.events.entry(session).or_default().push(fd),
+                        // Gone meanwhile: nothing of it to follow.
+                        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {}
+                        Err(err) => self.missed(tid, session, &err.to_string()),
+                    }
+                }
+            }
+        }
+        let why = format!("its tasks kept cloning through {FOLLOW_ROUNDS} rounds");
+        self.missed(0, only.unwrap_or(0), &why);
+    }
+
+    fn missed(&mut self, tid: u32, session: u32, why: &str) {
+        tracing::error!(
+            tid,
+            session,
+            "API probes cannot follow a session task: its TLS writes are NOT stopped: {why}"
+        );
+        self.following.missed = Some(format!("task {tid} of session {session}: {why}"));
+    }
+
+    /// Closes the events of sessions none of whose tasks is left; looks
+    /// every PRUNE_EVERY (a walk of the whole session map).
+    pub fn unfollow_ended_sessions(&mut self) {
+        let recent = (self.following.pruned).is_some_and(|at| at.elapsed() < PRUNE_EVERY);
+        if self.following.events.is_empty() || recent {
+            return;
+        }
+        self.following.pruned = Some(Instant::now());
+        let live: HashSet<u32> = (self.sessions.iter())
+            .filter_map(Result::ok)
+            .map(|(_, entry)| entry.session_id)
+            .collect();
+        self.following
+            .events
+            .retain(|session, _| live.contains(session));
+    }
+
+    /// The probes that follow sessions, and how many sessions they follow.
+    pub fn followed_probes(&self) -> (&[FollowedProbe], usize, Option<&str>) {
+        (
+            &self.following.probes,
+            self.following.events.len(),
+            self.following.missed.as_deref(),
+        )
+    }
+}
