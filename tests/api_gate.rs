@@ -294,6 +294,48 @@ fn a_delete_pipelined_behind_a_get_in_one_write_is_held() {
 /// the process, which wakes one thread to act on it), about one round in
 /// four let the held DELETE out.
 #[test]
+fn a_sigcont_before_guardd_holds_a_worker_threads_call_is_caught() {
+    let guard = Daemon::start(POLICY);
+    let moto = Moto::start();
+    outside(&mut moto.aws(&["create_bucket", "continued-worker"]));
+    let dir = tempfile::tempdir().unwrap();
+    let (trigger, pid_file) = (dir.path().join("go"), dir.path().join("pid"));
+    let mut client = Command::new(python());
+    client
+        .arg(fixture("worker_delete.py"))
+        .arg(&moto.port)
+        .arg(&moto.cert)
+        .arg("/continued-worker")
+        .arg(&trigger)
+        .arg(&pid_file);
+    let client = in_session(&guard, &client);
+    let pid = pid_in(&pid_file);
+    // guardd frozen: the probe stops the worker thread, nobody seizes it.
+    let frozen = guard.freeze();
+    std::fs::write(&trigger, "").unwrap();
+    common::wait_stopped(u64::from(pid));
+    let sent = unsafe { libc::kill(pid as i32, libc::SIGCONT) } == 0;
+    drop(frozen);
+    if sent {
+        // No BPF LSM to refuse it: the thread ran on; guardd says who let it.
+        let (status, out, err) = client.wait();
+        assert!(!status.success(), "{out}{err}");
+        guard.assert_sigcont_audited(u64::from(pid));
+    } else {
+        // The BPF LSM refused the SIGCONT: the call is held as any other.
+        let hold = guard.wait_hold("/continued-worker");
+        guard.decide("deny", &hold);
+        let (_, out, _) = client.wait();
+        assert!(out.contains("delete failed"), "{out}");
+        let buckets = outside(&mut moto.aws(&["list_buckets"]))["out"].clone();
+        assert!(
+            (buckets.as_array().unwrap().iter()).any(|b| b == "continued-worker"),
+            "{buckets}"
+        );
+    }
+}
+
+#[test]
 fn letting_one_threads_call_go_keeps_another_threads_held_call_held() {
     let guard = Daemon::start(POLICY);
     let moto = Moto::start();

@@ -22,9 +22,10 @@ pub mod map {
     pub const API_HELD: &str = "API_HELD";
     pub const API_CONNS: &str = "API_CONNS";
     pub const API_SCRATCH: &str = "API_SCRATCH";
+    pub const API_HELD_PROCS: &str = "API_HELD_PROCS";
 
     /// Every map, each pinned under the pin directory.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         SESSIONS,
         HELD,
         PROGRAMS,
@@ -42,6 +43,7 @@ pub mod map {
         API_HELD,
         API_CONNS,
         API_SCRATCH,
+        API_HELD_PROCS,
     ];
 }
 

@@ -19,7 +19,8 @@ use guard_common::{
 };
 
 use crate::maps::{
-    count_overflow, current_uid, emit_gate, API_CONNS, API_HELD, API_SCRATCH, SESSIONS,
+    count_overflow, current_uid, emit_gate, API_CONNS, API_HELD, API_HELD_PROCS, API_SCRATCH,
+    SESSIONS,
 };
 
 const SIGKILL: u32 = 9;
@@ -182,6 +183,8 @@ fn stop_call(
         hook,
     };
     let recorded = API_HELD.insert(&tid, &entry, 0).is_ok();
+    // Before the stop: from here on the process is held, not only the thread.
+    let _ = API_HELD_PROCS.insert(&pid, &entry.ktime_ns, 0);
     // To this thread, not the process: a process-directed SIGSTOP another
     // thread's probe already queued wakes only one thread to act on it, and
     // this one would run on past its call's start until the group stop

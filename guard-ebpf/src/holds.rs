@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use guard_common::ContinuedEntry;
 
-use crate::maps::{guardd, offsets, API_HELD, CONTINUED, HELD};
+use crate::maps::{guardd, offsets, API_HELD, API_HELD_PROCS, CONTINUED, HELD};
 
 const SIGCONT: i32 = 18;
 /// `si_code` of a signal the kernel sent on its own.
@@ -27,13 +27,21 @@ pub fn holds_signal_generate(ctx: TracePointContext) -> u32 {
     let Ok(target) = (unsafe { ctx.read_at::<i32>(offsets().signal_pid as usize) }) else {
         return 0;
     };
-    // A stop of the exec gate, or of an API probe in the process's main thread.
-    let stop_ktime_ns = match HELD.get_ptr(target as u32) {
-        Some(held) => unsafe { (*held).ktime_ns },
-        None => match API_HELD.get_ptr(target as u32) {
-            Some(held) => unsafe { (*held).ktime_ns },
-            None => return 0,
-        },
+    // A stop of the exec gate, or of an API probe in any of the process's
+    // threads (a SIGCONT to one thread continues them all): the mark is the
+    // process's, with its latest API stop.
+    let (key, stop_ktime_ns) = match HELD.get_ptr(target as u32) {
+        Some(held) => (target as u32, unsafe { (*held).ktime_ns }),
+        None => {
+            let pid = match API_HELD.get_ptr(target as u32) {
+                Some(held) => unsafe { (*held).pid },
+                None => target as u32,
+            };
+            match API_HELD_PROCS.get_ptr(pid) {
+                Some(at) => (pid, unsafe { *at }),
+                None => return 0,
+            }
+        }
     };
     let sender = (bpf_get_current_pid_tgid() >> 32) as u32;
     if sender == guardd() {
@@ -45,6 +53,6 @@ pub fn holds_signal_generate(ctx: TracePointContext) -> u32 {
         by: sender,
         from_kernel: u32::from(code == SI_KERNEL),
     };
-    let _ = CONTINUED.insert(target as u32, mark, 0);
+    let _ = CONTINUED.insert(key, mark, 0);
     0
 }

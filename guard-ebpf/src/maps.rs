@@ -65,6 +65,12 @@ pub static REPORT_CALLS: HashMap<u32, ReportCall> = HashMap::with_max_entries(MA
 #[map]
 pub static API_HELD: HashMap<u32, ApiHeldEntry> = HashMap::with_max_entries(MAX_API_HELD, 0);
 
+/// Process id -> when an API probe last stopped one of its threads, while
+/// any is stopped: a SIGCONT, a ptrace or a `process_vm_writev` reaches the
+/// process, whichever thread is held. guardd removes it with the last stop.
+#[map]
+pub static API_HELD_PROCS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_API_HELD, 0);
+
 /// (pid, connection) -> body bytes guardd expects next on a TLS connection
 /// it is in the middle of a request of, or `API_OPAQUE`. Filled by guardd;
 /// LRU, so that a process's forgotten connections make room.

@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 use guard_common::{FileKey, LsmOffsets, PROTECT_ENTRIES, PROTECT_FILE, SETTING_ESCAPE_DENY};
 
-use crate::maps::{guardd, GATE_HELD, HELD, PROTECTED, SESSIONS, SETTINGS};
+use crate::maps::{guardd, API_HELD_PROCS, GATE_HELD, HELD, PROTECTED, SESSIONS, SETTINGS};
 
 const EPERM: i32 = 1;
 const SIGCONT: i32 = 18;
@@ -72,6 +72,14 @@ fn in_session() -> bool {
         .is_some()
 }
 
+/// Whether a process is held: by the exec gate, the LSM gate or an API probe.
+#[inline(always)]
+fn held(pid: u32) -> bool {
+    HELD.get_ptr(pid).is_some()
+        || GATE_HELD.get_ptr(pid).is_some()
+        || API_HELD_PROCS.get_ptr(pid).is_some()
+}
+
 #[lsm(hook = "task_kill")]
 pub fn self_protect_task_kill(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(4);
@@ -92,8 +100,7 @@ pub fn self_protect_task_kill(ctx: LsmContext) -> i32 {
     let Some(target) = read::<u32>(target, off().task_tgid) else {
         return 0;
     };
-    let held = HELD.get_ptr(target).is_some() || GATE_HELD.get_ptr(target).is_some();
-    if (sig == SIGCONT && held) || (target == guardd && in_session()) {
+    if (sig == SIGCONT && held(target)) || (target == guardd && in_session()) {
         return -EPERM;
     }
     0
@@ -112,7 +119,7 @@ pub fn self_protect_ptrace(ctx: LsmContext) -> i32 {
     let Some(target) = read::<u32>(child, off().task_tgid) else {
         return 0;
     };
-    if target == guardd() || HELD.get_ptr(target).is_some() || GATE_HELD.get_ptr(target).is_some() {
+    if target == guardd() || held(target) {
         return -EPERM;
     }
     let mode: u32 = ctx.arg(1);

@@ -101,6 +101,11 @@ impl Guard {
         };
         if explanation.action == Action::Allow {
             self.answer_api_call(&process, &stopped, true);
+            // As at an exec: a stop another process continued ran already,
+            // and what was judged may be what its buffer holds since.
+            if let Some(continuation) = self.api_continued(&entry) {
+                self.end_continued(&process, session, continuation, None);
+            }
             return;
         }
         if let Some(continuation) = self.api_continued(&entry) {
@@ -272,7 +277,8 @@ impl Guard {
     fn api_continued(&self, entry: &ApiHeldEntry) -> Option<Continuation> {
         self.kernel
             .continued_mark(entry.pid)
-            .filter(|(_, stop)| *stop == entry.ktime_ns)
+            // The process's latest API stop when the SIGCONT came: this one or later.
+            .filter(|(_, stop)| *stop >= entry.ktime_ns)
             .map(|(continuation, _)| continuation)
     }
 
@@ -421,6 +427,10 @@ impl Guard {
             .conns
             .retain_processes(|pid| procfs::stat(pid).is_ok());
         self.api.seized.retain(|tid| procfs::stat(*tid).is_ok());
+        let marked = self.kernel.api_held_procs();
+        if !marked.is_empty() {
+            self.kernel.forget_api_held_procs(&marked);
+        }
     }
 }
 

@@ -99,11 +99,37 @@ impl Kernel {
         self.api_held.iter().filter_map(Result::ok).collect()
     }
 
-    /// Drops the record of `tid`'s stop, if it is still the one stopped at `ktime_ns`.
+    /// Drops the record of `tid`'s stop, if it is still the one stopped at
+    /// `ktime_ns`, and its process's with the last of its stops.
     pub fn forget_api_held(&mut self, tid: u32, ktime_ns: u64) {
-        if self.api_held(tid).is_some_and(|e| e.ktime_ns == ktime_ns) {
-            let _ = self.api_held.remove(&tid);
+        let Some(entry) = self.api_held(tid).filter(|e| e.ktime_ns == ktime_ns) else {
+            return;
+        };
+        let _ = self.api_held.remove(&tid);
+        self.forget_api_held_procs(&[entry.pid]);
+    }
+
+    /// Drops the mark of held processes none of whose threads is recorded
+    /// stopped any more (a thread that exited leaves its mark behind). A
+    /// probe that stops a thread of one just now re-marks it after this
+    /// looked: a narrow race that leaves that stop unmarked, not a hold
+    /// released (guardd still checks the thread's place before it answers).
+    pub fn forget_api_held_procs(&mut self, pids: &[u32]) {
+        let stopped: std::collections::HashSet<u32> = self
+            .api_held_all()
+            .into_iter()
+            .map(|(_, e)| e.pid)
+            .collect();
+        for pid in pids {
+            if !stopped.contains(pid) {
+                let _ = self.api_held_procs.remove(pid);
+            }
         }
+    }
+
+    /// Processes marked held by the API probes.
+    pub fn api_held_procs(&self) -> Vec<u32> {
+        self.api_held_procs.keys().filter_map(Result::ok).collect()
     }
 
     /// Tells the probes what to do with the connection's next writes.

@@ -144,6 +144,7 @@ impl Kernel {
         let events = take_map(&mut ebpf, map::EVENTS)?;
         let overflows = take_map(&mut ebpf, map::OVERFLOWS)?;
         let api_held = take_map(&mut ebpf, map::API_HELD)?;
+        let api_held_procs = take_map(&mut ebpf, map::API_HELD_PROCS)?;
         let api_conns = take_map(&mut ebpf, map::API_CONNS)?;
         let mut kernel = Self {
             _ebpf: ebpf,
@@ -161,6 +162,7 @@ impl Kernel {
             settings,
             overflows,
             api_held,
+            api_held_procs,
             api_conns,
             api_targets: Vec::new(),
             following: Default::default(),

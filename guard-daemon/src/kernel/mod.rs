@@ -150,6 +150,7 @@ pub struct Kernel {
     overflows: PerCpuArray<MapData, u64>,
     api_held: HashMap<MapData, u32, ApiHeldEntry>,
     api_conns: HashMap<MapData, ApiConnKey, u64>,
+    api_held_procs: HashMap<MapData, u32, u64>,
     /// The libraries and programs the API probes are attached to.
     api_targets: Vec<ApiTarget>,
     /// The API probes that trap in session tasks only, and their events.

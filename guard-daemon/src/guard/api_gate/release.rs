@@ -24,8 +24,6 @@ impl Guard {
         let tid = stopped.tid;
         // Seized before it is refused: a denial by the policy (no hold, so
         // not traced yet) is checked for the thread's place as a hold is.
-        // A SIGCONT another process sent to a worker thread's stop leaves
-        // no mark (CONTINUED is keyed by pid); its call is past its start.
         let traced = stopped.traced || (!allowed && self.tracer.seize(tid).is_ok());
         if !allowed && self.at_call_start(stopped, traced).is_err() {
             tracing::error!(
