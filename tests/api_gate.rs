@@ -1,5 +1,5 @@
 //! The API-client gate with real clients and real servers on loopback:
-//! boto3 and Node.js against moto's AWS server over TLS, psql and psycopg2
+//! boto3, Node.js and gnutls-cli against moto's AWS server over TLS, psql and psycopg2
 //! against a throwaway PostgreSQL cluster. A destructive call made in a
 //! session is held; denied, it never reaches the server and the client
 //! gets an error; approved, it goes through. Reads pass without a hold, and
@@ -249,6 +249,45 @@ fn node_https_delete_is_held_in_nodes_own_openssl() {
         outside(&mut moto.aws(&["list_buckets"]))["out"],
         serde_json::json!([])
     );
+}
+
+#[test]
+fn gnutls_cli_delete_is_held_in_gnutls() {
+    let guard = Daemon::start(POLICY);
+    let moto = Moto::start();
+    for (decision, bucket) in [("deny", "gnutls-denied"), ("approve", "gnutls-approved")] {
+        outside(&mut moto.aws(&["create_bucket", bucket]));
+        let request = format!(
+            "DELETE /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\r\n",
+            moto.port
+        );
+        let mut client = Command::new("sh");
+        client
+            .arg("-c")
+            .arg("printf '%s' \"$0\" | gnutls-cli --x509cafile=\"$1\" --port=\"$2\" 127.0.0.1")
+            .arg(&request)
+            .arg(&moto.cert)
+            .arg(&moto.port);
+        let client = in_session(&guard, &client);
+        let hold = guard.wait_hold("gnutls-cli");
+        assert!(
+            hold.operation.as_deref().unwrap_or("").contains(bucket),
+            "{hold:?}"
+        );
+        guard.decide(decision, &hold);
+        let (_, out, err) = client.wait();
+        // moto may answer after gnutls-cli has hung up: wait for its state.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let kept = loop {
+            let buckets = outside(&mut moto.aws(&["list_buckets"]))["out"].clone();
+            let kept = (buckets.as_array().unwrap().iter()).any(|b| b == bucket);
+            if kept == (decision == "deny") || Instant::now() > deadline {
+                break kept;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(kept, decision == "deny", "{decision}: {out}{err}");
+    }
 }
 
 #[test]

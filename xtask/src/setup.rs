@@ -34,6 +34,8 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     ("psql", "postgresql-client"),
     // Node's own OpenSSL, probed in the node binary.
     ("node", "nodejs"),
+    // A GnuTLS client (gnutls_record_send).
+    ("gnutls-cli", "gnutls-bin"),
     ("pg_config", "libpq-dev"),
 ];
 
