@@ -520,6 +520,14 @@ pub const API_COOKIE_HOOK: u32 = 0xff;
 /// `SSL_SENT_SHUTDOWN` there: OpenSSL then refuses the write itself, with
 /// its own error, and the client closes the connection.
 pub const API_COOKIE_SHUTDOWN_SHIFT: u32 = 16;
+/// Set on the link of a probe event that several functions share (the
+/// writes that follow the sessions): the low byte is then the event's
+/// index, and `API_POINTS` has each function's own cookie under
+/// `index << 12 | (probed address & 0xfff)` (a page offset is the same in
+/// every process that maps the file).
+pub const API_COOKIE_POINTS: u32 = 1 << 8;
+/// Capacity of `API_POINTS`.
+pub const MAX_API_POINTS: u32 = 1_024;
 
 /// Key of `API_CONNS`: a connection of a process.
 #[repr(C)]

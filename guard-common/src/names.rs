@@ -23,9 +23,10 @@ pub mod map {
     pub const API_CONNS: &str = "API_CONNS";
     pub const API_SCRATCH: &str = "API_SCRATCH";
     pub const API_HELD_PROCS: &str = "API_HELD_PROCS";
+    pub const API_POINTS: &str = "API_POINTS";
 
     /// Every map, each pinned under the pin directory.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 19] = [
         SESSIONS,
         HELD,
         PROGRAMS,
@@ -44,6 +45,7 @@ pub mod map {
         API_CONNS,
         API_SCRATCH,
         API_HELD_PROCS,
+        API_POINTS,
     ];
 }
 

@@ -14,13 +14,13 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use guard_common::{
-    ApiConnKey, ApiHeldEntry, ApiHook, EventKind, FileKey, API_COOKIE_HOOK, API_OPAQUE, API_PEEK,
-    API_SQL_PEEK, OVERFLOW_STOPS_KILLED,
+    ApiConnKey, ApiHeldEntry, ApiHook, EventKind, FileKey, API_COOKIE_HOOK, API_COOKIE_POINTS,
+    API_OPAQUE, API_PEEK, API_SQL_PEEK, OVERFLOW_STOPS_KILLED,
 };
 
 use crate::maps::{
-    count_overflow, current_uid, emit_gate, API_CONNS, API_HELD, API_HELD_PROCS, API_SCRATCH,
-    SESSIONS,
+    count_overflow, current_uid, emit_gate, API_CONNS, API_HELD, API_HELD_PROCS, API_POINTS,
+    API_SCRATCH, SESSIONS,
 };
 
 const SIGKILL: u32 = 9;
@@ -144,7 +144,18 @@ fn in_session() -> Option<(u64, u32)> {
 
 #[inline(always)]
 fn hook_of(ctx: &ProbeContext) -> u32 {
-    unsafe { gen::bpf_get_attach_cookie(ctx.regs.cast()) as u32 }
+    let cookie = unsafe { gen::bpf_get_attach_cookie(ctx.regs.cast()) as u32 };
+    if cookie & API_COOKIE_POINTS == 0 {
+        return cookie;
+    }
+    // A shared event: the function's own cookie, by where it was hit. A
+    // miss (guardd's map out of step) reads the call as SSL_write_ex's.
+    let ip = unsafe { (*ctx.regs).rip } as u32;
+    let key = (cookie & API_COOKIE_HOOK) << 12 | (ip & 0xfff);
+    match unsafe { API_POINTS.get(&key) } {
+        Some(own) => *own,
+        None => ApiHook::SslWriteEx as u32,
+    }
 }
 
 /// The stack pointer at a function's entry, the return address it points

@@ -9,9 +9,9 @@ use aya_ebpf::{
 use guard_common::{
     ApiConnKey, ApiHeldEntry, Comm, ContinuedEntry, Event, EventKind, ExeNameOffsets, FileKey,
     GateDecision, GateDecisionKey, GateHeldEntry, GateRoot, HeldEntry, ReportCall, SessionEntry,
-    TracepointOffsets, API_PEEK, EVENTS_BYTES, MAX_API_CONNS, MAX_API_HELD, MAX_EXEC_DIRS,
-    MAX_GATE_DECISIONS, MAX_GATE_ROOTS, MAX_HELD, MAX_PROGRAMS, MAX_PROTECTED, MAX_REPORT_CALLS,
-    MAX_SESSION_TASKS, OVERFLOW_EVENTS_LOST, OVERFLOW_SLOTS,
+    TracepointOffsets, API_PEEK, EVENTS_BYTES, MAX_API_CONNS, MAX_API_HELD, MAX_API_POINTS,
+    MAX_EXEC_DIRS, MAX_GATE_DECISIONS, MAX_GATE_ROOTS, MAX_HELD, MAX_PROGRAMS, MAX_PROTECTED,
+    MAX_REPORT_CALLS, MAX_SESSION_TASKS, OVERFLOW_EVENTS_LOST, OVERFLOW_SLOTS,
 };
 
 /// Thread id -> session, for every thread in an agent session.
@@ -70,6 +70,11 @@ pub static API_HELD: HashMap<u32, ApiHeldEntry> = HashMap::with_max_entries(MAX_
 /// process, whichever thread is held. guardd removes it with the last stop.
 #[map]
 pub static API_HELD_PROCS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_API_HELD, 0);
+
+/// (event index, page offset of the probed address) -> the attach cookie
+/// of one function of a shared probe event (see `API_COOKIE_POINTS`).
+#[map]
+pub static API_POINTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_API_POINTS, 0);
 
 /// (pid, connection) -> body bytes guardd expects next on a TLS connection
 /// it is in the middle of a request of, or `API_OPAQUE`. Filled by guardd;

@@ -385,10 +385,12 @@ impl Guard {
                 "uprobes on {} file(s) ({}): TLS writes and libpq queries of session \
                  processes stop unless a lone GET/HEAD/OPTIONS or a short SELECT/SHOW; a \
                  denied OpenSSL write fails inside OpenSSL, other calls return their error; \
-                 the {} TLS write probes trap in session tasks only (followed: {sessions} \
-                 session(s)), and not while guardd is down (held calls stay held){}",
+                 the {} TLS write probes ({} tracefs event(s)) trap in session tasks only \
+                 (followed: {sessions} session(s)), and not while guardd is down (held calls \
+                 stay held){}",
                 files.len(),
                 files.join(", "),
+                followed.iter().map(|probe| probe.points).sum::<usize>(),
                 followed.len(),
                 missed
                     .map(|why| format!("; a session task is NOT followed: {why}"))

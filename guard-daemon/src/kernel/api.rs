@@ -29,9 +29,38 @@ pub struct ApiTarget {
 }
 
 impl Kernel {
-    /// Loads the three probe programs (once) and attaches them to `path`'s
-    /// functions. A library already attached is left as it is.
+    /// Probes every client library of the system (the loader's cache,
+    /// `node`): the writes of all of them on one probe event that follows
+    /// the sessions. What cannot be probed is logged.
+    pub(super) fn attach_api_system(&mut self) {
+        let mut followed = Vec::new();
+        for path in crate::api::libs::system_targets() {
+            if let Err(err) = self.attach_api_file(&path, &mut followed) {
+                tracing::error!("API probes not attached to {}: {err}", path.display());
+            }
+        }
+        if let Err(err) = self.attach_followed(followed) {
+            tracing::error!("the TLS write probes are NOT attached: {err}");
+            self.following.missed = Some(format!("the TLS write probes are not attached: {err}"));
+        }
+    }
+
+    /// Probes `path` (a library a session process loaded). A library
+    /// already probed is left as it is.
     pub fn attach_api(&mut self, path: &Path) -> Result<Option<ApiTarget>, KernelError> {
+        let mut followed = Vec::new();
+        let target = self.attach_api_file(path, &mut followed)?;
+        self.attach_followed(followed)?;
+        Ok(target)
+    }
+
+    /// Loads the probe programs (once) and attaches them to `path`'s
+    /// functions, but for the writes, which go into `followed`.
+    fn attach_api_file(
+        &mut self,
+        path: &Path,
+        followed: &mut Vec<super::api_follow::FollowedPoint>,
+    ) -> Result<Option<ApiTarget>, KernelError> {
         if self.api_targets.iter().any(|t| t.path == path) {
             return Ok(None);
         }
@@ -59,7 +88,7 @@ impl Kernel {
             let name = program_of(point.hook);
             let cookie = cookie(point.hook, ssl_shutdown);
             if super::api_follow::followed(point.hook) {
-                self.attach_followed(name, path, *point, cookie, pin_name(point.hook, path))?;
+                followed.push((path.to_path_buf(), *point, cookie as u32));
                 continue;
             }
             let probe: &mut UProbe = self.program(name)?;

@@ -1,22 +1,22 @@
 //! The API probes on TLS writes trap in session processes only: a process
-//! outside every session runs its `SSL_write` untouched. Each such probe is
-//! a tracefs uprobe (`uprobe_events`) whose program rides on one perf event
-//! on guardd (pinned, so it stays while guardd restarts); guardd then opens
-//! an inherited event of it on every task of every session, which writes
-//! the breakpoint into that task's memory and into that of every task it
-//! clones from then on. The events of a session are closed when its last
+//! outside every session runs its `SSL_write` untouched. The writes of all
+//! client libraries are one tracefs probe event (`uprobe_events`, a probe
+//! per function) whose program rides on one perf event on guardd (pinned,
+//! so it stays while guardd restarts); guardd then opens an inherited event
+//! of it on every task of every session, which writes the breakpoints into
+//! that task's memory and into that of every task it clones from then on. The events of a session are closed when its last
 //! task exits. They are guardd's: while it is down, sessions do not trap
 //! there (calls already held stay held), and a restart follows them again.
 use std::{
     collections::{HashMap, HashSet},
     io,
     os::fd::{AsFd, OwnedFd},
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use aya::programs::{links::PinnedLink, UProbe};
-use guard_common::ApiHook;
+use guard_common::{names::program, ApiHook, API_COOKIE_HOOK, API_COOKIE_POINTS};
 
 use super::{uprobe_events, Kernel, KernelError};
 use crate::api::libs::ProbePoint;
@@ -26,14 +26,21 @@ use crate::api::libs::ProbePoint;
 const FOLLOW_ROUNDS: usize = 16;
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 
-/// One tracefs probe whose breakpoints follow the sessions.
+/// One tracefs probe event whose breakpoints follow the sessions: the
+/// writes of several files share it, so a task carries one inherited
+/// perf event for all of them (each copy costs the kernel a walk of every
+/// trace event at fork: ~15 us).
 #[derive(Debug, Clone)]
 pub struct FollowedProbe {
-    pub hook: ApiHook,
     /// `group/event` in tracefs.
     pub event: String,
+    /// The functions it is on.
+    pub points: usize,
     id: u64,
 }
+
+/// A write probe to be placed: the file, where, and its own cookie.
+pub(super) type FollowedPoint = (PathBuf, ProbePoint, u32);
 
 /// The events guardd holds open for the sessions.
 #[derive(Default)]
@@ -71,40 +78,65 @@ pub(super) fn raise_fd_limit() {
 }
 
 impl Kernel {
-    /// Puts `program` on `point` of `path` as a probe that follows the
-    /// sessions, and follows those running now.
+    /// Puts `api_tls_write` on `points` as probe events that follow the
+    /// sessions (as few as can share one: within an event, a page offset
+    /// must name one cookie), and follows the sessions running now.
     pub(super) fn attach_followed(
         &mut self,
-        program: &'static str,
-        path: &Path,
-        point: ProbePoint,
-        cookie: u64,
-        pin_name: String,
+        points: Vec<FollowedPoint>,
     ) -> Result<(), KernelError> {
-        let event = format!(
-            "{}_{:016x}",
-            point.hook.symbol(),
-            uprobe_events::hash_of((path, point.offset))
-        );
+        let mut events: Vec<Vec<FollowedPoint>> = Vec::new();
+        for point in points {
+            let page = point.1.offset & 0xfff;
+            let fits = |event: &&mut Vec<FollowedPoint>| {
+                (event.iter())
+                    .all(|(_, other, cookie)| other.offset & 0xfff != page || *cookie == point.2)
+            };
+            match events.iter_mut().find(fits) {
+                Some(event) => event.push(point),
+                None => events.push(vec![point]),
+            }
+        }
+        for event in events {
+            self.attach_shared(event)?;
+        }
+        Ok(())
+    }
+
+    fn attach_shared(&mut self, points: Vec<FollowedPoint>) -> Result<(), KernelError> {
+        let index = self.following.probes.len() as u32;
+        if index > API_COOKIE_HOOK {
+            return Err(KernelError::Tracefs("too many shared probe events".into()));
+        }
+        let at: Vec<(&Path, u64)> = (points.iter())
+            .map(|(path, point, _)| (path.as_path(), point.offset))
+            .collect();
+        let hash = uprobe_events::hash_of(&at);
+        let event = format!("api_writes_{hash:016x}");
         let group = uprobe_events::group_of(&self.pins.root);
-        let tracefs = |err: io::Error| {
-            KernelError::Tracefs(format!("{group}/{event} on {}: {err}", path.display()))
-        };
-        let id =
-            uprobe_events::define(&group, &event, path, point.offset, false).map_err(tracefs)?;
+        let tracefs = |err: io::Error| KernelError::Tracefs(format!("{group}/{event}: {err}"));
+        // Each function's cookie first: a hit finds it as soon as it can happen.
+        for (_, point, cookie) in &points {
+            let key = index << 12 | (point.offset & 0xfff) as u32;
+            (self.api_points.insert(key, cookie, 0))
+                .map_err(KernelError::map(guard_common::names::map::API_POINTS))?;
+        }
+        let id = uprobe_events::define(&group, &event, &at).map_err(tracefs)?;
         let carrier = uprobe_events::open_event(id, std::process::id(), false).map_err(tracefs)?;
-        let probe: &mut UProbe = self.program(program)?;
-        let program_fd = probe.fd().map_err(KernelError::program(program))?;
+        let probe: &mut UProbe = self.program(program::API_TLS_WRITE)?;
+        let program_fd = probe
+            .fd()
+            .map_err(KernelError::program(program::API_TLS_WRITE))?;
+        let cookie = u64::from(API_COOKIE_POINTS | index);
         let link =
             uprobe_events::link(program_fd.as_fd(), carrier.as_fd(), cookie).map_err(tracefs)?;
-        self.pin_raw_link(&pin_name, link)?;
+        self.pin_raw_link(&format!("api_follow_{hash:016x}"), link)?;
         self.following.probes.push(FollowedProbe {
-            hook: point.hook,
             event: format!("{group}/{event}"),
+            points: points.len(),
             id,
         });
-        let new = self.following.probes.len() - 1;
-        self.follow(None, &[new]);
+        self.follow(None, &[index as usize]);
         Ok(())
     }
 

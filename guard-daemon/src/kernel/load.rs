@@ -145,6 +145,7 @@ impl Kernel {
         let overflows = take_map(&mut ebpf, map::OVERFLOWS)?;
         let api_held = take_map(&mut ebpf, map::API_HELD)?;
         let api_held_procs = take_map(&mut ebpf, map::API_HELD_PROCS)?;
+        let api_points = take_map(&mut ebpf, map::API_POINTS)?;
         let api_conns = take_map(&mut ebpf, map::API_CONNS)?;
         let mut kernel = Self {
             _ebpf: ebpf,
@@ -163,6 +164,7 @@ impl Kernel {
             overflows,
             api_held,
             api_held_procs,
+            api_points,
             api_conns,
             api_targets: Vec::new(),
             following: Default::default(),
@@ -239,11 +241,7 @@ impl Kernel {
             }
         }
         let started = std::time::Instant::now();
-        for path in crate::api::libs::system_targets() {
-            if let Err(err) = kernel.attach_api(&path) {
-                tracing::error!("API probes not attached to {}: {err}", path.display());
-            }
-        }
+        kernel.attach_api_system();
         tracing::info!(
             elapsed = ?started.elapsed(),
             targets = kernel.api_targets.len(),

@@ -151,6 +151,7 @@ pub struct Kernel {
     api_held: HashMap<MapData, u32, ApiHeldEntry>,
     api_conns: HashMap<MapData, ApiConnKey, u64>,
     api_held_procs: HashMap<MapData, u32, u64>,
+    api_points: HashMap<MapData, u32, u32>,
     /// The libraries and programs the API probes are attached to.
     api_targets: Vec<ApiTarget>,
     /// The API probes that trap in session tasks only, and their events.

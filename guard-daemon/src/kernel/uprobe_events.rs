@@ -32,33 +32,36 @@ pub(super) fn hash_of(value: impl Hash) -> u64 {
     hasher.finish()
 }
 
-/// Defines `group/event` on `path` at file offset `offset` (a return probe
-/// when `ret`), or finds it defined by an earlier run; returns its id.
-pub(super) fn define(
-    group: &str,
-    event: &str,
-    path: &Path,
-    offset: u64,
-    ret: bool,
-) -> io::Result<u64> {
+/// Defines `group/event` as a probe on each (file, file offset) of
+/// `points`, one event they all share, or finds it defined by an earlier
+/// run (its name says which points); returns its id.
+pub(super) fn define(group: &str, event: &str, points: &[(&Path, u64)]) -> io::Result<u64> {
     let id_file = format!("{TRACEFS}/events/{group}/{event}/id");
     if let Ok(id) = read_id(&id_file) {
         return Ok(id);
     }
-    let path_bytes = path.as_os_str().as_bytes();
-    if path_bytes
-        .iter()
-        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-    {
-        // uprobe_events splits on white space.
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "a path with white space cannot be probed through tracefs",
-        ));
+    for (path, offset) in points {
+        let path_bytes = path.as_os_str().as_bytes();
+        if path_bytes
+            .iter()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            // uprobe_events splits on white space.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: a path with white space cannot be probed through tracefs",
+                    path.display()
+                ),
+            ));
+        }
+        let line = format!("p:{group}/{event} {}:{offset:#x}\n", path.display());
+        if let Err(err) = write_uprobe_events(&line) {
+            // Never left with part of its points: a later run would reuse it.
+            let _ = write_uprobe_events(&format!("-:{group}/{event}\n"));
+            return Err(err);
+        }
     }
-    let kind = if ret { 'r' } else { 'p' };
-    let line = format!("{kind}:{group}/{event} {}:{offset:#x}\n", path.display());
-    write_uprobe_events(&line)?;
     read_id(&id_file)
 }
 
