@@ -140,15 +140,7 @@ pub(super) fn link(
     attr[0] = program.as_raw_fd() as u32 as u64 | (event.as_raw_fd() as u32 as u64) << 32;
     attr[1] = BPF_PERF_EVENT;
     attr[2] = cookie;
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_CREATE,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    owned(fd)
+    owned(bpf(BPF_LINK_CREATE, &mut attr))
 }
 
 /// Pins the BPF object `fd` at `path` on bpffs.
@@ -160,18 +152,24 @@ pub(super) fn pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
     let mut attr = [0u64; 4];
     attr[0] = path.as_ptr() as u64;
     attr[1] = fd.as_raw_fd() as u32 as u64;
-    let done = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_PIN,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    if done < 0 {
+    if bpf(BPF_OBJ_PIN, &mut attr) < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// bpf(2) with `attr` as its `union bpf_attr`.
+fn bpf(command: libc::c_long, attr: &mut [u64]) -> libc::c_long {
+    // SAFETY: attr is as long as the size given, and each command reads
+    // only the fields its callers set.
+    unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(attr),
+        )
+    }
 }
 
 fn owned(ret: libc::c_long) -> io::Result<OwnedFd> {
