@@ -247,14 +247,6 @@ impl Kernel {
             targets = kernel.api_targets.len(),
             "API probes attached"
         );
-        // Probes of an earlier run on files since changed: those no event
-        // uses any more go (the kernel refuses to remove the others).
-        let group = super::uprobe_events::group_of(pin_dir);
-        for (event, err) in super::uprobe_events::remove_group(&group) {
-            if err.raw_os_error() != Some(libc::EBUSY) {
-                tracing::warn!("tracefs probe {event} not removed: {err}");
-            }
-        }
         // Every program of this guardd is attached and pinned: links an older
         // guardd left under other names (a program renamed since) go now.
         let ours: Vec<&str> = kernel.links.keys().map(String::as_str).collect();
@@ -273,6 +265,14 @@ impl Kernel {
                     pin_dir.display(),
                     link.pin
                 ),
+            }
+        }
+        // Probes of an earlier run on files since changed (their links went just above): those no event
+        // uses any more go (the kernel refuses to remove the others).
+        let group = super::uprobe_events::group_of(pin_dir);
+        for (event, err) in super::uprobe_events::remove_group(&group) {
+            if err.raw_os_error() != Some(libc::EBUSY) {
+                tracing::warn!("tracefs probe {event} not removed: {err}");
             }
         }
         if let Some(old) = old_pins {
