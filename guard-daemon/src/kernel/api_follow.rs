@@ -32,8 +32,6 @@ const PRUNE_EVERY: Duration = Duration::from_secs(5);
 /// trace event at fork: ~15 us).
 #[derive(Debug, Clone)]
 pub struct FollowedProbe {
-    /// `group/event` in tracefs.
-    pub event: String,
     /// The functions it is on.
     pub points: usize,
     id: u64,
@@ -132,7 +130,6 @@ impl Kernel {
             uprobe_events::link(program_fd.as_fd(), carrier.as_fd(), cookie).map_err(tracefs)?;
         self.pin_raw_link(&format!("api_follow_{hash:016x}"), link)?;
         self.following.probes.push(FollowedProbe {
-            event: format!("{group}/{event}"),
             points: points.len(),
             id,
         });

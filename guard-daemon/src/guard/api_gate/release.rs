@@ -12,6 +12,17 @@ use crate::{
 };
 
 impl Guard {
+    /// A denied call that cannot be kept from running: its process goes.
+    fn kill_denied(&mut self, process: &ProcessHandle, stopped: &ApiStopped, why: &str) {
+        tracing::error!(
+            tid = stopped.tid,
+            "a denied API call: {why}: killing its process"
+        );
+        let _ = process.kill();
+        self.kernel
+            .forget_api_held(stopped.tid, stopped.entry.ktime_ns);
+    }
+
     /// Lets the call go on, or makes it return its error value unsent; then
     /// the process runs on either way. Without ptrace the thread cannot be
     /// made to return: a refused call's process is killed (and said so).
@@ -26,13 +37,7 @@ impl Guard {
         // not traced yet) is checked for the thread's place as a hold is.
         let traced = stopped.traced || (!allowed && self.tracer.seize(tid).is_ok());
         if !allowed && self.at_call_start(stopped, traced).is_err() {
-            tracing::error!(
-                tid,
-                "a denied call's thread left its call's start: killing its process"
-            );
-            let _ = process.kill();
-            self.kernel.forget_api_held(tid, stopped.entry.ktime_ns);
-            return;
+            return self.kill_denied(process, stopped, "its thread left its call's start");
         }
         if !allowed {
             // OpenSSL refuses the write itself once its connection is shut
@@ -55,13 +60,7 @@ impl Guard {
                         .inspect_err(|err| tracing::error!(tid, "failing the call: {err}"))
                         .is_ok());
             if !failed {
-                tracing::error!(
-                    tid,
-                    "a denied API call could not be failed: killing its process"
-                );
-                let _ = process.kill();
-                self.kernel.forget_api_held(tid, stopped.entry.ktime_ns);
-                return;
+                return self.kill_denied(process, stopped, "it could not be failed");
             }
             if traced {
                 let _ = self.tracer.detach(tid);
