@@ -687,3 +687,35 @@ fn tls_write_probes_trap_in_session_tasks_only_and_follow_them_across_a_crash() 
     kill_group(outside.pid());
     no_holds_raised(&guard);
 }
+
+#[test]
+fn a_held_api_call_survives_a_guardd_crash_under_the_same_id() {
+    let mut guard = Daemon::start(POLICY);
+    let moto = Moto::start();
+    outside(&mut moto.aws(&["create_bucket", "kept-across"]));
+    let client = in_session(&guard, &moto.aws(&["delete_bucket", "kept-across"]));
+    let hold = guard.wait_hold("delete_bucket");
+    guard.stop_daemon(libc::SIGKILL);
+    guard.spawn();
+    // One hold, the same request, still the API call it was.
+    let pending = guard.pending();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].id, hold.id);
+    assert_eq!(pending[0].operation, hold.operation);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        guard.pending().len(),
+        1,
+        "raised again: {:?}",
+        guard.pending()
+    );
+    assert!(moto.has_bucket("kept-across"));
+    // Denied after the restart: the call fails, the process goes on, the bucket stays.
+    guard.decide("deny", &pending[0]);
+    let (status, out, err) = client.wait();
+    assert!(!status.success(), "{out}");
+    assert!(err.contains("was not sent"), "{err}");
+    assert!(json_of(&out)["error"].is_string(), "{out}");
+    assert!(moto.has_bucket("kept-across"));
+    assert!(guard.pending().is_empty());
+}

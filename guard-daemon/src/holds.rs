@@ -12,7 +12,7 @@ use crate::{
     process::ProcessHandle,
     protocol::{HoldState, HoldView},
     request::Request,
-    state::SavedHold,
+    state::{SavedApiCall, SavedHold},
 };
 
 #[derive(Debug)]
@@ -171,6 +171,11 @@ impl From<&Hold> for SavedHold {
             deadline_unix: hold.deadline_unix,
             ancestry: hold.request.ancestry.clone(),
             why: hold.why.clone(),
+            api: hold.api.as_ref().map(|api| SavedApiCall {
+                tid: api.tid,
+                stop_ktime_ns: api.entry.ktime_ns,
+                call: api.call.clone(),
+            }),
         }
     }
 }

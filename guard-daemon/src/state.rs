@@ -34,6 +34,20 @@ pub struct SavedHold {
     pub ancestry: Vec<String>,
     #[serde(default)]
     pub why: Vec<String>,
+    /// An API call held at its start: which stop, and the call as judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<SavedApiCall>,
+}
+
+/// A held API call: re-adopted only if the kernel still records the same
+/// stop (thread and stop time), and never judged again: the connection
+/// state that judged it died with the old guardd.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedApiCall {
+    pub tid: u32,
+    pub stop_ktime_ns: u64,
+    /// `DELETE s3 us-east-1 DeleteBucket`.
+    pub call: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,6 +207,11 @@ mod tests {
             deadline_unix: 2,
             ancestry: vec!["42:terraform".into()],
             why: vec!["subcommand destroy".into()],
+            api: Some(SavedApiCall {
+                tid: 43,
+                stop_ktime_ns: 5,
+                call: "DELETE s3 us-east-1 DeleteBucket".into(),
+            }),
         });
         store.save(&state).unwrap();
         assert_eq!(store.load().unwrap(), Some(state));

@@ -18,6 +18,7 @@ use crate::{
     },
     holds::ApiStopped,
     policy::api::ApiCall,
+    state::SavedHold,
 };
 
 /// How long a decision on a call also answers the client's identical
@@ -135,7 +136,7 @@ impl Guard {
                     .unwrap_or_else(|| "the policy forbids it".into()),
             },
             Action::Hold => {
-                return self.raise_api_hold(process, stopped, request, &explanation, record)
+                return self.raise_api_hold(process, stopped, request, &explanation, record, None)
             }
         };
         let ending = Ending {
@@ -282,6 +283,8 @@ impl Guard {
             .map(|(continuation, _)| continuation)
     }
 
+    /// Holds a stopped call for a person to decide; `earlier`: the hold of a
+    /// previous run it continues (same id, approvals and deadline).
     fn raise_api_hold(
         &mut self,
         process: ProcessHandle,
@@ -289,10 +292,26 @@ impl Guard {
         request: Request,
         explanation: &Explanation,
         mut record: AuditRecord,
+        earlier: Option<SavedHold>,
     ) {
         let now = Instant::now();
+        let now_unix = unix_now();
         let timeout = explanation.terms.timeout();
-        let id = self.holds.next_id();
+        let (id, approved_by, created_unix, deadline_unix) = match &earlier {
+            Some(saved) => (
+                saved.id.clone(),
+                saved.approved_by.clone(),
+                saved.created_unix,
+                saved.deadline_unix,
+            ),
+            None => (
+                self.holds.next_id(),
+                Vec::new(),
+                now_unix,
+                now_unix + timeout.as_secs(),
+            ),
+        };
+        let saved_request = earlier.as_ref().map(|s| (s.id.as_str(), s.rule.as_str()));
         let mut protection = "ptrace-stop at the call: only guardd can release it".to_string();
         stopped.held = true;
         let seized = match stopped.traced {
@@ -312,12 +331,12 @@ impl Guard {
             if stopped.traced {
                 let _ = self.tracer.detach(stopped.tid);
             }
-            self.end_continued(&process, request.session, continuation, None);
+            self.end_continued(&process, request.session, continuation, saved_request);
             return;
         }
         if let Err(why) = self.at_call_start(&stopped, stopped.traced) {
             // Its call may be under way: it cannot be held, nor failed.
-            self.fail_closed(&process, request.session, &why, None);
+            self.fail_closed(&process, request.session, &why, saved_request);
             return;
         }
         let call = stopped.call.clone();
@@ -327,19 +346,33 @@ impl Guard {
             rule: explanation.rule.clone().unwrap_or_default(),
             terms: explanation.terms.clone(),
             why: explanation.why.clone(),
-            approved_by: Vec::new(),
+            approved_by,
             tokens_seen: Vec::new(),
             traced: false,
             protection,
-            created: now,
-            deadline: now + timeout,
-            created_unix: unix_now(),
-            deadline_unix: unix_now() + timeout.as_secs(),
+            created: now - Duration::from_secs(now_unix.saturating_sub(created_unix)),
+            deadline: now + Duration::from_secs(deadline_unix.saturating_sub(now_unix)),
+            created_unix,
+            deadline_unix,
             stderr: notice::stderr_of(&process),
             gate: None,
             api: Some(stopped),
             process,
         };
+        if earlier.is_some() {
+            tracing::info!(
+                id,
+                pid = hold.process.pid,
+                call,
+                "re-adopted a held API call"
+            );
+            record.event = Some(AuditEvent::Readopt);
+            record.request_id = Some(id);
+            record.decision = Some(AuditDecision::Hold);
+            self.audit.write(&record);
+            self.holds.insert(hold);
+            return;
+        }
         self.exec_gate.stats.counts.held += 1;
         if let Some(stderr) = &hold.stderr {
             notice::write(
@@ -368,6 +401,56 @@ impl Guard {
         record.decision = Some(AuditDecision::Hold);
         self.audit.write(&record);
         self.holds.insert(hold);
+    }
+
+    /// A held call of a previous run, taken over as it was judged: the
+    /// connection state that judged it ended with that guardd, so it is not
+    /// read again. Only the same stop (thread and stop time) is taken over.
+    pub(super) fn readopt_api_hold(&mut self, process: ProcessHandle, saved: SavedHold) {
+        let Some(api) = saved.api.clone() else {
+            return;
+        };
+        let stop = self
+            .kernel
+            .api_held(api.tid)
+            .filter(|e| e.ktime_ns == api.stop_ktime_ns && e.pid == saved.pid);
+        let Some(entry) = stop else {
+            let request = Some((saved.id.as_str(), saved.rule.as_str()));
+            if procfs::stat(saved.pid).is_ok_and(|s| s.is_stopped()) {
+                // Fresh maps (another pin layout): the call cannot be answered
+                // at its start any more, and must not go out unjudged.
+                let why = "the kernel no longer records the held API call's stop";
+                self.fail_closed(&process, saved.session, why, request);
+            } else {
+                // Answered by the old guardd before it saved the state.
+                self.leave_let_go(saved.pid, saved.session, request);
+            }
+            return;
+        };
+        let request = self.request_of(process.pid, saved.session);
+        let mut record = AuditRecord::from(&request);
+        record.rule = Some(saved.rule.clone());
+        record.operation = Some(api.call.clone());
+        record.why = saved.why.clone();
+        let stopped = ApiStopped {
+            tid: api.tid,
+            entry,
+            traced: false,
+            held: false,
+            retry_key: (saved.session, api.call.clone()),
+            call: api.call,
+        };
+        let explanation = Explanation {
+            action: Action::Hold,
+            rule: Some(saved.rule.clone()),
+            program: String::new(),
+            matched: vec![saved.rule.clone()],
+            why: saved.why.clone(),
+            message: None,
+            terms: saved.terms.clone(),
+            terms_from: Vec::new(),
+        };
+        self.raise_api_hold(process, stopped, request, &explanation, record, Some(saved));
     }
 
     /// `guardctl status`: where the probes are, and what they do not see.

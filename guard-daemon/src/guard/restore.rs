@@ -23,6 +23,10 @@ impl Guard {
                 self.audit_ended_while_down(&entry, now_unix);
                 continue;
             };
+            if entry.api.is_some() {
+                self.readopt_api_hold(process, entry);
+                continue;
+            }
             let request = Some((entry.id.as_str(), entry.rule.as_str()));
             match Recorded::of(&stat, self.kernel.continued_by(entry.pid)) {
                 Recorded::Held => {}
