@@ -5,6 +5,7 @@
 //! and a held DELETE from the approval to its first bytes at the server.
 use std::{
     fs,
+    io::Write as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread::sleep,
@@ -55,11 +56,19 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<ApiCost> {
             .with_context(|| format!("tls_writes {mode}: {out:?}"))
     };
     let (mut outside, mut get, mut post) = (Pair::default(), Pair::default(), Pair::default());
+    let mut breakpoint = Pair::default();
+    let floor = BareBreakpoint::new(&program)?;
     let mut decision = guard_protocol::Latency::default();
     for round in 0..ROUNDS {
         eprintln!("xtask: bench API gate {}/{ROUNDS}", round + 1);
         let before = writes("raw", WRITES, None)?;
-        get.without.push(writes("get", WRITES, None)?);
+        let get_without = writes("get", WRITES, None)?;
+        get.without.push(get_without);
+        floor.enable(true)?;
+        let with_breakpoint = writes("get", WRITES, None);
+        floor.enable(false)?;
+        breakpoint.without.push(get_without);
+        breakpoint.with.push(with_breakpoint?);
         post.without.push(writes("post", STOPPED_WRITES, None)?);
         let guard = Guardd::start(bench)?;
         outside.with.push(writes("raw", WRITES, None)?);
@@ -75,6 +84,7 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<ApiCost> {
     Ok(ApiCost {
         outside_session_raw: outside.summary(),
         in_session_get: get.summary(),
+        bare_breakpoint: breakpoint.summary(),
         in_session_post_added_us: post.added_summary(),
         guardd_stop_to_decision_us: decision,
         approve_to_wire_us: summary(&approve),
@@ -107,6 +117,11 @@ pub(super) fn report(
         &api.in_session_get.ratio,
     );
     out += &row(
+        "a breakpoint alone on the same instruction, every write (floor of any uprobe): ratio",
+        "",
+        &api.bare_breakpoint.ratio,
+    );
+    out += &row(
         "in a session, POST heads (stopped, judged, let go): us added per write",
         "",
         &api.in_session_post_added_us,
@@ -116,6 +131,10 @@ pub(super) fn report(
         "<= 5000",
         &api.approve_to_wire_us,
     );
+    out += "\nThe floor row is a tracefs uprobe with no program, whose filter drops every hit, \
+            on the instruction guardd probes (OpenSSL's `ssl_write_internal`), trapping in every \
+            process: what the breakpoint's trap costs before any program runs. A probe that must \
+            see every write of a session process cannot cost less than it.\n";
     let d = &api.guardd_stop_to_decision_us;
     out += &format!(
         "\nguardd's API stop-to-decision latency (request read and judged) over the last round's POSTs: \
@@ -234,4 +253,99 @@ impl Guardd {
             sleep(Duration::from_millis(2));
         }
     }
+}
+
+/// A tracefs uprobe with no program on the instruction guardd's TLS write
+/// probe takes (the first call in OpenSSL's `SSL_write_ex`), its filter
+/// dropping every hit: the trap alone. Removed on drop.
+struct BareBreakpoint {
+    event: PathBuf,
+}
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+const FLOOR_EVENT: &str = "agent_guard_bench/floor";
+
+impl BareBreakpoint {
+    fn new(program: &Path) -> anyhow::Result<Self> {
+        let libssl = linked_library(program, "libssl.so")?;
+        let write_ex = symbol_offset(&libssl, "SSL_write_ex")?;
+        let target = first_call(&libssl, write_ex)?;
+        if !Path::new(TRACEFS).join("uprobe_events").exists() {
+            cmd::run(Command::new("mount").args(["-t", "tracefs", "tracefs", TRACEFS]))?;
+        }
+        let events = Path::new(TRACEFS).join("uprobe_events");
+        let line = format!("p:{FLOOR_EVENT} {}:{target:#x}\n", libssl.display());
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&events)?
+            .write_all(line.as_bytes())
+            .with_context(|| format!("add {line:?} to {}", events.display()))?;
+        let probe = Self {
+            event: Path::new(TRACEFS).join("events").join(FLOOR_EVENT),
+        };
+        fs::write(probe.event.join("filter"), "common_pid == 0\n")?;
+        Ok(probe)
+    }
+
+    fn enable(&self, on: bool) -> anyhow::Result<()> {
+        fs::write(self.event.join("enable"), if on { "1\n" } else { "0\n" })
+            .context("enable the floor probe")
+    }
+}
+
+impl Drop for BareBreakpoint {
+    fn drop(&mut self) {
+        let _ = self.enable(false);
+        let events = Path::new(TRACEFS).join("uprobe_events");
+        if let Ok(mut file) = fs::OpenOptions::new().append(true).open(events) {
+            let _ = file.write_all(format!("-:{FLOOR_EVENT}\n").as_bytes());
+        }
+    }
+}
+
+/// The file of the library `program` links whose name starts with `name`.
+fn linked_library(program: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let out = cmd::output(Command::new("ldd").arg(program)).context("ldd failed")?;
+    out.lines()
+        .filter(|line| line.trim_start().starts_with(name))
+        .find_map(|line| line.split_whitespace().nth(2).map(PathBuf::from))
+        .with_context(|| format!("{} links no {name}", program.display()))
+}
+
+/// A dynamic symbol's file offset (its value: text is mapped at offset 0).
+fn symbol_offset(library: &Path, symbol: &str) -> anyhow::Result<u64> {
+    let out = cmd::output(
+        Command::new("nm")
+            .args(["-D", "--defined-only"])
+            .arg(library),
+    )
+    .context("nm failed")?;
+    out.lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let value = fields.next()?;
+            let name = fields.nth(1)?;
+            (name.split('@').next() == Some(symbol))
+                .then(|| u64::from_str_radix(value, 16).ok())
+                .flatten()
+        })
+        .with_context(|| format!("no {symbol} in {}", library.display()))
+}
+
+/// The target of the first `call` within 32 bytes of `start`.
+fn first_call(library: &Path, start: u64) -> anyhow::Result<u64> {
+    let out = cmd::output(
+        Command::new("objdump")
+            .arg("-d")
+            .arg(format!("--start-address={start:#x}"))
+            .arg(format!("--stop-address={:#x}", start + 32))
+            .arg(library),
+    )
+    .context("objdump failed")?;
+    out.lines()
+        .find_map(|line| {
+            let call = line.split('\t').nth(2)?.strip_prefix("call")?;
+            u64::from_str_radix(call.split_whitespace().next()?, 16).ok()
+        })
+        .with_context(|| format!("no call near {start:#x} in {}", library.display()))
 }

@@ -128,6 +128,8 @@ pub(super) struct ApiCost {
     pub outside_session_raw: PairSummary,
     /// Whole GET request heads in a session: let through by the kernel.
     pub in_session_get: PairSummary,
+    /// The same GET heads with a bare breakpoint on the probed instruction.
+    pub bare_breakpoint: PairSummary,
     /// POST heads in a session: each stopped, judged and let go.
     pub in_session_post_added_us: Summary,
     /// guardd's API stop -> decision, over the last round's POSTs.
