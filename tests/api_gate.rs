@@ -530,7 +530,11 @@ fn destructive_sql_through_libpq_is_held_and_selects_pass() {
     file.arg("-f").arg(&script);
     let client = in_session(&guard, &file);
     let hold = guard.wait_hold("-f");
-    assert_eq!(hold.operation.as_deref(), Some("SQL DROP TABLE a;"));
+    // The database is read from the connection (psql -U postgres: "postgres").
+    assert_eq!(
+        hold.operation.as_deref(),
+        Some("SQL on postgres: DROP TABLE a;")
+    );
     assert_eq!(hold.rule, "sql-api-destroy");
     guard.decide("deny", &hold);
     let _ = client.wait();
@@ -570,6 +574,10 @@ fn destructive_sql_through_libpq_is_held_and_selects_pass() {
         .arg("DROP TABLE c");
     let client = in_session(&guard, &own);
     let hold = guard.wait_hold("DROP TABLE c");
+    assert_eq!(
+        hold.operation.as_deref(),
+        Some("SQL on postgres: DROP TABLE c")
+    );
     guard.decide("deny", &hold);
     let (status, out, _) = client.wait();
     assert!(!status.success(), "{out}");

@@ -515,11 +515,13 @@ pub struct ApiHeldEntry {
 
 /// Attach cookie of an API probe: the `ApiHook` in the low byte ...
 pub const API_COOKIE_HOOK: u32 = 0xff;
-/// ... and, on OpenSSL's writes, the offset of `shutdown` in its `SSL` from
-/// bit 16 (0: not known). guardd fails a denied write by setting
-/// `SSL_SENT_SHUTDOWN` there: OpenSSL then refuses the write itself, with
-/// its own error, and the client closes the connection.
-pub const API_COOKIE_SHUTDOWN_SHIFT: u32 = 16;
+/// ... and from bit 16 the offset of a field in the connection (the first
+/// argument; 0: not known). On OpenSSL's writes: `shutdown` in its `SSL`;
+/// guardd fails a denied write by setting `SSL_SENT_SHUTDOWN` there, so
+/// that OpenSSL refuses the write itself and the client closes the
+/// connection. On libpq's queries: the database name's pointer in its
+/// `PGconn`, which guardd reads to name the database.
+pub const API_COOKIE_FIELD_SHIFT: u32 = 16;
 /// Set on the link of a probe event that several functions share (the
 /// writes that follow the sessions): the low byte is then the event's
 /// index, and `API_POINTS` has each function's own cookie under

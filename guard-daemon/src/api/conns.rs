@@ -253,6 +253,7 @@ pub(crate) fn call_of(request: &Request, aws: Aws) -> ApiCall {
             Aws::NotAws | Aws::NeedsBody => None,
         },
         sql: None,
+        database: None,
     }
 }
 

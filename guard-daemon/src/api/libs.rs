@@ -82,12 +82,14 @@ pub struct ProbePoint {
 }
 
 /// What the probes need of one file: where its hooked functions are (a
-/// program without OpenSSL has none), and where OpenSSL keeps an `SSL`'s
-/// `shutdown` flags, when its accessor says.
+/// program without OpenSSL has none), where OpenSSL keeps an `SSL`'s
+/// `shutdown` flags and libpq a `PGconn`'s database name, when their
+/// accessors say.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Probed {
     pub points: Vec<ProbePoint>,
     pub ssl_shutdown: Option<u16>,
+    pub pq_db: Option<u16>,
 }
 
 impl Probed {
@@ -130,7 +132,8 @@ pub fn probed_in(path: &Path) -> Probed {
     }
     Probed {
         points,
-        ssl_shutdown: ssl_shutdown_offset(&object),
+        ssl_shutdown: accessor_offset(&object, "SSL_get_shutdown"),
+        pq_db: accessor_offset(&object, "PQdb"),
     }
 }
 
@@ -206,13 +209,15 @@ impl Code<'_, '_> {
     }
 }
 
-/// The offset `SSL_get_shutdown` reads (`mov disp(%rdi),%eax` in its
-/// first bytes: `8b 47 d8` or `8b 87 d32`); None when it reads otherwise.
-fn ssl_shutdown_offset(object: &object::File<'_>) -> Option<u16> {
+/// The offset an accessor of its first argument's field reads
+/// (`mov disp(%rdi),%eax` or `%rax` in its first bytes: `8b 47 d8` or
+/// `8b 87 d32`, after any REX prefix): `SSL_get_shutdown`, `PQdb`. None when
+/// it reads otherwise.
+fn accessor_offset(object: &object::File<'_>, accessor: &str) -> Option<u16> {
     use object::ObjectSection;
     let symbol = object
         .dynamic_symbols()
-        .find(|s| s.is_definition() && s.name() == Ok("SSL_get_shutdown"))?;
+        .find(|s| s.is_definition() && s.name() == Ok(accessor))?;
     let section = object.section_by_index(symbol.section_index()?).ok()?;
     let code = section.data_range(symbol.address(), 16).ok()??;
     let at = code
@@ -324,5 +329,18 @@ mod tests {
         // OpenSSL 3.0 and 3.1 keep it at 0x44; a later one may move it.
         assert!(probed.ssl_shutdown.is_some(), "{probed:?}");
         assert_eq!(probed_in(Path::new("/bin/sh")), Probed::default());
+    }
+
+    #[test]
+    fn the_system_libpq_says_where_a_connection_keeps_its_database() {
+        let Some(libpq) = system_targets()
+            .into_iter()
+            .find(|p| p.to_string_lossy().contains("libpq.so"))
+        else {
+            return; // no libpq on this machine
+        };
+        let probed = probed_in(&libpq);
+        assert!(probed.pq_db.is_some(), "{probed:?}");
+        assert_eq!(probed.ssl_shutdown, None);
     }
 }

@@ -1,7 +1,7 @@
 //! The stopped process's memory: what a held call was about to send, read
 //! with `process_vm_readv`; whether another process could still change it;
 //! and the one write guardd makes, to shut a denied OpenSSL connection.
-use guard_common::{ApiHeldEntry, API_COOKIE_SHUTDOWN_SHIFT};
+use guard_common::{ApiHeldEntry, API_COOKIE_FIELD_SHIFT};
 
 /// `len` bytes at `addr` in process `pid`.
 pub fn read_memory(pid: u32, addr: u64, len: usize) -> std::io::Result<Vec<u8>> {
@@ -74,6 +74,19 @@ pub fn shared_writable(pid: u32, addr: u64, len: usize) -> bool {
     true
 }
 
+/// The database name of a stopped libpq query's connection, where the
+/// probe's cookie says where `PQdb` reads it; None where it cannot be read.
+pub fn pq_database(entry: &ApiHeldEntry) -> Option<String> {
+    let offset = u64::from(entry.hook >> API_COOKIE_FIELD_SHIFT);
+    if offset == 0 || entry.conn == 0 {
+        return None;
+    }
+    let pointer = read_memory(entry.pid, entry.conn + offset, 8).ok()?;
+    let pointer = u64::from_le_bytes(pointer.try_into().ok()?);
+    let name = read_c_string(entry.pid, pointer, 256).ok()?;
+    (!name.is_empty()).then_some(name)
+}
+
 /// `SSL_SENT_SHUTDOWN` of OpenSSL's `shutdown` flags.
 const SSL_SENT_SHUTDOWN: u32 = 1;
 
@@ -83,7 +96,7 @@ const SSL_SENT_SHUTDOWN: u32 = 1;
 /// connection (a bare error return leaves some clients, Node's among
 /// them, waiting to write again forever).
 pub fn shut_down_ssl(entry: &ApiHeldEntry) -> Result<(), String> {
-    let offset = u64::from(entry.hook >> API_COOKIE_SHUTDOWN_SHIFT);
+    let offset = u64::from(entry.hook >> API_COOKIE_FIELD_SHIFT);
     if offset == 0 {
         return Err("where this OpenSSL keeps its shutdown flags is not known".into());
     }

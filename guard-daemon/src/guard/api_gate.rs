@@ -14,7 +14,7 @@ use super::*;
 use crate::{
     api::{
         conns::{Conns, KernelConn, READ_LIMIT},
-        memory::{read_c_string, read_memory, shared_writable},
+        memory::{pq_database, read_c_string, read_memory, shared_writable},
     },
     holds::ApiStopped,
     policy::api::ApiCall,
@@ -207,6 +207,7 @@ impl Guard {
                 Ok(text) => {
                     let call = ApiCall {
                         sql: Some(text),
+                        database: pq_database(entry),
                         ..ApiCall::default()
                     };
                     (vec![call], None)

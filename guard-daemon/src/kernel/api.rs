@@ -10,7 +10,7 @@ use aya::programs::{
     UProbe,
 };
 use guard_common::{
-    names::program, ApiConnKey, ApiHeldEntry, ApiHook, API_COOKIE_SHUTDOWN_SHIFT, API_OPAQUE,
+    names::program, ApiConnKey, ApiHeldEntry, ApiHook, API_COOKIE_FIELD_SHIFT, API_OPAQUE,
 };
 
 use super::{Kernel, KernelError};
@@ -64,10 +64,12 @@ impl Kernel {
         if self.api_targets.iter().any(|t| t.path == path) {
             return Ok(None);
         }
+        let probed = crate::api::libs::probed_in(path);
         let Probed {
-            points,
+            ref points,
             ssl_shutdown,
-        } = crate::api::libs::probed_in(path);
+            ..
+        } = probed;
         if points.is_empty() {
             return Ok(None);
         }
@@ -84,9 +86,9 @@ impl Kernel {
                 self.list_loaded(name, "uprobe (client libraries)".into(), &info, true);
             }
         }
-        for point in &points {
+        for point in points {
             let name = program_of(point.hook);
-            let cookie = cookie(point.hook, ssl_shutdown);
+            let cookie = cookie(point.hook, &probed);
             if super::api_follow::followed(point.hook) {
                 followed.push((path.to_path_buf(), *point, cookie as u32));
                 continue;
@@ -106,7 +108,7 @@ impl Kernel {
         }
         let target = ApiTarget {
             path: path.to_path_buf(),
-            points,
+            points: points.clone(),
             ssl_shutdown,
         };
         self.api_targets.push(target.clone());
@@ -184,14 +186,13 @@ impl Kernel {
     }
 }
 
-fn cookie(hook: ApiHook, ssl_shutdown: Option<u16>) -> u64 {
-    let shutdown = match hook {
-        ApiHook::SslWrite | ApiHook::SslWriteEx | ApiHook::SslWriteInternal => {
-            ssl_shutdown.unwrap_or(0)
-        }
-        _ => 0,
+fn cookie(hook: ApiHook, probed: &Probed) -> u64 {
+    let field = match hook {
+        ApiHook::SslWrite | ApiHook::SslWriteEx | ApiHook::SslWriteInternal => probed.ssl_shutdown,
+        _ if hook.is_sql() => probed.pq_db,
+        _ => None,
     };
-    hook as u64 | u64::from(shutdown) << API_COOKIE_SHUTDOWN_SHIFT
+    hook as u64 | u64::from(field.unwrap_or(0)) << API_COOKIE_FIELD_SHIFT
 }
 
 fn program_of(hook: ApiHook) -> &'static str {

@@ -7,7 +7,10 @@
 //! - `aws_services`, `aws_operations`: an AWS call, known by its SigV4
 //!   signature's credential scope (any host: custom endpoints, VPC, FIPS);
 //! - `methods`, `hosts`, `paths`: any HTTP/1.x request;
-//! - `sql`: the SQL kinds of `[[rule]]`'s `sql`, for libpq queries.
+//! - `sql`: the SQL kinds of `[[rule]]`'s `sql`, for libpq queries, and
+//!   `databases`: globs on the connection's database name (a query whose
+//!   database could not be read matches a hold or deny rule, never an
+//!   allow rule).
 use serde::Deserialize;
 
 use super::{
@@ -22,6 +25,8 @@ pub struct ApiCall {
     pub aws: Option<AwsCall>,
     /// An SQL text sent through libpq.
     pub sql: Option<String>,
+    /// The database of the query's connection, where it could be read.
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,7 +47,8 @@ pub struct AwsCall {
 
 impl ApiCall {
     /// Reads an example: `aws SERVICE OPERATION [REGION]`, `http METHOD HOST
-    /// PATH` or `sql TEXT` (as `guardctl explain --api` takes them).
+    /// PATH`, `sql TEXT` or `sql@DATABASE TEXT` (as `guardctl explain --api`
+    /// takes them).
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         let (kind, rest) = text.split_once(' ').unwrap_or((text, ""));
@@ -64,13 +70,22 @@ impl ApiCall {
                 }),
                 ..Self::default()
             }),
-            ("sql", _) if !rest.trim().is_empty() => Ok(Self {
-                sql: Some(rest.trim().to_string()),
-                ..Self::default()
-            }),
+            (kind, _) if kind.starts_with("sql") && !rest.trim().is_empty() => {
+                let database = match &kind[3..] {
+                    "" => None,
+                    at => Some(at.strip_prefix('@').filter(|d| !d.is_empty()).ok_or_else(
+                        || format!("API example {text:?}: write `sql@DATABASE TEXT`"),
+                    )?),
+                };
+                Ok(Self {
+                    sql: Some(rest.trim().to_string()),
+                    database: database.map(str::to_string),
+                    ..Self::default()
+                })
+            }
             _ => Err(format!(
                 "API example {text:?} is not `aws SERVICE OPERATION [REGION]`, \
-                 `http METHOD HOST PATH` or `sql TEXT`"
+                 `http METHOD HOST PATH` or `sql[@DATABASE] TEXT`"
             )),
         }
     }
@@ -89,7 +104,10 @@ impl ApiCall {
                     .to_string()
             }
             (None, Some(http), _) => format!("{} {}{}", http.method, http.host, http.path),
-            (None, None, Some(sql)) => format!("SQL {sql}"),
+            (None, None, Some(sql)) => match &self.database {
+                Some(database) => format!("SQL on {database}: {sql}"),
+                None => format!("SQL {sql}"),
+            },
             (None, None, None) => "an unreadable request".into(),
         }
     }
@@ -109,6 +127,7 @@ pub struct ApiRuleFile {
     pub hosts: Vec<String>,
     pub paths: Vec<String>,
     pub sql: Vec<String>,
+    pub databases: Vec<String>,
     pub action: Option<Action>,
     pub approvals: Option<u32>,
     pub approvers: Vec<String>,
@@ -129,6 +148,7 @@ pub struct ApiRule {
     hosts: Vec<String>,
     paths: Vec<String>,
     sql: Vec<String>,
+    databases: Vec<String>,
     pub action: Action,
     pub terms: HoldTerms,
     pub message: Option<String>,
@@ -159,6 +179,9 @@ impl ApiRule {
         if (http || aws) && !file.sql.is_empty() {
             return Err(fail("sql cannot be matched with HTTP fields in one rule"));
         }
+        if file.sql.is_empty() && !file.databases.is_empty() {
+            return Err(fail("databases needs sql kinds to match"));
+        }
         if file.approvals == Some(0) {
             return Err(fail("approvals must be at least 1"));
         }
@@ -172,6 +195,7 @@ impl ApiRule {
             hosts: lower(&file.hosts),
             paths: file.paths.clone(),
             sql: file.sql.clone(),
+            databases: file.databases.clone(),
             action,
             terms: super::rule::hold_terms(
                 file.approvals,
@@ -191,6 +215,17 @@ impl ApiRule {
             let kinds = sql::classify(call.sql.as_deref()?);
             let kind = kinds.iter().find(|k| self.sql.iter().any(|s| s == *k))?;
             why.push(format!("SQL: {kind}"));
+            if !self.databases.is_empty() {
+                match &call.database {
+                    Some(database) if any_glob(&self.databases, database) => {
+                        why.push(format!("database {database}"));
+                    }
+                    Some(_) => return None,
+                    // Unknown: a hold or deny is kept, an allowance not given.
+                    None if self.action == Action::Allow => return None,
+                    None => why.push("database unknown".into()),
+                }
+            }
             return Some(why);
         }
         if !(self.aws_services.is_empty() && self.aws_operations.is_empty()) {
@@ -327,6 +362,33 @@ mod tests {
         assert!(rule
             .matches(&ApiCall::parse("sql SELECT 'drop table t'").unwrap())
             .is_none());
+    }
+
+    #[test]
+    fn a_databases_rule_matches_by_name_and_holds_when_the_name_is_unknown() {
+        let hold = rule(
+            r#"id = "prod-drop"
+               action = "hold"
+               sql = ["drop"]
+               databases = ["prod*"]"#,
+        );
+        let call = |text: &str| ApiCall::parse(text).unwrap();
+        assert!(hold.matches(&call("sql@prod_eu DROP TABLE t")).is_some());
+        assert!(hold.matches(&call("sql@scratch DROP TABLE t")).is_none());
+        assert!(hold.matches(&call("sql DROP TABLE t")).is_some());
+        assert_eq!(
+            call("sql@prod_eu DROP TABLE t").describe(),
+            "SQL on prod_eu: DROP TABLE t"
+        );
+        let allow = rule(
+            r#"id = "scratch"
+               action = "allow"
+               sql = ["drop"]
+               databases = ["scratch"]"#,
+        );
+        assert!(allow.matches(&call("sql@scratch DROP TABLE t")).is_some());
+        assert!(allow.matches(&call("sql DROP TABLE t")).is_none());
+        assert!(ApiCall::parse("sql@ DROP TABLE t").is_err());
     }
 
     #[test]

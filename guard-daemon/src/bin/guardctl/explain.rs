@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long, value_name = "K=V")]
     env: Vec<String>,
     /// Judge an API call by the `[[api]]` rules instead: ARGV is `aws
-    /// SERVICE OPERATION [REGION]`, `http METHOD HOST PATH` or `sql TEXT`.
+    /// SERVICE OPERATION [REGION]`, `http METHOD HOST PATH` or `sql[@DATABASE] TEXT`.
     #[arg(long, conflicts_with = "request")]
     api: bool,
     /// Judge the raw HTTP/1.x request in FILE (`-`: stdin) by the `[[api]]` rules.
