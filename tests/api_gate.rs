@@ -727,3 +727,86 @@ fn a_held_api_call_survives_a_guardd_crash_under_the_same_id() {
     assert!(moto.has_bucket("kept-across"));
     assert!(guard.pending().is_empty());
 }
+
+/// Builds tests/api/go_client.go with the system's Go (`golang-go`) into
+/// `dir`, stripped of its symbol table when asked (`-s -w`): then the write
+/// is found in the pclntab alone.
+fn go_client(dir: &Path, stripped: bool) -> PathBuf {
+    let program = dir.join(if stripped { "go-stripped" } else { "go-client" });
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/go-cache");
+    let mut build = Command::new("go");
+    build
+        .args(["build", "-o"])
+        .arg(&program)
+        .env("GOCACHE", &cache)
+        .env("GOPATH", cache.join("path"))
+        .env("GO111MODULE", "off")
+        .env("CGO_ENABLED", "0");
+    if stripped {
+        build.arg("-ldflags=-s -w");
+    }
+    let out = build.arg(fixture("go_client.go")).output().expect("run go");
+    assert!(out.status.success(), "go build: {out:?}");
+    program
+}
+
+#[test]
+fn go_https_delete_is_held_in_gos_own_tls_symbols_or_stripped() {
+    let guard = Daemon::start(POLICY);
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    for stripped in [false, true] {
+        let program = go_client(dir.path(), stripped);
+        let bucket = if stripped {
+            "go-stripped"
+        } else {
+            "go-symbols"
+        };
+        outside(&mut moto.aws(&["create_bucket", bucket]));
+        let go = |method: &str, path: &str| {
+            let mut command = Command::new(&program);
+            command.arg(&moto.port).arg(&moto.cert).args([method, path]);
+            command
+        };
+        let holds = guard.audit_events(AuditEvent::Hold).len();
+        let (status, out, err) = in_session(&guard, &go("GET", "/")).wait();
+        assert!(status.success(), "{out}{err}");
+        assert_eq!(
+            guard.audit_events(AuditEvent::Hold).len(),
+            holds,
+            "GET held"
+        );
+        // Denied: Write returns net.ErrClosed, the process goes on.
+        let client = in_session(&guard, &go("DELETE", &format!("/{bucket}")));
+        let hold = guard.wait_hold("DELETE");
+        assert_eq!(
+            hold.operation.as_deref(),
+            Some(format!("DELETE 127.0.0.1/{bucket}").as_str())
+        );
+        guard.decide("deny", &hold);
+        let (status, out, err) = client.wait();
+        assert_eq!(status.code(), Some(1), "{out}{err}");
+        assert!(out.contains("closed"), "{out}");
+        assert!(err.contains("was not sent"), "{err}");
+        assert!(moto.has_bucket(bucket));
+        // Approved: it goes.
+        let client = in_session(&guard, &go("DELETE", &format!("/{bucket}")));
+        let hold = guard.wait_hold("DELETE");
+        guard.decide("approve", &hold);
+        let (status, out, err) = client.wait();
+        assert!(status.success(), "{out}{err}");
+        assert!(!moto.has_bucket(bucket));
+    }
+    // Outside a session the same program is never stopped.
+    outside(&mut moto.aws(&["create_bucket", "go-outside"]));
+    let program = dir.path().join("go-stripped");
+    let out = Command::new(&program)
+        .arg(&moto.port)
+        .arg(&moto.cert)
+        .args(["DELETE", "/go-outside"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!moto.has_bucket("go-outside"));
+    assert!(guard.pending().is_empty());
+}

@@ -418,10 +418,13 @@ pub enum ApiHook {
     /// (`ssl_write_internal(SSL *, const void *, size_t, ...)`), probed in
     /// their place where its first instruction is one the kernel emulates.
     SslWriteInternal = 13,
+    /// Go's `func (c *crypto/tls.Conn) Write(b []byte) (int, error)`, in the
+    /// register ABI: `c` in RAX, `b`'s pointer and length in RBX and RCX.
+    GoTlsWrite = 14,
 }
 
 impl ApiHook {
-    pub const ALL: [ApiHook; 13] = [
+    pub const ALL: [ApiHook; 14] = [
         Self::SslWrite,
         Self::SslWriteEx,
         Self::GnutlsRecordSend,
@@ -435,6 +438,7 @@ impl ApiHook {
         Self::GnutlsDeinit,
         Self::Dlopen,
         Self::SslWriteInternal,
+        Self::GoTlsWrite,
     ];
 
     pub fn from_u32(value: u32) -> Option<Self> {
@@ -457,6 +461,7 @@ impl ApiHook {
             Self::GnutlsDeinit => "gnutls_deinit",
             Self::Dlopen => "dlopen",
             Self::SslWriteInternal => "ssl_write_internal",
+            Self::GoTlsWrite => "crypto/tls.(*Conn).Write",
         }
     }
 
@@ -516,10 +521,11 @@ pub struct ApiHeldEntry {
 /// Attach cookie of an API probe: the `ApiHook` in the low byte ...
 pub const API_COOKIE_HOOK: u32 = 0xff;
 /// ... and from bit 16 the offset of a field in the connection (the first
-/// argument; 0: not known). On OpenSSL's writes: `shutdown` in its `SSL`;
-/// guardd fails a denied write by setting `SSL_SENT_SHUTDOWN` there, so
-/// that OpenSSL refuses the write itself and the client closes the
-/// connection. On libpq's queries: the database name's pointer in its
+/// argument, Go's receiver; 0: not known). On OpenSSL's writes: `shutdown`
+/// in its `SSL`; guardd fails a denied write by setting `SSL_SENT_SHUTDOWN`
+/// there, so that OpenSSL refuses the write itself and the client closes
+/// the connection. On Go's: `activeCall` in its `tls.Conn`, whose low bit
+/// makes `Write` return `net.ErrClosed` the same way. On libpq's queries: the database name's pointer in its
 /// `PGconn`, which guardd reads to name the database.
 pub const API_COOKIE_FIELD_SHIFT: u32 = 16;
 /// Set on the link of a probe event that several functions share (the

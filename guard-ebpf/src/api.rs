@@ -26,7 +26,8 @@ use crate::maps::{
 const SIGKILL: u32 = 9;
 const SIGSTOP: u32 = 19;
 
-/// `SSL_write`, `SSL_write_ex`, `gnutls_record_send`: (connection, buffer, length).
+/// `SSL_write`, `SSL_write_ex`, `gnutls_record_send`: (connection, buffer,
+/// length); Go's `(*tls.Conn).Write` the same in RAX, RBX, RCX.
 #[uprobe]
 pub fn api_tls_write(ctx: ProbeContext) -> u32 {
     let Some((pid_tgid, session_id)) = in_session() else {
@@ -34,8 +35,25 @@ pub fn api_tls_write(ctx: ProbeContext) -> u32 {
     };
     let regs = unsafe { &*ctx.regs };
     let hook = hook_of(&ctx);
-    let (conn, buf) = (regs.rdi, regs.rsi);
-    let mut len = regs.rdx;
+    // Read as they are, chosen after (see `api_sql_query`).
+    let (c_abi, go_abi) = unsafe {
+        (
+            (
+                core::ptr::read_volatile(&regs.rdi),
+                core::ptr::read_volatile(&regs.rsi),
+                core::ptr::read_volatile(&regs.rdx),
+            ),
+            (
+                core::ptr::read_volatile(&regs.rax),
+                core::ptr::read_volatile(&regs.rbx),
+                core::ptr::read_volatile(&regs.rcx),
+            ),
+        )
+    };
+    let (conn, buf, mut len) = match hook & API_COOKIE_HOOK == ApiHook::GoTlsWrite as u32 {
+        true => go_abi,
+        false => c_abi,
+    };
     if hook & API_COOKIE_HOOK == ApiHook::SslWrite as u32 {
         // An int: a negative one fails in OpenSSL before anything is sent.
         if len as u32 > i32::MAX as u32 {

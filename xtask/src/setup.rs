@@ -36,6 +36,8 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     ("node", "nodejs"),
     // A GnuTLS client (gnutls_record_send).
     ("gnutls-cli", "gnutls-bin"),
+    // Go clients built by the tests (crypto/tls, found in the pclntab).
+    ("go", "golang-go"),
     ("pg_config", "libpq-dev"),
 ];
 

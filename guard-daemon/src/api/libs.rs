@@ -1,7 +1,8 @@
 //! Where the API probes go: every OpenSSL, GnuTLS and libpq the dynamic
 //! loader knows (`ldconfig -p`), the libraries session processes map from
 //! elsewhere (a venv's wheels bundle their own libssl and libpq), and
-//! programs that carry OpenSSL themselves (Node.js exports `SSL_write`).
+//! programs that carry OpenSSL themselves (Node.js exports `SSL_write`),
+//! and Go programs (their own `crypto/tls`, see `golang`).
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
@@ -11,14 +12,27 @@ use std::{
 use guard_common::ApiHook;
 use object::{Object, ObjectSymbol};
 
-use super::prologue;
+use super::{golang, prologue};
 
 /// File-name prefixes of the client libraries.
 const LIBRARIES: &[&str] = &["libssl.so", "libssl-", "libgnutls.so", "libpq.so", "libpq-"];
 /// The C libraries whose `dlopen` tells of libraries loaded later.
 const LOADERS: &[&str] = &["libc.so.6", "libdl.so.2"];
-/// Programs known to carry OpenSSL statically.
-const PROGRAMS: &[&str] = &["node", "nodejs"];
+/// Programs known to carry their TLS themselves: Node.js (OpenSSL), and
+/// the Go infrastructure tools, probed before their first use (other Go
+/// programs are, when a session runs them: see `exec_gate`).
+const PROGRAMS: &[&str] = &[
+    "node",
+    "nodejs",
+    "kubectl",
+    "terraform",
+    "tofu",
+    "helm",
+    "gh",
+    "doctl",
+    "eksctl",
+    "pulumi",
+];
 /// Where such programs are looked for besides `PATH`.
 const PROGRAM_DIRS: &[&str] = &["/usr/bin", "/usr/local/bin"];
 
@@ -90,6 +104,8 @@ pub struct Probed {
     pub points: Vec<ProbePoint>,
     pub ssl_shutdown: Option<u16>,
     pub pq_db: Option<u16>,
+    /// Go's `tls.Conn.activeCall`.
+    pub go_active_call: Option<u16>,
 }
 
 impl Probed {
@@ -130,8 +146,31 @@ pub fn probed_in(path: &Path) -> Probed {
         points.retain(|p| !internal.covers.contains(&p.hook));
         points.push(internal.point);
     }
+    let mut go_active_call = None;
+    match golang::inspect(&object) {
+        golang::GoBinary::TlsWrite {
+            address,
+            active_call,
+        } => {
+            if let Some(offset) = code.file_offset(address) {
+                points.push(ProbePoint {
+                    hook: ApiHook::GoTlsWrite,
+                    offset,
+                });
+                go_active_call = active_call;
+            }
+        }
+        golang::GoBinary::Unsupported(why) => {
+            tracing::warn!(
+                "{}: a Go program the API gate cannot probe: {why}",
+                path.display()
+            );
+        }
+        golang::GoBinary::NotGo | golang::GoBinary::WithoutTls => {}
+    }
     Probed {
         points,
+        go_active_call,
         ssl_shutdown: accessor_offset(&object, "SSL_get_shutdown"),
         pq_db: accessor_offset(&object, "PQdb"),
     }
@@ -236,8 +275,9 @@ fn accessor_offset(object: &object::File<'_>, accessor: &str) -> Option<u16> {
 fn probed(hook: ApiHook, path: &Path) -> bool {
     match hook {
         ApiHook::PqExec | ApiHook::PqExecParams | ApiHook::PqPrepare => false,
-        // Found by following SSL_write_ex (`ssl_write_internal`).
-        ApiHook::SslWriteInternal => false,
+        // Found by following SSL_write_ex (`ssl_write_internal`); Go's by
+        // its own table.
+        ApiHook::SslWriteInternal | ApiHook::GoTlsWrite => false,
         ApiHook::Dlopen => path.file_name().is_some_and(|name| {
             let name = name.to_string_lossy();
             name.starts_with("libc.so") || name.starts_with("libdl.so")

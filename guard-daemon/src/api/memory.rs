@@ -87,18 +87,19 @@ pub fn pq_database(entry: &ApiHeldEntry) -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
-/// `SSL_SENT_SHUTDOWN` of OpenSSL's `shutdown` flags.
-const SSL_SENT_SHUTDOWN: u32 = 1;
+/// The low bit of the connection's closing flags: OpenSSL's
+/// `SSL_SENT_SHUTDOWN`, Go's closed bit of `tls.Conn.activeCall`.
+const CLOSED_BIT: u32 = 1;
 
-/// Marks a stopped OpenSSL write's (`SSL_write`, `SSL_write_ex`) connection as shut down, where the
-/// probe's cookie says where its flags are: the write then fails inside
-/// OpenSSL with `PROTOCOL_IS_SHUTDOWN`, and the client drops the
-/// connection (a bare error return leaves some clients, Node's among
-/// them, waiting to write again forever).
-pub fn shut_down_ssl(entry: &ApiHeldEntry) -> Result<(), String> {
+/// Marks a stopped TLS write's connection closed, where the probe's cookie
+/// says where its flags are: an OpenSSL write then fails inside OpenSSL
+/// with `PROTOCOL_IS_SHUTDOWN`, a Go one returns `net.ErrClosed`, and the
+/// client drops the connection (a bare error return leaves some clients,
+/// Node's among them, waiting to write again forever).
+pub fn mark_closed(entry: &ApiHeldEntry) -> Result<(), String> {
     let offset = u64::from(entry.hook >> API_COOKIE_FIELD_SHIFT);
     if offset == 0 {
-        return Err("where this OpenSSL keeps its shutdown flags is not known".into());
+        return Err("where this TLS library keeps its closing flags is not known".into());
     }
     let at = entry.conn + offset;
     let bytes = read_memory(entry.pid, at, 4).map_err(|err| err.to_string())?;
@@ -107,9 +108,9 @@ pub fn shut_down_ssl(entry: &ApiHeldEntry) -> Result<(), String> {
         pid = entry.pid,
         at,
         flags,
-        "marking an OpenSSL connection shut down"
+        "marking a TLS connection closed"
     );
-    let flags = (flags | SSL_SENT_SHUTDOWN).to_le_bytes();
+    let flags = (flags | CLOSED_BIT).to_le_bytes();
     let local = [std::io::IoSlice::new(&flags)];
     let remote = [nix::sys::uio::RemoteIoVec {
         base: at as usize,

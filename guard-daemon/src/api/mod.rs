@@ -1,11 +1,12 @@
 //! The API-client gate's reading of what a stopped process was about to
 //! send: HTTP/1.x requests in TLS writes (`http`, `conns`), the AWS call
 //! in a request (`aws`), which libraries carry the probes (`libs`) and
-//! where on their functions (`prologue`), and the stopped process's memory
-//! (`memory`).
+//! where on their functions (`prologue`; Go binaries' own write: `golang`),
+//! and the stopped process's memory (`memory`).
 //! Judging is the policy's (`policy::api`).
 pub mod aws;
 pub mod conns;
+pub mod golang;
 pub mod http;
 pub mod libs;
 pub mod memory;

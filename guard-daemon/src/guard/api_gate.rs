@@ -37,6 +37,9 @@ pub(super) struct ApiGate {
     /// Threads stopped at a call that guardd took into ptrace-stop before
     /// it continued another thread of their process (see `keep_other_stops`).
     seized: std::collections::HashSet<u32>,
+    /// Programs session processes executed that were looked into for a TLS
+    /// of their own: (device, inode, change time).
+    images_seen: std::collections::HashSet<(u64, u64, i64)>,
 }
 
 impl Guard {
@@ -151,6 +154,48 @@ impl Guard {
             record,
         };
         self.finish(ending, outcome);
+    }
+
+    /// A session process stopped at its exec: a program with a TLS of its
+    /// own (a Go binary: a terraform provider, kubectl, one the agent
+    /// built) gets the write probe before it runs. Each file once. Err: the
+    /// program has a TLS write that could not be probed (it must not run
+    /// unseen).
+    pub(super) fn probe_exec_image(&mut self, pid: u32) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt as _;
+        let exe = format!("/proc/{pid}/exe");
+        let Ok(meta) = std::fs::metadata(&exe) else {
+            return Ok(()); // gone: nothing runs
+        };
+        let image = (meta.dev(), meta.ino(), meta.ctime());
+        if self.api.images_seen.contains(&image) {
+            return Ok(());
+        }
+        // By its name where it has one, else (deleted, a memfd) through the
+        // process's link, which the kernel resolves to the same file.
+        let path = std::fs::read_link(&exe)
+            .ok()
+            .filter(|p| p.is_absolute() && !p.to_string_lossy().ends_with(" (deleted)"))
+            .unwrap_or_else(|| exe.into());
+        let attached = self.kernel.attach_api(&path);
+        if attached.is_ok() {
+            self.api.images_seen.insert(image);
+        }
+        match attached {
+            Ok(Some(target)) => {
+                tracing::info!(
+                    pid,
+                    file = %target.path.display(),
+                    "API probes attached to a program a session runs"
+                );
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(err) => Err(format!(
+                "could not probe {} that the process runs: {err}",
+                path.display()
+            )),
+        }
     }
 
     /// A session process mapped a library: any client library among its
@@ -468,7 +513,9 @@ impl Guard {
             format!(
                 "uprobes on {} file(s) ({}): TLS writes and libpq queries of session \
                  processes stop unless a lone GET/HEAD/OPTIONS or a short SELECT/SHOW; a \
-                 denied OpenSSL write fails inside OpenSSL, other calls return their error; \
+                 denied OpenSSL or Go write fails inside its TLS library (Go programs: the \
+                 tools in PATH at start, and every program a session runs from outside the \
+                 system's program directories), other calls return their error; \
                  the {} TLS write probes ({} tracefs event(s)) trap in session tasks only \
                  (followed: {sessions} session(s)), and not while guardd is down (held calls \
                  stay held){}",
@@ -484,8 +531,10 @@ impl Guard {
         (
             "api_client_gate".into(),
             format!(
-                "{shown}; NOT seen: Go's crypto/tls, rustls, BoringSSL in static binaries \
-                 (Bun), HTTP/2 and gRPC (read as another protocol and passed), plain HTTP, \
+                "{shown}; NOT seen: Go programs built before Go 1.18, a root-owned Go program \
+                 in a program directory under a name not probed at start, rustls, BoringSSL \
+                 in static binaries (Bun), HTTP/2 and gRPC (read as another protocol and \
+                 passed: Go's default for most cloud endpoints), plain HTTP, \
                  clients that bypass libpq (asyncpg), and client libraries loaded from \
                  elsewhere until guardd finds them mapped"
             ),

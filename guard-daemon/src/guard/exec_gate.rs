@@ -113,6 +113,13 @@ impl Guard {
             let ending = stop_ending(stop.pid, None, stop.session, None, None);
             return self.finish(ending, Outcome::Gone);
         };
+        if let Err(why) = self.probe_exec_image(stop.pid) {
+            tracing::error!(pid = stop.pid, "{why}");
+            if let Ok(process) = pidfd.identify() {
+                self.fail_closed(&process, stop.session, &why, None);
+            }
+            return;
+        }
         let command = self.stopped_command(&stop);
         let explanation = command
             .as_ref()

@@ -2,7 +2,10 @@
 //! guardd finds (pinned like the other links, so they hold while guardd
 //! restarts), `API_HELD` of the calls they stopped, `API_CONNS` of the
 //! connections guardd is in the middle of a request of.
-use std::path::{Path, PathBuf};
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
 
 use aya::programs::{
     links::FdLink,
@@ -23,6 +26,8 @@ use crate::api::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiTarget {
     pub path: PathBuf,
+    /// (device, inode): a file rebuilt under the same path is another.
+    pub file: (u64, u64),
     pub points: Vec<ProbePoint>,
     /// Where its OpenSSL keeps an `SSL`'s shutdown flags, if known.
     pub ssl_shutdown: Option<u16>,
@@ -61,7 +66,10 @@ impl Kernel {
         path: &Path,
         followed: &mut Vec<super::api_follow::FollowedPoint>,
     ) -> Result<Option<ApiTarget>, KernelError> {
-        if self.api_targets.iter().any(|t| t.path == path) {
+        let file = std::fs::metadata(path)
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|err| KernelError::Pin(format!("{}: {err}", path.display())))?;
+        if self.api_targets.iter().any(|t| t.file == file) {
             return Ok(None);
         }
         let probed = crate::api::libs::probed_in(path);
@@ -108,6 +116,7 @@ impl Kernel {
         }
         let target = ApiTarget {
             path: path.to_path_buf(),
+            file,
             points: points.clone(),
             ssl_shutdown,
         };
@@ -189,6 +198,7 @@ impl Kernel {
 fn cookie(hook: ApiHook, probed: &Probed) -> u64 {
     let field = match hook {
         ApiHook::SslWrite | ApiHook::SslWriteEx | ApiHook::SslWriteInternal => probed.ssl_shutdown,
+        ApiHook::GoTlsWrite => probed.go_active_call,
         _ if hook.is_sql() => probed.pq_db,
         _ => None,
     };
@@ -200,6 +210,7 @@ fn program_of(hook: ApiHook) -> &'static str {
         ApiHook::SslWrite
         | ApiHook::SslWriteEx
         | ApiHook::SslWriteInternal
+        | ApiHook::GoTlsWrite
         | ApiHook::GnutlsRecordSend => program::API_TLS_WRITE,
         ApiHook::SslFree | ApiHook::GnutlsDeinit => program::API_TLS_FREE,
         ApiHook::Dlopen => program::API_DLOPEN_RETURN,

@@ -61,6 +61,7 @@ pub fn followed(hook: ApiHook) -> bool {
             | ApiHook::SslWriteEx
             | ApiHook::SslWriteInternal
             | ApiHook::GnutlsRecordSend
+            | ApiHook::GoTlsWrite
     )
 }
 

@@ -8,7 +8,7 @@ use guard_common::{ApiHeldEntry, ApiHook};
 
 use super::{hook_of, Guard};
 use crate::{
-    api::memory::shut_down_ssl, holds::ApiStopped, process::ProcessHandle, procfs, tracer::FailCall,
+    api::memory::mark_closed, holds::ApiStopped, process::ProcessHandle, procfs, tracer::FailCall,
 };
 
 impl Guard {
@@ -40,20 +40,23 @@ impl Guard {
             return self.kill_denied(process, stopped, "its thread left its call's start");
         }
         if !allowed {
-            // OpenSSL refuses the write itself once its connection is shut
-            // down; elsewhere the thread returns the function's error.
-            let openssl = matches!(
-                hook_of(&stopped.entry),
-                Some(ApiHook::SslWrite | ApiHook::SslWriteEx | ApiHook::SslWriteInternal)
-            );
-            let shut = openssl
-                && shut_down_ssl(&stopped.entry)
-                    .inspect_err(|err| {
-                        tracing::warn!(tid, "OpenSSL connection not shut down: {err}")
-                    })
+            // OpenSSL and Go refuse the write themselves once their
+            // connection is marked closed; elsewhere the thread returns the
+            // function's error. A Go function cannot be made to return one.
+            let hook = hook_of(&stopped.entry);
+            let go = hook == Some(ApiHook::GoTlsWrite);
+            let marks_closed = go
+                || matches!(
+                    hook,
+                    Some(ApiHook::SslWrite | ApiHook::SslWriteEx | ApiHook::SslWriteInternal)
+                );
+            let shut = marks_closed
+                && mark_closed(&stopped.entry)
+                    .inspect_err(|err| tracing::warn!(tid, "connection not marked closed: {err}"))
                     .is_ok();
             let failed = shut
                 || (traced
+                    && !go
                     && self
                         .tracer
                         .fail_call(tid, fail_call(&stopped.entry))
