@@ -770,7 +770,7 @@ fn go_https_delete_is_held_in_gos_own_tls_symbols_or_stripped() {
         };
         let holds = guard.audit_events(AuditEvent::Hold).len();
         let (status, out, err) = in_session(&guard, &go("GET", "/")).wait();
-        assert!(status.success(), "{out}{err}");
+        assert!(status.success(), "{out}{err}{}", guard.log());
         assert_eq!(
             guard.audit_events(AuditEvent::Hold).len(),
             holds,
@@ -796,6 +796,36 @@ fn go_https_delete_is_held_in_gos_own_tls_symbols_or_stripped() {
         let (status, out, err) = client.wait();
         assert!(status.success(), "{out}{err}");
         assert!(!moto.has_bucket(bucket));
+    }
+    // Rebuilt under the same path (a new file): probed again; the old
+    // file's probes go once nothing runs it.
+    use std::os::unix::fs::MetadataExt;
+    let path = dir.path().join("go-client");
+    let before = std::fs::metadata(&path).unwrap().ino();
+    std::fs::remove_file(&path).unwrap();
+    go_client(dir.path(), false);
+    assert_ne!(std::fs::metadata(&path).unwrap().ino(), before);
+    outside(&mut moto.aws(&["create_bucket", "go-rebuilt"]));
+    let client = in_session(
+        &guard,
+        Command::new(&path)
+            .arg(&moto.port)
+            .arg(&moto.cert)
+            .args(["DELETE", "/go-rebuilt"]),
+    );
+    let hold = guard.wait_hold("DELETE");
+    guard.decide("deny", &hold);
+    let (status, _, _) = client.wait();
+    assert_eq!(status.code(), Some(1));
+    assert!(moto.has_bucket("go-rebuilt"));
+    let probed = |guard: &Daemon| {
+        let gate = common::mechanism(&guard.status(), "api_client_gate");
+        gate.matches(&path.display().to_string()).count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while probed(&guard) != 1 {
+        assert!(Instant::now() < deadline, "the old binary's probes stay");
+        std::thread::sleep(Duration::from_millis(200));
     }
     // Outside a session the same program is never stopped.
     outside(&mut moto.aws(&["create_bucket", "go-outside"]));

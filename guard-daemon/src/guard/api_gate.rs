@@ -24,6 +24,8 @@ use crate::{
 /// How long a decision on a call also answers the client's identical
 /// retries (an SDK retries a failed or refused call on a new connection).
 const RETRY_WINDOW: Duration = Duration::from_secs(60);
+/// How often the probes of Go programs that are gone are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
 /// Bytes of an SQL text guardd reads.
 const SQL_LIMIT: usize = 1 << 20;
 /// The rule id of a call that could not be read whole.
@@ -40,6 +42,8 @@ pub(super) struct ApiGate {
     /// Programs session processes executed that were looked into for a TLS
     /// of their own: (device, inode, change time).
     images_seen: std::collections::HashSet<(u64, u64, i64)>,
+    /// When the probes of programs that are gone were last looked for.
+    pruned: Option<Instant>,
 }
 
 impl Guard {
@@ -195,6 +199,17 @@ impl Guard {
                 "could not probe {} that the process runs: {err}",
                 path.display()
             )),
+        }
+    }
+
+    /// The programs session `only` (every session when None) runs now: at
+    /// guardd's start (the probes of programs found at exec were removed
+    /// with the previous guardd's links) and when a session is adopted.
+    pub(super) fn probe_session_programs(&mut self, only: Option<u32>) {
+        for tid in self.kernel.session_tasks(only) {
+            if let Err(why) = self.probe_exec_image(tid) {
+                tracing::error!(tid, "a session task runs unprobed: {why}");
+            }
         }
     }
 
@@ -562,6 +577,13 @@ impl Guard {
             .conns
             .retain_processes(|pid| procfs::stat(pid).is_ok());
         self.api.seized.retain(|tid| procfs::stat(*tid).is_ok());
+        if self.api.pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            self.api.pruned = Some(Instant::now());
+            let gone = self.kernel.prune_api_programs();
+            self.api
+                .images_seen
+                .retain(|(dev, ino, _)| !gone.contains(&(*dev, *ino)));
+        }
         let marked = self.kernel.api_held_procs();
         if !marked.is_empty() {
             self.kernel.forget_api_held_procs(&marked);

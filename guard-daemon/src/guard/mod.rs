@@ -128,6 +128,7 @@ impl Guard {
             state,
         };
         guard.restore(restored);
+        guard.probe_session_programs(None);
         guard.sync_own_files();
         guard.sync_gate_roots();
         guard.set_report_calls();

@@ -112,7 +112,7 @@ impl Kernel {
             let link = probe.take_link(link).map_err(KernelError::program(name))?;
             let link = FdLink::try_from(link)
                 .map_err(|err| KernelError::Pin(format!("{name} on {}: {err}", path.display())))?;
-            self.pin_link(pin_name(point.hook, path), link)?;
+            self.pin_link(pin_name(point.hook, path, file), link)?;
         }
         let target = ApiTarget {
             path: path.to_path_buf(),
@@ -122,6 +122,50 @@ impl Kernel {
         };
         self.api_targets.push(target.clone());
         Ok(Some(target))
+    }
+
+    /// Drops the probes of Go programs whose file is gone (deleted or
+    /// rebuilt: each `go test` runs a new binary) once no session task maps
+    /// it any more; the files dropped. Outside sessions the probes do nothing.
+    pub fn prune_api_programs(&mut self) -> Vec<(u64, u64)> {
+        let is_gone = |target: &ApiTarget| {
+            target.points.iter().any(|p| p.hook == ApiHook::GoTlsWrite)
+                && std::fs::metadata(&target.path)
+                    .map(|m| (m.dev(), m.ino()))
+                    .ok()
+                    != Some(target.file)
+        };
+        if !self.api_targets.iter().any(is_gone) {
+            return Vec::new();
+        }
+        let mut mapped = std::collections::HashSet::new();
+        for tid in self.session_tasks(None) {
+            let maps = std::fs::read_to_string(format!("/proc/{tid}/maps")).unwrap_or_default();
+            mapped.extend(maps.lines().filter_map(mapped_file));
+        }
+        let unused = |target: &ApiTarget| {
+            let (dev, ino) = target.file;
+            is_gone(target)
+                && !mapped.contains(&(libc::major(dev).into(), libc::minor(dev).into(), ino))
+        };
+        let (dropped, kept): (Vec<ApiTarget>, Vec<ApiTarget>) =
+            std::mem::take(&mut self.api_targets)
+                .into_iter()
+                .partition(unused);
+        self.api_targets = kept;
+        for target in &dropped {
+            for point in &target.points {
+                let name = pin_name(point.hook, &target.path, target.file);
+                if let Some(link) = self.links.remove(&name) {
+                    // Unpinned and dropped: detached.
+                    if let Err(err) = link.unpin() {
+                        tracing::warn!("{name}: not unpinned: {err}");
+                    }
+                }
+            }
+            tracing::info!(file = %target.path.display(), "API probes of a program that is gone removed");
+        }
+        dropped.into_iter().map(|t| t.file).collect()
     }
 
     /// The libraries and programs the probes are on.
@@ -220,10 +264,31 @@ fn program_of(hook: ApiHook) -> &'static str {
 
 /// `api_SYMBOL_HASH` (bpffs refuses names with dots): one pin per function
 /// and file, the same across restarts.
-fn pin_name(hook: ApiHook, path: &Path) -> String {
-    format!(
-        "api_{}_{:016x}",
-        hook.symbol(),
-        super::uprobe_events::hash_of(path)
-    )
+/// A Go program's name holds its inode too: a binary rebuilt under the
+/// same path is probed beside the old one, which may still run.
+fn pin_name(hook: ApiHook, path: &Path, (dev, ino): (u64, u64)) -> String {
+    let hash = match hook {
+        ApiHook::GoTlsWrite => {
+            let named = format!("{}#{dev}:{ino}", path.display());
+            super::uprobe_events::hash_of(Path::new(&named))
+        }
+        _ => super::uprobe_events::hash_of(path),
+    };
+    // Go's symbol has a `/` and parentheses: not for a file name.
+    let symbol: String = (hook.symbol().chars())
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("api_{symbol}_{hash:016x}")
+}
+
+/// `dev inode` of a `/proc/PID/maps` line as (major, minor, inode).
+fn mapped_file(line: &str) -> Option<(u64, u64, u64)> {
+    let mut fields = line.split_whitespace().skip(3);
+    let (major, minor) = fields.next()?.split_once(':')?;
+    let ino = fields.next()?.parse().ok()?;
+    Some((
+        u64::from_str_radix(major, 16).ok()?,
+        u64::from_str_radix(minor, 16).ok()?,
+        ino,
+    ))
 }

@@ -61,7 +61,6 @@ pub fn followed(hook: ApiHook) -> bool {
             | ApiHook::SslWriteEx
             | ApiHook::SslWriteInternal
             | ApiHook::GnutlsRecordSend
-            | ApiHook::GoTlsWrite
     )
 }
 

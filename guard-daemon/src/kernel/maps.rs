@@ -127,6 +127,15 @@ impl Kernel {
         self.sessions.get(&tid, 0).ok()
     }
 
+    /// The tasks of session `only` (of all sessions when None).
+    pub fn session_tasks(&self, only: Option<u32>) -> Vec<u32> {
+        (self.sessions.iter())
+            .filter_map(Result::ok)
+            .filter(|(_, entry)| only.is_none_or(|id| entry.session_id == id))
+            .map(|(tid, _)| tid)
+            .collect()
+    }
+
     pub fn add_to_session(&mut self, tid: u32, entry: SessionEntry) -> Result<(), KernelError> {
         self.sessions
             .insert(tid, entry, 0)
