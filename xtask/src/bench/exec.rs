@@ -170,6 +170,7 @@ pub fn run() -> anyhow::Result<()> {
     let approve = approve_to_running(&bench)?;
     let load = super::burst::run(&bench)?;
     let api = super::api::run(&bench)?;
+    let go_api = super::go_api::run(&bench)?;
 
     let results = Results {
         machine: machine(),
@@ -204,6 +205,7 @@ pub fn run() -> anyhow::Result<()> {
         stop_continue_floor_added_us: floor,
         exec_load: load,
         api_client_gate: Some(api),
+        api_client_gate_go: Some(go_api),
     };
     fs::write(
         bench.dir.join("results.json"),
@@ -773,6 +775,9 @@ fn report(r: &Results) -> String {
         g.p50_us, g.p99_us, g.max_us, g.samples, e.p50_us, e.p99_us);
     if let Some(api) = &r.api_client_gate {
         out += &super::api::report(api, &row);
+    }
+    if let Some(go) = &r.api_client_gate_go {
+        out += &super::go_api::report(go, &row);
     }
     out
 }

@@ -5,6 +5,7 @@ mod auditd;
 mod burst;
 mod exec;
 mod fapolicyd;
+mod go_api;
 mod kernel_cost;
 mod peers;
 mod results;

@@ -119,6 +119,18 @@ pub(super) struct Results {
     /// Absent from runs before the API-client gate.
     #[serde(default)]
     pub api_client_gate: Option<ApiCost>,
+    /// Absent from runs before Go programs were probed.
+    #[serde(default)]
+    pub api_client_gate_go: Option<GoApiCost>,
+}
+
+/// The API-client gate on Go programs (`super::go_api`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct GoApiCost {
+    /// GETs on one keep-alive connection, in a session / without guardd.
+    pub get_loop: PairSummary,
+    /// A session's first exec of a Go binary against a later one.
+    pub first_exec_extra_ms: Summary,
 }
 
 /// The API-client gate (`super::api`): microseconds per 1 KiB `SSL_write`.
