@@ -420,48 +420,48 @@ impl Guard {
             api: Some(stopped),
             process,
         };
-        if earlier.is_some() {
-            tracing::info!(
-                id,
-                pid = hold.process.pid,
-                call,
-                "re-adopted a held API call"
-            );
-            record.event = Some(AuditEvent::Readopt);
-            record.request_id = Some(id);
-            record.decision = Some(AuditDecision::Hold);
-            self.audit.write(&record);
-            self.holds.insert(hold);
-            return;
-        }
-        self.exec_gate.stats.counts.held += 1;
-        if let Some(stderr) = &hold.stderr {
-            notice::write(
-                stderr,
-                &format!(
-                    "agent-guard: held the API call `{call}` (request {id}, rule {}). It is not \
-                     sent until {} approval(s) from {}, given outside this agent session; \
-                     without a decision it fails in {}.{} Do not try to approve or bypass it.\n",
-                    hold.rule,
-                    hold.terms.approvals_needed(),
-                    hold.terms.approvers_in_words(),
-                    format_duration(timeout),
-                    self.same_uid_auth().notice_warning(),
-                ),
-            );
+        let readopted = earlier.is_some();
+        if !readopted {
+            self.exec_gate.stats.counts.held += 1;
+            self.tell_api_held(&hold, &call, timeout);
         }
         tracing::info!(
             id,
             pid = hold.process.pid,
             rule = hold.rule,
             call,
+            readopted,
             "held an API call"
         );
-        record.event = Some(AuditEvent::Hold);
+        record.event = Some(match readopted {
+            true => AuditEvent::Readopt,
+            false => AuditEvent::Hold,
+        });
         record.request_id = Some(id);
         record.decision = Some(AuditDecision::Hold);
         self.audit.write(&record);
         self.holds.insert(hold);
+    }
+
+    /// The notice on the held process's stderr.
+    fn tell_api_held(&self, hold: &Hold, call: &str, timeout: Duration) {
+        let Some(stderr) = &hold.stderr else {
+            return;
+        };
+        notice::write(
+            stderr,
+            &format!(
+                "agent-guard: held the API call `{call}` (request {}, rule {}). It is not \
+                 sent until {} approval(s) from {}, given outside this agent session; \
+                 without a decision it fails in {}.{} Do not try to approve or bypass it.\n",
+                hold.id,
+                hold.rule,
+                hold.terms.approvals_needed(),
+                hold.terms.approvers_in_words(),
+                format_duration(timeout),
+                self.same_uid_auth().notice_warning(),
+            ),
+        );
     }
 
     /// A held call of a previous run, taken over as it was judged: the

@@ -192,20 +192,7 @@ struct Sink {
 
 impl Sink {
     fn start(bench: &Bench, program: &Path) -> anyhow::Result<Self> {
-        let (cert, key) = (
-            bench.dir.join("sink-cert.pem"),
-            bench.dir.join("sink-key.pem"),
-        );
-        cmd::run(
-            Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-                .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-                .args(["-subj", "/CN=127.0.0.1", "-keyout"])
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert)
-                .stderr(Stdio::null()),
-        )?;
+        let (cert, key) = self_signed(bench, "sink")?;
         let port_file = bench.dir.join("sink-port");
         let _ = fs::remove_file(&port_file);
         let stamp = bench.dir.join("sink-stamp");
@@ -214,19 +201,48 @@ impl Sink {
             .args([&port_file, &cert, &key, &stamp])
             .stdout(Stdio::null())
             .spawn()?;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let port = loop {
-            if let Ok(port) = fs::read_to_string(&port_file) {
-                if port.ends_with('\n') {
-                    break port.trim().to_string();
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("the TLS sink did not start");
-            }
-            sleep(Duration::from_millis(10));
-        };
+        let port = port_written(&port_file)?;
         Ok(Self { child, port, stamp })
+    }
+}
+
+/// A certificate and key for 127.0.0.1 under `bench.dir` (`NAME-cert.pem`,
+/// `NAME-key.pem`).
+pub(super) fn self_signed(bench: &Bench, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (
+        bench.dir.join(format!("{name}-cert.pem")),
+        bench.dir.join(format!("{name}-key.pem")),
+    );
+    cmd::run(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=127.0.0.1"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null()),
+    )?;
+    Ok((cert, key))
+}
+
+/// The port a server started on, once it has written its line to `port_file`.
+pub(super) fn port_written(port_file: &Path) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(port) = fs::read_to_string(port_file) {
+            if port.ends_with('\n') {
+                return Ok(port.trim().to_string());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no port in {} (the server did not start)",
+                port_file.display()
+            );
+        }
+        sleep(Duration::from_millis(10));
     }
 }
 

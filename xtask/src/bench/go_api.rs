@@ -7,8 +7,7 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    thread::sleep,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::{bail, Context as _};
@@ -139,23 +138,7 @@ struct Server {
 
 impl Server {
     fn start(bench: &Bench, program: &Path) -> anyhow::Result<Self> {
-        let (cert, key) = (bench.dir.join("go-cert.pem"), bench.dir.join("go-key.pem"));
-        cmd::run(
-            Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-                .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-                .args([
-                    "-subj",
-                    "/CN=127.0.0.1",
-                    "-addext",
-                    "subjectAltName=IP:127.0.0.1",
-                ])
-                .arg("-keyout")
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert)
-                .stderr(Stdio::null()),
-        )?;
+        let (cert, key) = super::api::self_signed(bench, "go")?;
         let port_file = bench.dir.join("go-port");
         let _ = fs::remove_file(&port_file);
         let child = Command::new(program)
@@ -165,18 +148,7 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let port = loop {
-            if let Ok(port) = fs::read_to_string(&port_file) {
-                if port.ends_with('\n') {
-                    break port.trim().to_string();
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("the Go server did not start");
-            }
-            sleep(Duration::from_millis(10));
-        };
+        let port = super::api::port_written(&port_file)?;
         Ok(Self { child, port, cert })
     }
 }
