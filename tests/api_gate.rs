@@ -16,6 +16,7 @@ use std::{
 };
 
 use common::{kill_group, Daemon, Proc};
+use guard_common::ApiHook;
 use guard_daemon::audit::AuditEvent;
 
 /// The default pack only (its `[[api]]` rules), and a rule for Node's
@@ -729,25 +730,30 @@ fn a_held_api_call_survives_a_guardd_crash_under_the_same_id() {
 }
 
 /// Builds tests/api/go_client.go with the system's Go (`golang-go`) into
-/// `dir`, stripped of its symbol table when asked (`-s -w`): then the write
-/// is found in the pclntab alone.
-fn go_client(dir: &Path, stripped: bool) -> PathBuf {
-    let program = dir.join(if stripped { "go-stripped" } else { "go-client" });
+/// `dir/NAME` with the build's `flags`.
+fn go_client(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let program = dir.join(name);
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/go-cache");
-    let mut build = Command::new("go");
-    build
+    let out = Command::new("go")
         .args(["build", "-o"])
         .arg(&program)
+        .args(flags)
+        .arg(fixture("go_client.go"))
         .env("GOCACHE", &cache)
         .env("GOPATH", cache.join("path"))
         .env("GO111MODULE", "off")
-        .env("CGO_ENABLED", "0");
-    if stripped {
-        build.arg("-ldflags=-s -w");
-    }
-    let out = build.arg(fixture("go_client.go")).output().expect("run go");
+        .env("CGO_ENABLED", "0")
+        .output()
+        .expect("run go");
     assert!(out.status.success(), "go build: {out:?}");
     program
+}
+
+/// Where guardd would probe a Go binary's TLS write (a file offset).
+fn go_write_offset(program: &Path) -> u64 {
+    let probed = guard_daemon::api::libs::probed_in(program);
+    let point = probed.points.iter().find(|p| p.hook == ApiHook::GoTlsWrite);
+    point.unwrap_or_else(|| panic!("{probed:?}")).offset
 }
 
 #[test]
@@ -756,7 +762,11 @@ fn go_https_delete_is_held_in_gos_own_tls_symbols_or_stripped() {
     let moto = Moto::start();
     let dir = tempfile::tempdir().unwrap();
     for stripped in [false, true] {
-        let program = go_client(dir.path(), stripped);
+        // Stripped (`-s -w`): the write is found in the pclntab alone.
+        let program = match stripped {
+            false => go_client(dir.path(), "go-client", &[]),
+            true => go_client(dir.path(), "go-stripped", &["-ldflags=-s -w"]),
+        };
         let bucket = if stripped {
             "go-stripped"
         } else {
@@ -803,7 +813,7 @@ fn go_https_delete_is_held_in_gos_own_tls_symbols_or_stripped() {
     let path = dir.path().join("go-client");
     let before = std::fs::metadata(&path).unwrap().ino();
     std::fs::remove_file(&path).unwrap();
-    go_client(dir.path(), false);
+    go_client(dir.path(), "go-client", &[]);
     assert_ne!(std::fs::metadata(&path).unwrap().ino(), before);
     outside(&mut moto.aws(&["create_bucket", "go-rebuilt"]));
     let client = in_session(
@@ -827,6 +837,25 @@ fn go_https_delete_is_held_in_gos_own_tls_symbols_or_stripped() {
         assert!(Instant::now() < deadline, "the old binary's probes stay");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Rewritten in place by another build (the same inode, its write
+    // elsewhere): probed again, at its own place.
+    let other = go_client(dir.path(), "go-other", &["-gcflags=all=-l"]);
+    assert_ne!(go_write_offset(&other), go_write_offset(&path));
+    let inode = std::fs::metadata(&path).unwrap().ino();
+    std::fs::copy(&other, &path).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
+    outside(&mut moto.aws(&["create_bucket", "go-in-place"]));
+    let client = in_session(
+        &guard,
+        Command::new(&path)
+            .arg(&moto.port)
+            .arg(&moto.cert)
+            .args(["DELETE", "/go-in-place"]),
+    );
+    let hold = guard.wait_hold("DELETE");
+    guard.decide("deny", &hold);
+    assert_eq!(client.wait().0.code(), Some(1));
+    assert!(moto.has_bucket("go-in-place"));
     // Outside a session the same program is never stopped.
     outside(&mut moto.aws(&["create_bucket", "go-outside"]));
     let program = dir.path().join("go-stripped");

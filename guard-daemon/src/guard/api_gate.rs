@@ -17,6 +17,7 @@ use crate::{
         memory::{pq_database, read_c_string, read_memory, shared_writable},
     },
     holds::ApiStopped,
+    kernel::FileId,
     policy::api::ApiCall,
     state::SavedHold,
 };
@@ -40,8 +41,8 @@ pub(super) struct ApiGate {
     /// it continued another thread of their process (see `keep_other_stops`).
     seized: std::collections::HashSet<u32>,
     /// Programs session processes executed that were looked into for a TLS
-    /// of their own: (device, inode, change time).
-    images_seen: std::collections::HashSet<(u64, u64, i64)>,
+    /// of their own.
+    images_seen: std::collections::HashSet<FileId>,
     /// When the probes of programs that are gone were last looked for.
     pruned: Option<Instant>,
 }
@@ -166,20 +167,20 @@ impl Guard {
     /// program has a TLS write that could not be probed (it must not run
     /// unseen).
     pub(super) fn probe_exec_image(&mut self, pid: u32) -> Result<(), String> {
-        use std::os::unix::fs::MetadataExt as _;
         let exe = format!("/proc/{pid}/exe");
         let Ok(meta) = std::fs::metadata(&exe) else {
             return Ok(()); // gone: nothing runs
         };
-        let image = (meta.dev(), meta.ino(), meta.ctime());
+        let image = FileId::of(&meta);
         if self.api.images_seen.contains(&image) {
             return Ok(());
         }
-        // By its name where it has one, else (deleted, a memfd) through the
-        // process's link, which the kernel resolves to the same file.
+        // By its name where that names the same file here, else (deleted, a
+        // memfd, another mount namespace's path) through the process's link,
+        // which the kernel resolves to the file itself.
         let path = std::fs::read_link(&exe)
             .ok()
-            .filter(|p| p.is_absolute() && !p.to_string_lossy().ends_with(" (deleted)"))
+            .filter(|p| std::fs::metadata(p).is_ok_and(|m| FileId::of(&m) == image))
             .unwrap_or_else(|| exe.into());
         let attached = self.kernel.attach_api(&path);
         if attached.is_ok() {
@@ -580,9 +581,7 @@ impl Guard {
         if self.api.pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
             self.api.pruned = Some(Instant::now());
             let gone = self.kernel.prune_api_programs();
-            self.api
-                .images_seen
-                .retain(|(dev, ino, _)| !gone.contains(&(*dev, *ino)));
+            self.api.images_seen.retain(|file| !gone.contains(file));
         }
         let marked = self.kernel.api_held_procs();
         if !marked.is_empty() {

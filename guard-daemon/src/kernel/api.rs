@@ -26,8 +26,9 @@ use crate::api::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiTarget {
     pub path: PathBuf,
-    /// (device, inode): a file rebuilt under the same path is another.
-    pub file: (u64, u64),
+    /// Which file, as it was when probed: a file rebuilt under the same
+    /// path, or rewritten in place, is another.
+    pub file: FileId,
     pub points: Vec<ProbePoint>,
     /// Where its OpenSSL keeps an `SSL`'s shutdown flags, if known.
     pub ssl_shutdown: Option<u16>,
@@ -67,10 +68,21 @@ impl Kernel {
         followed: &mut Vec<super::api_follow::FollowedPoint>,
     ) -> Result<Option<ApiTarget>, KernelError> {
         let file = std::fs::metadata(path)
-            .map(|m| (m.dev(), m.ino()))
+            .map(|m| FileId::of(&m))
             .map_err(|err| KernelError::Pin(format!("{}: {err}", path.display())))?;
         if self.api_targets.iter().any(|t| t.file == file) {
             return Ok(None);
+        }
+        // The same inode rewritten since it was probed (a running program
+        // cannot be: ETXTBSY): the kernel would put the old breakpoints into
+        // the new code, and step the old instructions there.
+        let (rewritten, kept): (Vec<ApiTarget>, Vec<ApiTarget>) =
+            std::mem::take(&mut self.api_targets)
+                .into_iter()
+                .partition(|t| t.file.dev == file.dev && t.file.ino == file.ino);
+        self.api_targets = kept;
+        for target in &rewritten {
+            self.detach_target(target);
         }
         let probed = crate::api::libs::probed_in(path);
         let Probed {
@@ -127,13 +139,10 @@ impl Kernel {
     /// Drops the probes of Go programs whose file is gone (deleted or
     /// rebuilt: each `go test` runs a new binary) once no session task maps
     /// it any more; the files dropped. Outside sessions the probes do nothing.
-    pub fn prune_api_programs(&mut self) -> Vec<(u64, u64)> {
+    pub fn prune_api_programs(&mut self) -> Vec<FileId> {
         let is_gone = |target: &ApiTarget| {
             target.points.iter().any(|p| p.hook == ApiHook::GoTlsWrite)
-                && std::fs::metadata(&target.path)
-                    .map(|m| (m.dev(), m.ino()))
-                    .ok()
-                    != Some(target.file)
+                && std::fs::metadata(&target.path).map(|m| FileId::of(&m)).ok() != Some(target.file)
         };
         if !self.api_targets.iter().any(is_gone) {
             return Vec::new();
@@ -144,7 +153,7 @@ impl Kernel {
             mapped.extend(maps.lines().filter_map(mapped_file));
         }
         let unused = |target: &ApiTarget| {
-            let (dev, ino) = target.file;
+            let FileId { dev, ino, .. } = target.file;
             is_gone(target)
                 && !mapped.contains(&(libc::major(dev).into(), libc::minor(dev).into(), ino))
         };
@@ -154,18 +163,22 @@ impl Kernel {
                 .partition(unused);
         self.api_targets = kept;
         for target in &dropped {
-            for point in &target.points {
-                let name = pin_name(point.hook, &target.path, target.file);
-                if let Some(link) = self.links.remove(&name) {
-                    // Unpinned and dropped: detached.
-                    if let Err(err) = link.unpin() {
-                        tracing::warn!("{name}: not unpinned: {err}");
-                    }
-                }
-            }
+            self.detach_target(target);
             tracing::info!(file = %target.path.display(), "API probes of a program that is gone removed");
         }
         dropped.into_iter().map(|t| t.file).collect()
+    }
+
+    /// Unpins (so detaches) the uprobe links of `target`'s points.
+    fn detach_target(&mut self, target: &ApiTarget) {
+        for point in &target.points {
+            let name = pin_name(point.hook, &target.path, target.file);
+            if let Some(link) = self.links.remove(&name) {
+                if let Err(err) = link.unpin() {
+                    tracing::warn!("{name}: not unpinned: {err}");
+                }
+            }
+        }
     }
 
     /// The libraries and programs the probes are on.
@@ -264,12 +277,31 @@ fn program_of(hook: ApiHook) -> &'static str {
 
 /// `api_SYMBOL_HASH` (bpffs refuses names with dots): one pin per function
 /// and file, the same across restarts.
-/// A Go program's name holds its inode too: a binary rebuilt under the
-/// same path is probed beside the old one, which may still run.
-fn pin_name(hook: ApiHook, path: &Path, (dev, ino): (u64, u64)) -> String {
+/// A file as probed: device, inode and change time (in nanoseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime_ns: i64,
+}
+
+impl FileId {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        }
+    }
+}
+
+/// A Go program's name holds its file's identity too: a binary rebuilt
+/// under the same path is probed beside the old one, which may still run.
+fn pin_name(hook: ApiHook, path: &Path, file: FileId) -> String {
     let hash = match hook {
         ApiHook::GoTlsWrite => {
-            let named = format!("{}#{dev}:{ino}", path.display());
+            let FileId { dev, ino, ctime_ns } = file;
+            let named = format!("{}#{dev}:{ino}:{ctime_ns}", path.display());
             super::uprobe_events::hash_of(Path::new(&named))
         }
         _ => super::uprobe_events::hash_of(path),

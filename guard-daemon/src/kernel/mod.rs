@@ -34,7 +34,7 @@ use guard_common::{
 };
 
 use crate::protocol::ProgramView;
-pub use api::ApiTarget;
+pub use api::{ApiTarget, FileId};
 pub use api_follow::{followed as api_hook_followed, FollowedProbe};
 pub use layout::{describe as describe_layout, LayoutChange};
 use pins::Pins;
