@@ -798,6 +798,10 @@ fn go_https_delete_is_held_in_gos_own_tls_symbols_or_stripped() {
         assert_eq!(status.code(), Some(1), "{out}{err}");
         assert!(out.contains("closed"), "{out}");
         assert!(err.contains("was not sent"), "{err}");
+        // The notice names the program and what started it.
+        let name = program.file_name().unwrap().to_string_lossy();
+        assert!(err.contains(&format!("made by {name} (pid")), "{err}");
+        assert!(err.contains("started by `"), "{err}");
         assert!(moto.has_bucket(bucket));
         // Approved: it goes.
         let client = in_session(&guard, &go("DELETE", &format!("/{bucket}")));

@@ -452,9 +452,10 @@ impl Guard {
         notice::write(
             stderr,
             &format!(
-                "agent-guard: held the API call `{call}` (request {}, rule {}). It is not \
-                 sent until {} approval(s) from {}, given outside this agent session; \
+                "agent-guard: held the API call `{call}` made by {} (request {}, rule {}). It \
+                 is not sent until {} approval(s) from {}, given outside this agent session; \
                  without a decision it fails in {}.{} Do not try to approve or bypass it.\n",
+                caller(&hold.request),
                 hold.id,
                 hold.rule,
                 hold.terms.approvals_needed(),
@@ -588,6 +589,31 @@ impl Guard {
             self.kernel.forget_api_held_procs(&marked);
         }
     }
+}
+
+/// The process making a call, and the command that started it (a
+/// terraform provider's `terraform apply`): `NAME (pid N, started by `ARGV`)`.
+fn caller(request: &Request) -> String {
+    let parent = procfs::stat(request.pid)
+        .ok()
+        .and_then(|stat| procfs::cmdline(stat.ppid).ok())
+        .map(|argv| {
+            let words: Vec<String> = argv
+                .iter()
+                .map(|a| crate::escape::escape_bytes(a))
+                .collect();
+            let mut line = words.join(" ");
+            if line.chars().count() > 120 {
+                line = line.chars().take(117).collect::<String>() + "...";
+            }
+            format!(", started by `{line}`")
+        })
+        .unwrap_or_default();
+    format!(
+        "{} (pid {}{parent})",
+        crate::escape::escape_bytes(request.program.as_bytes()),
+        request.pid
+    )
 }
 
 pub(super) fn hook_of(entry: &ApiHeldEntry) -> Option<ApiHook> {
