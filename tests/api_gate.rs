@@ -749,6 +749,23 @@ fn go_client(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
     program
 }
 
+/// `program` deletes a new bucket from a session: held, denied, the
+/// client fails and the bucket stays.
+fn go_delete_is_held_and_denied(guard: &Daemon, moto: &Moto, program: &Path, bucket: &str) {
+    outside(&mut moto.aws(&["create_bucket", bucket]));
+    let client = in_session(
+        guard,
+        Command::new(program)
+            .arg(&moto.port)
+            .arg(&moto.cert)
+            .args(["DELETE", &format!("/{bucket}")]),
+    );
+    let hold = guard.wait_hold("DELETE");
+    guard.decide("deny", &hold);
+    assert_eq!(client.wait().0.code(), Some(1));
+    assert!(moto.has_bucket(bucket));
+}
+
 /// Where guardd would probe a Go binary's TLS write (a file offset).
 fn go_write_offset(program: &Path) -> u64 {
     let probed = guard_daemon::api::libs::probed_in(program);
@@ -819,19 +836,7 @@ fn go_https_delete_is_held_in_gos_own_tls_symbols_or_stripped() {
     std::fs::remove_file(&path).unwrap();
     go_client(dir.path(), "go-client", &[]);
     assert_ne!(std::fs::metadata(&path).unwrap().ino(), before);
-    outside(&mut moto.aws(&["create_bucket", "go-rebuilt"]));
-    let client = in_session(
-        &guard,
-        Command::new(&path)
-            .arg(&moto.port)
-            .arg(&moto.cert)
-            .args(["DELETE", "/go-rebuilt"]),
-    );
-    let hold = guard.wait_hold("DELETE");
-    guard.decide("deny", &hold);
-    let (status, _, _) = client.wait();
-    assert_eq!(status.code(), Some(1));
-    assert!(moto.has_bucket("go-rebuilt"));
+    go_delete_is_held_and_denied(&guard, &moto, &path, "go-rebuilt");
     let probed = |guard: &Daemon| {
         let gate = common::mechanism(&guard.status(), "api_client_gate");
         gate.matches(&path.display().to_string()).count()
@@ -848,18 +853,7 @@ fn go_https_delete_is_held_in_gos_own_tls_symbols_or_stripped() {
     let inode = std::fs::metadata(&path).unwrap().ino();
     std::fs::copy(&other, &path).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
-    outside(&mut moto.aws(&["create_bucket", "go-in-place"]));
-    let client = in_session(
-        &guard,
-        Command::new(&path)
-            .arg(&moto.port)
-            .arg(&moto.cert)
-            .args(["DELETE", "/go-in-place"]),
-    );
-    let hold = guard.wait_hold("DELETE");
-    guard.decide("deny", &hold);
-    assert_eq!(client.wait().0.code(), Some(1));
-    assert!(moto.has_bucket("go-in-place"));
+    go_delete_is_held_and_denied(&guard, &moto, &path, "go-in-place");
     // Outside a session the same program is never stopped.
     outside(&mut moto.aws(&["create_bucket", "go-outside"]));
     let program = dir.path().join("go-stripped");
