@@ -121,6 +121,18 @@ impl Drop for Moto {
     }
 }
 
+/// Waits for a pending API call (a hold with an operation).
+fn wait_api_hold(guard: &Daemon) -> guard_daemon::protocol::HoldView {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(hold) = guard.pending().into_iter().find(|h| h.operation.is_some()) {
+            return hold;
+        }
+        assert!(Instant::now() < deadline, "no API hold: {}", guard.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn no_holds_raised(guard: &Daemon) {
     assert!(guard.pending().is_empty());
     assert!(
@@ -732,15 +744,23 @@ fn a_held_api_call_survives_a_guardd_crash_under_the_same_id() {
 /// Builds tests/api/go_client.go with the system's Go (`golang-go`) into
 /// `dir/NAME` with the build's `flags`.
 fn go_client(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    go_build(dir, "go_client.go", name, flags)
+}
+
+/// Builds the Go program `source` of tests/api into `dir/NAME`, in GOPATH
+/// mode against Debian's Go libraries (the AWS SDK for Go v2 among them).
+fn go_build(dir: &Path, source: &str, name: &str, flags: &[&str]) -> PathBuf {
     let program = dir.join(name);
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/go-cache");
+    let mut gopath = cache.join("path").into_os_string();
+    gopath.push(":/usr/share/gocode");
     let out = Command::new("go")
         .args(["build", "-o"])
         .arg(&program)
         .args(flags)
-        .arg(fixture("go_client.go"))
+        .arg(fixture(source))
         .env("GOCACHE", &cache)
-        .env("GOPATH", cache.join("path"))
+        .env("GOPATH", gopath)
         .env("GO111MODULE", "off")
         .env("CGO_ENABLED", "0")
         .output()
@@ -755,10 +775,11 @@ fn go_delete_is_held_and_denied(guard: &Daemon, moto: &Moto, program: &Path, buc
     outside(&mut moto.aws(&["create_bucket", bucket]));
     let client = in_session(
         guard,
-        Command::new(program)
-            .arg(&moto.port)
-            .arg(&moto.cert)
-            .args(["DELETE", &format!("/{bucket}")]),
+        Command::new(program).arg(&moto.port).arg(&moto.cert).args([
+            "h1",
+            "DELETE",
+            &format!("/{bucket}"),
+        ]),
     );
     let hold = guard.wait_hold("DELETE");
     guard.decide("deny", &hold);
@@ -792,7 +813,10 @@ fn go_https_delete_is_held_in_gos_own_tls_symbols_or_stripped() {
         outside(&mut moto.aws(&["create_bucket", bucket]));
         let go = |method: &str, path: &str| {
             let mut command = Command::new(&program);
-            command.arg(&moto.port).arg(&moto.cert).args([method, path]);
+            command
+                .arg(&moto.port)
+                .arg(&moto.cert)
+                .args(["h1", method, path]);
             command
         };
         let holds = guard.audit_events(AuditEvent::Hold).len();
@@ -860,10 +884,202 @@ fn go_https_delete_is_held_in_gos_own_tls_symbols_or_stripped() {
     let out = Command::new(&program)
         .arg(&moto.port)
         .arg(&moto.cert)
-        .args(["DELETE", "/go-outside"])
+        .args(["h1", "DELETE", "/go-outside"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(!moto.has_bucket("go-outside"));
+    assert!(guard.pending().is_empty());
+}
+
+/// tests/api/h2_front.go, outside any session: Go's HTTP/2 server in front
+/// of moto, and a small Kubernetes API of its own (pods of `default`).
+struct H2Front {
+    child: Child,
+    port: String,
+}
+
+impl H2Front {
+    fn start(moto: &Moto, dir: &Path) -> Self {
+        let program = go_build(dir, "h2_front.go", "h2-front", &[]);
+        let mut child = Command::new(program)
+            .arg(&moto.cert)
+            .arg(moto.cert.with_file_name("key.pem"))
+            .arg(&moto.port)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start the HTTP/2 front");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(!line.trim().is_empty(), "the HTTP/2 front did not start");
+        Self {
+            child,
+            port: line.trim().to_string(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for H2Front {
+    fn drop(&mut self) {
+        kill_group(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn go_http2_calls_are_read_with_the_connections_hpack_table() {
+    let guard = Daemon::start(POLICY);
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let front = H2Front::start(&moto, dir.path());
+    let program = go_client(dir.path(), "go-client", &[]);
+    let go = |requests: &[&str]| {
+        let mut command = Command::new(&program);
+        command
+            .arg(&front.port)
+            .arg(&moto.cert)
+            .arg("h2")
+            .args(requests);
+        command
+    };
+    // Reads on one connection: no hold, and HTTP/2 it was.
+    let (status, out, err) = in_session(&guard, &go(&["GET", "/", "GET", "/"])).wait();
+    assert!(status.success(), "{out}{err}{}", guard.log());
+    assert_eq!(json_of(&out)["proto"], "HTTP/2.0", "{out}");
+    no_holds_raised(&guard);
+    // A DELETE after a GET on the same connection: its host is sent as an
+    // index into the table the GET built.
+    for (verdict, bucket) in [("deny", "h2-denied"), ("approve", "h2-approved")] {
+        outside(&mut moto.aws(&["create_bucket", bucket]));
+        let path = format!("/{bucket}");
+        let client = in_session(&guard, &go(&["GET", "/", "DELETE", &path, "GET", "/"]));
+        let hold = guard.wait_hold("DELETE");
+        let operation = format!("DELETE 127.0.0.1/{bucket}");
+        assert_eq!(hold.operation.as_deref(), Some(operation.as_str()));
+        guard.decide(verdict, &hold);
+        let (status, out, err) = client.wait();
+        assert_eq!(status.success(), verdict == "approve", "{out}{err}");
+        assert_eq!(moto.has_bucket(bucket), verdict == "deny");
+    }
+    assert!(guard.pending().is_empty());
+}
+
+#[test]
+fn aws_sdk_for_go_calls_are_held_over_http1_and_http2() {
+    let guard = Daemon::start(POLICY);
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let front = H2Front::start(&moto, dir.path());
+    let program = go_build(dir.path(), "go_sdk.go", "go-sdk", &[]);
+    let motos_url = format!("https://127.0.0.1:{}", moto.port);
+    for (proto, url) in [("h1", motos_url.as_str()), ("h2", &front.url())] {
+        let sdk = |args: &[&str]| {
+            let mut command = Command::new(&program);
+            command.arg(url).arg(&moto.cert).arg(proto).args(args);
+            command
+        };
+        let bucket = format!("sdk-{proto}");
+        outside(&mut moto.aws(&["create_bucket", &bucket]));
+        let instance = outside(&mut moto.aws(&["run_instance"]))["out"].clone();
+        let instance = instance.as_str().unwrap();
+        // Reads: no hold.
+        let holds = guard.audit_events(AuditEvent::Hold).len();
+        for read in [&["list_buckets"][..], &["describe"]] {
+            let (status, out, err) = in_session(&guard, &sdk(read)).wait();
+            assert!(status.success(), "{proto} {read:?}: {out}{err}");
+        }
+        assert_eq!(guard.audit_events(AuditEvent::Hold).len(), holds, "{proto}");
+        // EC2's query protocol names the action in the body (DATA frames
+        // on HTTP/2): denied, the instance runs on.
+        let client = in_session(&guard, &sdk(&["terminate", instance]));
+        let hold = guard.wait_hold("terminate");
+        assert_eq!(
+            hold.operation.as_deref(),
+            Some("POST ec2 us-east-1 TerminateInstances"),
+            "{proto}"
+        );
+        guard.decide("deny", &hold);
+        let (status, out, err) = client.wait();
+        assert!(!status.success(), "{proto}: {out}{err}");
+        let states = outside(&mut moto.aws(&["describe"]))["out"].clone();
+        assert_eq!(states[instance], "running", "{proto}");
+        // S3's DeleteBucket: approved, it goes.
+        let client = in_session(&guard, &sdk(&["delete_bucket", &bucket]));
+        let hold = guard.wait_hold("delete_bucket");
+        assert_eq!(
+            hold.operation.as_deref(),
+            Some("DELETE s3 us-east-1 DeleteBucket"),
+            "{proto}"
+        );
+        guard.decide("approve", &hold);
+        let (status, out, err) = client.wait();
+        assert!(status.success(), "{proto}: {out}{err}");
+        assert!(!moto.has_bucket(&bucket), "{proto}");
+    }
+    assert!(guard.pending().is_empty());
+}
+
+#[test]
+fn kubectl_deletes_over_http2_are_held_and_gets_pass() {
+    let guard = Daemon::start(POLICY);
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let front = H2Front::start(&moto, dir.path());
+    let kubectl = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/kubectl/usr/bin/kubectl");
+    assert!(
+        kubectl.exists(),
+        "run `cargo xtask setup` (Debian's kubectl)"
+    );
+    let config = dir.path().join("kubeconfig");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster: {{server: \"{}\", certificate-authority: \"{}\"}}\nusers:\n- name: agent\n  user: {{token: agent}}\ncontexts:\n- name: local\n  context: {{cluster: local, user: agent}}\ncurrent-context: local\n",
+            front.url(),
+            moto.cert.display()
+        ),
+    )
+    .unwrap();
+    let raw = |verb: &str, pod: &str| {
+        let mut command = Command::new(&kubectl);
+        command.arg("--kubeconfig").arg(&config).args([
+            verb,
+            "--raw",
+            &format!("/api/v1/namespaces/default/pods/{pod}"),
+        ]);
+        command
+    };
+    let exists = |pod: &str| raw("get", pod).output().unwrap().status.success();
+    let (status, out, err) = in_session(&guard, &raw("get", "web")).wait();
+    assert!(status.success(), "{out}{err}{}", guard.log());
+    assert!(out.contains("HTTP/2.0"), "{out}");
+    no_holds_raised(&guard);
+    for (verdict, pod) in [("deny", "keep-me"), ("approve", "db")] {
+        let client = in_session(&guard, &raw("delete", pod));
+        // The default pack holds `kubectl delete` at its exec; approved
+        // there, its API call is held again where it is written.
+        let exec = guard.wait_hold("delete");
+        assert_eq!(exec.operation, None);
+        guard.decide("approve", &exec);
+        let hold = wait_api_hold(&guard);
+        let operation = format!("DELETE 127.0.0.1/api/v1/namespaces/default/pods/{pod}");
+        assert_eq!(hold.operation.as_deref(), Some(operation.as_str()));
+        guard.decide(verdict, &hold);
+        let (status, out, err) = client.wait();
+        assert_eq!(status.success(), verdict == "approve", "{out}{err}");
+        if verdict == "deny" {
+            assert!(err.contains("was not sent"), "{err}");
+            assert!(err.contains("made by kubectl (pid"), "{err}");
+        }
+        assert_eq!(exists(pod), verdict == "deny", "{pod}");
+    }
     assert!(guard.pending().is_empty());
 }

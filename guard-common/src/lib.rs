@@ -490,6 +490,11 @@ pub const MAX_API_CONNS: u32 = 16_384;
 /// `API_CONNS` value meaning "pass every write that does not start like a
 /// request line" (a connection guardd reads as another protocol).
 pub const API_OPAQUE: u64 = u64::MAX;
+/// `API_CONNS` value meaning "HTTP/2: pass a write of whole frames of which
+/// none carries a header block"; guardd reads every other write.
+pub const API_HTTP2: u64 = u64::MAX - 1;
+/// Frames of one write the kernel looks at (a write of more stops).
+pub const API_HTTP2_FRAMES: u32 = 16;
 
 /// Value of `API_HELD`, keyed by thread id: a client call an API probe
 /// stopped, until guardd has decided. The entry registers let guardd fail

@@ -2,7 +2,8 @@
 //! request in plaintext (OpenSSL and GnuTLS writes, libpq queries). Outside
 //! sessions a probe costs one map lookup. In a session, what cannot be
 //! destructive passes (a lone GET, HEAD or OPTIONS request that ends the
-//! write; the body bytes guardd said to expect; a short SELECT or SHOW); all
+//! write; the body bytes guardd said to expect; HTTP/2 frames that carry no
+//! header block; a short SELECT or SHOW); all
 //! else stops with SIGSTOP before the function runs, recorded in `API_HELD`,
 //! for guardd to read the request from the process's memory and judge it.
 use aya_ebpf::{
@@ -15,7 +16,7 @@ use aya_ebpf::{
 };
 use guard_common::{
     ApiConnKey, ApiHeldEntry, ApiHook, EventKind, FileKey, API_COOKIE_HOOK, API_COOKIE_POINTS,
-    API_OPAQUE, API_PEEK, API_SQL_PEEK, OVERFLOW_STOPS_KILLED,
+    API_HTTP2, API_HTTP2_FRAMES, API_OPAQUE, API_PEEK, API_SQL_PEEK, OVERFLOW_STOPS_KILLED,
 };
 
 use crate::maps::{
@@ -237,8 +238,9 @@ fn stop_call(
 /// Whether a TLS write goes on without guardd. guardd keeps an `API_CONNS`
 /// entry for a connection whose request it is in the middle of (or reads
 /// as another protocol): then only the body bytes it expects pass, and
-/// never a write that starts like a request line. With no entry the
-/// connection is between requests: a lone GET, HEAD or OPTIONS passes.
+/// never a write that starts like a request line; on HTTP/2, writes of
+/// frames without header blocks. With no entry the connection is between
+/// requests: a lone GET, HEAD or OPTIONS passes.
 #[inline(always)]
 fn tls_write_passes(key: &ApiConnKey, buf: u64, len: u64) -> bool {
     let Ok(first) = (unsafe { bpf_probe_read_user(buf as *const u8) }) else {
@@ -253,6 +255,9 @@ fn tls_write_passes(key: &ApiConnKey, buf: u64, len: u64) -> bool {
             if allowed == API_OPAQUE {
                 return true;
             }
+            if allowed == API_HTTP2 {
+                return frames_without_header_blocks(buf, len);
+            }
             if allowed < len {
                 return false;
             }
@@ -261,6 +266,36 @@ fn tls_write_passes(key: &ApiConnKey, buf: u64, len: u64) -> bool {
         }
         None => is_lone_safe_request(buf, len),
     }
+}
+
+/// Whether an HTTP/2 write is whole frames (it starts and ends at a frame's
+/// edge) none of which is a HEADERS, PUSH_PROMISE or CONTINUATION: guardd
+/// must read every header block, in order, to know the connection's HPACK
+/// table. Whole frames only, so that the kernel keeps no position in the
+/// frame sequence that writes of two threads could put out of step.
+#[inline(always)]
+fn frames_without_header_blocks(buf: u64, len: u64) -> bool {
+    let mut at: u64 = 0;
+    let mut frames = 0;
+    while frames < API_HTTP2_FRAMES {
+        if at == len {
+            return true;
+        }
+        if at + 9 > len {
+            return false;
+        }
+        // Length (24 bits, big-endian) and type.
+        let Ok(head) = (unsafe { bpf_probe_read_user((buf + at) as *const [u8; 4]) }) else {
+            return false;
+        };
+        if matches!(head[3], 0x1 | 0x5 | 0x9) {
+            return false;
+        }
+        let length = u64::from(head[0]) << 16 | u64::from(head[1]) << 8 | u64::from(head[2]);
+        at += 9 + length;
+        frames += 1;
+    }
+    at == len
 }
 
 /// A write holding exactly one request head whose method cannot change

@@ -47,7 +47,16 @@ const BUILD_FILES: &[(&str, &str)] = &[
     ("/usr/include/seccomp.h", "libseccomp-dev"),
     // OpenSSL clients of the API-client gate's tests and bench.
     ("/usr/include/openssl/ssl.h", "libssl-dev"),
+    // The AWS SDK for Go v2 (S3, EC2), for a Go client built by the tests.
+    (
+        "/usr/share/gocode/src/github.com/aws/aws-sdk-go-v2/service/ec2/api_client.go",
+        "golang-github-aws-aws-sdk-go-v2-dev",
+    ),
 ];
+
+/// Debian's kubectl (package kubernetes-client), unpacked here rather than
+/// installed: a host may have another `kubectl` package owning /usr/bin/kubectl.
+pub const KUBECTL: &str = "target/kubectl/usr/bin/kubectl";
 
 /// The API-client gate tests' Python packages, into `target/api-venv`:
 /// boto3 and moto's server (AWS over TLS on loopback), psycopg2 built
@@ -62,6 +71,7 @@ pub fn run() -> anyhow::Result<()> {
     apt_packages()?;
     postgres_server()?;
     api_venv()?;
+    debian_kubectl()?;
     eprintln!("xtask: setup complete");
     Ok(())
 }
@@ -192,6 +202,30 @@ fn apt_packages() -> anyhow::Result<()> {
             .args(["install", "-y", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn debian_kubectl() -> anyhow::Result<()> {
+    let root = cmd::workspace_root();
+    if root.join(KUBECTL).exists() {
+        return Ok(());
+    }
+    let download = root.join("target/kubectl-deb");
+    fs::create_dir_all(&download)?;
+    cmd::run_in(
+        &download,
+        Command::new("apt-get").args(["download", "kubernetes-client"]),
+    )?;
+    let deb = fs::read_dir(&download)?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download kubernetes-client left no .deb")?;
+    cmd::run(
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg("target/kubectl"),
     )
 }
 

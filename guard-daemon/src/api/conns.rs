@@ -1,10 +1,11 @@
 //! What guardd knows of each TLS connection of a session process, so that a
 //! request is read whole however the client splits it across writes: a head
 //! over several writes, a body after its head, pipelined requests, the same
-//! write retried after OpenSSL asked for it again, and bytes of another
-//! protocol. The kernel keeps the matching entry in `API_CONNS`: with none,
-//! the connection is between requests; with one, only the body bytes guardd
-//! expects pass without a stop.
+//! write retried after OpenSSL asked for it again, HTTP/2 from its preface
+//! on (`http2`), and bytes of another protocol. The kernel keeps the
+//! matching entry in `API_CONNS`: with none, the connection is between
+//! requests; with one, only the body bytes guardd expects pass without a
+//! stop, or, on HTTP/2, only whole frames that carry no header block.
 use std::{
     collections::HashMap,
     hash::{Hash, Hasher},
@@ -13,6 +14,7 @@ use std::{
 use super::{
     aws::{self, Aws},
     http::{self, Request, Tail},
+    http2::{self, PREFACE},
 };
 use crate::policy::api::{ApiCall, HttpCall};
 
@@ -32,10 +34,12 @@ pub enum KernelConn {
     Stop,
     /// Another protocol: writes pass unless they start like a request line.
     Opaque,
+    /// HTTP/2: writes of whole frames without a header block pass.
+    Http2,
 }
 
 /// What one write holds.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct WriteRead {
     /// The calls whose request this write completes (or whose head suffices).
     pub calls: Vec<ApiCall>,
@@ -62,12 +66,20 @@ struct LastWrite {
     before: Option<State>,
 }
 
+/// An HTTP/2 connection and what its last write held, to know that write
+/// when OpenSSL has it written again (its header blocks are read once).
+struct Http2 {
+    connection: http2::Connection,
+    last: Option<(u64, u64, WriteRead)>,
+}
+
 type Key = (u32, u64);
 
 #[derive(Default)]
 pub struct Conns {
     states: HashMap<Key, State>,
     last: HashMap<Key, LastWrite>,
+    http2: HashMap<Key, Http2>,
 }
 
 impl Conns {
@@ -83,6 +95,9 @@ impl Conns {
     ) -> WriteRead {
         let key = (pid, conn);
         let digest = digest(bytes, unread);
+        if let Some(http2) = self.http2.get_mut(&key) {
+            return http2.read_write(buf, digest, bytes, unread);
+        }
         let mut before = self.states.remove(&key);
         // A write that failed (the handshake was not done) is retried with
         // the same buffer: read it again from where the first try started.
@@ -99,6 +114,30 @@ impl Conns {
             Some(State::Opaque) => (bytes.to_vec(), false, true),
             None => (bytes.to_vec(), false, false),
         };
+        let connection = match &before {
+            _ if data.starts_with(PREFACE) => Some(http2::Connection::default()),
+            Some(State::Pending { .. }) => None,
+            _ if http2::looks_like_frames(&data) => Some(http2::Connection::joined_late()),
+            _ => None,
+        };
+        if let Some(connection) = connection {
+            self.last.remove(&key);
+            let frames = data.strip_prefix(PREFACE).unwrap_or(&data);
+            let mut http2 = Http2 {
+                connection,
+                last: None,
+            };
+            let read = http2.read_write(buf, digest, frames, unread);
+            self.http2.insert(key, http2);
+            return read;
+        }
+        if data.len() < PREFACE.len() && PREFACE.starts_with(&data) && unread == 0 {
+            // The preface cut short: the rest comes with the next write.
+            let mut read = WriteRead::default();
+            let state = pending(&data, 0, false, &mut read);
+            self.states.extend(state.map(|state| (key, state)));
+            return read;
+        }
         let (read, state) = read_data(&data, judged, opaque, unread);
         if let Some(state) = state {
             self.states.insert(key, state);
@@ -118,12 +157,37 @@ impl Conns {
     pub fn forget(&mut self, pid: u32, conn: u64) {
         self.states.remove(&(pid, conn));
         self.last.remove(&(pid, conn));
+        self.http2.remove(&(pid, conn));
     }
 
     /// Keeps only the connections of processes `alive` says still run.
     pub fn retain_processes(&mut self, mut alive: impl FnMut(u32) -> bool) {
         self.states.retain(|(pid, _), _| alive(*pid));
         self.last.retain(|(pid, _), _| alive(*pid));
+        self.http2.retain(|(pid, _), _| alive(*pid));
+    }
+}
+
+impl Http2 {
+    fn read_write(&mut self, buf: u64, digest: u64, bytes: &[u8], unread: u64) -> WriteRead {
+        if let Some((last_buf, last_digest, read)) = &self.last {
+            if (*last_buf, *last_digest) == (buf, digest) {
+                return read.clone();
+            }
+        }
+        let read = self.connection.read(bytes, unread);
+        let read = WriteRead {
+            calls: (read.requests.iter())
+                .map(|request| call_of(request, aws::call_of(request)))
+                .collect(),
+            unreadable: read.unreadable,
+            kernel: Some(match read.needs_next {
+                true => KernelConn::Stop,
+                false => KernelConn::Http2,
+            }),
+        };
+        self.last = Some((buf, digest, read.clone()));
+        read
     }
 }
 
@@ -319,7 +383,8 @@ mod tests {
     #[test]
     fn other_protocols_become_opaque_and_hidden_requests_are_read() {
         let mut conns = Conns::default();
-        let frames = conns.read_write(1, 7, 100, b"\x00\x00\x12\x04garbage", 0);
+        // A WebSocket frame: no request, no HTTP/2.
+        let frames = conns.read_write(1, 7, 100, b"\x81\x85abcdefghi", 0);
         assert_eq!(frames.kernel, Some(KernelConn::Opaque));
         let hidden = conns.read_write(1, 8, 100, b"xx\r\nDELETE /b HTTP/1.1\r\nHost: h\r\n\r\n", 0);
         assert_eq!(hidden.calls.len(), 1);

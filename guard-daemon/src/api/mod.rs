@@ -8,6 +8,7 @@ pub mod aws;
 pub mod conns;
 pub mod golang;
 pub mod http;
+pub mod http2;
 pub mod libs;
 pub mod memory;
 pub mod prologue;

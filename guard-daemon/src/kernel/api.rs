@@ -13,7 +13,8 @@ use aya::programs::{
     UProbe,
 };
 use guard_common::{
-    names::program, ApiConnKey, ApiHeldEntry, ApiHook, API_COOKIE_FIELD_SHIFT, API_OPAQUE,
+    names::program, ApiConnKey, ApiHeldEntry, ApiHook, API_COOKIE_FIELD_SHIFT, API_HTTP2,
+    API_OPAQUE,
 };
 
 use super::{Kernel, KernelError};
@@ -242,9 +243,10 @@ impl Kernel {
                 let _ = self.api_conns.remove(&key);
                 return Ok(());
             }
-            KernelConn::Expect(bytes) => bytes.min(API_OPAQUE - 1),
+            KernelConn::Expect(bytes) => bytes.min(API_HTTP2 - 1),
             KernelConn::Stop => 0,
             KernelConn::Opaque => API_OPAQUE,
+            KernelConn::Http2 => API_HTTP2,
         };
         self.api_conns
             .insert(key, value, 0)
