@@ -950,10 +950,16 @@ fn go_http2_calls_are_read_with_the_connections_hpack_table() {
             .args(requests);
         command
     };
-    // Reads on one connection: no hold, and HTTP/2 it was.
-    let (status, out, err) = in_session(&guard, &go(&["GET", "/", "GET", "/"])).wait();
+    // Reads on one connection: no hold, and HTTP/2 it was. Past the
+    // connection's first write (its preface, perhaps with the first
+    // request), the kernel lets each GET through and copies it to guardd.
+    let gets: Vec<&str> = ["GET", "/"].repeat(20);
+    let stops = guard.status().stats.api_stops;
+    let (status, out, err) = in_session(&guard, &go(&gets)).wait();
     assert!(status.success(), "{out}{err}{}", guard.log());
     assert_eq!(json_of(&out)["proto"], "HTTP/2.0", "{out}");
+    let stopped = guard.status().stats.api_stops - stops;
+    assert!(stopped <= 2, "{stopped} stops for 20 GETs");
     no_holds_raised(&guard);
     // A DELETE after a GET on the same connection: its host is sent as an
     // index into the table the GET built.
@@ -970,6 +976,11 @@ fn go_http2_calls_are_read_with_the_connections_hpack_table() {
         assert_eq!(moto.has_bucket(bucket), verdict == "deny");
     }
     assert!(guard.pending().is_empty());
+    // No request the kernel let through was anything but a GET.
+    let errors = guard.audit_events(AuditEvent::Error);
+    let unjudged =
+        (errors.iter()).filter(|e| e.reason.as_ref().is_some_and(|r| r.contains("unjudged")));
+    assert_eq!(unjudged.count(), 0, "{errors:?}");
 }
 
 #[test]

@@ -142,6 +142,9 @@ pub enum EventKind {
     /// A session process freed a TLS connection guardd keeps state of
     /// (`API_CONNS` entry dropped; `root.ino` is the connection's address).
     ApiConnClosed = 14,
+    /// The kernel let an HTTP/2 write with a GET's header block through (an
+    /// `ApiWriteEvent`): guardd reads it for the connection's HPACK table.
+    ApiHttp2Passed = 15,
 }
 
 impl EventKind {
@@ -161,6 +164,7 @@ impl EventKind {
             12 => Self::ApiHeld,
             13 => Self::ApiStopFailed,
             14 => Self::ApiConnClosed,
+            15 => Self::ApiHttp2Passed,
             _ => return None,
         })
     }
@@ -495,6 +499,25 @@ pub const API_OPAQUE: u64 = u64::MAX;
 pub const API_HTTP2: u64 = u64::MAX - 1;
 /// Frames of one write the kernel looks at (a write of more stops).
 pub const API_HTTP2_FRAMES: u32 = 16;
+/// Bytes of an HTTP/2 write with a GET's header block that the kernel copies
+/// to guardd and lets through (a longer one stops). A power of two.
+pub const API_HTTP2_COPY: usize = 512;
+/// Leading fields of that block the kernel reads for `:method: GET`.
+pub const API_HTTP2_FIELDS: u32 = 3;
+
+/// An HTTP/2 write the kernel let through with a GET's header block in it,
+/// for guardd to keep the connection's HPACK table: `event.kind` is
+/// `ApiHttp2Passed`, `event.op` the hook, `event.root.ino` the connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ApiWriteEvent {
+    pub event: Event,
+    /// The write's buffer (a write made again from the same buffer with the
+    /// same bytes is OpenSSL's retry of it, read once).
+    pub buf: u64,
+    pub len: u64,
+    pub bytes: [u8; API_HTTP2_COPY],
+}
 
 /// Value of `API_HELD`, keyed by thread id: a client call an API probe
 /// stopped, until guardd has decided. The entry registers let guardd fail
@@ -569,6 +592,7 @@ const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 20);
 const _: () = assert!(core::mem::size_of::<ContinuedEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<ApiHeldEntry>() == 72);
 const _: () = assert!(core::mem::size_of::<ApiConnKey>() == 16);
+const _: () = assert!(core::mem::size_of::<ApiWriteEvent>() == 64 + 16 + API_HTTP2_COPY);
 
 #[cfg(feature = "user")]
 mod pod {

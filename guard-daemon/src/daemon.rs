@@ -8,14 +8,14 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use guard_common::{Event, EventKind, ReportEvent};
+use guard_common::{ApiWriteEvent, Event, EventKind, ReportEvent};
 use tokio::signal::unix::SignalKind;
 
 use crate::{
     audit::AuditLog,
     guard::{
         finish::{finish, Effects, Ending, Held, Outcome},
-        Guard,
+        monotonic_ns, Guard,
     },
     kernel::{self, Continuation, Kernel, MapSizes, ProgramSets},
     notice,
@@ -145,6 +145,13 @@ fn spawn_event_reader(
     Ok(failure)
 }
 
+/// A ring buffer record, kept in the kernel's order: an HTTP/2 write the
+/// kernel let through must be read before a later stop on its connection.
+enum Record {
+    Event(Event),
+    Http2Passed(Box<ApiWriteEvent>),
+}
+
 fn read_events(mut events: RingBuf<MapData>, guard: Arc<Mutex<Guard>>) -> anyhow::Error {
     use std::os::fd::{AsRawFd as _, BorrowedFd};
     let raw = events.as_raw_fd();
@@ -152,7 +159,7 @@ fn read_events(mut events: RingBuf<MapData>, guard: Arc<Mutex<Guard>>) -> anyhow
         tv_sec: 0,
         tv_nsec: TICK.as_nanos() as i64,
     };
-    let mut batch: Vec<Event> = Vec::new();
+    let mut batch: Vec<Record> = Vec::new();
     let mut reports: Vec<ReportEvent> = Vec::new();
     loop {
         // SAFETY: `events` owns the fd and outlives this borrow.
@@ -165,6 +172,8 @@ fn read_events(mut events: RingBuf<MapData>, guard: Arc<Mutex<Guard>>) -> anyhow
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(err) => return anyhow::anyhow!("polling the ring buffer: {err}"),
         }
+        // Everything the kernel recorded before this is in the batch.
+        let drained_from_ns = monotonic_ns();
         while let Some(item) = events.next() {
             if item.len() < std::mem::size_of::<Event>() {
                 continue;
@@ -179,20 +188,31 @@ fn read_events(mut events: RingBuf<MapData>, guard: Arc<Mutex<Guard>>) -> anyhow
                         std::ptr::read_unaligned(item.as_ptr().cast::<ReportEvent>())
                     });
                 }
+            } else if event.kind == EventKind::ApiHttp2Passed as u32 {
+                if item.len() >= std::mem::size_of::<ApiWriteEvent>() {
+                    // SAFETY: as above, a whole `ApiWriteEvent`.
+                    batch.push(Record::Http2Passed(Box::new(unsafe {
+                        std::ptr::read_unaligned(item.as_ptr().cast::<ApiWriteEvent>())
+                    })));
+                }
             } else {
-                batch.push(event);
+                batch.push(Record::Event(event));
             }
         }
-        if !batch.is_empty() || !reports.is_empty() {
-            let mut guard = guard.lock().unwrap_or_else(|e| e.into_inner());
-            for event in batch.drain(..) {
-                guard.on_event(&event);
+        let mut guard = guard.lock().unwrap_or_else(|e| e.into_inner());
+        for record in batch.drain(..) {
+            match record {
+                Record::Event(event) => guard.on_event(&event),
+                Record::Http2Passed(write) => guard.on_http2_passed(&write),
             }
-            for report in reports.drain(..) {
-                guard.on_report(&report);
-            }
-            guard.persist();
         }
+        for report in reports.drain(..) {
+            guard.on_report(&report);
+        }
+        // Here, not on the tick: a stop recorded before the drain began
+        // comes after every write of its connection the kernel let through.
+        guard.recover_api_stops(drained_from_ns);
+        guard.persist();
     }
 }
 

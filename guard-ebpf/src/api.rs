@@ -3,10 +3,11 @@
 //! sessions a probe costs one map lookup. In a session, what cannot be
 //! destructive passes (a lone GET, HEAD or OPTIONS request that ends the
 //! write; the body bytes guardd said to expect; HTTP/2 frames that carry no
-//! header block; a short SELECT or SHOW); all
+//! header block or one GET's, copied to guardd; a short SELECT or SHOW); all
 //! else stops with SIGSTOP before the function runs, recorded in `API_HELD`,
 //! for guardd to read the request from the process's memory and judge it.
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_send_signal,
         bpf_send_signal_thread, generated as gen,
@@ -15,13 +16,14 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use guard_common::{
-    ApiConnKey, ApiHeldEntry, ApiHook, EventKind, FileKey, API_COOKIE_HOOK, API_COOKIE_POINTS,
-    API_HTTP2, API_HTTP2_FRAMES, API_OPAQUE, API_PEEK, API_SQL_PEEK, OVERFLOW_STOPS_KILLED,
+    ApiConnKey, ApiHeldEntry, ApiHook, ApiWriteEvent, EventKind, FileKey, API_COOKIE_HOOK,
+    API_COOKIE_POINTS, API_HTTP2, API_HTTP2_COPY, API_HTTP2_FIELDS, API_HTTP2_FRAMES, API_OPAQUE,
+    API_PEEK, API_SQL_PEEK, EVENTS_BYTES, OVERFLOW_STOPS_KILLED,
 };
 
 use crate::maps::{
     count_overflow, current_uid, emit_gate, API_CONNS, API_HELD, API_HELD_PROCS, API_POINTS,
-    API_SCRATCH, SESSIONS,
+    API_SCRATCH, EVENTS, SESSIONS,
 };
 
 const SIGKILL: u32 = 9;
@@ -70,7 +72,7 @@ pub fn api_tls_write(ctx: ProbeContext) -> u32 {
         _pad: 0,
         conn,
     };
-    if tls_write_passes(&key, buf, len) {
+    if tls_write_passes(&key, buf, len, session_id, hook) {
         return 0;
     }
     stop_call(session_id, hook, conn, buf, len, stack_of(&ctx));
@@ -242,7 +244,7 @@ fn stop_call(
 /// frames without header blocks. With no entry the connection is between
 /// requests: a lone GET, HEAD or OPTIONS passes.
 #[inline(always)]
-fn tls_write_passes(key: &ApiConnKey, buf: u64, len: u64) -> bool {
+fn tls_write_passes(key: &ApiConnKey, buf: u64, len: u64, session_id: u32, hook: u32) -> bool {
     let Ok(first) = (unsafe { bpf_probe_read_user(buf as *const u8) }) else {
         return false;
     };
@@ -256,7 +258,7 @@ fn tls_write_passes(key: &ApiConnKey, buf: u64, len: u64) -> bool {
                 return true;
             }
             if allowed == API_HTTP2 {
-                return frames_without_header_blocks(buf, len);
+                return http2_write_passes(key, buf, len, session_id, hook);
             }
             if allowed < len {
                 return false;
@@ -268,34 +270,191 @@ fn tls_write_passes(key: &ApiConnKey, buf: u64, len: u64) -> bool {
     }
 }
 
-/// Whether an HTTP/2 write is whole frames (it starts and ends at a frame's
-/// edge) none of which is a HEADERS, PUSH_PROMISE or CONTINUATION: guardd
-/// must read every header block, in order, to know the connection's HPACK
-/// table. Whole frames only, so that the kernel keeps no position in the
-/// frame sequence that writes of two threads could put out of step.
+const HTTP2_HEADERS: u8 = 0x1;
+const HTTP2_END_HEADERS: u8 = 0x4;
+const HTTP2_PADDED: u8 = 0x8;
+const HTTP2_PRIORITY: u8 = 0x20;
+const COPY_MASK: u64 = API_HTTP2_COPY as u64 - 1;
+
+/// Whether an HTTP/2 write goes on without guardd: it is whole frames (it
+/// starts and ends at a frame's edge, so that the kernel keeps no position
+/// in the frame sequence that two threads' writes could put out of step),
+/// and the only header block among them, if any, is one whole HEADERS
+/// frame of a GET. guardd must read every header block, in order, to keep
+/// the connection's HPACK table: such a write is copied to it first.
 #[inline(always)]
-fn frames_without_header_blocks(buf: u64, len: u64) -> bool {
+fn http2_write_passes(key: &ApiConnKey, buf: u64, len: u64, session_id: u32, hook: u32) -> bool {
     let mut at: u64 = 0;
     let mut frames = 0;
+    // Where the header block is: (payload offset, length); offset 0: none.
+    let (mut block_at, mut block_len) = (0u64, 0u64);
     while frames < API_HTTP2_FRAMES {
         if at == len {
-            return true;
+            break;
         }
         if at + 9 > len {
             return false;
         }
-        // Length (24 bits, big-endian) and type.
-        let Ok(head) = (unsafe { bpf_probe_read_user((buf + at) as *const [u8; 4]) }) else {
+        // Length (24 bits, big-endian), type, flags.
+        let Ok(head) = (unsafe { bpf_probe_read_user((buf + at) as *const [u8; 5]) }) else {
             return false;
         };
-        if matches!(head[3], 0x1 | 0x5 | 0x9) {
-            return false;
-        }
         let length = u64::from(head[0]) << 16 | u64::from(head[1]) << 8 | u64::from(head[2]);
+        if matches!(head[3], 0x1 | 0x5 | 0x9) {
+            let whole = head[3] == HTTP2_HEADERS
+                && head[4] & HTTP2_END_HEADERS != 0
+                && head[4] & (HTTP2_PADDED | HTTP2_PRIORITY) == 0;
+            if !whole || block_at != 0 {
+                return false;
+            }
+            (block_at, block_len) = (at + 9, length);
+        }
         at += 9 + length;
         frames += 1;
     }
-    at == len
+    if at != len {
+        return false;
+    }
+    if block_at == 0 {
+        return true;
+    }
+    copied_get(key, buf, len, (block_at, block_len), session_id, hook)
+}
+
+/// Copies a write with a header block to guardd if the block is a GET's;
+/// whether it did.
+#[inline(always)]
+fn copied_get(
+    key: &ApiConnKey,
+    buf: u64,
+    len: u64,
+    block: (u64, u64),
+    session_id: u32,
+    hook: u32,
+) -> bool {
+    if len > API_HTTP2_COPY as u64 {
+        return false;
+    }
+    // No room: it stops instead, and guardd reads it there.
+    let Some(mut entry) = EVENTS.reserve::<ApiWriteEvent>(0) else {
+        return false;
+    };
+    let write = entry.as_mut_ptr();
+    let bytes = unsafe { &mut (*write).bytes };
+    let read = unsafe {
+        gen::bpf_probe_read_user(
+            bytes.as_mut_ptr().cast(),
+            (len & COPY_MASK) as u32,
+            buf as *const core::ffi::c_void,
+        )
+    };
+    // `len & COPY_MASK` is the length only below the copy's size.
+    if read != 0 || len == API_HTTP2_COPY as u64 || !block_is_a_get(bytes, block) {
+        entry.discard(0);
+        return false;
+    }
+    unsafe {
+        let event = &mut (*write).event;
+        event.ktime_ns = bpf_ktime_get_ns();
+        event.kind = EventKind::ApiHttp2Passed as u32;
+        event.pid = key.pid;
+        event.session_id = session_id;
+        event.uid = current_uid();
+        event.comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or_default();
+        event.tid = bpf_get_current_pid_tgid() as u32;
+        event.op = hook;
+        event.root = FileKey {
+            dev: 0,
+            _pad: 0,
+            ino: key.conn,
+        };
+        (*write).buf = buf;
+        (*write).len = len;
+    }
+    // guardd needs it before the connection's next stop, whose event wakes
+    // it and is read after this: no wake-up of its own, but while the ring
+    // fills, so that it keeps room for stops.
+    let filling = EVENTS.query(BPF_RB_AVAIL_DATA as u64) > u64::from(EVENTS_BYTES / 4);
+    entry.submit(match filling {
+        true => BPF_RB_FORCE_WAKEUP as u64,
+        false => BPF_RB_NO_WAKEUP as u64,
+    });
+    true
+}
+
+/// Whether one of the first fields of an HPACK header block is `:method:
+/// GET` as the static table's index 2 (all an encoder sends for GET; Go and
+/// nghttp2 send the pseudo-header fields first, `:authority` or `:method`
+/// leading). A request that names a method twice is malformed (RFC 9113,
+/// 8.3) and servers refuse it, so no other `:method` further on (from the
+/// connection's dynamic table, which the kernel does not know, or a
+/// literal) can make this GET something else.
+#[inline(always)]
+fn block_is_a_get(bytes: &[u8; API_HTTP2_COPY], (start, len): (u64, u64)) -> bool {
+    let end = start + len;
+    let mut at = start;
+    let mut fields = 0;
+    while fields < API_HTTP2_FIELDS {
+        if at >= end {
+            return false;
+        }
+        let first = bytes[(at & COPY_MASK) as usize];
+        if first == 0x82 {
+            return true;
+        }
+        let next = if first & 0x80 != 0 {
+            hpack_integer(bytes, at, 0x7f).map(|(_, next)| next)
+        } else if first & 0xe0 == 0x20 {
+            // A table size update.
+            hpack_integer(bytes, at, 0x1f).map(|(_, next)| next)
+        } else {
+            // A literal, after its name's index (0: a literal name first).
+            let prefix = if first & 0x40 != 0 { 0x3f } else { 0x0f };
+            match hpack_integer(bytes, at, prefix) {
+                Some((0, next)) => {
+                    hpack_skip_string(bytes, next).and_then(|at| hpack_skip_string(bytes, at))
+                }
+                Some((_, next)) => hpack_skip_string(bytes, next),
+                None => None,
+            }
+        };
+        let Some(next) = next else {
+            return false;
+        };
+        at = next;
+        fields += 1;
+    }
+    false
+}
+
+/// An HPACK integer with a `prefix`-bit mask at `at`: its value and where
+/// what follows it starts. Up to three continuation bytes.
+#[inline(always)]
+fn hpack_integer(bytes: &[u8; API_HTTP2_COPY], at: u64, prefix: u8) -> Option<(u64, u64)> {
+    let mut value = u64::from(bytes[(at & COPY_MASK) as usize] & prefix);
+    let mut at = at + 1;
+    if value < u64::from(prefix) {
+        return Some((value, at));
+    }
+    let mut shift = 0;
+    while shift < 21 {
+        let byte = bytes[(at & COPY_MASK) as usize];
+        at += 1;
+        value += u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some((value, at));
+        }
+        shift += 7;
+    }
+    None
+}
+
+/// Where an HPACK string at `at` (a Huffman bit and a 7-bit-prefix length,
+/// then the bytes) ends.
+#[inline(always)]
+fn hpack_skip_string(bytes: &[u8; API_HTTP2_COPY], at: u64) -> Option<u64> {
+    let (length, next) = hpack_integer(bytes, at, 0x7f)?;
+    Some(next + length)
 }
 
 /// A write holding exactly one request head whose method cannot change

@@ -169,6 +169,11 @@ pub fn current_uid() -> u32 {
     bpf_get_current_uid_gid() as u32
 }
 
+/// Events wake guardd whether or not it has read the records before them:
+/// the kernel's default wakes it only when it has (adaptive), and HTTP/2
+/// writes copied to it are submitted without a wake-up of their own.
+const WAKE: u64 = aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64;
+
 /// Sends one event to the daemon. Returns false when the ring buffer is full.
 #[inline(always)]
 pub fn emit(kind: EventKind, pid: u32, session_id: u32, comm: Comm) -> bool {
@@ -183,7 +188,7 @@ pub fn emit(kind: EventKind, pid: u32, session_id: u32, comm: Comm) -> bool {
         op: 0,
         root: FileKey::default(),
     };
-    let sent = EVENTS.output::<Event>(&event, 0).is_ok();
+    let sent = EVENTS.output::<Event>(&event, WAKE).is_ok();
     if !sent {
         count_lost();
     }
@@ -211,7 +216,7 @@ pub fn emit_gate(
         op,
         root,
     };
-    let sent = EVENTS.output::<Event>(&event, 0).is_ok();
+    let sent = EVENTS.output::<Event>(&event, WAKE).is_ok();
     if !sent {
         count_lost();
     }

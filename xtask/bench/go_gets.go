@@ -1,7 +1,7 @@
 // The Go API-client gate bench: an HTTPS server that answers every request
-// with 200, and a client that makes N GETs on one keep-alive connection.
-// HTTP/1.1 on both sides (the gate reads HTTP/1.x).
-// usage: go_gets serve PORTFILE CERT KEY | get PORT CERT N | noop
+// with 200, and a client that makes N GETs on one keep-alive connection,
+// over HTTP/1.1 (get) or HTTP/2 (get2).
+// usage: go_gets serve PORTFILE CERT KEY | get|get2 PORT CERT N | noop
 package main
 
 import (
@@ -20,12 +20,12 @@ func main() {
 	switch {
 	case len(os.Args) == 5 && os.Args[1] == "serve":
 		serve(os.Args[2], os.Args[3], os.Args[4])
-	case len(os.Args) == 5 && os.Args[1] == "get":
+	case len(os.Args) == 5 && (os.Args[1] == "get" || os.Args[1] == "get2"):
 		n, _ := strconv.Atoi(os.Args[4])
-		get(os.Args[2], os.Args[3], n)
+		get(os.Args[2], os.Args[3], n, os.Args[1] == "get2")
 	case len(os.Args) == 2 && os.Args[1] == "noop":
 	default:
-		fmt.Fprintln(os.Stderr, "usage: go_gets serve PORTFILE CERT KEY | get PORT CERT N | noop")
+		fmt.Fprintln(os.Stderr, "usage: go_gets serve PORTFILE CERT KEY | get|get2 PORT CERT N | noop")
 		os.Exit(2)
 	}
 }
@@ -41,22 +41,25 @@ func serve(portFile, cert, key string) {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, "ok")
 		}),
-		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 	}
 	panic(server.ServeTLS(listener, cert, key))
 }
 
-func get(port, certFile string, n int) {
+func get(port, certFile string, n int, http2 bool) {
 	pem, err := os.ReadFile(certFile)
 	if err != nil {
 		panic(err)
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
-	client := &http.Client{Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: roots},
-		TLSNextProto:    map[string]func(string, *tls.Conn) http.RoundTripper{},
-	}}
+	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
+	if http2 {
+		transport.ForceAttemptHTTP2 = true
+	} else {
+		// No "h2" offered: HTTP/1.1.
+		transport.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	client := &http.Client{Transport: transport}
 	url := fmt.Sprintf("https://127.0.0.1:%s/", port)
 	fetch := func() {
 		response, err := client.Get(url)

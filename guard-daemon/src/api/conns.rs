@@ -95,6 +95,12 @@ impl Conns {
     ) -> WriteRead {
         let key = (pid, conn);
         let digest = digest(bytes, unread);
+        if bytes.starts_with(PREFACE) {
+            // A new connection at the address of one gone (Go's have no
+            // free to tell): mid-connection, a server takes these bytes
+            // for a broken frame and closes.
+            self.http2.remove(&key);
+        }
         if let Some(http2) = self.http2.get_mut(&key) {
             return http2.read_write(buf, digest, bytes, unread);
         }
@@ -151,6 +157,16 @@ impl Conns {
             },
         );
         read
+    }
+
+    /// A write the kernel let through on an HTTP/2 connection (a GET's
+    /// header block): read for the connection's table; the calls in it.
+    pub fn read_passed(&mut self, pid: u32, conn: u64, buf: u64, bytes: &[u8]) -> Vec<ApiCall> {
+        let Some(http2) = self.http2.get_mut(&(pid, conn)) else {
+            // Not followed from its start: its next stop finds it so.
+            return Vec::new();
+        };
+        http2.read_write(buf, digest(bytes, 0), bytes, 0).calls
     }
 
     /// The connection is gone (its address may name the next one).
@@ -389,6 +405,28 @@ mod tests {
         let hidden = conns.read_write(1, 8, 100, b"xx\r\nDELETE /b HTTP/1.1\r\nHost: h\r\n\r\n", 0);
         assert_eq!(hidden.calls.len(), 1);
         assert_eq!(hidden.calls[0].http.as_ref().unwrap().method, "DELETE");
+    }
+
+    #[test]
+    fn http2_is_read_from_its_preface_and_a_reused_address_starts_again() {
+        const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+        // :authority h (literal, indexed), :method DELETE, :path /x, :scheme https.
+        let block = b"\x41\x01h\x42\x06DELETE\x44\x02/x\x87";
+        let mut headers = vec![0, 0, block.len() as u8, 1, 5, 0, 0, 0, 1];
+        headers.extend_from_slice(block);
+        let mut conns = Conns::default();
+        let start = [PREFACE, SETTINGS].concat();
+        let read = conns.read_write(1, 7, 100, &start, 0);
+        assert_eq!(read.kernel, Some(KernelConn::Http2));
+        let read = conns.read_write(1, 7, 200, &headers, 0);
+        assert_eq!(read.calls[0].describe(), "DELETE h/x");
+        // The same address, a new connection: its table starts empty again.
+        let read = conns.read_write(1, 7, 300, &[start.as_slice(), &headers].concat(), 0);
+        assert_eq!(read.calls.len(), 1);
+        assert!(read.unreadable.is_none(), "{read:?}");
+        // A connection met mid-way: its requests are unreadable.
+        let read = conns.read_write(1, 8, 100, &headers, 0);
+        assert!(read.unreadable.is_some());
     }
 
     #[test]

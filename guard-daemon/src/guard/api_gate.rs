@@ -6,7 +6,7 @@
 //! through.
 use std::collections::HashMap;
 
-use guard_common::{ApiHeldEntry, ApiHook, API_COOKIE_HOOK};
+use guard_common::{ApiHeldEntry, ApiHook, ApiWriteEvent, API_COOKIE_HOOK};
 
 mod release;
 
@@ -558,20 +558,54 @@ impl Guard {
         )
     }
 
-    /// Raises API stops whose event was lost, and forgets connections and
-    /// decisions of the past.
-    pub(super) fn tick_api_gate(&mut self) {
+    /// Raises API stops whose event was lost: those older than the grace
+    /// and recorded before `drained_from_ns`, when the event reader began
+    /// the drain it has just handled (so that the HTTP/2 writes the kernel
+    /// let through before them are read first).
+    pub fn recover_api_stops(&mut self, drained_from_ns: u64) {
         let grace_ns = RECOVERY_GRACE.as_nanos() as u64;
         let now_ns = monotonic_ns();
         for (tid, entry) in self.kernel.api_held_all() {
             if self.holds.holds_api_stop(tid, entry.ktime_ns)
                 || now_ns.saturating_sub(entry.ktime_ns) < grace_ns
+                || entry.ktime_ns >= drained_from_ns
             {
                 continue;
             }
             tracing::warn!(tid, "raising an API stop whose event was lost");
             self.on_api_stop(tid, entry, false);
         }
+    }
+
+    /// The kernel let an HTTP/2 write with a GET through: its header block
+    /// goes into the connection's table. A request in it that is not a lone
+    /// GET means the kernel's reading was wrong: said loudly.
+    pub fn on_http2_passed(&mut self, write: &ApiWriteEvent) {
+        let event = &write.event;
+        let len = (write.len as usize).min(write.bytes.len());
+        let calls =
+            self.api
+                .conns
+                .read_passed(event.pid, event.root.ino, write.buf, &write.bytes[..len]);
+        for call in calls {
+            let method = call.http.as_ref().map(|h| h.method.as_str());
+            if method != Some("GET") {
+                let what = format!(
+                    "an HTTP/2 request the kernel let through unjudged: {}",
+                    call.describe()
+                );
+                tracing::error!(pid = event.pid, "{what}");
+                let mut record = AuditRecord::new(AuditEvent::Error);
+                record.pid = Some(event.pid);
+                record.session = Some(event.session_id);
+                record.reason = Some(what);
+                self.audit.write(&record);
+            }
+        }
+    }
+
+    /// Forgets connections and decisions of the past.
+    pub(super) fn tick_api_gate(&mut self) {
         self.api
             .decided
             .retain(|_, (_, at)| at.elapsed() < RETRY_WINDOW);

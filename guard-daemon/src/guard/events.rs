@@ -61,8 +61,9 @@ impl Guard {
             Some(
                 kind @ (EventKind::ApiHeld | EventKind::ApiStopFailed | EventKind::ApiConnClosed),
             ) => self.on_api_event(kind, event),
-            // Read as a whole `ReportEvent` by the reader, never as a bare event.
-            Some(EventKind::GateReported) => {}
+            // Read whole (`ReportEvent`, `ApiWriteEvent`) by the reader,
+            // never as a bare event.
+            Some(EventKind::GateReported | EventKind::ApiHttp2Passed) => {}
             None => tracing::warn!(kind = event.kind, "unknown kernel event"),
         }
     }

@@ -29,10 +29,10 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<GoApiCost> {
     // server outside the session does not trap on its writes.
     let client = build(bench, "go_gets_client")?;
     let server = Server::start(bench, &build(bench, "go_gets_server")?)?;
-    let gets = |guard: Option<&Guardd>| -> anyhow::Result<f64> {
+    let gets = |guard: Option<&Guardd>, verb: &str| -> anyhow::Result<f64> {
         let mut command = in_session(bench, guard, &client);
         let out = command
-            .args(["get", &server.port, &server.cert.to_string_lossy()])
+            .args([verb, &server.port, &server.cert.to_string_lossy()])
             .arg(GETS.to_string())
             .stderr(Stdio::null())
             .output()?;
@@ -41,12 +41,15 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<GoApiCost> {
             .parse()
             .with_context(|| format!("go_gets get: {out:?}"))
     };
-    let (mut loop_pair, mut first_exec) = (Pair::default(), Vec::new());
+    let (mut loop_pair, mut http2_pair) = (Pair::default(), Pair::default());
+    let mut first_exec = Vec::new();
     for round in 0..ROUNDS {
         eprintln!("xtask: bench API gate, Go {}/{ROUNDS}", round + 1);
-        loop_pair.without.push(gets(None)?);
+        loop_pair.without.push(gets(None, "get")?);
+        http2_pair.without.push(gets(None, "get2")?);
         let guard = Guardd::start(bench)?;
-        loop_pair.with.push(gets(Some(&guard))?);
+        loop_pair.with.push(gets(Some(&guard), "get")?);
+        http2_pair.with.push(gets(Some(&guard), "get2")?);
         for copy in 0..COPIES {
             let fresh = bench.dir.join(format!("bin/go_gets_copy{copy}"));
             let _ = fs::remove_file(&fresh);
@@ -60,6 +63,7 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<GoApiCost> {
     }
     Ok(GoApiCost {
         get_loop: loop_pair.summary(),
+        get_loop_http2: Some(http2_pair.summary()),
         first_exec_extra_ms: summary(&first_exec),
     })
 }
@@ -71,7 +75,7 @@ pub(super) fn report(
 ) -> String {
     let mut out = String::from(
         "\n### Go programs\n\nA Go client built with Debian's Go makes 10,000 HTTPS GETs on one keep-alive \
-         HTTP/1.1 connection to a Go server on loopback; ratio of microseconds per GET in a \
+         HTTP/1.1 connection (and again over HTTP/2) to a Go server on loopback; ratio of microseconds per GET in a \
          session with guardd / without guardd in the same round. The first exec of a Go binary \
          in a session: wall-clock time of `guardctl run` on a fresh copy minus the same again \
          on that copy (then known).\n\n| figure | goal | median | min – max |\n|---|---|---|---|\n",
@@ -82,6 +86,10 @@ pub(super) fn report(
         &go.get_loop.ratio,
     );
     out += &row("without guardd: us per GET", "", &go.get_loop.no_guard_us);
+    if let Some(http2) = &go.get_loop_http2 {
+        out += &row("in a session, GETs over HTTP/2: ratio", "", &http2.ratio);
+        out += &row("without guardd: us per HTTP/2 GET", "", &http2.no_guard_us);
+    }
     out += &row(
         "first exec of a new Go binary in a session: extra ms",
         "",

@@ -129,6 +129,9 @@ pub(super) struct Results {
 pub(super) struct GoApiCost {
     /// GETs on one keep-alive connection, in a session / without guardd.
     pub get_loop: PairSummary,
+    /// The same over HTTP/2.
+    #[serde(default)]
+    pub get_loop_http2: Option<PairSummary>,
     /// A session's first exec of a Go binary against a later one.
     pub first_exec_extra_ms: Summary,
 }
