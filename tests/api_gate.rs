@@ -65,6 +65,23 @@ fn json_of(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or_default()
 }
 
+/// Starts a test server outside any session, in its own process group;
+/// it and the port it printed first.
+fn start_server(command: &mut Command, what: &str) -> (Child, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|err| panic!("start {what}: {err}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(!line.trim().is_empty(), "{what} did not start");
+    (child, line.trim().to_string())
+}
+
 /// moto's AWS server over TLS, in its own process group.
 struct Moto {
     child: Child,
@@ -76,22 +93,12 @@ struct Moto {
 impl Moto {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(python())
-            .arg(fixture("moto_tls.py"))
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start moto");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(!line.trim().is_empty(), "moto did not start");
+        let mut server = Command::new(python());
+        server.arg(fixture("moto_tls.py")).arg(dir.path());
+        let (child, port) = start_server(&mut server, "moto");
         Self {
             child,
-            port: line.trim().to_string(),
+            port,
             cert: dir.path().join("cert.pem"),
             _dir: dir,
         }
@@ -901,25 +908,13 @@ struct H2Front {
 
 impl H2Front {
     fn start(moto: &Moto, dir: &Path) -> Self {
-        let program = go_build(dir, "h2_front.go", "h2-front", &[]);
-        let mut child = Command::new(program)
+        let mut server = Command::new(go_build(dir, "h2_front.go", "h2-front", &[]));
+        server
             .arg(&moto.cert)
             .arg(moto.cert.with_file_name("key.pem"))
-            .arg(&moto.port)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start the HTTP/2 front");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(!line.trim().is_empty(), "the HTTP/2 front did not start");
-        Self {
-            child,
-            port: line.trim().to_string(),
-        }
+            .arg(&moto.port);
+        let (child, port) = start_server(&mut server, "the HTTP/2 front");
+        Self { child, port }
     }
 
     fn url(&self) -> String {

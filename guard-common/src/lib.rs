@@ -637,10 +637,10 @@ mod tests {
 
     #[test]
     fn event_kind_round_trips() {
-        for kind in 1..=14 {
+        for kind in 1..=15 {
             assert_eq!(EventKind::from_u32(kind).unwrap() as u32, kind);
         }
         assert_eq!(EventKind::from_u32(0), None);
-        assert_eq!(EventKind::from_u32(15), None);
+        assert_eq!(EventKind::from_u32(16), None);
     }
 }
