@@ -971,11 +971,10 @@ fn go_http2_calls_are_read_with_the_connections_hpack_table() {
         assert_eq!(moto.has_bucket(bucket), verdict == "deny");
     }
     assert!(guard.pending().is_empty());
-    // No request the kernel let through was anything but a GET.
+    // No request the kernel let through was anything but a GET (and the
+    // report-only program followed the short sessions without a failure).
     let errors = guard.audit_events(AuditEvent::Error);
-    let unjudged =
-        (errors.iter()).filter(|e| e.reason.as_ref().is_some_and(|r| r.contains("unjudged")));
-    assert_eq!(unjudged.count(), 0, "{errors:?}");
+    assert!(errors.is_empty(), "{errors:?}");
 }
 
 #[test]

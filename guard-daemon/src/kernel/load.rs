@@ -173,6 +173,7 @@ impl Kernel {
             lsm_missing: lsm.as_ref().err().cloned(),
             report_missing: None,
             reporting: false,
+            report_unneeded_since: None,
             report_failed: None,
             pins: pins.clone(),
             links: BTreeMap::new(),

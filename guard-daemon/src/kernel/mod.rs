@@ -165,6 +165,8 @@ pub struct Kernel {
     report_missing: Option<String>,
     /// Whether the report-only program is on its tracepoints now.
     reporting: bool,
+    /// Since when no session has needed it (it is detached after REPORT_LINGER).
+    report_unneeded_since: Option<std::time::Instant>,
     /// The last failure to attach it, and when: retried after REPORT_RETRY.
     report_failed: Option<(String, std::time::Instant)>,
     pins: Pins,

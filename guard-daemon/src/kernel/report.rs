@@ -14,6 +14,11 @@ use super::{offsets::TRACEFS, Kernel, KernelError};
 
 /// How long after a failed attach of the report-only program it is tried again.
 const REPORT_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the report-only program stays attached once no session needs
+/// it. Its detach completes on another thread after RCU grace periods, and
+/// until then the kernel refuses the same program on the same tracepoints
+/// (EEXIST): attached again at once, for the next short session, it failed.
+const REPORT_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 /// The `syscalls` tracepoints the report-only program is attached to
 /// where the BPF LSM does not run (those this kernel has).
 pub(super) const REPORT_TRACEPOINTS: [&str; 18] = [
@@ -72,7 +77,19 @@ impl Kernel {
     }
 
     /// Attaches (or detaches) the report-only program; true when that changed.
+    /// Not wanted any more, it is detached only after REPORT_LINGER.
     pub fn set_reporting(&mut self, on: bool) -> Result<bool, KernelError> {
+        if on || !self.reporting {
+            self.report_unneeded_since = None;
+        } else {
+            let since = *self
+                .report_unneeded_since
+                .get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() < REPORT_LINGER {
+                return Ok(false);
+            }
+            self.report_unneeded_since = None;
+        }
         if on == self.reporting || self.report_missing.is_some() {
             return Ok(false);
         }
