@@ -1002,31 +1002,29 @@ fn aws_sdk_for_go_calls_are_held_over_http1_and_http2() {
             assert!(status.success(), "{proto} {read:?}: {out}{err}");
         }
         assert_eq!(guard.audit_events(AuditEvent::Hold).len(), holds, "{proto}");
+        // The call is held as `operation`; decided by `verdict`, the
+        // client succeeds only if approved.
+        let decide = |args: &[&str], operation: &str, verdict: &str| {
+            let client = in_session(&guard, &sdk(args));
+            let hold = guard.wait_hold(args[0]);
+            assert_eq!(hold.operation.as_deref(), Some(operation), "{proto}");
+            guard.decide(verdict, &hold);
+            let (status, out, err) = client.wait();
+            assert_eq!(
+                status.success(),
+                verdict == "approve",
+                "{proto}: {out}{err}"
+            );
+        };
         // EC2's query protocol names the action in the body (DATA frames
         // on HTTP/2): denied, the instance runs on.
-        let client = in_session(&guard, &sdk(&["terminate", instance]));
-        let hold = guard.wait_hold("terminate");
-        assert_eq!(
-            hold.operation.as_deref(),
-            Some("POST ec2 us-east-1 TerminateInstances"),
-            "{proto}"
-        );
-        guard.decide("deny", &hold);
-        let (status, out, err) = client.wait();
-        assert!(!status.success(), "{proto}: {out}{err}");
+        let terminate = ["terminate", instance];
+        decide(&terminate, "POST ec2 us-east-1 TerminateInstances", "deny");
         let states = outside(&mut moto.aws(&["describe"]))["out"].clone();
         assert_eq!(states[instance], "running", "{proto}");
         // S3's DeleteBucket: approved, it goes.
-        let client = in_session(&guard, &sdk(&["delete_bucket", &bucket]));
-        let hold = guard.wait_hold("delete_bucket");
-        assert_eq!(
-            hold.operation.as_deref(),
-            Some("DELETE s3 us-east-1 DeleteBucket"),
-            "{proto}"
-        );
-        guard.decide("approve", &hold);
-        let (status, out, err) = client.wait();
-        assert!(status.success(), "{proto}: {out}{err}");
+        let delete = ["delete_bucket", &bucket];
+        decide(&delete, "DELETE s3 us-east-1 DeleteBucket", "approve");
         assert!(!moto.has_bucket(&bucket), "{proto}");
     }
     assert!(guard.pending().is_empty());
