@@ -35,6 +35,11 @@ const MAX_FRAME: usize = (1 << 24) - 1;
 /// A frame longer than this is taken as no HTTP/2 by `looks_like_frames`
 /// (the default size limit, which a client exceeds only when allowed).
 const DEFAULT_MAX_FRAME: usize = 1 << 14;
+/// The largest HPACK table an encoder may size its table up to, as far as
+/// guardd follows it: a server may allow more than the protocol's initial
+/// 4096 bytes (Go's and nghttp2's encoders stay at 4096 anyway), and the
+/// server's settings are not among the client's writes.
+const MAX_TABLE: usize = 1 << 16;
 /// Body bytes kept for a call that is named in its body.
 const BODY_LIMIT: usize = 1 << 20;
 
@@ -122,6 +127,7 @@ impl Default for Connection {
     fn default() -> Self {
         let mut reader = Codec::new(Written::default());
         reader.set_max_recv_frame_size(MAX_FRAME);
+        reader.set_recv_header_table_size(MAX_TABLE);
         Self {
             reader,
             frame_left: 0,
@@ -338,6 +344,17 @@ mod tests {
         let read = conn.read(&again, 0);
         assert_eq!(methods(&read), [("DELETE".into(), "/b".into())]);
         assert_eq!(read.requests[0].host(), "s3.local");
+    }
+
+    #[test]
+    fn a_table_larger_than_the_initial_one_is_followed() {
+        let mut conn = Connection::default();
+        // A size update to 16384 (001 11111, then 16384 - 31 in 7-bit groups).
+        let mut fields = vec![0x3f, 0xe1, 0x7f];
+        fields.extend(block("DELETE", "/big"));
+        let read = conn.read(&headers_frame(1, &fields, 0x5), 0);
+        assert!(read.unreadable.is_none(), "{read:?}");
+        assert_eq!(methods(&read), [("DELETE".into(), "/big".into())]);
     }
 
     #[test]
