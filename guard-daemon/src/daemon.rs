@@ -200,6 +200,7 @@ fn read_events(mut events: RingBuf<MapData>, guard: Arc<Mutex<Guard>>) -> anyhow
             }
         }
         let mut guard = guard.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changed = !batch.is_empty() || !reports.is_empty();
         for record in batch.drain(..) {
             match record {
                 Record::Event(event) => guard.on_event(&event),
@@ -211,8 +212,10 @@ fn read_events(mut events: RingBuf<MapData>, guard: Arc<Mutex<Guard>>) -> anyhow
         }
         // Here, not on the tick: a stop recorded before the drain began
         // comes after every write of its connection the kernel let through.
-        guard.recover_api_stops(drained_from_ns);
-        guard.persist();
+        changed |= guard.recover_api_stops(drained_from_ns);
+        if changed {
+            guard.persist();
+        }
     }
 }
 

@@ -44,7 +44,7 @@ const MAX_TABLE: usize = 1 << 16;
 const BODY_LIMIT: usize = 1 << 20;
 
 /// Whether a frame of this type carries (part of) a header block.
-pub fn carries_header_block(kind: u8) -> bool {
+fn carries_header_block(kind: u8) -> bool {
     matches!(kind, HEADERS | PUSH_PROMISE | CONTINUATION)
 }
 

@@ -561,8 +561,9 @@ impl Guard {
     /// Raises API stops whose event was lost: those older than the grace
     /// and recorded before `drained_from_ns`, when the event reader began
     /// the drain it has just handled (so that the HTTP/2 writes the kernel
-    /// let through before them are read first).
-    pub fn recover_api_stops(&mut self, drained_from_ns: u64) {
+    /// let through before them are read first). Whether it raised any.
+    pub fn recover_api_stops(&mut self, drained_from_ns: u64) -> bool {
+        let mut raised = false;
         let grace_ns = RECOVERY_GRACE.as_nanos() as u64;
         let now_ns = monotonic_ns();
         for (tid, entry) in self.kernel.api_held_all() {
@@ -574,7 +575,9 @@ impl Guard {
             }
             tracing::warn!(tid, "raising an API stop whose event was lost");
             self.on_api_stop(tid, entry, false);
+            raised = true;
         }
+        raised
     }
 
     /// The kernel let an HTTP/2 write with a GET through: its header block
