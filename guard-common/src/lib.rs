@@ -42,6 +42,48 @@ pub const PROGRAM_MULTI_CALL: u32 = 1 << 3;
 /// line); in a session it stops unless argv[1] is a `-c` option cluster.
 pub const PROGRAM_SCRIPT_RUNNER: u32 = 1 << 4;
 
+/// Bytes of one argument the argv prefilter reads into a word key: 31 and
+/// the NUL. A word of the prefilter is at most this long less one, a prefix
+/// at most 31 bytes.
+pub const ARGV_WORD_LEN: usize = 32;
+/// Arguments (argv[0] included) the prefilter reads; a longer argv stops.
+pub const ARGV_MAX_ARGS: u32 = 32;
+/// An argument this long or longer (the NUL counted) stops: the prefilter
+/// could not tell where the next one starts.
+pub const ARGV_LONG_ARG: usize = 4096;
+/// Capacity of `ARGV_WORDS`.
+pub const MAX_ARGV_WORDS: u32 = 16_384;
+/// `EXEC_COUNTS` slot: watched execs in sessions the prefilter let run unstopped.
+pub const EXEC_PREFILTER_PASSED: u32 = 0;
+pub const EXEC_COUNT_SLOTS: u32 = 1;
+
+/// Value of `ARGV_FILTERS` (by comm): the program's words in `ARGV_WORDS`
+/// are those under `id`, and a short-option cluster stops when a byte of it
+/// has its bit (`1 << (byte & 63)`) in `letters`. argv[0] is the program's
+/// name, or a path ending in `/NAME`: its last 16 bytes, masked by
+/// `tail_mask`, are `tail` (`/NAME` at the end), and it is longer than
+/// `name_len`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ArgvFilter {
+    pub id: u32,
+    pub name_len: u32,
+    pub letters: u64,
+    pub tail: [u64; 2],
+    pub tail_mask: [u64; 2],
+}
+
+/// Data of an `ARGV_WORDS` (LPM trie) key: the filter id, big-endian so
+/// that it is the key's first 32 bits, then an argument's first bytes. A
+/// word is stored with its NUL (it matches only the whole argument), a
+/// prefix without.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ArgvWordKey {
+    pub id: [u8; 4],
+    pub bytes: [u8; ARGV_WORD_LEN],
+}
+
 /// `SessionEntry::flags`: the session was started by `guardctl run`.
 pub const SESSION_LAUNCHED: u32 = 1 << 0;
 /// `SessionEntry::flags`: the session was started by the kernel on an agent exec.
@@ -67,7 +109,7 @@ pub const SETTING_ESCAPE_DENY: u32 = 1 << 0;
 /// or what an entry means. Version 1 is the first marked one: pins without a
 /// marker count as version 0: they come from before it, in whichever layout
 /// (`ContinuedEntry` had already changed once).
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Value of the `SESSIONS` map, keyed by thread id; children inherit it on fork.
 #[repr(C)]
@@ -592,6 +634,8 @@ const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 20);
 const _: () = assert!(core::mem::size_of::<ContinuedEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<ApiHeldEntry>() == 72);
 const _: () = assert!(core::mem::size_of::<ApiConnKey>() == 16);
+const _: () = assert!(core::mem::size_of::<ArgvFilter>() == 48);
+const _: () = assert!(core::mem::size_of::<ArgvWordKey>() == 4 + ARGV_WORD_LEN);
 const _: () = assert!(core::mem::size_of::<ApiWriteEvent>() == 64 + 16 + API_HTTP2_COPY);
 
 #[cfg(feature = "user")]
@@ -612,6 +656,8 @@ mod pod {
     unsafe impl aya::Pod for super::GateDecision {}
     unsafe impl aya::Pod for super::ApiHeldEntry {}
     unsafe impl aya::Pod for super::ApiConnKey {}
+    unsafe impl aya::Pod for super::ArgvFilter {}
+    unsafe impl aya::Pod for super::ArgvWordKey {}
 }
 
 /// Key of the `PROGRAMS` map for a program name: the kernel's `comm`, which

@@ -24,9 +24,13 @@ pub mod map {
     pub const API_SCRATCH: &str = "API_SCRATCH";
     pub const API_HELD_PROCS: &str = "API_HELD_PROCS";
     pub const API_POINTS: &str = "API_POINTS";
+    pub const ARGV_FILTERS: &str = "ARGV_FILTERS";
+    pub const ARGV_WORDS: &str = "ARGV_WORDS";
+    pub const ARGV_SCRATCH: &str = "ARGV_SCRATCH";
+    pub const EXEC_COUNTS: &str = "EXEC_COUNTS";
 
     /// Every map, each pinned under the pin directory.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 23] = [
         SESSIONS,
         HELD,
         PROGRAMS,
@@ -46,6 +50,10 @@ pub mod map {
         API_SCRATCH,
         API_HELD_PROCS,
         API_POINTS,
+        ARGV_FILTERS,
+        ARGV_WORDS,
+        ARGV_SCRATCH,
+        EXEC_COUNTS,
     ];
 }
 

@@ -33,6 +33,11 @@ pub const SYSTEM_DIRS: &[&str] = &[
     "/sbin",
     "/bin",
     "/snap/bin",
+    // git's exec-path: git runs itself from there (`git maintenance` after
+    // a commit), and its `git-*` commands.
+    "/usr/lib/git-core",
+    "/usr/libexec/git-core",
+    "/usr/local/libexec/git-core",
     // The dynamic loader, which runs a program named in its argv.
     "/lib64",
     "/lib/x86_64-linux-gnu",
@@ -87,6 +92,8 @@ pub struct ProgramFiles {
     by_build_id: HashMap<Vec<u8>, String>,
     /// Names of the executables that may run a copy of a watched script.
     runners: std::collections::HashSet<String>,
+    /// Watched programs installed as `#!` scripts.
+    scripts: std::collections::HashSet<String>,
     /// The directories looked in, as the kernel keys them.
     dir_keys: Vec<guard_common::FileKey>,
     /// What an unknown file turned out to be, while it is unchanged.
@@ -123,9 +130,11 @@ impl ProgramFiles {
                 files
                     .by_inode
                     .insert((meta.dev(), meta.ino()), name.to_string());
-                files
-                    .runners
-                    .extend(scripts::interpreter_names(&path, dirs));
+                let interpreters = scripts::interpreter_names(&path, dirs);
+                if !interpreters.is_empty() {
+                    files.scripts.insert(name.to_string());
+                }
+                files.runners.extend(interpreters);
                 if let Some(id) = build_id(&path) {
                     files
                         .by_build_id
@@ -174,6 +183,11 @@ impl ProgramFiles {
     /// How many installed files were found.
     pub fn len(&self) -> usize {
         self.by_inode.len()
+    }
+
+    /// Whether a watched program is installed as a `#!` script here.
+    pub fn is_script(&self, program: &str) -> bool {
+        self.scripts.contains(program)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -26,7 +26,8 @@ use guard_common::{
 use crate::{
     gate::peek,
     maps::{
-        count_overflow, emit, exe_offsets, held_entry, offsets, EXEC_DIRS, HELD, PROGRAMS, SESSIONS,
+        count_overflow, count_prefilter_passed, emit, exe_offsets, held_entry, offsets,
+        ARGV_FILTERS, EXEC_DIRS, HELD, PROGRAMS, SESSIONS,
     },
 };
 
@@ -56,6 +57,9 @@ pub fn exec_gate(ctx: TracePointContext) -> u32 {
         None => 0,
     };
     match in_session {
+        true if flags & PROGRAM_WATCHED != 0 && passes_prefilter(&comm, flags) => {
+            count_prefilter_passed();
+        }
         true if flags & PROGRAM_WATCHED != 0
             || is_multi_call_name(&comm)
             || exe_needs_judging(&comm, flags) =>
@@ -82,6 +86,45 @@ pub fn exec_gate(ctx: TracePointContext) -> u32 {
         false => {}
     }
     0
+}
+
+/// Whether a watched exec in a session runs without a stop: the file run
+/// is the program itself (its own name, root's, in a program directory, where
+/// a hard link is root's own doing, as git's `git-*` links are; not
+/// a script, whose file the kernel no longer sees here, nor a multi-call
+/// binary) and its argv passes the program's prefilter (`argv.rs`).
+#[inline(always)]
+fn passes_prefilter(comm: &Comm, flags: u32) -> bool {
+    if flags & (PROGRAM_MULTI_CALL | PROGRAM_SCRIPT_RUNNER) != 0 || is_multi_call_name(comm) {
+        return false;
+    }
+    let Some(filter) = ARGV_FILTERS.get_ptr(comm) else {
+        return false;
+    };
+    let filter = unsafe { *filter };
+    if exe_name().is_none_or(|name| name != *comm) {
+        return false;
+    }
+    if !matches!(exe_file_owner_and_links(), Some((0, _))) || !exe_dir_is_known() {
+        return false;
+    }
+    let Some((start, end)) = arg_bounds() else {
+        return false;
+    };
+    crate::argv::passes(comm, &filter, start, end)
+}
+
+/// `mm->arg_start` and `mm->arg_end` of the new image.
+#[inline(always)]
+fn arg_bounds() -> Option<(u64, u64)> {
+    let off = exe_offsets();
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let mm: *const u8 = bpf_probe_read_kernel(task.add(off.task_mm as usize).cast()).ok()?;
+        let start: u64 = bpf_probe_read_kernel(mm.add(off.mm_arg_start as usize).cast()).ok()?;
+        let end: u64 = bpf_probe_read_kernel(mm.add(off.mm_arg_end as usize).cast()).ok()?;
+        Some((start, end))
+    }
 }
 
 /// Stops a watched exec for guardd to judge; the stop is recorded first in

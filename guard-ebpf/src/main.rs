@@ -1,6 +1,7 @@
 //! agent-guard kernel programs. One file per area:
 //! - `sessions`: which threads belong to an agent session (fork/exit);
 //! - `exec`: the exec gate (stop watched programs in sessions, detect agents);
+//! - `argv`: the exec gate's prefilter (a watched exec no rule can match runs);
 //! - `holds`: marks a held process another process continued (SIGCONT);
 //! - `self_protect`: BPF LSM hooks for hold integrity and self-protection;
 //! - `gate`: BPF LSM syscall gate on protected paths (hold, deny, audit);
@@ -40,6 +41,8 @@
 
 #[cfg(target_arch = "bpf")]
 mod api;
+#[cfg(target_arch = "bpf")]
+mod argv;
 #[cfg(target_arch = "bpf")]
 mod escape;
 #[cfg(target_arch = "bpf")]

@@ -4,14 +4,15 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_uid_gid, bpf_ktime_get_ns},
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use guard_common::{
-    ApiConnKey, ApiHeldEntry, Comm, ContinuedEntry, Event, EventKind, ExeNameOffsets, FileKey,
-    GateDecision, GateDecisionKey, GateHeldEntry, GateRoot, HeldEntry, ReportCall, SessionEntry,
-    TracepointOffsets, API_PEEK, EVENTS_BYTES, MAX_API_CONNS, MAX_API_HELD, MAX_API_POINTS,
-    MAX_EXEC_DIRS, MAX_GATE_DECISIONS, MAX_GATE_ROOTS, MAX_HELD, MAX_PROGRAMS, MAX_PROTECTED,
-    MAX_REPORT_CALLS, MAX_SESSION_TASKS, OVERFLOW_EVENTS_LOST, OVERFLOW_SLOTS,
+    ApiConnKey, ApiHeldEntry, ArgvFilter, ArgvWordKey, Comm, ContinuedEntry, Event, EventKind,
+    ExeNameOffsets, FileKey, GateDecision, GateDecisionKey, GateHeldEntry, GateRoot, HeldEntry,
+    ReportCall, SessionEntry, TracepointOffsets, API_PEEK, ARGV_LONG_ARG, EVENTS_BYTES,
+    EXEC_COUNT_SLOTS, EXEC_PREFILTER_PASSED, MAX_API_CONNS, MAX_API_HELD, MAX_API_POINTS,
+    MAX_ARGV_WORDS, MAX_EXEC_DIRS, MAX_GATE_DECISIONS, MAX_GATE_ROOTS, MAX_HELD, MAX_PROGRAMS,
+    MAX_PROTECTED, MAX_REPORT_CALLS, MAX_SESSION_TASKS, OVERFLOW_EVENTS_LOST, OVERFLOW_SLOTS,
 };
 
 /// Thread id -> session, for every thread in an agent session.
@@ -21,6 +22,32 @@ pub static SESSIONS: HashMap<u32, SessionEntry> = HashMap::with_max_entries(MAX_
 /// Program name (`comm`) -> `PROGRAM_*` flags, derived from the policy by the daemon.
 #[map]
 pub static PROGRAMS: HashMap<Comm, u32> = HashMap::with_max_entries(MAX_PROGRAMS, 0);
+
+/// Program name (`comm`) -> its argv prefilter, for the watched programs
+/// guardd could summarise (see `argv.rs`); a watched program without one
+/// always stops.
+#[map]
+pub static ARGV_FILTERS: HashMap<Comm, ArgvFilter> = HashMap::with_max_entries(MAX_PROGRAMS, 0);
+
+/// (filter id, word or prefix) -> 1: the arguments that stop a prefiltered program.
+#[map]
+pub static ARGV_WORDS: LpmTrie<ArgvWordKey, u32> = LpmTrie::with_max_entries(MAX_ARGV_WORDS, 0);
+
+/// Per CPU: a long argument, read whole to learn where the next one starts.
+#[map]
+pub static ARGV_SCRATCH: PerCpuArray<[u8; ARGV_LONG_ARG]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per CPU, by `EXEC_*` slot: what the exec gate did without guardd.
+#[map]
+pub static EXEC_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EXEC_COUNT_SLOTS, 0);
+
+/// Counts one watched exec the prefilter let run.
+#[inline(always)]
+pub fn count_prefilter_passed() {
+    if let Some(count) = EXEC_COUNTS.get_ptr_mut(EXEC_PREFILTER_PASSED) {
+        unsafe { *count += 1 };
+    }
+}
 
 /// The system's program directories (device, inode) -> 1: in a session, a
 /// file of root's elsewhere (a copy an agent running as root made) stops

@@ -190,6 +190,20 @@ pub struct StatusView {
     pub mechanisms: Vec<(String, String)>,
     pub programs: Vec<ProgramView>,
     pub stats: GateStats,
+    /// How the kernel treats each watched program's execs in a session.
+    #[serde(default)]
+    pub prefilters: Vec<PrefilterView>,
+}
+
+/// One watched program in the exec gate's kernel prefilter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrefilterView {
+    pub program: String,
+    /// Whether the kernel reads its argv and lets a command that no rule
+    /// can match run without a stop.
+    pub prefiltered: bool,
+    /// The arguments that stop it, or why every exec of it stops.
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -246,6 +260,10 @@ pub struct GateStats {
     /// the ring buffer had room to record the stop (fail closed).
     #[serde(default)]
     pub stops_killed: u64,
+    /// Watched execs in sessions the kernel's argv prefilter let run
+    /// without a stop (no rule could match them).
+    #[serde(default)]
+    pub prefilter_passed: u64,
     /// Stop -> the daemon handles the ring-buffer event.
     pub event_latency: Latency,
     /// Stop -> decision (resumed, killed, or hold raised).

@@ -34,6 +34,11 @@ pub struct Explanation {
     /// The hold rules whose terms were combined, when more than one matched.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub terms_from: Vec<String>,
+    /// What the exec gate's kernel prefilter does with the command in a
+    /// session: why it stops, or that it runs without a stop (`explain`
+    /// of a command only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
 }
 
 /// What a rule asks of the holds it raises. Carried unchanged from the rule

@@ -45,6 +45,11 @@ const SUITES: &[(&str, &[&str])] = &[
             "wrappers_do_not_dodge_the_hold",
         ],
     ),
+    // git is not in the initramfs (the test would skip itself).
+    (
+        "prefilter",
+        &["the_real_git_in_a_repository_runs_without_a_stop"],
+    ),
     ("release_integrity", &[]),
     ("control", &[]),
     ("restart", &[]),

@@ -512,6 +512,7 @@ impl Guard {
             message: None,
             terms: saved.terms.clone(),
             terms_from: Vec::new(),
+            kernel: None,
         };
         self.raise_api_hold(process, stopped, request, &explanation, record, Some(saved));
     }
@@ -672,5 +673,6 @@ fn unreadable_explanation(policy: &Policy, why: String) -> Explanation {
         message: None,
         terms,
         terms_from: Vec::new(),
+        kernel: None,
     }
 }

@@ -79,6 +79,7 @@ mod pin_layout;
 mod pin_watch;
 mod policy_lock;
 mod policy_writes;
+mod prefilter;
 mod record;
 mod reload;
 mod requests;

@@ -23,7 +23,9 @@ impl Guard {
         let mut command = CommandContext::from_argv(argv);
         command.cwd = cwd;
         command.env = env;
-        Response::Explain(Box::new(self.policy.judge(&command)))
+        let mut explanation = self.policy.judge(&command);
+        explanation.kernel = Some(self.kernel_says(argv));
+        Response::Explain(Box::new(explanation))
     }
 
     /// `guardctl explain --api`: an example-form call, or a raw request.

@@ -27,8 +27,10 @@ impl Guard {
             stats: GateStats {
                 events_lost: self.kernel.events_lost(),
                 stops_killed: self.kernel.stops_killed(),
+                prefilter_passed: self.kernel.prefilter_passed(),
                 ..self.exec_gate.stats.view()
             },
+            prefilters: self.prefilter_views(),
         }))
     }
 }

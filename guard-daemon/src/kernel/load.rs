@@ -5,7 +5,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use guard_common::names::{map, program};
+use guard_common::{
+    names::{map, program},
+    ArgvFilter, Comm,
+};
 
 use super::{
     layout::{self, Found, OldPins},
@@ -147,6 +150,15 @@ impl Kernel {
         let api_held_procs = take_map(&mut ebpf, map::API_HELD_PROCS)?;
         let api_points = take_map(&mut ebpf, map::API_POINTS)?;
         let api_conns = take_map(&mut ebpf, map::API_CONNS)?;
+        let argv_filter_map: aya::maps::HashMap<_, Comm, ArgvFilter> =
+            take_map(&mut ebpf, map::ARGV_FILTERS)?;
+        let argv_words = take_map(&mut ebpf, map::ARGV_WORDS)?;
+        let exec_counts = take_map(&mut ebpf, map::EXEC_COUNTS)?;
+        let argv_filters = super::argv_filters::ArgvFilters::after(
+            (argv_filter_map.iter())
+                .filter_map(Result::ok)
+                .map(|(_, filter)| filter.id),
+        );
         let mut kernel = Self {
             _ebpf: ebpf,
             sessions,
@@ -166,6 +178,10 @@ impl Kernel {
             api_held_procs,
             api_points,
             api_conns,
+            argv_filter_map,
+            argv_words,
+            exec_counts,
+            argv_filters,
             api_targets: Vec::new(),
             following: Default::default(),
             loaded: Vec::new(),

@@ -118,6 +118,7 @@ impl Kernel {
             }
         }
         make_exactly(&mut self.programs, map::PROGRAMS, &flags)?;
+        self.set_argv_filters(&sets.prefilters);
         let dirs = sets.exec_dirs.iter().map(|key| (*key, 1)).collect();
         make_exactly(&mut self.exec_dirs, map::EXEC_DIRS, &dirs)
     }

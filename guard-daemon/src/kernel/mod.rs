@@ -12,6 +12,7 @@
 //! - `teardown`: ending what a guardd pinned.
 mod api;
 mod api_follow;
+mod argv_filters;
 mod layout;
 mod load;
 mod maps;
@@ -24,13 +25,13 @@ mod uprobe_events;
 use std::{collections::BTreeMap, fs};
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{lpm_trie::LpmTrie, Array, HashMap, MapData, PerCpuArray},
     programs::links::PinnedLink,
     Ebpf,
 };
 use guard_common::{
-    ApiConnKey, ApiHeldEntry, Comm, ContinuedEntry, FileKey, GateDecision, GateDecisionKey,
-    GateHeldEntry, GateRoot, HeldEntry, ReportCall, SessionEntry,
+    ApiConnKey, ApiHeldEntry, ArgvFilter, ArgvWordKey, Comm, ContinuedEntry, FileKey, GateDecision,
+    GateDecisionKey, GateHeldEntry, GateRoot, HeldEntry, ReportCall, SessionEntry,
 };
 
 use crate::protocol::ProgramView;
@@ -101,6 +102,8 @@ pub struct ProgramSets {
     /// The system's program directories: a file of root's elsewhere is
     /// judged by what it is.
     pub exec_dirs: Vec<FileKey>,
+    /// Each watched program's argv prefilter.
+    pub prefilters: BTreeMap<String, crate::policy::prefilter::Prefilter>,
 }
 
 impl ProgramSets {
@@ -113,6 +116,7 @@ impl ProgramSets {
                 files.script_runners()
             },
             watched: policy.watched_programs(),
+            prefilters: policy.prefilters(),
             agents: policy.agents.programs.clone(),
             interpreters: policy.agents.interpreters.clone(),
             multi_call: crate::policy::wrappers::MULTI_CALL
@@ -152,6 +156,10 @@ pub struct Kernel {
     api_conns: HashMap<MapData, ApiConnKey, u64>,
     api_held_procs: HashMap<MapData, u32, u64>,
     api_points: HashMap<MapData, u32, u32>,
+    argv_filter_map: HashMap<MapData, Comm, ArgvFilter>,
+    argv_words: LpmTrie<MapData, ArgvWordKey, u32>,
+    exec_counts: PerCpuArray<MapData, u64>,
+    argv_filters: argv_filters::ArgvFilters,
     /// The libraries and programs the API probes are attached to.
     api_targets: Vec<ApiTarget>,
     /// The API probes that trap in session tasks only, and their events.

@@ -25,6 +25,9 @@ const CONTAINER_PROGRAMS: &[&str] = &[
     "podman-compose",
 ];
 const KUBECTL_PROGRAMS: &[&str] = &["kubectl", "oc", "kubecolor"];
+/// The verbs that run a command in a container, and in a pod.
+const CONTAINER_VERBS: &[&str] = &["exec", "run", "create"];
+const KUBECTL_VERBS: &[&str] = &["exec", "debug", "run", "rsh"];
 /// Options of `docker`/`podman` themselves that take a value.
 const CONTAINER_GLOBAL_VALUES: &[&str] = &[
     "-H",
@@ -277,7 +280,7 @@ fn in_container(args: &[String], program: &str) -> Vec<Elsewhere> {
         }
     }
     let verb = match args.get(at).map(String::as_str) {
-        Some(verb @ ("exec" | "run" | "create")) => verb,
+        Some(verb) if CONTAINER_VERBS.contains(&verb) => verb,
         _ => return Vec::new(),
     };
     at += 1;
@@ -351,7 +354,7 @@ fn in_pod(args: &[String], program: &str) -> Vec<Elsewhere> {
             Some(verb) => break verb,
         }
     };
-    if !matches!(verb.as_str(), "exec" | "debug" | "run" | "rsh") {
+    if !KUBECTL_VERBS.contains(&verb.as_str()) {
         return Vec::new();
     }
     let Some(dash) = args.iter().position(|a| a == "--") else {
@@ -374,6 +377,18 @@ pub fn programs() -> impl Iterator<Item = &'static str> {
         .chain(CONTAINER_PROGRAMS)
         .chain(KUBECTL_PROGRAMS)
         .copied()
+}
+
+/// The words one of which a command of `program` that runs another
+/// elsewhere has as an argument (none for other programs), for the kernel's
+/// prefilter; Err when any argument may be that command (a remote shell).
+pub fn verbs(program: &str) -> Result<&'static [&'static str], &'static str> {
+    match program {
+        "ssh" | "mosh" => Err("runs its arguments as a shell line on another host"),
+        _ if CONTAINER_PROGRAMS.contains(&program) => Ok(CONTAINER_VERBS),
+        _ if KUBECTL_PROGRAMS.contains(&program) => Ok(KUBECTL_VERBS),
+        _ => Ok(&[]),
+    }
 }
 
 /// A command with an unknown working directory unless given, and no HOME.

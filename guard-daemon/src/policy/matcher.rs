@@ -7,6 +7,8 @@
 //! - a word with `*` wildcards (`delete-*`), matched against the whole argument;
 //! - any other word, matched exactly.
 
+use super::prefilter::Atom;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArgPattern(Vec<Alternative>);
 
@@ -42,6 +44,24 @@ impl ArgPattern {
 
     pub fn matches(&self, arg: &str) -> bool {
         self.0.iter().any(|alt| alt.matches(arg))
+    }
+
+    /// What an argument matching this pattern must be, as the kernel's
+    /// argv prefilter tests it; None when an alternative gives no literal
+    /// start (`*drop*`).
+    pub fn atoms(&self) -> Option<Vec<Atom>> {
+        self.0
+            .iter()
+            .map(|alt| match alt {
+                Alternative::Short(c) => Some(Atom::letter(*c)),
+                Alternative::Long(name) => Some(Atom::Prefix(name.clone())),
+                Alternative::Glob(glob) => {
+                    let start = glob.split('*').next().unwrap_or_default();
+                    (!start.is_empty()).then(|| Atom::Prefix(start.to_string()))
+                }
+                Alternative::Word(word) => Some(Atom::Word(word.clone())),
+            })
+            .collect()
     }
 
     /// The plain words among the alternatives (`push|send-pack`).

@@ -18,6 +18,7 @@ mod matcher;
 mod moves;
 pub mod notify;
 mod paths;
+pub mod prefilter;
 pub mod protect;
 mod renames;
 mod rule;
@@ -50,6 +51,7 @@ pub fn allowed(program: String) -> Explanation {
         message: None,
         terms: HoldTerms::none(),
         terms_from: Vec::new(),
+        kernel: None,
     }
 }
 
@@ -241,6 +243,7 @@ impl Policy {
             message: rule.message.clone(),
             terms,
             terms_from,
+            kernel: None,
         }
     }
 
@@ -285,6 +288,7 @@ impl Policy {
             } else {
                 Vec::new()
             },
+            kernel: None,
         }
     }
 

@@ -10,6 +10,7 @@ use super::{
     file::{OnTimeout, RuleFile},
     matcher::ArgPattern,
     paths::{follow_links, resolve, PathContext, PathSet},
+    prefilter::Atom,
     spec::{ParsedArgs, Spec},
     sql, Action,
 };
@@ -206,6 +207,90 @@ impl Rule {
                 WordMatcher::AnyRun => None,
             })
             .flatten()
+    }
+
+    /// Arguments one of which every command this rule matches has, as the
+    /// kernel's argv prefilter tests them: those of the narrowest of its
+    /// conditions that argv alone shows (a subcommand word, a flag, an
+    /// option, an argument, an SQL option). Err says why none does.
+    pub fn argv_atoms(&self, spec: &Spec) -> Result<Vec<Atom>, String> {
+        let options = |names: &mut dyn Iterator<Item = &String>| -> Vec<Atom> {
+            names
+                .flat_map(|name| spec.option_atoms(&spec.canonical(name)))
+                .collect()
+        };
+        let mut choices: Vec<Vec<Atom>> = Vec::new();
+        choices.extend(self.subcommand.iter().filter_map(|element| match element {
+            WordMatcher::Word(pattern) => pattern.atoms(),
+            WordMatcher::AnyRun => None,
+        }));
+        choices.extend(self.flags.iter().map(|any| options(&mut any.iter())));
+        if !self.flags_any.is_empty() {
+            choices.push(options(&mut self.flags_any.iter().flatten()));
+        }
+        choices.extend(
+            self.options
+                .iter()
+                .map(|(name, _)| options(&mut [name].into_iter())),
+        );
+        choices.extend(self.args_all.iter().filter_map(ArgPattern::atoms));
+        if !self.args_any.is_empty() {
+            let any: Option<Vec<Vec<Atom>>> = self.args_any.iter().map(ArgPattern::atoms).collect();
+            choices.extend(any.map(|all| all.concat()));
+        }
+        if !self.sql.is_empty() {
+            choices.extend(spec.sql_atoms());
+        }
+        choices
+            .into_iter()
+            .min_by_key(|atoms| atoms.iter().map(Atom::breadth).sum::<u32>())
+            .ok_or_else(|| {
+                format!(
+                    "rule {} matches on what argv alone does not show ({})",
+                    self.id,
+                    self.unseen_conditions().join(", ")
+                )
+            })
+    }
+
+    /// The conditions of this rule the argv prefilter cannot test.
+    fn unseen_conditions(&self) -> Vec<&'static str> {
+        let mut unseen = Vec::new();
+        let has = |present: bool, name: &'static str, list: &mut Vec<&'static str>| {
+            if present {
+                list.push(name);
+            }
+        };
+        has(
+            self.subcommand
+                .iter()
+                .any(|w| !matches!(w, WordMatcher::AnyRun)),
+            "subcommand globs",
+            &mut unseen,
+        );
+        has(
+            !self.args_all.is_empty() || !self.args_any.is_empty(),
+            "argument globs",
+            &mut unseen,
+        );
+        has(
+            !self.paths.is_empty() || !self.paths_except.is_empty(),
+            "paths",
+            &mut unseen,
+        );
+        has(
+            !self.sql.is_empty(),
+            "SQL that may be a positional argument",
+            &mut unseen,
+        );
+        has(!self.env.is_empty(), "environment", &mut unseen);
+        has(!self.cwd.is_empty(), "cwd", &mut unseen);
+        has(!self.uid.is_empty(), "uid", &mut unseen);
+        has(!self.agents.is_empty(), "agent", &mut unseen);
+        if unseen.is_empty() {
+            unseen.push("the program alone");
+        }
+        unseen
     }
 
     /// Path-glob program entries: their basenames are unknown up front.

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
+use super::prefilter::Atom;
+
 /// A spec as written in the policy file (`[spec.NAME]`).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -138,6 +140,53 @@ impl Spec {
             Some(name) if written.len() == 1 => name.clone(),
             _ => written.to_string(),
         }
+    }
+
+    /// What one of the arguments of a command with the option `name`
+    /// (canonical) must be, as the kernel's argv prefilter tests it: every
+    /// spelling `parse` reads as that option (its aliases, a letter in a
+    /// cluster, the long name with a value or, where the program takes
+    /// them, abbreviated down to its first letter).
+    pub fn option_atoms(&self, name: &str) -> Vec<Atom> {
+        let mut atoms = Vec::new();
+        for (written, _) in self.aliases.iter().filter(|(_, to)| *to == name) {
+            let short = written.strip_prefix('-').filter(|s| s.chars().count() == 1);
+            if let Some(letter) = short.and_then(|s| s.chars().next()) {
+                atoms.push(Atom::letter(letter));
+            }
+            if written.starts_with('-') {
+                atoms.push(Atom::Prefix(written.clone()));
+            }
+        }
+        if let Some(letter) = name.strip_prefix('-') {
+            // A short option without a long name: `-x`, alone or in a cluster.
+            atoms.extend(letter.chars().next().map(Atom::letter));
+            atoms.push(Atom::Prefix(name.to_string()));
+            return atoms;
+        }
+        let spelled = match (self.abbreviations, name.chars().next()) {
+            (true, Some(first)) => first.to_string(),
+            _ => name.to_string(),
+        };
+        atoms.push(Atom::Prefix(format!("--{spelled}")));
+        if self.single_dash_long {
+            atoms.push(Atom::Prefix(format!("-{spelled}")));
+        }
+        atoms
+    }
+
+    /// What one of the arguments of a command with SQL in it must be: an
+    /// SQL option. None when SQL may also be a positional argument.
+    pub fn sql_atoms(&self) -> Option<Vec<Atom>> {
+        if self.sql_positional.is_some() || self.sql_options.is_empty() {
+            return None;
+        }
+        Some(
+            self.sql_options
+                .iter()
+                .flat_map(|name| self.option_atoms(name))
+                .collect(),
+        )
     }
 
     fn takes_value(&self, name: &str, long: bool) -> bool {

@@ -804,7 +804,7 @@ fn programs(breakdown: &BTreeMap<String, ProgramCost>) -> String {
 #[cfg(test)]
 mod tests {
     use guard_protocol::{
-        decode_request, Latency, LocalAuth, PolicySummary, ProgramView, SessionView,
+        decode_request, Latency, LocalAuth, PolicySummary, PrefilterView, ProgramView, SessionView,
     };
 
     use super::*;
@@ -849,6 +849,7 @@ mod tests {
                 recovered_from_map: 3,
                 events_lost: 4,
                 stops_killed: 0,
+                prefilter_passed: 12,
                 event_latency: Latency {
                     samples: 200,
                     p50_us: 40,
@@ -869,6 +870,11 @@ mod tests {
                     max_us: 210,
                 },
             },
+            prefilters: vec![PrefilterView {
+                program: "git".into(),
+                prefiltered: true,
+                detail: "stops on `push`".into(),
+            }],
         };
         let line = encode_line(&Response::Status(Box::new(view.clone())));
         let answer: Response = serde_json::from_slice(&line).unwrap();

@@ -63,7 +63,9 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
         let mut command = CommandContext::from_argv(&args.argv);
         command.cwd = Some(cwd.clone());
         command.env = env.clone();
-        policy.judge(&command)
+        let mut explanation = policy.judge(&command);
+        explanation.kernel = Some(policy.kernel_says(&args.argv, |_| None));
+        explanation
     };
     let explanation = match &args.policy {
         Some(file) => local(&Policy::load(file)?),
@@ -142,6 +144,9 @@ fn print(explanation: &Explanation, json: bool) -> anyhow::Result<()> {
     }
     if explanation.matched.len() > 1 {
         println!("  matched: {}", explanation.matched.join(", "));
+    }
+    if let Some(kernel) = &explanation.kernel {
+        println!("  in a session: {kernel}");
     }
     if let Some(message) = &explanation.message {
         println!("  message: {message}");

@@ -7,6 +7,10 @@ use guard_daemon::protocol::{Request, Response};
 pub struct Args {
     #[arg(long)]
     json: bool,
+    /// List every watched program: whether the kernel reads its argv (and
+    /// which arguments stop it) or stops each exec, and why.
+    #[arg(long)]
+    prefilter: bool,
 }
 
 pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
@@ -62,6 +66,22 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
         "exec gate: {} stops ({} allowed, {} held, {} denied, {} recovered from the kernel map); {} events lost (ring buffer full); {} stops killed (no room to record them)",
         s.stops, s.allowed, s.held, s.denied, s.recovered_from_map, s.events_lost, s.stops_killed
     );
+    let prefiltered = status.prefilters.iter().filter(|p| p.prefiltered).count();
+    println!(
+        "  argv prefilter: {} watched execs ran without a stop; {prefiltered} of {} watched programs are read in the kernel, the others stop on every exec (--prefilter lists them)",
+        s.prefilter_passed,
+        status.prefilters.len()
+    );
+    if args.prefilter {
+        for program in &status.prefilters {
+            let how = if program.prefiltered {
+                "argv"
+            } else {
+                "always"
+            };
+            println!("  {:<24} {how:<7} {}", program.program, program.detail);
+        }
+    }
     for (what, l) in [
         ("stop -> event", &s.event_latency),
         ("stop -> decision", &s.decision_latency),
