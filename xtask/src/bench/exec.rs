@@ -47,7 +47,9 @@ fn policy(bin: &Path) -> String {
     )
 }
 const POLICY_HEAD: &str = "version = 1\nbase = \"none\"\n[agents]\nprograms = [\"agentbench\"]\n[defaults]\nsyscall_gate = true\n";
-const POLICY_RULES: &str = "[[rule]]\nid = \"bench\"\nprograms = [\"tfbench\"]\nsubcommand = [\"destroy\"]\naction = \"hold\"\n[[protect]]\nid = \"bench\"\npaths = [\"/nonexistent/agent-guard-bench\"]\n[[api]]\nid = \"bench\"\nhosts = [\"127.0.0.1\"]\nmethods = [\"DELETE\"]\naction = \"hold\"\n";
+/// `tfbench plan` stops (the argv prefilter sees `plan`) and is allowed
+/// (no `--destroy`); `tfbench status` runs without a stop.
+const POLICY_RULES: &str = "[[rule]]\nid = \"bench\"\nprograms = [\"tfbench\"]\nsubcommand = [\"destroy\"]\naction = \"hold\"\n[[rule]]\nid = \"bench-plan\"\nprograms = [\"tfbench\"]\nsubcommand = [\"plan\"]\nflags = [\"--destroy\"]\naction = \"hold\"\n[[protect]]\nid = \"bench\"\npaths = [\"/nonexistent/agent-guard-bench\"]\n[[api]]\nid = \"bench\"\nhosts = [\"127.0.0.1\"]\nmethods = [\"DELETE\"]\naction = \"hold\"\n";
 /// Unlinks per gate run.
 const UNLINKS: u32 = 10_000;
 const LOOP: &str = "i=0; while [ $i -lt $1 ]; do \"$0\" $2; i=$((i+1)); done";
@@ -107,9 +109,11 @@ pub fn run() -> anyhow::Result<()> {
         Pair::default(),
         Pair::default(),
     );
+    let mut prefiltered = Pair::default();
     let mut gate = GateStats::default();
     let (mut kernel_ns, mut kernel_programs) = (Vec::new(), Default::default());
     let (mut session_kernel_ns, mut session_kernel_programs) = (Vec::new(), Default::default());
+    let (mut prefilter_kernel_ns, mut prefilter_kernel_programs) = (Vec::new(), Default::default());
     let (mut rss_idle, mut rss_load, mut cpu_load, mut map_memory) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
@@ -138,12 +142,19 @@ pub fn run() -> anyhow::Result<()> {
             .with
             .push(bench.per_exec_us(bench.tiny_loop(Some(&guard), true))?);
         gate = guard.status()?.stats;
-        let cost: KernelCost = super::kernel_cost::per_exec(&bench, &guard, false)?;
+        prefiltered
+            .with
+            .push(bench.per_exec_us(bench.watched_loop(Some(&guard), "status"))?);
+        let per_exec = |exec_loop| super::kernel_cost::per_exec(&bench, &guard, exec_loop);
+        let cost: KernelCost = per_exec(bench.tiny_loop(None, false))?;
         kernel_ns.push(cost.ns_per_iteration);
         kernel_programs = cost.programs;
-        let cost = super::kernel_cost::per_exec(&bench, &guard, true)?;
+        let cost = per_exec(bench.tiny_loop(Some(&guard), false))?;
         session_kernel_ns.push(cost.ns_per_iteration);
         session_kernel_programs = cost.programs;
+        let cost = per_exec(bench.watched_loop(Some(&guard), "status"))?;
+        prefilter_kernel_ns.push(cost.ns_per_iteration);
+        prefilter_kernel_programs = cost.programs;
         unlinks
             .with
             .push(bench.unlink_loop(Unlinks::Launched(&guard))?);
@@ -158,8 +169,9 @@ pub fn run() -> anyhow::Result<()> {
         outside.without.push((before + after) / 2.0);
     }
     session.without = outside.without.clone();
+    prefiltered.without = watched.without.clone();
     reported.without = unlinks.without.clone();
-    let (make, git) = workloads(&bench)?;
+    let (make, git, git_status) = workloads(&bench)?;
     let bpftrace = Measured::of(super::peers::bpftrace(&bench), Pair::summary);
     let auditd = Measured::of(super::auditd::run(&bench), Pair::summary);
     let fapolicyd = Measured::of(super::fapolicyd::run(&bench), Pair::summary);
@@ -185,8 +197,11 @@ pub fn run() -> anyhow::Result<()> {
         outside_session_bpf_programs_last_round: kernel_programs,
         in_session_bpf_ns_per_exec: summary(&session_kernel_ns),
         in_session_bpf_programs_last_round: session_kernel_programs,
+        prefiltered_bpf_ns_per_exec: Some(summary(&prefilter_kernel_ns)),
+        prefiltered_bpf_programs_last_round: prefilter_kernel_programs,
         in_session_unwatched: session.summary(),
         watched_allowed_added_us: watched.added_summary(),
+        watched_prefiltered: Some(prefiltered.summary()),
         guardd_stop_to_decision_us: gate.decision_latency,
         guardd_stop_to_event_us: gate.event_latency,
         approve_to_running_us: summary(&approve),
@@ -199,6 +214,7 @@ pub fn run() -> anyhow::Result<()> {
         detected_session_unlink: reported.summary(),
         workload_make_j2: make.summary(),
         workload_git: git.summary(),
+        workload_git_status: Some(git_status.summary()),
         peer_bpftrace_exec_tracepoint: bpftrace,
         peer_auditd_execve_rule: auditd,
         peer_fapolicyd: fapolicyd,
@@ -235,11 +251,25 @@ impl Bench {
 
     /// `sh -c LOOP` running the tiny program `execs` times (watched: `tfbench plan`), in a session or not.
     pub(super) fn tiny_loop(&self, session: Option<&Guardd>, watched: bool) -> (Command, u32) {
-        let (program, arg, count) = if watched {
-            (self.dir.join("bin/tfbench"), "plan", self.execs / 4)
-        } else {
-            (self.dir.join("bin/tiny"), "", self.execs)
-        };
+        match watched {
+            true => self.watched_loop(session, "plan"),
+            false => self.loop_of(session, self.dir.join("bin/tiny"), "", self.execs),
+        }
+    }
+
+    /// `tfbench ARG` execs/4 times: `plan` stops and is allowed, `status`
+    /// runs without a stop.
+    pub(super) fn watched_loop(&self, session: Option<&Guardd>, arg: &str) -> (Command, u32) {
+        self.loop_of(session, self.dir.join("bin/tfbench"), arg, self.execs / 4)
+    }
+
+    fn loop_of(
+        &self,
+        session: Option<&Guardd>,
+        program: PathBuf,
+        arg: &str,
+        count: u32,
+    ) -> (Command, u32) {
         let mut command = match session {
             Some(guard) => {
                 let mut c = Command::new(self.release.join("guardctl"));
@@ -435,14 +465,15 @@ fn status_of(response: Response) -> anyhow::Result<StatusView> {
 
 /// make -j2 and git, alternating outside without the guard and in a session
 /// of a guardd on the default policy; microseconds per run.
-fn workloads(bench: &Bench) -> anyhow::Result<(Pair, Pair)> {
+fn workloads(bench: &Bench) -> anyhow::Result<(Pair, Pair, Pair)> {
     let mut workload = Workload::prepare(&bench.dir)?;
-    let (mut make, mut git) = (Pair::default(), Pair::default());
+    let (mut make, mut git, mut status) = (Pair::default(), Pair::default(), Pair::default());
     let guardctl = bench.release.join("guardctl");
     for round in 0..ROUNDS {
         eprintln!("xtask: bench workloads {}/{ROUNDS}", round + 1);
         make.without.push(workload.make(None)? * 1e6);
         git.without.push(workload.git(None)? * 1e6);
+        status.without.push(workload.git_status(None)? * 1e6);
         let guard = Guardd::start_default(bench)?;
         let session = Session {
             guardctl: &guardctl,
@@ -450,11 +481,13 @@ fn workloads(bench: &Bench) -> anyhow::Result<(Pair, Pair)> {
         };
         let with_make = workload.make(Some(&session));
         let with_git = workload.git(Some(&session));
+        let with_status = workload.git_status(Some(&session));
         guard.stop(bench)?;
         make.with.push(with_make? * 1e6);
         git.with.push(with_git? * 1e6);
+        status.with.push(with_status? * 1e6);
     }
-    Ok((make, git))
+    Ok((make, git, status))
 }
 
 /// Holds `tfbench destroy` 20 times; from the approve request to the
@@ -640,11 +673,30 @@ fn report(r: &Results) -> String {
         "| in a session: 1 + the BPF programs' time / an exec without the guard (medians) | <= 1.03 | {:.4} | |",
         1.0 + bpf_share(r, &r.in_session_bpf_ns_per_exec)
     );
+    if let Some(prefiltered) = &r.prefiltered_bpf_ns_per_exec {
+        out += &row(
+            "in a session, a watched program the argv prefilter lets run: the BPF programs, ns per fork+exec+exit (argv read)",
+            "",
+            prefiltered,
+        );
+        let _ = writeln!(
+            out,
+            "| the same, as a share of an exec without the guard (medians) | < 2% | {:.2}% | |",
+            100.0 * bpf_share(r, prefiltered)
+        );
+    }
     out += &row(
-        "watched and allowed: added us per exec",
+        "watched, stopped and allowed (argv names a word a rule needs): added us per exec",
         "",
         &r.watched_allowed_added_us,
     );
+    if let Some(prefiltered) = &r.watched_prefiltered {
+        out += &row(
+            "watched, no argument a rule names (the kernel's argv prefilter lets it run): in a session / outside",
+            "",
+            &prefiltered.ratio,
+        );
+    }
     match &r.stop_continue_floor_added_us {
         Measured::Done(floor) => {
             out += &row(
@@ -700,6 +752,18 @@ fn report(r: &Results) -> String {
         "",
         &ms(&r.workload_git.no_guard_us),
     );
+    if let Some(status) = &r.workload_git_status {
+        out += &row(
+            "200 x `git status` in the same repository, default pack, in a session / outside",
+            "<= 1.03",
+            &status.ratio,
+        );
+        out += &row(
+            "200 x `git status`: ms outside, no guard",
+            "",
+            &ms(&status.no_guard_us),
+        );
+    }
     for (peer, name) in [
         (
             &r.peer_bpftrace_exec_tracepoint,
@@ -767,9 +831,10 @@ fn report(r: &Results) -> String {
     let e = &r.guardd_stop_to_event_us;
     let _ = writeln!(
         out,
-        "\nThe guard's BPF programs per iteration of the loop (last round), outside sessions: {}; in a session: {}. Wall-clock ratios move by several percent from round to round on a shared machine (see the min – max columns, and the bpftrace peer, which does next to nothing); the programs' own time is what the guard adds to each fork, exec and exit in the kernel.",
+        "\nThe guard's BPF programs per iteration of the loop (last round), outside sessions: {}; in a session: {}; a prefiltered watched program in a session: {}. Wall-clock ratios move by several percent from round to round on a shared machine (see the min – max columns, and the bpftrace peer, which does next to nothing); the programs' own time is what the guard adds to each fork, exec and exit in the kernel.",
         programs(&r.outside_session_bpf_programs_last_round),
-        programs(&r.in_session_bpf_programs_last_round)
+        programs(&r.in_session_bpf_programs_last_round),
+        programs(&r.prefiltered_bpf_programs_last_round)
     );
     let _ = writeln!(out, "\nguardd's own stop-to-decision latency in the last watched run: p50 {} us, p99 {} us, max {} us ({} samples; goal p50 <= 100 us, p99 <= 1 ms). Of it, stop to the event in guardd (the kernel waking guardd, no policy work): p50 {} us, p99 {} us.",
         g.p50_us, g.p99_us, g.max_us, g.samples, e.p50_us, e.p99_us);

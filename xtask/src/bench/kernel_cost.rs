@@ -16,12 +16,12 @@ use anyhow::bail;
 const BPF_ENABLE_STATS: libc::c_long = 32;
 const BPF_STATS_RUN_TIME: u32 = 0;
 
-/// Nanoseconds per loop iteration, in total and per program, over one loop
-/// of the tiny program outside sessions, or in a session of `guard`.
+/// Nanoseconds per loop iteration, in total and per program, over one exec
+/// loop (`Bench::tiny_loop` or `watched_loop`) while `guard` runs.
 pub(super) fn per_exec(
     bench: &Bench,
     guard: &Guardd,
-    in_session: bool,
+    exec_loop: (std::process::Command, u32),
 ) -> anyhow::Result<KernelCost> {
     let names: BTreeMap<u64, String> = guard
         .status()?
@@ -31,8 +31,8 @@ pub(super) fn per_exec(
         .collect();
     let _stats = enable_run_time_stats()?;
     let before = run_times(guard.child.id())?;
-    let (command, count) = bench.tiny_loop(in_session.then_some(guard), false);
-    bench.per_exec_us((command, count))?;
+    let count = exec_loop.1;
+    bench.per_exec_us(exec_loop)?;
     let after = run_times(guard.child.id())?;
     let mut programs = BTreeMap::new();
     let mut total = 0.0;

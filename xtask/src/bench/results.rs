@@ -97,8 +97,17 @@ pub(super) struct Results {
     pub outside_session_bpf_programs_last_round: BTreeMap<String, ProgramCost>,
     pub in_session_bpf_ns_per_exec: Summary,
     pub in_session_bpf_programs_last_round: BTreeMap<String, ProgramCost>,
+    /// A watched program the argv prefilter lets run: argv read in the
+    /// kernel (absent from runs before it).
+    #[serde(default)]
+    pub prefiltered_bpf_ns_per_exec: Option<Summary>,
+    #[serde(default)]
+    pub prefiltered_bpf_programs_last_round: BTreeMap<String, ProgramCost>,
     pub in_session_unwatched: PairSummary,
     pub watched_allowed_added_us: Summary,
+    /// Absent from runs before the kernel's argv prefilter.
+    #[serde(default)]
+    pub watched_prefiltered: Option<PairSummary>,
     pub guardd_stop_to_decision_us: Latency,
     pub guardd_stop_to_event_us: Latency,
     pub approve_to_running_us: Summary,
@@ -111,6 +120,9 @@ pub(super) struct Results {
     pub detected_session_unlink: PairSummary,
     pub workload_make_j2: PairSummary,
     pub workload_git: PairSummary,
+    /// Absent from runs before the kernel's argv prefilter.
+    #[serde(default)]
+    pub workload_git_status: Option<PairSummary>,
     pub peer_bpftrace_exec_tracepoint: Measured<PairSummary>,
     pub peer_auditd_execve_rule: Measured<PairSummary>,
     pub peer_fapolicyd: Measured<PairSummary>,

@@ -17,6 +17,8 @@ const SOURCES: usize = 60;
 /// Files in the git repository, and how many change per run.
 const GIT_FILES: usize = 2_000;
 const GIT_CHANGED: usize = 200;
+/// `git status` runs per timed loop: an agent's most frequent command.
+const GIT_STATUS_RUNS: usize = 200;
 const GIT_SCRIPT: &str = "git status --porcelain >/dev/null && git add -A && git commit -q -m run \
      && git log --oneline -n 20 >/dev/null && git diff --stat HEAD~1 >/dev/null \
      && git checkout -q -b side && git checkout -q - && git branch -q -d side";
@@ -106,6 +108,19 @@ impl Workload {
         let mut command = in_session(session, &["sh", "-c", GIT_SCRIPT]);
         command.current_dir(&self.repo);
         set_identity(&mut command);
+        timed(command)
+    }
+}
+
+impl Workload {
+    /// Seconds for GIT_STATUS_RUNS `git status` in the repository, one
+    /// after another from one shell.
+    pub fn git_status(&self, session: Option<&Session>) -> anyhow::Result<f64> {
+        let line = format!(
+            "i=0; while [ $i -lt {GIT_STATUS_RUNS} ]; do git status >/dev/null || exit 1; i=$((i+1)); done"
+        );
+        let mut command = in_session(session, &["sh", "-c", &line]);
+        command.current_dir(&self.repo);
         timed(command)
     }
 }
