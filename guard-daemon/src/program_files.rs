@@ -33,17 +33,13 @@ pub const SYSTEM_DIRS: &[&str] = &[
     "/sbin",
     "/bin",
     "/snap/bin",
-    // git's exec-path: git runs itself from there (`git maintenance` after
-    // a commit), and its `git-*` commands.
-    "/usr/lib/git-core",
-    "/usr/libexec/git-core",
-    "/usr/local/libexec/git-core",
     // The dynamic loader, which runs a program named in its argv.
     "/lib64",
     "/lib/x86_64-linux-gnu",
     "/lib/aarch64-linux-gnu",
     "/lib",
-    // git's exec path (`git-push`).
+    // git's exec path (`git-push`; git runs itself from there, as
+    // `git maintenance` after a commit).
     "/usr/lib/git-core",
     "/usr/libexec/git-core",
     "/usr/local/libexec/git-core",

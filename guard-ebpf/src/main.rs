@@ -16,7 +16,7 @@
 //! |------------------|----------------------------|------------|-------------------------|
 //! | `sessions_fork`  | `sched/sched_process_fork` | 5.8        | ring buffer             |
 //! | `sessions_exit`  | `sched/sched_process_exit` | 5.8        | ring buffer             |
-//! | `exec_gate`      | `sched/sched_process_exec` | 5.8        | ring buffer, send_signal (5.3) |
+//! | `exec_gate`      | `sched/sched_process_exec` | 5.8        | ring buffer, send_signal (5.3); argv prefilter: LPM trie (4.11), probe_read_user_str (5.5) |
 //! | `holds_signal_generate` | `signal/signal_generate` | 4.10 | LRU hash map        |
 //! | `report_syscall` | `syscalls/sys_enter_*` of the gated calls | 5.8 | ring buffer; CONFIG_FTRACE_SYSCALLS |
 //! | `self_protect_task_kill` | LSM `task_kill`         | 5.7        | BPF LSM                 |
