@@ -127,6 +127,56 @@ fn unprotected_trees_and_writes_pass_and_moving_a_protected_tree_away_is_held() 
     guard.stop();
 }
 
+/// The listener's thread answers the calls no protection covers itself, by
+/// the protections guardd published: one a reload adds holds the next call
+/// of a session already running.
+#[test]
+fn a_protection_added_by_a_reload_holds_the_next_call_of_a_running_session() {
+    require_root();
+    let stubs = Stubs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (kept, later) = (dir.path().join("kept"), dir.path().join("later"));
+    tree(&kept, 1);
+    std::fs::create_dir(&later).unwrap();
+    let (first, second, go) = (
+        later.join("first"),
+        later.join("second"),
+        dir.path().join("go"),
+    );
+    std::fs::write(&first, "x").unwrap();
+    std::fs::write(&second, "x").unwrap();
+    let guard = guard_protecting(&kept);
+    // One line: the hold shows argv with control characters escaped.
+    let code = "import os, sys, time; os.unlink(sys.argv[1] + '/first'); \
+                [time.sleep(0.02) for _ in iter(lambda: os.path.exists(sys.argv[1] + '/../go'), True)]; \
+                os.unlink(sys.argv[1] + '/second')";
+    let run = python(&guard, &stubs, code, &later);
+    wait_for(|| !first.exists(), "the unprotected unlink");
+    let config = guard.dir.path().join("policy.toml");
+    let policy = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        policy.replace(
+            &format!("paths = [\"{}\"]", kept.display()),
+            &format!("paths = [\"{}\", \"{}\"]", kept.display(), later.display()),
+        ),
+    )
+    .unwrap();
+    let version = guard.status().policy.version;
+    unsafe { libc::kill(guard.pid() as i32, libc::SIGHUP) };
+    wait_for(|| guard.status().policy.version != version, "the reload");
+    std::fs::write(&go, "").unwrap();
+    let hold = guard.wait_hold(code);
+    assert!(
+        hold.operation.as_deref().unwrap().contains("second"),
+        "{hold:?}"
+    );
+    guard.decide("deny", &hold);
+    assert!(!run.wait().0.success());
+    assert!(second.exists(), "the denied unlink ran");
+    guard.stop();
+}
+
 #[test]
 fn guardd_protect_adds_a_held_path_and_status_says_how_each_operation_is_gated() {
     require_root();

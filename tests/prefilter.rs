@@ -37,7 +37,10 @@ fn watched_programs_stop_only_when_an_argument_may_match_a_rule() {
     let everyday = "git status; git diff --stat; git log --oneline -5; git add .; \
                     git commit -m 'fix the parser'; git -C . status --short; \
                     kubectl get pods -n prod; terraform plan; docker ps -a";
-    let (status, _, err) = in_session(&guard, &stubs, &dir, everyday).wait();
+    // `true` ends the line: in the VM the copies are busybox, which exits
+    // 127 under a name it has no applet for.
+    let everyday = format!("{everyday}; true");
+    let (status, _, err) = in_session(&guard, &stubs, &dir, &everyday).wait();
     assert!(status.success(), "{err}");
     let after = guard.status().stats;
     assert_eq!(after.stops, before.stops, "nothing stopped: {after:?}");
@@ -60,9 +63,18 @@ fn watched_programs_stop_only_when_an_argument_may_match_a_rule() {
     // outside a program directory.
     let args = (0..40).map(|n| n.to_string()).collect::<Vec<_>>().join(" ");
     let long = "x".repeat(5000);
+    // (No bash in the VM's initramfs to set argv[0] with.)
+    let bash = ["/bin/bash", "/usr/bin/bash"]
+        .iter()
+        .any(|b| Path::new(b).exists());
+    let renamed = if bash {
+        "bash -c 'exec -a gitx git status';"
+    } else {
+        ""
+    };
     let unread = format!(
-        "{git} status; git status {args}; git commit -m {long}; \
-         bash -c 'exec -a gitx git status'; PATH=$PWD/other:$PATH git status",
+        "{git} status; git status {args}; git commit -m {long}; {renamed} \
+         PATH=$PWD/other:$PATH git status; true",
         git = dir.join("git").display()
     );
     fs::create_dir(stubs.dir.path().join("other")).unwrap();
@@ -70,7 +82,7 @@ fn watched_programs_stop_only_when_an_argument_may_match_a_rule() {
     let (status, _, err) = in_session(&guard, &stubs, &dir, &unread).wait();
     assert!(status.success(), "{err}");
     let stats = guard.status().stats;
-    assert_eq!(stats.stops - stops, 4, "{stats:?}");
+    assert_eq!(stats.stops - stops, 3 + u64::from(bash), "{stats:?}");
     assert_eq!(stats.prefilter_passed - after.prefilter_passed, 1);
     assert!(guard.pending().is_empty());
     guard.stop();

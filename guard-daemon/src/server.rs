@@ -225,7 +225,7 @@ fn start_gate(guard: &Arc<Mutex<Guard>>, peer: Peer, mut passed: Vec<OwnedFd>) -
         Ok(session) => session,
         Err(response) => return response,
     };
-    tokio::spawn(crate::seccomp::serve(fd, session, guard.clone()));
+    crate::seccomp::serve(fd, session, guard.clone());
     Response::GateStarted {
         session_id: session,
     }

@@ -92,7 +92,7 @@ impl Guard {
         );
         record.decision = Some(AuditDecision::Loaded(policy.version.clone()));
         self.source.notify.send_replace(policy.notify.clone());
-        self.gates.policy_changed();
+        self.gates.policy_changed(&policy.protections);
         self.exec_gate.program_files = files;
         self.policy = policy;
         self.sync_gate_roots();

@@ -4,26 +4,27 @@
 //! them as the kernel would, and answers continue, an errno, or (for a
 //! protected path) nothing until a person decides. See docs/syscall-gate.md
 //! for what this can and cannot stop.
+mod fast;
 pub mod filter;
 pub mod outside;
 mod resolve;
 pub mod syscalls;
 
 use std::{
-    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, OwnedFd},
     path::PathBuf,
     sync::{Arc, Mutex},
 };
 
+pub use fast::{publish, FastPath, SharedProtections};
 use libseccomp::{notify_id_valid, ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
-use tokio::io::unix::AsyncFd;
 
 use crate::{guard::Guard, policy::protect::Operation};
 
 /// One session's notification listener.
 #[derive(Debug)]
 pub struct Listener {
-    fd: AsyncFd<OwnedFd>,
+    fd: OwnedFd,
     pub session: u32,
 }
 
@@ -86,7 +87,7 @@ impl Listener {
 
     fn respond(&self, response: ScmpNotifResp) {
         // ENOENT: the thread is gone (killed, or its wait interrupted), nothing to answer.
-        if let Err(err) = response.respond(self.fd.get_ref().as_raw_fd()) {
+        if let Err(err) = response.respond(self.fd.as_raw_fd()) {
             tracing::debug!(
                 session = self.session,
                 "seccomp answer not delivered: {err}"
@@ -95,64 +96,69 @@ impl Listener {
     }
 }
 
-/// Serves one listener until no process uses its filter any more.
-pub async fn serve(fd: OwnedFd, session: u32, guard: Arc<Mutex<Guard>>) {
-    // SAFETY: the AsyncFd owns the listener fd, which stays open and the same
-    // for as long as it is registered.
-    let registered = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
-    let listener = match registered {
-        Ok(fd) => Arc::new(Listener { fd, session }),
-        Err(err) => {
-            tracing::error!(session, "cannot poll the seccomp listener: {err}");
-            return;
-        }
-    };
-    tracing::info!(session, "syscall gate active");
+/// Serves one listener, on a thread of its own, until no process uses its
+/// filter any more: a call no `[[protect]]` entry covers is answered there
+/// (`fast.rs`), the others under guardd's lock.
+pub fn serve(fd: OwnedFd, session: u32, guard: Arc<Mutex<Guard>>) {
+    let listener = Arc::new(Listener { fd, session });
+    let started = std::thread::Builder::new()
+        .name(format!("gate-{session}"))
+        .spawn(move || {
+            let fast = (guard.lock().unwrap_or_else(|e| e.into_inner())).gate_fast_path(session);
+            tracing::info!(session, "syscall gate active");
+            serve_calls(&listener, &guard, fast);
+            tracing::info!(session, "syscall gate closed: no process uses it any more");
+        });
+    if let Err(err) = started {
+        // The launcher's calls wait on a listener nobody reads: it is told
+        // so by the error, and its processes block (fail closed).
+        tracing::error!(session, "cannot start the syscall gate's thread: {err}");
+    }
+}
+
+fn serve_calls(listener: &Arc<Listener>, guard: &Mutex<Guard>, mut fast: Option<FastPath>) {
+    let session = listener.session;
     loop {
-        let Ok(mut ready) = listener.fd.readable().await else {
-            return;
-        };
-        // RECV would block without a notification: ask poll what is there.
+        // RECV blocks on, even once no process uses the filter: poll tells.
         let mut poll = [rustix::event::PollFd::new(
-            listener.fd.get_ref(),
+            &listener.fd,
             rustix::event::PollFlags::IN,
         )];
-        let zero = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        let _ = rustix::event::poll(&mut poll, Some(&zero));
+        match rustix::event::poll(&mut poll, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(err) => {
+                tracing::error!(session, "cannot poll the seccomp listener: {err}");
+                return;
+            }
+        }
         let revents = poll[0].revents();
         if !revents.contains(rustix::event::PollFlags::IN) {
             if revents.intersects(rustix::event::PollFlags::HUP | rustix::event::PollFlags::ERR) {
-                tracing::info!(session, "syscall gate closed: no process uses it any more");
                 return;
             }
-            ready.clear_ready();
             continue;
         }
-        let request = match ScmpNotifReq::receive(listener.fd.get_ref().as_fd().as_raw_fd()) {
+        let request = match ScmpNotifReq::receive(listener.fd.as_raw_fd()) {
             Ok(request) => request,
             // The thread went away between poll and receive.
             Err(_) => continue,
         };
+        let lock = || guard.lock().unwrap_or_else(|e| e.into_inner());
         let number = request.data.syscall.as_raw_syscall();
         let answer = match syscalls::escape_by_number(number) {
             Some((name, escape)) => {
-                outside::decode(&listener, &request, name, escape).map(|call| match call {
+                outside::decode(listener, &request, name, escape).map(|call| match call {
                     None => Verdict::Continue,
-                    Some(call) => guard
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .on_escape_call(&listener, call),
+                    Some(call) => lock().on_escape_call(listener, call),
                 })
             }
-            None => decode(&listener, &request).map(|call| match call {
+            None => decode(listener, &request).map(|call| match call {
                 None => Verdict::Continue,
-                Some(call) => guard
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .on_gated_call(&listener, call),
+                Some(call) if fast.as_mut().is_some_and(|fast| fast.uncovered(&call)) => {
+                    Verdict::Continue
+                }
+                Some(call) => lock().on_gated_call(listener, call),
             }),
         };
         match answer {
@@ -277,7 +283,7 @@ fn decode(listener: &Listener, request: &ScmpNotifReq) -> Result<Option<Call>, U
         (operation, also) = (Operation::Truncate, Some(Operation::Write));
     }
     // The reads above came from the thread that is still waiting in this call.
-    if notify_id_valid(listener.fd.get_ref().as_raw_fd(), request.id).is_err() {
+    if notify_id_valid(listener.fd.as_raw_fd(), request.id).is_err() {
         return Err(Undecodable::Gone);
     }
     Ok(Some(Call {

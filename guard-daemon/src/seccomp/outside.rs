@@ -82,7 +82,7 @@ pub(super) fn decode(
         },
     };
     // What was read came from the thread that is still waiting in this call.
-    if notify_id_valid(listener.fd.get_ref().as_raw_fd(), request.id).is_err() {
+    if notify_id_valid(listener.fd.as_raw_fd(), request.id).is_err() {
         return Err(Undecodable::Gone);
     }
     Ok(Some(EscapeCall {

@@ -2,6 +2,7 @@
 //! every session), `seccomp` (user notification in `guardctl run`
 //! sessions) and `report` (tracepoints that only audit, where neither runs).
 use super::*;
+use crate::policy::protect::Protection;
 
 mod cover;
 mod lsm;
@@ -24,11 +25,19 @@ pub(in crate::guard) struct SyscallGates {
         (u32, Option<std::path::PathBuf>),
         crate::policy::protect::ProtectedSet,
     >,
+    /// The `[[protect]]` entries the listeners' threads answer uncovered
+    /// calls by (published on first use and on each policy load).
+    published: crate::seccomp::SharedProtections,
+    publishing: bool,
 }
 
 impl SyscallGates {
-    /// A new policy: the expanded `[[protect]]` sets are built again on use.
-    pub(in crate::guard) fn policy_changed(&mut self) {
+    /// A new policy: the expanded `[[protect]]` sets are built again on
+    /// use, and the listeners' threads take its entries.
+    pub(in crate::guard) fn policy_changed(&mut self, protections: &[Protection]) {
         self.protected_sets.clear();
+        if self.publishing {
+            crate::seccomp::publish(&self.published, protections);
+        }
     }
 }

@@ -65,6 +65,24 @@ impl Guard {
         Ok(session.session_id)
     }
 
+    /// What a listener's thread needs to answer the calls no protection
+    /// covers without this lock: the session owner's home and workspace,
+    /// and the published entries. None (every call comes here) for a
+    /// session without an owner.
+    pub fn gate_fast_path(&mut self, session: u32) -> Option<crate::seccomp::FastPath> {
+        let owner = self.sessions.owner_of(session)?;
+        let workspace = self.sessions.get(session).and_then(|s| s.workspace.clone());
+        if !self.gates.publishing {
+            self.gates.publishing = true;
+            crate::seccomp::publish(&self.gates.published, &self.policy.protections);
+        }
+        Some(crate::seccomp::FastPath::new(
+            self.gates.published.clone(),
+            home_of(owner),
+            workspace,
+        ))
+    }
+
     /// The answer for a call of a process and root already decided (the
     /// decision), or already held (it waits with the others); None: new.
     pub(in crate::guard) fn known_group_verdict(

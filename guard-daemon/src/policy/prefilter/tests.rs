@@ -236,6 +236,15 @@ proptest! {
     }
 
     #[test]
+    fn long_generated_commands_that_are_not_allowed_stop(
+        program in prop::sample::select(&**PROGRAMS),
+        args in prop::collection::vec(argument(&VOCABULARY), 24..40),
+    ) {
+        let argv: Vec<String> = std::iter::once(program).chain(args).collect();
+        assert_conservative(&argv)?;
+    }
+
+    #[test]
     fn known_commands_with_words_added_stop_when_not_allowed(
         at in any::<prop::sample::Index>(),
         added in prop::collection::vec((any::<prop::sample::Index>(), argument(&VOCABULARY)), 1..4),
