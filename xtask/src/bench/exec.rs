@@ -81,7 +81,7 @@ pub fn run() -> anyhow::Result<()> {
             .arg(dir.join("bin/unlinks"))
             .arg(root.join("xtask/bench/unlinks.c")),
     )?;
-    for program in ["cont", "spawner"] {
+    for program in ["cont", "spawner", "notify_floor"] {
         cmd::run(
             Command::new("gcc")
                 .args(["-O2", "-o"])
@@ -109,7 +109,7 @@ pub fn run() -> anyhow::Result<()> {
         Pair::default(),
         Pair::default(),
     );
-    let mut prefiltered = Pair::default();
+    let (mut prefiltered, mut notify_floor) = (Pair::default(), Pair::default());
     let mut gate = GateStats::default();
     let (mut kernel_ns, mut kernel_programs) = (Vec::new(), Default::default());
     let (mut session_kernel_ns, mut session_kernel_programs) = (Vec::new(), Default::default());
@@ -122,6 +122,9 @@ pub fn run() -> anyhow::Result<()> {
             .without
             .push(bench.per_exec_us(bench.tiny_loop(None, true))?);
         unlinks.without.push(bench.unlink_loop(Unlinks::Plain)?);
+        notify_floor
+            .with
+            .push(bench.unlink_loop(Unlinks::NotifyFloor)?);
         // The loops without the guard just before and just after it bracket
         // the loops with it, so that drift during the round cancels.
         let before = bench.per_exec_us(bench.tiny_loop(None, false))?;
@@ -171,6 +174,7 @@ pub fn run() -> anyhow::Result<()> {
     session.without = outside.without.clone();
     prefiltered.without = watched.without.clone();
     reported.without = unlinks.without.clone();
+    notify_floor.without = unlinks.without.clone();
     let (make, git, git_status) = workloads(&bench)?;
     let bpftrace = Measured::of(super::peers::bpftrace(&bench), Pair::summary);
     let auditd = Measured::of(super::auditd::run(&bench), Pair::summary);
@@ -211,6 +215,7 @@ pub fn run() -> anyhow::Result<()> {
         bpf_map_memlock_mib: summary(&map_memory),
         unlinks_per_run: UNLINKS,
         gated_unlink: unlinks.summary(),
+        seccomp_notify_floor_unlink: Some(notify_floor.summary()),
         detected_session_unlink: reported.summary(),
         workload_make_j2: make.summary(),
         workload_git: git.summary(),
@@ -308,6 +313,11 @@ impl Bench {
                 c
             }
             Unlinks::Detected => Command::new(self.dir.join("bin/agentbench")),
+            Unlinks::NotifyFloor => {
+                let mut c = Command::new(self.dir.join("bin/notify_floor"));
+                c.arg(program);
+                c
+            }
             Unlinks::Plain => Command::new(program),
         };
         let output = command.arg(&files).arg(UNLINKS.to_string()).output()?;
@@ -546,6 +556,9 @@ enum Unlinks<'a> {
     Launched(&'a Guardd),
     /// As an agent program the kernel detects (report only without the BPF LSM).
     Detected,
+    /// Under a seccomp listener that continues every call at once, reading
+    /// nothing: the floor of the seccomp gate.
+    NotifyFloor,
 }
 
 #[derive(Default)]
@@ -727,6 +740,18 @@ fn report(r: &Results) -> String {
         "",
         &r.gated_unlink.no_guard_us,
     );
+    if let Some(floor) = &r.seccomp_notify_floor_unlink {
+        out += &row(
+            "floor: the same unlinks under a seccomp listener that continues each at once, reading nothing: ratio / no guard",
+            "",
+            &floor.ratio,
+        );
+        out += &row(
+            "floor: us per unlink under that listener",
+            "",
+            &floor.guard_us,
+        );
+    }
     out += &row(
         "detected session, 10,000 unlinks (report only here, or the BPF LSM gate): ratio guard / no guard",
         "",

@@ -117,6 +117,9 @@ pub(super) struct Results {
     pub bpf_map_memlock_mib: Summary,
     pub unlinks_per_run: u32,
     pub gated_unlink: PairSummary,
+    /// Absent from runs before it was measured.
+    #[serde(default)]
+    pub seccomp_notify_floor_unlink: Option<PairSummary>,
     pub detected_session_unlink: PairSummary,
     pub workload_make_j2: PairSummary,
     pub workload_git: PairSummary,
