@@ -234,13 +234,13 @@ impl Policy {
     /// `host` says why this host stops a program always, if it does.
     pub fn kernel_says(&self, argv: &[String], host: impl Fn(&str) -> Option<String>) -> String {
         let program = argv.first().map(|a| super::basename(a)).unwrap_or_default();
-        if !self.watched_programs().iter().any(|p| p == program) {
+        let Some(prefilter) = self.prefilters().remove(program) else {
             return format!(
                 "runs without a stop: {program} is not a watched program (a file that is not \
                  what its name says still stops)"
             );
-        }
-        let why = match (host(program), self.prefilter(program)) {
+        };
+        let why = match (host(program), prefilter) {
             (Some(why), _) | (None, Prefilter::Always(why)) => Some(why),
             (None, Prefilter::Args(filter)) => filter.stops(program, argv),
         };
