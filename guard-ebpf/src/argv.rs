@@ -29,15 +29,9 @@ pub fn passes(comm: &Comm, filter: &ArgvFilter, start: u64, end: u64) -> bool {
     };
     // argv[0] must name the program the kernel took comm from: git, for
     // one, runs `git-push` when argv[0] says so.
-    let Some(mut len) = read_word(&mut word.bytes, start) else {
+    let Some(len) = read_arg(&mut word.bytes, start) else {
         return false;
     };
-    if len >= FILLED {
-        let Some(full) = full_length(start) else {
-            return false;
-        };
-        len = full;
-    }
     if !is_own_name(&word.bytes, comm) && !ends_in_name(filter, start, len) {
         return false;
     }
@@ -47,15 +41,9 @@ pub fn passes(comm: &Comm, filter: &ArgvFilter, start: u64, end: u64) -> bool {
             return true;
         }
         word.bytes = [0; ARGV_WORD_LEN];
-        let Some(mut len) = read_word(&mut word.bytes, at) else {
+        let Some(len) = read_arg(&mut word.bytes, at) else {
             return false;
         };
-        if len >= FILLED {
-            let Some(full) = full_length(at) else {
-                return false;
-            };
-            len = full;
-        }
         if ARGV_WORDS.get(Key::new(KEY_BITS, word)).is_some() {
             return false;
         }
@@ -68,6 +56,17 @@ pub fn passes(comm: &Comm, filter: &ArgvFilter, start: u64, end: u64) -> bool {
         at += len + 1;
     }
     at >= end
+}
+
+/// Reads the argument at `at` into `bytes` (cut to 31 bytes and the NUL)
+/// and gives its whole length; None when a read fails or it is too long.
+#[inline(always)]
+fn read_arg(bytes: &mut [u8; ARGV_WORD_LEN], at: u64) -> Option<u64> {
+    let len = read_word(bytes, at)?;
+    if len < FILLED {
+        return Some(len);
+    }
+    full_length(at)
 }
 
 /// Reads the argument at `at` into `bytes` (cut to 31 bytes and the NUL);

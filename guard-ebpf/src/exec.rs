@@ -213,22 +213,12 @@ fn runs_a_file(flags: u32) -> bool {
 /// python's `-mc`). Anything unreadable or cut short is not.
 #[inline(always)]
 fn argv1_is_command_option() -> bool {
-    let off = exe_offsets();
     let mut argv0 = [0u8; 128];
     let mut argv1 = [0u8; 8];
+    let Some((start, end)) = arg_bounds() else {
+        return false;
+    };
     unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        let Ok(mm) = bpf_probe_read_kernel::<*const u8>(task.add(off.task_mm as usize).cast())
-        else {
-            return false;
-        };
-        let Ok(start) = bpf_probe_read_kernel::<u64>(mm.add(off.mm_arg_start as usize).cast())
-        else {
-            return false;
-        };
-        let Ok(end) = bpf_probe_read_kernel::<u64>(mm.add(off.mm_arg_end as usize).cast()) else {
-            return false;
-        };
         // argv[0]'s length says where argv[1] starts; no scan for the NUL.
         let Ok(first) = bpf_probe_read_user_str_bytes(start as *const u8, &mut argv0) else {
             return false;
