@@ -88,6 +88,51 @@ fn watched_programs_stop_only_when_an_argument_may_match_a_rule() {
     guard.stop();
 }
 
+/// A file of root's with several links passes only where such a link can
+/// be root's doing alone: with a program directory anyone may write, a hard
+/// link to another program (where `fs.protected_hardlinks` is off) could
+/// carry root's ownership there under a watched name, so it stops.
+#[test]
+fn a_hard_linked_program_stops_where_a_program_directory_is_writable() {
+    require_root();
+    let stubs = Stubs::new();
+    let dir = stubs.dir.path().join("programs");
+    fs::create_dir(&dir).unwrap();
+    fs::copy("/bin/true", dir.join("git")).unwrap();
+    fs::hard_link(dir.join("git"), dir.join("git-twin")).unwrap();
+    let writable = stubs.dir.path().join("writable");
+    fs::create_dir(&writable).unwrap();
+    let mode = |path: &Path, mode: u32| {
+        fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    mode(&writable, 0o777);
+    // Where the kernel lets users link to root's files (the VM), it stops too.
+    let protected = fs::read_to_string("/proc/sys/fs/protected_hardlinks")
+        .is_ok_and(|value| value.trim() == "1");
+    for (dirs, stops) in [
+        (vec![&dir], u64::from(!protected)),
+        (vec![&dir, &writable], 1),
+    ] {
+        let dirs: Vec<String> = dirs
+            .iter()
+            .map(|d| format!("{:?}", d.display().to_string()))
+            .collect();
+        let guard = Daemon::start(&format!(
+            "version = 1\n[defaults]\nprogram_dirs = [{}]\n",
+            dirs.join(", ")
+        ));
+        let before = guard.status().stats.stops;
+        let (status, _, err) = in_session(&guard, &stubs, &dir, "git status; true").wait();
+        assert!(status.success(), "{err}");
+        assert_eq!(
+            guard.status().stats.stops - before,
+            stops,
+            "program dirs {dirs:?}"
+        );
+        guard.stop();
+    }
+}
+
 #[test]
 fn status_and_explain_say_what_the_kernel_does() {
     require_root();

@@ -97,6 +97,11 @@ pub const SESSION_ESCAPE_FILTER: u32 = 1 << 3;
 /// access, pidfd_getfd) processes outside their session (`[defaults]
 /// session_escape = "deny"`), checked by the BPF LSM where it runs.
 pub const SETTING_ESCAPE_DENY: u32 = 1 << 0;
+/// `SETTINGS[0]` bit: a hard link may carry root's ownership into a place a
+/// session user can write (`fs.protected_hardlinks` off, or a program
+/// directory not root's alone), so the argv prefilter trusts only files
+/// with one link.
+pub const SETTING_ONE_LINK: u32 = 1 << 1;
 
 /// Layout version of the pinned maps. The maps outlive guardd (a package
 /// upgrade restarts it on the pins of the previous one), so a guardd reuses

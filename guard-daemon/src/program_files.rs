@@ -90,6 +90,10 @@ pub struct ProgramFiles {
     runners: std::collections::HashSet<String>,
     /// Watched programs installed as `#!` scripts.
     scripts: std::collections::HashSet<String>,
+    /// Whether a hard link of root's can only be root's doing: the kernel
+    /// refuses users links to files they cannot write, and no program
+    /// directory can be written by anyone but root.
+    links_root_only: bool,
     /// The directories looked in, as the kernel keys them.
     dir_keys: Vec<guard_common::FileKey>,
     /// What an unknown file turned out to be, while it is unchanged.
@@ -148,6 +152,11 @@ impl ProgramFiles {
             }
         }
         files.runners.extend(scripts::shell_names(dirs));
+        files.links_root_only = fs::read_to_string("/proc/sys/fs/protected_hardlinks")
+            .is_ok_and(|value| value.trim() == "1")
+            && dirs.iter().all(|dir| {
+                fs::metadata(dir).map_or(true, |meta| meta.uid() == 0 && meta.mode() & 0o022 == 0)
+            });
         files.dir_keys = dirs
             .iter()
             .filter_map(|dir| fs::metadata(dir).ok().filter(fs::Metadata::is_dir))
@@ -179,6 +188,12 @@ impl ProgramFiles {
     /// How many installed files were found.
     pub fn len(&self) -> usize {
         self.by_inode.len()
+    }
+
+    /// Whether a file of root's with several links in a program directory
+    /// is root's doing (see `links_root_only`).
+    pub fn links_are_root_only(&self) -> bool {
+        self.links_root_only
     }
 
     /// Whether a watched program is installed as a `#!` script here.

@@ -20,14 +20,14 @@ use aya_ebpf::{
 use guard_common::{
     Comm, EventKind, FileKey, SessionEntry, COMM_LEN, OVERFLOW_STOPS_KILLED, PROGRAM_AGENT,
     PROGRAM_INTERPRETER, PROGRAM_MULTI_CALL, PROGRAM_SCRIPT_RUNNER, PROGRAM_WATCHED,
-    SESSION_DETECTED,
+    SESSION_DETECTED, SETTING_ONE_LINK,
 };
 
 use crate::{
     gate::peek,
     maps::{
         count_overflow, count_prefilter_passed, emit, exe_offsets, held_entry, offsets,
-        ARGV_FILTERS, EXEC_DIRS, HELD, PROGRAMS, SESSIONS,
+        ARGV_FILTERS, EXEC_DIRS, HELD, PROGRAMS, SESSIONS, SETTINGS,
     },
 };
 
@@ -89,8 +89,9 @@ pub fn exec_gate(ctx: TracePointContext) -> u32 {
 }
 
 /// Whether a watched exec in a session runs without a stop: the file run
-/// is the program itself (its own name, root's, in a program directory, where
-/// a hard link is root's own doing, as git's `git-*` links are; not
+/// is the program itself (its own name, root's, in a program directory; with
+/// more than one link only where guardd found hard links root's own doing,
+/// as git's `git-*` links are; not
 /// a script, whose file the kernel no longer sees here, nor a multi-call
 /// binary) and its argv passes the program's prefilter (`argv.rs`).
 #[inline(always)]
@@ -105,13 +106,24 @@ fn passes_prefilter(comm: &Comm, flags: u32) -> bool {
     if exe_name().is_none_or(|name| name != *comm) {
         return false;
     }
-    if !matches!(exe_file_owner_and_links(), Some((0, _))) || !exe_dir_is_known() {
+    let trusted_links = |links: u32| links == 1 || !one_link_required();
+    if !matches!(exe_file_owner_and_links(), Some((0, links)) if trusted_links(links))
+        || !exe_dir_is_known()
+    {
         return false;
     }
     let Some((start, end)) = arg_bounds() else {
         return false;
     };
     crate::argv::passes(comm, &filter, start, end)
+}
+
+/// guardd's `SETTING_ONE_LINK`; an unreadable setting requires one link.
+#[inline(always)]
+fn one_link_required() -> bool {
+    SETTINGS
+        .get(0)
+        .is_none_or(|bits| bits & SETTING_ONE_LINK != 0)
 }
 
 /// `mm->arg_start` and `mm->arg_end` of the new image.

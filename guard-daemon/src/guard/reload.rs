@@ -35,6 +35,9 @@ impl Guard {
         if self.policy.session_escape == crate::policy::EscapeMode::Deny {
             bits |= guard_common::SETTING_ESCAPE_DENY;
         }
+        if !self.exec_gate.program_files.links_are_root_only() {
+            bits |= guard_common::SETTING_ONE_LINK;
+        }
         if let Err(err) = self.kernel.set_settings(bits) {
             tracing::error!("kernel settings: {err}");
             let mut record = AuditRecord::new(AuditEvent::Error);
