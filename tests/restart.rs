@@ -38,7 +38,12 @@ fn a_crash_releases_nothing_and_the_restart_readopts_every_hold() {
             .find(|p| p.id == hold.id)
             .expect("same id after restart");
         assert_eq!(again.pid, hold.pid);
-        assert!(again.protection.starts_with("ptrace-stop"), "{again:?}");
+        let kept = if freezer_here() {
+            "frozen"
+        } else {
+            "ptrace-stop"
+        };
+        assert!(again.protection.starts_with(kept), "{again:?}");
     }
     assert_eq!(guard.audit_events(AuditEvent::Readopt).len(), 5);
     // Their launchers' seccomp listeners died with the old guardd: said.
@@ -263,7 +268,7 @@ fn flood_with_guardd_frozen(flags: &[&str]) -> (Stubs, Daemon, Proc) {
 }
 
 #[test]
-fn a_hold_another_process_continues_while_guardd_is_down_is_killed_on_restart() {
+fn a_hold_another_process_continues_before_and_after_a_crash_of_guardd_runs_nothing() {
     require_root();
     let stubs = Stubs::new();
     stubs.script("terraform", &long_running_stub(&stubs));
@@ -272,8 +277,11 @@ fn a_hold_another_process_continues_while_guardd_is_down_is_killed_on_restart() 
     let hold = guard.wait_hold("continued");
     let pid = u64::from(hold.pid);
     wait_stopped(pid);
+    // The agent's SIGCONT while guardd runs, then guardd dies, then another.
+    let refused = !sigcont(pid);
     guard.stop_daemon(libc::SIGKILL);
-    if !sigcont(pid) {
+    let refused = refused | !sigcont(pid);
+    if refused {
         // The BPF LSM refuses it: still held, and re-adopted.
         assert!(is_stopped(pid));
         guard.restart();
@@ -281,13 +289,36 @@ fn a_hold_another_process_continues_while_guardd_is_down_is_killed_on_restart() 
         guard.stop();
         return;
     }
-    // Without the LSM nothing refuses the signal while guardd is down: it runs.
-    wait_for_file(&stubs.marker());
+    if !freezer_here() {
+        // Nothing refuses the signal while guardd is down (ptrace-stop ended with
+        // it): it runs, and the restart kills it and says so.
+        wait_for_file(&stubs.marker());
+        guard.restart();
+        let (status, _, _) = run.wait();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "left running");
+        assert!(guard.pending().is_empty(), "{:?}", guard.pending());
+        guard.assert_sigcont_audited(pid);
+        guard.stop();
+        return;
+    }
+    // Frozen: the SIGCONTs woke it into the freezer, where it stays.
+    wait_woken(pid);
+    sleep(Duration::from_millis(500));
+    assert_eq!(
+        stubs.marker_text(),
+        "",
+        "ran after SIGCONT and guardd's crash"
+    );
+    assert!(frozen_leaf(pid).is_some(), "{}", cgroup_of(pid));
     guard.restart();
+    let pending = guard.pending();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].id, hold.id, "re-adopted under the same id");
+    assert!(pending[0].protection.starts_with("frozen"), "{pending:?}");
+    guard.decide("deny", &pending[0]);
     let (status, _, _) = run.wait();
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "left running");
-    assert!(guard.pending().is_empty(), "{:?}", guard.pending());
-    guard.assert_sigcont_audited(pid);
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert_eq!(stubs.marker_text(), "", "a denied command never runs");
     guard.stop();
 }
 

@@ -285,6 +285,16 @@ pub fn teardown(pin_dir: &Path, state_dir: &Path, audit_log: &Path) -> anyhow::R
             .into_iter()
             .map(|(pid, continued)| (pid, (continued, None)))
             .collect();
+    // Every process in this guardd's frozen leaves is held, state file or not.
+    let freezer = crate::freezer::Freezer::detect(pin_dir).ok();
+    let frozen: std::collections::HashSet<u32> = freezer
+        .iter()
+        .flat_map(|freezer| freezer.frozen_processes())
+        .flat_map(|(_, pids)| pids)
+        .collect();
+    for &pid in &frozen {
+        held.entry(pid).or_default();
+    }
     let mut state = StateStore::open(state_dir)?;
     if let Ok(Some(saved)) = state.load() {
         for hold in &saved.holds {
@@ -302,7 +312,13 @@ pub fn teardown(pin_dir: &Path, state_dir: &Path, audit_log: &Path) -> anyhow::R
         let Ok(stat) = crate::procfs::stat(pid) else {
             continue;
         };
-        let continued = match Recorded::of(&stat, continued) {
+        // Frozen, it ran nothing since it was held (a SIGCONT that came
+        // before that ended the hold then).
+        let recorded = match frozen.contains(&pid) {
+            true => Recorded::Held,
+            false => Recorded::of(&stat, continued),
+        };
+        let continued = match recorded {
             Recorded::Held => None,
             Recorded::Continued(continuation) => Some(continuation),
             Recorded::LetGo => {
@@ -318,6 +334,7 @@ pub fn teardown(pin_dir: &Path, state_dir: &Path, audit_log: &Path) -> anyhow::R
             held: Held::Exec {
                 process: Some(&process),
                 traced: false,
+                frozen: None,
             },
             request: None,
             subject: String::new(),
@@ -333,6 +350,9 @@ pub fn teardown(pin_dir: &Path, state_dir: &Path, audit_log: &Path) -> anyhow::R
             return Err(err).with_context(|| format!("killing held pid {pid}"));
         }
         denied += 1;
+    }
+    if let Some(freezer) = freezer {
+        freezer.remove_all();
     }
     state.remove().context("removing the state")?;
     Ok(denied)

@@ -32,6 +32,8 @@ pub struct Hold {
     pub tokens_seen: Vec<String>,
     /// Whether guardd's tracer thread holds the process in ptrace-stop.
     pub traced: bool,
+    /// The frozen cgroup leaf it is kept in (where the freezer is).
+    pub frozen: Option<crate::freezer::Frozen>,
     /// How the hold is kept, for status and audit.
     pub protection: String,
     pub created: Instant,
@@ -171,6 +173,7 @@ impl From<&Hold> for SavedHold {
             deadline_unix: hold.deadline_unix,
             ancestry: hold.request.ancestry.clone(),
             why: hold.why.clone(),
+            frozen: hold.frozen.clone(),
             api: hold.api.as_ref().map(|api| SavedApiCall {
                 tid: api.tid,
                 stop_ktime_ns: api.entry.ktime_ns,
@@ -318,6 +321,7 @@ pub(crate) mod tests {
             approved_by: Vec::new(),
             tokens_seen: Vec::new(),
             traced: false,
+            frozen: None,
             protection: String::new(),
             created: now,
             deadline: now,

@@ -37,6 +37,9 @@ pub struct SavedHold {
     /// An API call held at its start: which stop, and the call as judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<SavedApiCall>,
+    /// Its frozen cgroup leaf, and the cgroup it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<crate::freezer::Frozen>,
 }
 
 /// A held API call: re-adopted only if the kernel still records the same
@@ -207,6 +210,10 @@ mod tests {
             deadline_unix: 2,
             ancestry: vec!["42:terraform".into()],
             why: vec!["subcommand destroy".into()],
+            frozen: Some(crate::freezer::Frozen {
+                cgroup: "/sys/fs/cgroup/agent-guard/x/ab12-6".into(),
+                origin: "/user.slice".into(),
+            }),
             api: Some(SavedApiCall {
                 tid: 43,
                 stop_ktime_ns: 5,

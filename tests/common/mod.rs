@@ -591,10 +591,11 @@ pub fn is_stopped(pid: u64) -> bool {
     matches!(state(pid), 'T' | 't')
 }
 
-/// Waits until a process has stopped (the kernel's stop lands on return to user mode).
+/// Waits until a process has stopped (the kernel's stop lands on return to
+/// user mode), or is held frozen (which it may be before the stop lands).
 pub fn wait_stopped(pid: u64) {
     let deadline = Instant::now() + WAIT;
-    while !is_stopped(pid) {
+    while !is_stopped(pid) && frozen_leaf(pid).is_none() {
         assert!(
             Instant::now() < deadline,
             "pid {pid} is {:?}, not stopped",
@@ -773,4 +774,59 @@ impl LinkOut {
         assert!(!self.alias.exists(), "the second name was made");
         assert_eq!(std::fs::read_to_string(&self.file).unwrap(), "keep me");
     }
+}
+
+/// The cgroup2 mount point, where one is mounted (the freezer's hierarchy).
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|line| {
+        let (fields, tail) = line.split_once(" - ")?;
+        (tail.starts_with("cgroup2 ")).then(|| PathBuf::from(fields.split(' ').nth(4).unwrap()))
+    })
+}
+
+/// Whether held processes must be frozen here: a cgroup2 hierarchy is mounted.
+pub fn freezer_here() -> bool {
+    cgroup2_mount().is_some()
+}
+
+/// The cgroup2 path of a process (`/user.slice/...`).
+pub fn cgroup_of(pid: u64) -> String {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The frozen agent-guard leaf the process is in, read from the kernel: its
+/// cgroup is under `agent-guard/` and that cgroup's `cgroup.freeze` is 1.
+pub fn frozen_leaf(pid: u64) -> Option<PathBuf> {
+    let path = cgroup_of(pid);
+    if !path.starts_with("/agent-guard/") {
+        return None;
+    }
+    let leaf = cgroup2_mount()?.join(path.trim_start_matches('/'));
+    let freeze = fs::read_to_string(leaf.join("cgroup.freeze")).ok()?;
+    (freeze.trim() == "1").then_some(leaf)
+}
+
+/// Waits until `pid` has left the stopped state: a SIGCONT reached it.
+pub fn wait_woken(pid: u64) {
+    let deadline = Instant::now() + WAIT;
+    while is_stopped(pid) {
+        assert!(Instant::now() < deadline, "pid {pid} is still stopped");
+        sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether `signal` is pending for the whole process (`ShdPnd`), not yet delivered.
+pub fn signal_pending(pid: u64, signal: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("ShdPnd:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
 }

@@ -50,6 +50,11 @@ const SUITES: &[(&str, &[&str])] = &[
         "prefilter",
         &["the_real_git_in_a_repository_runs_without_a_stop"],
     ),
+    // perl is not in the initramfs.
+    (
+        "frozen",
+        &["an_orphaned_process_group_s_sighup_and_sigcont_run_nothing"],
+    ),
     ("release_integrity", &[]),
     ("control", &[]),
     ("restart", &[]),
@@ -294,6 +299,7 @@ mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 mount -t securityfs securityfs /sys/kernel/security
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t bpf bpf /sys/fs/bpf
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tmpfs tmpfs /tmp
 echo "agent-guard vm: kernel $(uname -r), lsm=$(cat /sys/kernel/security/lsm)"
 export GUARDD_BIN=/agent-guard/guardd GUARDCTL_BIN=/agent-guard/guardctl

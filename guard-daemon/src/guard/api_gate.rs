@@ -411,6 +411,7 @@ impl Guard {
             approved_by,
             tokens_seen: Vec::new(),
             traced: false,
+            frozen: None,
             protection,
             created: now - Duration::from_secs(now_unix.saturating_sub(created_unix)),
             deadline: now + Duration::from_secs(deadline_unix.saturating_sub(now_unix)),

@@ -81,6 +81,7 @@ impl Guard {
             self.end_exited(&id);
         }
         self.kernel.unfollow_ended_sessions();
+        self.sweep_frozen();
         self.prune_gate_decisions();
         self.watch_pins(now);
         self.audit_policy_lock();

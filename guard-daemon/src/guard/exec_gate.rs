@@ -220,6 +220,7 @@ impl Guard {
             held: Held::Exec {
                 process: Some(&process),
                 traced: false,
+                frozen: None,
             },
             request: None,
             subject: request.command(),
@@ -299,7 +300,8 @@ impl Guard {
             approved_by: Vec::new(),
             tokens_seen: Vec::new(),
             traced: false,
-            protection: "ptrace-stop: only guardd can release it".into(),
+            frozen: None,
+            protection: super::frozen::TRACED.into(),
             created: now,
             deadline: now + timeout,
             created_unix: unix_now(),
@@ -309,9 +311,7 @@ impl Guard {
             api: None,
             process,
         };
-        self.seize(&mut hold, &mut record);
-        // Looked again in ptrace-stop, where a SIGCONT no longer wakes it.
-        if let Some(continuation) = self.kernel.continued_by(hold.process.pid) {
+        if let Some(continuation) = self.keep_held(&mut hold, &mut record) {
             let mut ending = self.hold_ending(&hold);
             ending.request = None;
             ending.record =
@@ -351,16 +351,8 @@ impl Guard {
         self.holds.insert(hold);
     }
 
-    /// Takes the process into ptrace-stop, so that only guardd can end the
-    /// hold, then records and registers it.
-    pub(super) fn seize_and_insert(&mut self, mut hold: Hold, mut record: AuditRecord) {
-        self.seize(&mut hold, &mut record);
-        self.audit.write(&record);
-        self.holds.insert(hold);
-    }
-
     /// Takes the process into ptrace-stop, so that only guardd can end the hold.
-    fn seize(&mut self, hold: &mut Hold, record: &mut AuditRecord) {
+    pub(super) fn seize(&mut self, hold: &mut Hold, record: &mut AuditRecord) {
         match self.tracer.seize(hold.process.pid) {
             Ok(()) => hold.traced = true,
             Err(err) => {

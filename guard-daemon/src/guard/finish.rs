@@ -11,6 +11,7 @@ use guard_common::FileKey;
 use crate::{
     audit::{AuditDecision, AuditEvent, AuditRecord, Channel},
     escape::escape_bytes,
+    freezer::Frozen,
     holds::{ApiStopped, GateHold, GateWaiter, Hold},
     kernel::Continuation,
     process::{Pidfd, ProcessHandle},
@@ -33,11 +34,12 @@ pub(crate) struct Ending<'a> {
 
 /// How the process is held.
 pub(crate) enum Held<'a> {
-    /// Stopped at exec (SIGSTOP, and ptrace-stop when `traced`); no
-    /// process when it is gone already.
+    /// Stopped at exec (SIGSTOP, and ptrace-stop when `traced`, or in a
+    /// frozen cgroup leaf); no process when it is gone already.
     Exec {
         process: Option<&'a dyn Signals>,
         traced: bool,
+        frozen: Option<&'a Frozen>,
     },
     /// A system call waiting in the syscall gate.
     Call { hold: &'a Hold, gate: &'a GateHold },
@@ -122,7 +124,8 @@ enum Signal {
 /// The kernel and process side of an end (a small seam, so the sequence is
 /// unit-tested without root).
 pub(crate) trait Effects {
-    /// Lets it go on: out of ptrace-stop and SIGCONT, or the gate's allow.
+    /// Lets it go on: out of ptrace-stop or its frozen leaf and SIGCONT,
+    /// or the gate's allow.
     fn release(&mut self, ending: &Ending<'_>);
     /// Ends it unrun: SIGKILL (through the tracer when traced), or EPERM
     /// from the gate.
@@ -339,6 +342,7 @@ impl super::Guard {
                 Held::Exec {
                     process: Some(&hold.process),
                     traced: hold.traced,
+                    frozen: hold.frozen.as_ref(),
                 },
                 hold.command(),
             ),
@@ -397,6 +401,7 @@ pub(super) fn stop_ending<'a>(
         held: Held::Exec {
             process,
             traced: false,
+            frozen: None,
         },
         request: request.map(|(id, _)| id.to_string()),
         subject: String::new(),
@@ -426,11 +431,18 @@ impl super::Guard {
 impl Effects for super::Guard {
     fn release(&mut self, ending: &Ending<'_>) {
         match ending.held {
-            Held::Exec { process, traced } => {
+            Held::Exec {
+                process,
+                traced,
+                frozen,
+            } => {
                 if traced {
                     if let Err(err) = self.tracer.detach(ending.pid) {
                         tracing::error!(pid = ending.pid, "ptrace detach failed: {err}");
                     }
+                }
+                if let Some(frozen) = frozen {
+                    self.thaw(frozen, ending.pid);
                 }
                 self.exec_gate.resumed_at = Some(super::monotonic_ns());
                 if let Some(Err(err)) = process.map(|p| p.resume()) {
@@ -444,9 +456,14 @@ impl Effects for super::Guard {
     fn refuse(&mut self, ending: &Ending<'_>) {
         match ending.held {
             Held::Exec { traced: true, .. } => self.tracer.kill(ending.pid),
-            Held::Exec { process, .. } => {
+            Held::Exec {
+                process, frozen, ..
+            } => {
                 if let Some(Err(err)) = process.map(|p| p.kill()) {
                     tracing::error!(pid = ending.pid, "kill failed: {err}");
+                }
+                if let (Some(frozen), Ok(freezer)) = (frozen, &self.freezer) {
+                    freezer.kill(frozen);
                 }
             }
             _ => self.answer_call(ending, false),

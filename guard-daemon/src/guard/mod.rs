@@ -13,6 +13,7 @@ use record::identity;
 use crate::{
     audit::{AuditDecision, AuditEvent, AuditLog, AuditRecord, Channel},
     escape::escape_bytes,
+    freezer::Freezer,
     holds::{format_duration, Hold, HoldRegistry},
     kernel::{Continuation, Kernel, ProgramSets},
     notice,
@@ -41,6 +42,8 @@ pub struct Peer {
 pub struct Guard {
     policy: Policy,
     tracer: Tracer,
+    /// Where held processes are frozen, or why they cannot be here.
+    freezer: Result<Freezer, String>,
     source: reload::PolicySource,
     own: own_files::OwnFileGuard,
     kernel: Kernel,
@@ -73,6 +76,7 @@ mod events;
 mod exec_gate;
 use exec_gate::ExecGate;
 pub(crate) mod finish;
+mod frozen;
 mod outside;
 mod own_files;
 mod pin_layout;
@@ -113,6 +117,10 @@ impl Guard {
         let fresh = || crate::state::new_state(format!("{:04x}", (monotonic_ns() / 1000) as u16));
         let restored = saved.unwrap_or_else(fresh);
         let exec_gate = ExecGate::new(program_files);
+        let freezer = Freezer::detect(&own_files.pin_dir);
+        if let Err(why) = &freezer {
+            tracing::warn!("held processes are kept in ptrace-stop, not frozen: {why}");
+        }
         let mut guard = Self {
             source: reload::PolicySource::new(own_files.config.clone(), &policy),
             pins: Default::default(),
@@ -120,6 +128,7 @@ impl Guard {
             api: Default::default(),
             policy,
             tracer,
+            freezer,
             own: own_files::OwnFileGuard::new(own_files),
             kernel,
             sessions: Sessions::default(),

@@ -68,7 +68,7 @@ impl Guard {
     /// them from the state file. `guardd --teardown` is what denies them.
     pub fn shutdown(&mut self) {
         self.persist();
-        // A SIGCONT others sent while a hold was in ptrace-stop ended its
+        // (A frozen hold stays frozen.) A SIGCONT others sent while a hold was in ptrace-stop ended its
         // group-stop: it would run as the tracer goes. A new SIGSTOP (after
         // the mark is dropped, so a later SIGCONT is marked) keeps it stopped.
         for hold in self.holds.iter().filter(|h| h.traced && h.gate.is_none()) {

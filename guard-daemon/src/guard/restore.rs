@@ -28,7 +28,16 @@ impl Guard {
                 continue;
             }
             let request = Some((entry.id.as_str(), entry.rule.as_str()));
-            match Recorded::of(&stat, self.kernel.continued_by(entry.pid)) {
+            // Frozen where it was left: no SIGCONT since let it run.
+            let frozen = self
+                .still_frozen(entry.frozen.as_ref(), entry.pid)
+                .then_some(entry.frozen.clone())
+                .flatten();
+            let recorded = match frozen {
+                Some(_) => Recorded::Held,
+                None => Recorded::of(&stat, self.kernel.continued_by(entry.pid)),
+            };
+            match recorded {
                 Recorded::Held => {}
                 Recorded::LetGo => {
                     // Approved, then guardd ended before it saved the state.
@@ -68,7 +77,12 @@ impl Guard {
                 approved_by: entry.approved_by,
                 tokens_seen: Vec::new(),
                 traced: false,
-                protection: "ptrace-stop: only guardd can release it".into(),
+                protection: match frozen {
+                    Some(_) => super::frozen::FROZEN,
+                    None => super::frozen::TRACED,
+                }
+                .into(),
+                frozen,
                 created: now - Duration::from_secs(now_unix.saturating_sub(entry.created_unix)),
                 deadline: now + Duration::from_secs(entry.deadline_unix.saturating_sub(now_unix)),
                 created_unix: entry.created_unix,
@@ -78,9 +92,19 @@ impl Guard {
                 api: None,
                 process,
             };
+            let mut hold = hold;
             let mut record = hold.record(AuditEvent::Readopt);
             record.decision = Some(AuditDecision::Hold);
-            self.seize_and_insert(hold, record);
+            if hold.frozen.is_none() {
+                // Kept again (ptrace-stop ended with the old guardd), frozen where it can be.
+                if let Some(continuation) = self.keep_held(&mut hold, &mut record) {
+                    let request = Some((entry.id.as_str(), hold.rule.as_str()));
+                    self.end_continued(&hold.process, entry.session, continuation, request);
+                    continue;
+                }
+            }
+            self.audit.write(&record);
+            self.holds.insert(hold);
         }
         self.persist();
     }

@@ -18,11 +18,16 @@ impl Guard {
             },
             sessions: self.sessions.iter().map(SessionView::from).collect(),
             pending: self.holds.len(),
-            mechanisms: mechanisms(&self.kernel, &self.policy, &self.exec_gate.program_files)
-                .into_iter()
-                .chain(self.own_mechanisms())
-                .chain([self.pin_layout_status(), self.api_gate_status()])
-                .collect(),
+            mechanisms: mechanisms(
+                &self.kernel,
+                &self.policy,
+                &self.exec_gate.program_files,
+                &self.hold_keeping(),
+            )
+            .into_iter()
+            .chain(self.own_mechanisms())
+            .chain([self.pin_layout_status(), self.api_gate_status()])
+            .collect(),
             programs: self.kernel.loaded_programs().to_vec(),
             stats: GateStats {
                 events_lost: self.kernel.events_lost(),
@@ -47,6 +52,7 @@ pub(super) fn mechanisms(
     kernel: &Kernel,
     policy: &Policy,
     program_files: &ProgramFiles,
+    hold_keeping: &str,
 ) -> Vec<(String, String)> {
     let rules: Vec<&str> = SELF_PROTECTION_RULES
         .iter()
@@ -99,7 +105,7 @@ pub(super) fn mechanisms(
         ("exec_hold", "tracepoint sched/sched_process_exec + SIGSTOP before the first instruction".into()),
         ("session_tracking", "tracepoints sched/sched_process_fork and sched/sched_process_exit".into()),
         ("agent_detection", "exec of agent programs (kernel), interpreter argv (daemon), /proc scan at start".into()),
-        ("hold_release_protection", format!("ptrace-stop (PTRACE_SEIZE + PTRACE_INTERRUPT): SIGCONT from others does not wake a held process; {lsm_release}")),
+        ("hold_release_protection", format!("{hold_keeping}; {lsm_release}")),
         ("self_protection", format!(
             "{rules}; {lsm_self}; [[protect]] {} (built in, by the syscall gate below): {own_paths}",
             crate::policy::protect::SELF_ID

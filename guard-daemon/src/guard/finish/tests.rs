@@ -52,6 +52,7 @@ fn exec_ending(process: &NoSignals) -> Ending<'_> {
         held: Held::Exec {
             process: Some(process),
             traced: true,
+            frozen: None,
         },
         request: Some("h-1".into()),
         subject: "terraform destroy".into(),

@@ -248,6 +248,7 @@ impl Guard {
             approved_by: Vec::new(),
             tokens_seen: Vec::new(),
             traced: false,
+            frozen: None,
             protection: match waiter {
                 GateWaiter::Seccomp { .. } => {
                     "seccomp: the call waits in the kernel until guardd answers".into()
