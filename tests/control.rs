@@ -120,7 +120,22 @@ fn explain_and_status_describe_the_loaded_policy() {
         )) && self_protection.contains(guard.pin_dir.to_str().unwrap()),
         "{self_protection}"
     );
-    let human = guard.ctl(&["status"]);
-    assert!(String::from_utf8_lossy(&human.stdout).contains("exec_gate"));
+    // The first screen: one line a mechanism (a family with one text shares
+    // it), the LSM's absence said once; --verbose has the rest.
+    let human = String::from_utf8_lossy(&guard.ctl(&["status"]).stdout).into_owned();
+    assert!(human.contains("exec_hold"), "{human}");
+    assert!(
+        human.lines().count() <= 30,
+        "{} lines:\n{human}",
+        human.lines().count()
+    );
+    if let Some(why) = &status.lsm_missing {
+        assert_eq!(human.matches(why.as_str()).count(), 1, "{human}");
+    }
+    let verbose = String::from_utf8_lossy(&guard.ctl(&["status", "--verbose"]).stdout).into_owned();
+    assert!(
+        verbose.contains("exec_gate") && verbose.contains("stop -> decision"),
+        "{verbose}"
+    );
     guard.stop();
 }

@@ -95,6 +95,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         state,
     )));
     guard.lock().unwrap().set_cli_protections(protect);
+    if let Some(line) = guard.lock().unwrap().protections_unenforced() {
+        tracing::warn!("{line}");
+    }
     guard.lock().unwrap().scan_running_agents();
     let (audit_records, notify_settings) = guard.lock().unwrap().notifications();
 

@@ -193,6 +193,10 @@ pub struct StatusView {
     /// How the kernel treats each watched program's execs in a session.
     #[serde(default)]
     pub prefilters: Vec<PrefilterView>,
+    /// Why the BPF LSM does not run here (None: it does); the mechanisms
+    /// that need it say so with this same text.
+    #[serde(default)]
+    pub lsm_missing: Option<String>,
 }
 
 /// One watched program in the exec gate's kernel prefilter.

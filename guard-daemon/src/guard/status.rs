@@ -36,6 +36,7 @@ impl Guard {
                 ..self.exec_gate.stats.view()
             },
             prefilters: self.prefilter_views(),
+            lsm_missing: self.kernel.lsm_missing().map(str::to_string),
         }))
     }
 }
@@ -185,4 +186,27 @@ pub(super) fn syscall_gate(kernel: &Kernel, policy: &Policy) -> Vec<(String, Str
             (format!("syscall_gate.{}", operation.name()), how)
         })
         .collect()
+}
+
+impl Guard {
+    /// The start log's one line when `[[protect]]` entries (`--protect`
+    /// paths among them) are only reported on this host.
+    pub fn protections_unenforced(&self) -> Option<String> {
+        let why = self.kernel.lsm_missing()?;
+        if self.policy.syscall_gate != crate::policy::GateMode::Auto {
+            return None;
+        }
+        let ids: Vec<&str> = (self.policy.protections.iter())
+            .map(|p| p.id.as_str())
+            .filter(|id| *id != crate::policy::protect::SELF_ID)
+            .collect();
+        (!ids.is_empty()).then(|| {
+            format!(
+                "[[protect]] {} NOT enforced, only reported: no BPF LSM here ({why}) and \
+                 [defaults] syscall_gate = \"auto\"; syscall_gate = true holds their calls in \
+                 `guardctl run` sessions (seccomp)",
+                ids.join(", ")
+            )
+        })
+    }
 }

@@ -226,9 +226,24 @@ impl Kernel {
                 tracing::info!(elapsed = ?started.elapsed(), "BPF LSM programs verified and attached");
             }
             if let Err(err) = attached {
-                // All or none, so that status tells the truth; the holds keep ptrace.
-                tracing::error!("BPF LSM programs not loaded, falling back to ptrace only: {err}");
-                kernel.lsm_missing = Some(format!("loading the LSM programs failed: {err}"));
+                // All or none, so that status tells the truth.
+                let why = match refused_outright(&err) {
+                    true => {
+                        let why = "this kernel lists bpf among its LSMs but refuses LSM \
+                                   programs (Operation not permitted before the verifier ran: \
+                                   a sandbox or lockdown policy)";
+                        tracing::warn!(
+                            "BPF LSM not available: {why}; `guardctl status` says what each \
+                             mechanism uses instead"
+                        );
+                        why.to_string()
+                    }
+                    false => {
+                        tracing::error!("BPF LSM programs not loaded: {err}");
+                        format!("loading the LSM programs failed: {err}")
+                    }
+                };
+                kernel.lsm_missing = Some(why);
                 // Those that did attach go with their pins below (guardd keeps no fd of them).
                 for (name, _, _) in LSM_PROGRAMS {
                     kernel.links.remove(name);
@@ -396,6 +411,18 @@ where
         source: MapError::InvalidName { name: name.into() },
     })?;
     M::try_from(map).map_err(KernelError::map(name))
+}
+
+/// Whether loading failed before the verifier ran because LSM programs are
+/// not allowed here at all (an expected absence, not a fault of ours).
+fn refused_outright(err: &KernelError) -> bool {
+    matches!(
+        err,
+        KernelError::Program {
+            source: aya::programs::ProgramError::LoadError { io_error, verifier_log },
+            ..
+        } if io_error.raw_os_error() == Some(libc::EPERM) && verifier_log.to_string().trim().is_empty()
+    )
 }
 
 #[cfg(test)]

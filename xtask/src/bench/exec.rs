@@ -970,6 +970,7 @@ mod tests {
                 prefiltered: true,
                 detail: "stops on `push`".into(),
             }],
+            lsm_missing: Some("the BPF LSM is not active".into()),
         };
         let line = encode_line(&Response::Status(Box::new(view.clone())));
         let answer: Response = serde_json::from_slice(&line).unwrap();
