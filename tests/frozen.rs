@@ -35,8 +35,11 @@ fn a_sigcont_to_a_frozen_hold_runs_nothing_and_approval_moves_it_back() {
     let leaf = frozen_leaf(pid).unwrap_or_else(|| panic!("not frozen: {}", cgroup_of(pid)));
     assert!(hold.protection.starts_with("frozen"), "{hold:?}");
 
+    // guardd also traces it: no one else can attach, and a SIGCONT does not
+    // even wake it while guardd runs.
+    let attach = unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid as i32, 0, 0) };
+    assert_eq!(attach, -1, "a second tracer attached to a held process");
     assert!(sigcont(pid));
-    wait_woken(pid);
     sleep(Duration::from_millis(300));
     assert_eq!(stubs.marker_text(), "", "ran after the agent's SIGCONT");
     let pending = guard.pending();

@@ -355,6 +355,11 @@ impl Guard {
     pub(super) fn seize(&mut self, hold: &mut Hold, record: &mut AuditRecord) {
         match self.tracer.seize(hold.process.pid) {
             Ok(()) => hold.traced = true,
+            Err(err) if hold.frozen.is_some() => {
+                let why = format!("frozen, but not traced by guardd ({err})");
+                tracing::warn!(id = hold.id, "{why}");
+                record.reason = Some(why);
+            }
             Err(err) => {
                 let why = format!(
                     "ptrace unavailable ({err}): held by SIGSTOP only, which others may undo"

@@ -31,7 +31,11 @@ impl Guard {
                     // before (one clears the stop at once), and a later one finds
                     // it frozen. Otherwise a SIGCONT came first, maybe before.
                     let stopped = procfs::stat(pid).is_ok_and(|stat| stat.state == 'T');
-                    return (!stopped).then(|| self.kernel.continued_by(pid)).flatten();
+                    let continued = (!stopped).then(|| self.kernel.continued_by(pid)).flatten();
+                    // Also traced by guardd, so that no one else can attach and
+                    // change what runs once it is approved.
+                    self.seize(hold, record);
+                    return continued;
                 }
                 Err(err) => {
                     let why = format!("not frozen ({err}): kept in ptrace-stop");
@@ -118,4 +122,14 @@ fn settle_stop(pid: u32) {
             _ => return,
         }
     }
+}
+
+/// Whether a process other than guardd traces `pid` (`TracerPid`).
+pub(super) fn traced_by_another(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("TracerPid:"))
+        .and_then(|tracer| tracer.trim().parse::<u32>().ok())
+        .is_some_and(|tracer| tracer != 0 && tracer != std::process::id())
 }

@@ -95,11 +95,21 @@ impl Guard {
             let mut hold = hold;
             let mut record = hold.record(AuditEvent::Readopt);
             record.decision = Some(AuditDecision::Hold);
+            let rule = hold.rule.clone();
+            let request = Some((entry.id.as_str(), rule.as_str()));
             if hold.frozen.is_none() {
                 // Kept again (ptrace-stop ended with the old guardd), frozen where it can be.
                 if let Some(continuation) = self.keep_held(&mut hold, &mut record) {
-                    let request = Some((entry.id.as_str(), hold.rule.as_str()));
                     self.end_continued(&hold.process, entry.session, continuation, request);
+                    continue;
+                }
+            } else {
+                self.seize(&mut hold, &mut record);
+                if !hold.traced && super::frozen::traced_by_another(hold.process.pid) {
+                    // Someone attached while guardd was down: what runs on
+                    // approval may no longer be what was held.
+                    let why = "another process attached to it (ptrace) while guardd was down";
+                    self.fail_closed(&hold.process, entry.session, why, request);
                     continue;
                 }
             }
