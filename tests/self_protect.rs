@@ -5,6 +5,7 @@
 mod common;
 
 use std::{
+    os::unix::process::ExitStatusExt as _,
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -180,11 +181,12 @@ fn a_report_gate_that_fails_to_attach_is_said_so_and_retried() {
 }
 
 /// An agent (root, in its session) kills guardd with the shell's builtin
-/// `kill` and continues its own held command. Without the BPF LSM nothing
-/// can stop that, but it is not silent: the next guardd audits that the
-/// command ran without a decision, and who continued it.
+/// `kill` and continues its own held command. Frozen, the command does not
+/// run and the next guardd holds it under the same id. Without the freezer
+/// and the BPF LSM nothing can stop that, but it is not silent: the next
+/// guardd audits that the command ran without a decision, and who continued it.
 #[test]
-fn a_held_command_continued_while_guardd_was_killed_is_audited_at_the_next_start() {
+fn a_held_command_continued_while_guardd_was_killed_stays_frozen_or_is_audited() {
     let (stubs, mut guard) = setup(HOLD_TERRAFORM_DESTROY);
     let lsm = lsm_active(&guard.status());
     let go = stubs.dir.path().join("go");
@@ -211,6 +213,19 @@ fn a_held_command_continued_while_guardd_was_killed_is_audited_at_the_next_start
         assert!(is_stopped(pid), "{stderr}");
         guard.decide("deny", &hold);
         run.wait();
+        guard.stop();
+        return;
+    }
+    if freezer_here() {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(stubs.marker_text(), "", "the continued command ran");
+        guard.stop_daemon(libc::SIGKILL);
+        guard.spawn();
+        let pending = guard.pending();
+        assert!(pending.iter().any(|h| h.id == hold.id), "{pending:?}");
+        guard.decide("deny", &hold);
+        assert_eq!(run.wait().0.signal(), Some(libc::SIGKILL));
+        assert_eq!(stubs.marker_text(), "");
         guard.stop();
         return;
     }
