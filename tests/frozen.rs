@@ -39,7 +39,8 @@ fn a_sigcont_to_a_frozen_hold_runs_nothing_and_approval_moves_it_back() {
     // even wake it while guardd runs.
     let attach = unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid as i32, 0, 0) };
     assert_eq!(attach, -1, "a second tracer attached to a held process");
-    assert!(sigcont(pid));
+    // (Where the BPF LSM runs, it refuses the signal outright.)
+    sigcont(pid);
     sleep(Duration::from_millis(300));
     assert_eq!(stubs.marker_text(), "", "ran after the agent's SIGCONT");
     let pending = guard.pending();
