@@ -110,14 +110,31 @@ pub fn uid(pid: u32) -> std::io::Result<u32> {
     Ok(fs::metadata(format!("/proc/{pid}"))?.uid())
 }
 
-/// The process (thread group) a thread belongs to.
-pub fn tgid(tid: u32) -> std::io::Result<u32> {
-    let status = fs::read_to_string(format!("/proc/{tid}/status"))?;
+/// A numeric field of `/proc/PID/status` (`Tgid`, `TracerPid`).
+fn status_number(pid: u32, field: &str) -> std::io::Result<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("Tgid:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.trim().parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no Tgid in status"))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("no {field} in status"),
+            )
+        })
+}
+
+/// The process (thread group) a thread belongs to.
+pub fn tgid(tid: u32) -> std::io::Result<u32> {
+    status_number(tid, "Tgid")
+}
+
+/// The pid of the process tracing `pid` (ptrace), if any.
+pub fn tracer(pid: u32) -> Option<u32> {
+    status_number(pid, "TracerPid")
+        .ok()
+        .filter(|&tracer| tracer != 0)
 }
 
 /// Threads of a process (the tids the kernel's session map is keyed by).

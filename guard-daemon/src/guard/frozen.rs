@@ -124,12 +124,7 @@ fn settle_stop(pid: u32) {
     }
 }
 
-/// Whether a process other than guardd traces `pid` (`TracerPid`).
+/// Whether a process other than guardd traces `pid`.
 pub(super) fn traced_by_another(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("TracerPid:"))
-        .and_then(|tracer| tracer.trim().parse::<u32>().ok())
-        .is_some_and(|tracer| tracer != 0 && tracer != std::process::id())
+    procfs::tracer(pid).is_some_and(|tracer| tracer != std::process::id())
 }
