@@ -81,6 +81,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         watched = policy.watched_programs().len(),
         "programs attached"
     );
+    let in_force = crate::systemd::policy_in_force(&policy.version, policy.rules.len());
     let listener = server::bind(&socket, socket_group.as_deref())
         .with_context(|| format!("binding {}", socket.display()))?;
     let _socket_file = server::SocketFile(socket.clone());
@@ -110,6 +111,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     if let Err(err) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!("sd_notify READY failed: {err}");
     }
+    crate::systemd::status(&in_force);
     let reader_failed = spawn_event_reader(events, guard.clone())?;
     let result = tokio::select! {
         failure = reader_failed => Err(failure.unwrap_or_else(|_| anyhow::anyhow!("the event reader stopped"))),

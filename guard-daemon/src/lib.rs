@@ -48,4 +48,5 @@ pub mod seccomp;
 pub mod server;
 pub mod state;
 pub mod stats;
+pub mod systemd;
 pub mod tracer;

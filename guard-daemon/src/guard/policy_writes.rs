@@ -161,6 +161,7 @@ impl Guard {
              every session (or restart guardd to load it as it is)"
         );
         tracing::warn!("{reason}: policy reload {why}");
+        crate::systemd::status(&format!("policy {why}"));
         for write in writes {
             let mut record = AuditRecord::new(AuditEvent::Refuse);
             record.pid = Some(write.pid);

@@ -72,6 +72,16 @@ impl Guard {
         if let Some(err) = &self.source.last_reload_error {
             record.decision = Some(AuditDecision::Refused);
             record.reason = Some(format!("{reason}: {err}"));
+            crate::systemd::status(&format!(
+                "policy refused ({reason}, {}): {err}; policy {} stays in force",
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+                self.policy.version
+            ));
+        } else {
+            crate::systemd::status(&crate::systemd::policy_in_force(
+                &self.policy.version,
+                self.policy.rules.len(),
+            ));
         }
         self.audit.write(&record);
         // An editor may have replaced a policy file with a new inode.

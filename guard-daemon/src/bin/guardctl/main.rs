@@ -56,6 +56,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Pending(_) | Command::Status(_) | Command::Explain(_) | Command::Policy(_)
+    ) {
+        // `guardctl status | head` ends quietly, as other tools do, instead
+        // of panicking on the closed pipe.
+        // SAFETY: no other thread runs yet; SIG_DFL installs no handler.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
     let result = match cli.command {
         Command::Run(args) => run::run(&cli.socket, args),
         Command::Pending(args) => pending::run(&cli.socket, args),
