@@ -41,9 +41,16 @@ pub fn run() -> anyhow::Result<()> {
 /// Packages the release build (which must exist) and checks the contents.
 pub fn package() -> anyhow::Result<Vec<PathBuf>> {
     let root = cmd::workspace_root();
-    let release = root.join("target/release");
-    let version = env!("CARGO_PKG_VERSION");
-    let dist = root.join("target/dist");
+    package_build(
+        &root.join("target/release"),
+        env!("CARGO_PKG_VERSION"),
+        &root.join("target/dist"),
+    )
+}
+
+/// Packages the guardd and guardctl in `release` as `version` into `dist`.
+pub fn package_build(release: &Path, version: &str, dist: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let root = cmd::workspace_root();
     let stage = dist.join(format!("agent-guard-{version}"));
     let _ = fs::remove_dir_all(&stage);
     let copy = |from: &Path, to: &str, mode: u32| -> anyhow::Result<()> {
@@ -148,7 +155,7 @@ pub fn package() -> anyhow::Result<Vec<PathBuf>> {
     )?;
     let mut packages = vec![tarball];
     if cmd::output(Command::new("dpkg-deb").arg("--version")).is_some() {
-        packages.push(deb(&stage, &dist, version)?);
+        packages.push(deb(&stage, dist, version)?);
     }
     Ok(packages)
 }
@@ -165,7 +172,7 @@ fn deb(stage: &Path, dist: &Path, version: &str) -> anyhow::Result<PathBuf> {
         control.join("control"),
         format!(
             "Package: agent-guard\nVersion: {version}\nArchitecture: {arch}\nMaintainer: agent-guard developers <agent-guard@localhost>\n\
-             Depends: libc6\nSection: admin\nPriority: optional\n\
+             Depends: libc6, libseccomp2\nSection: admin\nPriority: optional\n\
              Description: hold destructive commands of AI coding agents until a human approves\n \
              eBPF-based daemon (guardd) and CLI (guardctl).\n"
         ),
@@ -174,14 +181,17 @@ fn deb(stage: &Path, dist: &Path, version: &str) -> anyhow::Result<PathBuf> {
         control.join("conffiles"),
         "/etc/agent-guard/policy.toml\n/etc/pam.d/agent-guard\n",
     )?;
-    let postinst = control.join("postinst");
-    fs::write(
-        &postinst,
-        "#!/bin/sh\nset -e\nif command -v systemd-sysusers >/dev/null; then systemd-sysusers agent-guard.conf; fi\n\
-         if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi\n",
-    )?;
-    use std::os::unix::fs::PermissionsExt as _;
-    fs::set_permissions(&postinst, fs::Permissions::from_mode(0o755))?;
+    // Maintainer scripts: the group on install, a restart on upgrade, the
+    // teardown on remove, everything gone on purge.
+    for script in ["postinst", "prerm", "postrm"] {
+        let to = control.join(script);
+        fs::copy(
+            cmd::workspace_root().join("packaging/debian").join(script),
+            &to,
+        )?;
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(&to, fs::Permissions::from_mode(0o755))?;
+    }
     let deb = dist.join(format!("agent-guard_{version}_{arch}.deb"));
     cmd::run(
         Command::new("dpkg-deb")
