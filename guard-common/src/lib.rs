@@ -114,7 +114,7 @@ pub const SETTING_ONE_LINK: u32 = 1 << 1;
 /// or what an entry means. Version 1 is the first marked one: pins without a
 /// marker count as version 0: they come from before it, in whichever layout
 /// (`ContinuedEntry` had already changed once).
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = if cfg!(feature = "next-layout") { 3 } else { 2 };
 
 /// Value of the `SESSIONS` map, keyed by thread id; children inherit it on fork.
 #[repr(C)]

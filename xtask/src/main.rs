@@ -8,6 +8,7 @@ mod run;
 mod setup;
 mod test;
 mod vm;
+mod vm_systemd;
 
 use clap::{Parser, Subcommand};
 

@@ -28,6 +28,8 @@ const TEST_COMMANDS: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("busybox", "busybox-static"),
     ("cpio", "cpio"),
+    // vm-test's second image: a Debian root file system with systemd.
+    ("mmdebstrap", "mmdebstrap"),
     ("pkg-config", "pkg-config"),
     // API-client gate tests: a throwaway PostgreSQL cluster, psql, and
     // pg_config to build psycopg2 against the system's libpq.

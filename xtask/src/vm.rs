@@ -63,20 +63,45 @@ const SUITES: &[(&str, &[&str])] = &[
     ("self_protect", &[]),
 ];
 
+/// Both images; AGENT_GUARD_VM_SUITES=systemd boots only the systemd one,
+/// a list without `systemd` only the initramfs.
 pub fn run() -> anyhow::Result<()> {
     if !cmd::is_root() {
         bail!("vm-test builds an initramfs owned by root and boots it: run as root");
     }
     let started = Instant::now();
     let kernel = kernel_image()?;
-    let binaries = static_binaries()?;
-    let initramfs = initramfs(&binaries)?;
-    boot(&kernel, &initramfs)?;
+    let only = std::env::var("AGENT_GUARD_VM_SUITES").ok();
+    let systemd = only
+        .as_deref()
+        .is_none_or(|o| o.split(',').any(|s| s == "systemd"));
+    if only.as_deref() != Some("systemd") {
+        let binaries = static_binaries()?;
+        let initramfs = initramfs(&binaries)?;
+        let append =
+            // A lockup panics (with its backtrace: loglevel 5) and ends the
+            // run at once instead of at the timeout.
+            "console=ttyS0 loglevel=5 lsm=lockdown,capability,bpf panic=-1 softlockup_panic=1";
+        match boot(&kernel, &initramfs, append, RESULT, TIMEOUT)?
+            .0
+            .as_str()
+        {
+            "ok" => {}
+            failed => bail!("vm-test: {failed}"),
+        }
+        eprintln!(
+            "xtask: vm-test (initramfs) passed in {:.0?}",
+            started.elapsed()
+        );
+    }
+    if systemd {
+        crate::vm_systemd::run(&kernel)?;
+    }
     eprintln!("xtask: vm-test passed in {:.0?}", started.elapsed());
     Ok(())
 }
 
-fn cache_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn cache_dir() -> anyhow::Result<PathBuf> {
     let home = std::env::var_os("HOME").context("HOME is not set")?;
     let dir = PathBuf::from(home).join(".cache/agent-guard/vm");
     fs::create_dir_all(&dir)?;
@@ -84,7 +109,7 @@ fn cache_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// The current Debian cloud kernel's vmlinuz, downloaded once and cached.
-fn kernel_image() -> anyhow::Result<PathBuf> {
+pub(crate) fn kernel_image() -> anyhow::Result<PathBuf> {
     let depends = || cmd::output(Command::new("apt-cache").args(["depends", KERNEL_META]));
     let depends = match depends() {
         Some(text) if text.contains("Depends:") => text,
@@ -340,8 +365,15 @@ fn has_interpreter(elf: &[u8]) -> bool {
     })
 }
 
-/// Boots the VM, streams its console and waits for the result line.
-fn boot(kernel: &Path, initramfs: &Path) -> anyhow::Result<()> {
+/// Boots `kernel` with `initrd` under TCG, streams its console and returns
+/// what follows `result` on the console's result line, and every line.
+pub(crate) fn boot(
+    kernel: &Path,
+    initrd: &Path,
+    append: &str,
+    result: &str,
+    timeout: Duration,
+) -> anyhow::Result<(String, Vec<String>)> {
     let mut qemu = Command::new("qemu-system-x86_64")
         // One vCPU: with two, TCG has hung 6.1 in a soft lockup on both CPUs
         // while LSM programs were attached or detached (once in ~50 runs).
@@ -350,13 +382,8 @@ fn boot(kernel: &Path, initramfs: &Path) -> anyhow::Result<()> {
         .arg("-kernel")
         .arg(kernel)
         .arg("-initrd")
-        .arg(initramfs)
-        .args([
-            "-append",
-            // A lockup panics (with its backtrace: loglevel 5) and ends the
-            // run at once instead of at the timeout.
-            "console=ttyS0 loglevel=5 lsm=lockdown,capability,bpf panic=-1 softlockup_panic=1",
-        ])
+        .arg(initrd)
+        .args(["-append", append])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -371,31 +398,32 @@ fn boot(kernel: &Path, initramfs: &Path) -> anyhow::Result<()> {
             }
         }
     });
-    let deadline = Instant::now() + TIMEOUT;
-    let mut result = None;
+    let deadline = Instant::now() + timeout;
+    let mut outcome = None;
+    let mut console = Vec::new();
     loop {
         match received.recv_timeout(Duration::from_secs(1)) {
             Ok(line) => {
                 eprintln!("vm| {line}");
-                if let Some(rest) = line.trim().strip_prefix(RESULT) {
-                    result = Some(rest.trim().to_string());
+                if let Some(rest) = line.trim().strip_prefix(result) {
+                    outcome = Some(rest.trim().to_string());
                 }
+                console.push(line);
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() > deadline => {
                 let _ = qemu.kill();
                 let _ = qemu.wait();
-                bail!("the VM did not finish within {TIMEOUT:?}");
+                bail!("the VM did not finish within {timeout:?}");
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
     }
     let _ = qemu.wait();
-    match result.as_deref() {
-        Some("ok") => Ok(()),
-        Some(failed) => bail!("vm-test: {failed}"),
-        None => bail!("the VM ended without a result line"),
-    }
+    Ok((
+        outcome.context("the VM ended without a result line")?,
+        console,
+    ))
 }
 
 #[cfg(test)]
