@@ -42,6 +42,8 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// Tests make maps small to overflow them.
     pub map_sizes: MapSizes,
+    /// Which cgroup freezer holds execs (tests pick v1 on a hybrid host).
+    pub freezer: crate::freezer::Choice,
 }
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
@@ -55,6 +57,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         pin_dir,
         state_dir,
         map_sizes,
+        freezer,
     } = options;
     let audit = AuditLog::open(&audit_log)
         .with_context(|| format!("opening audit log {}", audit_log.display()))?;
@@ -91,7 +94,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         program_files,
         own_files,
         kernel,
-        tracer,
+        crate::guard::HoldKeepers {
+            tracer,
+            freezer: crate::freezer::Freezer::detect(&pin_dir, freezer),
+        },
         audit,
         state,
     )));
@@ -291,8 +297,8 @@ pub fn teardown(pin_dir: &Path, state_dir: &Path, audit_log: &Path) -> anyhow::R
             .map(|(pid, continued)| (pid, (continued, None)))
             .collect();
     // Every process in this guardd's frozen leaves is held, state file or not.
-    let freezer = crate::freezer::Freezer::detect(pin_dir).ok();
-    let frozen: std::collections::HashSet<u32> = freezer
+    let freezers = crate::freezer::Freezer::existing(pin_dir);
+    let frozen: std::collections::HashSet<u32> = freezers
         .iter()
         .flat_map(|freezer| freezer.frozen_processes())
         .flat_map(|(_, pids)| pids)
@@ -356,7 +362,7 @@ pub fn teardown(pin_dir: &Path, state_dir: &Path, audit_log: &Path) -> anyhow::R
         }
         denied += 1;
     }
-    if let Some(freezer) = freezer {
+    for freezer in freezers {
         freezer.remove_all();
     }
     state.remove().context("removing the state")?;

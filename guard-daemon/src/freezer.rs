@@ -1,13 +1,15 @@
-//! Frozen holds. A held process is moved into a cgroup v2 leaf of its own and
-//! the leaf is frozen (`cgroup.freeze`): a frozen task does not return to
-//! user space, whatever signals it gets (SIGCONT included) and whether or not
-//! guardd runs, until it is thawed or killed. Approval moves it back to the
-//! cgroup it came from (or the nearest living ancestor); a denial kills it.
+//! Frozen holds. A held process is moved into a cgroup leaf of its own and
+//! the leaf is frozen (cgroup v2 `cgroup.freeze`, or the v1 freezer's
+//! `freezer.state` where only v1 is mounted): a frozen task does not return
+//! to user space, whatever signals it gets (SIGCONT included) and whether or
+//! not guardd runs, until it is thawed or killed. Approval moves it back to
+//! the cgroup it came from (or the nearest living ancestor); a denial kills it.
 //!
-//! The leaves live under `<cgroup2 mount>/agent-guard/<pin dir, escaped>/`,
-//! owned by root: the agent (the held process's uid) can neither write
-//! `cgroup.freeze` there nor move the process out, since a move needs write
-//! access to the common ancestor's `cgroup.procs` (the root cgroup's).
+//! The leaves live under `<hierarchy mount>/agent-guard/<pin dir, escaped>/`,
+//! owned by root: the agent (the held process's uid) can neither write the
+//! freeze file there nor move the process out, since a move needs write
+//! access to the common ancestor's `cgroup.procs` (v2) or to a root-owned
+//! cgroup's (v1).
 use std::{
     collections::HashSet,
     fs,
@@ -28,16 +30,51 @@ pub struct FreezeError {
     source: io::Error,
 }
 
+/// Which freezer holds execs: the cgroup v2 one, else v1 (`auto`), or v1
+/// where both are mounted (`v1`: tests of the v1 freezer on a hybrid host).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Choice {
+    #[default]
+    Auto,
+    V1,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    /// With `cgroup.kill` (Linux 5.14) or not.
+    V2 {
+        kill_file: bool,
+    },
+    V1,
+}
+
+impl Version {
+    fn freeze_file(self) -> &'static str {
+        match self {
+            Version::V2 { .. } => "cgroup.freeze",
+            Version::V1 => "freezer.state",
+        }
+    }
+
+    fn state(self, frozen: bool) -> &'static str {
+        match (self, frozen) {
+            (Version::V2 { .. }, true) => "1",
+            (Version::V2 { .. }, false) => "0",
+            (Version::V1, true) => "FROZEN",
+            (Version::V1, false) => "THAWED",
+        }
+    }
+}
+
 /// Where this guardd freezes holds.
 #[derive(Debug)]
 pub struct Freezer {
-    /// The cgroup2 mount point (`/sys/fs/cgroup`, or
-    /// `/sys/fs/cgroup/unified` on a hybrid host).
+    /// The hierarchy's mount point (`/sys/fs/cgroup`, or
+    /// `/sys/fs/cgroup/unified` on a hybrid host; `/sys/fs/cgroup/freezer` for v1).
     mount: PathBuf,
     /// This guardd's directory of leaves.
     base: PathBuf,
-    /// Whether leaves have `cgroup.kill` (Linux 5.14).
-    kill_file: bool,
+    version: Version,
 }
 
 /// A held process's leaf, and the cgroup (v2 path) it came from; kept in the
@@ -50,10 +87,35 @@ pub struct Frozen {
 
 impl Freezer {
     /// The freezer of the guardd pinning under `pin_dir`, or why there is
-    /// none here (no cgroup2 mount, a kernel without `cgroup.freeze`, a
-    /// read-only cgroup file system).
-    pub fn detect(pin_dir: &Path) -> Result<Self, String> {
-        let mount = cgroup2_mount().ok_or("no cgroup2 file system is mounted")?;
+    /// none here (no cgroup2 or v1 freezer mount, a kernel without
+    /// `cgroup.freeze`, a read-only cgroup file system).
+    pub fn detect(pin_dir: &Path, choice: Choice) -> Result<Self, String> {
+        let v1 = || {
+            let mount = v1_mount().ok_or("no cgroup v1 freezer hierarchy is mounted")?;
+            Self::at(mount, pin_dir, Version::V1, true)
+        };
+        if choice == Choice::V1 {
+            return v1();
+        }
+        let v2 = cgroup2_mount()
+            .ok_or_else(|| "no cgroup2 file system is mounted".to_string())
+            .and_then(|mount| Self::at(mount, pin_dir, Version::V2 { kill_file: false }, true));
+        v2.or_else(|v2_why| v1().map_err(|v1_why| format!("{v2_why}; {v1_why}")))
+    }
+
+    /// The freezers that have leaves of the guardd pinning under `pin_dir`
+    /// (teardown: whichever hierarchy that guardd used).
+    pub fn existing(pin_dir: &Path) -> Vec<Self> {
+        let v2 = cgroup2_mount().map(|mount| (mount, Version::V2 { kill_file: true }));
+        let v1 = v1_mount().map(|mount| (mount, Version::V1));
+        [v2, v1]
+            .into_iter()
+            .flatten()
+            .filter_map(|(mount, version)| Self::at(mount, pin_dir, version, false).ok())
+            .collect()
+    }
+
+    fn at(mount: PathBuf, pin_dir: &Path, version: Version, create: bool) -> Result<Self, String> {
         let name = pin_dir
             .to_string_lossy()
             .trim_matches('/')
@@ -61,18 +123,53 @@ impl Freezer {
         let base = mount
             .join(TOP)
             .join(if name.is_empty() { "root" } else { &name });
-        fs::create_dir_all(&base).map_err(|err| format!("{}: {err}", base.display()))?;
-        if !base.join("cgroup.freeze").exists() {
+        if create {
+            fs::create_dir_all(&base).map_err(|err| format!("{}: {err}", base.display()))?;
+        } else if !base.is_dir() {
+            return Err(format!("{} is not there", base.display()));
+        }
+        if !base.join(version.freeze_file()).exists() {
             return Err(format!(
-                "{} has no cgroup.freeze (Linux 5.2 or later has it)",
-                mount.display()
+                "{} has no {} (cgroup v2: Linux 5.2 or later has it)",
+                mount.display(),
+                version.freeze_file()
             ));
         }
+        let version = match version {
+            Version::V2 { .. } => Version::V2 {
+                kill_file: base.join("cgroup.kill").exists(),
+            },
+            v1 => v1,
+        };
         Ok(Self {
-            kill_file: base.join("cgroup.kill").exists(),
             mount,
             base,
+            version,
         })
+    }
+
+    /// Whether this is the v1 freezer: a task frozen there cannot be
+    /// ptrace-attached (the attach waits for a trap it cannot reach), so
+    /// guardd traces before freezing, and thaws for a moment to trace again.
+    pub fn is_v1(&self) -> bool {
+        self.version == Version::V1
+    }
+
+    /// Sets the leaf's state: frozen or thawed in place.
+    pub fn set_frozen(&self, frozen: &Frozen, state: bool) -> Result<(), FreezeError> {
+        let version = self.version;
+        write(
+            &frozen.cgroup.join(version.freeze_file()),
+            version.state(state),
+        )
+    }
+
+    /// "cgroup v2 freezer" or "cgroup v1 freezer".
+    pub fn name(&self) -> &'static str {
+        match self.version {
+            Version::V2 { .. } => "cgroup v2 freezer",
+            Version::V1 => "cgroup v1 freezer",
+        }
     }
 
     pub fn base(&self) -> &Path {
@@ -82,7 +179,7 @@ impl Freezer {
     /// Freezes process `pid` in a new leaf named `id`: the leaf is frozen
     /// first, so the process is frozen the moment it arrives.
     pub fn freeze(&self, pid: u32, id: &str) -> Result<Frozen, FreezeError> {
-        let origin = cgroup_of(pid).map_err(|source| FreezeError {
+        let origin = cgroup_of(pid, self.version).map_err(|source| FreezeError {
             what: "reading the cgroup of",
             path: format!("/proc/{pid}/cgroup").into(),
             source,
@@ -99,8 +196,12 @@ impl Freezer {
             _ => {}
         }
         let frozen = Frozen { cgroup, origin };
-        let moved = write(&frozen.cgroup.join("cgroup.freeze"), "1")
-            .and_then(|()| write(&frozen.cgroup.join("cgroup.procs"), &pid.to_string()));
+        let version = self.version;
+        let moved = write(
+            &frozen.cgroup.join(version.freeze_file()),
+            version.state(true),
+        )
+        .and_then(|()| write(&frozen.cgroup.join("cgroup.procs"), &pid.to_string()));
         if let Err(err) = moved {
             let _ = fs::remove_dir(&frozen.cgroup);
             return Err(err);
@@ -111,7 +212,7 @@ impl Freezer {
     /// Whether `pid` is in `frozen`'s leaf now (a restart's check that the
     /// hold it saved still holds).
     pub fn holds(&self, frozen: &Frozen, pid: u32) -> bool {
-        cgroup_of(pid)
+        cgroup_of(pid, self.version)
             .is_ok_and(|path| self.mount.join(path.trim_start_matches('/')) == frozen.cgroup)
     }
 
@@ -138,18 +239,43 @@ impl Freezer {
                 Err(_) => path = parent(candidate),
             }
         }
-        write(&frozen.cgroup.join("cgroup.freeze"), "0")?;
+        let version = self.version;
+        write(
+            &frozen.cgroup.join(version.freeze_file()),
+            version.state(false),
+        )?;
         Ok(frozen.cgroup.display().to_string())
     }
 
-    /// Kills every process in the leaf (`cgroup.kill` where the kernel has
-    /// it; the caller's SIGKILL does the same elsewhere). Fatal signals end
-    /// frozen tasks.
+    /// Kills every process in the leaf: `cgroup.kill` where the kernel has
+    /// it (v2 frozen tasks die of a fatal signal; the caller's SIGKILL does
+    /// the same elsewhere). A v1 frozen task dies only once thawed: each gets
+    /// SIGKILL first, and the leaf is thawed only if every one got it.
+    /// Called before the caller's own kill, which may wait for the exit.
     pub fn kill(&self, frozen: &Frozen) {
-        if self.kill_file {
-            if let Err(err) = write(&frozen.cgroup.join("cgroup.kill"), "1") {
-                tracing::warn!("{err}");
+        self.kill_leaf(&frozen.cgroup);
+    }
+
+    fn kill_leaf(&self, leaf: &Path) {
+        let result = match self.version {
+            Version::V2 { kill_file: true } => write(&leaf.join("cgroup.kill"), "1"),
+            Version::V2 { kill_file: false } => Ok(()),
+            Version::V1 => {
+                let killed = pids_in(leaf).into_iter().all(|pid| {
+                    let sent = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    sent == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+                });
+                match killed {
+                    true => write(&leaf.join("freezer.state"), "THAWED"),
+                    false => {
+                        tracing::error!("{}: SIGKILL refused: left frozen", leaf.display());
+                        Ok(())
+                    }
+                }
             }
+        };
+        if let Err(err) = result {
+            tracing::warn!("{err}");
         }
     }
 
@@ -168,20 +294,17 @@ impl Freezer {
         self.leaves()
             .into_iter()
             .map(|leaf| {
-                let pids = fs::read_to_string(leaf.join("cgroup.procs"))
-                    .unwrap_or_default()
-                    .lines()
-                    .filter_map(|line| line.trim().parse().ok())
-                    .collect();
+                let pids = pids_in(&leaf);
                 (leaf, pids)
             })
             .collect()
     }
 
-    /// Removes this guardd's directory and, if no other guardd uses it, the
-    /// top one (teardown, after the processes were killed).
+    /// Kills what is still in this guardd's leaves and removes them, its
+    /// directory and, if no other guardd uses it, the top one (teardown).
     pub fn remove_all(&self) {
         for leaf in self.leaves() {
+            self.kill_leaf(&leaf);
             for _ in 0..50 {
                 // A killed task leaves its cgroup a moment after the signal.
                 if fs::remove_dir(&leaf).is_ok() || !leaf.exists() {
@@ -217,13 +340,43 @@ fn cgroup2_mount() -> Option<PathBuf> {
     })
 }
 
-/// The cgroup2 path of `pid` (`/user.slice/...`), from its `0::` line.
-fn cgroup_of(pid: u32) -> io::Result<String> {
+/// The first cgroup v1 hierarchy with the freezer controller.
+fn v1_mount() -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|line| {
+        let (fields, tail) = line.split_once(" - ")?;
+        let point = fields.split(' ').nth(4)?;
+        let mut tail = tail.split(' ');
+        let (kind, options) = (tail.next()?, tail.nth(1)?);
+        (kind == "cgroup" && options.split(',').any(|o| o == "freezer"))
+            .then(|| PathBuf::from(point.replace("\\040", " ")))
+    })
+}
+
+/// The path of `pid` in the hierarchy (`/user.slice/...`): its `0::` line
+/// for v2, the line naming `freezer` for v1.
+fn cgroup_of(pid: u32, version: Version) -> io::Result<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
     text.lines()
-        .find_map(|line| line.strip_prefix("0::"))
-        .map(str::to_string)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup2 line"))
+        .find_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            let ours = match version {
+                Version::V2 { .. } => line.starts_with("0::"),
+                Version::V1 => controllers.split(',').any(|c| c == "freezer"),
+            };
+            ours.then(|| path.to_string())
+        })
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no line of its hierarchy"))
+}
+
+/// The processes in a leaf.
+fn pids_in(leaf: &Path) -> Vec<u32> {
+    fs::read_to_string(leaf.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect()
 }
 
 fn parent(path: &str) -> Option<&str> {

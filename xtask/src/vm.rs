@@ -325,6 +325,8 @@ mount -t securityfs securityfs /sys/kernel/security
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
+# The v1 freezer too, for the test of holds frozen there (--freezer v1).
+mkdir -p /run/cgroup-freezer && mount -t cgroup -o freezer freezer /run/cgroup-freezer
 mount -t tmpfs tmpfs /tmp
 echo "agent-guard vm: kernel $(uname -r), lsm=$(cat /sys/kernel/security/lsm)"
 export GUARDD_BIN=/agent-guard/guardd GUARDCTL_BIN=/agent-guard/guardctl

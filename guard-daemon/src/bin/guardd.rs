@@ -57,6 +57,10 @@ struct Args {
     /// Capacity of the map of stopped execs (testing what happens when it is full).
     #[arg(long, hide = true)]
     held_entries: Option<u32>,
+    /// Which cgroup freezer holds execs: v2 where mounted, else v1 (auto),
+    /// or v1 (testing it on a host that has both).
+    #[arg(long, hide = true, value_enum, default_value_t)]
+    freezer: guard_daemon::freezer::Choice,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -107,6 +111,7 @@ async fn serve() -> anyhow::Result<()> {
             ring_buffer_bytes: args.ring_buffer_bytes,
             held_entries: args.held_entries,
         },
+        freezer: args.freezer,
     })
     .await
 }

@@ -436,13 +436,15 @@ impl Effects for super::Guard {
                 traced,
                 frozen,
             } => {
+                // Thawed first: detached while v1-frozen, a task would thaw
+                // back into ptrace-stop with no tracer, stopped for good.
+                if let Some(frozen) = frozen {
+                    self.thaw(frozen, ending.pid);
+                }
                 if traced {
                     if let Err(err) = self.tracer.detach(ending.pid) {
                         tracing::error!(pid = ending.pid, "ptrace detach failed: {err}");
                     }
-                }
-                if let Some(frozen) = frozen {
-                    self.thaw(frozen, ending.pid);
                 }
                 self.exec_gate.resumed_at = Some(super::monotonic_ns());
                 if let Some(Err(err)) = process.map(|p| p.resume()) {
@@ -455,15 +457,20 @@ impl Effects for super::Guard {
 
     fn refuse(&mut self, ending: &Ending<'_>) {
         match ending.held {
-            Held::Exec { traced: true, .. } => self.tracer.kill(ending.pid),
             Held::Exec {
-                process, frozen, ..
+                traced,
+                process,
+                frozen,
             } => {
-                if let Some(Err(err)) = process.map(|p| p.kill()) {
-                    tracing::error!(pid = ending.pid, "kill failed: {err}");
-                }
+                // The leaf first: a v1 frozen task dies only once thawed,
+                // and the tracer waits for the exit.
                 if let (Some(frozen), Ok(freezer)) = (frozen, &self.freezer) {
                     freezer.kill(frozen);
+                }
+                if traced {
+                    self.tracer.kill(ending.pid);
+                } else if let Some(Err(err)) = process.map(|p| p.kill()) {
+                    tracing::error!(pid = ending.pid, "kill failed: {err}");
                 }
             }
             _ => self.answer_call(ending, false),

@@ -94,16 +94,24 @@ use sessions::Sessions;
 mod status;
 mod syscall_gate;
 
+/// What keeps held processes from running: the ptrace thread, and the
+/// cgroup freezer or why there is none here.
+pub struct HoldKeepers {
+    pub tracer: Tracer,
+    pub freezer: Result<Freezer, String>,
+}
+
 impl Guard {
     pub fn new(
         policy: Policy,
         program_files: ProgramFiles,
         own_files: OwnFiles,
         kernel: Kernel,
-        tracer: Tracer,
+        keepers: HoldKeepers,
         audit: AuditLog,
         mut state: StateStore,
     ) -> Self {
+        let HoldKeepers { tracer, freezer } = keepers;
         let saved = state.load().unwrap_or_else(|err| {
             // The stopped processes stay stopped: the kernel's HELD map raises them anew.
             tracing::error!("state unreadable, starting without it: {err}");
@@ -117,7 +125,6 @@ impl Guard {
         let fresh = || crate::state::new_state(format!("{:04x}", (monotonic_ns() / 1000) as u16));
         let restored = saved.unwrap_or_else(fresh);
         let exec_gate = ExecGate::new(program_files);
-        let freezer = Freezer::detect(&own_files.pin_dir);
         if let Err(why) = &freezer {
             tracing::warn!("held processes are kept in ptrace-stop, not frozen: {why}");
         }

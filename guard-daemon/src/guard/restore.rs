@@ -77,11 +77,10 @@ impl Guard {
                 approved_by: entry.approved_by,
                 tokens_seen: Vec::new(),
                 traced: false,
-                protection: match frozen {
-                    Some(_) => super::frozen::FROZEN,
-                    None => super::frozen::TRACED,
-                }
-                .into(),
+                protection: match (&frozen, &self.freezer) {
+                    (Some(_), Ok(freezer)) => super::frozen::frozen_protection(freezer),
+                    _ => super::frozen::TRACED.into(),
+                },
                 frozen,
                 created: now - Duration::from_secs(now_unix.saturating_sub(entry.created_unix)),
                 deadline: now + Duration::from_secs(entry.deadline_unix.saturating_sub(now_unix)),
@@ -104,7 +103,7 @@ impl Guard {
                     continue;
                 }
             } else {
-                self.seize(&mut hold, &mut record);
+                self.seize_frozen(&mut hold, &mut record);
                 if !hold.traced && super::frozen::traced_by_another(hold.process.pid) {
                     // Someone attached while guardd was down: what runs on
                     // approval may no longer be what was held.
