@@ -113,15 +113,8 @@ fn an_orphaned_process_group_s_sighup_and_sigcont_run_nothing() {
     guard.stop();
 }
 
-#[test]
-fn teardown_kills_frozen_holds_and_removes_their_cgroups() {
-    let Some((stubs, mut guard, run, hold)) =
-        setup_frozen(&["terraform", "destroy", "torn"], "torn")
-    else {
-        return;
-    };
-    let pid = u64::from(hold.pid);
-    let leaf = frozen_leaf(pid).expect("frozen");
+/// kill -9 of guardd, then `guardd --teardown`: the held command is killed.
+fn tear_down_after_a_crash(guard: &mut Daemon, run: Proc) {
     guard.stop_daemon(libc::SIGKILL);
     let out = guard.teardown();
     assert!(
@@ -131,6 +124,18 @@ fn teardown_kills_frozen_holds_and_removes_their_cgroups() {
     );
     let (status, _, _) = run.wait();
     assert_eq!(status.signal(), Some(libc::SIGKILL));
+}
+
+#[test]
+fn teardown_kills_frozen_holds_and_removes_their_cgroups() {
+    let Some((stubs, mut guard, run, hold)) =
+        setup_frozen(&["terraform", "destroy", "torn"], "torn")
+    else {
+        return;
+    };
+    let pid = u64::from(hold.pid);
+    let leaf = frozen_leaf(pid).expect("frozen");
+    tear_down_after_a_crash(&mut guard, run);
     assert_eq!(stubs.marker_text(), "");
     assert!(!leaf.exists(), "{} left", leaf.display());
     assert!(
@@ -264,15 +269,7 @@ fn the_v1_freezer_holds_across_a_restart_releases_denies_and_tears_down() {
     let _thaw = ThawV1(base.clone());
     let hold = guard.wait_hold("three");
     let third = frozen_v1(u64::from(hold.pid));
-    guard.stop_daemon(libc::SIGKILL);
-    let out = guard.teardown();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (status, _, _) = run.wait();
-    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    tear_down_after_a_crash(&mut guard, run);
     assert_eq!(stubs.marker_text(), "destroy one\n", "a denied command ran");
     for dir in [&leaf, &third, &third.parent().unwrap().to_path_buf()] {
         assert!(!dir.exists(), "{} left", dir.display());

@@ -10,6 +10,11 @@ pub const DAEMON_FEATURES: &str = "guard-daemon/desktop";
 
 /// Leaves target/release/guardd (with the eBPF object embedded) and guardctl.
 pub fn release_build() -> anyhow::Result<()> {
+    release_build_with(DAEMON_FEATURES)
+}
+
+/// The release build with `features` (comma-separated, `package/feature`).
+pub fn release_build_with(features: &str) -> anyhow::Result<()> {
     cmd::run(cmd::cargo().args([
         "build",
         "--release",
@@ -17,6 +22,6 @@ pub fn release_build() -> anyhow::Result<()> {
         "guard-daemon",
         "--bins",
         "--features",
-        DAEMON_FEATURES,
+        features,
     ]))
 }

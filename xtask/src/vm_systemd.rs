@@ -168,15 +168,10 @@ fn dist_of_this_build() -> anyhow::Result<PathBuf> {
 /// feature keeps its own build artifacts, so the release build is only
 /// relinked afterwards.
 fn next_layout_build() -> anyhow::Result<PathBuf> {
-    cmd::run(cmd::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "guard-daemon",
-        "--bins",
-        "--features",
-        &format!("{},guard-daemon/next-layout", build::DAEMON_FEATURES),
-    ]))?;
+    build::release_build_with(&format!(
+        "{},guard-daemon/next-layout",
+        build::DAEMON_FEATURES
+    ))?;
     let release = cmd::workspace_root().join("target/release");
     let binaries = work_dir().join("next-layout/bin");
     fs::create_dir_all(&binaries)?;
