@@ -41,7 +41,7 @@ pub enum Choice {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Version {
-    /// With `cgroup.kill` (Linux 5.14) or not.
+    /// With `cgroup.kill` (Linux 5.14) or not: read from the leaves' directory.
     V2 {
         kill_file: bool,
     },
@@ -106,7 +106,7 @@ impl Freezer {
     /// The freezers that have leaves of the guardd pinning under `pin_dir`
     /// (teardown: whichever hierarchy that guardd used).
     pub fn existing(pin_dir: &Path) -> Vec<Self> {
-        let v2 = cgroup2_mount().map(|mount| (mount, Version::V2 { kill_file: true }));
+        let v2 = cgroup2_mount().map(|mount| (mount, Version::V2 { kill_file: false }));
         let v1 = v1_mount().map(|mount| (mount, Version::V1));
         [v2, v1]
             .into_iter()
@@ -150,18 +150,15 @@ impl Freezer {
 
     /// Whether this is the v1 freezer: a task frozen there cannot be
     /// ptrace-attached (the attach waits for a trap it cannot reach), so
-    /// guardd traces before freezing, and thaws for a moment to trace again.
+    /// guardd traces before freezing and does not trace a re-adopted one.
     pub fn is_v1(&self) -> bool {
         self.version == Version::V1
     }
 
-    /// Sets the leaf's state: frozen or thawed in place.
-    pub fn set_frozen(&self, frozen: &Frozen, state: bool) -> Result<(), FreezeError> {
+    /// Writes the leaf's freeze file: frozen, or thawed in place.
+    fn set_state(&self, leaf: &Path, frozen: bool) -> Result<(), FreezeError> {
         let version = self.version;
-        write(
-            &frozen.cgroup.join(version.freeze_file()),
-            version.state(state),
-        )
+        write(&leaf.join(version.freeze_file()), version.state(frozen))
     }
 
     /// "cgroup v2 freezer" or "cgroup v1 freezer".
@@ -196,12 +193,9 @@ impl Freezer {
             _ => {}
         }
         let frozen = Frozen { cgroup, origin };
-        let version = self.version;
-        let moved = write(
-            &frozen.cgroup.join(version.freeze_file()),
-            version.state(true),
-        )
-        .and_then(|()| write(&frozen.cgroup.join("cgroup.procs"), &pid.to_string()));
+        let moved = self
+            .set_state(&frozen.cgroup, true)
+            .and_then(|()| write(&frozen.cgroup.join("cgroup.procs"), &pid.to_string()));
         if let Err(err) = moved {
             let _ = fs::remove_dir(&frozen.cgroup);
             return Err(err);
@@ -239,11 +233,7 @@ impl Freezer {
                 Err(_) => path = parent(candidate),
             }
         }
-        let version = self.version;
-        write(
-            &frozen.cgroup.join(version.freeze_file()),
-            version.state(false),
-        )?;
+        self.set_state(&frozen.cgroup, false)?;
         Ok(frozen.cgroup.display().to_string())
     }
 
@@ -266,7 +256,7 @@ impl Freezer {
                     sent == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
                 });
                 match killed {
-                    true => write(&leaf.join("freezer.state"), "THAWED"),
+                    true => self.set_state(leaf, false),
                     false => {
                         tracing::error!("{}: SIGKILL refused: left frozen", leaf.display());
                         Ok(())

@@ -5,12 +5,11 @@
 /// The longest status line sent: `systemctl status` shows one line.
 const STATUS_MAX: usize = 300;
 
-/// Sets the unit's status line (one line, cut to STATUS_MAX characters).
+/// Sets the unit's status line: one line, control characters escaped (a
+/// policy error quotes the file), cut to STATUS_MAX characters.
 pub fn status(text: &str) {
-    let line: String = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let line: String = crate::escape::escape_bytes(one_line.as_bytes())
         .chars()
         .take(STATUS_MAX)
         .collect();
