@@ -93,6 +93,11 @@ pub const SESSION_SECCOMP: u32 = 1 << 2;
 /// `SessionEntry::flags`: the launcher's seccomp filter carries the escape
 /// checks, so the BPF LSM leaves this session's connects to guardd's listener.
 pub const SESSION_ESCAPE_FILTER: u32 = 1 << 3;
+/// `SessionEntry::flags`: guardd follows this thread with the TLS write
+/// probes (an inherited perf event), so `api_tls_start` lets it pass. Set by
+/// guardd, copied to children and threads, cleared at exec where
+/// `SETTING_EXEC_UNFOLLOWS` says the exec dropped the event.
+pub const SESSION_TLS_FOLLOWED: u32 = 1 << 4;
 /// `SETTINGS[0]` bit: session processes may not attach to (ptrace, memory
 /// access, pidfd_getfd) processes outside their session (`[defaults]
 /// session_escape = "deny"`), checked by the BPF LSM where it runs.
@@ -102,6 +107,10 @@ pub const SETTING_ESCAPE_DENY: u32 = 1 << 0;
 /// directory not root's alone), so the argv prefilter trusts only files
 /// with one link.
 pub const SETTING_ONE_LINK: u32 = 1 << 1;
+/// `SETTINGS[0]` bit: the TLS write probes' events leave a task at its exec
+/// (`remove_on_exec`), so the new image is followed only once it starts a
+/// TLS connection of its own.
+pub const SETTING_EXEC_UNFOLLOWS: u32 = 1 << 2;
 
 /// Layout version of the pinned maps. The maps outlive guardd (a package
 /// upgrade restarts it on the pins of the previous one), so a guardd reuses
@@ -472,10 +481,15 @@ pub enum ApiHook {
     /// Go's `func (c *crypto/tls.Conn) Write(b []byte) (int, error)`, in the
     /// register ABI: `c` in RAX, `b`'s pointer and length in RBX and RCX.
     GoTlsWrite = 14,
+    /// OpenSSL `SSL *SSL_new(SSL_CTX *)`: a session thread the write probes
+    /// do not follow yet makes a TLS connection; it stops until they do.
+    SslNew = 15,
+    /// GnuTLS `int gnutls_init(gnutls_session_t *, unsigned int)`: the same.
+    GnutlsInit = 16,
 }
 
 impl ApiHook {
-    pub const ALL: [ApiHook; 14] = [
+    pub const ALL: [ApiHook; 16] = [
         Self::SslWrite,
         Self::SslWriteEx,
         Self::GnutlsRecordSend,
@@ -490,6 +504,8 @@ impl ApiHook {
         Self::Dlopen,
         Self::SslWriteInternal,
         Self::GoTlsWrite,
+        Self::SslNew,
+        Self::GnutlsInit,
     ];
 
     pub fn from_u32(value: u32) -> Option<Self> {
@@ -513,6 +529,8 @@ impl ApiHook {
             Self::Dlopen => "dlopen",
             Self::SslWriteInternal => "ssl_write_internal",
             Self::GoTlsWrite => "crypto/tls.(*Conn).Write",
+            Self::SslNew => "SSL_new",
+            Self::GnutlsInit => "gnutls_init",
         }
     }
 

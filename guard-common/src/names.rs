@@ -91,9 +91,10 @@ pub mod program {
     pub const API_SQL_QUERY: &str = "api_sql_query";
     pub const API_TLS_FREE: &str = "api_tls_free";
     pub const API_DLOPEN_RETURN: &str = "api_dlopen_return";
+    pub const API_TLS_START: &str = "api_tls_start";
 
     /// Every program of the object.
-    pub const ALL: [&str; 31] = [
+    pub const ALL: [&str; 32] = [
         SESSIONS_FORK,
         SESSIONS_EXIT,
         EXEC_GATE,
@@ -125,5 +126,6 @@ pub mod program {
         API_SQL_QUERY,
         API_TLS_FREE,
         API_DLOPEN_RETURN,
+        API_TLS_START,
     ];
 }

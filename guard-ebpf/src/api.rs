@@ -18,7 +18,7 @@ use aya_ebpf::{
 use guard_common::{
     ApiConnKey, ApiHeldEntry, ApiHook, ApiWriteEvent, EventKind, FileKey, API_COOKIE_HOOK,
     API_COOKIE_POINTS, API_HTTP2, API_HTTP2_COPY, API_HTTP2_FIELDS, API_HTTP2_FRAMES, API_OPAQUE,
-    API_PEEK, API_SQL_PEEK, EVENTS_BYTES, OVERFLOW_STOPS_KILLED,
+    API_PEEK, API_SQL_PEEK, EVENTS_BYTES, OVERFLOW_STOPS_KILLED, SESSION_TLS_FOLLOWED,
 };
 
 use crate::maps::{
@@ -123,6 +123,24 @@ pub fn api_dlopen_return(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     stop_call(session_id, ApiHook::Dlopen as u32, 0, 0, 0, (0, 0, 0));
+    0
+}
+
+/// `SSL_new`, `gnutls_init`: a session thread makes a TLS connection. The
+/// write probes trap only in the processes guardd follows (an inherited
+/// perf event per thread), so one it does not follow yet stops here, before
+/// the connection exists, for guardd to follow it. Followed ones pass.
+#[uprobe]
+pub fn api_tls_start(ctx: ProbeContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(entry) = SESSIONS.get_ptr(tid) else {
+        return 0;
+    };
+    let (session_id, flags) = unsafe { ((*entry).session_id, (*entry).flags) };
+    if flags & SESSION_TLS_FOLLOWED != 0 {
+        return 0;
+    }
+    stop_call(session_id, hook_of(&ctx), 0, 0, 0, (0, 0, 0));
     0
 }
 

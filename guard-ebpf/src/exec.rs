@@ -20,7 +20,7 @@ use aya_ebpf::{
 use guard_common::{
     Comm, EventKind, FileKey, SessionEntry, COMM_LEN, OVERFLOW_STOPS_KILLED, PROGRAM_AGENT,
     PROGRAM_INTERPRETER, PROGRAM_MULTI_CALL, PROGRAM_SCRIPT_RUNNER, PROGRAM_WATCHED,
-    SESSION_DETECTED, SETTING_ONE_LINK,
+    SESSION_DETECTED, SESSION_TLS_FOLLOWED, SETTING_EXEC_UNFOLLOWS, SETTING_ONE_LINK,
 };
 
 use crate::{
@@ -45,9 +45,12 @@ pub fn exec_gate(ctx: TracePointContext) -> u32 {
     }
     // Both always defined: an Option here let LLVM spill an undefined
     // register, which the verifier refuses.
-    let entry = SESSIONS.get_ptr(pid);
+    let entry = SESSIONS.get_ptr_mut(pid);
     let in_session = entry.is_some();
     let session_id = entry.map_or(0, |entry| unsafe { (*entry).session_id });
+    if let Some(entry) = entry {
+        drop_tls_follow(entry);
+    }
     let Ok(comm) = bpf_get_current_comm() else {
         return 0;
     };
@@ -116,6 +119,20 @@ fn passes_prefilter(comm: &Comm, flags: u32) -> bool {
         return false;
     };
     crate::argv::passes(comm, &filter, start, end)
+}
+
+/// The exec took the task's TLS write event away (`remove_on_exec`): the
+/// new image is followed again once it starts a TLS connection.
+#[inline(always)]
+fn drop_tls_follow(entry: *mut SessionEntry) {
+    let flags = unsafe { (*entry).flags };
+    if flags & SESSION_TLS_FOLLOWED != 0
+        && SETTINGS
+            .get(0)
+            .is_some_and(|bits| bits & SETTING_EXEC_UNFOLLOWS != 0)
+    {
+        unsafe { (*entry).flags = flags & !SESSION_TLS_FOLLOWED };
+    }
 }
 
 /// guardd's `SETTING_ONE_LINK`; an unreadable setting requires one link.

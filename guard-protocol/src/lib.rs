@@ -278,6 +278,10 @@ pub struct GateStats {
     /// API stop -> decision (request read and judged).
     #[serde(default)]
     pub api_decision_latency: Latency,
+    /// Session processes stopped at their first TLS connection to be
+    /// followed by the write probes.
+    #[serde(default)]
+    pub tls_follows: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

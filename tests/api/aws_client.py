@@ -1,7 +1,10 @@
 """One boto3 call against the test's moto server; prints one JSON line.
 usage: aws_client.py PORT CERT ACTION [ARG]; ACTION: run_instance,
 describe, terminate ID, create_bucket NAME, list_buckets, delete_bucket
-NAME. No retries unless RETRIES=N (total attempts) says so."""
+NAME. No retries unless RETRIES=N (total attempts) says so.
+THEN=fork: list the buckets first (a TLS connection), then make the call
+in a forked child on that same connection; THEN=exec: list the buckets,
+then run this script again by exec to make the call."""
 import json, os, sys
 
 import boto3
@@ -13,6 +16,15 @@ config = Config(s3={"addressing_style": "path"},
 options = dict(endpoint_url=f"https://127.0.0.1:{port}", verify=cert, region_name="us-east-1",
                aws_access_key_id="testing", aws_secret_access_key="testing", config=config)
 ec2, s3 = boto3.client("ec2", **options), boto3.client("s3", **options)
+then = os.environ.pop("THEN", None)
+if then:
+    s3.list_buckets()
+if then == "exec":
+    os.execv(sys.executable, [sys.executable] + sys.argv)
+if then == "fork":
+    child = os.fork()
+    if child:
+        sys.exit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
 try:
     if action == "run_instance":
         out = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]

@@ -225,9 +225,9 @@ impl Daemon {
                     .extend(programs.iter().flat_map(|p| p.map_ids.iter().copied()));
                 // Four tracepoints, and 19 LSM programs (9 self_protect_*, 9 gate_*, one escape_*)
                 // where the BPF LSM runs, else the report-only program; and
-                // the four API probes where client libraries are installed.
+                // the five API probes where client libraries are installed.
                 let api = if status.programs.iter().any(|p| p.name.starts_with("api_")) {
-                    4
+                    5
                 } else {
                     0
                 };

@@ -5,7 +5,9 @@
  *   tls_writes write PORT MODE N: N SSL_write calls of 1 KiB; prints us per write.
  *     MODE raw: bytes that are no request; get: each write a whole GET request head
  *     (let through in the kernel in a session); post: a POST request head with an
- *     empty body (stopped, judged and let go in a session); delete: one DELETE. */
+ *     empty body (stopped, judged and let go in a session); delete: one DELETE.
+ *   tls_writes start: prints the us its first SSL_new took (in a session, the process
+ *     stops there until guardd follows it with the write probes). */
 #include <arpa/inet.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
@@ -96,11 +98,22 @@ static int write_loop(int port, const char *mode, long n) {
     return 0;
 }
 
+static int first_start(void) {
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    unsigned long long start = now_ns();
+    SSL *ssl = SSL_new(ctx);
+    printf("%.4f\n", (now_ns() - start) / 1000.0);
+    SSL_free(ssl);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 2 && !strcmp(argv[1], "start"))
+        return first_start();
     if (argc == 6 && !strcmp(argv[1], "serve"))
         return serve(argv[2], argv[3], argv[4], argv[5]);
     if (argc == 5 && !strcmp(argv[1], "write"))
         return write_loop(atoi(argv[2]), argv[3], atol(argv[4]));
-    fprintf(stderr, "usage: tls_writes serve PORTFILE CERT KEY STAMP | write PORT MODE N\n");
+    fprintf(stderr, "usage: tls_writes serve PORTFILE CERT KEY STAMP | write PORT MODE N | start\n");
     return 1;
 }

@@ -69,8 +69,12 @@ impl Guard {
             self.kernel.forget_api_held(tid, entry.ktime_ns);
             return;
         };
-        if hook_of(&entry) == Some(ApiHook::Dlopen) {
-            return self.on_library_loaded(&process, tid, &entry, traced);
+        match hook_of(&entry) {
+            Some(ApiHook::Dlopen) => return self.on_library_loaded(&process, tid, &entry, traced),
+            Some(hook) if crate::kernel::api_hook_starts_tls(hook) => {
+                return self.on_tls_start(&process, tid, &entry, traced)
+            }
+            _ => {}
         }
         let (calls, unreadable) = self.read_api_call(&entry);
         let session = entry.session_id;
@@ -246,6 +250,44 @@ impl Guard {
             }
         }
         self.kernel.forget_api_held(tid, entry.ktime_ns);
+        if traced {
+            let _ = self.tracer.detach(tid);
+        }
+        self.keep_other_stops(process.pid, tid);
+        if let Err(err) = process.resume() {
+            tracing::error!(pid = process.pid, "resume failed: {err}");
+        }
+    }
+
+    /// A session process not followed yet makes a TLS connection: its
+    /// threads get the write probes' events before it goes on. One that
+    /// someone else continued meanwhile may have written unseen: it is
+    /// killed, as is one that could not be followed.
+    fn on_tls_start(
+        &mut self,
+        process: &ProcessHandle,
+        tid: u32,
+        entry: &ApiHeldEntry,
+        traced: bool,
+    ) {
+        let followed = self.kernel.follow_process(process.pid);
+        let continued = self.api_continued(entry);
+        let why = match (followed, continued) {
+            (Err(why), _) => Some(format!(
+                "its TLS writes could not be followed ({why}): they would go unseen"
+            )),
+            (Ok(()), Some(continuation)) => Some(format!(
+                "{} before its TLS writes were followed: they may have gone unseen",
+                continuation.describe()
+            )),
+            (Ok(()), None) => None,
+        };
+        self.kernel.forget_api_held(tid, entry.ktime_ns);
+        if let Some(why) = why {
+            tracing::error!(pid = process.pid, "{why}");
+            return self.fail_closed(process, entry.session_id, &why, None);
+        }
+        self.exec_gate.stats.counts.tls_follows += 1;
         if traced {
             let _ = self.tracer.detach(tid);
         }
@@ -525,7 +567,7 @@ impl Guard {
             .iter()
             .map(|t| t.path.display().to_string())
             .collect();
-        let (followed, sessions, missed) = self.kernel.followed_probes();
+        let followed = self.kernel.followed_probes();
         let shown = if files.is_empty() {
             "NOT active: no OpenSSL, GnuTLS or libpq library was found to probe".to_string()
         } else {
@@ -535,14 +577,26 @@ impl Guard {
                  denied OpenSSL or Go write fails inside its TLS library (Go programs: the \
                  tools in PATH at start, and every program a session runs from outside the \
                  system's program directories), other calls return their error; \
-                 the {} TLS write probes ({} tracefs event(s)) trap in session tasks only \
-                 (followed: {sessions} session(s)), and not while guardd is down (held calls \
-                 stay held){}",
+                 the {} TLS write probes ({} tracefs event(s)) trap only in session processes \
+                 that made a TLS connection (SSL_new or gnutls_init stops such a process once, \
+                 {}; followed now: {} session(s), {} event(s)), and not while guardd is down \
+                 (held calls stay held){}",
                 files.len(),
                 files.join(", "),
-                followed.iter().map(|probe| probe.points).sum::<usize>(),
-                followed.len(),
-                missed
+                followed
+                    .probes
+                    .iter()
+                    .map(|probe| probe.points)
+                    .sum::<usize>(),
+                followed.probes.len(),
+                match followed.exec_unfollows {
+                    true => "and again after each exec",
+                    false => "and its descendants stay followed across execs (no remove_on_exec)",
+                },
+                followed.sessions,
+                followed.events,
+                followed
+                    .missed
                     .map(|why| format!("; a session task is NOT followed: {why}"))
                     .unwrap_or_default()
             )

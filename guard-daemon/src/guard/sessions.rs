@@ -206,9 +206,8 @@ impl Guard {
             listener: false,
             workspace: workspace_of(id, uid),
         });
-        // Its tasks trap on the API probes from now on, in the programs
-        // they run already too.
-        self.kernel.follow_sessions(Some(id));
+        // The programs it runs already get the API probes; its processes
+        // are followed from their first TLS connection (api_follow.rs).
         self.probe_session_programs(Some(id));
         // A new owner's home and a new workspace change the gate's roots.
         self.sync_gate_roots();

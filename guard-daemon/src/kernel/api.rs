@@ -17,7 +17,10 @@ use guard_common::{
     API_OPAQUE,
 };
 
-use super::{Kernel, KernelError};
+use super::{
+    api_follow::{starts_tls, Tasks},
+    Kernel, KernelError,
+};
 use crate::api::{
     conns::KernelConn,
     libs::{ProbePoint, Probed},
@@ -46,7 +49,7 @@ impl Kernel {
                 tracing::error!("API probes not attached to {}: {err}", path.display());
             }
         }
-        if let Err(err) = self.attach_followed(followed) {
+        if let Err(err) = self.attach_followed(followed, Tasks::All) {
             tracing::error!("the TLS write probes are NOT attached: {err}");
             self.following.missed = Some(format!("the TLS write probes are not attached: {err}"));
         }
@@ -57,7 +60,7 @@ impl Kernel {
     pub fn attach_api(&mut self, path: &Path) -> Result<Option<ApiTarget>, KernelError> {
         let mut followed = Vec::new();
         let target = self.attach_api_file(path, &mut followed)?;
-        self.attach_followed(followed)?;
+        self.attach_followed(followed, Tasks::Followed)?;
         Ok(target)
     }
 
@@ -99,6 +102,7 @@ impl Kernel {
             program::API_SQL_QUERY,
             program::API_TLS_FREE,
             program::API_DLOPEN_RETURN,
+            program::API_TLS_START,
         ] {
             let probe: &mut UProbe = self.program(name)?;
             if probe.fd().is_err() {
@@ -107,10 +111,13 @@ impl Kernel {
                 self.list_loaded(name, "uprobe (client libraries)".into(), &info, true);
             }
         }
+        // Writes follow the sessions only where a connection's constructor
+        // can stop a process before its first write (see api_follow.rs).
+        let triggered = points.iter().any(|point| starts_tls(point.hook));
         for point in points {
             let name = program_of(point.hook);
             let cookie = cookie(point.hook, &probed);
-            if super::api_follow::followed(point.hook) {
+            if triggered && super::api_follow::followed(point.hook) {
                 followed.push((path.to_path_buf(), *point, cookie as u32));
                 continue;
             }
@@ -273,6 +280,7 @@ fn program_of(hook: ApiHook) -> &'static str {
         | ApiHook::GnutlsRecordSend => program::API_TLS_WRITE,
         ApiHook::SslFree | ApiHook::GnutlsDeinit => program::API_TLS_FREE,
         ApiHook::Dlopen => program::API_DLOPEN_RETURN,
+        ApiHook::SslNew | ApiHook::GnutlsInit => program::API_TLS_START,
         _ => program::API_SQL_QUERY,
     }
 }

@@ -460,6 +460,7 @@ mod tests {
                 program::API_SQL_QUERY,
                 program::API_TLS_FREE,
                 program::API_DLOPEN_RETURN,
+                program::API_TLS_START,
             ])
             .collect();
         assert_eq!(loaded, programs, "programs guardd loads");

@@ -84,10 +84,23 @@ impl Kernel {
             .map_err(KernelError::map(map::GUARDD))
     }
 
-    /// The policy's `SETTING_*` bits for the kernel side.
+    /// The policy's `SETTING_*` bits for the kernel side (with those the
+    /// kernel's own abilities set).
     pub fn set_settings(&mut self, bits: u32) -> Result<(), KernelError> {
+        let own = match self.followed_probes().exec_unfollows {
+            true => guard_common::SETTING_EXEC_UNFOLLOWS,
+            false => 0,
+        };
         self.settings
-            .set(0, bits, 0)
+            .set(0, bits | own, 0)
+            .map_err(KernelError::map(map::SETTINGS))
+    }
+
+    /// Adds `bits` to the settings in force.
+    pub(super) fn add_settings(&mut self, bits: u32) -> Result<(), KernelError> {
+        let now = self.settings.get(&0, 0).unwrap_or(0);
+        self.settings
+            .set(0, now | bits, 0)
             .map_err(KernelError::map(map::SETTINGS))
     }
 

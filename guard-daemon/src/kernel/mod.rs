@@ -36,7 +36,9 @@ use guard_common::{
 
 use crate::protocol::ProgramView;
 pub use api::{ApiTarget, FileId};
-pub use api_follow::{followed as api_hook_followed, FollowedProbe};
+pub use api_follow::{
+    followed as api_hook_followed, starts_tls as api_hook_starts_tls, FollowedProbe, FollowedView,
+};
 pub use layout::{describe as describe_layout, LayoutChange};
 use pins::Pins;
 pub use pins::StaleLink;

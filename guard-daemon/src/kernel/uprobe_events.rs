@@ -99,19 +99,22 @@ fn write_uprobe_events(line: &str) -> io::Result<()> {
 
 /// A perf event of tracepoint `id` on task `tid`, never enabled (it samples
 /// nothing: it only places the breakpoints and carries programs), cloned
-/// into every task `tid` clones from now on when `inherit`.
-pub(super) fn open_event(id: u64, tid: u32, inherit: bool) -> io::Result<OwnedFd> {
+/// into every task `tid` clones from now on when `inherit`, and taken from
+/// a task at its exec when `at_exec` (EINVAL before 5.13).
+pub(super) fn open_event(id: u64, tid: u32, inherit: bool, at_exec: bool) -> io::Result<OwnedFd> {
     const PERF_TYPE_TRACEPOINT: u64 = 2;
     const PERF_ATTR_SIZE_VER0: u64 = 64;
     const DISABLED: u64 = 1;
     const INHERIT: u64 = 1 << 1;
+    const REMOVE_ON_EXEC: u64 = 1 << 36;
     const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
     // struct perf_event_attr as of its first version: type, size, config,
     // sample_period, sample_type, read_format, the flag bits, the rest 0.
     let mut attr = [0u64; 8];
     attr[0] = PERF_TYPE_TRACEPOINT | PERF_ATTR_SIZE_VER0 << 32;
     attr[1] = id;
-    attr[5] = DISABLED | if inherit { INHERIT } else { 0 };
+    attr[5] =
+        DISABLED | if inherit { INHERIT } else { 0 } | if at_exec { REMOVE_ON_EXEC } else { 0 };
     let fd = unsafe {
         libc::syscall(
             libc::SYS_perf_event_open,

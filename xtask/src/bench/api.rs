@@ -2,7 +2,8 @@
 //! (xtask/bench/tls_writes.c, on the system's OpenSSL) without guardd, with
 //! its probes attached (outside any session), and in a session: GET request
 //! heads the kernel lets through, POST heads it stops for guardd to judge;
-//! and a held DELETE from the approval to its first bytes at the server.
+//! a held DELETE from the approval to its first bytes at the server; and
+//! a process's first `SSL_new`, where a session process stops to be followed.
 use std::{
     fs,
     io::Write as _,
@@ -25,6 +26,8 @@ use crate::cmd;
 /// the stopped loop is shorter.
 const WRITES: u32 = 200_000;
 const STOPPED_WRITES: u32 = 2_000;
+/// Processes timed at their first `SSL_new`, per round and side.
+const STARTS: usize = 5;
 
 pub(super) fn run(bench: &Bench) -> anyhow::Result<ApiCost> {
     let program = bench.dir.join("bin/tls_writes");
@@ -55,7 +58,28 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<ApiCost> {
             .parse()
             .with_context(|| format!("tls_writes {mode}: {out:?}"))
     };
+    let first_start = |guard: Option<&Guardd>| -> anyhow::Result<f64> {
+        let mut total = 0.0;
+        for _ in 0..STARTS {
+            let mut command = match guard {
+                Some(guard) => {
+                    let mut run = Command::new(bench.release.join("guardctl"));
+                    run.arg("--socket").arg(&guard.socket).args(["run", "--"]);
+                    run.arg(&program);
+                    run
+                }
+                None => Command::new(&program),
+            };
+            let out = command.arg("start").stderr(Stdio::null()).output()?;
+            total += String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<f64>()
+                .with_context(|| format!("tls_writes start: {out:?}"))?;
+        }
+        Ok(total / STARTS as f64)
+    };
     let (mut outside, mut get, mut post) = (Pair::default(), Pair::default(), Pair::default());
+    let mut start = Pair::default();
     let mut breakpoint = Pair::default();
     let floor = BareBreakpoint::new(&program)?;
     let mut decision = guard_protocol::Latency::default();
@@ -70,7 +94,9 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<ApiCost> {
         breakpoint.without.push(get_without);
         breakpoint.with.push(with_breakpoint?);
         post.without.push(writes("post", STOPPED_WRITES, None)?);
+        start.without.push(first_start(None)?);
         let guard = Guardd::start(bench)?;
+        start.with.push(first_start(Some(&guard))?);
         outside.with.push(writes("raw", WRITES, None)?);
         get.with.push(writes("get", WRITES, Some(&guard))?);
         post.with
@@ -88,6 +114,7 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<ApiCost> {
         in_session_post_added_us: post.added_summary(),
         guardd_stop_to_decision_us: decision,
         approve_to_wire_us: summary(&approve),
+        first_connection_added_us: start.added_summary(),
     })
 }
 
@@ -130,6 +157,11 @@ pub(super) fn report(
         "held DELETE: approve -> first bytes at the server, us",
         "<= 5000",
         &api.approve_to_wire_us,
+    );
+    out += &row(
+        "a process's first `SSL_new` in a session (stopped until guardd follows the process): us added",
+        "",
+        &api.first_connection_added_us,
     );
     out += "\nThe floor row is a tracefs uprobe with no program, whose filter drops every hit, \
             on the instruction guardd probes (OpenSSL's `ssl_write_internal`), trapping in every \

@@ -964,6 +964,7 @@ mod tests {
                     p99_us: 200,
                     max_us: 210,
                 },
+                tls_follows: 1,
             },
             prefilters: vec![PrefilterView {
                 program: "git".into(),

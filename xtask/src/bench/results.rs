@@ -166,4 +166,8 @@ pub(super) struct ApiCost {
     pub guardd_stop_to_decision_us: guard_protocol::Latency,
     /// A held DELETE: the approve request -> its first bytes at the server.
     pub approve_to_wire_us: Summary,
+    /// A process's first `SSL_new`: in a session (stopped until guardd
+    /// follows it) minus outside, microseconds.
+    #[serde(default)]
+    pub first_connection_added_us: Summary,
 }

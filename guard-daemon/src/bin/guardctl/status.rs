@@ -86,6 +86,10 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
     }
     let s = &status.stats;
     println!(
+        "API gate: {} client calls stopped; {} session processes stopped at their first TLS connection to be followed",
+        s.api_stops, s.tls_follows
+    );
+    println!(
         "exec gate: {} stops ({} allowed, {} held, {} denied, {} recovered from the kernel map); {} events lost (ring buffer full); {} stops killed (no room to record them)",
         s.stops, s.allowed, s.held, s.denied, s.recovered_from_map, s.events_lost, s.stops_killed
     );
