@@ -50,6 +50,10 @@ enum Task {
         /// Only write BENCHMARKS.md again from the last run's results.json.
         #[arg(long)]
         report: bool,
+        /// Only measure the syscall gate under the BPF LSM (a VM, a few
+        /// minutes) into the last run's results.json, and write the report.
+        #[arg(long, conflicts_with = "report")]
+        lsm_gate: bool,
         /// Passed to criterion.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -67,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             vm::run()
         }
         Task::Bench { report: true, .. } => bench::rewrite_report(),
+        Task::Bench { lsm_gate: true, .. } => bench::lsm_gate_only(),
         Task::Bench { args, .. } => bench::run(&args),
         Task::Dist => dist::run(),
         Task::Fuzz { time, target } => fuzz::run(time, target),

@@ -165,14 +165,15 @@ const STATIC_LIBSECCOMP: [(&str, &str); 2] = [
     ("LIBSECCOMP_LIB_PATH", "/usr/lib/x86_64-linux-gnu"),
 ];
 
-/// guardd, guardctl and the integration tests, statically linked (the
-/// initramfs has no libc). The flags apply to the target only, not to build
-/// scripts or the eBPF build.
-fn static_binaries() -> anyhow::Result<Binaries> {
-    let flags = (
-        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-        "-C target-feature=+crt-static",
-    );
+/// Statically linked for the target only, not for build scripts or the
+/// eBPF build (the initramfs has no libc).
+const STATIC_FLAGS: (&str, &str) = (
+    "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+    "-C target-feature=+crt-static",
+);
+
+/// guardd and guardctl, statically linked: (guardd, guardctl).
+pub(crate) fn static_daemon() -> anyhow::Result<(PathBuf, PathBuf)> {
     cmd::run(
         cmd::cargo()
             .args([
@@ -184,13 +185,20 @@ fn static_binaries() -> anyhow::Result<Binaries> {
                 "guard-daemon",
                 "--bins",
             ])
-            .env(flags.0, flags.1)
+            .env(STATIC_FLAGS.0, STATIC_FLAGS.1)
             .envs(STATIC_LIBSECCOMP),
     )?;
     let out = cmd::workspace_root()
         .join("target")
         .join(TARGET)
         .join("release");
+    Ok((out.join("guardd"), out.join("guardctl")))
+}
+
+/// guardd, guardctl and the integration tests, statically linked.
+fn static_binaries() -> anyhow::Result<Binaries> {
+    let (guardd, guardctl) = static_daemon()?;
+    let flags = STATIC_FLAGS;
     let mut command = cmd::cargo();
     command
         .args([
@@ -232,8 +240,8 @@ fn static_binaries() -> anyhow::Result<Binaries> {
         bail!("expected test binaries {SUITES:?}, got {tests:?}");
     }
     Ok(Binaries {
-        guardd: out.join("guardd"),
-        guardctl: out.join("guardctl"),
+        guardd,
+        guardctl,
         tests,
     })
 }
@@ -241,11 +249,8 @@ fn static_binaries() -> anyhow::Result<Binaries> {
 /// An uncompressed newc cpio: busybox, the binaries and an `/init` that
 /// mounts what guardd needs, runs the suites and prints one result line.
 fn initramfs(binaries: &Binaries) -> anyhow::Result<PathBuf> {
-    let busybox = Path::new("/bin/busybox");
-    let image = fs::read(busybox).context("/bin/busybox (apt-get install busybox-static)")?;
-    if has_interpreter(&image) {
-        bail!("/bin/busybox is dynamically linked: install busybox-static");
-    }
+    let busybox = static_busybox()?;
+    let busybox = busybox.as_path();
     let vm = cmd::workspace_root().join("target/vm");
     let root = vm.join("root");
     if root.exists() {
@@ -297,12 +302,32 @@ fn initramfs(binaries: &Binaries) -> anyhow::Result<PathBuf> {
     )?;
     fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     let init = root.join("init");
-    fs::write(&init, INIT.replace("@RUNS@", &runs))?;
+    fs::write(
+        &init,
+        INIT.replace("@MOUNTS@", INIT_MOUNTS)
+            .replace("@RUNS@", &runs),
+    )?;
     use std::os::unix::fs::PermissionsExt as _;
     fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
     let cpio = vm.join("initramfs.cpio");
+    pack(&root, &cpio)?;
+    Ok(cpio)
+}
+
+/// The host's busybox, which must be the static build.
+pub(crate) fn static_busybox() -> anyhow::Result<PathBuf> {
+    let busybox = Path::new("/bin/busybox");
+    let image = fs::read(busybox).context("/bin/busybox (apt-get install busybox-static)")?;
+    if has_interpreter(&image) {
+        bail!("/bin/busybox is dynamically linked: install busybox-static");
+    }
+    Ok(busybox.to_path_buf())
+}
+
+/// `root` packed as an uncompressed newc cpio at `cpio`, all owned by root.
+pub(crate) fn pack(root: &Path, cpio: &Path) -> anyhow::Result<()> {
     cmd::run_in(
-        &root,
+        root,
         Command::new("sh").args([
             "-c",
             &format!(
@@ -310,11 +335,12 @@ fn initramfs(binaries: &Binaries) -> anyhow::Result<PathBuf> {
                 cpio.display()
             ),
         ]),
-    )?;
-    Ok(cpio)
+    )
 }
 
-const INIT: &str = r#"#!/bin/busybox sh
+/// The start of every initramfs's /init: busybox's applets, and the file
+/// systems guardd needs.
+pub(crate) const INIT_MOUNTS: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 mount -t proc proc /proc
@@ -325,7 +351,9 @@ mount -t securityfs securityfs /sys/kernel/security
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
-# The v1 freezer too, for the test of holds frozen there (--freezer v1).
+"#;
+
+const INIT: &str = r#"@MOUNTS@# The v1 freezer too, for the test of holds frozen there (--freezer v1).
 mkdir -p /run/cgroup-freezer && mount -t cgroup -o freezer freezer /run/cgroup-freezer
 mount -t tmpfs tmpfs /tmp
 echo "agent-guard vm: kernel $(uname -r), lsm=$(cat /sys/kernel/security/lsm)"

@@ -39,7 +39,8 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<ApiCost> {
             .args(["-lssl", "-lcrypto"]),
     )?;
     let sink = Sink::start(bench, &program)?;
-    let writes = |mode: &str, count: u32, guard: Option<&Guardd>| -> anyhow::Result<f64> {
+    // One figure printed by tls_writes with `args`, in a session of `guard` or not.
+    let tls_writes = |args: &[&str], guard: Option<&Guardd>| -> anyhow::Result<f64> {
         let mut command = match guard {
             Some(guard) => {
                 let mut run = Command::new(bench.release.join("guardctl"));
@@ -49,32 +50,19 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<ApiCost> {
             }
             None => Command::new(&program),
         };
-        let out = command
-            .args(["write", &sink.port, mode, &count.to_string()])
-            .stderr(Stdio::null())
-            .output()?;
+        let out = command.args(args).stderr(Stdio::null()).output()?;
         String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
-            .with_context(|| format!("tls_writes {mode}: {out:?}"))
+            .with_context(|| format!("tls_writes {args:?}: {out:?}"))
+    };
+    let writes = |mode: &str, count: u32, guard: Option<&Guardd>| {
+        tls_writes(&["write", &sink.port, mode, &count.to_string()], guard)
     };
     let first_start = |guard: Option<&Guardd>| -> anyhow::Result<f64> {
         let mut total = 0.0;
         for _ in 0..STARTS {
-            let mut command = match guard {
-                Some(guard) => {
-                    let mut run = Command::new(bench.release.join("guardctl"));
-                    run.arg("--socket").arg(&guard.socket).args(["run", "--"]);
-                    run.arg(&program);
-                    run
-                }
-                None => Command::new(&program),
-            };
-            let out = command.arg("start").stderr(Stdio::null()).output()?;
-            total += String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse::<f64>()
-                .with_context(|| format!("tls_writes start: {out:?}"))?;
+            total += tls_writes(&["start"], guard)?;
         }
         Ok(total / STARTS as f64)
     };

@@ -7,13 +7,14 @@ mod exec;
 mod fapolicyd;
 mod go_api;
 mod kernel_cost;
+mod lsm_gate;
 mod peers;
 mod results;
 mod workload;
 
 use crate::cmd;
 
-pub use exec::rewrite_report;
+pub use exec::{lsm_gate_only, rewrite_report};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     cmd::run(

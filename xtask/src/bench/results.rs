@@ -121,6 +121,10 @@ pub(super) struct Results {
     #[serde(default)]
     pub seccomp_notify_floor_unlink: Option<PairSummary>,
     pub detected_session_unlink: PairSummary,
+    /// Gated unlinks where the BPF LSM runs (vm-test's kernel under QEMU),
+    /// `lsm_gate::UNLINKS` per run. Absent from runs before it was measured.
+    #[serde(default)]
+    pub lsm_gate_unlink: Option<Measured<PairSummary>>,
     pub workload_make_j2: PairSummary,
     pub workload_git: PairSummary,
     /// Absent from runs before the kernel's argv prefilter.
