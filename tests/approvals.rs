@@ -6,25 +6,13 @@ mod common;
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     sync::{mpsc, Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use common::*;
-
-/// An ed25519 key pair made by ssh-keygen; returns the private key's path.
-fn keygen(dir: &Path, name: &str) -> PathBuf {
-    let key = dir.join(name);
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    key
-}
 
 fn public_key(key: &Path) -> String {
     std::fs::read_to_string(key.with_extension("pub"))

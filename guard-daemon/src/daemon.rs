@@ -107,6 +107,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     guard.lock().unwrap().scan_running_agents();
     let (audit_records, notify_settings) = guard.lock().unwrap().notifications();
+    let (fleet_records, fleet_settings) = guard.lock().unwrap().fleet_feed();
 
     let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(SignalKind::interrupt())?;
@@ -125,6 +126,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         _ = watch_policy(config, hangup, guard.clone()) => Ok(()),
         _ = watchdog(guard.clone()) => Ok(()),
         _ = crate::notify::run(audit_records, notify_settings) => Ok(()),
+        _ = crate::fleet::run(guard.clone(), fleet_records, fleet_settings) => Ok(()),
         _ = server::serve(listener, guard.clone()) => Ok(()),
         _ = terminate.recv() => Ok(()),
         _ = interrupt.recv() => Ok(()),

@@ -27,6 +27,7 @@ pub mod client;
 pub mod daemon;
 pub mod docs;
 pub mod escape;
+pub mod fleet;
 pub mod freezer;
 pub mod fuzzing;
 pub mod guard;

@@ -648,6 +648,18 @@ pub fn setup_held(policy: &str, args: &[&str], word: &str) -> (Stubs, Daemon, Pr
     (stubs, guard, run, hold)
 }
 
+/// An ed25519 key pair made by ssh-keygen; returns the private key's path.
+pub fn keygen(dir: &Path, name: &str) -> PathBuf {
+    let key = dir.join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    key
+}
+
 pub fn require_root() {
     assert_eq!(
         unsafe { libc::geteuid() },

@@ -60,6 +60,10 @@ const BUILD_FILES: &[(&str, &str)] = &[
 /// installed: a host may have another `kubectl` package owning /usr/bin/kubectl.
 pub const KUBECTL: &str = "target/kubectl/usr/bin/kubectl";
 
+/// Debian's nats-server for the fleet tests, unpacked here rather than
+/// installed: the package enables a machine-wide service on 0.0.0.0:4222.
+pub const NATS_SERVER: &str = "target/nats-server/usr/sbin/nats-server";
+
 /// The API-client gate tests' Python packages, into `target/api-venv`:
 /// boto3 and moto's server (AWS over TLS on loopback), psycopg2 built
 /// against the system's libpq (the wheel `psycopg2-binary` bundles its own).
@@ -73,7 +77,8 @@ pub fn run() -> anyhow::Result<()> {
     apt_packages()?;
     postgres_server()?;
     api_venv()?;
-    debian_kubectl()?;
+    unpacked_deb("kubernetes-client", KUBECTL, "target/kubectl")?;
+    unpacked_deb("nats-server", NATS_SERVER, "target/nats-server")?;
     eprintln!("xtask: setup complete");
     Ok(())
 }
@@ -207,27 +212,27 @@ fn apt_packages() -> anyhow::Result<()> {
     )
 }
 
-fn debian_kubectl() -> anyhow::Result<()> {
+/// Debian's `package`, unpacked into `into` (for `file` in it) without
+/// installing it.
+fn unpacked_deb(package: &str, file: &str, into: &str) -> anyhow::Result<()> {
     let root = cmd::workspace_root();
-    if root.join(KUBECTL).exists() {
+    if root.join(file).exists() {
         return Ok(());
     }
-    let download = root.join("target/kubectl-deb");
+    let download = root.join(format!("{into}-deb"));
     fs::create_dir_all(&download)?;
     cmd::run_in(
         &download,
-        Command::new("apt-get").args(["download", "kubernetes-client"]),
+        Command::new("apt-get").args(["download", package]),
     )?;
     let deb = fs::read_dir(&download)?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .find(|path| path.extension().is_some_and(|e| e == "deb"))
-        .context("apt-get download kubernetes-client left no .deb")?;
-    cmd::run(
-        Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(&deb)
-            .arg("target/kubectl"),
+        .with_context(|| format!("apt-get download {package} left no .deb"))?;
+    cmd::run_in(
+        &root,
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(into),
     )
 }
 

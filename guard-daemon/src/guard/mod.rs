@@ -33,10 +33,19 @@ use crate::{
 /// buffer event has not arrived after this long.
 const RECOVERY_GRACE: Duration = Duration::from_secs(1);
 /// Who sent a control request, from SO_PEERCRED.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
     pub pid: Option<u32>,
     pub uid: u32,
+}
+
+impl Peer {
+    /// A decision that came through the fleet relay (it carries its own
+    /// signature; the relay proves nothing).
+    pub const RELAY: Peer = Peer {
+        pid: None,
+        uid: u32::MAX,
+    };
 }
 
 pub struct Guard {

@@ -10,6 +10,9 @@ impl Guard {
 }
 
 pub(super) fn identity(peer: Peer) -> String {
+    if peer == Peer::RELAY {
+        return "the fleet relay".into();
+    }
     let name = nix::unistd::User::from_uid(peer.uid.into())
         .ok()
         .flatten()

@@ -15,6 +15,8 @@ pub(super) struct PolicySource {
     pub(super) last_reload_error: Option<String>,
     /// The policy's `[notify]` settings, followed by `notify::run`.
     notify: tokio::sync::watch::Sender<NotifySettings>,
+    /// The policy's `[fleet]`, followed by `fleet::run`.
+    fleet: tokio::sync::watch::Sender<Option<crate::policy::fleet::FleetSettings>>,
 }
 
 impl PolicySource {
@@ -24,6 +26,7 @@ impl PolicySource {
             cli_protections: Vec::new(),
             last_reload_error: None,
             notify: tokio::sync::watch::Sender::new(policy.notify.clone()),
+            fleet: tokio::sync::watch::Sender::new(policy.fleet.clone()),
         }
     }
 }
@@ -105,6 +108,11 @@ impl Guard {
         );
         record.decision = Some(AuditDecision::Loaded(policy.version.clone()));
         self.source.notify.send_replace(policy.notify.clone());
+        self.source.fleet.send_if_modified(|fleet| {
+            let changed = *fleet != policy.fleet;
+            *fleet = policy.fleet.clone();
+            changed
+        });
         self.gates.policy_changed(&policy.protections);
         self.exec_gate.program_files = files;
         self.policy = policy;
@@ -121,6 +129,16 @@ impl Guard {
 
     pub fn subscribe_audit(&self) -> tokio::sync::broadcast::Receiver<serde_json::Value> {
         self.audit.subscribe()
+    }
+
+    /// What `fleet::run` follows: the audit records and the `[fleet]` settings.
+    pub fn fleet_feed(
+        &self,
+    ) -> (
+        tokio::sync::broadcast::Sender<serde_json::Value>,
+        tokio::sync::watch::Receiver<Option<crate::policy::fleet::FleetSettings>>,
+    ) {
+        (self.audit.broadcaster(), self.source.fleet.subscribe())
     }
 
     /// What `notify::run` follows: the audit records and the `[notify]` settings.

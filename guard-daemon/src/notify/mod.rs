@@ -103,7 +103,7 @@ pub async fn run(audit: broadcast::Sender<Value>, mut settings: watch::Receiver<
     }
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())

@@ -27,6 +27,8 @@ pub struct PolicyFile {
     #[serde(default)]
     pub notify: super::notify::NotifyFile,
     #[serde(default)]
+    pub fleet: super::fleet::FleetFile,
+    #[serde(default)]
     pub spec: BTreeMap<String, SpecFile>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleFile>,

@@ -112,6 +112,7 @@ impl Policy {
         let mut program_dirs = Vec::new();
         let mut approvals = ApprovalSettings::default();
         let mut notify = notify::NotifySettings::default();
+        let mut fleet = super::fleet::FleetFile::default();
         let mut spec_files = BTreeMap::new();
         let mut rule_files: Vec<(String, RuleFile)> = Vec::new();
         let mut protect_files: Vec<(String, protect::ProtectFile)> = Vec::new();
@@ -122,6 +123,7 @@ impl Policy {
             layer.text.hash(&mut digest);
             let file = parse_file(layer)?;
             pack = file.pack_version.or(pack);
+            fleet = file.fleet.over(fleet);
             extend_unique(&mut agents.programs, file.agents.programs);
             extend_unique(&mut agents.interpreters, file.agents.interpreters);
             extend_unique(&mut agents.packages, file.agents.packages);
@@ -242,6 +244,7 @@ impl Policy {
             agents,
             approvals,
             notify,
+            fleet: fleet.settings(),
             rules,
             protections,
             api_rules,

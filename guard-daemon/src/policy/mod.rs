@@ -12,6 +12,7 @@ mod command;
 mod elsewhere;
 mod file;
 mod files;
+pub mod fleet;
 mod git_config;
 mod load;
 mod matcher;
@@ -79,6 +80,8 @@ pub struct Policy {
     pub agents: Agents,
     pub approvals: ApprovalSettings,
     pub notify: notify::NotifySettings,
+    /// `[fleet]`: the relay guardd joins, if any.
+    pub fleet: Option<fleet::FleetSettings>,
     pub rules: Vec<Rule>,
     /// `[[protect]]`: paths the syscall gate guards.
     pub protections: Vec<protect::Protection>,

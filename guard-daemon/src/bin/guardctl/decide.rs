@@ -1,5 +1,6 @@
 use std::{path::Path, process::ExitCode};
 
+use anyhow::Context as _;
 use guard_daemon::{
     approval::Decision,
     policy::LocalAuth,
@@ -17,6 +18,9 @@ pub struct ApproveArgs {
     /// Sign with this SSH key and submit: `guardctl sign` and `--token` in one.
     #[arg(long)]
     sign: Option<std::path::PathBuf>,
+    /// With --fleet: the host that holds ID, where two hosts have one.
+    #[arg(long, requires = "sign")]
+    host: Option<String>,
 }
 
 /// Deny a held request: the process is killed before it ever runs.
@@ -32,10 +36,13 @@ pub struct DenyArgs {
     /// Sign a denial with this SSH key and submit it.
     #[arg(long)]
     sign: Option<std::path::PathBuf>,
+    /// With --fleet: the host that holds ID, where two hosts have one.
+    #[arg(long, requires = "sign")]
+    host: Option<String>,
 }
 
 /// Validity of a token signed and submitted in one step.
-const SIGNED_HERE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+pub const TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The token given (`--token`), or one signed here (`--sign KEY`), if any.
 fn signed(
@@ -48,18 +55,22 @@ fn signed(
     Ok(match (token, key) {
         (Some(token), _) => Some(token),
         (None, Some(key)) => Some(super::sign::token(
-            socket,
-            id,
-            &key,
-            decision,
-            SIGNED_HERE_TTL,
-            None,
+            socket, id, &key, decision, TOKEN_TTL, None,
         )?),
         (None, None) => None,
     })
 }
 
-pub fn approve(socket: &Path, args: ApproveArgs) -> anyhow::Result<ExitCode> {
+pub fn approve(
+    socket: &Path,
+    relay: &super::fleet::Relay,
+    args: ApproveArgs,
+) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &relay.fleet {
+        let key = args.sign.context("--fleet approves with --sign KEY only")?;
+        let host = args.host.as_deref();
+        return super::fleet::decide(relay, url, &args.id, host, &key, Decision::Approve, None);
+    }
     let token = signed(socket, &args.id, args.token, args.sign, Decision::Approve)?;
     match token {
         Some(token) => report(super::call(
@@ -199,7 +210,24 @@ impl Drop for KillOnDrop {
     }
 }
 
-pub fn deny(socket: &Path, args: DenyArgs) -> anyhow::Result<ExitCode> {
+pub fn deny(
+    socket: &Path,
+    relay: &super::fleet::Relay,
+    args: DenyArgs,
+) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &relay.fleet {
+        let key = args.sign.context("--fleet denies with --sign KEY only")?;
+        let host = args.host.as_deref();
+        return super::fleet::decide(
+            relay,
+            url,
+            &args.id,
+            host,
+            &key,
+            Decision::Deny,
+            args.reason,
+        );
+    }
     let token = signed(socket, &args.id, args.token, args.sign, Decision::Deny)?;
     let request = match token {
         Some(token) => Request::DenyToken {

@@ -1,6 +1,7 @@
 //! guardctl: start guarded sessions and decide held requests.
 mod decide;
 mod explain;
+mod fleet;
 mod pending;
 mod policy;
 mod run;
@@ -26,6 +27,8 @@ struct Cli {
     /// guardd's control socket.
     #[arg(long, global = true, env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    #[command(flatten)]
+    relay: fleet::Relay,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,9 +75,9 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Run(args) => run::run(&cli.socket, args),
-        Command::Pending(args) => pending::run(&cli.socket, args),
-        Command::Approve(args) => decide::approve(&cli.socket, args),
-        Command::Deny(args) => decide::deny(&cli.socket, args),
+        Command::Pending(args) => pending::run(&cli.socket, &cli.relay, args),
+        Command::Approve(args) => decide::approve(&cli.socket, &cli.relay, args),
+        Command::Deny(args) => decide::deny(&cli.socket, &cli.relay, args),
         Command::Sign(args) => sign::run(&cli.socket, args),
         Command::Watch(args) => watch::run(&cli.socket, args),
         Command::Status(args) => status::run(&cli.socket, args),

@@ -13,7 +13,10 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(socket: &Path, relay: &super::fleet::Relay, args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &relay.fleet {
+        return super::fleet::pending(relay, url, args.json);
+    }
     let response = super::call(socket, Request::Pending)?;
     let Response::Pending { holds } = response else {
         return Err(super::unexpected(response));

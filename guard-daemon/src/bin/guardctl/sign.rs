@@ -71,6 +71,16 @@ pub fn token(
         .iter()
         .find(|h| h.id == id)
         .with_context(|| format!("no pending request {id}"))?;
+    sign_hold(hold, key, decision, ttl)
+}
+
+/// A token for `hold`, signed with `key`, valid for `ttl`.
+pub fn sign_hold(
+    hold: &HoldView,
+    key: &Path,
+    decision: Decision,
+    ttl: Duration,
+) -> anyhow::Result<String> {
     let expires = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs()

@@ -1,0 +1,211 @@
+//! `guardctl --fleet URL pending | approve ID --sign KEY | deny ID --sign KEY`:
+//! the holds of every host, read from the relay's stream, and decisions
+//! signed here and published for the host that holds the request. Nothing
+//! needs a shell on that host; the host checks the signature itself.
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{bail, Context as _};
+use async_nats::jetstream::{self, consumer};
+use futures_util::StreamExt as _;
+use guard_daemon::{
+    approval::Decision,
+    escape::escape_bytes,
+    fleet::subjects::{self, HoldState},
+};
+
+/// How to reach the relay.
+#[derive(clap::Args, Clone)]
+pub struct Relay {
+    /// The fleet's NATS relay (`nats://host:4222`): `pending`, `approve`
+    /// and `deny` then act on the holds of every host that joined it.
+    #[arg(long, global = true, env = "AGENT_GUARD_FLEET")]
+    pub fleet: Option<String>,
+    /// A NATS credentials file for the relay.
+    #[arg(long, global = true, requires = "fleet")]
+    pub fleet_credentials: Option<PathBuf>,
+    /// A PEM CA file for the relay's TLS certificate.
+    #[arg(long, global = true, requires = "fleet")]
+    pub fleet_ca: Option<PathBuf>,
+}
+
+/// How long a decision waits to be seen taken.
+const DECIDED_WAIT: Duration = Duration::from_secs(10);
+const READ_WAIT: Duration = Duration::from_secs(5);
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn connect(relay: &Relay, url: &str) -> anyhow::Result<async_nats::Client> {
+    guard_daemon::fleet::connect(
+        url,
+        "guardctl",
+        relay.fleet_credentials.as_deref(),
+        relay.fleet_ca.as_deref(),
+        false,
+    )
+    .await
+    .map_err(|why| anyhow::anyhow!("fleet relay {url}: {why}"))
+}
+
+/// Every hold's last state on the relay.
+async fn states(js: &jetstream::Context) -> anyhow::Result<Vec<HoldState>> {
+    let mut stream = match js.get_stream(subjects::HOLDS_STREAM).await {
+        Ok(stream) => stream,
+        // No host has published yet.
+        Err(_) => return Ok(Vec::new()),
+    };
+    if stream.info().await?.state.messages == 0 {
+        return Ok(Vec::new());
+    }
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subjects::ALL_HOLDS.into(),
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut states = Vec::new();
+    while let Some(message) = tokio::time::timeout(READ_WAIT, messages.next())
+        .await
+        .context("the relay stopped sending the holds")?
+    {
+        let message = message?;
+        match serde_json::from_slice::<HoldState>(&message.payload) {
+            Ok(state) => states.push(state),
+            Err(err) => eprintln!(
+                "guardctl: a hold state on {} is not readable, skipped: {err}",
+                escape_bytes(message.subject.as_bytes())
+            ),
+        }
+        if message.info().map_or(true, |info| info.pending == 0) {
+            break;
+        }
+    }
+    Ok(states)
+}
+
+pub fn pending(relay: &Relay, url: &str, json: bool) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let client = connect(relay, url).await?;
+        let js = jetstream::new(client);
+        let now = unix_now();
+        let open: Vec<HoldState> = states(&js)
+            .await?
+            .into_iter()
+            .filter(|s| s.hold.is_some())
+            .collect();
+        if json {
+            println!("{}", serde_json::to_string_pretty(&open)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if open.is_empty() {
+            println!("no pending requests on the relay");
+        }
+        for state in &open {
+            let hold = state.hold.as_ref().expect("filtered");
+            // Hosts and guardd escape what they publish; a relay is not
+            // trusted to, so everything is escaped again here.
+            println!(
+                "{}  {}  rule {}  held {}s (as of {}s ago)\n    {}",
+                escape_bytes(state.host.as_bytes()),
+                escape_bytes(hold.id.as_bytes()),
+                escape_bytes(hold.rule.as_bytes()),
+                hold.held_secs,
+                now.saturating_sub(state.at),
+                escape_bytes(hold.argv.join(" ").as_bytes()),
+            );
+            if let Some(operation) = &hold.operation {
+                println!("    call {}", escape_bytes(operation.as_bytes()));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Signs `decision` of hold `id` (on `host`, where ids could collide) with
+/// `key` and publishes it for that host; waits to see it taken.
+pub fn decide(
+    relay: &Relay,
+    url: &str,
+    id: &str,
+    host: Option<&str>,
+    key: &std::path::Path,
+    decision: Decision,
+    reason: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let client = connect(relay, url).await?;
+        let js = jetstream::new(client.clone());
+        let candidates: Vec<HoldState> = states(&js)
+            .await?
+            .into_iter()
+            .filter(|s| s.id == id && s.hold.is_some())
+            .filter(|s| host.is_none_or(|h| s.host == h))
+            .collect();
+        let state = match candidates.as_slice() {
+            [one] => one,
+            [] => bail!("no pending request {id} on the relay"),
+            _ => bail!("{id} is pending on several hosts: name one with --host"),
+        };
+        let hold = state.hold.as_ref().expect("filtered");
+        let token = super::sign::sign_hold(hold, key, decision, super::decide::TOKEN_TTL)?;
+        let message = subjects::Decision {
+            id: id.to_string(),
+            token,
+            deny: decision == Decision::Deny,
+            reason,
+        };
+        client
+            .publish(
+                subjects::decisions(&state.host),
+                serde_json::to_vec(&message)?.into(),
+            )
+            .await?;
+        client.flush().await?;
+        // Taken when the hold's state changes; a host may need a second
+        // approver, or be offline (it keeps holding; the token expires).
+        let subject = subjects::hold(&state.host, id);
+        let stream = js.get_stream(subjects::HOLDS_STREAM).await?;
+        let deadline = tokio::time::Instant::now() + DECIDED_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let Ok(last) = stream.get_last_raw_message_by_subject(&subject).await else {
+                continue;
+            };
+            let Ok(now) = serde_json::from_slice::<HoldState>(&last.payload) else {
+                continue;
+            };
+            if let Some(ended) = now.ended {
+                println!("{id} on {}: ended ({ended})", state.host);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let Some(now) = now.hold else { continue };
+            let needed = now.approvals_needed as usize;
+            if now.approved_by.len() > hold.approved_by.len() && now.approved_by.len() < needed {
+                println!(
+                    "{id} on {}: approval counted, {} of {needed}",
+                    state.host,
+                    now.approved_by.len()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        eprintln!(
+            "guardctl: published; {} has not acted on it within {}s (offline, or it refused \
+             the token: its audit log says why)",
+            state.host,
+            DECIDED_WAIT.as_secs()
+        );
+        Ok(ExitCode::from(1))
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

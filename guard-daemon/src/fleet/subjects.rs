@@ -1,0 +1,55 @@
+//! What guardd and `guardctl --fleet` say to each other through the relay:
+//! the subjects, the streams, and the messages (JSON).
+use serde::{Deserialize, Serialize};
+
+use crate::{policy::fleet::subject_token, protocol::HoldView};
+
+/// Each hold's state, the last message per subject kept (`max_messages_per_subject = 1`).
+pub const HOLDS_STREAM: &str = "AGENT_GUARD_HOLDS";
+pub const ALL_HOLDS: &str = "agent-guard.holds.>";
+/// Every audit record of every host, at least once, `Nats-Msg-Id` telling
+/// repeats apart.
+pub const AUDIT_STREAM: &str = "AGENT_GUARD_AUDIT";
+pub const ALL_AUDIT: &str = "agent-guard.audit.>";
+
+/// `agent-guard.holds.HOST.ID`: the state of one hold.
+pub fn hold(host: &str, id: &str) -> String {
+    format!("agent-guard.holds.{host}.{}", subject_token(id))
+}
+
+/// `agent-guard.audit.HOST`: that host's audit records.
+pub fn audit(host: &str) -> String {
+    format!("agent-guard.audit.{host}")
+}
+
+/// `agent-guard.decisions.HOST`: signed decisions for that host's holds.
+pub fn decisions(host: &str) -> String {
+    format!("agent-guard.decisions.{host}")
+}
+
+/// A hold as the relay carries it: pending (with the request, redacted as
+/// `guardctl pending` shows it, which is what a token signs), or ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldState {
+    pub host: String,
+    pub id: String,
+    /// Seconds since the epoch when guardd published this state.
+    pub at: u64,
+    #[serde(default)]
+    pub hold: Option<HoldView>,
+    /// How it ended (the audit event: approve, deny, timeout, exit...).
+    #[serde(default)]
+    pub ended: Option<String>,
+}
+
+/// A decision an approver signed, for guardd to check as it checks
+/// `guardctl approve --token`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub id: String,
+    pub token: String,
+    #[serde(default)]
+    pub deny: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}

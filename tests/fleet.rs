@@ -1,0 +1,279 @@
+//! The fleet relay, with a real nats-server (JetStream) on loopback: two
+//! guardds join it as two hosts, and an approver's guardctl sees and
+//! decides their holds through it alone. The relay is not trusted: a
+//! decision counts only with a signature the host checks itself, and a
+//! hold never needs the relay. nats-server is Debian's, unpacked into
+//! target/ by `cargo xtask setup`.
+mod common;
+
+use std::{
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use guard_daemon::fleet::subjects::{self, HoldState};
+
+struct Nats {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nats {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (child, port) = spawn_nats(dir.path(), None);
+        Self { child, port, dir }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (by its pid); its store stays for `restart`.
+    fn stop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
+    /// The same port and store again.
+    fn restart(&mut self) {
+        self.stop();
+        let (child, _) = spawn_nats(self.dir.path(), Some(self.port));
+        self.child = child;
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A nats-server with JetStream on loopback, its store in `dir`, on `port`
+/// (None: a free one, read from the ports file it writes). The caller
+/// waits for it (`Nats::stop`).
+#[allow(clippy::zombie_processes)]
+fn spawn_nats(dir: &Path, port: Option<u16>) -> (Child, u16) {
+    let binary =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nats-server/usr/sbin/nats-server");
+    assert!(
+        binary.exists(),
+        "{}: run `cargo xtask setup`",
+        binary.display()
+    );
+    let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
+    let mut child = Command::new(&binary)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
+        .arg(dir.join("store"))
+        .arg("--ports_file_dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ports = dir.join(format!("nats-server_{}.ports", child.id()));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let found = std::fs::read_to_string(&ports)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|ports| ports["nats"][0].as_str().map(str::to_string))
+            .and_then(|url| url.rsplit(':').next()?.parse().ok());
+        if let Some(port) = found {
+            return (child, port);
+        }
+        if Instant::now() > deadline {
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+            panic!("nats-server did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A host `host` on the relay, whose allowed_signers lists alice's key.
+fn host(nats: &Nats, name: &str, alice: &Path) -> Daemon {
+    let signers = alice.with_file_name(format!("allowed_signers_{name}"));
+    let public = std::fs::read_to_string(alice.with_extension("pub")).unwrap();
+    std::fs::write(
+        &signers,
+        format!("alice@example namespaces=\"agent-guard\" {public}"),
+    )
+    .unwrap();
+    Daemon::start(&format!(
+        "{HOLD_TERRAFORM_DESTROY}\n[approvals]\nallowed_signers = \"{}\"\n[fleet]\nurl = \"{}\"\nhost = \"{name}\"\n",
+        signers.display(),
+        nats.url()
+    ))
+}
+
+/// `guardctl --fleet URL ARGS` (no guardd socket involved).
+fn fleet(nats: &Nats, args: &[&str]) -> Output {
+    Command::new(guardctl_bin())
+        .arg("--socket")
+        .arg("/nonexistent/guardd.sock")
+        .arg("--fleet")
+        .arg(nats.url())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn relay_pending(nats: &Nats) -> Vec<HoldState> {
+    let out = fleet(nats, &["pending", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Waits until the relay's pending list satisfies `ready`.
+fn wait_relay(nats: &Nats, what: &str, ready: impl Fn(&[HoldState]) -> bool) -> Vec<HoldState> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let pending = relay_pending(nats);
+        if ready(&pending) {
+            return pending;
+        }
+        assert!(Instant::now() < deadline, "{what}: {pending:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Publishes `decision` raw on `host`'s subject, as a relay (or anyone on
+/// it) could.
+fn publish_decision(nats: &Nats, host: &str, decision: &subjects::Decision) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = guard_daemon::fleet::connect(&nats.url(), "test", None, None, false)
+            .await
+            .unwrap();
+        client
+            .publish(
+                subjects::decisions(host),
+                serde_json::to_vec(decision).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+    });
+}
+
+#[test]
+fn holds_of_two_hosts_are_seen_and_decided_through_the_relay_only_with_valid_signatures() {
+    require_root();
+    let nats = Nats::start();
+    let keys = tempfile::tempdir().unwrap();
+    let alice = keygen(keys.path(), "alice");
+    let (stubs_a, stubs_b) = (Stubs::new(), Stubs::new());
+    let a = host(&nats, "host-a", &alice);
+    let b = host(&nats, "host-b", &alice);
+    let held_a = a.session(&stubs_a, &["terraform", "destroy", "on-a"]);
+    let hold_a = a.wait_hold("on-a");
+    let held_b = b.session(&stubs_b, &["terraform", "destroy", "on-b"]);
+    let hold_b = b.wait_hold("on-b");
+    let both = wait_relay(&nats, "both hosts' holds on the relay", |p| p.len() == 2);
+    let on = |host: &str| both.iter().find(|s| s.host == host).unwrap().clone();
+    assert_eq!(on("host-a").id, hold_a.id);
+    assert_eq!(on("host-b").id, hold_b.id);
+    assert_eq!(on("host-a").hold.as_ref().unwrap().argv, hold_a.argv);
+
+    // A token signed for A's request, sent for B's: B checks it against its
+    // own request and refuses it. A tampered token is refused too.
+    let signed = a.ctl(&["sign", &hold_a.id, "--key", alice.to_str().unwrap()]);
+    assert!(signed.status.success(), "{signed:?}");
+    let token_a = String::from_utf8(signed.stdout).unwrap().trim().to_string();
+    let forged = [
+        subjects::Decision {
+            id: hold_b.id.clone(),
+            token: token_a.clone(),
+            deny: false,
+            reason: None,
+        },
+        subjects::Decision {
+            id: hold_a.id.clone(),
+            token: format!("{}x", &token_a[..token_a.len() - 1]),
+            deny: false,
+            reason: None,
+        },
+    ];
+    publish_decision(&nats, "host-b", &forged[0]);
+    publish_decision(&nats, "host-a", &forged[1]);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(a.pending().len(), 1, "a tampered token released A's hold");
+    assert_eq!(b.pending().len(), 1, "A's token released B's hold");
+    assert_eq!(stubs_a.marker_text(), "");
+    assert!(
+        b.log().contains("fleet relay: a decision refused"),
+        "{}",
+        b.log()
+    );
+
+    // Decided from here, through the relay only: approve A, deny B.
+    let approved = fleet(
+        &nats,
+        &["approve", &hold_a.id, "--sign", alice.to_str().unwrap()],
+    );
+    assert!(approved.status.success(), "{approved:?}");
+    assert!(
+        String::from_utf8_lossy(&approved.stdout).contains(": ended"),
+        "{approved:?}"
+    );
+    let (status, _, _) = held_a.wait();
+    assert!(status.success());
+    assert_eq!(stubs_a.marker_text(), "destroy on-a\n");
+    let denied = fleet(
+        &nats,
+        &["deny", &hold_b.id, "--sign", alice.to_str().unwrap()],
+    );
+    assert!(denied.status.success(), "{denied:?}");
+    assert!(!held_b.wait().0.success());
+    assert_eq!(stubs_b.marker_text(), "");
+    wait_relay(&nats, "no pending holds left", <[HoldState]>::is_empty);
+    let approvals = a.audit_events(guard_daemon::audit::AuditEvent::Approve);
+    assert!(
+        approvals[0]
+            .approver
+            .as_deref()
+            .is_some_and(|by| by.contains("key:alice@example") && by.contains("fleet relay")),
+        "{approvals:?}"
+    );
+}
+
+#[test]
+fn a_hold_outlives_the_relay_and_its_return_gets_what_was_queued() {
+    require_root();
+    let nats = Nats::start();
+    let keys = tempfile::tempdir().unwrap();
+    let alice = keygen(keys.path(), "alice");
+    let stubs = Stubs::new();
+    let a = host(&nats, "host-a", &alice);
+    let held = a.session(&stubs, &["terraform", "destroy", "kept"]);
+    let hold = a.wait_hold("kept");
+    wait_relay(&nats, "the hold on the relay", |p| p.len() == 1);
+    // The relay goes away mid-hold: the hold stays, and the host's own
+    // approval still works.
+    let mut nats = nats;
+    nats.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(a.pending().len(), 1);
+    assert_eq!(stubs.marker_text(), "");
+    a.decide("approve", &hold);
+    assert!(held.wait().0.success());
+    assert_eq!(stubs.marker_text(), "destroy kept\n");
+    // Back on the same port and store: guardd reconnects and publishes
+    // what it queued, so the relay learns the hold ended.
+    nats.restart();
+    wait_relay(
+        &nats,
+        "the hold's end from the queue",
+        <[HoldState]>::is_empty,
+    );
+}
