@@ -49,6 +49,8 @@ pub struct SignedRequest<'a> {
     pub version: u32,
     pub decision: Decision,
     pub id: &'a str,
+    /// The host holding it: a token for one host's request is no use on another.
+    pub host: &'a str,
     pub exe: &'a str,
     /// Arguments as guardd shows them (escaped), so both sides agree byte for byte.
     pub argv: &'a [String],
@@ -61,9 +63,10 @@ pub struct SignedRequest<'a> {
 impl<'a> SignedRequest<'a> {
     pub fn of(hold: &'a HoldView, decision: Decision, expires: u64) -> Self {
         Self {
-            version: 2,
+            version: 3,
             decision,
             id: &hold.id,
+            host: &hold.host,
             exe: &hold.exe,
             argv: &hold.argv,
             cwd: &hold.cwd,
@@ -288,6 +291,40 @@ mod tests {
         let err = parse_allowed_signers("carol@x ssh-ed25519 notbase64").unwrap_err();
         assert!(err.starts_with("line 1:"), "{err}");
         assert!(parse_allowed_signers("lonely@x").is_err());
+    }
+
+    #[test]
+    fn the_signed_request_names_the_host() {
+        let hold = |host: &str| HoldView {
+            id: "ab12-1".into(),
+            host: host.into(),
+            pid: 1,
+            session: 1,
+            agent: None,
+            uid: 1000,
+            program: "terraform".into(),
+            argv: vec!["terraform".into(), "destroy".into()],
+            cwd: "/home/dev".into(),
+            exe: "/usr/bin/terraform".into(),
+            rule: "tf".into(),
+            state: crate::protocol::HoldState::Held,
+            approvals_needed: 1,
+            protection: String::new(),
+            approved_by: Vec::new(),
+            approvers: Vec::new(),
+            also_approvers: Vec::new(),
+            self_approval: true,
+            operation: None,
+            ancestry: Vec::new(),
+            context: Vec::new(),
+            why: Vec::new(),
+            held_secs: 0,
+            expires_in_secs: 600,
+        };
+        let (a, b) = (hold("host-a"), hold("host-b"));
+        let digest = |h: &HoldView| SignedRequest::of(h, Decision::Approve, 99).digest();
+        assert_ne!(digest(&a), digest(&b));
+        assert_eq!(digest(&a), digest(&hold("host-a")));
     }
 
     #[test]

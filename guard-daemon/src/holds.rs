@@ -127,10 +127,12 @@ impl Hold {
         record
     }
 
-    pub fn view(&self, now: Instant) -> HoldView {
+    /// As `guardctl pending` shows it; `host` names this host (see `HoldView::host`).
+    pub fn view(&self, now: Instant, host: &str) -> HoldView {
         let request = &self.request;
         HoldView {
             id: self.id.clone(),
+            host: host.to_string(),
             pid: self.process.pid,
             session: request.session,
             agent: request.agent.clone(),
@@ -278,8 +280,11 @@ impl HoldRegistry {
             .collect()
     }
 
-    pub fn views(&self, now: Instant) -> Vec<HoldView> {
-        self.holds.values().map(|hold| hold.view(now)).collect()
+    pub fn views(&self, now: Instant, host: &str) -> Vec<HoldView> {
+        self.holds
+            .values()
+            .map(|hold| hold.view(now, host))
+            .collect()
     }
 
     pub fn len(&self) -> usize {

@@ -139,6 +139,10 @@ pub enum HoldState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HoldView {
     pub id: String,
+    /// The host that holds it (`[fleet] host`, or the host name): a signed
+    /// decision names it.
+    #[serde(default)]
+    pub host: String,
     pub pid: u32,
     pub session: u32,
     pub agent: Option<String>,

@@ -72,15 +72,44 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(serve())
 }
 
-async fn serve() -> anyhow::Result<()> {
+/// To the journal with each event's fields as journal fields where
+/// systemd connected stderr to it; else text on stderr, in colour only on
+/// a terminal.
+fn init_logging() {
+    use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
+    let filter =
+        || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if stderr_is_the_journal() {
+        if let Ok(journal) = tracing_journald::layer() {
+            tracing_subscriber::registry()
+                .with(filter())
+                .with(journal.with_syslog_identifier("guardd".into()))
+                .init();
+            return;
+        }
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter())
         .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: not in the journal or a log file.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+/// systemd sets JOURNAL_STREAM=DEVICE:INODE for a service whose stderr is
+/// the journal; a child that inherited the variable has another stderr.
+fn stderr_is_the_journal() -> bool {
+    let Some((device, inode)) = std::env::var("JOURNAL_STREAM").ok().and_then(|value| {
+        let (device, inode) = value.split_once(':')?;
+        Some((device.parse::<u64>().ok()?, inode.parse::<u64>().ok()?))
+    }) else {
+        return false;
+    };
+    rustix::fs::fstat(std::io::stderr())
+        .is_ok_and(|stat| stat.st_dev == device && stat.st_ino == inode)
+}
+
+async fn serve() -> anyhow::Result<()> {
+    init_logging();
     let args = Args::parse();
     if let Some(dir) = &args.generate_man {
         use clap::CommandFactory as _;

@@ -5,9 +5,17 @@ use super::*;
 impl Guard {
     // ---- control requests ---------------------------------------------------
 
+    /// This host's name in held requests and on the fleet relay.
+    pub fn host_name(&self) -> String {
+        match &self.policy.fleet {
+            Some(fleet) => fleet.host.clone(),
+            None => crate::policy::fleet::subject_token(&crate::notify::hostname()),
+        }
+    }
+
     pub fn pending(&self) -> Response {
         Response::Pending {
-            holds: self.holds.views(Instant::now()),
+            holds: self.holds.views(Instant::now(), &self.host_name()),
         }
     }
 

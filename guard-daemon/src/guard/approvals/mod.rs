@@ -113,7 +113,7 @@ impl Guard {
         let signers = crate::approval::load_allowed_signers(path).map_err(|e| e.to_string())?;
         let (principal, key) = crate::approval::verify(
             &token,
-            &hold.view(Instant::now()),
+            &hold.view(Instant::now(), &self.host_name()),
             decision,
             &signers,
             unix_now(),
