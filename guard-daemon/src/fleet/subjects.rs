@@ -27,8 +27,9 @@ pub fn decisions(host: &str) -> String {
     format!("agent-guard.decisions.{host}")
 }
 
-/// A hold as the relay carries it: pending (with the request, redacted as
-/// `guardctl pending` shows it, which is what a token signs), or ended.
+/// A hold as the relay carries it: pending (with the request as `guardctl
+/// pending --json` shows it, escaped, which is what a token signs: the
+/// same argv as the audit record's), or ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HoldState {
     pub host: String,
