@@ -73,7 +73,7 @@ check "the unit is active" active
 check "the unit is Type=notify (active means guardd said READY)" [ "$(unit Type)" = notify ]
 check "guardd logs to the journal" journal_has "guardd ready"
 check "with its fields as journal fields" \
-    bash -c "journalctl -b -u agent-guard -o verbose --no-pager | grep -q '^ *SOCKET=/run/agent-guard/guardd.sock'"
+    bash -c "journalctl -b -u agent-guard -o verbose --no-pager | grep -q '^ *F_SOCKET=/run/agent-guard/guardd.sock'"
 check "the journal has no terminal colour codes" \
     bash -c "! journalctl -b -u agent-guard -o cat --no-pager | grep -q $'\e\\['"
 check "systemctl status shows guardd's status line" \
