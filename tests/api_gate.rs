@@ -677,9 +677,11 @@ fn byte_seen_by(pid: u32, library: &Path, offset: u64) -> u8 {
     byte[0]
 }
 
-#[test]
-fn tls_write_probes_trap_only_in_session_processes_that_connect_and_follow_them_across_a_crash() {
-    const INT3: u8 = 0xcc;
+/// A breakpoint's instruction.
+const INT3: u8 = 0xcc;
+
+/// The system's libssl and the followed write probe guardd puts on it.
+fn libssl_write_probe() -> (PathBuf, guard_daemon::api::libs::ProbePoint) {
     let libssl = guard_daemon::api::libs::system_targets()
         .into_iter()
         .find(|path| path.to_string_lossy().contains("libssl.so"))
@@ -687,7 +689,14 @@ fn tls_write_probes_trap_only_in_session_processes_that_connect_and_follow_them_
     let probed = guard_daemon::api::libs::probed_in(&libssl);
     let write = (probed.points.iter())
         .find(|point| guard_daemon::kernel::api_hook_followed(point.hook))
+        .copied()
         .expect("a write probe on libssl");
+    (libssl, write)
+}
+
+#[test]
+fn tls_write_probes_trap_only_in_session_processes_that_connect_and_follow_them_across_a_crash() {
+    let (libssl, write) = libssl_write_probe();
     let mut guard = Daemon::start(POLICY);
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("tls_user.py");
@@ -749,6 +758,41 @@ fn tls_write_probes_trap_only_in_session_processes_that_connect_and_follow_them_
     for process in [connected, idle, outside] {
         kill_group(process.pid());
     }
+    no_holds_raised(&guard);
+}
+
+/// An agent adopted by guardd's scan at start connected before it was in
+/// any session, so no `SSL_new` stop saw it: guardd follows it at once.
+#[test]
+fn an_agent_adopted_with_its_connections_made_traps_at_once() {
+    let (libssl, write) = libssl_write_probe();
+    let dir = tempfile::tempdir().unwrap();
+    let package = dir.path().join("agent-pkg");
+    std::fs::create_dir(&package).unwrap();
+    let script = package.join("cli.py");
+    std::fs::write(&script, TLS_USER).unwrap();
+    let mut command = Command::new("/usr/bin/python3");
+    command
+        .arg(&script)
+        .args(["connects", "agent"])
+        .arg(dir.path());
+    let agent = Proc::spawn(command);
+    let pid = pid_in(&dir.path().join("agent"));
+    assert_ne!(byte_seen_by(pid, &libssl, write.offset), INT3);
+    let guard = Daemon::start(&format!(
+        "{POLICY}\n[agents]\ninterpreters = [\"python3\"]\npackages = [\"{}/\"]\n",
+        package.display()
+    ));
+    assert!(
+        guard.status().sessions.iter().any(|s| s.origin == "scan"),
+        "the agent was not adopted"
+    );
+    assert_eq!(
+        byte_seen_by(pid, &libssl, write.offset),
+        INT3,
+        "an adopted agent's earlier connection would write unseen"
+    );
+    kill_group(agent.pid());
     no_holds_raised(&guard);
 }
 

@@ -250,6 +250,12 @@ impl Guard {
             }
         }
         self.kernel.forget_api_held(tid, entry.ktime_ns);
+        self.let_go(process, tid, traced);
+    }
+
+    /// Resumes a process stopped at a probe for guardd's own work (a
+    /// library to probe, a process to follow), other threads' stops kept.
+    fn let_go(&mut self, process: &ProcessHandle, tid: u32, traced: bool) {
         if traced {
             let _ = self.tracer.detach(tid);
         }
@@ -288,13 +294,7 @@ impl Guard {
             return self.fail_closed(process, entry.session_id, &why, None);
         }
         self.exec_gate.stats.counts.tls_follows += 1;
-        if traced {
-            let _ = self.tracer.detach(tid);
-        }
-        self.keep_other_stops(process.pid, tid);
-        if let Err(err) = process.resume() {
-            tracing::error!(pid = process.pid, "resume failed: {err}");
-        }
+        self.let_go(process, tid, traced);
     }
 
     /// The calls in the stopped write or query, and why part of it could not

@@ -176,6 +176,8 @@ impl Guard {
                 }
             }
         }
+        // Processes that ran outside any session may have connected unseen.
+        self.kernel.follow_adopted(root);
         let argv = procfs::cmdline(root).unwrap_or_default();
         self.register_session(root, Some(agent), origin, uid, argv);
     }
@@ -206,8 +208,8 @@ impl Guard {
             listener: false,
             workspace: workspace_of(id, uid),
         });
-        // The programs it runs already get the API probes; its processes
-        // are followed from their first TLS connection (api_follow.rs).
+        // The programs it runs already get the API probes; its processes are
+        // followed from their first TLS connection (adopted ones at once).
         self.probe_session_programs(Some(id));
         // A new owner's home and a new workspace change the gate's roots.
         self.sync_gate_roots();

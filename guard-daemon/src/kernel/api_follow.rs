@@ -78,7 +78,7 @@ pub(super) struct Following {
 /// Which session tasks get a probe's event.
 #[derive(Clone, Copy)]
 pub(super) enum Tasks {
-    /// Every task (at guardd's start, or with no trigger).
+    /// Every task: at guardd's start, and in adopted sessions.
     All,
     /// Those followed already (a probe added later).
     Followed,
@@ -220,6 +220,14 @@ impl Kernel {
             .map_err(|err| KernelError::Pin(format!("{}: {err}", path.display())))?;
         self.links.insert(name.to_string(), pinned);
         Ok(())
+    }
+
+    /// Follows every task of session `id`, adopted from processes that ran
+    /// before it existed: they may hold connections made unseen by
+    /// `api_tls_start`, which stops only session threads.
+    pub fn follow_adopted(&mut self, id: u32) {
+        let all: Vec<usize> = (0..self.following.probes.len()).collect();
+        self.follow(Some(id), &all, Tasks::All);
     }
 
     /// Follows every thread of process `pid` (stopped by `api_tls_start`)

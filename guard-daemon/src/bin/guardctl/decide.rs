@@ -1,6 +1,5 @@
 use std::{path::Path, process::ExitCode};
 
-use anyhow::Context as _;
 use guard_daemon::{
     approval::Decision,
     policy::LocalAuth,
@@ -66,10 +65,9 @@ pub fn approve(
     relay: &super::fleet::Relay,
     args: ApproveArgs,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(url) = &relay.fleet {
-        let key = args.sign.context("--fleet approves with --sign KEY only")?;
-        let host = args.host.as_deref();
-        return super::fleet::decide(relay, url, &args.id, host, &key, Decision::Approve, None);
+    if relay.fleet.is_some() {
+        let (host, key) = (args.host.as_deref(), args.sign.as_deref());
+        return super::fleet::decide(relay, &args.id, host, key, Decision::Approve, None);
     }
     let token = signed(socket, &args.id, args.token, args.sign, Decision::Approve)?;
     match token {
@@ -215,18 +213,9 @@ pub fn deny(
     relay: &super::fleet::Relay,
     args: DenyArgs,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(url) = &relay.fleet {
-        let key = args.sign.context("--fleet denies with --sign KEY only")?;
-        let host = args.host.as_deref();
-        return super::fleet::decide(
-            relay,
-            url,
-            &args.id,
-            host,
-            &key,
-            Decision::Deny,
-            args.reason,
-        );
+    if relay.fleet.is_some() {
+        let (host, key) = (args.host.as_deref(), args.sign.as_deref());
+        return super::fleet::decide(relay, &args.id, host, key, Decision::Deny, args.reason);
     }
     let token = signed(socket, &args.id, args.token, args.sign, Decision::Deny)?;
     let request = match token {

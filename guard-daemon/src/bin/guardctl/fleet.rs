@@ -130,13 +130,14 @@ pub fn pending(relay: &Relay, url: &str, json: bool) -> anyhow::Result<ExitCode>
 /// `key` and publishes it for that host; waits to see it taken.
 pub fn decide(
     relay: &Relay,
-    url: &str,
     id: &str,
     host: Option<&str>,
-    key: &std::path::Path,
+    key: Option<&std::path::Path>,
     decision: Decision,
     reason: Option<String>,
 ) -> anyhow::Result<ExitCode> {
+    let url = relay.fleet.as_deref().context("no --fleet relay")?;
+    let key = key.context("--fleet decides with --sign KEY only: the host checks the signature")?;
     runtime()?.block_on(async {
         let client = connect(relay, url).await?;
         let js = jetstream::new(client.clone());
