@@ -102,6 +102,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         state,
     )));
     guard.lock().unwrap().set_cli_protections(protect);
+    guard.lock().unwrap().restore_fleet_policy();
     if let Some(line) = guard.lock().unwrap().protections_unenforced() {
         tracing::warn!("{line}");
     }

@@ -127,18 +127,34 @@ impl StateStore {
     }
 
     pub fn save(&self, state: &SavedState) -> std::io::Result<()> {
-        let path = self.dir.join(FILE);
-        let temp = self.dir.join(format!(".{FILE}.tmp"));
+        self.write(
+            FILE,
+            &serde_json::to_vec_pretty(state).expect("state serializes"),
+        )
+    }
+
+    /// Replaces file `name` of the state directory at once (mode 0600).
+    pub fn write(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let temp = self.dir.join(format!(".{name}.tmp"));
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
             .open(&temp)?;
-        file.write_all(&serde_json::to_vec_pretty(state).expect("state serializes"))?;
+        file.write_all(bytes)?;
         file.sync_all()?;
-        fs::rename(&temp, &path)?;
+        fs::rename(&temp, self.dir.join(name))?;
         fs::File::open(&self.dir)?.sync_all()
+    }
+
+    /// File `name` of the state directory; None if there is none.
+    pub fn read(&self, name: &str) -> std::io::Result<Option<Vec<u8>>> {
+        match fs::read(self.dir.join(name)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 
     /// Removes the state (teardown).

@@ -220,6 +220,9 @@ pub struct PolicySummary {
     pub version: String,
     /// Why the last reload was refused (the policy before it stays in force).
     pub last_reload_error: Option<String>,
+    /// Why the last fleet policy bundle offered was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_refused: Option<String>,
     pub rules: usize,
     pub watched_programs: usize,
     pub agents: Vec<String>,

@@ -110,8 +110,21 @@ async fn serve(guard: &Arc<Mutex<Guard>>, audit: &broadcast::Sender<Value>, flee
     };
     tracing::info!(url = %fleet.url, host = %fleet.host, "fleet relay: joining");
     let (queue, waiting) = mpsc::channel(QUEUE);
-    let publisher = tokio::spawn(publish_in_order(jetstream::new(client.clone()), waiting));
-    let _stop_publisher = AbortOnDrop(publisher);
+    let js = jetstream::new(client.clone());
+    let mut tasks = vec![
+        AbortOnDrop(tokio::spawn(publish_in_order(js.clone(), waiting))),
+        AbortOnDrop(tokio::spawn(super::policy::report_status(
+            js.clone(),
+            guard.clone(),
+        ))),
+    ];
+    if let Some(follow) = &fleet.policy {
+        tasks.push(AbortOnDrop(tokio::spawn(super::policy::follow_bundles(
+            js,
+            guard.clone(),
+            follow.name.clone(),
+        ))));
+    }
     let mut decisions = loop {
         match client.subscribe(subjects::decisions(&fleet.host)).await {
             Ok(subscriber) => break subscriber,
@@ -194,9 +207,7 @@ fn outgoing(guard: &Mutex<Guard>, host: &str, record: &Value) -> Vec<Outgoing> {
     let state = HoldState {
         host: host.to_string(),
         id: request.to_string(),
-        at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        at: super::unix_now(),
         ended: pending.is_none().then(|| event.to_string()),
         hold: pending,
     };
@@ -258,7 +269,7 @@ async fn publish(js: &jetstream::Context, message: &Outgoing) -> Result<(), Stri
 
 /// The two streams, made if missing (a team may make them beforehand,
 /// with replicas and limits of its own).
-pub(super) async fn ensure_streams(js: &jetstream::Context) -> Result<(), String> {
+async fn ensure_streams(js: &jetstream::Context) -> Result<(), String> {
     let holds = stream::Config {
         name: subjects::HOLDS_STREAM.into(),
         subjects: vec![subjects::ALL_HOLDS.into()],

@@ -54,3 +54,36 @@ pub struct Decision {
     #[serde(default)]
     pub reason: Option<String>,
 }
+
+/// Key-value bucket of signed policy bundles, one key per bundle name.
+pub const POLICY_BUCKET: &str = "AGENT_GUARD_POLICY";
+/// Key-value bucket of each host's last `HostStatus`, keyed by host.
+pub const HOSTS_BUCKET: &str = "AGENT_GUARD_HOSTS";
+
+/// What a host says about itself (`guardctl --fleet status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStatus {
+    pub host: String,
+    /// guardd's own version.
+    pub guardd: String,
+    /// The policy in force (`guardctl status` shows the same).
+    pub policy: String,
+    /// The bundle the host follows (`[fleet] policy_name`), if it takes any.
+    #[serde(default)]
+    pub follows: Option<String>,
+    /// The fleet bundle in force: its version and signer.
+    #[serde(default)]
+    pub bundle: Option<BundleInForce>,
+    /// Why the last bundle offered was refused, if it was.
+    #[serde(default)]
+    pub refused: Option<String>,
+    /// Seconds since the epoch when guardd published this.
+    pub at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleInForce {
+    pub name: String,
+    pub version: u64,
+    pub signer: String,
+}

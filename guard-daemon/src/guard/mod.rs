@@ -85,6 +85,7 @@ mod events;
 mod exec_gate;
 use exec_gate::ExecGate;
 pub(crate) mod finish;
+mod fleet_policy;
 mod frozen;
 mod outside;
 mod own_files;

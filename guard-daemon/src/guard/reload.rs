@@ -10,7 +10,11 @@ pub(super) struct PolicySource {
     /// The config file (None: the embedded policy).
     pub(super) config: Option<PathBuf>,
     /// `guardd --protect` paths, added to every policy loaded.
-    cli_protections: Vec<PathBuf>,
+    pub(super) cli_protections: Vec<PathBuf>,
+    /// The fleet's signed policy bundle in force, on top of the files.
+    pub(super) bundle: Option<super::fleet_policy::AppliedBundle>,
+    /// Why the last bundle offered was refused.
+    pub(super) bundle_refused: Option<String>,
     /// Why the last reload was refused (the policy before it stays in force).
     pub(super) last_reload_error: Option<String>,
     /// The policy's `[notify]` settings, followed by `notify::run`.
@@ -24,6 +28,8 @@ impl PolicySource {
         Self {
             config,
             cli_protections: Vec::new(),
+            bundle: None,
+            bundle_refused: None,
             last_reload_error: None,
             notify: tokio::sync::watch::Sender::new(policy.notify.clone()),
             fleet: tokio::sync::watch::Sender::new(policy.fleet.clone()),
@@ -62,11 +68,13 @@ impl Guard {
         }
         let mut record = AuditRecord::new(AuditEvent::PolicyReload);
         record.reason = Some(reason.to_string());
-        match Policy::load(&config)
-            .and_then(|p| p.with_protected_paths(&self.source.cli_protections))
-            .and_then(|p| p.with_self_protection(&self.own.files.gate_paths()))
-        {
-            Ok(policy) => self.reloaded(reason, policy, &mut record),
+        match self.policy_files(&config) {
+            Ok((policy, dropped)) => {
+                self.reloaded(reason, policy, &mut record);
+                if let (None, Some(why)) = (&self.source.last_reload_error, dropped) {
+                    self.bundle_dropped(&why);
+                }
+            }
             Err(err) => {
                 tracing::error!("{reason}: new policy refused, the old one stays in force: {err}");
                 self.source.last_reload_error = Some(err.to_string());
@@ -93,7 +101,7 @@ impl Guard {
 
     /// Puts a policy that loaded in force, once the kernel's program map
     /// took its programs; otherwise the old one stays, with its programs.
-    fn reloaded(&mut self, reason: &str, policy: Policy, record: &mut AuditRecord) {
+    pub(super) fn reloaded(&mut self, reason: &str, policy: Policy, record: &mut AuditRecord) {
         let files = ProgramFiles::of(&policy);
         if let Err(err) = self.kernel.set_programs(&ProgramSets::of(&policy, &files)) {
             let old = ProgramSets::of(&self.policy, &self.exec_gate.program_files);

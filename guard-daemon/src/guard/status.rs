@@ -11,6 +11,7 @@ impl Guard {
                 source: self.policy.source.clone(),
                 version: self.policy.version.clone(),
                 last_reload_error: self.source.last_reload_error.clone(),
+                fleet_refused: self.source.bundle_refused.clone(),
                 rules: self.policy.rules.len(),
                 watched_programs: self.policy.watched_programs().len(),
                 agents: self.policy.agents.programs.clone(),

@@ -15,6 +15,11 @@ pub struct FleetFile {
     pub credentials: Option<PathBuf>,
     /// A PEM file of the CA that signed the relay's TLS certificate.
     pub ca: Option<PathBuf>,
+    /// An allowed_signers file of the keys whose policy bundles this host
+    /// takes from the relay; without it the host takes none.
+    pub policy_signers: Option<PathBuf>,
+    /// The bundle this host follows (default `default`).
+    pub policy_name: Option<String>,
 }
 
 /// The `[fleet]` in force.
@@ -25,6 +30,15 @@ pub struct FleetSettings {
     pub host: String,
     pub credentials: Option<PathBuf>,
     pub ca: Option<PathBuf>,
+    /// Bundles of `name` signed by a key of `signers` are taken.
+    pub policy: Option<PolicyFollow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyFollow {
+    /// As it goes into the bucket's key: letters, digits, `-` and `_` only.
+    pub name: String,
+    pub signers: PathBuf,
 }
 
 impl FleetFile {
@@ -35,17 +49,39 @@ impl FleetFile {
             host: self.host.or(earlier.host),
             credentials: self.credentials.or(earlier.credentials),
             ca: self.ca.or(earlier.ca),
+            policy_signers: self.policy_signers.or(earlier.policy_signers),
+            policy_name: self.policy_name.or(earlier.policy_name),
         }
+    }
+
+    /// Relative paths as relative to `dir`, the directory of the file that names them.
+    pub fn resolved_in(mut self, dir: &std::path::Path) -> FleetFile {
+        for path in [
+            &mut self.credentials,
+            &mut self.ca,
+            &mut self.policy_signers,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *path = dir.join(&*path);
+        }
+        self
     }
 
     pub fn settings(self) -> Option<FleetSettings> {
         let url = self.url?;
         let host = self.host.unwrap_or_else(crate::notify::hostname);
+        let policy_name = self.policy_name.unwrap_or_else(|| "default".into());
         Some(FleetSettings {
             url,
             host: subject_token(&host),
             credentials: self.credentials,
             ca: self.ca,
+            policy: self.policy_signers.map(|signers| PolicyFollow {
+                name: subject_token(&policy_name),
+                signers,
+            }),
         })
     }
 }

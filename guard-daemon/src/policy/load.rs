@@ -78,6 +78,12 @@ impl Policy {
 
     /// Loads `path` and the `policy.d/*.toml` files beside it.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        Self::load_with(path, None)
+    }
+
+    /// `load(path)` with one more layer on top, `(origin, text)`: the fleet's
+    /// signed bundle.
+    pub fn load_with(path: &Path, top: Option<(&str, &str)>) -> Result<Self, PolicyError> {
         let mut files = vec![path.to_path_buf()];
         files.extend(dropin_files(path)?);
         let mut layers = Vec::new();
@@ -94,6 +100,10 @@ impl Policy {
         if parse_file(&layers[0])?.base != Some(Base::None) {
             layers.insert(0, default_layer());
         }
+        layers.extend(top.map(|(origin, text)| Layer {
+            origin: origin.into(),
+            text: text.into(),
+        }));
         Self::from_layers(layers)
     }
 
@@ -123,7 +133,8 @@ impl Policy {
             layer.text.hash(&mut digest);
             let file = parse_file(layer)?;
             pack = file.pack_version.or(pack);
-            fleet = file.fleet.over(fleet);
+            let dir = Path::new(&layer.origin).parent().unwrap_or(Path::new("."));
+            fleet = file.fleet.resolved_in(dir).over(fleet);
             extend_unique(&mut agents.programs, file.agents.programs);
             extend_unique(&mut agents.interpreters, file.agents.interpreters);
             extend_unique(&mut agents.packages, file.agents.packages);

@@ -964,6 +964,7 @@ mod tests {
                 source: "/etc/agent-guard/policy.toml".into(),
                 version: "bench".into(),
                 last_reload_error: None,
+                fleet_refused: None,
                 rules: 1,
                 watched_programs: 1,
                 agents: vec!["claude".into()],

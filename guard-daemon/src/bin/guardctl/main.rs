@@ -79,10 +79,10 @@ fn main() -> ExitCode {
         Command::Approve(args) => decide::approve(&cli.socket, &cli.relay, args),
         Command::Deny(args) => decide::deny(&cli.socket, &cli.relay, args),
         Command::Sign(args) => sign::run(&cli.socket, args),
-        Command::Watch(args) => watch::run(&cli.socket, args),
-        Command::Status(args) => status::run(&cli.socket, args),
+        Command::Watch(args) => watch::run(&cli.socket, &cli.relay, args),
+        Command::Status(args) => status::run(&cli.socket, &cli.relay, args),
         Command::Explain(args) => explain::run(&cli.socket, args),
-        Command::Policy(command) => policy::run(command),
+        Command::Policy(command) => policy::run(&cli.relay, command),
         Command::Generate { man, completions } => generate(&man, &completions),
     };
     match result {

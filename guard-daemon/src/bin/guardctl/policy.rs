@@ -10,10 +10,34 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// With --fleet: sign FILE and publish it as the next version of a
+    /// policy bundle; hosts whose `[fleet] policy_signers` list the key load
+    /// it on top of their own files.
+    Publish {
+        file: PathBuf,
+        /// The signing key (as for `guardctl sign --key`).
+        #[arg(long)]
+        sign: PathBuf,
+        /// The bundle: hosts follow the one their `[fleet] policy_name` names.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// The version (default: the one on the relay plus one); hosts take
+        /// only versions newer than the one they run.
+        #[arg(long)]
+        version: Option<u64>,
+    },
 }
 
-pub fn run(command: Command) -> anyhow::Result<ExitCode> {
-    let Command::Check { files } = command;
+pub fn run(relay: &super::fleet::Relay, command: Command) -> anyhow::Result<ExitCode> {
+    let files = match command {
+        Command::Check { files } => files,
+        Command::Publish {
+            file,
+            sign,
+            name,
+            version,
+        } => return super::fleet::publish(relay, &file, &sign, &name, version),
+    };
     let mut ok = true;
     for file in files {
         // Each file is checked as it would be loaded: on the default pack unless it says base = "none".

@@ -86,29 +86,29 @@ pub fn sign_hold(
         .as_secs()
         + ttl.as_secs();
     let request = SignedRequest::of(hold, decision, expires);
-    match ssh_key::PrivateKey::read_openssh_file(key) {
-        Ok(private) if !private.is_encrypted() => Ok(approval::sign(&private, &request)?),
+    match plain_key(key) {
+        Some(private) => Ok(approval::sign(&private, &request)?),
         // Encrypted, or a public key (the private half in ssh-agent).
-        _ => ssh_keygen_sign(key, &request),
+        None => Ok(approval::token_of(
+            request.expires,
+            &ssh_keygen_sign(key, approval::NAMESPACE, request.digest().as_bytes())?,
+        )),
     }
 }
 
-/// `ssh-keygen -Y sign`: it asks for a passphrase or uses ssh-agent, and
-/// makes the same SSHSIG (namespace agent-guard, SHA-512) as `approval::sign`.
-fn ssh_keygen_sign(key: &Path, request: &SignedRequest) -> anyhow::Result<String> {
+/// `ssh-keygen -Y sign -n NAMESPACE` of `message`, armored: it asks for a
+/// passphrase or uses ssh-agent, and makes the same SSHSIG (SHA-512) as
+/// the library's own signing with an unencrypted key.
+pub fn ssh_keygen_sign(key: &Path, namespace: &str, message: &[u8]) -> anyhow::Result<String> {
     use std::io::Write as _;
     let mut child = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-Y", "sign", "-n", approval::NAMESPACE, "-f"])
+        .args(["-q", "-Y", "sign", "-n", namespace, "-f"])
         .arg(key)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("running ssh-keygen -Y sign")?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(request.digest().as_bytes())?;
+    child.stdin.take().expect("piped").write_all(message)?;
     let output = child.wait_with_output()?;
     if !output.status.success() {
         anyhow::bail!(
@@ -117,10 +117,14 @@ fn ssh_keygen_sign(key: &Path, request: &SignedRequest) -> anyhow::Result<String
             output.status
         );
     }
-    Ok(approval::token_of(
-        request.expires,
-        &String::from_utf8(output.stdout)?,
-    ))
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// The private key at `key` when it is usable as it is (not encrypted).
+pub fn plain_key(key: &Path) -> Option<ssh_key::PrivateKey> {
+    ssh_key::PrivateKey::read_openssh_file(key)
+        .ok()
+        .filter(|k| !k.is_encrypted())
 }
 
 fn read_holds(path: &Path) -> anyhow::Result<Vec<HoldView>> {

@@ -19,7 +19,10 @@ pub struct Args {
 /// A mechanism's line is cut here unless --verbose.
 const LINE: usize = 110;
 
-pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(socket: &Path, relay: &super::fleet::Relay, args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &relay.fleet {
+        return super::fleet::status(relay, url, args.json);
+    }
     let response = super::call(socket, Request::Status)?;
     let Response::Status(status) = response else {
         return Err(super::unexpected(response));
@@ -38,6 +41,9 @@ pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
     );
     if let Some(err) = &status.policy.last_reload_error {
         println!("  last reload refused (the policy above stays in force): {err}");
+    }
+    if let Some(err) = &status.policy.fleet_refused {
+        println!("  {err} (the policy above stays in force)");
     }
     println!(
         "sessions: {}   pending: {}",

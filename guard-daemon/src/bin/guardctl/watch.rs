@@ -29,7 +29,10 @@ enum Input {
     GuarddClosed,
 }
 
-pub fn run(socket: &Path, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(socket: &Path, relay: &super::fleet::Relay, args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &relay.fleet {
+        return super::fleet::watch(relay, url, args.json);
+    }
     let stream = client::stream(socket, Request::Watch)?;
     let prompt = !args.json
         && !args.no_prompt

@@ -1,92 +1,23 @@
 //! `guardctl --fleet URL pending | approve ID --sign KEY | deny ID --sign KEY`:
 //! the holds of every host, read from the relay's stream, and decisions
-//! signed here and published for the host that holds the request. Nothing
-//! needs a shell on that host; the host checks the signature itself.
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+//! signed here and published for the host that holds the request.
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::{bail, Context as _};
-use async_nats::jetstream::{self, consumer};
-use futures_util::StreamExt as _;
+use async_nats::jetstream;
 use guard_daemon::{
     approval::Decision,
     escape::escape_bytes,
-    fleet::subjects::{self, HoldState},
+    fleet::{
+        subjects::{self, HoldState},
+        unix_now,
+    },
 };
 
-/// How to reach the relay.
-#[derive(clap::Args, Clone)]
-pub struct Relay {
-    /// The fleet's NATS relay (`nats://host:4222`): `pending`, `approve`
-    /// and `deny` then act on the holds of every host that joined it.
-    #[arg(long, global = true, env = "AGENT_GUARD_FLEET")]
-    pub fleet: Option<String>,
-    /// A NATS credentials file for the relay.
-    #[arg(long, global = true, requires = "fleet")]
-    pub fleet_credentials: Option<PathBuf>,
-    /// A PEM CA file for the relay's TLS certificate.
-    #[arg(long, global = true, requires = "fleet")]
-    pub fleet_ca: Option<PathBuf>,
-}
+use super::{connect, runtime, states, Relay};
 
 /// How long a decision waits to be seen taken.
 const DECIDED_WAIT: Duration = Duration::from_secs(10);
-const READ_WAIT: Duration = Duration::from_secs(5);
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
-}
-
-async fn connect(relay: &Relay, url: &str) -> anyhow::Result<async_nats::Client> {
-    guard_daemon::fleet::connect(
-        url,
-        "guardctl",
-        relay.fleet_credentials.as_deref(),
-        relay.fleet_ca.as_deref(),
-        false,
-    )
-    .await
-    .map_err(|why| anyhow::anyhow!("fleet relay {url}: {why}"))
-}
-
-/// Every hold's last state on the relay.
-async fn states(js: &jetstream::Context) -> anyhow::Result<Vec<HoldState>> {
-    let mut stream = match js.get_stream(subjects::HOLDS_STREAM).await {
-        Ok(stream) => stream,
-        // No host has published yet.
-        Err(_) => return Ok(Vec::new()),
-    };
-    if stream.info().await?.state.messages == 0 {
-        return Ok(Vec::new());
-    }
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subjects::ALL_HOLDS.into(),
-            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
-    let mut states = Vec::new();
-    while let Some(message) = tokio::time::timeout(READ_WAIT, messages.next())
-        .await
-        .context("the relay stopped sending the holds")?
-    {
-        let message = message?;
-        match serde_json::from_slice::<HoldState>(&message.payload) {
-            Ok(state) => states.push(state),
-            Err(err) => eprintln!(
-                "guardctl: a hold state on {} is not readable, skipped: {err}",
-                escape_bytes(message.subject.as_bytes())
-            ),
-        }
-        if message.info().map_or(true, |info| info.pending == 0) {
-            break;
-        }
-    }
-    Ok(states)
-}
 
 pub fn pending(relay: &Relay, url: &str, json: bool) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
@@ -153,7 +84,8 @@ pub fn decide(
             _ => bail!("{id} is pending on several hosts: name one with --host"),
         };
         let hold = state.hold.as_ref().expect("filtered");
-        let token = super::sign::sign_hold(hold, key, decision, super::decide::TOKEN_TTL)?;
+        let token =
+            super::super::sign::sign_hold(hold, key, decision, super::super::decide::TOKEN_TTL)?;
         let message = subjects::Decision {
             id: id.to_string(),
             token,
@@ -203,10 +135,4 @@ pub fn decide(
         );
         Ok(ExitCode::from(1))
     })
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
