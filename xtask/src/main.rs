@@ -54,6 +54,10 @@ enum Task {
         /// minutes) into the last run's results.json, and write the report.
         #[arg(long, conflicts_with = "report")]
         lsm_gate: bool,
+        /// Only measure the fleet relay (500 simulated hosts, guardd's cost
+        /// of the relay; about 3 minutes) into the last run's results.json.
+        #[arg(long, conflicts_with_all = ["report", "lsm_gate"])]
+        fleet: bool,
         /// Passed to criterion.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -72,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Bench { report: true, .. } => bench::rewrite_report(),
         Task::Bench { lsm_gate: true, .. } => bench::lsm_gate_only(),
+        Task::Bench { fleet: true, .. } => bench::fleet_only(),
         Task::Bench { args, .. } => bench::run(&args),
         Task::Dist => dist::run(),
         Task::Fuzz { time, target } => fuzz::run(time, target),

@@ -10,7 +10,7 @@ mod relay;
 pub mod subjects;
 
 pub use policy::bucket;
-pub use relay::{connect, run};
+pub use relay::{connect, ensure_streams, run};
 
 /// Seconds since the epoch, as messages on the relay carry time.
 pub fn unix_now() -> u64 {

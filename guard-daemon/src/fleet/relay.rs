@@ -269,7 +269,7 @@ async fn publish(js: &jetstream::Context, message: &Outgoing) -> Result<(), Stri
 
 /// The two streams, made if missing (a team may make them beforehand,
 /// with replicas and limits of its own).
-async fn ensure_streams(js: &jetstream::Context) -> Result<(), String> {
+pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), String> {
     let holds = stream::Config {
         name: subjects::HOLDS_STREAM.into(),
         subjects: vec![subjects::ALL_HOLDS.into()],

@@ -191,6 +191,7 @@ pub fn run() -> anyhow::Result<()> {
     let go_api = super::go_api::run(&bench)?;
     let lsm_policy = format!("{POLICY_HEAD}{POLICY_RULES}");
     let lsm_gate = Measured::of(super::lsm_gate::run(&lsm_policy), Pair::summary);
+    let fleet = super::fleet::run(&bench, &policy(&bench.dir.join("bin")))?;
 
     let results = Results {
         machine: machine(),
@@ -232,6 +233,7 @@ pub fn run() -> anyhow::Result<()> {
         exec_load: load,
         api_client_gate: Some(api),
         api_client_gate_go: Some(go_api),
+        fleet: Some(fleet),
     };
     fs::write(
         bench.dir.join("results.json"),
@@ -250,6 +252,30 @@ fn last_results() -> anyhow::Result<Results> {
     let text = fs::read_to_string(&path)
         .with_context(|| format!("{}: run `cargo xtask bench` first", path.display()))?;
     Ok(serde_json::from_str(&text)?)
+}
+
+/// `--fleet`: the fleet relay's figures measured again into the last results.
+pub fn fleet_only() -> anyhow::Result<()> {
+    let mut results = last_results()?;
+    build::release_build()?;
+    let dir = cmd::workspace_root().join("target/bench");
+    let bench = Bench {
+        release: cmd::workspace_root().join("target/release"),
+        execs: results.execs_per_run,
+        dir,
+    };
+    if !bench.bin("tfbench").exists() {
+        bail!(
+            "{}: run `cargo xtask bench` first",
+            bench.bin("tfbench").display()
+        );
+    }
+    results.fleet = Some(super::fleet::run(&bench, &policy(&bench.dir.join("bin")))?);
+    fs::write(
+        bench.dir.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    write_report(&results)
 }
 
 /// `--lsm-gate`: the VM's figure measured again into the last results.
@@ -429,6 +455,18 @@ impl Guardd {
 
     pub(super) fn start(bench: &Bench) -> anyhow::Result<Self> {
         Self::start_with(bench, Self::command(bench))
+    }
+
+    /// With the policy file `config` instead of the bench's.
+    pub(super) fn start_config(bench: &Bench, config: &Path) -> anyhow::Result<Self> {
+        let mut command = Command::new(bench.release.join("guardd"));
+        let args: Vec<_> = Self::command(bench)
+            .get_args()
+            .skip(2)
+            .map(|a| a.to_owned())
+            .collect();
+        command.arg("--config").arg(config).args(args);
+        Self::start_with(bench, command)
     }
 
     /// On the embedded default policy, as a user would run it.
@@ -922,6 +960,9 @@ fn report(r: &Results) -> String {
     }
     if let Some(go) = &r.api_client_gate_go {
         out += &super::go_api::report(go, &row);
+    }
+    if let Some(fleet) = &r.fleet {
+        out += &super::fleet::report(fleet, &row);
     }
     out
 }

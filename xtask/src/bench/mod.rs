@@ -5,6 +5,7 @@ mod auditd;
 mod burst;
 mod exec;
 mod fapolicyd;
+mod fleet;
 mod go_api;
 mod kernel_cost;
 mod lsm_gate;
@@ -14,7 +15,7 @@ mod workload;
 
 use crate::cmd;
 
-pub use exec::{lsm_gate_only, rewrite_report};
+pub use exec::{fleet_only, lsm_gate_only, rewrite_report};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     cmd::run(

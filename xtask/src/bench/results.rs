@@ -141,6 +141,9 @@ pub(super) struct Results {
     /// Absent from runs before Go programs were probed.
     #[serde(default)]
     pub api_client_gate_go: Option<GoApiCost>,
+    /// Absent from runs before the fleet relay's bench.
+    #[serde(default)]
+    pub fleet: Option<super::fleet::FleetCost>,
 }
 
 /// The API-client gate on Go programs (`super::go_api`).
