@@ -146,9 +146,11 @@ fn wait_relay(nats: &Nats, what: &str, ready: impl Fn(&[HoldState]) -> bool) -> 
     }
 }
 
-/// Publishes `decision` raw on `host`'s subject, as a relay (or anyone on
-/// it) could.
-fn publish_decision(nats: &Nats, host: &str, decision: &subjects::Decision) {
+/// `work` with a client of the relay, as a relay (or anyone on it) could act.
+fn on_relay<F: std::future::Future<Output = ()>>(
+    nats: &Nats,
+    work: impl FnOnce(async_nats::Client) -> F,
+) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -157,11 +159,16 @@ fn publish_decision(nats: &Nats, host: &str, decision: &subjects::Decision) {
         let client = guard_daemon::fleet::connect(&nats.url(), "test", None, None, false)
             .await
             .unwrap();
+        work(client).await;
+    });
+}
+
+/// Publishes `decision` raw on `host`'s subject.
+fn publish_decision(nats: &Nats, host: &str, decision: &subjects::Decision) {
+    let payload = serde_json::to_vec(decision).unwrap();
+    on_relay(nats, |client| async move {
         client
-            .publish(
-                subjects::decisions(host),
-                serde_json::to_vec(decision).unwrap().into(),
-            )
+            .publish(subjects::decisions(host), payload.into())
             .await
             .unwrap();
         client.flush().await.unwrap();
@@ -377,25 +384,15 @@ fn host_status<'a>(status: &'a serde_json::Value, host: &str) -> &'a serde_json:
         .unwrap_or(&serde_json::Value::Null)
 }
 
-/// Puts `bundle` as it is into the policy bucket, as the relay (or anyone
-/// on it) could.
+/// Puts `bundle` as it is into the policy bucket.
 fn put_bundle(nats: &Nats, name: &str, bundle: &serde_json::Value) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = guard_daemon::fleet::connect(&nats.url(), "test", None, None, false)
-            .await
-            .unwrap();
+    let payload = serde_json::to_vec(bundle).unwrap();
+    on_relay(nats, |client| async move {
         let js = async_nats::jetstream::new(client);
         let store = guard_daemon::fleet::bucket(&js, subjects::POLICY_BUCKET)
             .await
             .unwrap();
-        store
-            .put(name, serde_json::to_vec(bundle).unwrap().into())
-            .await
-            .unwrap();
+        store.put(name, payload.into()).await.unwrap();
     });
 }
 

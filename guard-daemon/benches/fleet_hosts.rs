@@ -178,28 +178,14 @@ async fn raise_holds(
         if Instant::now() + gap > deadline {
             // One hold left pending per host, for the approver's listing.
             let id = format!("{:04x}-last", seed & 0xffff);
-            let state = HoldState {
-                host: host.clone(),
-                id: id.clone(),
-                at: unix_now(),
-                hold: Some(hold_view(&host, &id)),
-                ended: None,
-            };
-            sent.lock().unwrap().insert(id.clone(), Instant::now());
+            let state = pending(&host, &id, &sent);
             acks.push(publish(&js, subjects::hold(&host, &id), &state).await);
             return acks;
         }
         tokio::time::sleep(gap).await;
         n += 1;
         let id = format!("{:04x}-{n}", seed & 0xffff);
-        let mut state = HoldState {
-            host: host.clone(),
-            id: id.clone(),
-            at: unix_now(),
-            hold: Some(hold_view(&host, &id)),
-            ended: None,
-        };
-        sent.lock().unwrap().insert(id.clone(), Instant::now());
+        let mut state = pending(&host, &id, &sent);
         let subject = subjects::hold(&host, &id);
         acks.push(publish(&js, subject.clone(), &state).await);
         acks.push(publish(&js, subjects::audit(&host), &audit(&id, "hold")).await);
@@ -208,6 +194,18 @@ async fn raise_holds(
         state.ended = Some("approve".into());
         acks.push(publish(&js, subject, &state).await);
         acks.push(publish(&js, subjects::audit(&host), &audit(&id, "approve")).await);
+    }
+}
+
+/// Hold `id` pending, its publication time noted for the approver.
+fn pending(host: &str, id: &str, sent: &Sent) -> HoldState {
+    sent.lock().unwrap().insert(id.into(), Instant::now());
+    HoldState {
+        host: host.into(),
+        id: id.into(),
+        at: unix_now(),
+        hold: Some(hold_view(host, id)),
+        ended: None,
     }
 }
 

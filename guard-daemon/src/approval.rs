@@ -221,14 +221,7 @@ pub fn verify(
         return Err(ApprovalError::TooLong(token.expires - now, max_ttl_secs));
     }
     let fingerprint = token.signature.public_key().fingerprint(HashAlg::Sha256);
-    let signer = signers
-        .iter()
-        .find(|s| {
-            s.key.key_data() == token.signature.public_key()
-                && s.namespaces
-                    .as_ref()
-                    .is_none_or(|ns| ns.iter().any(|n| n == NAMESPACE))
-        })
+    let signer = signer_of(&token.signature, NAMESPACE, signers)
         .ok_or_else(|| ApprovalError::UnknownKey(fingerprint.to_string()))?;
     let request = SignedRequest::of(hold, decision, token.expires);
     signer
@@ -236,6 +229,20 @@ pub fn verify(
         .verify(NAMESPACE, request.digest().as_bytes(), &token.signature)
         .map_err(|_| ApprovalError::BadSignature)?;
     Ok((signer.principals[0].clone(), fingerprint.to_string()))
+}
+
+/// The line of `signers` whose key made `signature` and may sign in `namespace`.
+pub fn signer_of<'a>(
+    signature: &SshSig,
+    namespace: &str,
+    signers: &'a [Signer],
+) -> Option<&'a Signer> {
+    signers.iter().find(|s| {
+        s.key.key_data() == signature.public_key()
+            && s.namespaces
+                .as_ref()
+                .is_none_or(|ns| ns.iter().any(|n| n == namespace))
+    })
 }
 
 fn looks_like_key_type(field: &str) -> bool {

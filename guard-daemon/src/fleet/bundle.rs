@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use ssh_key::{HashAlg, LineEnding, PrivateKey, SshSig};
 
-use crate::approval::Signer;
+use crate::approval::{signer_of, Signer};
 
 /// A signature made for approvals, git or ssh cannot sign a policy.
 pub const NAMESPACE: &str = "agent-guard-policy";
@@ -104,22 +104,14 @@ impl PolicyBundle {
         }
         let signature = SshSig::from_pem(self.signature.as_bytes())
             .map_err(|err| BundleError::Malformed(format!("signature: {err}")))?;
-        let signer = signers
-            .iter()
-            .find(|s| {
-                s.key.key_data() == signature.public_key()
-                    && s.namespaces
-                        .as_ref()
-                        .is_none_or(|ns| ns.iter().any(|n| n == NAMESPACE))
-            })
-            .ok_or_else(|| {
-                BundleError::UnknownKey(
-                    signature
-                        .public_key()
-                        .fingerprint(HashAlg::Sha256)
-                        .to_string(),
-                )
-            })?;
+        let signer = signer_of(&signature, NAMESPACE, signers).ok_or_else(|| {
+            BundleError::UnknownKey(
+                signature
+                    .public_key()
+                    .fingerprint(HashAlg::Sha256)
+                    .to_string(),
+            )
+        })?;
         signer
             .key
             .verify(NAMESPACE, self.signed_text().as_bytes(), &signature)

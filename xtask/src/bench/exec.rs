@@ -390,14 +390,14 @@ impl Bench {
 }
 
 /// guardd's resident memory, CPU time, and the memory its BPF maps lock.
-struct Usage {
+pub(super) struct Usage {
     rss_kib: u64,
-    cpu_seconds: f64,
+    pub cpu_seconds: f64,
     map_memlock_bytes: u64,
 }
 
 impl Usage {
-    fn of(pid: u32) -> anyhow::Result<Self> {
+    pub(super) fn of(pid: u32) -> anyhow::Result<Self> {
         let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
         let rss_kib = status
             .lines()
@@ -459,25 +459,22 @@ impl Guardd {
 
     /// With the policy file `config` instead of the bench's.
     pub(super) fn start_config(bench: &Bench, config: &Path) -> anyhow::Result<Self> {
-        let mut command = Command::new(bench.release.join("guardd"));
-        let args: Vec<_> = Self::command(bench)
-            .get_args()
-            .skip(2)
-            .map(|a| a.to_owned())
-            .collect();
-        command.arg("--config").arg(config).args(args);
-        Self::start_with(bench, command)
+        Self::start_on(bench, Some(config))
     }
 
     /// On the embedded default policy, as a user would run it.
     fn start_default(bench: &Bench) -> anyhow::Result<Self> {
+        Self::start_on(bench, None)
+    }
+
+    /// The bench's flags with `config` as the policy (None: the embedded one).
+    fn start_on(bench: &Bench, config: Option<&Path>) -> anyhow::Result<Self> {
         let mut command = Command::new(bench.release.join("guardd"));
-        let args: Vec<_> = Self::command(bench)
-            .get_args()
-            .skip(2)
-            .map(|a| a.to_owned())
-            .collect();
-        command.args(args);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        // The bench's own `--config FILE` comes first.
+        command.args(Self::command(bench).get_args().skip(2));
         Self::start_with(bench, command)
     }
 

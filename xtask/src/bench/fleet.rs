@@ -12,7 +12,6 @@ use std::{
     fs,
     io::{Read as _, Write as _},
     net::TcpStream,
-    path::Path,
     process::{Child, Command, Stdio},
     thread::sleep,
     time::{Duration, Instant},
@@ -22,7 +21,7 @@ use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    exec::{summary, Bench, Guardd, Pair, ROUNDS},
+    exec::{summary, Bench, Guardd, Pair, Usage, ROUNDS},
     results::{PairSummary, Summary},
 };
 use crate::cmd;
@@ -233,7 +232,7 @@ fn relay_cost(
             // Joined, and what it says at start through, before the clock starts.
             sleep(Duration::from_millis(500));
             let before_count = nats.messages("AGENT_GUARD_AUDIT")?;
-            let before = cpu_seconds(guard.child.id())?;
+            let before = Usage::of(guard.child.id())?.cpu_seconds;
             let (command, count) = bench.watched_loop(Some(&guard), "audit");
             records = count;
             let per_exec = bench.per_exec_us((command, count))?;
@@ -248,7 +247,7 @@ fn relay_cost(
                 }
                 drain.push(loop_end.elapsed().as_secs_f64() * 1e3);
             }
-            let used = cpu_seconds(guard.child.id())? - before;
+            let used = Usage::of(guard.child.id())?.cpu_seconds - before;
             guard.stop(bench)?;
             let (exec_side, cpu_side) = match fleet {
                 true => (&mut exec.with, &mut cpu.with),
@@ -268,15 +267,6 @@ fn stdout_of(command: &mut Command) -> anyhow::Result<String> {
         bail!("{command:?} failed with {}", out.status);
     }
     Ok(String::from_utf8(out.stdout)?)
-}
-
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat"))?;
-    let fields: Vec<&str> = stat[stat.rfind(')').context("stat")? + 2..]
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
 }
 
 pub(super) fn report(fleet: &FleetCost, row: &dyn Fn(&str, &str, &Summary) -> String) -> String {

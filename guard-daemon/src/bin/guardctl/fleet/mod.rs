@@ -57,6 +57,20 @@ pub(super) async fn connect(relay: &Relay, url: &str) -> anyhow::Result<async_na
 }
 
 /// Every hold's last state on the relay.
+/// The last message of every hold's subject, then each new one.
+pub(super) async fn last_states(
+    stream: &jetstream::stream::Stream,
+) -> anyhow::Result<consumer::pull::Ordered> {
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subjects::ALL_HOLDS.into(),
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await?;
+    Ok(consumer.messages().await?)
+}
+
 pub(super) async fn states(js: &jetstream::Context) -> anyhow::Result<Vec<HoldState>> {
     let mut stream = match js.get_stream(subjects::HOLDS_STREAM).await {
         Ok(stream) => stream,
@@ -66,14 +80,7 @@ pub(super) async fn states(js: &jetstream::Context) -> anyhow::Result<Vec<HoldSt
     if stream.info().await?.state.messages == 0 {
         return Ok(Vec::new());
     }
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subjects::ALL_HOLDS.into(),
-            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let mut messages = last_states(&stream).await?;
     let mut states = Vec::new();
     while let Some(message) = tokio::time::timeout(READ_WAIT, messages.next())
         .await

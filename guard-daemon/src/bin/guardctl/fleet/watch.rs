@@ -3,7 +3,7 @@
 //! publish them. It only shows: deciding takes `approve`/`deny --sign`.
 use std::{process::ExitCode, time::Duration};
 
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream;
 use futures_util::StreamExt as _;
 use guard_daemon::{
     escape::escape_bytes,
@@ -24,14 +24,7 @@ pub fn watch(relay: &Relay, url: &str, json: bool) -> anyhow::Result<ExitCode> {
         };
         // The last state of every hold, then each new one: nothing published
         // between reading what is pending and following is missed.
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: subjects::ALL_HOLDS.into(),
-                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-                ..Default::default()
-            })
-            .await?;
-        let mut messages = consumer.messages().await?;
+        let mut messages = super::last_states(&stream).await?;
         let mut caught_up = stream.cached_info().state.messages == 0;
         if !json && !caught_up {
             println!("pending now:");
