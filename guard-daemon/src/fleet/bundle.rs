@@ -30,6 +30,8 @@ pub enum BundleError {
         "a bundle may not set [fleet]: how a host reaches the relay and whom it trusts stay local"
     )]
     SetsFleet,
+    #[error("a bundle names files by absolute paths only ({0} is relative): it has no directory of its own")]
+    RelativePath(String),
     #[error("signing: {0}")]
     Sign(String),
 }
@@ -136,10 +138,28 @@ impl PolicyBundle {
 pub fn check_layer(policy: &str) -> Result<(), BundleError> {
     let table: toml::Table = toml::from_str(policy)
         .map_err(|err| BundleError::Malformed(err.to_string().trim_end().to_string()))?;
-    match table.contains_key("fleet") {
-        true => Err(BundleError::SetsFleet),
-        false => Ok(()),
+    if table.contains_key("fleet") {
+        return Err(BundleError::SetsFleet);
     }
+    let paths = [table
+        .get("approvals")
+        .and_then(|a| a.get("allowed_signers"))]
+    .into_iter()
+    .flatten()
+    .chain(
+        table
+            .get("defaults")
+            .and_then(|d| d.get("program_dirs"))
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten(),
+    );
+    for path in paths {
+        if let Some(path) = path.as_str().filter(|p| !p.starts_with('/')) {
+            return Err(BundleError::RelativePath(path.into()));
+        }
+    }
+    Ok(())
 }
 
 fn signed_text(name: &str, version: u64, policy: &str) -> String {
@@ -226,6 +246,21 @@ mod tests {
             bundle.verify("build", None, &signers(&key, "")),
             Err(BundleError::SetsFleet)
         );
+    }
+
+    #[test]
+    fn a_bundle_names_files_by_absolute_paths() {
+        for policy in [
+            "version = 1\n[approvals]\nallowed_signers = \"signers\"\n",
+            "version = 1\n[defaults]\nprogram_dirs = [\"/opt/bin\", \"tools\"]\n",
+        ] {
+            assert!(matches!(
+                check_layer(policy),
+                Err(BundleError::RelativePath(_))
+            ));
+        }
+        let absolute = "version = 1\n[approvals]\nallowed_signers = \"/etc/s\"\n[defaults]\nprogram_dirs = [\"/opt/bin\"]\n";
+        assert_eq!(check_layer(absolute), Ok(()));
     }
 
     #[test]
