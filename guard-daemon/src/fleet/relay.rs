@@ -26,6 +26,8 @@ use crate::{
 const QUEUE: usize = 10_000;
 const RETRY: Duration = Duration::from_secs(2);
 const ACK_WAIT: Duration = Duration::from_secs(10);
+/// Messages sent before their acknowledgements are awaited.
+const IN_FLIGHT: usize = 64;
 const HOLDS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 const AUDIT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Audit events whose record changes a hold's state on the relay.
@@ -221,49 +223,80 @@ fn outgoing(guard: &Mutex<Guard>, host: &str, record: &Value) -> Vec<Outgoing> {
     out
 }
 
-/// Publishes each message in turn, each until the relay has it.
+/// Publishes the messages in order, each until the relay has it. Up to
+/// `IN_FLIGHT` go out before their acknowledgements are awaited; when one
+/// fails, all from it on are sent again in order, so a hold's last state
+/// still lands last (repeats of audit records carry their `Nats-Msg-Id`).
 async fn publish_in_order(js: jetstream::Context, mut waiting: mpsc::Receiver<Outgoing>) {
     let mut streams_ready = false;
     let mut failing = false;
-    while let Some(message) = waiting.recv().await {
-        loop {
-            if !streams_ready {
-                streams_ready = ensure_streams(&js).await.is_ok();
+    let mut batch: Vec<Outgoing> = Vec::with_capacity(IN_FLIGHT);
+    loop {
+        if batch.is_empty() {
+            match waiting.recv().await {
+                Some(message) => batch.push(message),
+                None => return,
             }
-            match publish(&js, &message).await {
-                Ok(()) => {
-                    if failing {
-                        tracing::info!("fleet relay: publishing again");
-                        failing = false;
-                    }
-                    break;
+        }
+        while batch.len() < IN_FLIGHT {
+            match waiting.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        if !streams_ready {
+            streams_ready = ensure_streams(&js).await.is_ok();
+        }
+        match publish_all(&js, &batch).await {
+            Ok(()) => {
+                if failing {
+                    tracing::info!("fleet relay: publishing again");
+                    failing = false;
                 }
-                Err(why) => {
-                    if !failing {
-                        tracing::warn!("fleet relay: not published yet, retrying: {why}");
-                        failing = true;
-                    }
-                    streams_ready = false;
-                    tokio::time::sleep(RETRY).await;
+                batch.clear();
+            }
+            Err((acknowledged, why)) => {
+                batch.drain(..acknowledged);
+                if !failing {
+                    tracing::warn!("fleet relay: not published yet, retrying: {why}");
+                    failing = true;
                 }
+                streams_ready = false;
+                tokio::time::sleep(RETRY).await;
             }
         }
     }
 }
 
-async fn publish(js: &jetstream::Context, message: &Outgoing) -> Result<(), String> {
-    let mut build = PublishMessage::build().payload(message.payload.clone().into());
-    if let Some(id) = &message.id {
-        build = build.message_id(id);
+/// Sends every message of `batch`, then awaits their acknowledgements in
+/// order. On a failure: how many from the front the relay acknowledged.
+async fn publish_all(js: &jetstream::Context, batch: &[Outgoing]) -> Result<(), (usize, String)> {
+    let mut acks = Vec::with_capacity(batch.len());
+    let mut send_failed = None;
+    for message in batch {
+        let mut build = PublishMessage::build().payload(message.payload.clone().into());
+        if let Some(id) = &message.id {
+            build = build.message_id(id);
+        }
+        match js.send_publish(message.subject.clone(), build).await {
+            Ok(ack) => acks.push(ack),
+            Err(err) => {
+                send_failed = Some(err.to_string());
+                break;
+            }
+        }
     }
-    let ack = js
-        .send_publish(message.subject.clone(), build)
-        .await
-        .map_err(|err| err.to_string())?;
-    match tokio::time::timeout(ACK_WAIT, ack).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(_) => Err("no acknowledgement".into()),
+    let sent = acks.len();
+    for (at, ack) in acks.into_iter().enumerate() {
+        match tokio::time::timeout(ACK_WAIT, ack).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err((at, err.to_string())),
+            Err(_) => return Err((at, "no acknowledgement".into())),
+        }
+    }
+    match send_failed {
+        None => Ok(()),
+        Some(why) => Err((sent, why)),
     }
 }
 
