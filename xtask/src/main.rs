@@ -58,6 +58,10 @@ enum Task {
         /// of the relay; about 3 minutes) into the last run's results.json.
         #[arg(long, conflicts_with_all = ["report", "lsm_gate"])]
         fleet: bool,
+        /// Only measure 200 x `git status` in a session and under a bare
+        /// seccomp filter, over 15 rounds, into the last run's results.json.
+        #[arg(long, conflicts_with_all = ["report", "lsm_gate", "fleet"])]
+        git_status: bool,
         /// Passed to criterion.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -77,6 +81,9 @@ fn main() -> anyhow::Result<()> {
         Task::Bench { report: true, .. } => bench::rewrite_report(),
         Task::Bench { lsm_gate: true, .. } => bench::lsm_gate_only(),
         Task::Bench { fleet: true, .. } => bench::fleet_only(),
+        Task::Bench {
+            git_status: true, ..
+        } => bench::git_status_only(),
         Task::Bench { args, .. } => bench::run(&args),
         Task::Dist => dist::run(),
         Task::Fuzz { time, target } => fuzz::run(time, target),

@@ -40,6 +40,8 @@ use super::{
 use crate::{build, cmd};
 
 pub(super) const ROUNDS: usize = 5;
+/// Rounds of `--git-status`: its ratio is a few percent, the noise here too.
+const GIT_STATUS_ROUNDS: usize = 15;
 /// The bench's policy; its own bin dir is a program directory, so `tiny` is
 /// an unwatched program there (a root-owned file elsewhere would stop).
 fn policy(bin: &Path) -> String {
@@ -63,46 +65,11 @@ pub(super) struct Bench {
 }
 
 pub fn run() -> anyhow::Result<()> {
-    if !cmd::is_root() {
-        bail!("the exec benchmarks load eBPF programs: run `cargo xtask bench` as root");
-    }
-    build::release_build()?;
-    let root = cmd::workspace_root();
-    let dir = root.join("target/bench");
-    fs::create_dir_all(dir.join("bin"))?;
-    cmd::run(
-        Command::new("gcc")
-            .args(["-static", "-O2", "-o"])
-            .arg(dir.join("bin/tiny"))
-            .arg(root.join("xtask/bench/tiny.c")),
-    )?;
-    fs::copy(dir.join("bin/tiny"), dir.join("bin/tfbench"))?;
-    cmd::run(
-        Command::new("gcc")
-            .args(["-O2", "-o"])
-            .arg(dir.join("bin/unlinks"))
-            .arg(root.join("xtask/bench/unlinks.c")),
-    )?;
-    for program in ["cont", "spawner", "notify_floor"] {
-        cmd::run(
-            Command::new("gcc")
-                .args(["-O2", "-o"])
-                .arg(dir.join("bin").join(program))
-                .arg(root.join(format!("xtask/bench/{program}.c"))),
-        )?;
-    }
-    // The unlink loop under an agent's name: a session the kernel detects.
-    fs::copy(dir.join("bin/unlinks"), dir.join("bin/agentbench"))?;
-    fs::write(dir.join("policy.toml"), policy(&dir.join("bin")))?;
     let execs = std::env::var("AGENT_GUARD_BENCH_EXECS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let bench = Bench {
-        dir,
-        release: root.join("target/release"),
-        execs,
-    };
+    let bench = Bench::prepare(execs)?;
 
     let (mut outside, mut session, mut watched, mut unlinks, mut reported) = (
         Pair::default(),
@@ -225,7 +192,8 @@ pub fn run() -> anyhow::Result<()> {
         lsm_gate_unlink: Some(lsm_gate),
         workload_make_j2: make.summary(),
         workload_git: git.summary(),
-        workload_git_status: Some(git_status.summary()),
+        workload_git_status: Some(git_status.session.summary()),
+        workload_git_status_seccomp_floor: Some(git_status.seccomp_floor.summary()),
         peer_bpftrace_exec_tracepoint: bpftrace,
         peer_auditd_execve_rule: auditd,
         peer_fapolicyd: fapolicyd,
@@ -257,19 +225,7 @@ fn last_results() -> anyhow::Result<Results> {
 /// `--fleet`: the fleet relay's figures measured again into the last results.
 pub fn fleet_only() -> anyhow::Result<()> {
     let mut results = last_results()?;
-    build::release_build()?;
-    let dir = cmd::workspace_root().join("target/bench");
-    let bench = Bench {
-        release: cmd::workspace_root().join("target/release"),
-        execs: results.execs_per_run,
-        dir,
-    };
-    if !bench.bin("tfbench").exists() {
-        bail!(
-            "{}: run `cargo xtask bench` first",
-            bench.bin("tfbench").display()
-        );
-    }
+    let bench = Bench::prepare(results.execs_per_run)?;
     results.fleet = Some(super::fleet::run(&bench, &policy(&bench.dir.join("bin")))?);
     fs::write(
         bench.dir.join("results.json"),
@@ -298,6 +254,48 @@ fn write_report(results: &Results) -> anyhow::Result<()> {
 }
 
 impl Bench {
+    /// Builds guardd and the bench's programs, and writes its policy.
+    fn prepare(execs: u32) -> anyhow::Result<Self> {
+        if !cmd::is_root() {
+            bail!("the exec benchmarks load eBPF programs: run `cargo xtask bench` as root");
+        }
+        build::release_build()?;
+        let root = cmd::workspace_root();
+        let dir = root.join("target/bench");
+        fs::create_dir_all(dir.join("bin"))?;
+        cmd::run(
+            Command::new("gcc")
+                .args(["-static", "-O2", "-o"])
+                .arg(dir.join("bin/tiny"))
+                .arg(root.join("xtask/bench/tiny.c")),
+        )?;
+        fs::copy(dir.join("bin/tiny"), dir.join("bin/tfbench"))?;
+        for program in ["unlinks", "cont", "spawner", "notify_floor", "allow_filter"] {
+            cmd::run(
+                Command::new("gcc")
+                    .args(["-O2", "-o"])
+                    .arg(dir.join("bin").join(program))
+                    .arg(root.join(format!("xtask/bench/{program}.c"))),
+            )?;
+        }
+        // The unlink loop under an agent's name: a session the kernel detects.
+        fs::copy(dir.join("bin/unlinks"), dir.join("bin/agentbench"))?;
+        fs::write(dir.join("policy.toml"), policy(&dir.join("bin")))?;
+        Ok(Self {
+            dir,
+            release: root.join("target/release"),
+            execs,
+        })
+    }
+
+    /// Runs in a `guardctl run` session of `guard`.
+    fn session<'a>(&self, guard: &'a Guardd) -> Session<'a> {
+        Session {
+            guardctl: self.release.join("guardctl"),
+            socket: &guard.socket,
+        }
+    }
+
     pub(super) fn bin(&self, name: &str) -> PathBuf {
         self.dir.join("bin").join(name)
     }
@@ -532,34 +530,71 @@ fn status_of(response: Response) -> anyhow::Result<StatusView> {
 
 /// make -j2 and git, alternating outside without the guard and in a session
 /// of a guardd on the default policy; microseconds per run.
-fn workloads(bench: &Bench) -> anyhow::Result<(Pair, Pair, Pair)> {
+fn workloads(bench: &Bench) -> anyhow::Result<(Pair, Pair, GitStatus)> {
     let mut workload = Workload::prepare(&bench.dir)?;
-    let (mut make, mut git, mut status) = (Pair::default(), Pair::default(), Pair::default());
-    let guardctl = bench.release.join("guardctl");
+    let (mut make, mut git) = (Pair::default(), Pair::default());
+    let mut status = GitStatus::default();
     for round in 0..ROUNDS {
         eprintln!("xtask: bench workloads {}/{ROUNDS}", round + 1);
         make.without.push(workload.make(None)? * 1e6);
         git.without.push(workload.git(None)? * 1e6);
-        status.without.push(workload.git_status(None)? * 1e6);
         let guard = Guardd::start_default(bench)?;
-        let session = Session {
-            guardctl: &guardctl,
-            socket: &guard.socket,
-        };
-        let with_make = workload.make(Some(&session));
-        let with_git = workload.git(Some(&session));
-        let with_status = workload.git_status(Some(&session));
+        let with_make = workload.make(Some(&bench.session(&guard)));
+        let with_git = workload.git(Some(&bench.session(&guard)));
         guard.stop(bench)?;
         make.with.push(with_make? * 1e6);
         git.with.push(with_git? * 1e6);
-        status.with.push(with_status? * 1e6);
-        // git status is short: the runs without the guard just before and
-        // just after bracket the one with it, so that drift cancels.
-        let before = status.without.pop().unwrap_or_default();
-        let after = workload.git_status(None)? * 1e6;
-        status.without.push((before + after) / 2.0);
+        status.round(bench, &workload)?;
     }
     Ok((make, git, status))
+}
+
+/// 200 x `git status` in a session, and under a bare allow-all seccomp
+/// filter (the floor of any session that carries a filter here), each
+/// against the runs without either just before and just after it.
+#[derive(Default)]
+struct GitStatus {
+    session: Pair,
+    seccomp_floor: Pair,
+}
+
+impl GitStatus {
+    fn round(&mut self, bench: &Bench, workload: &Workload) -> anyhow::Result<()> {
+        let before = workload.git_status(None)? * 1e6;
+        let floor = workload.git_status_under(&bench.bin("allow_filter"))? * 1e6;
+        let guard = Guardd::start_default(bench)?;
+        // guardd attaches its API probes in the background after start.
+        sleep(Duration::from_secs(2));
+        let with = workload.git_status(Some(&bench.session(&guard)));
+        guard.stop(bench)?;
+        let after = workload.git_status(None)? * 1e6;
+        for pair in [&mut self.session, &mut self.seccomp_floor] {
+            pair.without.push((before + after) / 2.0);
+        }
+        self.session.with.push(with? * 1e6);
+        self.seccomp_floor.with.push(floor);
+        Ok(())
+    }
+}
+
+/// `--git-status`: the git-status rows alone, over `GIT_STATUS_ROUNDS`
+/// rounds (they move by several percent between rounds here), into the last results.
+pub fn git_status_only() -> anyhow::Result<()> {
+    let mut results = last_results()?;
+    let bench = Bench::prepare(results.execs_per_run)?;
+    let workload = Workload::prepare(&bench.dir)?;
+    let mut status = GitStatus::default();
+    for round in 0..GIT_STATUS_ROUNDS {
+        eprintln!("xtask: bench git status {}/{GIT_STATUS_ROUNDS}", round + 1);
+        status.round(&bench, &workload)?;
+    }
+    results.workload_git_status = Some(status.session.summary());
+    results.workload_git_status_seccomp_floor = Some(status.seccomp_floor.summary());
+    fs::write(
+        bench.dir.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    write_report(&results)
 }
 
 /// Holds `tfbench destroy` 20 times; from the approve request to the
@@ -872,6 +907,13 @@ fn report(r: &Results) -> String {
             "200 x `git status`: ms outside, no guard",
             "",
             &ms(&status.no_guard_us),
+        );
+    }
+    if let Some(floor) = &r.workload_git_status_seccomp_floor {
+        out += &row(
+            "the same under a one-instruction allow-all seccomp filter, no guard (the floor of any session that carries a filter: `guardctl run` needs one for its escape checks where the BPF LSM does not run) / outside",
+            "",
+            &floor.ratio,
         );
     }
     for (peer, name) in [

@@ -15,7 +15,7 @@ mod workload;
 
 use crate::cmd;
 
-pub use exec::{fleet_only, lsm_gate_only, rewrite_report};
+pub use exec::{fleet_only, git_status_only, lsm_gate_only, rewrite_report};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     cmd::run(

@@ -130,6 +130,9 @@ pub(super) struct Results {
     /// Absent from runs before the kernel's argv prefilter.
     #[serde(default)]
     pub workload_git_status: Option<PairSummary>,
+    /// `git status` under a bare allow-all seccomp filter, no guard.
+    #[serde(default)]
+    pub workload_git_status_seccomp_floor: Option<PairSummary>,
     pub peer_bpftrace_exec_tracepoint: Measured<PairSummary>,
     pub peer_auditd_execve_rule: Measured<PairSummary>,
     pub peer_fapolicyd: Measured<PairSummary>,

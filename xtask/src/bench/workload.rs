@@ -31,7 +31,7 @@ pub struct Workload {
 
 /// Where a run happens: outside, or in a session of the guardd at `socket`.
 pub struct Session<'a> {
-    pub guardctl: &'a Path,
+    pub guardctl: PathBuf,
     pub socket: &'a Path,
 }
 
@@ -116,19 +116,31 @@ impl Workload {
     /// Seconds for GIT_STATUS_RUNS `git status` in the repository, one
     /// after another from one shell.
     pub fn git_status(&self, session: Option<&Session>) -> anyhow::Result<f64> {
-        let line = format!(
-            "i=0; while [ $i -lt {GIT_STATUS_RUNS} ]; do git status >/dev/null || exit 1; i=$((i+1)); done"
-        );
-        let mut command = in_session(session, &["sh", "-c", &line]);
+        let mut command = in_session(session, &["sh", "-c", &git_status_loop()]);
         command.current_dir(&self.repo);
         timed(command)
     }
+
+    /// The same loop under `wrapper` (xtask/bench/allow_filter.c), no guard.
+    pub fn git_status_under(&self, wrapper: &Path) -> anyhow::Result<f64> {
+        let mut command = Command::new(wrapper);
+        command
+            .args(["sh", "-c", &git_status_loop()])
+            .current_dir(&self.repo);
+        timed(command)
+    }
+}
+
+fn git_status_loop() -> String {
+    format!(
+        "i=0; while [ $i -lt {GIT_STATUS_RUNS} ]; do git status >/dev/null || exit 1; i=$((i+1)); done"
+    )
 }
 
 fn in_session(session: Option<&Session>, argv: &[&str]) -> Command {
     match session {
         Some(session) => {
-            let mut command = Command::new(session.guardctl);
+            let mut command = Command::new(&session.guardctl);
             command
                 .arg("--socket")
                 .arg(session.socket)
