@@ -558,6 +558,35 @@ fn a_signed_policy_bundle_reaches_every_host_and_nothing_else_changes_a_policy()
         .fleet_refused
         .is_some_and(|r| r.contains("not newer")));
 
+    // B's files stop trusting sec: the bundle is dropped, and its saved v6
+    // stays the floor: v1 is refused when B trusts sec again, v6 itself is
+    // taken back.
+    let b_policy = b.dir.path().join("policy.toml");
+    let trusting = std::fs::read_to_string(&b_policy).unwrap();
+    std::fs::write(&b_policy, trusting.replace(&follow, "")).unwrap();
+    wait_hosts(&nats, "host-b drops the bundle", |status| {
+        let host = host_status(status, "host-b");
+        host["bundle"].is_null() && host["follows"].is_null()
+    });
+    assert!(!b.status().policy.source.contains("fleet policy"));
+    put_bundle(&nats, "build", &v1);
+    std::fs::write(&b_policy, &trusting).unwrap();
+    wait_hosts(&nats, "host-b refuses v1 after the drop", |status| {
+        let host = host_status(status, "host-b");
+        host["refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("version 1 is not newer than version 6"))
+            && host["bundle"].is_null()
+    });
+    let saved: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(b.dir.path().join("state/fleet-policy.json")).unwrap(),
+    )
+    .unwrap();
+    put_bundle(&nats, "build", &saved);
+    wait_hosts(&nats, "host-b takes its v6 back", |status| {
+        host_status(status, "host-b")["bundle"]["version"] == 6
+    });
+
     // The bundle in force outlives the relay and a restart.
     let mut nats = nats;
     nats.stop();

@@ -153,6 +153,15 @@ pub fn check_layer(policy: &str) -> Result<(), BundleError> {
             .and_then(toml::Value::as_array)
             .into_iter()
             .flatten(),
+    )
+    .chain(
+        table
+            .get("notify")
+            .and_then(|n| n.get("webhook"))
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|hook| hook.get("secret_file")),
     );
     for path in paths {
         if let Some(path) = path.as_str().filter(|p| !p.starts_with('/')) {
@@ -253,6 +262,7 @@ mod tests {
         for policy in [
             "version = 1\n[approvals]\nallowed_signers = \"signers\"\n",
             "version = 1\n[defaults]\nprogram_dirs = [\"/opt/bin\", \"tools\"]\n",
+            "version = 1\n[[notify.webhook]]\nurl = \"https://x\"\nsecret_file = \"key\"\n",
         ] {
             assert!(matches!(
                 check_layer(policy),

@@ -35,7 +35,12 @@ impl Guard {
         };
         match trusted(&local, &applied.bundle, None) {
             Ok(_) => Ok((self.with_bundle(config, &applied.bundle)?, None)),
-            Err(why) => Ok((local, Some(why))),
+            // Not a verdict on the bundle: the reload is refused, the bundle stays.
+            Err(Distrust::Unreadable(message)) => Err(PolicyError::Invalid {
+                origin: "[fleet] policy_signers".into(),
+                message,
+            }),
+            Err(Distrust::Refused(why)) => Ok((local, Some(why))),
         }
     }
 
@@ -79,11 +84,27 @@ impl Guard {
             .as_ref()
             .is_some_and(|a| a.bundle == bundle)
         {
-            // The relay shows the last value again at each join.
+            // The relay shows the last value again at each join: what it
+            // offers now is what runs.
+            self.source.bundle_refused = None;
             return;
         }
-        let running = self.source.bundle.as_ref().map(|a| a.bundle.version);
-        self.apply_bundle(bundle, running, "fleet relay");
+        // The newest version this host took: the one in force, or the one
+        // saved (kept when a bundle is dropped), so that neither a drop nor
+        // a restart lets the relay replay an older one. The saved bundle
+        // itself may come back.
+        let saved = self
+            .state
+            .read(SAVED)
+            .ok()
+            .flatten()
+            .and_then(|bytes| PolicyBundle::parse(&bytes).ok());
+        let applied = self.source.bundle.as_ref().map(|a| a.bundle.version);
+        let floor = match saved {
+            Some(saved) if saved == bundle => applied,
+            saved => saved.map(|b| b.version).max(applied),
+        };
+        self.apply_bundle(bundle, floor, "fleet relay");
     }
 
     /// At start: the bundle saved by the last guardd, checked again.
@@ -99,14 +120,28 @@ impl Guard {
         }
     }
 
-    fn apply_bundle(&mut self, bundle: PolicyBundle, running: Option<u64>, from: &str) {
+    fn apply_bundle(&mut self, bundle: PolicyBundle, floor: Option<u64>, from: &str) {
         let origin = bundle.origin();
         let Some(config) = self.source.config.clone() else {
             return self.bundle_refused(&origin, "guardd runs on its embedded policy");
         };
-        let signer = match trusted(&self.policy, &bundle, running) {
+        // It reloads the files under it too: not while a session's change to them stands.
+        let standing = self.standing_policy_writes();
+        if !standing.is_empty() {
+            let why = "a policy file was changed from inside an agent session; bundles wait until \
+                       that change is checked (`guardctl status`)";
+            return self.bundle_refused(&origin, why);
+        }
+        // Judged by the files it is loaded on, not the policy loaded before them.
+        let local = match Policy::load(&config) {
+            Ok(local) => local,
+            Err(err) => return self.bundle_refused(&origin, &err.to_string()),
+        };
+        let signer = match trusted(&local, &bundle, floor) {
             Ok(signer) => signer,
-            Err(why) => return self.bundle_refused(&origin, &why),
+            Err(Distrust::Unreadable(why) | Distrust::Refused(why)) => {
+                return self.bundle_refused(&origin, &why)
+            }
         };
         let policy = match self.with_bundle(&config, &bundle) {
             Ok(policy) => policy,
@@ -138,6 +173,10 @@ impl Guard {
 
     fn bundle_refused(&mut self, what: &str, why: &str) {
         let why = format!("{what} refused: {why}");
+        if self.source.bundle_refused.as_deref() == Some(why.as_str()) {
+            // The relay repeating itself fills no log.
+            return;
+        }
         tracing::error!(
             "{}; the policy in force stays",
             escape_bytes(why.as_bytes())
@@ -174,15 +213,27 @@ impl Guard {
     }
 }
 
+/// Why a bundle is not taken.
+enum Distrust {
+    /// The signers file could not be read: no verdict on the bundle.
+    Unreadable(String),
+    Refused(String),
+}
+
 /// Whether `policy`'s `[fleet]` takes `bundle`: the signer's principal.
-fn trusted(policy: &Policy, bundle: &PolicyBundle, running: Option<u64>) -> Result<String, String> {
+fn trusted(policy: &Policy, bundle: &PolicyBundle, floor: Option<u64>) -> Result<String, Distrust> {
     let follow = policy
         .fleet
         .as_ref()
         .and_then(|f| f.policy.as_ref())
-        .ok_or("this host takes no fleet policy ([fleet] policy_signers is not set)")?;
-    let signers = load_allowed_signers(&follow.signers).map_err(|err| err.to_string())?;
+        .ok_or_else(|| {
+            Distrust::Refused(
+                "this host takes no fleet policy ([fleet] policy_signers is not set)".into(),
+            )
+        })?;
+    let signers = load_allowed_signers(&follow.signers)
+        .map_err(|err| Distrust::Unreadable(err.to_string()))?;
     bundle
-        .verify(&follow.name, running, &signers)
-        .map_err(|err| err.to_string())
+        .verify(&follow.name, floor, &signers)
+        .map_err(|err| Distrust::Refused(err.to_string()))
 }

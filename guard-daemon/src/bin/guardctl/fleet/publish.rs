@@ -44,8 +44,19 @@ pub fn publish(
             .await
             .map_err(anyhow::Error::msg)?;
         let current = store.entry(name).await?.filter(|e| !e.value.is_empty());
+        // What the relay holds is not checked here (this machine need not have
+        // the hosts' policy_signers): hosts take only versions newer than theirs,
+        // and `status` shows which each runs.
         let running = match &current {
-            Some(entry) => Some(PolicyBundle::parse(&entry.value)?.version),
+            Some(entry) => Some(
+                PolicyBundle::parse(&entry.value)
+                    .map(|b| b.version)
+                    .with_context(|| {
+                        format!(
+                            "the relay's value of bundle {name} is not a bundle; give --version"
+                        )
+                    })?,
+            ),
             None => None,
         };
         let version = match (version, running) {
@@ -53,7 +64,10 @@ pub fn publish(
                 bail!("version {v} is not newer than version {r} on the relay")
             }
             (Some(v), _) => v,
-            (None, r) => r.unwrap_or(0) + 1,
+            (None, r) => r
+                .unwrap_or(0)
+                .checked_add(1)
+                .context("the relay's version is the largest there is; give --version")?,
         };
         let bundle = sign(key, name, version, policy)?;
         let value = serde_json::to_vec(&bundle)?.into();
@@ -64,8 +78,8 @@ pub fn publish(
         };
         put.with_context(|| format!("bundle {name} changed on the relay meanwhile; try again"))?;
         println!(
-            "published policy bundle {name} v{version}; `guardctl --fleet URL status` shows \
-             which hosts took it"
+            "published policy bundle {name} v{version}; hosts take it if it is newer than \
+             theirs: `guardctl --fleet URL status` shows which did"
         );
         Ok(ExitCode::SUCCESS)
     })

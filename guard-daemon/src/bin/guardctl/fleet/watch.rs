@@ -29,23 +29,27 @@ pub fn watch(relay: &Relay, url: &str, json: bool) -> anyhow::Result<ExitCode> {
         if !json && !caught_up {
             println!("pending now:");
         }
+        // Holds shown while catching up: their ends are news, even then.
+        let mut shown = std::collections::HashSet::new();
         while let Some(message) = messages.next().await {
             let message = message?;
-            let state = match serde_json::from_slice::<HoldState>(&message.payload) {
-                Ok(state) => state,
-                Err(err) => {
-                    eprintln!(
-                        "guardctl: a hold state on {} is not readable, skipped: {err}",
-                        escape_bytes(message.subject.as_bytes())
-                    );
-                    continue;
+            let last_of_catch_up =
+                !caught_up && message.info().map_or(true, |info| info.pending == 0);
+            match serde_json::from_slice::<HoldState>(&message.payload) {
+                // While catching up, holds that ended before are history.
+                Ok(state) if caught_up || state.hold.is_some() || shown.contains(&state.id) => {
+                    if !caught_up {
+                        shown.insert(state.id.clone());
+                    }
+                    show(&state, json)?;
                 }
-            };
-            // While catching up, holds that ended before are history.
-            if caught_up || state.hold.is_some() {
-                show(&state, json)?;
+                Ok(_) => {}
+                Err(err) => eprintln!(
+                    "guardctl: a hold state on {} is not readable, skipped: {err}",
+                    escape_bytes(message.subject.as_bytes())
+                ),
             }
-            if !caught_up && message.info().map_or(true, |info| info.pending == 0) {
+            if last_of_catch_up {
                 caught_up = true;
                 if !json {
                     println!("following (Ctrl-C to stop):");
