@@ -128,8 +128,9 @@ impl Guard {
         // It reloads the files under it too: not while a session's change to them stands.
         let standing = self.standing_policy_writes();
         if !standing.is_empty() {
-            let why = "a policy file was changed from inside an agent session; bundles wait until \
-                       that change is checked (`guardctl status`)";
+            let why = "a policy file was changed from inside an agent session and no reload has \
+                       checked it (`guardctl status`); the bundle is taken when offered again \
+                       after that (a newer version, or guardd joining the relay again)";
             return self.bundle_refused(&origin, why);
         }
         // Judged by the files it is loaded on, not the policy loaded before them.

@@ -9,6 +9,7 @@
 //!    exec, guardd's CPU per audit record, and how long after the loop the
 //!    relay had every record.
 use std::{
+    fmt::Write as _,
     fs,
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -275,10 +276,9 @@ pub(super) fn report(fleet: &FleetCost, row: &dyn Fn(&str, &str, &Summary) -> St
         fleet.commit
     );
     for sim in &fleet.simulated {
-        let _ = std::fmt::Write::write_fmt(
-            &mut out,
-            format_args!(
-                "- {} simulated hosts, each a connection of its own, for {} s; each raises a hold on average {} s (exponential gaps) after its last one ended, which ends a second after it is raised, and leaves one pending at the end ({} holds, {} acknowledged messages: the hold, its end and two audit records each): an approver following the holds stream saw each hold p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms after it was published; JetStream acknowledged a message p50 {:.2} ms, p99 {:.2} ms. All {} connected in {:.0} ms.\n",
+        let _ = writeln!(
+            out,
+                "- {} simulated hosts, each a connection of its own, for {} s; each raises a hold on average {} s (exponential gaps) after its last one ended, which ends a second after it is raised, and leaves one pending at the end ({} holds, {} acknowledged messages: the hold, its end and two audit records each): an approver following the holds stream saw each hold p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms after it was published; JetStream acknowledged a message p50 {:.2} ms, p99 {:.2} ms. All {} connected in {:.0} ms.",
                 sim["hosts"], sim["seconds"], sim["mean_seconds_between_holds_per_host"],
                 sim["holds"], sim["messages"],
                 sim["view_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
@@ -287,7 +287,6 @@ pub(super) fn report(fleet: &FleetCost, row: &dyn Fn(&str, &str, &Summary) -> St
                 sim["publish_ack_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
                 sim["publish_ack_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
                 sim["hosts"], sim["connect_all_ms"].as_f64().unwrap_or(f64::NAN),
-            ),
         );
     }
     out += "\n| figure | goal | median | min – max |\n|---|---|---|---|\n";
