@@ -14,6 +14,7 @@ pub enum Command {
     /// policy bundle; hosts whose `[fleet] policy_signers` list the key load
     /// it on top of their own files.
     Publish {
+        /// The policy layer (a policy file without `[fleet]`, paths absolute).
         file: PathBuf,
         /// The signing key (as for `guardctl sign --key`).
         #[arg(long)]
