@@ -214,7 +214,8 @@ fn read_events(mut events: RingBuf<MapData>, guard: Arc<Mutex<Guard>>) -> anyhow
             }
         }
         let mut guard = guard.lock().unwrap_or_else(|e| e.into_inner());
-        let mut changed = !batch.is_empty() || !reports.is_empty();
+        // Reports change neither holds nor sessions: nothing to save for them.
+        let mut changed = !batch.is_empty();
         for record in batch.drain(..) {
             match record {
                 Record::Event(event) => guard.on_event(&event),

@@ -45,6 +45,8 @@ pub(super) struct ApiGate {
     images_seen: std::collections::HashSet<FileId>,
     /// When the probes of programs that are gone were last looked for.
     pruned: Option<Instant>,
+    /// When API_HELD is next read for stops whose event was lost.
+    held_scan: super::map_scan::MapScan,
 }
 
 impl Guard {
@@ -619,20 +621,30 @@ impl Guard {
     /// the drain it has just handled (so that the HTTP/2 writes the kernel
     /// let through before them are read first). Whether it raised any.
     pub fn recover_api_stops(&mut self, drained_from_ns: u64) -> bool {
+        let now = Instant::now();
+        let kernel = &self.kernel;
+        if !self.api.held_scan.due(now, || kernel.events_lost()) {
+            return false;
+        }
         let mut raised = false;
+        let mut waiting = false;
         let grace_ns = RECOVERY_GRACE.as_nanos() as u64;
         let now_ns = monotonic_ns();
         for (tid, entry) in self.kernel.api_held_all() {
-            if self.holds.holds_api_stop(tid, entry.ktime_ns)
-                || now_ns.saturating_sub(entry.ktime_ns) < grace_ns
-                || entry.ktime_ns >= drained_from_ns
+            if self.holds.holds_api_stop(tid, entry.ktime_ns) {
+                continue;
+            }
+            if now_ns.saturating_sub(entry.ktime_ns) < grace_ns || entry.ktime_ns >= drained_from_ns
             {
+                // Its event may still come: look again with the next batch.
+                waiting = true;
                 continue;
             }
             tracing::warn!(tid, "raising an API stop whose event was lost");
             self.on_api_stop(tid, entry, false);
             raised = true;
         }
+        self.api.held_scan.done(now, waiting);
         raised
     }
 

@@ -89,8 +89,8 @@ impl Guard {
         self.tick_api_gate();
         self.sync_reporting();
         self.report_stops_killed();
-        let lost = self.kernel.events_lost();
-        if !self.exec_gate.held_scan_due(lost, now) {
+        let kernel = &self.kernel;
+        if !self.exec_gate.held_scan_due(now, || kernel.events_lost()) {
             return;
         }
         let grace_ns = RECOVERY_GRACE.as_nanos() as u64;
@@ -139,6 +139,6 @@ impl Guard {
                 stop_failed: running,
             });
         }
-        self.exec_gate.held_scan_done(lost, now, waiting);
+        self.exec_gate.held_scan_done(now, waiting);
     }
 }

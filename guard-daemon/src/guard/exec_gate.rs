@@ -1,13 +1,13 @@
 //! The exec gate's half in guardd: a stop the kernel reported is judged by
 //! the policy and let go, denied or raised as a hold; stops another process
 //! continued, or that cannot be read, fail closed.
-use super::*;
+use super::{map_scan::MapScan, *};
 
 /// The exec gate's own state: its counters, the schedule of HELD map reads
 /// and what the kernel last said of the stops it killed.
 pub(super) struct ExecGate {
     pub(super) stats: ExecStats,
-    held_scan: HeldScan,
+    held_scan: MapScan,
     /// The kernel's count of stops it killed for lack of room, as last reported.
     stops_killed_seen: u64,
     /// When this guardd started (CLOCK_MONOTONIC ns): stops the kernel
@@ -26,21 +26,21 @@ impl ExecGate {
             program_files,
             resumed_at: None,
             stats: ExecStats::default(),
-            held_scan: HeldScan::default(),
+            held_scan: MapScan::default(),
             stops_killed_seen: 0,
             started_ns: monotonic_ns(),
         }
     }
 
-    /// Whether the HELD map is to be read now (`lost`: the ring buffer's
-    /// lost-event count).
-    pub(super) fn held_scan_due(&self, lost: u64, now: Instant) -> bool {
-        self.held_scan.due(lost, now)
+    /// Whether the HELD map is to be read now (`lost`: reads the ring
+    /// buffer's lost-event count).
+    pub(super) fn held_scan_due(&mut self, now: Instant, lost: impl FnOnce() -> u64) -> bool {
+        self.held_scan.due(now, lost)
     }
 
     /// `waiting`: a stop still waits out its grace, so read again soon.
-    pub(super) fn held_scan_done(&mut self, lost: u64, now: Instant, waiting: bool) {
-        self.held_scan.done(lost, now, waiting);
+    pub(super) fn held_scan_done(&mut self, now: Instant, waiting: bool) {
+        self.held_scan.done(now, waiting);
     }
 
     /// Whether the kernel recorded a stop at `ktime_ns` before this guardd started.
@@ -55,30 +55,6 @@ impl ExecGate {
             .filter(|n| *n > 0)?;
         self.stops_killed_seen = total;
         Some(killed)
-    }
-}
-
-/// Reading the HELD map costs a syscall per entry, and a hash map read while
-/// the kernel deletes from it starts over: so it is read when events were
-/// lost, while a stop waits out its grace, and every few seconds otherwise.
-#[derive(Default)]
-struct HeldScan {
-    lost_seen: u64,
-    next: Option<Instant>,
-    again: bool,
-}
-
-impl HeldScan {
-    const EVERY: Duration = Duration::from_secs(5);
-
-    fn due(&self, lost: u64, now: Instant) -> bool {
-        self.again || lost != self.lost_seen || self.next.is_none_or(|next| now >= next)
-    }
-
-    fn done(&mut self, lost: u64, now: Instant, waiting: bool) {
-        self.lost_seen = lost;
-        self.next = Some(now + Self::EVERY);
-        self.again = waiting;
     }
 }
 

@@ -87,6 +87,7 @@ use exec_gate::ExecGate;
 pub(crate) mod finish;
 mod fleet_policy;
 mod frozen;
+mod map_scan;
 mod outside;
 mod own_files;
 mod pin_layout;

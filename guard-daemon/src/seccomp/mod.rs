@@ -223,10 +223,6 @@ pub(crate) fn stopped_call(tid: u32) -> Option<(i32, Vec<u64>)> {
 /// that has ended, an absolute path is taken as written (`..` folded); a
 /// relative one cannot be placed any more.
 pub fn resolve_path(tid: u32, dirfd: i32, raw: &[u8], operation: Operation) -> PathBuf {
-    use std::os::unix::ffi::OsStrExt as _;
-    if !std::path::Path::new(&format!("/proc/{tid}")).exists() {
-        return resolve::fold(std::path::Path::new(std::ffi::OsStr::from_bytes(raw)));
-    }
     let follows = !matches!(
         operation,
         Operation::Unlink | Operation::Rmdir | Operation::Rename
