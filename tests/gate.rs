@@ -246,12 +246,92 @@ fn without_the_lsm_detected_sessions_are_reported_not_held() {
     );
     let p = protected.display();
     let s = scratch.display();
-    let go = dir.path().join("go");
+    run_detected_agent(
+        &guard,
+        &stubs,
+        dir.path(),
+        &format!(
+            "rm {p}/d0/deeper/f0 && echo x > {p}/new && mv {p}/d1 {p}/d1b && echo y > {s}/log"
+        ),
+    );
+    assert!(guard.pending().is_empty(), "report only: nothing is held");
+    let reported = wait_reported(
+        &guard,
+        &[
+            format!("unlink {p}/d0/deeper/f0"),
+            format!("write {p}/new"),
+            format!("rename {p}/d1"),
+        ],
+    );
+    assert!(
+        !reported.iter().any(|o| o.contains("scratch")),
+        "an unprotected path was reported: {reported:?}"
+    );
+    wait_for(
+        || !guard.reporting(),
+        "report-only program detached after the session",
+    );
+    guard.stop();
+}
+
+#[test]
+fn without_the_lsm_dev_null_writes_stay_in_the_kernel_unless_protected() {
+    require_root();
+    let stubs = Stubs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let protected = dir.path().join("precious");
+    std::fs::create_dir(&protected).unwrap();
+    let p = protected.display();
+    for covered in [false, true] {
+        let extra = if covered { "\"/dev/null\", " } else { "" };
+        let guard = Daemon::start(&format!(
+            "version = 1\nbase = \"none\"\n[agents]\nprograms = [\"claude\"]\n[[protect]]\nid = \"precious\"\npaths = [{extra}\"{p}\"]\n"
+        ));
+        if lsm_active(&guard.status()) {
+            return guard.stop();
+        }
+        let quiet = guard.status().stats.quiet_opens;
+        assert_eq!(
+            quiet.iter().any(|q| q == "/dev/null"),
+            !covered,
+            "quiet paths with /dev/null protected: {covered}: {quiet:?}"
+        );
+        assert!(quiet.iter().any(|q| q == "/dev/zero"), "{quiet:?}");
+        let before = guard.status().stats.quiet_opens_skipped;
+        run_detected_agent(
+            &guard,
+            &stubs,
+            dir.path(),
+            &format!("for i in $(seq 100); do : > /dev/null; done; echo x > {p}/new-{covered}"),
+        );
+        let reported = wait_reported(&guard, &[format!("write {p}/new-{covered}")]);
+        let skipped = guard.status().stats.quiet_opens_skipped - before;
+        if covered {
+            assert_eq!(skipped, 0, "a protected path's opens are all sent");
+            wait_reported(&guard, &["write /dev/null".to_string()]);
+        } else {
+            assert!(
+                skipped >= 100,
+                "{skipped} opens of /dev/null left in the kernel"
+            );
+            assert!(
+                !reported.iter().any(|r| r.contains("/dev/null")),
+                "{reported:?}"
+            );
+        }
+        guard.stop();
+    }
+}
+
+/// Runs `script` as a detected agent (`claude`) once guardd reports its
+/// calls, and checks it succeeded.
+fn run_detected_agent(guard: &Daemon, stubs: &Stubs, dir: &Path, script: &str) {
+    let go = dir.join("go");
+    let _ = std::fs::remove_file(&go);
     let mut agent = std::process::Command::new(stubs.script(
         "claude",
         &format!(
-            "while [ ! -e {go} ]; do sleep 0.05; done\n\
-             rm {p}/d0/deeper/f0 && echo x > {p}/new && mv {p}/d1 {p}/d1b && echo y > {s}/log && echo ok",
+            "while [ ! -e {go} ]; do sleep 0.05; done\n{script} && echo ok",
             go = go.display()
         ),
     ));
@@ -262,13 +342,12 @@ fn without_the_lsm_detected_sessions_are_reported_not_held() {
     std::fs::write(&go, "").unwrap();
     let (status, out, err) = agent.wait();
     assert!(status.success() && out == "ok\n", "{out}{err}");
-    assert!(guard.pending().is_empty(), "report only: nothing is held");
+}
+
+/// Waits until every one of `expected` is among the report-only audit
+/// records' operations; returns them all.
+fn wait_reported(guard: &Daemon, expected: &[String]) -> Vec<String> {
     let deadline = std::time::Instant::now() + WAIT;
-    let expected = [
-        format!("unlink {p}/d0/deeper/f0"),
-        format!("write {p}/new"),
-        format!("rename {p}/d1"),
-    ];
     loop {
         let reported: Vec<String> = guard
             .audit_events(AuditEvent::Audit)
@@ -276,12 +355,8 @@ fn without_the_lsm_detected_sessions_are_reported_not_held() {
             .filter(|r| r.reason.as_deref().unwrap_or("").starts_with("report only"))
             .filter_map(|r| r.operation.clone())
             .collect();
-        assert!(
-            !reported.iter().any(|o| o.contains("scratch")),
-            "an unprotected path was reported: {reported:?}"
-        );
         if expected.iter().all(|e| reported.iter().any(|r| r == e)) {
-            break;
+            return reported;
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -289,11 +364,6 @@ fn without_the_lsm_detected_sessions_are_reported_not_held() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    wait_for(
-        || !guard.reporting(),
-        "report-only program detached after the session",
-    );
-    guard.stop();
 }
 
 fn wait_for(condition: impl Fn() -> bool, what: &str) {

@@ -53,9 +53,12 @@ pub const ARGV_MAX_ARGS: u32 = 32;
 pub const ARGV_LONG_ARG: usize = 4096;
 /// Capacity of `ARGV_WORDS`.
 pub const MAX_ARGV_WORDS: u32 = 16_384;
-/// `EXEC_COUNTS` slot: watched execs in sessions the prefilter let run unstopped.
-pub const EXEC_PREFILTER_PASSED: u32 = 0;
-pub const EXEC_COUNT_SLOTS: u32 = 1;
+/// `KERNEL_COUNTS` slot: watched execs in sessions the prefilter let run unstopped.
+pub const COUNT_PREFILTER_PASSED: u32 = 0;
+/// `KERNEL_COUNTS` slot: writing opens of a `REPORT_QUIET_OPENS` path the
+/// report-only program did not send.
+pub const COUNT_QUIET_OPENS: u32 = 1;
+pub const COUNT_SLOTS: u32 = 2;
 
 /// Value of `ARGV_FILTERS` (by comm): the program's words in `ARGV_WORDS`
 /// are those under `id`, and a short-option cluster stops when a byte of it
@@ -123,7 +126,7 @@ pub const SETTING_EXEC_UNFOLLOWS: u32 = 1 << 2;
 /// or what an entry means. Version 1 is the first marked one: pins without a
 /// marker count as version 0: they come from before it, in whichever layout
 /// (`ContinuedEntry` had already changed once).
-pub const LAYOUT_VERSION: u32 = if cfg!(feature = "next-layout") { 3 } else { 2 };
+pub const LAYOUT_VERSION: u32 = if cfg!(feature = "next-layout") { 4 } else { 3 };
 
 /// Value of the `SESSIONS` map, keyed by thread id; children inherit it on fork.
 #[repr(C)]
@@ -363,6 +366,11 @@ pub const NO_ARG: u32 = u32::MAX;
 pub const REPORT_PATH: usize = 256;
 /// Capacity of the report-only call map (system call numbers).
 pub const MAX_REPORT_CALLS: u32 = 64;
+/// Bytes of a `REPORT_QUIET_OPENS` key: an absolute path, zero-padded (so
+/// at most `QUIET_PATH - 2` bytes long: a longer read is cut, never quiet).
+pub const QUIET_PATH: usize = 16;
+/// Capacity of `REPORT_QUIET_OPENS`.
+pub const MAX_QUIET_PATHS: u32 = 16;
 
 /// Value of `REPORT_CALLS`, keyed by system call number: where a gated
 /// call's arguments are (indices into the six syscall arguments, or `NO_ARG`).

@@ -27,10 +27,11 @@ pub mod map {
     pub const ARGV_FILTERS: &str = "ARGV_FILTERS";
     pub const ARGV_WORDS: &str = "ARGV_WORDS";
     pub const ARGV_SCRATCH: &str = "ARGV_SCRATCH";
-    pub const EXEC_COUNTS: &str = "EXEC_COUNTS";
+    pub const KERNEL_COUNTS: &str = "KERNEL_COUNTS";
+    pub const REPORT_QUIET_OPENS: &str = "REPORT_QUIET_OPENS";
 
     /// Every map, each pinned under the pin directory.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 24] = [
         SESSIONS,
         HELD,
         PROGRAMS,
@@ -53,7 +54,8 @@ pub mod map {
         ARGV_FILTERS,
         ARGV_WORDS,
         ARGV_SCRATCH,
-        EXEC_COUNTS,
+        KERNEL_COUNTS,
+        REPORT_QUIET_OPENS,
     ];
 }
 

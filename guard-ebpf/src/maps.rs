@@ -9,10 +9,11 @@ use aya_ebpf::{
 use guard_common::{
     ApiConnKey, ApiHeldEntry, ArgvFilter, ArgvWordKey, Comm, ContinuedEntry, Event, EventKind,
     ExeNameOffsets, FileKey, GateDecision, GateDecisionKey, GateHeldEntry, GateRoot, HeldEntry,
-    ReportCall, SessionEntry, TracepointOffsets, API_PEEK, ARGV_LONG_ARG, EVENTS_BYTES,
-    EXEC_COUNT_SLOTS, EXEC_PREFILTER_PASSED, MAX_API_CONNS, MAX_API_HELD, MAX_API_POINTS,
+    ReportCall, SessionEntry, TracepointOffsets, API_PEEK, ARGV_LONG_ARG, COUNT_PREFILTER_PASSED,
+    COUNT_QUIET_OPENS, COUNT_SLOTS, EVENTS_BYTES, MAX_API_CONNS, MAX_API_HELD, MAX_API_POINTS,
     MAX_ARGV_WORDS, MAX_EXEC_DIRS, MAX_GATE_DECISIONS, MAX_GATE_ROOTS, MAX_HELD, MAX_PROGRAMS,
-    MAX_PROTECTED, MAX_REPORT_CALLS, MAX_SESSION_TASKS, OVERFLOW_EVENTS_LOST, OVERFLOW_SLOTS,
+    MAX_PROTECTED, MAX_QUIET_PATHS, MAX_REPORT_CALLS, MAX_SESSION_TASKS, OVERFLOW_EVENTS_LOST,
+    OVERFLOW_SLOTS, QUIET_PATH,
 };
 
 /// Thread id -> session, for every thread in an agent session.
@@ -37,14 +38,25 @@ pub static ARGV_WORDS: LpmTrie<ArgvWordKey, u32> = LpmTrie::with_max_entries(MAX
 #[map]
 pub static ARGV_SCRATCH: PerCpuArray<[u8; ARGV_LONG_ARG]> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per CPU, by `EXEC_*` slot: what the exec gate did without guardd.
+/// Per CPU, by `COUNT_*` slot: what the programs decided without guardd.
 #[map]
-pub static EXEC_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EXEC_COUNT_SLOTS, 0);
+pub static KERNEL_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNT_SLOTS, 0);
 
 /// Counts one watched exec the prefilter let run.
 #[inline(always)]
 pub fn count_prefilter_passed() {
-    if let Some(count) = EXEC_COUNTS.get_ptr_mut(EXEC_PREFILTER_PASSED) {
+    count(COUNT_PREFILTER_PASSED);
+}
+
+/// Counts one writing open of a quiet path the report-only program did not send.
+#[inline(always)]
+pub fn count_quiet_open() {
+    count(COUNT_QUIET_OPENS);
+}
+
+#[inline(always)]
+fn count(slot: u32) {
+    if let Some(count) = KERNEL_COUNTS.get_ptr_mut(slot) {
         unsafe { *count += 1 };
     }
 }
@@ -87,6 +99,13 @@ pub static GATE_DECIDED: HashMap<GateDecisionKey, GateDecision> =
 /// (empty unless guardd reports: no BPF LSM and the gate not off).
 #[map]
 pub static REPORT_CALLS: HashMap<u32, ReportCall> = HashMap::with_max_entries(MAX_REPORT_CALLS, 0);
+
+/// Absolute paths (zero-padded) whose writing opens the report-only program
+/// does not send: device files only root can replace that no `[[protect]]`
+/// entry can cover, such as /dev/null (guardd checks both).
+#[map]
+pub static REPORT_QUIET_OPENS: HashMap<[u8; QUIET_PATH], u8> =
+    HashMap::with_max_entries(MAX_QUIET_PATHS, 0);
 
 /// Thread id -> the client call an API probe stopped, until guardd has decided.
 #[map]

@@ -2,15 +2,21 @@
 //! the `syscalls/sys_enter_*` tracepoints of the gated calls. For a thread in
 //! a session it copies the call's path arguments to guardd, which reports
 //! those on protected paths. Nothing is held or refused here: a tracepoint
-//! cannot stop the call, and guardd's status says so per operation.
+//! cannot stop the call, and guardd's status says so per operation. Writing
+//! opens of a few device files (`>/dev/null`) are not sent: each report
+//! wakes guardd, and shells and git open /dev/null all the time.
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
-use guard_common::{EventKind, FileKey, ReportEvent, NO_ARG, SESSION_SECCOMP};
+use guard_common::{
+    EventKind, FileKey, ReportCall, ReportEvent, NO_ARG, QUIET_PATH, SESSION_SECCOMP,
+};
 
-use crate::maps::{count_lost, current_uid, EVENTS, REPORT_CALLS, SESSIONS};
+use crate::maps::{
+    count_lost, count_quiet_open, current_uid, EVENTS, REPORT_CALLS, REPORT_QUIET_OPENS, SESSIONS,
+};
 
 const AT_FDCWD: i32 = -100;
 /// O_WRONLY, O_RDWR, O_CREAT, O_TRUNC: an open that writes.
@@ -40,6 +46,10 @@ pub fn report_syscall(ctx: TracePointContext) -> u32 {
     let call = unsafe { *call };
     let flags = arg(&ctx, call.flags_arg);
     if call.open_flags != 0 && flags & OPEN_WRITES == 0 {
+        return 0;
+    }
+    if call.open_flags != 0 && opens_quiet_path(&ctx, &call) {
+        count_quiet_open();
         return 0;
     }
     let Some(mut entry) = EVENTS.reserve::<ReportEvent>(0) else {
@@ -88,4 +98,21 @@ fn arg(ctx: &TracePointContext, index: u32) -> u64 {
         return 0;
     }
     unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * index as usize) }.unwrap_or(0)
+}
+
+/// Whether an open's path is, byte for byte, one of `REPORT_QUIET_OPENS`.
+#[inline(always)]
+fn opens_quiet_path(ctx: &TracePointContext, call: &ReportCall) -> bool {
+    let at = call.path_args[0];
+    if at == NO_ARG {
+        return false;
+    }
+    let mut key = [0u8; QUIET_PATH];
+    let pointer = arg(ctx, at) as *const u8;
+    match unsafe { aya_ebpf::helpers::bpf_probe_read_user_str_bytes(pointer, &mut key) } {
+        // A read that filled the key may have been cut: never quiet.
+        Ok(path) if path.len() < QUIET_PATH - 1 => {}
+        _ => return false,
+    }
+    REPORT_QUIET_OPENS.get_ptr(&key).is_some()
 }

@@ -275,6 +275,14 @@ pub struct GateStats {
     /// without a stop (no rule could match them).
     #[serde(default)]
     pub prefilter_passed: u64,
+    /// Writing opens in sessions of a quiet path (/dev/null and the like:
+    /// `quiet_opens`) the report-only program did not send to guardd.
+    #[serde(default)]
+    pub quiet_opens_skipped: u64,
+    /// The paths whose writing opens are not reported (report-only hosts
+    /// only): device files only root can replace that no entry covers.
+    #[serde(default)]
+    pub quiet_opens: Vec<String>,
     /// Stop -> the daemon handles the ring-buffer event.
     pub event_latency: Latency,
     /// Stop -> decision (resumed, killed, or hold raised).

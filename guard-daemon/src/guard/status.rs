@@ -34,6 +34,8 @@ impl Guard {
                 events_lost: self.kernel.events_lost(),
                 stops_killed: self.kernel.stops_killed(),
                 prefilter_passed: self.kernel.prefilter_passed(),
+                quiet_opens_skipped: self.kernel.quiet_opens(),
+                quiet_opens: self.kernel.report_quiet_opens().to_vec(),
                 ..self.exec_gate.stats.view()
             },
             prefilters: self.prefilter_views(),

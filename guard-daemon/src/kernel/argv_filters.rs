@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aya::maps::lpm_trie::Key;
 use guard_common::{
-    comm_key, names::map, ArgvFilter, ArgvWordKey, Comm, ARGV_WORD_LEN, EXEC_PREFILTER_PASSED,
+    comm_key, names::map, ArgvFilter, ArgvWordKey, Comm, ARGV_WORD_LEN, COUNT_PREFILTER_PASSED,
 };
 
 use super::{Kernel, KernelError};
@@ -175,9 +175,7 @@ impl Kernel {
 
     /// Watched execs in sessions the prefilter let run, summed over the CPUs.
     pub fn prefilter_passed(&self) -> u64 {
-        self.exec_counts
-            .get(&EXEC_PREFILTER_PASSED, 0)
-            .map_or(0, |per_cpu| per_cpu.iter().sum())
+        self.count(COUNT_PREFILTER_PASSED)
     }
 }
 

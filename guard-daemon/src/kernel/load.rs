@@ -142,6 +142,7 @@ impl Kernel {
         let gate_held = take_map(&mut ebpf, map::GATE_HELD)?;
         let gate_decided = take_map(&mut ebpf, map::GATE_DECIDED)?;
         let report_calls = take_map(&mut ebpf, map::REPORT_CALLS)?;
+        let report_quiet_opens = take_map(&mut ebpf, map::REPORT_QUIET_OPENS)?;
         let guardd = take_map(&mut ebpf, map::GUARDD)?;
         let settings = take_map(&mut ebpf, map::SETTINGS)?;
         let events = take_map(&mut ebpf, map::EVENTS)?;
@@ -153,7 +154,7 @@ impl Kernel {
         let argv_filter_map: aya::maps::HashMap<_, Comm, ArgvFilter> =
             take_map(&mut ebpf, map::ARGV_FILTERS)?;
         let argv_words = take_map(&mut ebpf, map::ARGV_WORDS)?;
-        let exec_counts = take_map(&mut ebpf, map::EXEC_COUNTS)?;
+        let kernel_counts = take_map(&mut ebpf, map::KERNEL_COUNTS)?;
         let argv_filters = super::argv_filters::ArgvFilters::after(
             (argv_filter_map.iter())
                 .filter_map(Result::ok)
@@ -171,6 +172,8 @@ impl Kernel {
             gate_held,
             gate_decided,
             report_calls,
+            report_quiet_opens,
+            quiet_opens: Vec::new(),
             guardd,
             settings,
             overflows,
@@ -180,7 +183,7 @@ impl Kernel {
             api_conns,
             argv_filter_map,
             argv_words,
-            exec_counts,
+            kernel_counts,
             argv_filters,
             api_targets: Vec::new(),
             following: Default::default(),

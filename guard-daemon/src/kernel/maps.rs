@@ -7,9 +7,9 @@ use aya::{
 };
 use guard_common::{
     comm_key, names::map, Comm, FileKey, GateDecision, GateDecisionKey, GateHeldEntry, GateRoot,
-    HeldEntry, ReportCall, SessionEntry, OVERFLOW_EVENTS_LOST, OVERFLOW_STOPS_KILLED,
-    PROGRAM_AGENT, PROGRAM_INTERPRETER, PROGRAM_MULTI_CALL, PROGRAM_SCRIPT_RUNNER, PROGRAM_WATCHED,
-    SESSION_SECCOMP,
+    HeldEntry, ReportCall, SessionEntry, COUNT_QUIET_OPENS, OVERFLOW_EVENTS_LOST,
+    OVERFLOW_STOPS_KILLED, PROGRAM_AGENT, PROGRAM_INTERPRETER, PROGRAM_MULTI_CALL,
+    PROGRAM_SCRIPT_RUNNER, PROGRAM_WATCHED, SESSION_SECCOMP,
 };
 
 use super::{Continuation, Kernel, KernelError, ProgramSets};
@@ -58,6 +58,41 @@ impl Kernel {
         calls: &std::collections::HashMap<u32, ReportCall>,
     ) -> Result<(), KernelError> {
         make_exactly(&mut self.report_calls, map::REPORT_CALLS, calls)
+    }
+
+    /// Makes the paths whose writing opens are not reported exactly `paths`
+    /// (each absolute and shorter than `QUIET_PATH - 1` bytes; others are left out).
+    pub fn set_report_quiet_opens(&mut self, paths: &[&str]) -> Result<(), KernelError> {
+        let wanted = paths
+            .iter()
+            .filter_map(|path| quiet_key(path))
+            .map(|key| (key, 1u8))
+            .collect();
+        make_exactly(
+            &mut self.report_quiet_opens,
+            map::REPORT_QUIET_OPENS,
+            &wanted,
+        )?;
+        self.quiet_opens = paths.iter().map(|p| p.to_string()).collect();
+        Ok(())
+    }
+
+    /// The paths whose writing opens the report-only program does not send.
+    pub fn report_quiet_opens(&self) -> &[String] {
+        &self.quiet_opens
+    }
+
+    /// Writing opens of quiet paths the report-only program did not send,
+    /// summed over the CPUs.
+    pub fn quiet_opens(&self) -> u64 {
+        self.count(COUNT_QUIET_OPENS)
+    }
+
+    /// A `KERNEL_COUNTS` slot summed over the CPUs.
+    pub(super) fn count(&self, slot: u32) -> u64 {
+        self.kernel_counts
+            .get(&slot, 0)
+            .map_or(0, |per_cpu| per_cpu.iter().sum())
     }
 
     /// Events the ring buffer had no room for, summed over the CPUs.
@@ -288,5 +323,32 @@ impl Kernel {
         for key in ended {
             let _ = self.gate_decided.remove(&key);
         }
+    }
+}
+
+/// `path` as the report-only program reads it: its bytes, zero-padded.
+fn quiet_key(path: &str) -> Option<[u8; guard_common::QUIET_PATH]> {
+    let bytes = path.as_bytes();
+    if !path.starts_with('/') || bytes.len() >= guard_common::QUIET_PATH - 1 {
+        return None;
+    }
+    let mut key = [0u8; guard_common::QUIET_PATH];
+    key[..bytes.len()].copy_from_slice(bytes);
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_path_is_keyed_as_the_program_reads_it_or_not_at_all() {
+        let key = quiet_key("/dev/null").unwrap();
+        assert_eq!(&key[..10], b"/dev/null\0");
+        assert!(key[10..].iter().all(|b| *b == 0));
+        // 14 bytes fit with their NUL and a spare byte; a read of 15 may be cut.
+        assert!(quiet_key("/dev/abcdefghi").is_some());
+        assert!(quiet_key("/dev/abcdefghij").is_none());
+        assert!(quiet_key("dev/null").is_none(), "relative");
     }
 }

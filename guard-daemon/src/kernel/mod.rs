@@ -151,6 +151,9 @@ pub struct Kernel {
     gate_held: HashMap<MapData, u32, GateHeldEntry>,
     gate_decided: HashMap<MapData, GateDecisionKey, GateDecision>,
     report_calls: HashMap<MapData, u32, ReportCall>,
+    report_quiet_opens: HashMap<MapData, [u8; guard_common::QUIET_PATH], u8>,
+    /// The paths in `report_quiet_opens`, as last written.
+    quiet_opens: Vec<String>,
     guardd: Array<MapData, u32>,
     settings: Array<MapData, u32>,
     overflows: PerCpuArray<MapData, u64>,
@@ -160,7 +163,7 @@ pub struct Kernel {
     api_points: HashMap<MapData, u32, u32>,
     argv_filter_map: HashMap<MapData, Comm, ArgvFilter>,
     argv_words: LpmTrie<MapData, ArgvWordKey, u32>,
-    exec_counts: PerCpuArray<MapData, u64>,
+    kernel_counts: PerCpuArray<MapData, u64>,
     argv_filters: argv_filters::ArgvFilters,
     /// The libraries and programs the API probes are attached to.
     api_targets: Vec<ApiTarget>,

@@ -1075,6 +1075,8 @@ mod tests {
                 events_lost: 4,
                 stops_killed: 0,
                 prefilter_passed: 12,
+                quiet_opens_skipped: 0,
+                quiet_opens: Vec::new(),
                 event_latency: Latency {
                     samples: 200,
                     p50_us: 40,

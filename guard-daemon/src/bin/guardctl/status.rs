@@ -105,6 +105,13 @@ pub fn run(socket: &Path, relay: &super::fleet::Relay, args: Args) -> anyhow::Re
         s.prefilter_passed,
         status.prefilters.len()
     );
+    if !s.quiet_opens.is_empty() {
+        println!(
+            "syscall gate (report only): {} writing opens of {} not sent to guardd (device files only root can replace, no [[protect]] entry covers them)",
+            s.quiet_opens_skipped,
+            s.quiet_opens.join(", ")
+        );
+    }
     if args.prefilter {
         for program in &status.prefilters {
             let how = if program.prefiltered {

@@ -1,13 +1,19 @@
 //! The report-only syscall gate (`guard-ebpf/src/report.rs`), where the BPF
 //! LSM does not run: calls on protected paths by session processes the
 //! seccomp gate does not see are written to the audit log. They have run.
-use std::{collections::HashMap, path::PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use guard_common::{ReportCall, ReportEvent, NO_ARG};
 
 use super::*;
 use crate::{
-    policy::{protect::Operation, GateMode},
+    policy::{
+        protect::{Operation, Protection},
+        GateMode,
+    },
     seccomp::{syscalls, Call},
 };
 
@@ -38,6 +44,41 @@ fn report_calls() -> HashMap<u32, ReportCall> {
         .collect()
 }
 
+/// Device files shells and tools open for writing all the time
+/// (`>/dev/null`, a terminal): reporting each would wake guardd for nothing.
+const QUIET_CANDIDATES: [&str; 7] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/tty",
+    "/dev/ptmx",
+    "/dev/random",
+    "/dev/urandom",
+];
+
+/// The candidates whose writing opens need no report: a character device
+/// only root can replace (root owns it and every directory above it, none
+/// writable by others) that no `[[protect]]` entry covers in any session.
+fn quiet_opens(protections: &[Protection]) -> Vec<&'static str> {
+    QUIET_CANDIDATES
+        .into_iter()
+        .filter(|path| {
+            only_root_can_replace(Path::new(path))
+                && crate::policy::protect::unprotected_anywhere(protections, Path::new(path))
+        })
+        .collect()
+}
+
+fn only_root_can_replace(device: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    let root_only_dir = |dir: &Path| {
+        std::fs::symlink_metadata(dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0)
+    };
+    std::fs::symlink_metadata(device).is_ok_and(|m| m.file_type().is_char_device() && m.uid() == 0)
+        && device.ancestors().skip(1).all(root_only_dir)
+}
+
 impl Guard {
     /// Whether calls are reported: no BPF LSM here, and the gate not off.
     pub(in crate::guard) fn reports_calls(&self) -> bool {
@@ -59,6 +100,14 @@ impl Guard {
         };
         if let Err(err) = self.kernel.set_report_calls(&calls) {
             tracing::error!("report-only syscall gate: {err}");
+        }
+        let quiet = match self.reports_calls() {
+            true => quiet_opens(&self.policy.protections),
+            false => Vec::new(),
+        };
+        if let Err(err) = self.kernel.set_report_quiet_opens(&quiet) {
+            // Those opens are then sent and judged like any other: no loss.
+            tracing::error!("report-only syscall gate, quiet opens: {err}");
         }
         self.sync_reporting();
     }

@@ -16,8 +16,8 @@ pub struct ProtectedSet {
     root_named: bool,
     /// Whether `agent-guard-self` is among the protections.
     has_own: bool,
-    /// Per protection: its `except` paths.
-    excepts: Vec<Vec<globset::GlobMatcher>>,
+    /// Per protection: its `except` paths, in one set (one pass per prefix).
+    excepts: Vec<globset::GlobSet>,
     /// The `fallback` entries' paths, with the entry each belongs to.
     fallbacks: Vec<(usize, globset::GlobMatcher)>,
     /// Where a fallback entry's requests are split (see `fallback_root`).
@@ -52,6 +52,27 @@ fn glob(pattern: &str, places: Places) -> Option<globset::Glob> {
         .literal_separator(true)
         .build()
         .ok()
+}
+
+/// Whether no entry protects `path` (absolute, resolved) for any operation,
+/// in any session. Only `~` moves a path pattern (`{workspace}` is only ever
+/// an `except`, which protects less), and a home can reach `path` only from
+/// `path` itself or one of its ancestors: so those homes and one elsewhere,
+/// each without a workspace, are every case there is.
+pub fn unprotected_anywhere(protections: &[Protection], path: &Path) -> bool {
+    let elsewhere = Path::new("/nonexistent/agent-guard-home");
+    std::iter::once(elsewhere)
+        .chain(path.ancestors())
+        .all(|home| {
+            let places = Places {
+                home,
+                workspace: None,
+            };
+            let set = ProtectedSet::new(protections, places);
+            Operation::ALL
+                .iter()
+                .all(|operation| set.find(protections, path, *operation).is_none())
+        })
 }
 
 /// A protected path: which protection, and the root it protects.
@@ -94,7 +115,18 @@ impl ProtectedSet {
         });
         let excepts = protections
             .iter()
-            .map(|p| p.except.iter().filter_map(|e| matcher(e, places)).collect())
+            .map(|p| {
+                let mut set = globset::GlobSetBuilder::new();
+                for except in p.except.iter().filter_map(|e| glob(e, places)) {
+                    set.add(except);
+                }
+                set.build().unwrap_or_else(|err| {
+                    // Unreachable for a loaded policy (its globs were checked);
+                    // no except then protects more, never less.
+                    tracing::error!("[[protect]] {} except: {err}", p.id);
+                    globset::GlobSet::empty()
+                })
+            })
             .collect();
         Self {
             globs,
@@ -114,7 +146,7 @@ impl ProtectedSet {
             && path
                 .ancestors()
                 .take(MAX_DEPTH)
-                .any(|prefix| excepts.iter().any(|e| e.is_match(prefix)))
+                .any(|prefix| excepts.is_match(prefix))
     }
 
     /// The outermost protected root at or above `path` (absolute, resolved)

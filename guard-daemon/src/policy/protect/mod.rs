@@ -15,7 +15,10 @@ use guard_common::{
 use serde::Deserialize;
 
 use super::{Action, HoldTerms};
-pub use matching::{fallback_root, literal_path, matcher, splits, Places, Protected, ProtectedSet};
+pub use matching::{
+    fallback_root, literal_path, matcher, splits, unprotected_anywhere, Places, Protected,
+    ProtectedSet,
+};
 
 /// The operations the gate sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]

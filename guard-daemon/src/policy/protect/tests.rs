@@ -298,3 +298,35 @@ except = ["{workspace}/build", "{workspacex}"]
     let err = file.compile(Duration::from_secs(1)).unwrap_err();
     assert!(err.contains("{workspacex}"), "{err}");
 }
+
+#[test]
+fn a_path_is_unprotected_anywhere_only_if_no_home_can_bring_an_entry_over_it() {
+    let null = Path::new("/dev/null");
+    let default = crate::policy::Policy::embedded_default();
+    assert!(unprotected_anywhere(&default.protections, null));
+    assert!(!unprotected_anywhere(
+        &default.protections,
+        Path::new("/etc/hosts")
+    ));
+    let cases = [
+        // A root above it, or the path itself.
+        ("paths = [\"/dev\"]", false),
+        ("paths = [\"/dev/nu*\"]", false),
+        // A home that is the path or a directory above it.
+        ("paths = [\"~\"]", false),
+        ("paths = [\"~/null\"]", false),
+        // An except that takes it out only for some homes.
+        ("paths = [\"/dev\"]\nexcept = [\"~\"]", false),
+        // Excepted for everyone, or nowhere near it.
+        ("paths = [\"/dev\"]\nexcept = [\"/dev/null\"]", true),
+        ("paths = [\"~/.ssh\", \"/etc\"]", true),
+        (
+            "paths = [\"/dev\"]\noperations = [\"unlink\"]\nexcept = [\"/dev/null\"]",
+            true,
+        ),
+    ];
+    for (entry, unprotected) in cases {
+        let list = protections(&format!("[[protect]]\nid = \"x\"\n{entry}\n"));
+        assert_eq!(unprotected_anywhere(&list, null), unprotected, "{entry}");
+    }
+}
