@@ -222,11 +222,18 @@ pub(crate) fn stopped_call(tid: u32) -> Option<(i32, Vec<u64>)> {
 /// (the last component followed for the calls that follow it). For a thread
 /// that has ended, an absolute path is taken as written (`..` folded); a
 /// relative one cannot be placed any more.
-pub fn resolve_path(tid: u32, dirfd: i32, raw: &[u8], operation: Operation) -> PathBuf {
+/// `open_flags`: the call's, for an open.
+pub fn resolve_path(
+    tid: u32,
+    dirfd: i32,
+    raw: &[u8],
+    operation: Operation,
+    open_flags: Option<u64>,
+) -> PathBuf {
     let follows = !matches!(
         operation,
         Operation::Unlink | Operation::Rmdir | Operation::Rename
-    );
+    ) && open_flags.is_none_or(syscalls::open_follows);
     resolve::resolve(tid, dirfd, raw, follows)
 }
 
@@ -261,7 +268,7 @@ fn decode(listener: &Listener, request: &ScmpNotifReq) -> Result<Option<Call>, U
             // openat2 only (the filter checks the others): a read-only open.
             return Ok(None);
         }
-        follows = flags & libc::O_NOFOLLOW as u64 == 0;
+        follows = syscalls::open_follows(flags);
     }
     let mut paths = Vec::with_capacity(gated.paths.len());
     for (dirfd_arg, path_arg) in gated.paths {

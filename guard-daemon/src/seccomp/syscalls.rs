@@ -109,6 +109,14 @@ pub fn writes(flags: u64) -> bool {
     WRITE_FLAGS.iter().any(|bit| flags & bit != 0)
 }
 
+/// Whether an open with `flags` follows a symbolic link in its last
+/// component: not with O_NOFOLLOW, nor with O_CREAT | O_EXCL, which fails
+/// on any name that exists (so the file it makes is the name itself).
+pub fn open_follows(flags: u64) -> bool {
+    let exclusive = (libc::O_CREAT | libc::O_EXCL) as u64;
+    flags & libc::O_NOFOLLOW as u64 == 0 && flags & exclusive != exclusive
+}
+
 /// The calls that reach a process outside the session (the escape checks):
 /// the target is a pid (argument), a pidfd of the caller, or a socket address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,4 +158,24 @@ pub fn escape_by_number(number: i32) -> Option<(&'static str, Escape)> {
         })
         .get(&number)
         .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_follows_its_last_link_unless_nofollow_or_exclusive_create() {
+        let flags = |f: i32| f as u64;
+        assert!(open_follows(flags(libc::O_WRONLY | libc::O_TRUNC)));
+        assert!(open_follows(flags(libc::O_RDWR | libc::O_CREAT)));
+        assert!(
+            open_follows(flags(libc::O_WRONLY | libc::O_EXCL)),
+            "O_EXCL alone"
+        );
+        assert!(!open_follows(flags(libc::O_WRONLY | libc::O_NOFOLLOW)));
+        assert!(!open_follows(flags(
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL
+        )));
+    }
 }

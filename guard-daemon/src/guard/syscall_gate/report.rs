@@ -161,13 +161,16 @@ impl Guard {
         if operation == Operation::Unlink && report.flags & syscalls::AT_REMOVEDIR != 0 {
             operation = Operation::Rmdir;
         }
+        // An open's flags (0 where the call has none: creat, openat2).
+        let open_flags = (operation == Operation::Write).then_some(report.flags);
         let paths: Vec<PathBuf> = (0..2)
             .filter_map(|i| {
                 let raw = &report.paths[i];
                 let len = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
                 // The thread may be gone: its cwd and fds with it, then the path stays as given.
                 (len > 0).then(|| {
-                    crate::seccomp::resolve_path(event.tid, report.dirfd[i], &raw[..len], operation)
+                    let (tid, dirfd) = (event.tid, report.dirfd[i]);
+                    crate::seccomp::resolve_path(tid, dirfd, &raw[..len], operation, open_flags)
                 })
             })
             .collect();
