@@ -196,6 +196,7 @@ pub fn run() -> anyhow::Result<()> {
         workload_git: git.summary(),
         workload_git_status: Some(git_status.session.summary()),
         workload_git_status_seccomp_floor: Some(git_status.seccomp_floor.summary()),
+        workload_git_status_detected: Some(git_status.detected.summary()),
         peer_bpftrace_exec_tracepoint: bpftrace,
         peer_auditd_execve_rule: auditd,
         peer_fapolicyd: fapolicyd,
@@ -554,14 +555,16 @@ fn workloads(bench: &Bench) -> anyhow::Result<(Pair, Pair, GitStatus)> {
     Ok((make, git, status))
 }
 
-/// 200 x `git status` in a session, and under a bare allow-all seccomp
+/// 200 x `git status` in a session, in a session guardd detected (an
+/// agent's name, no seccomp filter), and under a bare allow-all seccomp
 /// filter (the floor of any session that carries a filter here), each
-/// against the runs without either just before and just after it. guardd
-/// runs only for the session's loop: its report-only tracepoints, slowing
+/// against the runs without any of them just before and just after. guardd
+/// runs only for the sessions' loops: its report-only tracepoints, slowing
 /// every call of the machine, stay attached for seconds after a session.
 #[derive(Default)]
 struct GitStatus {
     session: Pair,
+    detected: Pair,
     seccomp_floor: Pair,
 }
 
@@ -569,19 +572,38 @@ impl GitStatus {
     fn round(&mut self, bench: &Bench, workload: &Workload) -> anyhow::Result<()> {
         let before = workload.git_status(None)? * 1e6;
         let floor = workload.git_status_under(&bench.bin("allow_filter"))? * 1e6;
+        let agent = agent_shell(bench)?;
         let guard = Guardd::start_default(bench)?;
         // guardd attaches its API probes in the background after start.
         sleep(Duration::from_secs(2));
         let with = workload.git_status(Some(&bench.session(&guard)));
+        let detected = workload.git_status_by(&agent);
         guard.stop(bench)?;
         let after = workload.git_status(None)? * 1e6;
-        for pair in [&mut self.session, &mut self.seccomp_floor] {
+        for pair in [
+            &mut self.session,
+            &mut self.detected,
+            &mut self.seccomp_floor,
+        ] {
             pair.without.push((before + after) / 2.0);
         }
         self.session.with.push(with? * 1e6);
+        self.detected.with.push(detected? * 1e6);
         self.seccomp_floor.with.push(floor);
         Ok(())
     }
+}
+
+/// `/bin/sh` under the name of an agent of the default policy, so that
+/// guardd starts a session for what it runs.
+fn agent_shell(bench: &Bench) -> anyhow::Result<PathBuf> {
+    let dir = bench.dir.join("agent");
+    let shell = dir.join("claude");
+    if !shell.exists() {
+        fs::create_dir_all(&dir)?;
+        std::os::unix::fs::symlink("/bin/sh", &shell)?;
+    }
+    Ok(shell)
 }
 
 /// `--git-status`: the git-status rows alone, over `GIT_STATUS_ROUNDS`
@@ -597,6 +619,7 @@ pub fn git_status_only() -> anyhow::Result<()> {
     }
     results.workload_git_status = Some(status.session.summary());
     results.workload_git_status_seccomp_floor = Some(status.seccomp_floor.summary());
+    results.workload_git_status_detected = Some(status.detected.summary());
     fs::write(
         bench.dir.join("results.json"),
         serde_json::to_string_pretty(&results)?,
@@ -914,6 +937,13 @@ fn report(r: &Results) -> String {
             "200 x `git status`: ms outside, no guard",
             "",
             &ms(&status.no_guard_us),
+        );
+    }
+    if let Some(detected) = &r.workload_git_status_detected {
+        out += &row(
+            "the same in a session guardd detected (run by a shell named `claude`: no seccomp filter, the escape checks not on) / outside, no guard",
+            "",
+            &detected.ratio,
         );
     }
     if let Some(floor) = &r.workload_git_status_seccomp_floor {

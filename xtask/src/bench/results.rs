@@ -133,6 +133,9 @@ pub(super) struct Results {
     /// `git status` under a bare allow-all seccomp filter, no guard.
     #[serde(default)]
     pub workload_git_status_seccomp_floor: Option<PairSummary>,
+    /// `git status` in a session guardd detected (no seccomp filter).
+    #[serde(default)]
+    pub workload_git_status_detected: Option<PairSummary>,
     pub peer_bpftrace_exec_tracepoint: Measured<PairSummary>,
     pub peer_auditd_execve_rule: Measured<PairSummary>,
     pub peer_fapolicyd: Measured<PairSummary>,

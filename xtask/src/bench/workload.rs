@@ -121,6 +121,16 @@ impl Workload {
         timed(command)
     }
 
+    /// The same loop run by `shell` (a shell under an agent's name, which
+    /// guardd detects as a session).
+    pub fn git_status_by(&self, shell: &Path) -> anyhow::Result<f64> {
+        let mut command = Command::new(shell);
+        command
+            .args(["-c", &git_status_loop()])
+            .current_dir(&self.repo);
+        timed(command)
+    }
+
     /// The same loop under `wrapper` (xtask/bench/allow_filter.c), no guard.
     pub fn git_status_under(&self, wrapper: &Path) -> anyhow::Result<f64> {
         let mut command = Command::new(wrapper);
