@@ -953,6 +953,24 @@ fn report(r: &Results) -> String {
             &floor.ratio,
         );
     }
+    // The loops' own medians: steadier than the median of per-round ratios
+    // when single loops move by 10% or more.
+    for (loops, what) in [
+        (&r.workload_git_status, "in the `guardctl run` session"),
+        (&r.workload_git_status_detected, "in the detected session"),
+        (
+            &r.workload_git_status_seccomp_floor,
+            "under the bare filter",
+        ),
+    ] {
+        if let Some(loops) = loops {
+            out += &row(
+                &format!("200 x `git status`: ms {what}"),
+                "",
+                &ms(&loops.guard_us),
+            );
+        }
+    }
     for (peer, name) in [
         (
             &r.peer_bpftrace_exec_tracepoint,
