@@ -141,32 +141,15 @@ pub fn check_layer(policy: &str) -> Result<(), BundleError> {
     if table.contains_key("fleet") {
         return Err(BundleError::SetsFleet);
     }
-    let paths = [table
-        .get("approvals")
-        .and_then(|a| a.get("allowed_signers"))]
-    .into_iter()
-    .flatten()
-    .chain(
-        table
-            .get("defaults")
-            .and_then(|d| d.get("program_dirs"))
-            .and_then(toml::Value::as_array)
-            .into_iter()
-            .flatten(),
-    )
-    .chain(
-        table
-            .get("notify")
-            .and_then(|n| n.get("webhook"))
-            .and_then(toml::Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|hook| hook.get("secret_file")),
-    );
-    for path in paths {
-        if let Some(path) = path.as_str().filter(|p| !p.starts_with('/')) {
-            return Err(BundleError::RelativePath(path.into()));
-        }
+    // The keys naming files, as the loader reads them.
+    let file: crate::policy::file::PolicyFile = toml::from_str(policy)
+        .map_err(|err| BundleError::Malformed(err.to_string().trim_end().to_string()))?;
+    let webhooks = file.notify.webhook.iter();
+    let paths = (file.approvals.allowed_signers.iter())
+        .chain(&file.defaults.program_dirs)
+        .chain(webhooks.filter_map(|hook| hook.secret_file.as_ref()));
+    if let Some(path) = paths.into_iter().find(|p| p.is_relative()) {
+        return Err(BundleError::RelativePath(path.display().to_string()));
     }
     Ok(())
 }

@@ -144,8 +144,7 @@ impl Policy {
             extend_unique(&mut program_dirs, file.defaults.program_dirs);
             if let Some(path) = file.approvals.allowed_signers {
                 // Relative to the file that names it.
-                let base = Path::new(&layer.origin).parent().unwrap_or(Path::new("."));
-                approvals.allowed_signers = Some(base.join(path));
+                approvals.allowed_signers = Some(dir.join(path));
             }
             approvals.max_token_ttl = file
                 .approvals

@@ -10,7 +10,7 @@ pub mod api;
 mod aws_alias;
 mod command;
 mod elsewhere;
-mod file;
+pub(crate) mod file;
 mod files;
 pub mod fleet;
 mod git_config;
