@@ -58,8 +58,9 @@ enum Task {
         /// of the relay; about 3 minutes) into the last run's results.json.
         #[arg(long, conflicts_with_all = ["report", "lsm_gate"])]
         fleet: bool,
-        /// Only measure 200 x `git status` in a session and under a bare
-        /// seccomp filter, over 15 rounds, into the last run's results.json.
+        /// Only measure 200 x `git status` in a `guardctl run` session, in a
+        /// detected session and under a bare seccomp filter, over 30 rounds
+        /// (about 6 minutes), into the last run's results.json.
         #[arg(long, conflicts_with_all = ["report", "lsm_gate", "fleet"])]
         git_status: bool,
         /// Passed to criterion.
