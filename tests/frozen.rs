@@ -47,7 +47,7 @@ fn a_sigcont_to_a_frozen_hold_runs_nothing_and_approval_moves_it_back() {
     assert_eq!(pending.len(), 1, "a SIGCONT after the freeze ends nothing");
 
     guard.decide("approve", &hold);
-    wait_for_file(&stubs.marker());
+    stubs.wait_for_marker();
     assert_eq!(stubs.marker_text(), "destroy back\n");
     assert_eq!(
         cgroup_of(pid),
@@ -246,7 +246,7 @@ fn the_v1_freezer_holds_across_a_restart_releases_denies_and_tears_down() {
     sleep(Duration::from_millis(300));
     assert_eq!(stubs.marker_text(), "", "ran after the agent's SIGCONT");
     guard.decide("approve", &hold);
-    wait_for_file(&stubs.marker());
+    stubs.wait_for_marker();
     assert_eq!(
         v1_cgroup_of(pid),
         origin,

@@ -95,7 +95,7 @@ fn teardown_also_ends_a_hold_another_process_let_run() {
     // elsewhere it runs until the teardown.
     let ran = sigcont(continued_pid) && !freezer_here();
     if ran {
-        wait_for_file(&stubs.marker());
+        stubs.wait_for_marker();
     } else {
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(stubs.marker_text(), "", "ran while guardd was down");
@@ -146,7 +146,7 @@ fn a_stop_another_process_continues_before_guardd_holds_it_is_killed() {
     let pid = wait_for_stopped_command("early");
     let ran = sigcont(pid);
     if ran {
-        wait_for_file(&stubs.marker());
+        stubs.wait_for_marker();
     }
     drop(frozen);
     if !ran {

@@ -292,7 +292,7 @@ fn a_hold_another_process_continues_before_and_after_a_crash_of_guardd_runs_noth
     if !freezer_here() {
         // Nothing refuses the signal while guardd is down (ptrace-stop ended with
         // it): it runs, and the restart kills it and says so.
-        wait_for_file(&stubs.marker());
+        stubs.wait_for_marker();
         guard.restart();
         let (status, _, _) = run.wait();
         assert_eq!(status.signal(), Some(libc::SIGKILL), "left running");

@@ -111,6 +111,21 @@ impl Stubs {
         fs::read_to_string(self.marker()).unwrap_or_default()
     }
 
+    /// Waits until a stub has written its whole line to the marker: the
+    /// file appears when the shell opens it, before `echo` writes, so a
+    /// kill right after it appeared could leave it empty.
+    pub fn wait_for_marker(&self) {
+        let deadline = Instant::now() + WAIT;
+        while !self.marker_text().ends_with('\n') {
+            assert!(
+                Instant::now() < deadline,
+                "no line in {}",
+                self.marker().display()
+            );
+            sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Writes an executable `#!/bin/sh` script into the stub bin dir.
     pub fn script(&self, name: &str, body: &str) -> PathBuf {
         write_script(&self.bin(), name, body)
